@@ -1,0 +1,115 @@
+/*
+ * tnd_reactor.h — one io_uring event loop per thread.
+ *
+ * A reactor owns one io_uring and runs on exactly one thread. Everything
+ * tandem does on the data path — socket receive and send, disk reads and
+ * writes, fsync, timers — is a completion on some reactor's ring. A
+ * connection, a volume's private state or a buffer pool belongs to one
+ * reactor for its life; nothing on the hot path takes a sleeping lock.
+ *
+ * Submitting work: embed a struct tnd_uring_op in your own object, fill in
+ * its cb, take an SQE with tnd_reactor_sqe() (which binds the op as the
+ * SQE's user_data) and prepare it with the ordinary io_uring_prep_*()
+ * helpers. The reactor submits pending SQEs in one batch each loop turn and
+ * calls op->cb(op, cqe->res, cqe->flags) on its own thread. The op must stay
+ * alive until its callback has run (for multishot requests: until a
+ * completion without IORING_CQE_F_MORE).
+ *
+ * Crossing threads: tnd_reactor_send() is the only call that may be made
+ * from another thread. It pushes an intrusive message onto a lock-free
+ * stack and wakes the reactor through an eventfd; the message's fn runs on
+ * the reactor's thread. The sender owns the message memory until fn runs;
+ * fn then owns it.
+ *
+ * Timers are kept in user space (a min-heap) and bound the ring's wait, so
+ * that cancelling a timer is a plain function call with no kernel round
+ * trip. They are for seconds-scale work (NOP-In pings, GC ticks), not for
+ * I/O completion.
+ *
+ * Tests drive a reactor deterministically on their own thread with
+ * tnd_reactor_poll(); the daemon gives each reactor a thread with
+ * tnd_reactor_start().
+ */
+#ifndef TND_REACTOR_H
+#define TND_REACTOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <liburing.h>
+
+struct tnd_reactor;
+struct tnd_uring_op;
+
+typedef void (*tnd_uring_cb)(struct tnd_uring_op *op, int res, unsigned flags);
+
+struct tnd_uring_op {
+	tnd_uring_cb cb;
+};
+
+struct tnd_msg;
+typedef void (*tnd_msg_fn)(struct tnd_msg *msg);
+
+struct tnd_msg {
+	struct tnd_msg *next;   /* private to the reactor */
+	tnd_msg_fn fn;
+};
+
+struct tnd_timer;
+typedef void (*tnd_timer_fn)(struct tnd_timer *t);
+
+struct tnd_timer {
+	uint64_t deadline_ns;   /* private */
+	unsigned heap_idx;      /* private; 0 = not armed */
+	tnd_timer_fn fn;
+};
+
+/* Create a reactor with a ring of @entries SQEs. Returns 0 or -errno. */
+int tnd_reactor_create(unsigned index, unsigned entries, struct tnd_reactor **out);
+
+/*
+ * Destroy a stopped reactor. Pending messages are dropped without running;
+ * in-flight ring operations are abandoned, so callers must have drained
+ * their I/O first.
+ */
+void tnd_reactor_destroy(struct tnd_reactor *r);
+
+unsigned tnd_reactor_index(const struct tnd_reactor *r);
+
+/*
+ * Take an SQE bound to @op. Flushes the submission queue if it is full, so
+ * it returns NULL only when the ring itself is broken.
+ */
+struct io_uring_sqe *tnd_reactor_sqe(struct tnd_reactor *r, struct tnd_uring_op *op);
+
+/* Submit what is queued now, without waiting. Returns 0 or -errno. */
+int tnd_reactor_flush(struct tnd_reactor *r);
+
+/*
+ * Run one loop turn: submit, wait up to @timeout_ms for at least one
+ * completion (0: don't wait, -1: wait until a completion, message or timer),
+ * then run all completions, messages and expired timers. Returns the number
+ * of events handled or -errno.
+ */
+int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms);
+
+/* Start a thread that runs tnd_reactor_poll(r, -1) until stopped. */
+int tnd_reactor_start(struct tnd_reactor *r);
+
+/* Ask the reactor's loop to stop (any thread); tnd_reactor_join() waits. */
+void tnd_reactor_stop(struct tnd_reactor *r);
+void tnd_reactor_join(struct tnd_reactor *r);
+
+/* True when called on @r's own thread (or on the test thread polling it). */
+bool tnd_reactor_is_current(const struct tnd_reactor *r);
+
+/* Run msg->fn(msg) on @r's thread. Safe from any thread; never fails. */
+void tnd_reactor_send(struct tnd_reactor *r, struct tnd_msg *msg);
+
+/* Arm @t to fire once after @delay_ns (re-arming moves it). Reactor thread only. */
+void tnd_reactor_timer_arm(struct tnd_reactor *r, struct tnd_timer *t, uint64_t delay_ns);
+void tnd_reactor_timer_cancel(struct tnd_reactor *r, struct tnd_timer *t);
+
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t tnd_now_ns(void);
+
+#endif

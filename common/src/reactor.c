@@ -1,0 +1,350 @@
+/*
+ * The io_uring event loop; see tnd_reactor.h for the contract.
+ *
+ * Cross-thread messages use a Treiber stack: senders CAS-push, the reactor
+ * swaps the whole stack out and reverses it so messages from one sender run
+ * in the order sent. A sender that pushes onto an empty stack writes the
+ * eventfd; the reactor keeps one read armed on it. A push onto a non-empty
+ * stack needs no wake-up, because whoever made it non-empty already woke
+ * the reactor and the reactor drains the stack after every wait.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tnd_common.h"
+#include "tnd_reactor.h"
+
+struct tnd_reactor {
+	struct io_uring ring;
+	unsigned index;
+
+	int efd;
+	uint64_t efd_buf;
+	struct tnd_uring_op efd_op;
+	bool efd_armed;
+	_Atomic(struct tnd_msg *) inbox;
+
+	atomic_bool stop;
+	bool thread_started;
+	pthread_t thread;
+	pthread_t owner;
+	bool owner_set;
+
+	/* 1-based binary min-heap of armed timers, by deadline. */
+	struct tnd_timer **heap;
+	unsigned heap_len;
+	unsigned heap_cap;
+};
+
+uint64_t tnd_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void efd_read_done(struct tnd_uring_op *op, int res, unsigned flags)
+{
+	(void)res;
+	(void)flags;
+	struct tnd_reactor *r = tnd_container_of(op, struct tnd_reactor, efd_op);
+	r->efd_armed = false;
+}
+
+int tnd_reactor_create(unsigned index, unsigned entries, struct tnd_reactor **out)
+{
+	struct tnd_reactor *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->index = index;
+	r->efd_op.cb = efd_read_done;
+
+	int ret = io_uring_queue_init(entries, &r->ring, 0);
+	if (ret < 0)
+		goto err_free;
+	r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (r->efd < 0) {
+		ret = -errno;
+		goto err_ring;
+	}
+	*out = r;
+	return 0;
+
+err_ring:
+	io_uring_queue_exit(&r->ring);
+err_free:
+	free(r);
+	return ret;
+}
+
+void tnd_reactor_destroy(struct tnd_reactor *r)
+{
+	if (!r)
+		return;
+	io_uring_queue_exit(&r->ring);
+	close(r->efd);
+	free(r->heap);
+	free(r);
+}
+
+unsigned tnd_reactor_index(const struct tnd_reactor *r)
+{
+	return r->index;
+}
+
+struct io_uring_sqe *tnd_reactor_sqe(struct tnd_reactor *r, struct tnd_uring_op *op)
+{
+	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
+	if (!sqe) {
+		io_uring_submit(&r->ring);
+		sqe = io_uring_get_sqe(&r->ring);
+		if (!sqe)
+			return NULL;
+	}
+	io_uring_sqe_set_data(sqe, op);
+	return sqe;
+}
+
+int tnd_reactor_flush(struct tnd_reactor *r)
+{
+	int ret = io_uring_submit(&r->ring);
+	return ret < 0 ? ret : 0;
+}
+
+bool tnd_reactor_is_current(const struct tnd_reactor *r)
+{
+	return r->owner_set && pthread_equal(r->owner, pthread_self());
+}
+
+void tnd_reactor_send(struct tnd_reactor *r, struct tnd_msg *msg)
+{
+	struct tnd_msg *head = atomic_load_explicit(&r->inbox, memory_order_relaxed);
+	do {
+		msg->next = head;
+	} while (!atomic_compare_exchange_weak_explicit(&r->inbox, &head, msg,
+							memory_order_release,
+							memory_order_relaxed));
+	if (head == NULL) {
+		uint64_t one = 1;
+		/* EAGAIN means the counter is saturated: already awake. */
+		(void)!write(r->efd, &one, sizeof(one));
+	}
+}
+
+static int drain_inbox(struct tnd_reactor *r)
+{
+	struct tnd_msg *m = atomic_exchange_explicit(&r->inbox, NULL, memory_order_acquire);
+	struct tnd_msg *rev = NULL;
+	int n = 0;
+	while (m) {
+		struct tnd_msg *next = m->next;
+		m->next = rev;
+		rev = m;
+		m = next;
+	}
+	while (rev) {
+		struct tnd_msg *next = rev->next;
+		rev->fn(rev);
+		rev = next;
+		n++;
+	}
+	return n;
+}
+
+/* ---- timers: a min-heap keyed by deadline ---- */
+
+static void heap_swap(struct tnd_reactor *r, unsigned a, unsigned b)
+{
+	struct tnd_timer *t = r->heap[a];
+	r->heap[a] = r->heap[b];
+	r->heap[b] = t;
+	r->heap[a]->heap_idx = a;
+	r->heap[b]->heap_idx = b;
+}
+
+static void heap_up(struct tnd_reactor *r, unsigned i)
+{
+	while (i > 1 && r->heap[i / 2]->deadline_ns > r->heap[i]->deadline_ns) {
+		heap_swap(r, i, i / 2);
+		i /= 2;
+	}
+}
+
+static void heap_down(struct tnd_reactor *r, unsigned i)
+{
+	for (;;) {
+		unsigned l = 2 * i, m = i;
+		if (l <= r->heap_len && r->heap[l]->deadline_ns < r->heap[m]->deadline_ns)
+			m = l;
+		if (l + 1 <= r->heap_len && r->heap[l + 1]->deadline_ns < r->heap[m]->deadline_ns)
+			m = l + 1;
+		if (m == i)
+			return;
+		heap_swap(r, i, m);
+		i = m;
+	}
+}
+
+void tnd_reactor_timer_cancel(struct tnd_reactor *r, struct tnd_timer *t)
+{
+	unsigned i = t->heap_idx;
+	if (i == 0)
+		return;
+	t->heap_idx = 0;
+	if (i != r->heap_len) {
+		r->heap[i] = r->heap[r->heap_len];
+		r->heap[i]->heap_idx = i;
+		r->heap_len--;
+		heap_down(r, i);
+		heap_up(r, i);
+	} else {
+		r->heap_len--;
+	}
+}
+
+void tnd_reactor_timer_arm(struct tnd_reactor *r, struct tnd_timer *t, uint64_t delay_ns)
+{
+	tnd_reactor_timer_cancel(r, t);
+	if (r->heap_len + 1 >= r->heap_cap) {
+		unsigned cap = r->heap_cap ? r->heap_cap * 2 : 64;
+		struct tnd_timer **h = realloc(r->heap, cap * sizeof(*h));
+		if (!h)
+			abort(); /* timers guard liveness; running without one is worse */
+		r->heap = h;
+		r->heap_cap = cap;
+	}
+	t->deadline_ns = tnd_now_ns() + delay_ns;
+	t->heap_idx = ++r->heap_len;
+	r->heap[t->heap_idx] = t;
+	heap_up(r, t->heap_idx);
+}
+
+static int run_timers(struct tnd_reactor *r)
+{
+	int n = 0;
+	uint64_t now = tnd_now_ns();
+	while (r->heap_len > 0 && r->heap[1]->deadline_ns <= now) {
+		struct tnd_timer *t = r->heap[1];
+		tnd_reactor_timer_cancel(r, t);
+		t->fn(t);
+		n++;
+	}
+	return n;
+}
+
+/* ---- the loop ---- */
+
+static int reap(struct tnd_reactor *r)
+{
+	struct io_uring_cqe *cqe;
+	int n = 0;
+	while (io_uring_peek_cqe(&r->ring, &cqe) == 0) {
+		struct tnd_uring_op *op = io_uring_cqe_get_data(cqe);
+		int res = cqe->res;
+		unsigned flags = cqe->flags;
+		io_uring_cqe_seen(&r->ring, cqe);
+		if (op)
+			op->cb(op, res, flags);
+		n++;
+	}
+	return n;
+}
+
+int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms)
+{
+	r->owner = pthread_self();
+	r->owner_set = true;
+
+	if (!r->efd_armed) {
+		struct io_uring_sqe *sqe = tnd_reactor_sqe(r, &r->efd_op);
+		if (!sqe)
+			return -EBUSY;
+		io_uring_prep_read(sqe, r->efd, &r->efd_buf, sizeof(r->efd_buf), 0);
+		r->efd_armed = true;
+	}
+
+	int64_t wait_ns = timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000000;
+	if (atomic_load_explicit(&r->inbox, memory_order_relaxed) || io_uring_cq_ready(&r->ring))
+		wait_ns = 0;
+	if (r->heap_len > 0) {
+		uint64_t now = tnd_now_ns();
+		int64_t until = r->heap[1]->deadline_ns > now ? (int64_t)(r->heap[1]->deadline_ns - now) : 0;
+		if (wait_ns < 0 || until < wait_ns)
+			wait_ns = until;
+	}
+
+	int ret;
+	if (wait_ns == 0) {
+		ret = io_uring_submit(&r->ring);
+	} else {
+		struct io_uring_cqe *cqe;
+		struct __kernel_timespec ts = {
+			.tv_sec = wait_ns / 1000000000,
+			.tv_nsec = wait_ns % 1000000000,
+		};
+		ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1,
+						       wait_ns < 0 ? NULL : &ts, NULL);
+	}
+	if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
+		return ret;
+
+	int n = reap(r);
+	n += drain_inbox(r);
+	n += run_timers(r);
+	return n;
+}
+
+static void *reactor_thread(void *arg)
+{
+	struct tnd_reactor *r = arg;
+	while (!atomic_load(&r->stop)) {
+		int ret = tnd_reactor_poll(r, -1);
+		if (ret < 0) {
+			tnd_err("reactor", "reactor %u: ring failed: %s", r->index, strerror(-ret));
+			break;
+		}
+	}
+	return NULL;
+}
+
+static void stop_msg(struct tnd_msg *m)
+{
+	free(m);
+}
+
+int tnd_reactor_start(struct tnd_reactor *r)
+{
+	int ret = pthread_create(&r->thread, NULL, reactor_thread, r);
+	if (ret)
+		return -ret;
+	r->thread_started = true;
+	return 0;
+}
+
+void tnd_reactor_stop(struct tnd_reactor *r)
+{
+	atomic_store(&r->stop, true);
+	/* A message wakes the loop so it sees the flag. */
+	struct tnd_msg *m = calloc(1, sizeof(*m));
+	if (m) {
+		m->fn = stop_msg;
+		tnd_reactor_send(r, m);
+	} else {
+		uint64_t one = 1;
+		(void)!write(r->efd, &one, sizeof(one));
+	}
+}
+
+void tnd_reactor_join(struct tnd_reactor *r)
+{
+	if (r->thread_started) {
+		pthread_join(r->thread, NULL);
+		r->thread_started = false;
+	}
+}

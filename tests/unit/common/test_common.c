@@ -1,0 +1,199 @@
+/* Unit tests for common/: CRC32C, size parsing, the reactor, volume layout. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <pthread.h>
+#include <cmocka.h>
+
+#include "tnd_common.h"
+#include "tnd_reactor.h"
+#include "tnd_volume.h"
+
+static void crc32c_known_vectors(void **state)
+{
+	(void)state;
+	assert_int_equal(tnd_crc32c(0, "123456789", 9), 0xE3069283u);
+	/* RFC 3720 B.4: 32 bytes of zeros. */
+	uint8_t z[32] = { 0 };
+	assert_int_equal(tnd_crc32c(0, z, sizeof(z)), 0x8A9136AAu);
+	uint8_t f[32];
+	memset(f, 0xff, sizeof(f));
+	assert_int_equal(tnd_crc32c(0, f, sizeof(f)), 0x62A8AB43u);
+	/* Chaining equals one pass. */
+	assert_int_equal(tnd_crc32c(tnd_crc32c(0, "1234", 4), "56789", 5), 0xE3069283u);
+}
+
+static void size_parsing(void **state)
+{
+	(void)state;
+	uint64_t v;
+	assert_int_equal(tnd_parse_size("4096", &v), 0);
+	assert_int_equal(v, 4096);
+	assert_int_equal(tnd_parse_size("1GiB", &v), 0);
+	assert_int_equal(v, 1ull << 30);
+	assert_int_equal(tnd_parse_size("10g", &v), 0);
+	assert_int_equal(v, 10ull << 30);
+	assert_int_equal(tnd_parse_size("2TiB", &v), 0);
+	assert_int_equal(v, 2ull << 40);
+	assert_int_equal(tnd_parse_size("", &v), -EINVAL);
+	assert_int_equal(tnd_parse_size("-1", &v), -EINVAL);
+	assert_int_equal(tnd_parse_size("12XB", &v), -EINVAL);
+	assert_int_equal(tnd_parse_size("99999999999999999999", &v), -ERANGE);
+	assert_int_equal(tnd_parse_size("16777216TiB", &v), -ERANGE);
+}
+
+struct nop_ctx {
+	struct tnd_uring_op op;
+	int res;
+	int calls;
+};
+
+static void nop_done(struct tnd_uring_op *op, int res, unsigned flags)
+{
+	(void)flags;
+	struct nop_ctx *c = tnd_container_of(op, struct nop_ctx, op);
+	c->res = res;
+	c->calls++;
+}
+
+static void reactor_runs_completions(void **state)
+{
+	(void)state;
+	struct tnd_reactor *r;
+	assert_int_equal(tnd_reactor_create(0, 64, &r), 0);
+	struct nop_ctx c = { .op.cb = nop_done, .res = -1 };
+	struct io_uring_sqe *sqe = tnd_reactor_sqe(r, &c.op);
+	assert_non_null(sqe);
+	io_uring_prep_nop(sqe);
+	for (int i = 0; i < 100 && c.calls == 0; i++)
+		assert_true(tnd_reactor_poll(r, 100) >= 0);
+	assert_int_equal(c.calls, 1);
+	assert_int_equal(c.res, 0);
+	tnd_reactor_destroy(r);
+}
+
+struct count_msg {
+	struct tnd_msg msg;
+	int *counter;
+	int seq;
+	int *last_seq;
+};
+
+static void count_fn(struct tnd_msg *m)
+{
+	struct count_msg *c = tnd_container_of(m, struct count_msg, msg);
+	/* Messages from one sender run in the order sent. */
+	assert_int_equal(c->seq, *c->last_seq + 1);
+	*c->last_seq = c->seq;
+	(*c->counter)++;
+	free(c);
+}
+
+struct sender_arg {
+	struct tnd_reactor *r;
+	int *counter;
+	int *last_seq;
+	int n;
+};
+
+static void *sender(void *p)
+{
+	struct sender_arg *a = p;
+	for (int i = 0; i < a->n; i++) {
+		struct count_msg *m = calloc(1, sizeof(*m));
+		m->msg.fn = count_fn;
+		m->counter = a->counter;
+		m->seq = i;
+		m->last_seq = a->last_seq;
+		tnd_reactor_send(a->r, &m->msg);
+	}
+	return NULL;
+}
+
+static void reactor_messages_cross_threads(void **state)
+{
+	(void)state;
+	struct tnd_reactor *r;
+	assert_int_equal(tnd_reactor_create(0, 64, &r), 0);
+	int counter = 0, last = -1;
+	struct sender_arg a = { .r = r, .counter = &counter, .last_seq = &last, .n = 20000 };
+	pthread_t t;
+	pthread_create(&t, NULL, sender, &a);
+	while (counter < a.n)
+		assert_true(tnd_reactor_poll(r, 1000) >= 0);
+	pthread_join(t, NULL);
+	assert_int_equal(counter, a.n);
+	tnd_reactor_destroy(r);
+}
+
+struct timer_probe {
+	struct tnd_timer t;
+	int order;
+	int *next;
+};
+
+static void timer_fn(struct tnd_timer *t)
+{
+	struct timer_probe *p = tnd_container_of(t, struct timer_probe, t);
+	p->order = (*p->next)++;
+}
+
+static void reactor_timers_fire_in_order_and_cancel(void **state)
+{
+	(void)state;
+	struct tnd_reactor *r;
+	assert_int_equal(tnd_reactor_create(0, 64, &r), 0);
+	int next = 0;
+	struct timer_probe p[4];
+	for (int i = 0; i < 4; i++)
+		p[i] = (struct timer_probe){ .t.fn = timer_fn, .order = -1, .next = &next };
+	tnd_reactor_timer_arm(r, &p[0].t, 30 * 1000000ull);
+	tnd_reactor_timer_arm(r, &p[1].t, 10 * 1000000ull);
+	tnd_reactor_timer_arm(r, &p[2].t, 20 * 1000000ull);
+	tnd_reactor_timer_arm(r, &p[3].t, 15 * 1000000ull);
+	tnd_reactor_timer_cancel(r, &p[3].t);
+	uint64_t start = tnd_now_ns();
+	while (next < 3 && tnd_now_ns() - start < 2000000000ull)
+		tnd_reactor_poll(r, -1);
+	assert_int_equal(p[1].order, 0);
+	assert_int_equal(p[2].order, 1);
+	assert_int_equal(p[0].order, 2);
+	assert_int_equal(p[3].order, -1);
+	assert_true(tnd_now_ns() - start >= 30 * 1000000ull);
+	tnd_reactor_destroy(r);
+}
+
+static const struct tnd_volume_ops ops_a = { .type = "a", .ctx_size = 24 };
+static const struct tnd_volume_ops ops_b = { .type = "b", .ctx_size = 40 };
+
+static void volume_ctx_slices_do_not_overlap(void **state)
+{
+	(void)state;
+	struct tnd_volume a, b, c;
+	tnd_volume_init(&a, &ops_a, NULL);
+	tnd_volume_init(&b, &ops_b, &a);
+	tnd_volume_init(&c, &ops_a, &b);
+	assert_int_equal(a.ctx_offset, 0);
+	assert_true(b.ctx_offset >= a.ctx_offset + ops_a.ctx_size);
+	assert_true(c.ctx_offset >= b.ctx_offset + ops_b.ctx_size);
+	assert_true(c.io_size >= sizeof(struct tnd_io) + c.ctx_offset + ops_a.ctx_size);
+	assert_int_equal(b.ctx_offset % 16, 0);
+	assert_int_equal(c.ctx_offset % 16, 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(crc32c_known_vectors),
+		cmocka_unit_test(size_parsing),
+		cmocka_unit_test(reactor_runs_completions),
+		cmocka_unit_test(reactor_messages_cross_threads),
+		cmocka_unit_test(reactor_timers_fire_in_order_and_cancel),
+		cmocka_unit_test(volume_ctx_slices_do_not_overlap),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
