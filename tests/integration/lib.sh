@@ -1,0 +1,116 @@
+# Shared helpers for integration tests; sourced by every t_*.sh.
+#
+# Environment (set by ctest): TND_BUILD (the build dir), TND_SRC (the source
+# dir), TND_SANITIZE (ON in the ASan+UBSan build).
+#
+#   start_tandemd [ARGS...]  starts tandemd on 127.0.0.1:<free port> with a
+#                            fresh data dir unless ARGS give --data-dir;
+#                            sets TND_PORT, TND_PID, TND_DATA, TND_LOG, TND_URL
+#                            (iscsi://127.0.0.1:PORT/iqn.2026-11.io.tandem:demo/0)
+#   stop_tandemd             SIGTERM, wait, fail unless it exited 0
+#   kill_tandemd             SIGKILL, wait
+#   fail MSG                 print MSG and the daemon log tail, exit 1
+#   skip MSG                 exit 77
+#
+# Every process started here is killed and every temp dir removed on exit.
+set -euo pipefail
+
+: "${TND_BUILD:?run through ctest}"
+: "${TND_SRC:?run through ctest}"
+TANDEMD="$TND_BUILD/daemon/tandemd"
+PROGS="$TND_BUILD/tests/integration/progs"
+TND_TMP=$(mktemp -d /tmp/tnd-it.XXXXXX)
+TND_PIDS=()
+TND_IQN="iqn.2026-11.io.tandem:demo"
+
+tnd_cleanup() {
+	local p
+	for p in "${TND_PIDS[@]:-}"; do
+		[ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true
+	done
+	for p in "${TND_PIDS[@]:-}"; do
+		[ -n "$p" ] && wait "$p" 2>/dev/null || true
+	done
+	rm -rf "$TND_TMP"
+}
+trap tnd_cleanup EXIT
+
+fail() {
+	echo "FAIL: $*" >&2
+	if [ -n "${TND_LOG:-}" ] && [ -f "$TND_LOG" ]; then
+		echo "--- tandemd log (tail) ---" >&2
+		tail -n 40 "$TND_LOG" >&2
+	fi
+	exit 1
+}
+
+skip() {
+	echo "SKIP: $*" >&2
+	exit 77
+}
+
+# A TCP port nobody listens on (best effort; start_tandemd retries on a race).
+free_port() {
+	local p
+	for _ in $(seq 1 200); do
+		p=$(( (RANDOM % 30000) + 20000 ))
+		if ! ss -Htln "sport = :$p" | grep -q .; then
+			echo "$p"
+			return 0
+		fi
+	done
+	return 1
+}
+
+wait_port() {
+	local port=$1 pid=$2
+	for _ in $(seq 1 200); do
+		if ss -Htln "sport = :$port" | grep -q .; then
+			return 0
+		fi
+		kill -0 "$pid" 2>/dev/null || return 1
+		sleep 0.05
+	done
+	return 1
+}
+
+TND_N=0
+start_tandemd() {
+	local has_data=0 a
+	for a in "$@"; do [ "$a" = "--data-dir" ] && has_data=1; done
+	for _ in 1 2 3 4 5; do
+		TND_N=$((TND_N + 1))
+		TND_PORT=$(free_port)
+		TND_LOG="$TND_TMP/tandemd.$TND_N.log"
+		if [ $has_data = 0 ]; then
+			TND_DATA="$TND_TMP/data.$TND_N"
+			"$TANDEMD" --data-dir "$TND_DATA" --portal "127.0.0.1:$TND_PORT" "$@" >"$TND_LOG" 2>&1 &
+		else
+			"$TANDEMD" --portal "127.0.0.1:$TND_PORT" "$@" >"$TND_LOG" 2>&1 &
+		fi
+		TND_PID=$!
+		TND_PIDS+=("$TND_PID")
+		if wait_port "$TND_PORT" "$TND_PID"; then
+			TND_URL="iscsi://127.0.0.1:$TND_PORT/$TND_IQN/0"
+			return 0
+		fi
+		if grep -qi "address already in use" "$TND_LOG"; then
+			continue
+		fi
+		fail "tandemd did not start"
+	done
+	fail "no free port for tandemd"
+}
+
+stop_tandemd() {
+	local pid=${1:-$TND_PID} rc=0
+	kill -TERM "$pid" 2>/dev/null || fail "tandemd $pid not running"
+	wait "$pid" || rc=$?
+	[ $rc = 0 ] || fail "tandemd exited with $rc after SIGTERM"
+}
+
+kill_tandemd() {
+	local pid=${1:-$TND_PID}
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
