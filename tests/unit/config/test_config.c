@@ -107,6 +107,20 @@ static void iqn_validation(void **state)
 	assert_false(tnd_config_iqn_valid("iqn.2026-11.a b"));
 }
 
+/* The sample shipped in packaging/ must stay valid. */
+static void sample_config_is_valid(void **state)
+{
+	(void)state;
+	struct tnd_config *c = NULL;
+	char err[512] = "";
+	int ret = tnd_config_load(TND_SRC_DIR "/packaging/tandem.sample.json", &c, err, sizeof(err));
+	if (ret)
+		fail_msg("%s", err);
+	assert_int_equal(c->nr_devices, 2);
+	assert_int_equal(c->nr_targets, 2);
+	tnd_config_free(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -114,6 +128,7 @@ int main(void)
 		cmocka_unit_test(full_config_parses),
 		cmocka_unit_test(bad_configs_name_the_field),
 		cmocka_unit_test(iqn_validation),
+		cmocka_unit_test(sample_config_is_valid),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
