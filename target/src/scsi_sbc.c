@@ -289,7 +289,7 @@ static void rw_read_done(struct sbc_task *t, int status)
 	struct tnd_scsi_cmd *cmd = t->cmd;
 	if (status >= 0) {
 		uint32_t n = TND_MIN(t->bytes, cmd->data_len);
-		if (t->buf)
+		if (t->buf && n)
 			memcpy(cmd->data, t->buf, n);
 		cmd->in_len = n;
 		cmd->xfer_len = t->bytes;

@@ -725,6 +725,19 @@ static void read_residual_when_expected_length_short(void **state)
 	assert_memory_equal(in, f->mv->data, BS);
 }
 
+/* Regression: a READ with no buffer at all (EDTL 0) copied from a NULL
+ * destination; it must read, return nothing and report the overflow. */
+static void read_with_no_buffer_reports_overflow(void **state)
+{
+	struct fx *f = *state;
+	uint8_t c[16];
+	put_rw16(c, 0x88, 0, 0, 1);
+	struct tcmd t = run_raw(f, c, NULL, 0);
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 0);
+	assert_int_equal(t.c.xfer_len, BS);
+}
+
 static void write_short_data_out_refused(void **state)
 {
 	struct fx *f = *state;
@@ -1455,6 +1468,7 @@ int main(void)
 		T(rw_too_long_for_max_transfer),
 		T(fua_passed_through),
 		T(read_residual_when_expected_length_short),
+		T(read_with_no_buffer_reports_overflow),
 		T(write_short_data_out_refused),
 		T(read_errors_mapped),
 		T(write_errors_mapped),
