@@ -292,7 +292,6 @@ static void rw_read_done(struct sbc_task *t, int status)
 		if (t->buf && n)
 			memcpy(cmd->data, t->buf, n);
 		cmd->in_len = n;
-		cmd->xfer_len = t->bytes;
 	}
 	task_finish(t, status);
 }
@@ -331,11 +330,27 @@ void sbc_rw(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, ll.len_off, -1);
 		return;
 	}
-	if (write && (!cmd->data || cmd->data_len < bytes)) {
-		/* Fewer bytes than the CDB asks to write: we will not invent
-		 * the rest. */
-		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, ll.len_off, -1);
-		return;
+	cmd->xfer_len = (uint32_t)bytes;
+
+	/*
+	 * The initiator's Expected Data Transfer Length may be shorter than
+	 * the CDB's transfer length (RFC 7143 residual overflow). We move only
+	 * what it allowed: a write stores the whole blocks it sent and drops a
+	 * partial one, a read returns the first data_len bytes. The range
+	 * check above still covered the CDB's full range.
+	 */
+	uint32_t avail = cmd->data ? cmd->data_len : 0;
+	uint32_t bs = ctx->info.block_size;
+	if (avail < bytes) {
+		if (write)
+			n = avail / bs;
+		else
+			n = (avail + bs - 1) / bs;
+		if (n == 0) {
+			scsi_complete(cmd);
+			return;
+		}
+		bytes = n * bs;
 	}
 
 	struct sbc_task *t = task_new(cmd, ctx);
@@ -344,7 +359,6 @@ void sbc_rw(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	t->bytes = (uint32_t)bytes;
 	t->lba = ll.lba;
 	t->left = n;
-	cmd->xfer_len = t->bytes;
 
 	if (write) {
 		t->bytchk = verify ? 1 : 0;
@@ -357,9 +371,8 @@ void sbc_rw(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	}
 
 	void *dst = cmd->data;
-	if (!dst || cmd->data_len < bytes) {
-		/* The initiator expects less than the CDB asks for: read it all
-		 * and return what fits (RFC 7143 residual overflow). */
+	if (avail < bytes) {
+		/* The last block does not fit whole: read it aside. */
 		t->buf = malloc(bytes);
 		if (!t->buf) {
 			task_finish(t, -ENOMEM);

@@ -723,6 +723,12 @@ static void read_residual_when_expected_length_short(void **state)
 	assert_int_equal(t.c.in_len, BS);
 	assert_int_equal(t.c.xfer_len, 2 * BS);
 	assert_memory_equal(in, f->mv->data, BS);
+	/* A partial last block. */
+	t = run_raw(f, c, in, 300);
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 300);
+	assert_int_equal(t.c.xfer_len, 2 * BS);
+	assert_memory_equal(in, f->mv->data, 300);
 }
 
 /* Regression: a READ with no buffer at all (EDTL 0) copied from a NULL
@@ -738,15 +744,43 @@ static void read_with_no_buffer_reports_overflow(void **state)
 	assert_int_equal(t.c.xfer_len, BS);
 }
 
-static void write_short_data_out_refused(void **state)
+/*
+ * EDTL shorter than the CDB's transfer length: only the whole blocks the
+ * initiator sent are written, the command is GOOD and xfer_len tells the
+ * transport to report the overflow.
+ */
+static void write_short_data_out_writes_whole_blocks(void **state)
 {
 	struct fx *f = *state;
 	uint8_t c[16];
-	uint8_t out[BS] = { 0 };
+	uint8_t out[BS];
+	memset(f->mv->data, 'a', 2 * BS);
+	memset(out, 'b', BS);
 	put_rw10(c, 0x2a, 0, 0, 2);
 	struct tcmd t = run_raw(f, c, out, BS);
-	assert_sense(&t, 0x5, 0x24, 0x00);
-	assert_int_equal(f->mv->count[TND_IO_WRITE], 0);
+	assert_good(&t);
+	assert_int_equal(t.c.xfer_len, 2 * BS);
+	assert_int_equal(f->mv->last.nblocks, 1);
+	assert_int_equal(f->mv->data[BS - 1], 'b');
+	assert_int_equal(f->mv->data[BS], 'a');
+
+	/* Less than one block: nothing is written. */
+	memset(out, 'c', BS);
+	put_rw10(c, 0x2a, 0, 0, 1);
+	t = run_raw(f, c, out, 200);
+	assert_good(&t);
+	assert_int_equal(t.c.xfer_len, BS);
+	assert_int_equal(f->mv->count[TND_IO_WRITE], 1);
+	assert_int_equal(f->mv->data[0], 'b');
+
+	/* More than the CDB asks: only the CDB's blocks are written. */
+	uint8_t big[3 * BS];
+	memset(big, 'd', sizeof(big));
+	t = run_raw(f, c, big, sizeof(big));
+	assert_good(&t);
+	assert_int_equal(t.c.xfer_len, BS);
+	assert_int_equal(f->mv->last.nblocks, 1);
+	assert_int_equal(f->mv->data[BS], 'a');
 }
 
 static void read_errors_mapped(void **state)
@@ -1469,7 +1503,7 @@ int main(void)
 		T(fua_passed_through),
 		T(read_residual_when_expected_length_short),
 		T(read_with_no_buffer_reports_overflow),
-		T(write_short_data_out_refused),
+		T(write_short_data_out_writes_whole_blocks),
 		T(read_errors_mapped),
 		T(write_errors_mapped),
 		T(read_only_volume),
