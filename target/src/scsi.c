@@ -215,6 +215,17 @@ static const struct scsi_op ops[256] = {
 		.xfer = SCSI_XFER_OUT_BLOCKS, .len_off = 6, .len_size = 4,
 		.usage = { 0xaa, 0x18, FF4, FF4, 0x1f, 0x00 },
 	},
+	[SCSI_WRITE_VERIFY_12] = {
+		.name = "WRITE AND VERIFY(12)", .exec = sbc_rw, .cdb_len = 12,
+		.flags = SCSI_OP_WRITES,
+		.xfer = SCSI_XFER_OUT_BLOCKS, .len_off = 6, .len_size = 4,
+		.usage = { 0xae, 0x12, FF4, FF4, 0x1f, 0x00 },
+	},
+	[SCSI_VERIFY_12] = {
+		.name = "VERIFY(12)", .exec = sbc_verify, .cdb_len = 12,
+		.xfer = SCSI_XFER_CUSTOM, .xfer_fn = sbc_xfer_verify,
+		.usage = { 0xaf, 0x16, FF4, FF4, 0x1f, 0x00 },
+	},
 };
 
 const struct scsi_op *scsi_op_lookup(const uint8_t *cdb)

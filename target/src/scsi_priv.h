@@ -69,6 +69,8 @@ enum {
 	SCSI_MAINTENANCE_IN = 0xa3,
 	SCSI_READ_12 = 0xa8,
 	SCSI_WRITE_12 = 0xaa,
+	SCSI_WRITE_VERIFY_12 = 0xae,
+	SCSI_VERIFY_12 = 0xaf,
 };
 
 /* Service actions. */

@@ -312,7 +312,8 @@ void sbc_rw(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	const uint8_t *cdb = cmd->cdb;
 	const struct scsi_op *op = ctx->op;
 	bool write = op->xfer == SCSI_XFER_OUT_BLOCKS;
-	bool verify = cdb[0] == SCSI_WRITE_VERIFY_10 || cdb[0] == SCSI_WRITE_VERIFY_16;
+	bool verify = cdb[0] == SCSI_WRITE_VERIFY_10 || cdb[0] == SCSI_WRITE_VERIFY_12 ||
+		      cdb[0] == SCSI_WRITE_VERIFY_16;
 	struct lba_len ll = decode_lba_len(cdb);
 	uint64_t n = ll.n;
 	if (n == 0 && (op->flags & SCSI_OP_ZERO_IS_256))

@@ -896,6 +896,9 @@ static void verify(void **state)
 	put_rw16(c, 0x8f, 0x02, 8, 4);
 	t = run_raw(f, c, buf, 4 * BS);
 	assert_good(&t);
+	/* VERIFY(12) with DPO. */
+	t = RUN(f, buf, 4 * BS, 0xaf, 0x12, 0, 0, 0, 8, 0, 0, 0, 4, 0, 0);
+	assert_good(&t);
 
 	/* BYTCHK 3: one block against each. */
 	memset(f->mv->data + 20 * BS, 0x5a, 3 * BS);
@@ -940,6 +943,16 @@ static void write_and_verify(void **state)
 	put_rw16(c, 0x8e, 0, NBLOCKS - 1, 2);
 	t = run_raw(f, c, buf, 2 * BS);
 	assert_sense(&t, 0x5, 0x21, 0x00);
+	/* WRITE AND VERIFY(12) */
+	fill(buf, sizeof(buf), 10);
+	t = RUN(f, buf, 2 * BS, 0xae, 0x02, 0, 0, 0, 50, 0, 0, 0, 2, 0, 0);
+	assert_good(&t);
+	assert_memory_equal(f->mv->data + 50 * BS, buf, 2 * BS);
+	/* A read error during the verify step. */
+	f->mv->fail_type = TND_IO_READ;
+	f->mv->fail_err = -EIO;
+	t = RUN(f, buf, 2 * BS, 0xae, 0x02, 0, 0, 0, 50, 0, 0, 0, 2, 0, 0);
+	assert_sense(&t, 0x3, 0x11, 0x00);
 }
 
 /* ---- SYNCHRONIZE CACHE ---- */
