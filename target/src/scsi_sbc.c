@@ -47,6 +47,8 @@ struct sbc_task {
 	unsigned idx, nr;            /* UNMAP: descriptor cursor */
 	uint8_t *buf;                /* bounce buffer, owned */
 	struct iovec iov;
+	struct tnd_scsi_lu *lu;      /* COMPARE AND WRITE: whose lock we hold */
+	struct scsi_caw_waiter caw;
 	struct tnd_io *io;
 };
 
@@ -83,6 +85,26 @@ static void task_finish(struct sbc_task *t, int status)
 		scsi_check_errno(cmd, status, what);
 	else
 		scsi_complete(cmd);
+}
+
+/* Finish with MISCOMPARE at byte @offset of the data compared. */
+static void task_finish_miscompare(struct sbc_task *t, uint32_t offset)
+{
+	struct tnd_scsi_cmd *cmd = t->cmd;
+	free(t->buf);
+	free(t);
+	cmd->io = NULL;
+	cmd->bounce = NULL;
+	scsi_check_miscompare(cmd, offset);
+}
+
+/* Offset of the first differing byte of two buffers known to differ. */
+static uint32_t first_diff(const uint8_t *a, const uint8_t *b)
+{
+	uint32_t i = 0;
+	while (a[i] == b[i])
+		i++;
+	return i;
 }
 
 static void task_io_done(struct tnd_io *io, int status)
@@ -255,15 +277,7 @@ static void verify_read_done(struct sbc_task *t, int status)
 	for (uint32_t off = 0; off < len; off += t->bs) {
 		const uint8_t *w = t->bytchk == 3 ? want : want + t->done_bytes + off;
 		if (memcmp(t->buf + off, w, t->bs) != 0) {
-			uint32_t i = 0;
-			while (t->buf[off + i] == w[i])
-				i++;
-			struct tnd_scsi_cmd *cmd = t->cmd;
-			uint32_t where = t->done_bytes + off + i;
-			free(t->buf);
-			free(t);
-			cmd->io = NULL;
-			scsi_check_miscompare(cmd, where);
+			task_finish_miscompare(t, t->done_bytes + off + first_diff(t->buf + off, w));
 			return;
 		}
 	}
@@ -662,4 +676,100 @@ void sbc_get_lba_status(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	b[20] = 0x00; /* mapped */
 	scsi_data_in(cmd, b, TND_MIN((uint32_t)sizeof(b), alloc));
 	scsi_complete(cmd);
+}
+
+/* ---- COMPARE AND WRITE ---- */
+
+int sbc_xfer_compare_and_write(const uint8_t *cdb, uint32_t block_size, enum tnd_scsi_dir *dir,
+			       uint32_t *len)
+{
+	/* The verify data, then the write data: two blocks per block. */
+	*len = 2u * cdb[13] * block_size;
+	*dir = *len ? TND_SCSI_DIR_WRITE : TND_SCSI_DIR_NONE;
+	return 0;
+}
+
+static void caw_done(struct sbc_task *t, int status)
+{
+	scsi_caw_release(t->lu);
+	task_finish(t, status);
+}
+
+static void caw_read_done(struct sbc_task *t, int status)
+{
+	if (status < 0) {
+		caw_done(t, status);
+		return;
+	}
+	size_t len = (size_t)t->left * t->bs;
+	const uint8_t *verify = t->cmd->data, *write = t->cmd->data + len;
+	if (memcmp(t->buf, verify, len) != 0) {
+		scsi_caw_release(t->lu);
+		task_finish_miscompare(t, first_diff(t->buf, verify));
+		return;
+	}
+	task_submit(t, TND_IO_WRITE, t->lba, (uint32_t)t->left, (void *)write, len, t->flags,
+		    caw_done);
+}
+
+/* We hold the LU's lock: read what is there now. */
+static void caw_locked(struct sbc_task *t)
+{
+	task_submit(t, TND_IO_READ, t->lba, (uint32_t)t->left, t->buf, (size_t)t->left * t->bs,
+		    0, caw_read_done);
+}
+
+static void caw_granted(struct scsi_caw_waiter *w)
+{
+	caw_locked(tnd_container_of(w, struct sbc_task, caw));
+}
+
+/*
+ * COMPARE AND WRITE (SBC-3 5.2): the read, compare and write run under the
+ * LU's lock, so two of them on overlapping blocks, from any sessions on any
+ * reactors, never interleave. Plain WRITEs do not take the lock (that
+ * would put an LU-wide atomic on every write); initiators that use
+ * COMPARE AND WRITE as a lock (VMware ATS) use it for every update of the
+ * locked blocks.
+ */
+void sbc_compare_and_write(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
+{
+	const uint8_t *cdb = cmd->cdb;
+	uint64_t lba = tnd_get_be64(cdb + 2);
+	uint32_t n = cdb[13];
+	uint32_t bs = ctx->info.block_size;
+
+	if (n == 0) {
+		scsi_complete(cmd);
+		return;
+	}
+	if (n > SCSI_MAX_CAW_BLOCKS) {
+		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 13, -1);
+		return;
+	}
+	if (!sbc_range_ok(cmd, ctx, lba, n))
+		return;
+	/* Both halves or nothing: a short or long data-out cannot be split
+	 * into verify and write data. */
+	if (!cmd->data || cmd->data_len != 2 * n * bs) {
+		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 13, -1);
+		return;
+	}
+	struct sbc_task *t = task_new(cmd, ctx);
+	if (!t)
+		return;
+	cmd->xfer_len = 2 * n * bs;
+	t->lba = lba;
+	t->left = n;
+	t->flags = sbc_write_flags(ctx, cdb[1] & 0x08);
+	t->buf = malloc((size_t)n * bs);
+	if (!t->buf) {
+		task_finish(t, -ENOMEM);
+		return;
+	}
+	t->lu = ctx->lu;
+	t->caw.reactor = cmd->reactor;
+	t->caw.granted = caw_granted;
+	if (scsi_caw_acquire(ctx->lu, &t->caw))
+		caw_locked(t);
 }
