@@ -521,20 +521,27 @@ static bool cdb_reserved_ok(struct tnd_scsi_cmd *cmd, const struct scsi_op *op)
 	return true;
 }
 
+/*
+ * No logical unit at this LUN for this nexus. INQUIRY answers with
+ * peripheral qualifier 011b, the LU-independent commands (REPORT LUNS,
+ * REQUEST SENSE, the REPORT SUPPORTED ones) run as usual, anything else
+ * is LOGICAL UNIT NOT SUPPORTED.
+ */
 static void exec_no_lu(struct tnd_scsi_cmd *cmd, const struct scsi_op *op)
 {
-	if (cmd->cdb[0] == SCSI_INQUIRY) {
+	bool inquiry = op && cmd->cdb[0] == SCSI_INQUIRY;
+	if (!op || !(inquiry || (op->flags & SCSI_OP_NO_LU))) {
+		scsi_check(cmd, SCSI_KEY_ILLEGAL_REQUEST, SCSI_ASC_LUN_NOT_SUPPORTED);
+		return;
+	}
+	if (!cdb_reserved_ok(cmd, op))
+		return;
+	if (inquiry) {
 		spc_inquiry_no_lu(cmd);
 		return;
 	}
-	if (op && (op->flags & SCSI_OP_NO_LU) && cdb_reserved_ok(cmd, op)) {
-		struct scsi_ctx ctx = { .op = op, .nexus = cmd->nexus };
-		op->exec(cmd, &ctx);
-		return;
-	}
-	if (op && (op->flags & SCSI_OP_NO_LU))
-		return; /* cdb_reserved_ok() completed it */
-	scsi_check(cmd, SCSI_KEY_ILLEGAL_REQUEST, SCSI_ASC_LUN_NOT_SUPPORTED);
+	struct scsi_ctx ctx = { .op = op, .nexus = cmd->nexus };
+	op->exec(cmd, &ctx);
 }
 
 void tnd_scsi_exec(struct tnd_scsi_cmd *cmd)

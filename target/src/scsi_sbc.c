@@ -231,11 +231,22 @@ static void step_finish(struct sbc_task *t, int status)
 void sbc_start_stop_unit(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 {
 	const uint8_t *cdb = cmd->cdb;
-	bool start = cdb[4] & 0x01, no_flush = cdb[4] & 0x04;
+	bool start = cdb[4] & 0x01, loej = cdb[4] & 0x02, no_flush = cdb[4] & 0x04;
 	unsigned power = cdb[4] >> 4;
+	/* With a POWER CONDITION, START and LOEJ are ignored (SBC-3 5.25);
+	 * we have no power states, so there is nothing to do. */
+	if (power) {
+		scsi_complete(cmd);
+		return;
+	}
+	/* Our medium is not removable (RMB=0): it cannot be ejected. */
+	if (loej && !start) {
+		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 4, 1);
+		return;
+	}
 	/* A disk asked to stop writes its cache out first, as a real one
-	 * would; starting, ejecting or loading a LUN has nothing to do. */
-	if (power == 0 && !start && !no_flush && ctx->lu->vol_write_cache) {
+	 * would; starting or loading a LUN has nothing to do. */
+	if (!start && !no_flush && ctx->lu->vol_write_cache) {
 		struct sbc_task *t = task_new(cmd, ctx);
 		if (t)
 			task_submit(t, TND_IO_FLUSH, 0, 0, NULL, 0, 0, step_finish);

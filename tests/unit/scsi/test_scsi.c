@@ -319,6 +319,9 @@ static void inquiry_no_lun(void **state)
 	struct tcmd t = run_on(f, f->nx, NULL, buf, 96, CDB(0x12, 0, 0, 0, 96, 0));
 	assert_good(&t);
 	assert_int_equal(buf[0], 0x7f); /* qualifier 011b, type 1Fh */
+	assert_int_equal(t.c.in_len, 66);
+	t = run_on(f, f->nx, NULL, buf, 96, CDB(0x12, 0, 0, 0, 96, 0x04)); /* NACA */
+	assert_sense(&t, 0x5, 0x24, 0x00);
 	t = run_on(f, f->nx, NULL, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
 	assert_sense(&t, 0x5, 0x25, 0x00);
 	uint8_t rb[512];
@@ -1224,10 +1227,20 @@ static void start_stop_unit(void **state)
 	struct fx *f = *state;
 	struct tcmd t = RUN(f, NULL, 0, 0x1b, 0, 0, 0, 0x01, 0); /* START */
 	assert_good(&t);
-	t = RUN(f, NULL, 0, 0x1b, 0, 0, 0, 0x02, 0);             /* LOEJ, stop */
+	t = RUN(f, NULL, 0, 0x1b, 0, 0, 0, 0x03, 0);             /* LOEJ + START: load */
+	assert_good(&t);
+	t = RUN(f, NULL, 0, 0x1b, 0, 0, 0, 0x00, 0);             /* stop */
 	assert_good(&t);
 	assert_int_equal(f->mv->count[TND_IO_FLUSH], 1);         /* stopping flushes */
 	t = RUN(f, NULL, 0, 0x1b, 0x01, 0, 0, 0x04, 0);          /* IMMED, NO_FLUSH */
+	assert_good(&t);
+	assert_int_equal(f->mv->count[TND_IO_FLUSH], 1);
+	/* Eject: the medium is not removable. */
+	t = RUN(f, NULL, 0, 0x1b, 0x01, 0, 0, 0x02, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_field_ptr(&t, true, 4);
+	/* With a power condition, LOEJ and START are ignored. */
+	t = RUN(f, NULL, 0, 0x1b, 0x01, 0, 0, 0x32, 0);
 	assert_good(&t);
 	assert_int_equal(f->mv->count[TND_IO_FLUSH], 1);
 }
