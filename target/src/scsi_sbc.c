@@ -629,7 +629,10 @@ void sbc_write_same(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	}
 	if (!sbc_range_ok(cmd, ctx, ll.lba, ll.n))
 		return;
-	if (!ndob && (!cmd->data || cmd->data_len < bs)) {
+	/* Exactly one block of data-out (none with NDOB): anything else means
+	 * initiator and target disagree about the command. */
+	uint32_t want = ndob ? 0 : bs;
+	if ((cmd->data ? cmd->data_len : 0) != want) {
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, ll.len_off, -1);
 		return;
 	}

@@ -1368,6 +1368,13 @@ static void write_same(void **state)
 	put_rw10(c, 0x41, 0, NBLOCKS - 1, 2);
 	t = run_raw(f, c, blk, BS);
 	assert_sense(&t, 0x5, 0x21, 0x00);
+	/* Data-out must be exactly one block. */
+	uint8_t two[2 * BS] = { 0 };
+	put_rw10(c, 0x41, 0, 80, 1);
+	t = run_raw(f, c, two, BS / 2);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	t = run_raw(f, c, two, 2 * BS);
+	assert_sense(&t, 0x5, 0x24, 0x00);
 	/* A large range is written in chunks. */
 	fill(blk, BS, 8);
 	put_rw16(c, 0x93, 0, 0, NBLOCKS);
