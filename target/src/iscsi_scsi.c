@@ -461,9 +461,14 @@ void tnd_iscsi_data_out_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, 
 	bool fatal;
 	uint8_t reason = data_out_check(c, h, &t, &idx, &fatal);
 	if (reason) {
+		/*
+		 * The PDU is dropped and the task keeps waiting for correct data;
+		 * the initiator's timeout and ABORT TASK end it. Closing would be
+		 * allowed at ErrorRecoveryLevel 0, but an initiator that reconnects
+		 * then renegotiates and never learns which PDU was wrong.
+		 */
 		tnd_iscsi_reject(c, h->bhs, reason);
-		if (fatal && c->txq_tail)
-			c->txq_tail->close_after = true;
+		(void)fatal;
 		return;
 	}
 	uint32_t off = tnd_get_be32(h->bhs + ISCSI_OFF_BUFOFFSET);
@@ -500,14 +505,14 @@ static void respond(struct iscsi_task *t)
 	uint32_t exp = cmd->exp_len, xfer = cmd->xfer_len;
 	uint8_t res_flags = 0;
 	uint32_t residual = 0;
-	if (cmd->dir != TND_SCSI_DIR_NONE || exp) {
-		if (xfer < exp) {
-			res_flags = ISCSI_DATAIN_UNDERFLOW;
-			residual = exp - xfer;
-		} else if (xfer > exp) {
-			res_flags = ISCSI_DATAIN_OVERFLOW;
-			residual = xfer - exp;
-		}
+	/* RFC 7143 11.4.5.1: residuals compare what the command transfers
+	 * with the Expected Data Transfer Length, even when that is 0. */
+	if (xfer < exp) {
+		res_flags = ISCSI_DATAIN_UNDERFLOW;
+		residual = exp - xfer;
+	} else if (xfer > exp) {
+		res_flags = ISCSI_DATAIN_OVERFLOW;
+		residual = xfer - exp;
 	}
 	uint32_t len = cmd->dir == TND_SCSI_DIR_READ ? TND_MIN(cmd->in_len, cmd->data_len) : 0;
 	bool collapse = len > 0 && cmd->status == TND_SAM_GOOD && cmd->sense_len == 0;
