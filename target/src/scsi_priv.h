@@ -117,6 +117,12 @@ enum {
 	SCSI_ASC_INTERNAL_TARGET_FAILURE = 0x4400,
 };
 
+/* Limits we advertise in the Block Limits VPD page and enforce. */
+#define SCSI_MAX_UNMAP_DESCRIPTORS 256u
+#define SCSI_MAX_UNMAP_BLOCKS (1u << 20)
+#define SCSI_MAX_WRITE_SAME_BLOCKS (1u << 22)
+#define SCSI_MAX_CAW_BLOCKS 16u
+
 struct scsi_op;
 struct scsi_ctx;
 
@@ -310,6 +316,16 @@ static inline bool scsi_info_lbp(const struct tnd_volume_info *info)
 	return info->thin && info->max_unmap_blocks > 0;
 }
 
+/*
+ * MAXIMUM UNMAP LBA COUNT as advertised and enforced: the volume's limit,
+ * capped so that one UNMAP stays a bounded amount of work.
+ */
+static inline uint32_t scsi_max_unmap_blocks(const struct tnd_volume_info *info)
+{
+	return info->max_unmap_blocks < SCSI_MAX_UNMAP_BLOCKS ? info->max_unmap_blocks
+							       : SCSI_MAX_UNMAP_BLOCKS;
+}
+
 /* ---- exec functions ---- */
 
 /* scsi_spc.c */
@@ -345,9 +361,5 @@ int sbc_xfer_write_same(const uint8_t *cdb, uint32_t block_size, enum tnd_scsi_d
 int sbc_xfer_compare_and_write(const uint8_t *cdb, uint32_t block_size, enum tnd_scsi_dir *dir,
 			       uint32_t *len);
 
-/* Limits we advertise in the Block Limits VPD page and enforce. */
-#define SCSI_MAX_UNMAP_DESCRIPTORS 256u
-#define SCSI_MAX_WRITE_SAME_BLOCKS (1u << 22)
-#define SCSI_MAX_CAW_BLOCKS 16u
 
 #endif

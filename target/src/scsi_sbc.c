@@ -558,7 +558,7 @@ void sbc_unmap(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 			return;
 		total += n;
 	}
-	if (total > ctx->info.max_unmap_blocks) {
+	if (total > scsi_max_unmap_blocks(&ctx->info)) {
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_PARAM, 8 + 8, -1);
 		return;
 	}
@@ -650,7 +650,7 @@ void sbc_write_same(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 		 * and deallocated blocks read back as zeros. */
 		bool dealloc = unmap && ctx->info.unmap_zeroes;
 		t->zero_type = dealloc ? TND_IO_UNMAP : TND_IO_WRITE_ZEROES;
-		t->chunk = dealloc ? TND_MIN(ctx->info.max_unmap_blocks, SBC_ZERO_CHUNK_BLOCKS)
+		t->chunk = dealloc ? TND_MIN(scsi_max_unmap_blocks(&ctx->info), SBC_ZERO_CHUNK_BLOCKS)
 				   : SBC_ZERO_CHUNK_BLOCKS;
 		if (dealloc)
 			t->flags = 0;
@@ -753,10 +753,6 @@ void sbc_compare_and_write(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	uint32_t n = cdb[13];
 	uint32_t bs = ctx->info.block_size;
 
-	if (n == 0) {
-		scsi_complete(cmd);
-		return;
-	}
 	if (n > SCSI_MAX_CAW_BLOCKS) {
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 13, -1);
 		return;
@@ -764,9 +760,14 @@ void sbc_compare_and_write(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	if (!sbc_range_ok(cmd, ctx, lba, n))
 		return;
 	/* Both halves or nothing: a short or long data-out cannot be split
-	 * into verify and write data. */
-	if (!cmd->data || cmd->data_len != 2 * n * bs) {
+	 * into verify and write data (and data-out with NUMBER OF LOGICAL
+	 * BLOCKS 0 means the initiator meant something else). */
+	if ((cmd->data ? cmd->data_len : 0) != 2 * n * bs) {
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 13, -1);
+		return;
+	}
+	if (n == 0) {
+		scsi_complete(cmd);
 		return;
 	}
 	struct sbc_task *t = task_new(cmd, ctx);

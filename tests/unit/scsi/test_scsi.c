@@ -456,6 +456,10 @@ static void vpd_block_limits(void **state)
 	assert_int_equal(tnd_get_be32(buf + 20), 1u << 16);     /* max unmap LBA count */
 	assert_true(tnd_get_be32(buf + 24) > 0);                /* max unmap descriptors */
 
+	/* A huge volume limit is capped to what one command may do. */
+	f->mv->info.max_unmap_blocks = UINT32_MAX;
+	t = RUN(f, buf, 255, 0x12, 1, 0xb0, 0, 255, 0);
+	assert_int_equal(tnd_get_be32(buf + 20), 1u << 20);
 	/* A volume that cannot unmap advertises no unmap limits. */
 	f->mv->info.max_unmap_blocks = 0;
 	t = RUN(f, buf, 255, 0x12, 1, 0xb0, 0, 255, 0);
@@ -1499,10 +1503,13 @@ static void compare_and_write(void **state)
 	assert_sense(&t, 0x5, 0x24, 0x00);
 	t = run_raw(f, c, d, 3 * BS);
 	assert_sense(&t, 0x5, 0x24, 0x00);
-	/* Zero blocks: nothing to do. Too many, out of range. */
+	/* Zero blocks: nothing to do, and no data-out expected. */
 	put_caw(c, 0, 5, 0);
 	t = run_raw(f, c, NULL, 0);
 	assert_good(&t);
+	t = run_raw(f, c, d, 2 * BS);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* Too many, out of range. */
 	put_caw(c, 0, 5, 17);
 	t = run_raw(f, c, NULL, 0);
 	assert_sense(&t, 0x5, 0x24, 0x00);
