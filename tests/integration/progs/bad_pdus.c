@@ -204,6 +204,7 @@ enum outcome {
 	O_CLOSE,        /* the connection closes (a Reject first is fine) */
 	O_TMF,          /* a TMF response with the given response code */
 	O_SILENT,       /* nothing for the bad PDU; a NOP-Out ping is still answered */
+	O_SCSI_STATUS,  /* a SCSI Response with the given status */
 };
 
 static int expect(struct raw *r, enum outcome o, unsigned code, char *why, size_t whylen)
@@ -258,6 +259,15 @@ static int expect(struct raw *r, enum outcome o, unsigned code, char *why, size_
 			if (op == 0x22) {
 				if (bhs[2] != code) {
 					snprintf(why, whylen, "TMF response %u, want %u", bhs[2], code);
+					return -1;
+				}
+				return 0;
+			}
+			break;
+		case O_SCSI_STATUS:
+			if (op == 0x21) {
+				if (bhs[3] != code) {
+					snprintf(why, whylen, "SCSI status 0x%02x, want 0x%02x", bhs[3], code);
 					return -1;
 				}
 				return 0;
@@ -524,6 +534,29 @@ static void c_immediate_data_too_long(struct raw *r)
 	raw_send(r, bhs, NULL, 0, sizeof(data), data, sizeof(data), false);
 }
 
+static void c_write_over_max_transfer(struct raw *r)
+{
+	/*
+	 * WRITE(16) of 32 MiB (over the 8 MiB we take) with 64 KiB of
+	 * immediate data sent in small pieces: refused with CHECK CONDITION
+	 * once the data is in, and nothing hangs. (Regression: the refused
+	 * task was created twice when its segment came in several recvs.)
+	 */
+	uint8_t bhs[48];
+	scsi_bhs(r, bhs, 0xa0, 32u << 20, 0x8a);
+	tnd_put_be32(bhs + 32 + 10, 65536);   /* blocks */
+	static uint8_t pdu[48 + 65536];
+	tnd_put_be24(bhs + 5, 65536);
+	memcpy(pdu, bhs, 48);
+	memset(pdu + 48, 0xff, 65536);
+	for (size_t off = 0; off < sizeof(pdu); off += 4096) {
+		size_t n = sizeof(pdu) - off < 4096 ? sizeof(pdu) - off : 4096;
+		if (send_all(r->fd, pdu + off, n) < 0)
+			return;
+		usleep(1000);
+	}
+}
+
 static void c_half_header(struct raw *r)
 {
 	/* Half a BHS and then nothing: the target must not hang on us
@@ -558,6 +591,7 @@ static const struct bad_case cases[] = {
 	{ "SNACK at ErrorRecoveryLevel 0", true, false, c_snack, O_REJECT, 0x03 },
 	{ "unsupported TMF function", true, false, c_tmf_unsupported, O_TMF, 5 },
 	{ "immediate data beyond EDTL", true, false, c_immediate_data_too_long, O_REJECT, 0x04 },
+	{ "write over the maximum transfer length", true, false, c_write_over_max_transfer, O_SCSI_STATUS, 0x02 },
 };
 
 /* ---- the healthy session afterwards ---- */
