@@ -99,7 +99,8 @@ static int raw_send(struct raw *r, uint8_t *bhs, const uint8_t *ahs, unsigned ah
 	size_t off = 0;
 	memcpy(buf, bhs, 48);
 	off = 48;
-	memcpy(buf + off, ahs, ahs_len);
+	if (ahs_len)
+		memcpy(buf + off, ahs, ahs_len);
 	off += ahs_len;
 	if (r->hdigest) {
 		uint32_t crc = tnd_crc32c(0, buf, off) ^ (corrupt_digest ? 0x5a5a : 0);
@@ -110,7 +111,8 @@ static int raw_send(struct raw *r, uint8_t *bhs, const uint8_t *ahs, unsigned ah
 	}
 	if (len + off + 3 > sizeof(buf))
 		return -1;
-	memcpy(buf + off, data, len);
+	if (len)
+		memcpy(buf + off, data, len);
 	off += len;
 	while (off & 3)
 		buf[off++] = 0;

@@ -44,14 +44,16 @@ static size_t make_pdu(uint8_t *buf, uint8_t op, const uint8_t *ahs, uint32_t ah
 	tnd_put_be24(buf + 5, len);
 	tnd_put_be32(buf + 16, 0x11223344);
 	size_t off = ISCSI_BHS_LEN;
-	memcpy(buf + off, ahs, ahs_len);
+	if (ahs_len)
+		memcpy(buf + off, ahs, ahs_len);
 	off += ahs_len;
 	if (lim->header_digest) {
 		tnd_iscsi_digest_put(buf + off, tnd_crc32c(0, buf, off));
 		off += 4;
 	}
 	size_t dstart = off;
-	memcpy(buf + off, data, len);
+	if (len)
+		memcpy(buf + off, data, len);
 	off += len;
 	while (off & 3)
 		buf[off++] = 0;
@@ -489,7 +491,8 @@ static void send_pdu(int fd, uint8_t *bhs, const char *data, uint32_t len)
 	uint8_t buf[9000];
 	tnd_put_be24(bhs + 5, len);
 	memcpy(buf, bhs, 48);
-	memcpy(buf + 48, data, len);
+	if (len)
+		memcpy(buf + 48, data, len);
 	uint32_t total = 48 + len + tnd_iscsi_pad4(len);
 	memset(buf + 48 + len, 0, total - 48 - len);
 	assert_int_equal(send(fd, buf, total, 0), (ssize_t)total);
