@@ -124,6 +124,8 @@ static int recv_all(int fd, void *buf, size_t len)
 	size_t got = 0;
 	while (got < len) {
 		ssize_t n = recv(fd, (char *)buf + got, len - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n == 0)
 			return R_EOF;
 		if (n < 0)

@@ -443,13 +443,15 @@ static void stopped_cb(void *arg)
 	atomic_store(&l->stopped, true);
 }
 
-static void live_start(struct live *l, unsigned nr_targets)
+static void live_start_at(struct live *l, unsigned nr_targets, const char *portal,
+			  unsigned nop_s)
 {
 	memset(l, 0, sizeof(*l));
 	assert_int_equal(tnd_reactor_create(0, 256, &l->r), 0);
-	struct tnd_target_server_opts o = { .reactors = &l->r, .nr_reactors = 1 };
+	struct tnd_target_server_opts o = { .reactors = &l->r, .nr_reactors = 1,
+					    .nop_interval_s = nop_s };
 	assert_int_equal(tnd_target_server_create(&o, &l->srv), 0);
-	assert_int_equal(tnd_target_server_add_portal(l->srv, "127.0.0.1:0"), 0);
+	assert_int_equal(tnd_target_server_add_portal(l->srv, portal), 0);
 	l->port = tnd_target_server_portal_port(l->srv, 0);
 	assert_true(l->port > 0);
 	for (unsigned i = 0; i < nr_targets; i++) {
@@ -460,6 +462,11 @@ static void live_start(struct live *l, unsigned nr_targets)
 	assert_int_equal(tnd_target_server_add_target(l->srv, "iqn.2026-11.io.tandem.test:target-with-a-longish-name-000", NULL, true, NULL, 0), -EEXIST);
 	assert_int_equal(tnd_target_server_start(l->srv), 0);
 	assert_int_equal(tnd_reactor_start(l->r), 0);
+}
+
+static void live_start(struct live *l, unsigned nr_targets)
+{
+	live_start_at(l, nr_targets, "127.0.0.1:0", 0);
 }
 
 static void live_stop(struct live *l)
@@ -486,6 +493,18 @@ static int connect_to(int port)
 	return fd;
 }
 
+static int connect_to6(int port)
+{
+	int fd = socket(AF_INET6, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct timeval tv = { .tv_sec = 5 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port),
+				  .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	return fd;
+}
+
 static void send_pdu(int fd, uint8_t *bhs, const char *data, uint32_t len)
 {
 	uint8_t buf[9000];
@@ -503,11 +522,23 @@ static int recv_all(int fd, void *buf, size_t len)
 	size_t got = 0;
 	while (got < len) {
 		ssize_t n = recv(fd, (char *)buf + got, len - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n <= 0)
 			return -1;
 		got += (size_t)n;
 	}
 	return 0;
+}
+
+/* One byte (or EOF), retrying when a signal interrupts the wait. */
+static ssize_t recv1(int fd, char *c)
+{
+	ssize_t n;
+	do
+		n = recv(fd, c, 1, 0);
+	while (n < 0 && errno == EINTR);
+	return n;
 }
 
 /* Receive one PDU (no digests); returns its data length. */
@@ -616,7 +647,7 @@ static void sendtargets_split_512(void **state)
 	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_LOGOUT_RSP);
 	assert_int_equal(rsp[2], 0);
 	char c;
-	assert_int_equal(recv(fd, &c, 1, 0), 0);
+	assert_int_equal(recv1(fd, &c), 0);
 	close(fd);
 	live_stop(&l);
 }
@@ -651,7 +682,7 @@ static void login_failures(void **state)
 		assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_LOGIN_RSP);
 		assert_int_equal(tnd_get_be16(rsp + 36), cases[i].status);
 		char c;
-		assert_int_equal(recv(fd, &c, 1, 0), 0);
+		assert_int_equal(recv1(fd, &c), 0);
 		close(fd);
 	}
 	/* A NOP-Out before login: 0x020b and close. */
@@ -667,8 +698,155 @@ static void login_failures(void **state)
 	live_stop(&l);
 }
 
+static const char test_target[] = "iqn.2026-11.io.tandem.test:target-with-a-longish-name-000";
+
+/* A one-PDU login to full feature phase; returns the login status. */
+static unsigned login_normal(int fd, uint8_t isid_low, const char *initiator)
+{
+	char text[512];
+	int n = snprintf(text, sizeof(text), "InitiatorName=%s%cTargetName=%s%cSessionType=Normal%c",
+			 initiator, 0, test_target, 0, 0);
+	uint8_t bhs[48] = { 0 }, rsp[48];
+	static char data[1 << 16];
+	bhs[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_LOGIN_TRANSIT | (1 << 2) | 3;
+	bhs[8] = 0x80;
+	bhs[13] = isid_low;
+	tnd_put_be32(bhs + 16, 1);
+	send_pdu(fd, bhs, text, (uint32_t)n);
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_LOGIN_RSP);
+	return tnd_get_be16(rsp + 36);
+}
+
+static void discover_address(int fd, char *out, size_t cap)
+{
+	uint8_t bhs[48] = { 0 }, rsp[48];
+	static char data[1 << 16];
+	static const char login[] = "InitiatorName=iqn.2026-11.test:unit\0SessionType=Discovery\0";
+	bhs[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_LOGIN_TRANSIT | (1 << 2) | 3;
+	bhs[8] = 0x80;
+	send_pdu(fd, bhs, login, sizeof(login) - 1);
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[36], 0);
+	memset(bhs, 0, 48);
+	bhs[0] = ISCSI_OP_TEXT_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_FLAG_FINAL;
+	tnd_put_be32(bhs + 16, 2);
+	tnd_put_be32(bhs + 20, ISCSI_RSVD_TAG);
+	send_pdu(fd, bhs, "SendTargets=All", 16);
+	uint32_t n = recv_pdu(fd, rsp, data, sizeof(data));
+	out[0] = '\0';
+	for (size_t off = 0; off < n; off += strlen(data + off) + 1)
+		if (strncmp(data + off, "TargetAddress=", 14) == 0)
+			snprintf(out, cap, "%s", data + off + 14);
+}
+
+static void portal_ipv6_and_wildcard(void **state)
+{
+	struct live l;
+	char addr[128], want[128];
+	live_start_at(&l, 1, "[::1]:0", 0);
+	int fd = connect_to6(l.port);
+	discover_address(fd, addr, sizeof(addr));
+	snprintf(want, sizeof(want), "[::1]:%d,1", l.port);
+	assert_string_equal(addr, want);
+	close(fd);
+	live_stop(&l);
+
+	/* A wildcard portal reports the address the connection came in on. */
+	live_start_at(&l, 1, "0.0.0.0:0", 0);
+	fd = connect_to(l.port);
+	discover_address(fd, addr, sizeof(addr));
+	snprintf(want, sizeof(want), "127.0.0.1:%d,1", l.port);
+	assert_string_equal(addr, want);
+	close(fd);
+	live_stop(&l);
+
+	struct tnd_target_server *srv;
+	struct tnd_reactor *r;
+	assert_int_equal(tnd_reactor_create(0, 8, &r), 0);
+	struct tnd_target_server_opts o = { .reactors = &r, .nr_reactors = 1 };
+	assert_int_equal(tnd_target_server_create(&o, &srv), 0);
+	assert_int_equal(tnd_target_server_add_portal(srv, "nonsense"), -EINVAL);
+	assert_int_equal(tnd_target_server_add_portal(srv, "[::1:3260"), -EINVAL);
+	assert_int_equal(tnd_target_server_add_portal(srv, "127.0.0.1:"), -EINVAL);
+	assert_int_equal(tnd_target_server_add_portal(srv, "127.0.0.1:0"), 0);
+	char busy[32];
+	snprintf(busy, sizeof(busy), "127.0.0.1:%d", tnd_target_server_portal_port(srv, 0));
+	assert_int_equal(tnd_target_server_add_portal(srv, busy), -EADDRINUSE);
+	assert_int_equal(tnd_target_server_map_lun(srv, "iqn.none:x", 0, "d", (struct tnd_volume *)1), -ENOENT);
+	tnd_target_server_destroy(srv);   /* never started */
+	tnd_reactor_destroy(r);
+}
+
+static void session_reinstatement(void **state)
+{
+	struct live l;
+	live_start(&l, 1);
+	int a = connect_to(l.port);
+	assert_int_equal(login_normal(a, 7, "iqn.2026-11.test:same"), 0);
+	/* Another ISID of the same initiator is another session: both stay. */
+	int b = connect_to(l.port);
+	assert_int_equal(login_normal(b, 8, "iqn.2026-11.test:same"), 0);
+	/* The same initiator name and ISID again replaces the first session. */
+	int c = connect_to(l.port);
+	assert_int_equal(login_normal(c, 7, "iqn.2026-11.test:same"), 0);
+	char ch;
+	assert_int_equal(recv1(a, &ch), 0);
+	struct timeval tv = { .tv_usec = 200000 };
+	setsockopt(b, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	assert_int_equal(recv1(b, &ch), -1);   /* still open, just quiet */
+	close(a);
+	close(b);
+	close(c);
+	live_stop(&l);
+}
+
+static void nop_ping_unanswered_closes(void **state)
+{
+	struct live l;
+	live_start_at(&l, 1, "127.0.0.1:0", 1);
+	int fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:sleepy"), 0);
+	uint8_t rsp[48];
+	static char data[1 << 16];
+	uint64_t t0 = tnd_now_ns();
+	/* After about one idle second: a ping with a Target Transfer Tag. */
+	if (recv_all(fd, rsp, 48) != 0)
+		fail_msg("no ping after %llu ms: %s", (unsigned long long)((tnd_now_ns() - t0) / 1000000), strerror(errno));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_NOP_IN);
+	assert_int_equal(tnd_get_be32(rsp + 16), ISCSI_RSVD_TAG);
+	assert_int_not_equal(tnd_get_be32(rsp + 20), ISCSI_RSVD_TAG);
+	/* We don't answer: about one second later the target hangs up. */
+	char ch;
+	assert_int_equal(recv1(fd, &ch), 0);
+	uint64_t ms = (tnd_now_ns() - t0) / 1000000;
+	assert_true(ms >= 500 && ms < 4500);
+	close(fd);
+
+	/* Answered pings keep the connection. */
+	fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 2, "iqn.2026-11.test:awake"), 0);
+	for (int i = 0; i < 3; i++) {
+		recv_pdu(fd, rsp, data, sizeof(data));
+		assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_NOP_IN);
+		uint8_t bhs[48] = { 0 };
+		bhs[0] = ISCSI_OP_NOP_OUT | ISCSI_OP_IMMEDIATE;
+		bhs[1] = ISCSI_FLAG_FINAL;
+		tnd_put_be32(bhs + 16, ISCSI_RSVD_TAG);
+		memcpy(bhs + 20, rsp + 20, 4);
+		send_pdu(fd, bhs, "", 0);
+	}
+	close(fd);
+	live_stop(&l);
+}
+
 int main(void)
 {
+	if (getenv("TND_TEST_DEBUG"))
+		tnd_log_set_level(TND_LOG_DEBUG);
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(pdu_bhs_fields),
 		cmocka_unit_test(pdu_digests),
@@ -683,6 +861,9 @@ int main(void)
 		cmocka_unit_test(text_builder_limit),
 		cmocka_unit_test(sendtargets_split_512),
 		cmocka_unit_test(login_failures),
+		cmocka_unit_test(portal_ipv6_and_wildcard),
+		cmocka_unit_test(session_reinstatement),
+		cmocka_unit_test(nop_ping_unanswered_closes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
