@@ -7,6 +7,7 @@
 #define TND_MGMT_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <jansson.h>
@@ -29,6 +30,7 @@ struct tnd_mgmt {
 	char token[TND_MGMT_TOKEN_LEN + 1];
 	uint16_t port;
 	pthread_mutex_t lock;           /* serialises backend calls and persistence */
+	atomic_bool serving;            /* start-up done: MHD's messages become debug */
 };
 
 /* One HTTP request, from its headers to its response. */

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -421,14 +422,22 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	*con_cls = NULL;
 }
 
+/*
+ * libmicrohttpd's messages: while starting they explain a failure (a bind
+ * error); once serving they are mostly clients hanging up, so debug level.
+ */
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
+	struct tnd_mgmt *m = cls;
+	enum tnd_log_level level = atomic_load(&m->serving) ? TND_LOG_DEBUG : TND_LOG_WARN;
+	if (tnd_log_get_level() < level)
+		return;
 	char buf[512];
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	size_t n = strlen(buf);
 	while (n && buf[n - 1] == '\n')
 		buf[--n] = '\0';
-	tnd_warn(TAG, "http: %s", buf);
+	tnd_log(level, TAG, "http: %s", buf);
 }
 
 /* ---- set-up ---- */
@@ -585,7 +594,6 @@ int tnd_mgmt_create(const struct tnd_mgmt_opts *opts, struct tnd_mgmt **out, cha
 		{ MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, m },
 		{ MHD_OPTION_CONNECTION_TIMEOUT, CONNECTION_TIMEOUT_S, NULL },
 		{ MHD_OPTION_CONNECTION_LIMIT, CONNECTION_LIMIT, NULL },
-		{ MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)on_mhd_log, m },
 		/* Without TLS this item ends the list, so the key is never looked at. */
 		{ tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, 0, m->tls_cert },
 		{ MHD_OPTION_HTTPS_MEM_KEY, 0, m->tls_key },
@@ -598,8 +606,10 @@ int tnd_mgmt_create(const struct tnd_mgmt_opts *opts, struct tnd_mgmt **out, cha
 	if (tls)
 		flags |= MHD_USE_TLS;
 	errno = 0;
-	m->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, m, MHD_OPTION_ARRAY, items,
-				     MHD_OPTION_END);
+	/* The logger goes first, or MHD prints its early messages itself. */
+	m->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, m,
+				     MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, m,
+				     MHD_OPTION_ARRAY, items, MHD_OPTION_END);
 	if (!m->daemon) {
 		ret = errno ? -errno : -EIO;
 		snprintf(err, errlen, "mgmt: cannot serve on %s: %s", bind,
@@ -609,6 +619,7 @@ int tnd_mgmt_create(const struct tnd_mgmt_opts *opts, struct tnd_mgmt **out, cha
 	const union MHD_DaemonInfo *info = MHD_get_daemon_info(m->daemon,
 								MHD_DAEMON_INFO_BIND_PORT);
 	m->port = info ? info->port : 0;
+	atomic_store(&m->serving, true);
 	tnd_info(TAG, "management API on %s%s (port %u)", tls ? "https://" : "http://", bind,
 		 m->port);
 	*out = m;
