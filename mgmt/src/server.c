@@ -399,6 +399,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	if (*upload_data_size) {
 		append_body(r, upload_data, *upload_data_size);
 		*upload_data_size = 0;
+		/* A chunked body with no Content-Length: refuse as soon as it is too big. */
+		if (r->body_too_large) {
+			tnd_mgmt_reply_error(r, 400, NULL, "request body larger than %u bytes",
+					     TND_MGMT_MAX_BODY);
+			return send_reply(r);
+		}
 		return MHD_YES;
 	}
 	dispatch(r);

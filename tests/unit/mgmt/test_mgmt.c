@@ -25,6 +25,7 @@
 #include <curl/curl.h>
 
 #include "fixture.h"
+#include "tnd_common.h"
 #include "tnd_mgmt.h"
 
 #define T_IQN "iqn.2026-11.io.tandem:t1"
@@ -469,6 +470,21 @@ static void bad_bodies_change_nothing(void **state)
 	json_decref(after);
 }
 
+struct chunked {
+	size_t left;
+};
+
+static size_t chunked_read(char *buf, size_t size, size_t n, void *arg)
+{
+	struct chunked *c = arg;
+	size_t len = TND_MIN(size * n, c->left);
+	memset(buf, ' ', len);
+	if (len && c->left == 64u << 20)
+		buf[0] = '{';
+	c->left -= len;
+	return len;
+}
+
 static void oversized_body_is_refused(void **state)
 {
 	struct env *e = *state;
@@ -484,6 +500,36 @@ static void oversized_body_is_refused(void **state)
 	resp_free(&r);
 	free(big);
 	expect(e, "GET", "/v1/devices/big", NULL, 404, NULL);
+	assert_int_equal(e->fx->changes, 0);
+
+	/* Chunked, with no Content-Length to refuse it by: stopped once past the limit. */
+	struct chunked src = { .left = 64u << 20 };
+	char url[128], hdr[128];
+	snprintf(url, sizeof(url), "%s/v1/devices", e->base);
+	snprintf(hdr, sizeof(hdr), "Authorization: Bearer %s", e->token);
+	CURL *c = curl_easy_init();
+	struct curl_slist *h = curl_slist_append(NULL, hdr);
+	h = curl_slist_append(h, "Transfer-Encoding: chunked");
+	h = curl_slist_append(h, "Expect:");
+	r = (struct resp){ 0 };
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_POST, 1L);
+	curl_easy_setopt(c, CURLOPT_READFUNCTION, chunked_read);
+	curl_easy_setopt(c, CURLOPT_READDATA, &src);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT, 20L);
+	CURLcode rc = curl_easy_perform(c);
+	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r.status);
+	/* The server answers and closes; curl may see the close while still sending. */
+	assert_true(rc == CURLE_OK || rc == CURLE_SEND_ERROR || rc == CURLE_RECV_ERROR);
+	if (rc == CURLE_OK)
+		assert_int_equal(r.status, 400);
+	assert_true(src.left > 0);     /* it did not read all 64 MiB */
+	curl_slist_free_all(h);
+	curl_easy_cleanup(c);
+	resp_free(&r);
 	assert_int_equal(e->fx->changes, 0);
 	/* The server still answers after refusing it. */
 	expect(e, "GET", "/v1/version", NULL, 200, NULL);
