@@ -259,6 +259,8 @@ struct tnd_mgmt_route {
 	const char *pattern;
 	bool public;    /* true: no token needed (only GET /v1/health) */
 	bool mutates;   /* true: success persists the configuration */
+	bool no_backend; /* true: calls no op, so runs without the backend mutex
+			  * (health stays quick while a slow op runs) */
 	int (*handler)(struct tnd_mgmt_req *req);
 };
 

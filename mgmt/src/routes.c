@@ -747,8 +747,9 @@ static int h_metrics(struct tnd_mgmt_req *r)
 /* ---- the router ---- */
 
 static const struct tnd_mgmt_route routes[] = {
-	{ .method = "GET", .pattern = "/v1/health", .public = true, .handler = h_health },
-	{ .method = "GET", .pattern = "/v1/version", .handler = h_version },
+	{ .method = "GET", .pattern = "/v1/health", .public = true, .no_backend = true,
+	  .handler = h_health },
+	{ .method = "GET", .pattern = "/v1/version", .no_backend = true, .handler = h_version },
 
 	{ .method = "GET", .pattern = "/v1/devices", .handler = h_device_list },
 	{ .method = "POST", .pattern = "/v1/devices", .mutates = true,

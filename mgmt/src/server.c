@@ -363,11 +363,15 @@ static void dispatch(struct tnd_mgmt_req *r)
 	}
 
 	struct tnd_mgmt *m = r->m;
-	pthread_mutex_lock(&m->lock);
-	r->route->handler(r);
-	if (r->route->mutates && r->status >= 200 && r->status < 300)
-		tnd_mgmt_commit(r);
-	pthread_mutex_unlock(&m->lock);
+	if (r->route->no_backend) {
+		r->route->handler(r);
+	} else {
+		pthread_mutex_lock(&m->lock);
+		r->route->handler(r);
+		if (r->route->mutates && r->status >= 200 && r->status < 300)
+			tnd_mgmt_commit(r);
+		pthread_mutex_unlock(&m->lock);
+	}
 	if (!r->status)
 		tnd_mgmt_reply_error(r, 500, NULL, "handler gave no answer");
 }

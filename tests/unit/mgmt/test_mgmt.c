@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <regex.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1017,6 +1018,81 @@ static void slow_client_does_not_block_others(void **state)
 		close(stalled[i]);
 }
 
+/* Threads record what they saw; only the main thread asserts (cmocka's longjmp). */
+struct creator {
+	struct env *e;
+	int id;
+	int bad;
+};
+
+static void *create_devices(void *arg)
+{
+	struct creator *c = arg;
+	for (int i = 0; i < 10; i++) {
+		char body[128];
+		snprintf(body, sizeof(body), "{\"name\":\"c%d-%d\",\"size\":\"1GiB\"}", c->id, i);
+		struct resp r = req(c->e, "POST", "/v1/devices", body);
+		c->bad += r.status != 201;
+		resp_free(&r);
+	}
+	return NULL;
+}
+
+/* Concurrent changes: config.json ends equal to the final state, never behind it. */
+static void concurrent_changes_persist_in_order(void **state)
+{
+	struct env *e = *state;
+	pthread_t th[4];
+	struct creator c[4];
+	for (int i = 0; i < 4; i++) {
+		c[i] = (struct creator){ .e = e, .id = i };
+		assert_int_equal(pthread_create(&th[i], NULL, create_devices, &c[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(c[i].bad, 0);
+	}
+	char path[128];
+	snprintf(path, sizeof(path), "%s/config.json", e->dir);
+	json_t *disk = json_load_file(path, 0, NULL);
+	json_t *snap = snapshot(e);
+	assert_int_equal(json_array_size(json_object_get(disk, "devices")), 40);
+	assert_true(json_equal(disk, snap));
+	json_decref(disk);
+	json_decref(snap);
+}
+
+static void *slow_list(void *arg)
+{
+	struct env *e = arg;
+	struct resp r = req(e, "GET", "/v1/devices", NULL);
+	long status = r.status;
+	resp_free(&r);
+	return (void *)(intptr_t)status;
+}
+
+/* A slow backend op delays other backend calls, never the health check. */
+static void health_answers_during_a_slow_op(void **state)
+{
+	struct env *e = *state;
+	e->fx->delay_ms = 1500;
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, slow_list, e), 0);
+	struct timespec pause = { .tv_nsec = 200 * 1000000 }, t0, t1;
+	nanosleep(&pause, NULL);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	struct resp r = req_len(e, "GET", "/v1/health", NULL, 0, NULL);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	assert_int_equal(r.status, 200);
+	resp_free(&r);
+	double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	assert_true(s < 1.0);
+	void *status;
+	pthread_join(th, &status);
+	assert_int_equal((intptr_t)status, 200);
+	e->fx->delay_ms = 0;
+}
+
 int main(void)
 {
 	curl_global_init(CURL_GLOBAL_ALL);
@@ -1041,6 +1117,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(tls_is_served, setup, teardown),
 		cmocka_unit_test_setup_teardown(metrics_parse, setup, teardown),
 		cmocka_unit_test_setup_teardown(slow_client_does_not_block_others, setup, teardown),
+		cmocka_unit_test_setup_teardown(concurrent_changes_persist_in_order, setup, teardown),
+		cmocka_unit_test_setup_teardown(health_answers_during_a_slow_op, setup, teardown),
 	};
 	int ret = cmocka_run_group_tests(tests, NULL, NULL);
 	curl_global_cleanup();
