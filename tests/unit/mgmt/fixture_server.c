@@ -2,8 +2,9 @@
  * fixture_server — the management API over the in-memory backend, as a
  * process, so test_tandemctl.sh can drive the real tandemctl against it.
  *
- *   fixture_server DATA_DIR    prints the bound port on stdout, serves until
- *                              SIGTERM or SIGINT, exits 0.
+ *   fixture_server DATA_DIR [CERT KEY]
+ *       prints the bound port on stdout, serves (over TLS with CERT and KEY)
+ *       until SIGTERM or SIGINT, exits 0.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -13,8 +14,8 @@
 
 int main(int argc, char **argv)
 {
-	if (argc != 2) {
-		fprintf(stderr, "usage: fixture_server DATA_DIR\n");
+	if (argc != 2 && argc != 4) {
+		fprintf(stderr, "usage: fixture_server DATA_DIR [CERT KEY]\n");
 		return 2;
 	}
 	sigset_t sigs;
@@ -31,6 +32,8 @@ int main(int argc, char **argv)
 		.ops = &fixture_ops,
 		.ctx = fx,
 		.device_types = fixture_device_types,
+		.tls_cert_file = argc == 4 ? argv[2] : NULL,
+		.tls_key_file = argc == 4 ? argv[3] : NULL,
 	};
 	struct tnd_mgmt *m;
 	char err[512];

@@ -148,4 +148,28 @@ bad 2 "does not apply" device list --force
 bad 2 "Usage: tandemctl device grow" device grow d1
 "$CTL" --help | grep -q "acl add" || fail "--help lacks acl add"
 
+# Over TLS, with the server's certificate as the CA.
+if openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/key.pem" -out "$TMP/cert.pem" \
+	-days 1 -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1; then
+	mkdir -m 700 "$TMP/tls"
+	"$SERVER" "$TMP/tls" "$TMP/cert.pem" "$TMP/key.pem" >"$TMP/tls-port" 2>"$TMP/tls.log" &
+	TPID=$!
+	for _ in $(seq 1 100); do
+		[ -s "$TMP/tls-port" ] && break
+		sleep 0.05
+	done
+	TPORT=$(cat "$TMP/tls-port")
+	out=$("$CTL" --url "https://127.0.0.1:$TPORT" --cacert "$TMP/cert.pem" \
+		--data-dir "$TMP/tls" device create t1 --size 1GiB 2>&1) ||
+		{ kill "$TPID"; fail "tandemctl over TLS: $out"; }
+	rc=0
+	out=$("$CTL" --url "https://127.0.0.1:$TPORT" --data-dir "$TMP/tls" device list 2>&1) ||
+		rc=$?
+	kill "$TPID"
+	wait "$TPID" || true
+	[ "$rc" = 1 ] || fail "an unverified certificate was accepted: $out"
+else
+	echo "note: no openssl, TLS not tested"
+fi
+
 echo "tandemctl: ok"
