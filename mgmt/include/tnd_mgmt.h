@@ -27,8 +27,9 @@
  * write together, so the file on disk never goes back in time. An op may
  * block (it waits for the reactors' answer); other connections keep being
  * accepted and read while it does, and queue on the mutex only for their own
- * backend call. tnd_mgmt_destroy stops the server and waits for every
- * connection thread; no op runs after it returns.
+ * backend call (GET /v1/health and /v1/version call no op and never wait).
+ * tnd_mgmt_destroy stops the server and waits for every connection thread;
+ * no op runs after it returns.
  *
  * Backend contract. Every op returns 0 or -errno and is all-or-nothing: on
  * error nothing changed. The library maps errors to HTTP statuses:

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <curl/curl.h>
 
 #include "fixture.h"
@@ -81,12 +82,24 @@ static long send_req(const char *method, const char *path, const char *body, siz
 	return status;
 }
 
+static char dir[] = "/tmp/tnd-fuzz-mgmt.XXXXXX";
+
+static void remove_dir(void)
+{
+	char p[128];
+	snprintf(p, sizeof(p), "%s/%s", dir, TND_MGMT_TOKEN_FILE);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/%s", dir, TND_MGMT_CONFIG_FILE);
+	unlink(p);
+	rmdir(dir);
+}
+
 static void start(void)
 {
-	static char dir[] = "/tmp/tnd-fuzz-mgmt.XXXXXX";
 	char err[512], token[TND_MGMT_TOKEN_LEN + 1];
 	if (!mkdtemp(dir))
 		abort();
+	atexit(remove_dir);
 	curl_global_init(CURL_GLOBAL_ALL);
 	g.fx = fixture_create();
 	struct tnd_mgmt_opts o = { .bind = "127.0.0.1:0", .data_dir = dir, .ops = &fixture_ops,
