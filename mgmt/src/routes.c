@@ -300,7 +300,7 @@ static int h_device_create(struct tnd_mgmt_req *r)
 		return BAD(r, "size", "missing (required for a %s device)", type->name);
 	}
 
-	json_t *spec = json_pack("{s:s,s:s,s:i}", "name", name, "type", type->name, "block_size",
+	json_t *spec = json_pack("{s:s,s:s,s:I}", "name", name, "type", type->name, "block_size",
 				 (json_int_t)block_size);
 	if (!spec)
 		return tnd_mgmt_reply_error(r, 500, NULL, "out of memory");
@@ -533,7 +533,7 @@ static int h_lun_map(struct tnd_mgmt_req *r)
 		tnd_mgmt_error_set(&err, "lun", "LUN %u is already mapped", n);
 	if (ret)
 		return tnd_mgmt_reply_backend(r, ret, &err);
-	return tnd_mgmt_reply(r, 201, json_pack("{s:i,s:s}", "lun", (json_int_t)n, "device",
+	return tnd_mgmt_reply(r, 201, json_pack("{s:I,s:s}", "lun", (json_int_t)n, "device",
 						json_string_value(dev)));
 }
 

@@ -287,7 +287,7 @@ static int fx_lun_map(void *ctx, const char *iqn, uint32_t lun, const char *devi
 		if (json_integer_value(json_object_get(l, "lun")) == lun)
 			return -EEXIST;
 	json_array_append_new(json_object_get(t, "luns"),
-			      json_pack("{s:i,s:s}", "lun", (json_int_t)lun, "device", device));
+			      json_pack("{s:I,s:s}", "lun", (json_int_t)lun, "device", device));
 	f->changes++;
 	return 0;
 }
@@ -417,7 +417,7 @@ static int fx_stats(void *ctx, json_t *out)
 		json_array_foreach(f->sessions, k, s)
 			n += strcmp(json_string_value(json_object_get(s, "target")),
 				    json_string_value(json_object_get(t, "iqn"))) == 0;
-		json_array_append_new(tgts, json_pack("{s:O,s:i}", "iqn", json_object_get(t, "iqn"),
+		json_array_append_new(tgts, json_pack("{s:O,s:I}", "iqn", json_object_get(t, "iqn"),
 						      "sessions", n));
 	}
 	json_object_set_new(out, "devices", devs);
