@@ -133,8 +133,10 @@ void tnd_mgmt_error_set(struct tnd_mgmt_error *err, const char *field, const cha
  *                            -ENOENT, -EEXIST if the initiator has an ACL.
  * acl_remove(ctx, iqn, initiator)   -ENOENT.
  * session_list(ctx, out)     @out: empty array of session objects, each with
- *                            "id" (string), "target", "initiator", and what
- *                            else the backend knows (address, connections).
+ *                            "id" (string of 1-64 of A-Z a-z 0-9 . _ : -, the
+ *                            handle session_kick takes), "target",
+ *                            "initiator", and what else the backend knows
+ *                            (address, connections, login time).
  * session_kick(ctx, id)      end the session (a logout request or a close).
  * stats(ctx, out)            @out: empty object: daemon-wide statistics, the
  *                            source of /v1/stats and /metrics (docs/api.md).

@@ -617,7 +617,10 @@ int tnd_mgmt_create(const struct tnd_mgmt_opts *opts, struct tnd_mgmt **out, cha
 		flags |= MHD_USE_TLS;
 	errno = 0;
 	/* The logger goes first, or MHD prints its early messages itself. */
-	m->daemon = MHD_start_daemon(flags, 0, NULL, NULL, on_request, m,
+	uint16_t port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+						       : ((struct sockaddr_in *)&ss)->sin_port);
+	/* SOCK_ADDR decides; the port argument only names it in MHD's messages. */
+	m->daemon = MHD_start_daemon(flags, port, NULL, NULL, on_request, m,
 				     MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, m,
 				     MHD_OPTION_ARRAY, items, MHD_OPTION_END);
 	if (!m->daemon) {
@@ -630,8 +633,8 @@ int tnd_mgmt_create(const struct tnd_mgmt_opts *opts, struct tnd_mgmt **out, cha
 								MHD_DAEMON_INFO_BIND_PORT);
 	m->port = info ? info->port : 0;
 	atomic_store(&m->serving, true);
-	tnd_info(TAG, "management API on %s%s (port %u)", tls ? "https://" : "http://", bind,
-		 m->port);
+	tnd_info(TAG, "management API on %s%s (port %u), token in %s/%s", tls ? "https://" : "http://",
+		 bind, m->port, m->data_dir, TND_MGMT_TOKEN_FILE);
 	*out = m;
 	return 0;
 

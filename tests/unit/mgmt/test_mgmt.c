@@ -858,6 +858,14 @@ static void loopback_only_without_tls(void **state)
 	o.ops = &partial;
 	assert_int_equal(tnd_mgmt_create(&o, &m, err, sizeof(err)), -EINVAL);
 	assert_non_null(strstr(err, "acl_remove"));
+	/* A port in use is named as such. */
+	char busy[32];
+	snprintf(busy, sizeof(busy), "127.0.0.1:%u", tnd_mgmt_port(e->m));
+	o.ops = &fixture_ops;
+	o.bind = busy;
+	assert_true(tnd_mgmt_create(&o, &m, err, sizeof(err)) < 0);
+	fprintf(stderr, "note: %s\n", err);
+	assert_non_null(strstr(err, "in use"));
 	/* IPv6 loopback is fine. */
 	o.ops = &fixture_ops;
 	o.bind = "[::1]:0";
