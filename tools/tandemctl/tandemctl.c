@@ -819,8 +819,8 @@ static int cmd_acl_add(struct ctl *c, const struct args *a)
 		char *copy = strdup(luns), *save, *tok;
 		for (tok = strtok_r(copy, ",", &save); tok && !ret; tok = strtok_r(NULL, ",", &save)) {
 			json_int_t n;
-			ret = parse_lun(tok, &n);
-			json_array_append_new(arr, json_integer(n));
+			if (!(ret = parse_lun(tok, &n)))
+				json_array_append_new(arr, json_integer(n));
 		}
 		free(copy);
 		json_object_set_new(body, "luns", arr);
