@@ -192,6 +192,20 @@ static const struct bench_op_desc {
 
 /* ---- completion -------------------------------------------------------------- */
 
+static const char *status_name(int status)
+{
+	switch (status) {
+	case SCSI_STATUS_BUSY: return "BUSY";
+	case SCSI_STATUS_RESERVATION_CONFLICT: return "RESERVATION CONFLICT";
+	case SCSI_STATUS_TASK_SET_FULL: return "TASK SET FULL";
+	case SCSI_STATUS_TASK_ABORTED: return "TASK ABORTED";
+	case SCSI_STATUS_CANCELLED: return "cancelled (connection lost)";
+	case SCSI_STATUS_ERROR: return "transport error";
+	case SCSI_STATUS_TIMEOUT: return "timeout";
+	default: return "unexpected status";
+	}
+}
+
 static void report_error(struct bench_slot *sl, int status, struct scsi_task *task)
 {
 	struct bench_session *s = sl->sess;
@@ -207,8 +221,8 @@ static void report_error(struct bench_slot *sl, int status, struct scsi_task *ta
 			scsi_sense_ascq_str(task->sense.ascq));
 	else
 		fprintf(stderr, "tandem-bench: session %d: %s LBA %" PRIu64
-			" failed: status 0x%x: %s\n", s->idx, what, slot_lba(sl),
-			(unsigned)status, iscsi_get_error(s->iscsi));
+			" failed: %s (0x%x)\n", s->idx, what, slot_lba(sl),
+			status_name(status), (unsigned)status);
 }
 
 static void on_complete(struct iscsi_context *iscsi, int status, void *command_data,
