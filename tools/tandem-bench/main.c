@@ -25,6 +25,7 @@
 #include "tnd_common.h"
 
 enum {
+	EXIT_HELP = -1,         /* parse_args: --help printed, exit 0 */
 	EXIT_IO_ERRORS = 1,
 	EXIT_USAGE = 2,
 	EXIT_UNSUPPORTED = 77,
@@ -151,7 +152,7 @@ static int parse_bytes(const char *s, uint64_t *out)
 	return tnd_parse_size(s, out);
 }
 
-/* Returns 0, or an exit status after printing why. */
+/* Returns 0, EXIT_HELP, or an exit status after printing why. */
 static int parse_args(int argc, char **argv, struct bench_opts *o)
 {
 	static const char *const rw_names[] = {
@@ -254,7 +255,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 			break;
 		case OPT_HELP:
 			usage(stdout);
-			exit(0);
+			return EXIT_HELP;
 		default:
 			usage(stderr);
 			return EXIT_USAGE;
@@ -444,6 +445,10 @@ int main(int argc, char **argv)
 	struct bench_opts o;
 	struct bench b;
 	int rc = parse_args(argc, argv, &o);
+	if (rc == EXIT_HELP) {
+		rc = 0;
+		goto out_free_urls;
+	}
 	if (rc != 0)
 		goto out_free_urls;
 
