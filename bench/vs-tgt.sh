@@ -29,6 +29,7 @@ WORKLOADS="rr4k_qd32 rw4k_qd32_flush rr4k_qd1 sr256k_qd8 sw256k_qd8 mixed70_qd32
 OUT=""
 DO_BUILD=1
 DO_DEPS=1
+QUICK=0
 
 usage() {
 	cat <<EOF
@@ -48,7 +49,7 @@ EOF
 
 while [ $# -gt 0 ]; do
 	case $1 in
-	--quick) RUNS=3; SECONDS_PER_RUN=3; RAMP=1; SIZE=256MiB ;;
+	--quick) QUICK=1; RUNS=3; SECONDS_PER_RUN=3; RAMP=1; SIZE=256MiB ;;
 	--runs) RUNS=$2; shift ;;
 	--seconds) SECONDS_PER_RUN=$2; shift ;;
 	--ramp) RAMP=$2; shift ;;
@@ -309,7 +310,10 @@ COL_IOPS=4 COL_MBPS=5 COL_P50=6 COL_P99=7 COL_P999=8 COL_CPU=9 COL_IPC=10 COL_BC
 
 host=$(hostname -s 2>/dev/null || hostname)
 date_s=$(date -u +%Y-%m-%d)
-[ -n "$OUT" ] || OUT="$HERE/results/$date_s-$host.md"
+# A quick run is a harness check, not a result: its name says so.
+suffix=""
+[ $QUICK = 1 ] && suffix="-quick"
+[ -n "$OUT" ] || OUT="$HERE/results/$date_s-$host$suffix.md"
 mkdir -p "$(dirname "$OUT")"
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 [ -n "$cpu_model" ] || cpu_model=$(uname -m)
@@ -354,6 +358,10 @@ row() {
 
 {
 	echo "# tandem vs tgt — $date_s on $host"
+	if [ $QUICK = 1 ]; then
+		echo
+		echo "**--quick run: a check of the harness, too short for conclusions.**"
+	fi
 	echo
 	echo "| | |"
 	echo "|---|---|"
@@ -403,7 +411,8 @@ row() {
 		echo "| $w | $(median tgt-default "$w" $COL_BCPU) | $(median tgt-tuned "$w" $COL_BCPU) | $(median tandem "$w" $COL_BCPU) |"
 	done
 	echo
-	echo "Reproduce: \`bench/vs-tgt.sh --runs $RUNS --seconds $SECONDS_PER_RUN --ramp $RAMP --size $SIZE\`"
+	echo "Reproduce: \`bench/vs-tgt.sh --runs $RUNS --seconds $SECONDS_PER_RUN --ramp $RAMP --size $SIZE\`" \
+		"(workloads: $WORKLOADS; systems: $SYSTEMS)"
 	echo
 	echo "<details><summary>all runs</summary>"
 	echo
