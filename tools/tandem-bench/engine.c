@@ -240,7 +240,22 @@ static void on_complete(struct iscsi_context *iscsi, int status, void *command_d
 
 	if (b->phase == BENCH_PHASE_DONE)
 		goto release;   /* cancelled by teardown: nothing to count */
-	if (status == SCSI_STATUS_GOOD) {
+	/* GOOD with a residual means the target moved less (or more) data
+	 * than asked: a wrong answer, not a success to count. */
+	if (status == SCSI_STATUS_GOOD && op_table[sl->op].has_data &&
+	    sl->task->residual_status != SCSI_RESIDUAL_NO_RESIDUAL && sl->task->residual > 0) {
+		if (b->reported_errors++ < MAX_REPORTED)
+			fprintf(stderr, "tandem-bench: session %d: %s LBA %" PRIu64
+				": GOOD status with a residual %s of %zu bytes\n", s->idx,
+				op_table[sl->op].name, slot_lba(sl),
+				sl->task->residual_status == SCSI_RESIDUAL_UNDERFLOW ? "underflow"
+										     : "overflow",
+				sl->task->residual);
+		status = SCSI_STATUS_ERROR;
+		b->st.errors++;
+		if (sl->op == BENCH_OP_WRITE && l->gen)
+			l->gen[sl->unit] = 0;
+	} else if (status == SCSI_STATUS_GOOD) {
 		op_table[sl->op].done(sl);
 	} else {
 		b->st.errors++;

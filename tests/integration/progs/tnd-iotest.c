@@ -296,6 +296,10 @@ static int run_write_read(const struct opts *o, struct lun *l)
 		if (status != SCSI_STATUS_GOOD) {
 			print_task_error(l, "WRITE(16)", lba, status, t);
 			rc = EXIT_IO;
+		} else if (t->residual_status != SCSI_RESIDUAL_NO_RESIDUAL && t->residual > 0) {
+			fprintf(stderr, "tnd-iotest: WRITE(16) at LBA %" PRIu64 ": GOOD with a "
+				"residual of %zu bytes\n", lba, t->residual);
+			rc = EXIT_MISMATCH;
 		}
 		if (t)
 			scsi_free_scsi_task(t);
@@ -445,6 +449,13 @@ static uint64_t unit_lba(const struct aio *a, uint64_t unit)
 	return unit * (a->bs / a->l->block_size);
 }
 
+/* GOOD, yet the target moved a different amount of data than asked. */
+static bool short_transfer(const struct scsi_task *task, int status)
+{
+	return status == SCSI_STATUS_GOOD && task->residual_status != SCSI_RESIDUAL_NO_RESIDUAL &&
+	       task->residual > 0;
+}
+
 /* One poll round. 0, or -EIO when the connection is gone. */
 static int aio_poll(struct aio *a)
 {
@@ -474,7 +485,11 @@ static void on_write_done(struct iscsi_context *iscsi, int status, void *command
 	(void)iscsi;
 	(void)command_data;
 
-	if (a->closing) {
+	if (!a->closing && short_transfer(s->task, status)) {
+		fprintf(stderr, "tnd-iotest: WRITE(16) at LBA %" PRIu64 ": GOOD with a residual of %zu"
+			" bytes\n", unit_lba(a, s->unit), s->task->residual);
+		a->io_failed = true;
+	} else if (a->closing) {
 		/* cancelled by teardown */
 	} else if (status != SCSI_STATUS_GOOD) {
 		if (!a->io_failed)   /* the first failure tells; the rest echo it */
@@ -736,7 +751,11 @@ static void on_read_done(struct iscsi_context *iscsi, int status, void *command_
 	(void)iscsi;
 	(void)command_data;
 
-	if (a->closing) {
+	if (!a->closing && short_transfer(s->task, status)) {
+		fprintf(stderr, "tnd-iotest: READ(16) at LBA %" PRIu64 ": GOOD with a residual of %zu"
+			" bytes\n", a->todo[s->unit].lba, s->task->residual);
+		a->io_failed = true;
+	} else if (a->closing) {
 		/* cancelled by teardown */
 	} else if (status != SCSI_STATUS_GOOD) {
 		if (!a->io_failed)
