@@ -181,14 +181,23 @@ TGT_PORT=""
 TGT_IQN_DEFAULT="iqn.2026-11.io.tandem:vs-tgt-default"
 TGT_IQN_TUNED="iqn.2026-11.io.tandem:vs-tgt-tuned"
 start_tgt() {
-	local ctl
-	TGT_PORT=$(free_port)
-	# A private control port keeps us off any tgtd the machine already runs.
-	ctl=$(( (RANDOM % 50000) + 10000 ))
-	tgtd -f -C "$ctl" --iscsi "portal=127.0.0.1:$TGT_PORT" >"$WORK/tgtd.log" 2>&1 &
-	TGT_PID=$!
-	PIDS+=("$TGT_PID")
-	wait_port "$TGT_PORT" "$TGT_PID" || { cat "$WORK/tgtd.log" >&2; echo "vs-tgt.sh: tgtd did not start" >&2; exit 1; }
+	local ctl started=0
+	# A private control port keeps us off any tgtd the machine already runs;
+	# if it (or the portal) races with someone else's, try another pair.
+	for _ in 1 2 3 4 5; do
+		TGT_PORT=$(free_port)
+		ctl=$(( (RANDOM % 50000) + 10000 ))
+		tgtd -f -C "$ctl" --iscsi "portal=127.0.0.1:$TGT_PORT" >"$WORK/tgtd.log" 2>&1 &
+		TGT_PID=$!
+		PIDS+=("$TGT_PID")
+		if wait_port "$TGT_PORT" "$TGT_PID"; then
+			started=1
+			break
+		fi
+		kill -KILL "$TGT_PID" 2>/dev/null || true
+		wait "$TGT_PID" 2>/dev/null || true
+	done
+	[ $started = 1 ] || { cat "$WORK/tgtd.log" >&2; echo "vs-tgt.sh: tgtd did not start" >&2; exit 1; }
 	local adm="tgtadm -C $ctl --lld iscsi"
 	# Two targets on the one tgtd and the one file: tid 1 keeps the
 	# defaults, tid 2 is tuned. LUN 0 of a tgt target is its controller;
