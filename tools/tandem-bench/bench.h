@@ -208,10 +208,17 @@ struct bench {
 	struct bench_stats st;
 };
 
-/* Connect every session; returns 0 or -errno (message already printed). */
+/*
+ * Connect every session; returns 0 or -errno (message already printed).
+ * @b is filled in (caller-owned storage); @o is borrowed and must outlive
+ * @b. Call bench_teardown() whatever this returns: it releases whatever
+ * part was set up.
+ */
 int bench_setup(struct bench *b, const struct bench_opts *o);
-/* Run ramp, measured window, drain and verify pass. 0 or -errno. */
+/* Run ramp, measured window, drain and verify pass; results in b->st and
+ * the time/CPU fields. 0 or -errno. */
 int bench_run(struct bench *b);
+/* Log out, destroy the contexts, free everything bench_setup() allocated. */
 void bench_teardown(struct bench *b);
 
 uint64_t bench_now_ns(void);

@@ -503,6 +503,15 @@ static int lun_probe(struct bench *b, struct bench_lun *l, struct bench_session 
 		goto out_free_task;
 	}
 	if (o->verify) {
+		/* 5 bytes of state per unit: fine for GiBs, not for a whole
+		 * multi-TiB LUN in 4 KiB units. Ask for a working set instead. */
+		if (l->units > (1ull << 28)) {
+			fprintf(stderr, "tandem-bench: --verify on %" PRIu64 " units of %s would need "
+				"%" PRIu64 " MiB of state; limit the working set with --size\n",
+				l->units, l->url, l->units * 5 >> 20);
+			ret = -EINVAL;
+			goto out_free_task;
+		}
 		l->gen = calloc(l->units, sizeof(*l->gen));
 		l->busy = calloc(l->units, sizeof(*l->busy));
 		if (l->gen == NULL || l->busy == NULL) {
