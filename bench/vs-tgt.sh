@@ -263,10 +263,10 @@ RES="$WORK/results.tsv"
 : >"$RES"
 FAILED=0
 
-jnum() {  # jnum FILE KEY [LINE-PREFIX]: a number from tandem-bench's JSON
+jnum() {  # jnum FILE KEY [LINE-PREFIX]: a number from tandem-bench's JSON, or ""
 	local line
-	if [ -n "${3:-}" ]; then line=$(grep "^  \"$3\":" "$1"); else line=$(cat "$1"); fi
-	echo "$line" | grep -o "\"$2\": [-0-9.eE+]*" | head -n 1 | awk '{print $2}'
+	if [ -n "${3:-}" ]; then line=$(grep "^  \"$3\":" "$1" || true); else line=$(cat "$1"); fi
+	{ echo "$line" | grep -o "\"$2\": [-0-9.eE+]*" || true; } | head -n 1 | awk '{print $2}'
 }
 
 run_one() {
