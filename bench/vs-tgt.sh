@@ -30,6 +30,7 @@ OUT=""
 DO_BUILD=1
 DO_DEPS=1
 QUICK=0
+BENCH_THREADS=1
 
 usage() {
 	cat <<EOF
@@ -44,6 +45,9 @@ usage: bench/vs-tgt.sh [options]
   --out FILE         report path (default bench/results/<date>-<host>.md)
   --no-build         use the binaries in \$TND_BUILD (default build/) as they are
   --no-deps          do not call packaging/deps.sh
+  --bench-threads N  tandem-bench event-loop threads (default 1); on a box
+                     with many CPUs, more keep the generator off the
+                     critical path for multi-session workloads
 EOF
 }
 
@@ -59,6 +63,7 @@ while [ $# -gt 0 ]; do
 	--out) OUT=$2; shift ;;
 	--no-build) DO_BUILD=0 ;;
 	--no-deps) DO_DEPS=0 ;;
+	--bench-threads) BENCH_THREADS=$2; shift ;;
 	-h|--help) usage; exit 0 ;;
 	*) echo "vs-tgt.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
 	esac
@@ -275,6 +280,7 @@ run_one() {
 	# shellcheck disable=SC2046
 	"$BENCH" --url "$(system_url "$sys")" $(workload_args "$w") --time "$SECONDS_PER_RUN" \
 		--ramp "$RAMP" --target-pid "$(system_pid "$sys")" --json --seed "$r" \
+		--threads "$BENCH_THREADS" \
 		>"$json" 2>"$WORK/run.err" || rc=$?
 	if [ $rc != 0 ] || ! grep -q '"iops"' "$json"; then
 		echo "  $sys $w run $r: tandem-bench exited $rc" >&2
@@ -381,7 +387,7 @@ row() {
 	echo "| libiscsi | $(pkg-config --modversion libiscsi 2>/dev/null || echo unknown) |"
 	echo "| image | $SIZE random data, one copy per target, page cache warm (read before every run) |"
 	echo "| runs | $RUNS per workload and system, ${RAMP} s ramp + ${SECONDS_PER_RUN} s measured, alternating order |"
-	echo "| generator | tandem-bench, one thread, same host, over 127.0.0.1 |"
+	echo "| generator | tandem-bench, $BENCH_THREADS thread(s), same host, over 127.0.0.1 |"
 	echo
 	echo "Medians of $RUNS runs. *tgt tuned*: MaxRecvDataSegmentLength and"
 	echo "MaxXmitDataSegmentLength 262144, InitialR2T=No, ImmediateData=Yes. The ratio"
@@ -420,7 +426,7 @@ row() {
 		echo "| $w | $(median tgt-default "$w" $COL_BCPU) | $(median tgt-tuned "$w" $COL_BCPU) | $(median tandem "$w" $COL_BCPU) |"
 	done
 	echo
-	echo "Reproduce: \`bench/vs-tgt.sh --runs $RUNS --seconds $SECONDS_PER_RUN --ramp $RAMP --size $SIZE\`" \
+	echo "Reproduce: \`bench/vs-tgt.sh --runs $RUNS --seconds $SECONDS_PER_RUN --ramp $RAMP --size $SIZE --bench-threads $BENCH_THREADS\`" \
 		"(workloads: $WORKLOADS; systems: $SYSTEMS)"
 	echo
 	echo "<details><summary>all runs</summary>"

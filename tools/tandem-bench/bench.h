@@ -13,6 +13,13 @@
  * a write to the same blocks and a verify mismatch always means the target
  * returned data it should not have.
  *
+ * Threads (--threads): each runs its own loop over its share of the
+ * sessions (struct bench_worker) and nothing of a session is touched by
+ * another thread. With --verify all sessions of one URL go to the same
+ * thread, so the per-unit verify state needs no locks. The main thread only
+ * takes the CPU snapshots at the edges of the measured window and merges
+ * the workers' statistics at the end.
+ *
  * Everything here is owned by one struct bench built in main(); there is no
  * global mutable state.
  */
@@ -21,6 +28,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <sys/types.h>
 
 #include <iscsi/iscsi.h>
@@ -49,6 +57,8 @@ void bench_hist_add(struct bench_hist *h, uint64_t ns);
 /* Value at percentile @pct (0..100); 0 if the histogram is empty. */
 uint64_t bench_hist_pct(const struct bench_hist *h, double pct);
 uint64_t bench_hist_mean(const struct bench_hist *h);
+/* Add @src's samples to @dst. */
+void bench_hist_merge(struct bench_hist *dst, const struct bench_hist *src);
 
 /* ---- data patterns (pattern.c) ------------------------------------------ */
 
@@ -116,6 +126,7 @@ struct bench_opts {
 	const char *initiator;
 	bool json;
 	int max_errors;           /* stop after this many I/O errors */
+	int threads;              /* event loops; sessions are shared out */
 };
 
 /* ---- the engine (engine.c) ------------------------------------------------ */
@@ -162,8 +173,11 @@ struct bench_slot {
 	struct scsi_iovec iov;    /* libiscsi keeps a pointer to it until completion */
 };
 
+struct bench_worker;
+
 struct bench_session {
 	struct bench *b;
+	struct bench_worker *w;   /* the one thread that drives this session */
 	struct bench_lun *lun;
 	struct iscsi_context *iscsi;
 	int lun_no;
@@ -184,8 +198,28 @@ enum bench_phase {
 	BENCH_PHASE_RAMP,
 	BENCH_PHASE_RUN,
 	BENCH_PHASE_DRAIN,
+	BENCH_PHASE_DRAINED,      /* waiting for the other workers */
 	BENCH_PHASE_VERIFY,
 	BENCH_PHASE_DONE,
+};
+
+/* One event loop (one thread) and what it alone writes. */
+struct bench_worker {
+	struct bench *b;
+	const struct bench_opts *o;
+	struct bench_session **sess;  /* its share; the sessions live in bench */
+	int nsess;
+	enum bench_phase phase;
+	uint64_t submitted;       /* in the measured window */
+	uint64_t count_limit;     /* its share of --count */
+	uint32_t next_gen;
+	uint64_t t_end;           /* last measured completion, ns */
+	uint64_t last_service;    /* ns; drives libiscsi's timeout processing */
+	int reported_errors;
+	int reported_mismatches;
+	int ret;                  /* 0 or -errno from the loop */
+	struct bench_stats st;
+	pthread_t thread;
 };
 
 struct bench {
@@ -194,18 +228,25 @@ struct bench {
 	int nluns;
 	struct bench_session *sess;
 	int nsess;
-	enum bench_phase phase;
-	uint64_t submitted;       /* in the measured window */
-	uint32_t next_gen;
+	struct bench_worker *workers;
+	int nworkers;
+	uint64_t ramp_end;        /* = t_start: the measured window opens */
+	uint64_t run_end;         /* time mode: nothing new is issued after it */
 	uint64_t t_start, t_end;  /* measured window, ns */
-	uint64_t last_service;    /* ns; drives libiscsi's timeout processing */
 	int64_t cpu_before;       /* target utime+stime, clock ticks; <0 unknown */
 	int64_t cpu_after;
-	uint64_t self_cpu_before; /* our own CPU time, ns */
+	uint64_t self_cpu_before; /* our own CPU time (all threads), ns */
 	uint64_t self_cpu_after;
-	int reported_errors;
-	int reported_mismatches;
-	struct bench_stats st;
+	_Atomic uint64_t errors_total;  /* for --max-errors across workers */
+	_Atomic bool abort;       /* stop issuing: a worker could not start */
+	/* Workers report "drained" and wait for "resume", so the target's CPU
+	 * is read after the last measured completion and before the verify
+	 * pass adds load of its own. */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int drained;
+	bool resume;
+	struct bench_stats st;    /* merged from the workers after the run */
 };
 
 /*

@@ -23,6 +23,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,12 +105,15 @@ static int submit_write(struct bench_slot *sl)
 {
 	struct bench_session *s = sl->sess;
 	struct bench *b = s->b;
+	struct bench_worker *w = s->w;
 	uint32_t bs = b->o->bs;
 
 	if (b->o->verify) {
-		if (++b->next_gen == 0)
-			b->next_gen = 1;   /* 0 means "unknown" in lun->gen */
-		sl->gen = b->next_gen;
+		/* Per worker: all sessions of a LUN share one worker under
+		 * --verify, so a generation is still unique per unit. */
+		if (++w->next_gen == 0)
+			w->next_gen = 1;   /* 0 means "unknown" in lun->gen */
+		sl->gen = w->next_gen;
 		bench_pattern_fill(sl->buf, bs, slot_sector(sl), b->o->seed, sl->gen);
 	} else {
 		/* Unverified data is random from setup; stamping a counter into
@@ -142,18 +147,19 @@ static void done_read(struct bench_slot *sl)
 {
 	struct bench_session *s = sl->sess;
 	struct bench *b = s->b;
+	struct bench_worker *w = s->w;
 	struct bench_lun *l = s->lun;
 
 	if (l->gen == NULL || l->gen[sl->unit] == 0)
 		return;   /* not written by this run: nothing to expect */
-	b->st.verified_units++;
+	w->st.verified_units++;
 	char why[160];
 	long bad = bench_pattern_check(sl->buf, b->o->bs, slot_sector(sl), b->o->seed,
 				       l->gen[sl->unit], why, sizeof(why));
 	if (bad < 0)
 		return;
-	b->st.mismatches++;
-	if (b->reported_mismatches++ < MAX_REPORTED) {
+	w->st.mismatches++;
+	if (w->reported_mismatches++ < MAX_REPORTED) {
 		uint64_t sector = slot_sector(sl) + (uint64_t)bad;
 		fprintf(stderr, "tandem-bench: verify mismatch at LBA %" PRIu64
 			" (%s, byte offset %" PRIu64 "): %s\n",
@@ -209,9 +215,9 @@ static const char *status_name(int status)
 static void report_error(struct bench_slot *sl, int status, struct scsi_task *task)
 {
 	struct bench_session *s = sl->sess;
-	struct bench *b = s->b;
+	struct bench_worker *w = s->w;
 
-	if (b->reported_errors++ >= MAX_REPORTED)
+	if (w->reported_errors++ >= MAX_REPORTED)
 		return;
 	const char *what = op_table[sl->op].name;
 	if (status == SCSI_STATUS_CHECK_CONDITION && task != NULL)
@@ -225,62 +231,65 @@ static void report_error(struct bench_slot *sl, int status, struct scsi_task *ta
 			status_name(status), (unsigned)status);
 }
 
+/* Count a failed command; the first to reach --max-errors says so. */
+static void count_error(struct bench_worker *w)
+{
+	struct bench *b = w->b;
+
+	w->st.errors++;
+	if (atomic_fetch_add(&b->errors_total, 1) + 1 == (uint64_t)b->o->max_errors)
+		fprintf(stderr, "tandem-bench: %d errors, stopping\n", b->o->max_errors);
+}
+
 static void on_complete(struct iscsi_context *iscsi, int status, void *command_data,
 			void *private_data)
 {
 	struct bench_slot *sl = private_data;
 	struct bench_session *s = sl->sess;
-	struct bench *b = s->b;
+	struct bench_worker *w = s->w;
 	struct bench_lun *l = s->lun;
 	uint64_t t1 = bench_now_ns();
-	bool measured = sl->counted && (b->phase == BENCH_PHASE_RUN ||
-					 b->phase == BENCH_PHASE_DRAIN);
+	bool measured = false;
 	(void)iscsi;
 	(void)command_data;   /* the same task as sl->task */
 
-	if (b->phase == BENCH_PHASE_DONE)
+	if (w == NULL || w->phase == BENCH_PHASE_DONE)
 		goto release;   /* cancelled by teardown: nothing to count */
+	measured = sl->counted && (w->phase == BENCH_PHASE_RUN || w->phase == BENCH_PHASE_DRAIN);
 	/* GOOD with a residual means the target moved less (or more) data
 	 * than asked: a wrong answer, not a success to count. */
 	if (status == SCSI_STATUS_GOOD && op_table[sl->op].has_data &&
 	    sl->task->residual_status != SCSI_RESIDUAL_NO_RESIDUAL && sl->task->residual > 0) {
-		if (b->reported_errors++ < MAX_REPORTED)
+		if (w->reported_errors++ < MAX_REPORTED)
 			fprintf(stderr, "tandem-bench: session %d: %s LBA %" PRIu64
 				": GOOD status with a residual %s of %zu bytes\n", s->idx,
 				op_table[sl->op].name, slot_lba(sl),
 				sl->task->residual_status == SCSI_RESIDUAL_UNDERFLOW ? "underflow"
 										     : "overflow",
 				sl->task->residual);
-		status = SCSI_STATUS_ERROR;
-		b->st.errors++;
+		count_error(w);
 		if (sl->op == BENCH_OP_WRITE && l->gen)
 			l->gen[sl->unit] = 0;
 	} else if (status == SCSI_STATUS_GOOD) {
 		op_table[sl->op].done(sl);
 	} else {
-		b->st.errors++;
 		report_error(sl, status, sl->task);
+		count_error(w);
 		/* A failed write leaves the unit's content unknown. */
 		if (sl->op == BENCH_OP_WRITE && l->gen)
 			l->gen[sl->unit] = 0;
-		if (b->st.errors >= (uint64_t)b->o->max_errors &&
-		    b->phase < BENCH_PHASE_DRAIN) {
-			fprintf(stderr, "tandem-bench: %" PRIu64 " errors, stopping\n",
-				b->st.errors);
-			b->phase = BENCH_PHASE_DRAIN;
-		}
 	}
 
 	if (measured) {
 		uint64_t ns = t1 - sl->t0;
-		b->st.ops[sl->op]++;
+		w->st.ops[sl->op]++;
 		if (op_table[sl->op].has_data) {
-			b->st.bytes[sl->op] += b->o->bs;
-			bench_hist_add(&b->st.lat_io, ns);
+			w->st.bytes[sl->op] += w->o->bs;
+			bench_hist_add(&w->st.lat_io, ns);
 		}
-		bench_hist_add(&b->st.lat[sl->op], ns);
-		if (t1 > b->t_end)
-			b->t_end = t1;
+		bench_hist_add(&w->st.lat[sl->op], ns);
+		if (t1 > w->t_end)
+			w->t_end = t1;
 	}
 
 release:
@@ -351,16 +360,17 @@ static enum bench_op choose_op(struct bench_session *s)
 	return bench_rng_below(&s->rng, 100) < (uint64_t)o->mix ? BENCH_OP_READ : BENCH_OP_WRITE;
 }
 
-static bool may_issue(const struct bench *b)
+static bool may_issue(const struct bench_worker *w)
 {
-	switch (b->phase) {
+	switch (w->phase) {
 	case BENCH_PHASE_RAMP:
 		return true;
 	case BENCH_PHASE_RUN:
-		return b->o->count == 0 || b->submitted < b->o->count;
+		return w->o->count == 0 || w->submitted < w->count_limit;
 	case BENCH_PHASE_VERIFY:
 		return true;
 	case BENCH_PHASE_DRAIN:
+	case BENCH_PHASE_DRAINED:
 	case BENCH_PHASE_DONE:
 		break;
 	}
@@ -370,14 +380,14 @@ static bool may_issue(const struct bench *b)
 /* Issue commands until @s has --qd in flight or nothing more may be issued. */
 static void session_fill(struct bench_session *s)
 {
-	struct bench *b = s->b;
+	struct bench_worker *w = s->w;
 	struct bench_lun *l = s->lun;
 
-	while (!s->dead && s->nfree > 0 && may_issue(b)) {
+	while (!s->dead && s->nfree > 0 && may_issue(w)) {
 		struct bench_slot *sl = &s->slots[s->free_slots[s->nfree - 1]];
 		enum bench_op op;
 		uint64_t unit = 0;
-		if (b->phase == BENCH_PHASE_VERIFY) {
+		if (w->phase == BENCH_PHASE_VERIFY) {
 			op = BENCH_OP_READ;
 			if (pick_verify_unit(s, &unit) < 0)
 				return;
@@ -389,7 +399,7 @@ static void session_fill(struct bench_session *s)
 		sl->op = op;
 		sl->unit = unit;
 		sl->gen = 0;
-		sl->counted = b->phase == BENCH_PHASE_RUN;
+		sl->counted = w->phase == BENCH_PHASE_RUN;
 		sl->t0 = bench_now_ns();
 		if (op_table[op].submit(sl) < 0) {
 			fprintf(stderr, "tandem-bench: session %d: cannot queue %s: %s\n",
@@ -407,7 +417,7 @@ static void session_fill(struct bench_session *s)
 			sl->locked = true;
 		}
 		if (sl->counted)
-			b->submitted++;
+			w->submitted++;
 	}
 }
 
@@ -549,6 +559,57 @@ static int session_init_slots(struct bench *b, struct bench_session *s)
 	return 0;
 }
 
+static void stats_reset(struct bench_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	bench_hist_reset(&st->lat_io);
+	for (int i = 0; i < BENCH_OP_COUNT; i++)
+		bench_hist_reset(&st->lat[i]);
+}
+
+/*
+ * Share the sessions out to --threads workers. With --verify a LUN's
+ * sessions all go to one worker (LUN i to worker i mod N), because the
+ * verify state of a LUN is written without locks; otherwise sessions are
+ * dealt round-robin. A worker may end up with none: it simply idles.
+ */
+static int workers_init(struct bench *b)
+{
+	const struct bench_opts *o = b->o;
+	int n = o->threads;
+
+	b->workers = calloc((size_t)n, sizeof(*b->workers));
+	if (b->workers == NULL)
+		return -ENOMEM;
+	if (pthread_mutex_init(&b->lock, NULL) != 0) {
+		free(b->workers);
+		b->workers = NULL;
+		return -ENOMEM;
+	}
+	pthread_cond_init(&b->cond, NULL);
+	b->nworkers = n;
+	for (int i = 0; i < n; i++) {
+		struct bench_worker *w = &b->workers[i];
+		w->b = b;
+		w->o = o;
+		stats_reset(&w->st);
+		w->sess = calloc((size_t)b->nsess, sizeof(*w->sess));
+		if (w->sess == NULL)
+			return -ENOMEM;
+		/* --count shared out; the first workers take the remainder. */
+		w->count_limit = o->count / (uint64_t)n + ((uint64_t)i < o->count % (uint64_t)n);
+	}
+	for (int i = 0; i < b->nsess; i++) {
+		struct bench_session *s = &b->sess[i];
+		int k = o->verify ? (int)(s->lun - b->luns) % n : i % n;
+		struct bench_worker *w = &b->workers[k];
+		s->w = w;
+		w->sess[w->nsess++] = s;
+	}
+	stats_reset(&b->st);
+	return 0;
+}
+
 int bench_setup(struct bench *b, const struct bench_opts *o)
 {
 	int ret;
@@ -588,17 +649,15 @@ int bench_setup(struct bench *b, const struct bench_opts *o)
 		if (ret < 0)
 			return ret;
 	}
-	bench_hist_reset(&b->st.lat_io);
-	for (int i = 0; i < BENCH_OP_COUNT; i++)
-		bench_hist_reset(&b->st.lat[i]);
-	return 0;
+	return workers_init(b);
 }
 
 void bench_teardown(struct bench *b)
 {
 	/* Phase DONE first: callbacks fired while contexts are destroyed must
 	 * not count anything. */
-	b->phase = BENCH_PHASE_DONE;
+	for (int i = 0; i < b->nworkers; i++)
+		b->workers[i].phase = BENCH_PHASE_DONE;
 	for (int i = 0; i < b->nsess; i++) {
 		struct bench_session *s = &b->sess[i];
 		if (s->iscsi) {
@@ -615,132 +674,130 @@ void bench_teardown(struct bench *b)
 		free(b->luns[i].gen);
 		free(b->luns[i].busy);
 	}
+	for (int i = 0; i < b->nworkers; i++)
+		free(b->workers[i].sess);
+	if (b->workers) {
+		pthread_cond_destroy(&b->cond);
+		pthread_mutex_destroy(&b->lock);
+	}
+	free(b->workers);
 	free(b->sess);
 	free(b->luns);
 }
 
 /* ---- the loop ------------------------------------------------------------------ */
 
-static void start_measuring(struct bench *b, uint64_t now)
+static void start_measuring(struct bench_worker *w)
 {
-	memset(b->st.ops, 0, sizeof(b->st.ops));
-	memset(b->st.bytes, 0, sizeof(b->st.bytes));
-	bench_hist_reset(&b->st.lat_io);
+	/* Throughput and latency start afresh; errors and mismatches seen in
+	 * the ramp still count against the run. */
+	memset(w->st.ops, 0, sizeof(w->st.ops));
+	memset(w->st.bytes, 0, sizeof(w->st.bytes));
+	bench_hist_reset(&w->st.lat_io);
 	for (int i = 0; i < BENCH_OP_COUNT; i++)
-		bench_hist_reset(&b->st.lat[i]);
-	b->submitted = 0;
-	if (b->o->target_pid)
-		b->cpu_before = bench_proc_cpu_ticks(b->o->target_pid);
-	b->self_cpu_before = bench_self_cpu_ns();
-	b->t_start = now;
-	b->t_end = now;
-	b->phase = BENCH_PHASE_RUN;
+		bench_hist_reset(&w->st.lat[i]);
+	w->submitted = 0;
+	w->t_end = w->b->t_start;
+	w->phase = BENCH_PHASE_RUN;
 }
 
-static int live_inflight(const struct bench *b, int *alive)
+static int live_inflight(const struct bench_worker *w, int *alive)
 {
 	int n = 0;
 	*alive = 0;
-	for (int i = 0; i < b->nsess; i++) {
-		if (b->sess[i].dead)
+	for (int i = 0; i < w->nsess; i++) {
+		if (w->sess[i]->dead)
 			continue;
 		(*alive)++;
-		n += b->sess[i].inflight;
+		n += w->sess[i]->inflight;
 	}
 	return n;
 }
 
 /* Move between phases; returns the ns until the next deadline (or 100 ms). */
-static uint64_t advance(struct bench *b, uint64_t now, uint64_t ramp_end)
+static uint64_t advance(struct bench_worker *w, uint64_t now)
 {
-	const struct bench_opts *o = b->o;
+	const struct bench_opts *o = w->o;
+	struct bench *b = w->b;
 	uint64_t wait = 100 * 1000000ull;
 	int alive;
-	int inflight = live_inflight(b, &alive);
+	int inflight = live_inflight(w, &alive);
 
-	if (alive == 0 && b->phase != BENCH_PHASE_DONE) {
-		if (b->phase <= BENCH_PHASE_DRAIN) {
-			b->self_cpu_after = bench_self_cpu_ns();
-			if (o->target_pid)
-				b->cpu_after = bench_proc_cpu_ticks(o->target_pid);
-		}
-		b->phase = BENCH_PHASE_DONE;
+	if (alive == 0) {
+		/* Nothing left to drive (or never was): skip to the end of the
+		 * phase we are in. */
+		w->phase = w->phase < BENCH_PHASE_DRAINED ? BENCH_PHASE_DRAINED : BENCH_PHASE_DONE;
 		return 0;
 	}
-	switch (b->phase) {
+	if (w->phase <= BENCH_PHASE_RUN &&
+	    (atomic_load(&b->errors_total) >= (uint64_t)o->max_errors || atomic_load(&b->abort)))
+		w->phase = BENCH_PHASE_DRAIN;
+	switch (w->phase) {
 	case BENCH_PHASE_RAMP:
-		if (now >= ramp_end)
-			start_measuring(b, now);
+		if (now >= b->ramp_end)
+			start_measuring(w);
 		else
-			wait = TND_MIN(wait, ramp_end - now);
+			wait = TND_MIN(wait, b->ramp_end - now);
 		break;
 	case BENCH_PHASE_RUN:
 		if (o->count) {
-			if (b->submitted >= o->count)
-				b->phase = BENCH_PHASE_DRAIN;
+			if (w->submitted >= w->count_limit)
+				w->phase = BENCH_PHASE_DRAIN;
+		} else if (now >= b->run_end) {
+			w->phase = BENCH_PHASE_DRAIN;
 		} else {
-			uint64_t end = b->t_start + (uint64_t)(o->time_s * 1e9);
-			if (now >= end)
-				b->phase = BENCH_PHASE_DRAIN;
-			else
-				wait = TND_MIN(wait, end - now);
+			wait = TND_MIN(wait, b->run_end - now);
 		}
 		break;
 	case BENCH_PHASE_DRAIN:
-		if (inflight == 0) {
-			b->self_cpu_after = bench_self_cpu_ns();
-			if (o->target_pid)
-				b->cpu_after = bench_proc_cpu_ticks(o->target_pid);
-			b->phase = o->verify ? BENCH_PHASE_VERIFY : BENCH_PHASE_DONE;
-		}
+		if (inflight == 0)
+			w->phase = BENCH_PHASE_DRAINED;
 		break;
 	case BENCH_PHASE_VERIFY: {
 		bool more = false;
-		for (int i = 0; i < b->nluns; i++)
-			more |= b->luns[i].verify_cursor < b->luns[i].units;
+		for (int i = 0; i < w->nsess; i++)
+			more |= w->sess[i]->lun->verify_cursor < w->sess[i]->lun->units;
 		if (!more && inflight == 0)
-			b->phase = BENCH_PHASE_DONE;
+			w->phase = BENCH_PHASE_DONE;
 		break;
 	}
+	case BENCH_PHASE_DRAINED:
 	case BENCH_PHASE_DONE:
 		break;
 	}
 	return wait;
 }
 
-int bench_run(struct bench *b)
+static void session_lost(struct bench_session *s)
 {
-	const struct bench_opts *o = b->o;
-	struct pollfd *pfd = calloc((size_t)b->nsess, sizeof(*pfd));
+	fprintf(stderr, "tandem-bench: session %d: %s\n", s->idx, iscsi_get_error(s->iscsi));
+	s->dead = true;
+}
+
+/* Drive @w's sessions until its phase reaches @until (DRAINED or DONE). */
+static int worker_loop(struct bench_worker *w, enum bench_phase until)
+{
+	struct pollfd *pfd = calloc((size_t)w->nsess + 1, sizeof(*pfd));
 	if (pfd == NULL)
 		return -ENOMEM;
 
 	uint64_t now = bench_now_ns();
-	uint64_t ramp_end = now + (uint64_t)(o->ramp_s * 1e9);
-	b->last_service = now;
-	if (o->ramp_s > 0)
-		b->phase = BENCH_PHASE_RAMP;
-	else
-		start_measuring(b, now);
-
 	for (;;) {
 		/* Phase changes happen on the way in, so a completion that ends
 		 * the drain is noticed before we wait again. */
-		uint64_t wait = advance(b, now, ramp_end);
-		if (b->phase == BENCH_PHASE_DONE)
+		uint64_t wait = advance(w, now);
+		if (w->phase >= until)
 			break;
 		bool changed = false;
-		for (int i = 0; i < b->nsess; i++)
-			session_fill(&b->sess[i]);
-		/* Pass 1: push queued PDUs out now rather than after a poll round
-		 * trip; at QD1 that round trip would be part of every latency. */
-		for (int i = 0; i < b->nsess; i++) {
-			struct bench_session *s = &b->sess[i];
+		for (int i = 0; i < w->nsess; i++)
+			session_fill(w->sess[i]);
+		/* Push queued PDUs out now rather than after a poll round trip;
+		 * at QD1 that round trip would be part of every latency. */
+		for (int i = 0; i < w->nsess; i++) {
+			struct bench_session *s = w->sess[i];
 			if (!s->dead && (iscsi_which_events(s->iscsi) & POLLOUT) &&
 			    iscsi_service(s->iscsi, POLLOUT) < 0) {
-				fprintf(stderr, "tandem-bench: session %d: %s\n", s->idx,
-					iscsi_get_error(s->iscsi));
-				s->dead = true;
+				session_lost(s);
 				changed = true;
 			}
 		}
@@ -748,8 +805,8 @@ int bench_run(struct bench *b)
 			continue;
 
 		int n = 0;
-		for (int i = 0; i < b->nsess; i++) {
-			struct bench_session *s = &b->sess[i];
+		for (int i = 0; i < w->nsess; i++) {
+			struct bench_session *s = w->sess[i];
 			pfd[i].fd = -1;   /* poll() ignores negative fds */
 			pfd[i].events = 0;
 			pfd[i].revents = 0;
@@ -757,42 +814,135 @@ int bench_run(struct bench *b)
 				continue;
 			int ev = iscsi_which_events(s->iscsi);
 			if (ev == 0)
-				continue;
+				continue;   /* libiscsi asks for a pause */
 			pfd[i].fd = iscsi_get_fd(s->iscsi);
 			pfd[i].events = (short)ev;
 			n++;
 		}
 		int ms = (int)((wait + 999999) / 1000000);
-		if (poll(pfd, (nfds_t)b->nsess, n ? ms : TND_MIN(ms, 100)) < 0 &&
-		    errno != EINTR) {
+		if (poll(pfd, (nfds_t)w->nsess, n ? ms : TND_MIN(ms, 100)) < 0 && errno != EINTR) {
+			int ret = -errno;
 			free(pfd);
-			return -errno;
+			return ret;
 		}
 		now = bench_now_ns();
-		bool tick = now - b->last_service >= NS_PER_S;
+		bool tick = now - w->last_service >= NS_PER_S;
 		if (tick)
-			b->last_service = now;
-		for (int i = 0; i < b->nsess; i++) {
-			struct bench_session *s = &b->sess[i];
+			w->last_service = now;
+		for (int i = 0; i < w->nsess; i++) {
+			struct bench_session *s = w->sess[i];
 			if (s->dead || (pfd[i].revents == 0 && !tick))
 				continue;
 			/* revents 0 once a second: libiscsi checks its timeouts. */
-			if (iscsi_service(s->iscsi, pfd[i].revents) < 0) {
-				fprintf(stderr, "tandem-bench: session %d: %s\n", s->idx,
-					iscsi_get_error(s->iscsi));
-				s->dead = true;
-			}
+			if (iscsi_service(s->iscsi, pfd[i].revents) < 0)
+				session_lost(s);
 		}
 	}
 	free(pfd);
+	return 0;
+}
 
-	for (int i = 0; i < b->nsess; i++) {
-		if (b->sess[i].dead) {
-			/* Commands lost with the connection never completed: errors. */
-			b->st.errors += (uint64_t)b->sess[i].inflight;
-			if (b->st.errors == 0)
-				b->st.errors = 1;
+static void *worker_main(void *arg)
+{
+	struct bench_worker *w = arg;
+	struct bench *b = w->b;
+
+	w->last_service = bench_now_ns();
+	if (b->o->ramp_s > 0)
+		w->phase = BENCH_PHASE_RAMP;
+	else
+		start_measuring(w);
+	w->ret = worker_loop(w, BENCH_PHASE_DRAINED);
+
+	pthread_mutex_lock(&b->lock);
+	b->drained++;
+	pthread_cond_broadcast(&b->cond);
+	while (!b->resume)
+		pthread_cond_wait(&b->cond, &b->lock);
+	pthread_mutex_unlock(&b->lock);
+
+	if (w->ret == 0 && w->phase == BENCH_PHASE_DRAINED && b->o->verify) {
+		w->phase = BENCH_PHASE_VERIFY;
+		w->ret = worker_loop(w, BENCH_PHASE_DONE);
+	}
+	w->phase = BENCH_PHASE_DONE;
+	for (int i = 0; i < w->nsess; i++) {
+		if (w->sess[i]->dead) {
+			/* Commands lost with the connection never completed: errors;
+			 * and a lost session is an error even with none in flight. */
+			w->st.errors += (uint64_t)w->sess[i]->inflight;
+			if (w->st.errors == 0)
+				w->st.errors = 1;
 		}
 	}
-	return 0;
+	return NULL;
+}
+
+static void sleep_until(uint64_t t)
+{
+	struct timespec ts = { .tv_sec = (time_t)(t / NS_PER_S), .tv_nsec = (long)(t % NS_PER_S) };
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR)
+		;
+}
+
+static void stats_merge(struct bench_stats *dst, const struct bench_stats *src)
+{
+	for (int i = 0; i < BENCH_OP_COUNT; i++) {
+		dst->ops[i] += src->ops[i];
+		dst->bytes[i] += src->bytes[i];
+		bench_hist_merge(&dst->lat[i], &src->lat[i]);
+	}
+	bench_hist_merge(&dst->lat_io, &src->lat_io);
+	dst->errors += src->errors;
+	dst->mismatches += src->mismatches;
+	dst->verified_units += src->verified_units;
+}
+
+int bench_run(struct bench *b)
+{
+	const struct bench_opts *o = b->o;
+	int started = 0, ret = 0;
+
+	uint64_t now = bench_now_ns();
+	b->ramp_end = now + (uint64_t)(o->ramp_s * 1e9);
+	b->run_end = b->ramp_end + (uint64_t)(o->time_s * 1e9);
+	b->t_start = b->ramp_end;
+	for (; started < b->nworkers; started++) {
+		int err = pthread_create(&b->workers[started].thread, NULL, worker_main,
+					 &b->workers[started]);
+		if (err != 0) {
+			fprintf(stderr, "tandem-bench: cannot start thread: %s\n", strerror(err));
+			atomic_store(&b->abort, true);
+			ret = -err;
+			break;
+		}
+	}
+
+	/* The window's edges, as seen from outside the event loops. */
+	sleep_until(b->ramp_end);
+	if (o->target_pid)
+		b->cpu_before = bench_proc_cpu_ticks(o->target_pid);
+	b->self_cpu_before = bench_self_cpu_ns();
+
+	pthread_mutex_lock(&b->lock);
+	while (b->drained < started)
+		pthread_cond_wait(&b->cond, &b->lock);
+	b->self_cpu_after = bench_self_cpu_ns();
+	if (o->target_pid)
+		b->cpu_after = bench_proc_cpu_ticks(o->target_pid);
+	b->resume = true;
+	pthread_cond_broadcast(&b->cond);
+	pthread_mutex_unlock(&b->lock);
+
+	b->t_end = b->t_start;
+	for (int i = 0; i < started; i++) {
+		struct bench_worker *w = &b->workers[i];
+		pthread_join(w->thread, NULL);
+		if (w->ret < 0 && ret == 0)
+			ret = w->ret;
+		stats_merge(&b->st, &w->st);
+		if (w->t_end > b->t_end)
+			b->t_end = w->t_end;
+	}
+	return ret;
 }

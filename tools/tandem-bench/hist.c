@@ -80,3 +80,15 @@ uint64_t bench_hist_mean(const struct bench_hist *h)
 {
 	return h->count ? h->sum / h->count : 0;
 }
+
+void bench_hist_merge(struct bench_hist *dst, const struct bench_hist *src)
+{
+	for (unsigned i = 0; i < BENCH_HIST_BUCKETS; i++)
+		dst->bucket[i] += src->bucket[i];
+	dst->count += src->count;
+	dst->sum += src->sum;
+	if (src->min < dst->min)
+		dst->min = src->min;
+	if (src->max > dst->max)
+		dst->max = src->max;
+}
