@@ -596,8 +596,6 @@ static int workers_init(struct bench *b)
 		w->sess = calloc((size_t)b->nsess, sizeof(*w->sess));
 		if (w->sess == NULL)
 			return -ENOMEM;
-		/* --count shared out; the first workers take the remainder. */
-		w->count_limit = o->count / (uint64_t)n + ((uint64_t)i < o->count % (uint64_t)n);
 	}
 	for (int i = 0; i < b->nsess; i++) {
 		struct bench_session *s = &b->sess[i];
@@ -606,6 +604,20 @@ static int workers_init(struct bench *b)
 		s->w = w;
 		w->sess[w->nsess++] = s;
 	}
+	/* --count shared out by sessions, so idle workers take no share; the
+	 * rounding remainder goes to the first busy worker. */
+	uint64_t given = 0;
+	struct bench_worker *first = NULL;
+	for (int i = 0; i < n; i++) {
+		struct bench_worker *w = &b->workers[i];
+		w->count_limit = (uint64_t)((unsigned __int128)o->count * (uint64_t)w->nsess /
+						(uint64_t)b->nsess);
+		given += w->count_limit;
+		if (first == NULL && w->nsess > 0)
+			first = w;
+	}
+	if (first)
+		first->count_limit += o->count - given;
 	stats_reset(&b->st);
 	return 0;
 }
