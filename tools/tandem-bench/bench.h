@@ -1,8 +1,8 @@
 /*
  * bench.h — internals of tandem-bench, the libiscsi load generator.
  *
- * Shape: one thread, one poll() loop over every iSCSI session (libiscsi
- * starts no threads; we drive it). Each session keeps --qd commands in
+ * Shape: a poll() loop per thread over its iSCSI sessions (libiscsi starts
+ * no threads; we drive it); one thread unless --threads says more. Each session keeps --qd commands in
  * flight; a command lives in a *slot* that owns its data buffer, so the hot
  * path allocates nothing of ours (libiscsi still allocates its task and PDU).
  *

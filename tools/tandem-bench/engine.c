@@ -19,6 +19,11 @@
  * Only commands *issued* in the measured window are counted, so the ramp's
  * stragglers do not inflate the numbers and the window's stragglers are not
  * lost.
+ *
+ * Threads: every worker runs these phases on its own clock against the
+ * shared deadlines in struct bench; after the drain each reports in and
+ * waits, so that the main thread can read the target's CPU time between
+ * the last measured completion and the verify pass.
  */
 #include <errno.h>
 #include <inttypes.h>
