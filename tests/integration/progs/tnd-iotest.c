@@ -90,6 +90,7 @@ struct opts {
 	uint64_t size;            /* working set; 0: whole LUN */
 	int qd;
 	int flush_every;
+	bool log_acked;           /* log at acknowledgement, never flush */
 	bool allow_torn;
 };
 
@@ -477,6 +478,20 @@ static int aio_poll(struct aio *a)
 
 /* ---- --write-log ----------------------------------------------------------------- */
 
+static int log_covered(struct aio *a);
+
+/* --log-acked: a graceful stop must keep every acknowledged write, flushed
+ * or not, so each one is logged the moment its GOOD status arrives. */
+static void log_acked_now(struct aio *a)
+{
+	struct logvec t = a->covered;
+	a->covered = a->acked_since_flush;
+	a->acked_since_flush = t;
+	a->acked_since_flush.n = 0;
+	if (log_covered(a) < 0)
+		a->io_failed = true;
+}
+
 static void on_write_done(struct iscsi_context *iscsi, int status, void *command_data,
 			  void *private_data)
 {
@@ -499,6 +514,8 @@ static void on_write_done(struct iscsi_context *iscsi, int status, void *command
 		a->acked++;
 		if (logvec_push(&a->acked_since_flush, unit_lba(a, s->unit), s->tag, 0) < 0)
 			a->io_failed = true;
+		else if (a->o->log_acked)
+			log_acked_now(a);
 	}
 	scsi_free_scsi_task(s->task);
 	s->task = NULL;
@@ -885,7 +902,7 @@ static void usage(FILE *f)
 "        write BYTES of seeded data from LBA 0 (WRITE(16), --chunk bytes per\n"
 "        command, default 1048576), read it back and compare\n"
 "  --write-log FILE [--count N] [--seed S] [--qd N] [--bs B] [--size BYTES]\n"
-"                   [--flush-every N]\n"
+"                   [--flush-every N] [--log-acked]\n"
 "        write tagged blocks at random LBAs (--qd 16, --bs 4096, the whole LUN,\n"
 "        SYNCHRONIZE CACHE every 32 acknowledged writes); after each completed\n"
 "        flush append the writes it covers to FILE as \"LBA TAG\" lines\n"
@@ -913,7 +930,7 @@ int main(int argc, char **argv)
 {
 	enum {
 		O_URL = 256, O_HDR, O_DATA, O_INIT, O_WR, O_WL, O_CL, O_COUNT, O_SEED,
-		O_CHUNK, O_BS, O_SIZE, O_QD, O_FLUSH, O_TORN, O_HELP,
+		O_CHUNK, O_BS, O_SIZE, O_QD, O_FLUSH, O_TORN, O_ACKED, O_HELP,
 	};
 	static const struct option lo[] = {
 		{ "url", required_argument, NULL, O_URL },
@@ -931,6 +948,7 @@ int main(int argc, char **argv)
 		{ "qd", required_argument, NULL, O_QD },
 		{ "flush-every", required_argument, NULL, O_FLUSH },
 		{ "allow-torn", no_argument, NULL, O_TORN },
+		{ "log-acked", no_argument, NULL, O_ACKED },
 		{ "help", no_argument, NULL, O_HELP },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -967,6 +985,7 @@ int main(int argc, char **argv)
 			o.flush_every = (int)v;
 			break;
 		case O_TORN: o.allow_torn = true; break;
+		case O_ACKED: o.log_acked = true; break;
 		case O_HELP: usage(stdout); return EXIT_PASS;
 		default: usage(stderr); return EXIT_USAGE;
 		}
