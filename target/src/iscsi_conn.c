@@ -495,11 +495,16 @@ static void process_rx(struct iscsi_conn *c)
 
 		uint8_t *dest = NULL;
 		const struct rx_op *op = &rx_ops[h.opcode];
-		c->cur_task = NULL;
-		if (h.data_len && op->dest && (op->phases & conn_phase(c)) && !c->logout_pending)
-			op->dest(c, &h, &dest);
-		if (c->state == CONN_CLOSING)
-			break;
+		/* dest() may create state (a task): run it once per PDU, not
+		 * again when we come back for the rest of a buffered segment. */
+		if (!c->rx_dest_done) {
+			c->cur_task = NULL;
+			if (h.data_len && op->dest && (op->phases & conn_phase(c)) &&
+			    !c->logout_pending)
+				op->dest(c, &h, &dest);
+			if (c->state == CONN_CLOSING)
+				break;
+		}
 
 		if (dest) {
 			/* Copy what came with the header, receive the rest in place. */
@@ -516,10 +521,12 @@ static void process_rx(struct iscsi_conn *c)
 		}
 
 		if (avail < h.total_len) {
+			c->rx_dest_done = true;
 			if (rx_reserve(c, h.total_len) < 0)
 				tnd_iscsi_conn_close(c, "out of memory");
 			break;
 		}
+		c->rx_dest_done = false;
 		const uint8_t *data = p + h.hdr_len;
 		ret = tnd_iscsi_data_check(&h, &c->lim, data, data + h.data_len);
 		c->rx_off += h.total_len;

@@ -167,6 +167,7 @@ struct iscsi_task {
 	bool final;                   /* F bit: no unsolicited Data-Out follows */
 	bool too_big;                 /* EDTL over what we take: answered without data */
 	bool busy;                    /* over the session's buffer budget */
+	bool discard;                 /* refused write: unsolicited data is dropped */
 	bool counted;                 /* takes a slot of the command window */
 	bool aborted;                 /* no response: TMF or connection close */
 	struct iscsi_tmf *tmf;        /* the TMF waiting for this task */
@@ -233,6 +234,7 @@ struct iscsi_conn {
 	uint8_t cur_bhs[ISCSI_BHS_LEN];
 	struct tnd_iscsi_hdr cur;
 	uint8_t *cur_dest;            /* task buffer the data goes to, or NULL */
+	bool rx_dest_done;            /* dest() ran for the PDU at rx_off */
 	uint32_t cur_got;
 	struct iscsi_task *cur_task;
 	struct tnd_iscsi_pdu_limits lim;

@@ -279,7 +279,9 @@ void tnd_iscsi_login_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, con
 		}
 		c->login_first_rsp_sent = true;
 	}
-	if (csg == ISCSI_STAGE_OPERATIONAL || transit) {
+	/* Operational declarations belong to the operational stage, or to the
+	 * final response when the initiator skips it. */
+	if (csg == ISCSI_STAGE_OPERATIONAL || (transit && nsg == ISCSI_STAGE_FULL_FEATURE)) {
 		if (tnd_iscsi_negotiate_declare(&c->ng, &resp) < 0) {
 			status = ISCSI_LOGIN_TARGET_ERROR;
 			goto fail;

@@ -179,14 +179,12 @@ static struct iscsi_task *task_create(struct iscsi_conn *c, const struct tnd_isc
 			c->buf_bytes += size;
 		}
 	}
-	/* Immediate data must land somewhere even when we refuse the command. */
-	if (h->data_len && !t->cmd.data) {
-		free(t);
-		err->reject = ISCSI_REJECT_LONG_OP;
-		return NULL;
-	}
-	t->want = t->cmd.dir == TND_SCSI_DIR_WRITE && !t->busy && !t->too_big ? size : 0;
-	t->unsol_limit = p->initial_r2t ? h->data_len : TND_MIN(p->first_burst, t->want);
+	/* A write we refuse still has its unsolicited data coming: take it
+	 * in and drop it, then answer, so the initiator sees a clean end. */
+	t->discard = t->cmd.dir == TND_SCSI_DIR_WRITE && (t->busy || t->too_big);
+	t->want = t->cmd.dir == TND_SCSI_DIR_WRITE && !t->discard ? size : 0;
+	t->unsol_limit = p->initial_r2t ? h->data_len
+					: TND_MIN(p->first_burst, t->discard ? edtl : t->want);
 	t->hnext = *bucket(c, t->itt);
 	*bucket(c, t->itt) = t;
 	c->nr_tasks++;
@@ -201,7 +199,7 @@ int tnd_iscsi_cmd_dest(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, uint
 	if (!t)
 		return 0;   /* the handler meets the same error and answers it */
 	c->cur_task = t;
-	*dest = t->cmd.data;
+	*dest = t->discard ? NULL : t->cmd.data;
 	return 0;
 }
 
@@ -283,11 +281,25 @@ static void send_r2ts(struct iscsi_task *t)
 	}
 }
 
+static void task_refuse(struct iscsi_task *t)
+{
+	if (t->busy)
+		respond_check(t, TND_SAM_BUSY, 0, 0, 0);
+	else   /* ILLEGAL REQUEST, INVALID FIELD IN CDB */
+		respond_check(t, TND_SAM_CHECK_CONDITION, 0x05, 0x24, 0x00);
+}
+
 /* Move a delivered write on: more R2Ts, or execute once all data is in. */
 static void task_progress(struct iscsi_task *t)
 {
 	if (t->state != TASK_RECEIVING)
 		return;
+	if (t->discard) {
+		if (t->final || t->unsol_done || t->unsol_next >= t->unsol_limit ||
+		    t->conn->ng.params.initial_r2t)
+			task_refuse(t);
+		return;
+	}
 	if (t->received >= t->want) {
 		task_exec(t);
 		return;
@@ -309,13 +321,8 @@ static void task_deliver(struct iscsi_task *t)
 		task_discard(t->conn, t);
 		return;
 	}
-	if (t->busy) {
-		respond_check(t, TND_SAM_BUSY, 0, 0, 0);
-		return;
-	}
-	if (t->too_big) {
-		/* ILLEGAL REQUEST, INVALID FIELD IN CDB */
-		respond_check(t, TND_SAM_CHECK_CONDITION, 0x05, 0x24, 0x00);
+	if ((t->busy || t->too_big) && !t->discard) {
+		task_refuse(t);
 		return;
 	}
 	if (t->cmd.dir == TND_SCSI_DIR_WRITE) {
@@ -358,7 +365,7 @@ void tnd_iscsi_cmd_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, const
 			tnd_iscsi_reject(c, h->bhs, err.reject);
 			return;
 		}
-		if (h->data_len)
+		if (h->data_len && !t->discard)
 			memcpy(t->cmd.data, data, h->data_len);
 	}
 	memcpy(t->cmd.cdb, h->bhs + ISCSI_OFF_CDB, 16);
@@ -416,7 +423,7 @@ static uint8_t data_out_check(struct iscsi_conn *c, const struct tnd_iscsi_hdr *
 	*fatal = false;
 	*r2t_idx = -1;
 	if (!t || (t->state != TASK_HELD && t->state != TASK_RECEIVING) ||
-	    t->cmd.dir != TND_SCSI_DIR_WRITE || t->want == 0)
+	    t->cmd.dir != TND_SCSI_DIR_WRITE || (t->want == 0 && !t->discard))
 		return ISCSI_REJECT_INVALID_FIELD;
 	/* From here on the data stream of a live task is broken: at
 	 * ErrorRecoveryLevel 0 that ends the connection. */
@@ -448,7 +455,7 @@ int tnd_iscsi_data_out_dest(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h,
 	struct iscsi_task *t;
 	int idx;
 	bool fatal;
-	if (data_out_check(c, h, &t, &idx, &fatal) != 0)
+	if (data_out_check(c, h, &t, &idx, &fatal) != 0 || t->discard)
 		return 0;
 	*dest = t->cmd.data + tnd_get_be32(h->bhs + ISCSI_OFF_BUFOFFSET);
 	return 0;
@@ -461,15 +468,22 @@ void tnd_iscsi_data_out_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, 
 	bool fatal;
 	uint8_t reason = data_out_check(c, h, &t, &idx, &fatal);
 	if (reason) {
+		/*
+		 * The PDU is dropped and the task keeps waiting for correct data;
+		 * the initiator's timeout and ABORT TASK end it. Closing would be
+		 * allowed at ErrorRecoveryLevel 0, but an initiator that reconnects
+		 * then renegotiates and never learns which PDU was wrong.
+		 */
 		tnd_iscsi_reject(c, h->bhs, reason);
-		if (fatal && c->txq_tail)
-			c->txq_tail->close_after = true;
+		(void)fatal;
 		return;
 	}
 	uint32_t off = tnd_get_be32(h->bhs + ISCSI_OFF_BUFOFFSET);
-	uint8_t *dst = t->cmd.data + off;
-	if (data != dst && h->data_len)
-		memcpy(dst, data, h->data_len);
+	if (!t->discard) {
+		uint8_t *dst = t->cmd.data + off;
+		if (data != dst && h->data_len)
+			memcpy(dst, data, h->data_len);
+	}
 	t->received += h->data_len;
 	bool fin = h->flags & ISCSI_FLAG_FINAL;
 	if (idx < 0) {
@@ -500,14 +514,14 @@ static void respond(struct iscsi_task *t)
 	uint32_t exp = cmd->exp_len, xfer = cmd->xfer_len;
 	uint8_t res_flags = 0;
 	uint32_t residual = 0;
-	if (cmd->dir != TND_SCSI_DIR_NONE || exp) {
-		if (xfer < exp) {
-			res_flags = ISCSI_DATAIN_UNDERFLOW;
-			residual = exp - xfer;
-		} else if (xfer > exp) {
-			res_flags = ISCSI_DATAIN_OVERFLOW;
-			residual = xfer - exp;
-		}
+	/* RFC 7143 11.4.5.1: residuals compare what the command transfers
+	 * with the Expected Data Transfer Length, even when that is 0. */
+	if (xfer < exp) {
+		res_flags = ISCSI_DATAIN_UNDERFLOW;
+		residual = exp - xfer;
+	} else if (xfer > exp) {
+		res_flags = ISCSI_DATAIN_OVERFLOW;
+		residual = xfer - exp;
 	}
 	uint32_t len = cmd->dir == TND_SCSI_DIR_READ ? TND_MIN(cmd->in_len, cmd->data_len) : 0;
 	bool collapse = len > 0 && cmd->status == TND_SAM_GOOD && cmd->sense_len == 0;

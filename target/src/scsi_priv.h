@@ -34,6 +34,7 @@
 
 #include "scsi.h"
 #include "tnd_common.h"
+#include "tnd_reactor.h"
 
 /* ---- opcodes we decode ---- */
 enum {
@@ -116,6 +117,12 @@ enum {
 	SCSI_ASC_INTERNAL_TARGET_FAILURE = 0x4400,
 };
 
+/* Limits we advertise in the Block Limits VPD page and enforce. */
+#define SCSI_MAX_UNMAP_DESCRIPTORS 256u
+#define SCSI_MAX_UNMAP_BLOCKS (1u << 20)
+#define SCSI_MAX_WRITE_SAME_BLOCKS (1u << 22)
+#define SCSI_MAX_CAW_BLOCKS 16u
+
 struct scsi_op;
 struct scsi_ctx;
 
@@ -189,6 +196,25 @@ struct scsi_itl {
 	unsigned ua;                    /* SCSI_UA_* */
 };
 
+/*
+ * COMPARE AND WRITE is atomic per LU: its read, compare and write run
+ * under an LU-wide lock shared by every reactor. The lock never blocks a
+ * thread: a command that finds it taken leaves a waiter and returns; the
+ * holder, on release, hands the lock to the next waiter by a message to
+ * that waiter's reactor, where @granted runs.
+ */
+struct scsi_caw_waiter {
+	struct scsi_caw_waiter *next;
+	struct tnd_msg msg;
+	struct tnd_reactor *reactor;
+	void (*granted)(struct scsi_caw_waiter *w);
+};
+
+/* True: held now. False: @w->granted will run on @w->reactor once it is. */
+bool scsi_caw_acquire(struct tnd_scsi_lu *lu, struct scsi_caw_waiter *w);
+/* Release (or hand on) the lock; only its holder calls this. */
+void scsi_caw_release(struct tnd_scsi_lu *lu);
+
 struct tnd_scsi_lu {
 	struct tnd_volume *vol;
 	uint64_t epoch;
@@ -206,6 +232,13 @@ struct tnd_scsi_lu {
 	 * When false every write is sent with TND_IO_FUA, so that what the
 	 * caching page says stays true. */
 	atomic_bool wce;
+
+	/* The COMPARE AND WRITE lock: NULL free; SCSI_CAW_HELD held with no
+	 * waiters; else a stack of waiters ending in SCSI_CAW_HELD. */
+	_Atomic(struct scsi_caw_waiter *) caw_head;
+	/* Waiters already taken off the stack, oldest first; only the
+	 * holder touches it (the hand-off message orders the accesses). */
+	struct scsi_caw_waiter *caw_queue;
 };
 
 struct tnd_scsi_nexus {
@@ -283,6 +316,16 @@ static inline bool scsi_info_lbp(const struct tnd_volume_info *info)
 	return info->thin && info->max_unmap_blocks > 0;
 }
 
+/*
+ * MAXIMUM UNMAP LBA COUNT as advertised and enforced: the volume's limit,
+ * capped so that one UNMAP stays a bounded amount of work.
+ */
+static inline uint32_t scsi_max_unmap_blocks(const struct tnd_volume_info *info)
+{
+	return info->max_unmap_blocks < SCSI_MAX_UNMAP_BLOCKS ? info->max_unmap_blocks
+							       : SCSI_MAX_UNMAP_BLOCKS;
+}
+
 /* ---- exec functions ---- */
 
 /* scsi_spc.c */
@@ -308,15 +351,15 @@ void sbc_pre_fetch(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 void sbc_unmap(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 void sbc_write_same(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 void sbc_get_lba_status(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void sbc_compare_and_write(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 
 /* Transfer length decoders for the irregular block commands. */
 int sbc_xfer_verify(const uint8_t *cdb, uint32_t block_size, enum tnd_scsi_dir *dir,
 		    uint32_t *len);
 int sbc_xfer_write_same(const uint8_t *cdb, uint32_t block_size, enum tnd_scsi_dir *dir,
 			uint32_t *len);
+int sbc_xfer_compare_and_write(const uint8_t *cdb, uint32_t block_size, enum tnd_scsi_dir *dir,
+			       uint32_t *len);
 
-/* Limits we advertise in the Block Limits VPD page and enforce. */
-#define SCSI_MAX_UNMAP_DESCRIPTORS 256u
-#define SCSI_MAX_WRITE_SAME_BLOCKS (1u << 22)
 
 #endif

@@ -164,12 +164,13 @@ static unsigned vpd_block_limits(uint8_t *b, const struct tnd_volume_info *info)
 	uint32_t bs = info->block_size;
 	memset(b + 4, 0, 0x3c);
 	b[4] = 0x01; /* WSNZ: WRITE SAME with 0 blocks is refused */
+	b[5] = SCSI_MAX_CAW_BLOCKS;
 	uint16_t gran = info->opt_io_blocks > 0xffff ? 0xffff : (uint16_t)info->opt_io_blocks;
 	tnd_put_be16(b + 6, gran);
 	tnd_put_be32(b + 8, TND_SCSI_MAX_XFER_BYTES / bs);
 	tnd_put_be32(b + 12, info->opt_io_blocks);
 	if (scsi_info_lbp(info)) {
-		tnd_put_be32(b + 20, info->max_unmap_blocks);
+		tnd_put_be32(b + 20, scsi_max_unmap_blocks(info));
 		tnd_put_be32(b + 24, SCSI_MAX_UNMAP_DESCRIPTORS);
 		tnd_put_be32(b + 28, info->opt_io_blocks ? info->opt_io_blocks : 1);
 	}

@@ -8,16 +8,20 @@
  * reached the volume.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "memvol.h"
 #include "scsi.h"
+#include "scsi_priv.h"
 #include "tnd_common.h"
 #include "tnd_reactor.h"
 
@@ -315,6 +319,9 @@ static void inquiry_no_lun(void **state)
 	struct tcmd t = run_on(f, f->nx, NULL, buf, 96, CDB(0x12, 0, 0, 0, 96, 0));
 	assert_good(&t);
 	assert_int_equal(buf[0], 0x7f); /* qualifier 011b, type 1Fh */
+	assert_int_equal(t.c.in_len, 66);
+	t = run_on(f, f->nx, NULL, buf, 96, CDB(0x12, 0, 0, 0, 96, 0x04)); /* NACA */
+	assert_sense(&t, 0x5, 0x24, 0x00);
 	t = run_on(f, f->nx, NULL, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
 	assert_sense(&t, 0x5, 0x25, 0x00);
 	uint8_t rb[512];
@@ -449,6 +456,10 @@ static void vpd_block_limits(void **state)
 	assert_int_equal(tnd_get_be32(buf + 20), 1u << 16);     /* max unmap LBA count */
 	assert_true(tnd_get_be32(buf + 24) > 0);                /* max unmap descriptors */
 
+	/* A huge volume limit is capped to what one command may do. */
+	f->mv->info.max_unmap_blocks = UINT32_MAX;
+	t = RUN(f, buf, 255, 0x12, 1, 0xb0, 0, 255, 0);
+	assert_int_equal(tnd_get_be32(buf + 20), 1u << 20);
 	/* A volume that cannot unmap advertises no unmap limits. */
 	f->mv->info.max_unmap_blocks = 0;
 	t = RUN(f, buf, 255, 0x12, 1, 0xb0, 0, 255, 0);
@@ -1220,10 +1231,20 @@ static void start_stop_unit(void **state)
 	struct fx *f = *state;
 	struct tcmd t = RUN(f, NULL, 0, 0x1b, 0, 0, 0, 0x01, 0); /* START */
 	assert_good(&t);
-	t = RUN(f, NULL, 0, 0x1b, 0, 0, 0, 0x02, 0);             /* LOEJ, stop */
+	t = RUN(f, NULL, 0, 0x1b, 0, 0, 0, 0x03, 0);             /* LOEJ + START: load */
+	assert_good(&t);
+	t = RUN(f, NULL, 0, 0x1b, 0, 0, 0, 0x00, 0);             /* stop */
 	assert_good(&t);
 	assert_int_equal(f->mv->count[TND_IO_FLUSH], 1);         /* stopping flushes */
 	t = RUN(f, NULL, 0, 0x1b, 0x01, 0, 0, 0x04, 0);          /* IMMED, NO_FLUSH */
+	assert_good(&t);
+	assert_int_equal(f->mv->count[TND_IO_FLUSH], 1);
+	/* Eject: the medium is not removable. */
+	t = RUN(f, NULL, 0, 0x1b, 0x01, 0, 0, 0x02, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_field_ptr(&t, true, 4);
+	/* With a power condition, LOEJ and START are ignored. */
+	t = RUN(f, NULL, 0, 0x1b, 0x01, 0, 0, 0x32, 0);
 	assert_good(&t);
 	assert_int_equal(f->mv->count[TND_IO_FLUSH], 1);
 }
@@ -1351,6 +1372,13 @@ static void write_same(void **state)
 	put_rw10(c, 0x41, 0, NBLOCKS - 1, 2);
 	t = run_raw(f, c, blk, BS);
 	assert_sense(&t, 0x5, 0x21, 0x00);
+	/* Data-out must be exactly one block. */
+	uint8_t two[2 * BS] = { 0 };
+	put_rw10(c, 0x41, 0, 80, 1);
+	t = run_raw(f, c, two, BS / 2);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	t = run_raw(f, c, two, 2 * BS);
+	assert_sense(&t, 0x5, 0x24, 0x00);
 	/* A large range is written in chunks. */
 	fill(blk, BS, 8);
 	put_rw16(c, 0x93, 0, 0, NBLOCKS);
@@ -1419,6 +1447,247 @@ static void report_supported_opcodes(void **state)
 	assert_good(&t);
 	assert_int_equal(t.c.in_len, 4);
 	assert_int_equal(b[0] & 0x08, 0x08); /* LU reset */
+}
+
+/* ---- COMPARE AND WRITE ---- */
+
+static void put_caw(uint8_t *c, uint8_t b1, uint64_t lba, uint8_t n)
+{
+	memset(c, 0, 16);
+	c[0] = 0x89;
+	c[1] = b1;
+	tnd_put_be64(c + 2, lba);
+	c[13] = n;
+}
+
+static void compare_and_write(void **state)
+{
+	struct fx *f = *state;
+	uint8_t c[16];
+	uint8_t d[3 * BS];
+	memset(f->mv->data + 5 * BS, 'A', BS);
+	memset(d, 'A', BS);
+	memset(d + BS, 'B', BS);
+
+	put_caw(c, 0, 5, 1);
+	struct tcmd t = run_raw(f, c, d, 2 * BS);
+	assert_good(&t);
+	assert_int_equal(t.c.xfer_len, 2 * BS);
+	assert_memory_equal(f->mv->data + 5 * BS, d + BS, BS);
+
+	/* The medium now holds B: a compare against A fails at byte 0, and
+	 * one differing at byte 100 reports 100; nothing is written. */
+	memset(d + BS, 'C', BS);
+	t = run_raw(f, c, d, 2 * BS);
+	assert_sense(&t, 0xe, 0x1d, 0x00);
+	assert_int_equal(tnd_get_be32(t.c.sense + 3), 0);
+	memset(d, 'B', BS);
+	d[100] = 'x';
+	t = run_raw(f, c, d, 2 * BS);
+	assert_sense(&t, 0xe, 0x1d, 0x00);
+	assert_int_equal(tnd_get_be32(t.c.sense + 3), 100);
+	assert_int_equal(f->mv->data[5 * BS], 'B');
+
+	/* FUA reaches the write. */
+	d[100] = 'B';
+	put_caw(c, 0x08, 5, 1);
+	t = run_raw(f, c, d, 2 * BS);
+	assert_good(&t);
+	assert_int_equal(f->mv->last.type, TND_IO_WRITE);
+	assert_int_equal(f->mv->last.flags & TND_IO_FUA, TND_IO_FUA);
+	assert_int_equal(f->mv->data[5 * BS], 'C');
+
+	/* Data-out must be exactly verify + write data. */
+	put_caw(c, 0, 5, 1);
+	t = run_raw(f, c, d, BS);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	t = run_raw(f, c, d, 3 * BS);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* Zero blocks: nothing to do, and no data-out expected. */
+	put_caw(c, 0, 5, 0);
+	t = run_raw(f, c, NULL, 0);
+	assert_good(&t);
+	t = run_raw(f, c, d, 2 * BS);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* Too many, out of range. */
+	put_caw(c, 0, 5, 17);
+	t = run_raw(f, c, NULL, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	put_caw(c, 0, NBLOCKS, 1);
+	t = run_raw(f, c, d, 2 * BS);
+	assert_sense(&t, 0x5, 0x21, 0x00);
+	/* A read error releases the lock. */
+	f->mv->fail_type = TND_IO_READ;
+	f->mv->fail_err = -EIO;
+	put_caw(c, 0, 5, 1);
+	t = run_raw(f, c, d, 2 * BS);
+	assert_sense(&t, 0x3, 0x11, 0x00);
+	struct scsi_caw_waiter w;
+	assert_true(scsi_caw_acquire(f->lu, &w));
+	scsi_caw_release(f->lu);
+}
+
+static void start_raw(struct fx *f, struct tcmd *t, const uint8_t *cdb, void *data, uint32_t len)
+{
+	memset(t, 0, sizeof(*t));
+	memcpy(t->c.cdb, cdb, 16);
+	t->c.cdb_len = 16;
+	t->c.lu = f->lu;
+	t->c.nexus = f->nx;
+	t->c.reactor = f->r;
+	t->c.data = data;
+	t->c.data_len = len;
+	t->c.exp_len = len;
+	t->c.done = on_done;
+	tnd_scsi_exec(&t->c);
+}
+
+static void compare_and_write_waits_for_lock(void **state)
+{
+	struct fx *f = *state;
+	uint8_t c[16];
+	uint8_t d1[2 * BS], d2[2 * BS];
+	memset(f->mv->data, 'A', BS);
+	memset(d1, 'A', BS);
+	memset(d1 + BS, 'B', BS);
+	memset(d2, 'B', BS);
+	memset(d2 + BS, 'C', BS);
+
+	struct scsi_caw_waiter holder;
+	assert_true(scsi_caw_acquire(f->lu, &holder));
+	struct tcmd t1, t2;
+	put_caw(c, 0, 0, 1);
+	start_raw(f, &t1, c, d1, sizeof(d1));
+	start_raw(f, &t2, c, d2, sizeof(d2));
+	for (int i = 0; i < 5; i++)
+		tnd_reactor_poll(f->r, 0);
+	assert_int_equal(t1.calls + t2.calls, 0);
+	assert_int_equal(f->mv->count[TND_IO_READ], 0);
+
+	/* Released: the waiters run in arrival order, A->B then B->C. */
+	scsi_caw_release(f->lu);
+	for (int i = 0; i < 1000 && t2.calls == 0; i++)
+		tnd_reactor_poll(f->r, 10);
+	assert_int_equal(t1.calls, 1);
+	assert_int_equal(t2.calls, 1);
+	assert_good(&t1);
+	assert_good(&t2);
+	assert_int_equal(f->mv->data[0], 'C');
+	/* And the lock is free again. */
+	assert_true(scsi_caw_acquire(f->lu, &holder));
+	scsi_caw_release(f->lu);
+}
+
+/*
+ * Two sessions on two reactor threads increment a counter in block 0 with
+ * COMPARE AND WRITE, re-reading on MISCOMPARE. If the read-compare-write
+ * were not atomic across reactors, two would succeed from the same value
+ * and the final count would fall short.
+ */
+struct caw_worker {
+	struct tnd_reactor *r;
+	struct tnd_scsi_lu *lu;
+	struct tnd_scsi_nexus *nx;
+	struct tnd_msg kick;
+	struct tnd_scsi_cmd cmd;
+	uint8_t buf[2 * BS];
+	uint64_t guess;
+	unsigned successes, target;
+	bool reading;
+	atomic_bool finished;
+	atomic_bool failed;
+};
+
+static void caw_worker_done(struct tnd_scsi_cmd *cmd);
+
+static void caw_worker_issue(struct caw_worker *w)
+{
+	struct tnd_scsi_cmd *c = &w->cmd;
+	memset(c, 0, sizeof(*c));
+	c->cdb_len = 16;
+	c->lu = w->lu;
+	c->nexus = w->nx;
+	c->reactor = w->r;
+	c->done = caw_worker_done;
+	c->priv = w;
+	memset(w->buf, 0, sizeof(w->buf));
+	if (w->reading) {
+		put_rw10(c->cdb, 0x28, 0, 0, 1);
+		c->data = w->buf;
+		c->data_len = BS;
+	} else {
+		put_caw(c->cdb, 0, 0, 1);
+		tnd_put_be64(w->buf, w->guess);
+		tnd_put_be64(w->buf + BS, w->guess + 1);
+		c->data = w->buf;
+		c->data_len = 2 * BS;
+	}
+	c->exp_len = c->data_len;
+	tnd_scsi_exec(c);
+}
+
+static void caw_worker_done(struct tnd_scsi_cmd *cmd)
+{
+	struct caw_worker *w = cmd->priv;
+	if (w->reading) {
+		if (cmd->status == TND_SAM_GOOD) {
+			w->guess = tnd_get_be64(w->buf);
+			w->reading = false;
+		}
+	} else if (cmd->status == TND_SAM_GOOD) {
+		w->guess++;
+		if (++w->successes == w->target) {
+			atomic_store(&w->finished, true);
+			return;
+		}
+	} else if (cmd->status == TND_SAM_CHECK_CONDITION && (cmd->sense[2] & 0xf) == 0xe) {
+		w->reading = true;
+	} else if (!(cmd->status == TND_SAM_CHECK_CONDITION && (cmd->sense[2] & 0xf) == 0x6)) {
+		atomic_store(&w->failed, true);
+		atomic_store(&w->finished, true);
+		return;
+	}
+	caw_worker_issue(w);
+}
+
+static void caw_worker_kick(struct tnd_msg *m)
+{
+	caw_worker_issue(tnd_container_of(m, struct caw_worker, kick));
+}
+
+static void compare_and_write_atomic_across_reactors(void **state)
+{
+	struct fx *f = *state;
+	memset(f->mv->data, 0, BS);
+	struct tnd_reactor *r2;
+	assert_int_equal(tnd_reactor_create(1, 64, &r2), 0);
+	static struct caw_worker w[2];
+	memset(w, 0, sizeof(w));
+	for (int i = 0; i < 2; i++) {
+		w[i].r = i ? r2 : f->r;
+		w[i].lu = f->lu;
+		w[i].target = 5000;
+		w[i].kick.fn = caw_worker_kick;
+		assert_int_equal(tnd_scsi_nexus_create(i ? "iqn.w,i,0x2" : "iqn.w,i,0x1", &port,
+						       &w[i].nx), 0);
+	}
+	assert_int_equal(tnd_reactor_start(f->r), 0);
+	assert_int_equal(tnd_reactor_start(r2), 0);
+	tnd_reactor_send(f->r, &w[0].kick);
+	tnd_reactor_send(r2, &w[1].kick);
+	for (int i = 0; i < 20000 && !(atomic_load(&w[0].finished) && atomic_load(&w[1].finished));
+	     i++)
+		usleep(1000);
+	tnd_reactor_stop(f->r);
+	tnd_reactor_stop(r2);
+	tnd_reactor_join(f->r);
+	tnd_reactor_join(r2);
+	assert_true(atomic_load(&w[0].finished) && atomic_load(&w[1].finished));
+	assert_false(atomic_load(&w[0].failed) || atomic_load(&w[1].failed));
+	assert_int_equal(tnd_get_be64(f->mv->data), 10000);
+	for (int i = 0; i < 2; i++)
+		tnd_scsi_nexus_destroy(w[i].nx);
+	tnd_reactor_destroy(r2);
 }
 
 /* ---- tnd_scsi_cdb_xfer ---- */
@@ -1533,6 +1802,9 @@ int main(void)
 		T(write_same),
 		T(get_lba_status),
 		T(report_supported_opcodes),
+		T(compare_and_write),
+		T(compare_and_write_waits_for_lock),
+		T(compare_and_write_atomic_across_reactors),
 		T(cdb_xfer),
 		T(build_sense),
 		T(lu_create_rejects_bad_input),
