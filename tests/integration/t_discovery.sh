@@ -18,9 +18,9 @@ out=$(iscsi-inq "$TND_URL") || fail "iscsi-inq failed: $out"
 echo "$out"
 echo "$out" | grep -qi "TANDEM" || fail "INQUIRY vendor is not TANDEM"
 
-out=$(iscsi-inq -e 1 -c 0x80 "$TND_URL") || fail "iscsi-inq VPD 0x80 failed: $out"
+out=$(iscsi-inq -e 1 -c 128 "$TND_URL") || fail "iscsi-inq VPD 0x80 failed: $out"
 echo "$out"
-out=$(iscsi-inq -e 1 -c 0x83 "$TND_URL") || fail "iscsi-inq VPD 0x83 failed: $out"
+out=$(iscsi-inq -e 1 -c 131 "$TND_URL") || fail "iscsi-inq VPD 0x83 failed: $out"
 echo "$out"
 echo "$out" | grep -qi "NAA" || fail "VPD 0x83 has no NAA designator"
 
