@@ -134,6 +134,7 @@ struct iscsi_tx {
 	struct iscsi_task *task;      /* data borrowed from this task (a ref) */
 	char *owned;                  /* freed once sent */
 	bool close_after;             /* close the connection once sent */
+	bool queued;                  /* counted in the connection's backlog */
 };
 
 enum iscsi_task_state {
@@ -245,6 +246,9 @@ struct iscsi_conn {
 	unsigned tx_sending;          /* PDUs at the head of txq in the sendmsg */
 	struct iscsi_tx *tx_free;
 	unsigned tx_free_count;
+	unsigned tx_count;            /* queued PDUs */
+	size_t tx_owned_bytes;        /* bytes of answers we allocated, queued */
+	bool rx_paused;               /* backpressure: waiting for the queue to drain */
 	struct msghdr msg;
 	struct iovec iov[ISCSI_TX_BATCH * 3];
 

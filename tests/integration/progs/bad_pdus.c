@@ -561,6 +561,27 @@ static void c_write_over_max_transfer(struct raw *r)
 	}
 }
 
+static void c_nop_flood(struct raw *r)
+{
+	/*
+	 * 32 MiB of 8 KiB pings without reading a single answer: the target
+	 * must stop reading once its answer queue is full rather than
+	 * buffer without end (our send then times out, which is fine).
+	 */
+	static uint8_t pdu[48 + 8192];
+	memset(pdu, 0, sizeof(pdu));
+	pdu[0] = 0x40;
+	pdu[1] = 0x80;
+	tnd_put_be24(pdu + 5, 8192);
+	tnd_put_be32(pdu + 16, 0x5150);
+	tnd_put_be32(pdu + 20, 0xffffffff);
+	struct timeval tv = { .tv_sec = 1 };
+	setsockopt(r->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	for (int i = 0; i < 4096; i++)
+		if (send_all(r->fd, pdu, sizeof(pdu)) < 0)
+			break;
+}
+
 static void c_half_header(struct raw *r)
 {
 	/* Half a BHS and then nothing: the target must not hang on us
@@ -595,6 +616,7 @@ static const struct bad_case cases[] = {
 	{ "SNACK at ErrorRecoveryLevel 0", true, false, c_snack, O_REJECT, 0x03 },
 	{ "unsupported TMF function", true, false, c_tmf_unsupported, O_TMF, 5 },
 	{ "immediate data beyond EDTL", true, false, c_immediate_data_too_long, O_REJECT, 0x04 },
+	{ "NOP-Out flood without reading the answers", true, false, c_nop_flood, O_SILENT, 0 },
 	{ "write over the maximum transfer length", true, false, c_write_over_max_transfer, O_SCSI_STATUS, 0x02 },
 };
 
