@@ -567,6 +567,8 @@ void tnd_scsi_exec(struct tnd_scsi_cmd *cmd)
 	}
 
 	struct scsi_ctx ctx = { .op = op, .lu = cmd->lu, .nexus = cmd->nexus };
+	if (cmd->dir == TND_SCSI_DIR_WRITE && cmd->data)
+		ctx.dout_len = cmd->data_len;
 	tnd_volume_info(cmd->lu->vol, &ctx.info);
 	ctx.itl = nexus_itl(cmd->nexus, cmd->lu, &ctx.info);
 	if (!ctx.itl) {

@@ -257,6 +257,13 @@ struct scsi_ctx {
 	struct tnd_scsi_nexus *nexus;
 	struct scsi_itl *itl;           /* NULL when lu is NULL */
 	struct tnd_volume_info info;    /* zeroed when lu is NULL */
+	/*
+	 * Bytes of data-out the command may consume: cmd->data_len when the
+	 * PDU said "write", else 0. A data-out command sent without the W bit
+	 * must not take the transport's data-in buffer for data: it holds
+	 * whatever the buffer pool held before.
+	 */
+	uint32_t dout_len;
 };
 
 /* ---- completing a command (scsi_sense.c) ---- */

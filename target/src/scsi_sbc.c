@@ -365,7 +365,7 @@ void sbc_rw(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	 * partial one, a read returns the first data_len bytes. The range
 	 * check above still covered the CDB's full range.
 	 */
-	uint32_t avail = cmd->data ? cmd->data_len : 0;
+	uint32_t avail = write ? ctx->dout_len : (cmd->data ? cmd->data_len : 0);
 	uint32_t bs = ctx->info.block_size;
 	if (avail < bytes) {
 		if (write)
@@ -463,7 +463,7 @@ void sbc_verify(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, ll.len_off, -1);
 		return;
 	}
-	if (!cmd->data || cmd->data_len < out) {
+	if (ctx->dout_len < out) {
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, ll.len_off, -1);
 		return;
 	}
@@ -537,7 +537,7 @@ void sbc_unmap(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 		scsi_complete(cmd);
 		return;
 	}
-	if (plen < 8 || !p || cmd->data_len < plen) {
+	if (plen < 8 || ctx->dout_len < plen) {
 		scsi_check(cmd, SCSI_KEY_ILLEGAL_REQUEST, SCSI_ASC_PARAMETER_LIST_LENGTH_ERROR);
 		return;
 	}
@@ -632,7 +632,7 @@ void sbc_write_same(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	/* Exactly one block of data-out (none with NDOB): anything else means
 	 * initiator and target disagree about the command. */
 	uint32_t want = ndob ? 0 : bs;
-	if ((cmd->data ? cmd->data_len : 0) != want) {
+	if (ctx->dout_len != want) {
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, ll.len_off, -1);
 		return;
 	}
@@ -762,7 +762,7 @@ void sbc_compare_and_write(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	/* Both halves or nothing: a short or long data-out cannot be split
 	 * into verify and write data (and data-out with NUMBER OF LOGICAL
 	 * BLOCKS 0 means the initiator meant something else). */
-	if ((cmd->data ? cmd->data_len : 0) != 2 * n * bs) {
+	if (ctx->dout_len != 2 * n * bs) {
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 13, -1);
 		return;
 	}

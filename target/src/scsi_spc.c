@@ -474,7 +474,7 @@ void spc_mode_select(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 1, 4);
 		return;
 	}
-	if (!p || cmd->data_len < plen || plen < hdr) {
+	if (ctx->dout_len < plen || plen < hdr) {
 		scsi_check(cmd, SCSI_KEY_ILLEGAL_REQUEST, SCSI_ASC_PARAMETER_LIST_LENGTH_ERROR);
 		return;
 	}

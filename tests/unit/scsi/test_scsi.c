@@ -53,6 +53,18 @@ static void on_done(struct tnd_scsi_cmd *cmd)
 	t->calls++;
 }
 
+/* The PDU's direction as a well-behaved initiator sets it. */
+static enum tnd_scsi_dir cdb_dir(const struct tnd_scsi_lu *lu, const uint8_t *cdb, uint32_t len)
+{
+	enum tnd_scsi_dir dir;
+	uint32_t want;
+	if (!len)
+		return TND_SCSI_DIR_NONE;
+	if (tnd_scsi_cdb_xfer(lu, cdb, 16, &dir, &want) == 0 && dir != TND_SCSI_DIR_NONE)
+		return dir;
+	return TND_SCSI_DIR_READ;
+}
+
 /* Run one command to completion and check it completed exactly once. */
 static struct tcmd run_on(struct fx *f, struct tnd_scsi_nexus *nx, struct tnd_scsi_lu *lu,
 			  void *data, uint32_t data_len, const uint8_t *cdb, unsigned cdb_len)
@@ -67,6 +79,7 @@ static struct tcmd run_on(struct fx *f, struct tnd_scsi_nexus *nx, struct tnd_sc
 	t.c.data = data;
 	t.c.data_len = data_len;
 	t.c.exp_len = data_len;
+	t.c.dir = cdb_dir(lu, t.c.cdb, data_len);
 	t.c.luns = f->luns;
 	t.c.nr_luns = 3;
 	t.c.done = on_done;
@@ -794,6 +807,45 @@ static void write_short_data_out_writes_whole_blocks(void **state)
 	assert_int_equal(f->mv->data[BS], 'a');
 }
 
+/*
+ * A WRITE whose PDU did not carry the W bit: the buffer is the transport's
+ * data-in buffer, full of someone else's old bytes. Nothing may be written
+ * from it; the command moves no data.
+ */
+static void write_without_w_bit_writes_nothing(void **state)
+{
+	struct fx *f = *state;
+	uint8_t junk[BS];
+	memset(junk, 0xee, BS);
+	struct tcmd t;
+	memset(&t, 0, sizeof(t));
+	put_rw10(t.c.cdb, 0x2a, 0, 0, 1);
+	t.c.cdb_len = 16;
+	t.c.lu = f->lu;
+	t.c.nexus = f->nx;
+	t.c.reactor = f->r;
+	t.c.dir = TND_SCSI_DIR_READ;
+	t.c.data = junk;
+	t.c.data_len = BS;
+	t.c.exp_len = BS;
+	t.c.done = on_done;
+	tnd_scsi_exec(&t.c);
+	for (int i = 0; i < 100 && !t.calls; i++)
+		tnd_reactor_poll(f->r, 10);
+	assert_int_equal(t.calls, 1);
+	assert_good(&t);
+	assert_int_equal(t.c.xfer_len, BS);
+	assert_int_equal(f->mv->count[TND_IO_WRITE], 0);
+	assert_int_equal(f->mv->data[0], 0);
+	/* MODE SELECT likewise finds no parameter list. */
+	t.calls = 0;
+	memset(t.c.cdb, 0, 16);
+	memcpy(t.c.cdb, (uint8_t[]){ 0x15, 0x10, 0, 0, 24, 0 }, 6);
+	tnd_scsi_exec(&t.c);
+	assert_int_equal(t.calls, 1);
+	assert_sense(&t, 0x5, 0x1a, 0x00);
+}
+
 static void read_errors_mapped(void **state)
 {
 	struct fx *f = *state;
@@ -1460,6 +1512,22 @@ static void put_caw(uint8_t *c, uint8_t b1, uint64_t lba, uint8_t n)
 	c[13] = n;
 }
 
+static void start_raw(struct fx *f, struct tcmd *t, const uint8_t *cdb, void *data, uint32_t len)
+{
+	memset(t, 0, sizeof(*t));
+	memcpy(t->c.cdb, cdb, 16);
+	t->c.cdb_len = 16;
+	t->c.lu = f->lu;
+	t->c.nexus = f->nx;
+	t->c.reactor = f->r;
+	t->c.data = data;
+	t->c.data_len = len;
+	t->c.exp_len = len;
+	t->c.dir = len ? TND_SCSI_DIR_WRITE : TND_SCSI_DIR_NONE;
+	t->c.done = on_done;
+	tnd_scsi_exec(&t->c);
+}
+
 static void compare_and_write(void **state)
 {
 	struct fx *f = *state;
@@ -1507,8 +1575,10 @@ static void compare_and_write(void **state)
 	put_caw(c, 0, 5, 0);
 	t = run_raw(f, c, NULL, 0);
 	assert_good(&t);
-	t = run_raw(f, c, d, 2 * BS);
-	assert_sense(&t, 0x5, 0x24, 0x00);
+	struct tcmd t0;
+	start_raw(f, &t0, c, d, 2 * BS);
+	assert_int_equal(t0.calls, 1); /* answered without I/O */
+	assert_sense(&t0, 0x5, 0x24, 0x00);
 	/* Too many, out of range. */
 	put_caw(c, 0, 5, 17);
 	t = run_raw(f, c, NULL, 0);
@@ -1525,21 +1595,6 @@ static void compare_and_write(void **state)
 	struct scsi_caw_waiter w;
 	assert_true(scsi_caw_acquire(f->lu, &w));
 	scsi_caw_release(f->lu);
-}
-
-static void start_raw(struct fx *f, struct tcmd *t, const uint8_t *cdb, void *data, uint32_t len)
-{
-	memset(t, 0, sizeof(*t));
-	memcpy(t->c.cdb, cdb, 16);
-	t->c.cdb_len = 16;
-	t->c.lu = f->lu;
-	t->c.nexus = f->nx;
-	t->c.reactor = f->r;
-	t->c.data = data;
-	t->c.data_len = len;
-	t->c.exp_len = len;
-	t->c.done = on_done;
-	tnd_scsi_exec(&t->c);
 }
 
 static void compare_and_write_waits_for_lock(void **state)
@@ -1623,6 +1678,7 @@ static void caw_worker_issue(struct caw_worker *w)
 		c->data_len = 2 * BS;
 	}
 	c->exp_len = c->data_len;
+	c->dir = w->reading ? TND_SCSI_DIR_READ : TND_SCSI_DIR_WRITE;
 	tnd_scsi_exec(c);
 }
 
@@ -1786,6 +1842,7 @@ int main(void)
 		T(read_residual_when_expected_length_short),
 		T(read_with_no_buffer_reports_overflow),
 		T(write_short_data_out_writes_whole_blocks),
+		T(write_without_w_bit_writes_nothing),
 		T(read_errors_mapped),
 		T(write_errors_mapped),
 		T(read_only_volume),
