@@ -181,7 +181,7 @@ static struct iscsi_task *task_create(struct iscsi_conn *c, const struct tnd_isc
 	}
 	/* A write we refuse still has its unsolicited data coming: take it
 	 * in and drop it, then answer, so the initiator sees a clean end. */
-	t->discard = t->cmd.dir == TND_SCSI_DIR_WRITE && (t->busy || t->too_big);
+	t->discard = wr && edtl && (t->busy || t->too_big);
 	t->want = t->cmd.dir == TND_SCSI_DIR_WRITE && !t->discard ? size : 0;
 	t->unsol_limit = p->initial_r2t ? h->data_len
 					: TND_MIN(p->first_burst, t->discard ? edtl : t->want);
@@ -321,8 +321,13 @@ static void task_deliver(struct iscsi_task *t)
 		task_discard(t->conn, t);
 		return;
 	}
-	if ((t->busy || t->too_big) && !t->discard) {
-		task_refuse(t);
+	if (t->busy || t->too_big) {
+		if (t->discard) {
+			t->state = TASK_RECEIVING;
+			task_progress(t);
+		} else {
+			task_refuse(t);
+		}
 		return;
 	}
 	if (t->cmd.dir == TND_SCSI_DIR_WRITE) {
@@ -365,7 +370,7 @@ void tnd_iscsi_cmd_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, const
 			tnd_iscsi_reject(c, h->bhs, err.reject);
 			return;
 		}
-		if (h->data_len && !t->discard)
+		if (h->data_len && t->cmd.data && !t->discard)
 			memcpy(t->cmd.data, data, h->data_len);
 	}
 	memcpy(t->cmd.cdb, h->bhs + ISCSI_OFF_CDB, 16);
@@ -423,7 +428,7 @@ static uint8_t data_out_check(struct iscsi_conn *c, const struct tnd_iscsi_hdr *
 	*fatal = false;
 	*r2t_idx = -1;
 	if (!t || (t->state != TASK_HELD && t->state != TASK_RECEIVING) ||
-	    t->cmd.dir != TND_SCSI_DIR_WRITE || (t->want == 0 && !t->discard))
+	    (!t->discard && (t->cmd.dir != TND_SCSI_DIR_WRITE || t->want == 0)))
 		return ISCSI_REJECT_INVALID_FIELD;
 	/* From here on the data stream of a live task is broken: at
 	 * ErrorRecoveryLevel 0 that ends the connection. */

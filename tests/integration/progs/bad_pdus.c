@@ -561,6 +561,17 @@ static void c_write_over_max_transfer(struct raw *r)
 	}
 }
 
+static void c_bidi_with_data(struct raw *r)
+{
+	/* Read and write bits together (bidirectional, not supported), with
+	 * immediate data: CHECK CONDITION, the data dropped. */
+	uint8_t bhs[48];
+	scsi_bhs(r, bhs, 0xe0, 512, 0x2a);
+	bhs[32 + 8] = 1;
+	static char data[512];
+	raw_send(r, bhs, NULL, 0, sizeof(data), data, sizeof(data), false);
+}
+
 static void c_nop_flood(struct raw *r)
 {
 	/*
@@ -616,6 +627,7 @@ static const struct bad_case cases[] = {
 	{ "SNACK at ErrorRecoveryLevel 0", true, false, c_snack, O_REJECT, 0x03 },
 	{ "unsupported TMF function", true, false, c_tmf_unsupported, O_TMF, 5 },
 	{ "immediate data beyond EDTL", true, false, c_immediate_data_too_long, O_REJECT, 0x04 },
+	{ "bidirectional command with immediate data", true, false, c_bidi_with_data, O_SCSI_STATUS, 0x02 },
 	{ "NOP-Out flood without reading the answers", true, false, c_nop_flood, O_SILENT, 0 },
 	{ "write over the maximum transfer length", true, false, c_write_over_max_transfer, O_SCSI_STATUS, 0x02 },
 };
