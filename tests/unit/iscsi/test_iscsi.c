@@ -460,6 +460,9 @@ static void live_start_at(struct live *l, unsigned nr_targets, const char *porta
 		assert_int_equal(tnd_target_server_add_target(l->srv, iqn, NULL, true, NULL, 0), 0);
 	}
 	assert_int_equal(tnd_target_server_add_target(l->srv, "iqn.2026-11.io.tandem.test:target-with-a-longish-name-000", NULL, true, NULL, 0), -EEXIST);
+	static const char *const allowed[] = { "iqn.2026-11.test:allowed" };
+	assert_int_equal(tnd_target_server_add_target(l->srv, "iqn.2026-11.io.tandem.test:restricted",
+						      "Restricted", false, allowed, 1), 0);
 	assert_int_equal(tnd_target_server_start(l->srv), 0);
 	assert_int_equal(tnd_reactor_start(l->r), 0);
 }
@@ -667,6 +670,8 @@ static void login_failures(void **state)
 		{ "InitiatorName=iqn.x:y\0SessionType=Normal\0", 0, 0x0207 },
 		{ "InitiatorName=iqn.x:y\0TargetName=iqn.nope:nope\0", 0, 0x0203 },
 		{ "InitiatorName=iqn.x:y\0TargetName=iqn.2026-11.io.tandem.test:target-with-a-longish-name-000\0AuthMethod=CHAP\0", 0, 0x0201 },
+		{ "InitiatorName=iqn.x:y\0TargetName=iqn.2026-11.io.tandem.test:restricted\0", 0, 0x0202 },
+		{ "InitiatorName=iqn.2026-11.test:allowed\0TargetName=iqn.2026-11.io.tandem.test:restricted\0", 0, 0x0000 },
 	};
 	for (size_t i = 0; i < TND_ARRAY_SIZE(cases); i++) {
 		int fd = connect_to(l.port);
@@ -681,6 +686,12 @@ static void login_failures(void **state)
 		recv_pdu(fd, rsp, data, sizeof(data));
 		assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_LOGIN_RSP);
 		assert_int_equal(tnd_get_be16(rsp + 36), cases[i].status);
+		if (cases[i].status == 0) {
+			/* The allowed initiator gets in, and sees the alias. */
+			assert_non_null(memmem(data, tnd_get_be24(rsp + 5), "TargetAlias=Restricted", 22));
+			close(fd);
+			continue;
+		}
 		char c;
 		assert_int_equal(recv1(fd, &c), 0);
 		close(fd);
