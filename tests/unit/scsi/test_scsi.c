@@ -259,6 +259,55 @@ static void ua_capacity_changed(void **state)
 	assert_int_equal(tnd_get_be32(buf), NBLOCKS * 2 - 1);
 }
 
+/* A MODE SELECT(6) parameter list: header + caching page, WCE as given. */
+static unsigned caching_list(uint8_t *p, bool wce)
+{
+	memset(p, 0, 24);
+	p[4] = 0x08;
+	p[5] = 0x12;
+	p[6] = wce ? 0x04 : 0;
+	return 24;
+}
+
+/* Several conditions pending: reported one per command, in priority
+ * order, and a power-on report covers a reset that came after it. */
+static void ua_priority_order(void **state)
+{
+	struct fx *f = *state;
+	struct tnd_scsi_nexus *nx, *other;
+	assert_int_equal(tnd_scsi_nexus_create("iqn.x,i,0x5", &port, &nx), 0);
+	assert_int_equal(tnd_scsi_nexus_create("iqn.x,i,0x6", &port, &other), 0);
+	fx_clear_ua(f, other);
+	/* nx: power on pending; now also a reset. */
+	run_on(f, nx, f->lu, NULL, 0, CDB(0x12, 0, 0, 0, 0, 0)); /* INQUIRY: ITL exists */
+	tnd_scsi_lu_reset(f->lu);
+	struct tcmd t = run_on(f, nx, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_sense(&t, 0x6, 0x29, 0x00);
+	t = run_on(f, nx, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_good(&t);
+
+	/* other: a reset, a mode change by nx and a capacity change. */
+	uint8_t p[24];
+	unsigned n = caching_list(p, false);
+	t = run_on(f, nx, f->lu, p, n, CDB(0x15, 0x10, 0, 0, (uint8_t)n, 0));
+	assert_good(&t);
+	tnd_scsi_lu_reset(f->lu);
+	assert_int_equal(tnd_volume_resize(&f->mv->vol, NBLOCKS + 8), 0);
+	uint8_t b[18];
+	t = run_on(f, other, f->lu, b, 18, CDB(0x03, 0, 0, 0, 18, 0));
+	assert_good(&t);
+	assert_int_equal(b[12], 0x29);
+	assert_int_equal(b[13], 0x03);
+	t = run_on(f, other, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_sense(&t, 0x6, 0x2a, 0x01);
+	t = run_on(f, other, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_sense(&t, 0x6, 0x2a, 0x09);
+	t = run_on(f, other, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_good(&t);
+	tnd_scsi_nexus_destroy(nx);
+	tnd_scsi_nexus_destroy(other);
+}
+
 /* ---- INQUIRY ---- */
 
 static void inquiry_standard(void **state)
@@ -1134,16 +1183,6 @@ static void mode_sense(void **state)
 	tnd_volume_destroy(&mv2->vol);
 }
 
-/* A MODE SELECT(6) parameter list: header + caching page, WCE as given. */
-static unsigned caching_list(uint8_t *p, bool wce)
-{
-	memset(p, 0, 24);
-	p[4] = 0x08;
-	p[5] = 0x12;
-	p[6] = wce ? 0x04 : 0;
-	return 24;
-}
-
 static void mode_select_wce_makes_writes_fua(void **state)
 {
 	struct fx *f = *state;
@@ -1821,6 +1860,7 @@ int main(void)
 		T(ua_first_command_reports_power_on),
 		T(ua_after_lu_reset),
 		T(ua_capacity_changed),
+		T(ua_priority_order),
 		T(inquiry_standard),
 		T(inquiry_truncates_to_allocation_length),
 		T(inquiry_custom_product),
