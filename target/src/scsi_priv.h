@@ -359,6 +359,8 @@ void sbc_unmap(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 void sbc_write_same(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 void sbc_get_lba_status(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 void sbc_compare_and_write(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+/* Flush the LU's volume, then complete @cmd (GOOD or sense). */
+void sbc_flush(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 
 /* Transfer length decoders for the irregular block commands. */
 int sbc_xfer_verify(const uint8_t *cdb, uint32_t block_size, enum tnd_scsi_dir *dir,

@@ -247,9 +247,7 @@ void sbc_start_stop_unit(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	/* A disk asked to stop writes its cache out first, as a real one
 	 * would; starting or loading a LUN has nothing to do. */
 	if (!start && !no_flush && ctx->lu->vol_write_cache) {
-		struct sbc_task *t = task_new(cmd, ctx);
-		if (t)
-			task_submit(t, TND_IO_FLUSH, 0, 0, NULL, 0, 0, step_finish);
+		sbc_flush(cmd, ctx);
 		return;
 	}
 	scsi_complete(cmd);
@@ -486,6 +484,11 @@ void sbc_sync_cache(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 		return;
 	/* The volume flushes as a whole; a range (or IMMED) changes nothing
 	 * about what must be stable when we answer. */
+	sbc_flush(cmd, ctx);
+}
+
+void sbc_flush(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
+{
 	struct sbc_task *t = task_new(cmd, ctx);
 	if (t)
 		task_submit(t, TND_IO_FLUSH, 0, 0, NULL, 0, 0, step_finish);

@@ -551,8 +551,17 @@ void spc_mode_select(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 		off += len;
 	}
 
-	if (new_wce >= 0 && ctx->lu->vol_write_cache)
+	if (new_wce >= 0 && ctx->lu->vol_write_cache) {
+		bool was = scsi_lu_wce(ctx->lu);
 		scsi_lu_set_wce(ctx->lu, ctx->itl, new_wce);
+		if (was && !new_wce) {
+			/* Writes from now on are FUA; the ones acknowledged while
+			 * the cache was on are made stable before we answer, so
+			 * that WCE=0 means "every acknowledged write" at once. */
+			sbc_flush(cmd, ctx);
+			return;
+		}
+	}
 	scsi_complete(cmd);
 }
 

@@ -1194,6 +1194,8 @@ static void mode_select_wce_makes_writes_fua(void **state)
 	unsigned n = caching_list(p, false);
 	struct tcmd t = RUN(f, p, n, 0x15, 0x10, 0, 0, (uint8_t)n, 0);
 	assert_good(&t);
+	/* Turning the cache off first flushes what it held. */
+	assert_int_equal(f->mv->count[TND_IO_FLUSH], 1);
 
 	/* The caching page now says WCE=0 ... */
 	uint8_t b[64];
