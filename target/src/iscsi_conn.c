@@ -730,6 +730,7 @@ void tnd_iscsi_conn_maybe_free(struct iscsi_conn *c)
 	}
 	c->txq_tail = NULL;
 	tnd_iscsi_tasks_release(c);
+	tnd_iscsi_task_cache_drain(c);
 	while (c->tx_free) {
 		struct iscsi_tx *tx = c->tx_free;
 		c->tx_free = tx->next;

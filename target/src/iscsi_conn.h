@@ -54,6 +54,7 @@ struct iscsi_conn;
 #define ISCSI_SESSION_BUF_BUDGET (256u << 20)
 #define ISCSI_TPGT 1
 #define ISCSI_TX_BATCH 64
+#define ISCSI_TASK_CACHE 64
 
 struct iscsi_lun {
 	uint64_t lun;
@@ -277,6 +278,8 @@ struct iscsi_conn {
 	unsigned nr_live;             /* allocated (table + sending) */
 	unsigned nr_exec;             /* at the SCSI layer */
 	struct iscsi_task *held;      /* by CmdSN */
+	struct iscsi_task *task_free; /* cached task structs, via hnext */
+	unsigned task_free_count;
 	uint32_t next_ttt;
 	bool logout_pending;
 	uint32_t logout_itt;
@@ -339,6 +342,7 @@ void tnd_iscsi_cmdsn_consume(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h
 void tnd_iscsi_task_put(struct iscsi_task *t);
 /* Free every task of a closed connection (nothing is in flight). */
 void tnd_iscsi_tasks_release(struct iscsi_conn *c);
+void tnd_iscsi_task_cache_drain(struct iscsi_conn *c);
 /* Called when a command leaves the SCSI layer during logout/close. */
 void tnd_iscsi_logout_progress(struct iscsi_conn *c);
 

@@ -209,6 +209,7 @@ enum outcome {
 	O_TMF,          /* a TMF response with the given response code */
 	O_SILENT,       /* nothing for the bad PDU; a NOP-Out ping is still answered */
 	O_SCSI_STATUS,  /* a SCSI Response with the given status */
+	O_IN_ORDER,     /* two SCSI Responses, the first for ITT @code */
 };
 
 static int expect(struct raw *r, enum outcome o, unsigned code, char *why, size_t whylen)
@@ -272,6 +273,21 @@ static int expect(struct raw *r, enum outcome o, unsigned code, char *why, size_
 			if (op == 0x21) {
 				if (bhs[3] != code) {
 					snprintf(why, whylen, "SCSI status 0x%02x, want 0x%02x", bhs[3], code);
+					return -1;
+				}
+				return 0;
+			}
+			break;
+		case O_IN_ORDER:
+			if (op == 0x21) {
+				uint32_t itt = tnd_get_be32(bhs + 16);
+				if (itt != code) {
+					snprintf(why, whylen, "response for ITT 0x%x first, want 0x%x", itt, code);
+					return -1;
+				}
+				len = raw_recv(r, bhs, data, sizeof(data));
+				if (len < 0 || (bhs[0] & 0x3f) != 0x21) {
+					snprintf(why, whylen, "the held command was never answered");
 					return -1;
 				}
 				return 0;
@@ -572,6 +588,22 @@ static void c_bidi_with_data(struct raw *r)
 	raw_send(r, bhs, NULL, 0, sizeof(data), data, sizeof(data), false);
 }
 
+static void c_cmdsn_gap(struct raw *r)
+{
+	/* Not hostile, but out of order: CmdSN n+1 arrives before n. The
+	 * target holds it and delivers both in CmdSN order. */
+	uint8_t bhs[48];
+	scsi_bhs(r, bhs, 0x80, 0, 0x00);   /* TEST UNIT READY */
+	tnd_put_be32(bhs + 16, 0x7001);
+	tnd_put_be32(bhs + 24, r->cmd_sn + 1);
+	raw_send(r, bhs, NULL, 0, 0, NULL, 0, false);
+	usleep(20000);
+	scsi_bhs(r, bhs, 0x80, 0, 0x00);
+	tnd_put_be32(bhs + 16, 0x7002);
+	tnd_put_be32(bhs + 24, r->cmd_sn);
+	raw_send(r, bhs, NULL, 0, 0, NULL, 0, false);
+}
+
 static void c_nop_flood(struct raw *r)
 {
 	/*
@@ -628,6 +660,7 @@ static const struct bad_case cases[] = {
 	{ "unsupported TMF function", true, false, c_tmf_unsupported, O_TMF, 5 },
 	{ "immediate data beyond EDTL", true, false, c_immediate_data_too_long, O_REJECT, 0x04 },
 	{ "bidirectional command with immediate data", true, false, c_bidi_with_data, O_SCSI_STATUS, 0x02 },
+	{ "CmdSN gap filled later (held, then delivered in order)", true, false, c_cmdsn_gap, O_IN_ORDER, 0x7002 },
 	{ "NOP-Out flood without reading the answers", true, false, c_nop_flood, O_SILENT, 0 },
 	{ "write over the maximum transfer length", true, false, c_write_over_max_transfer, O_SCSI_STATUS, 0x02 },
 };
