@@ -79,6 +79,7 @@ struct iscsi_portal {
 	bool wildcard;                /* 0.0.0.0 or :: */
 	char addr[64];                /* as reported in TargetAddress */
 	struct tnd_uring_op accept_op;
+	struct tnd_timer retry_timer;
 	bool accept_armed;
 	bool closing;
 };
@@ -109,7 +110,7 @@ struct tnd_target_server {
 	bool started;
 	bool stopping;
 	unsigned next_reactor;        /* round-robin; reactor 0 only */
-	unsigned portals_open;        /* accept ops still armed; reactor 0 only */
+	unsigned portals_open;        /* listening sockets not yet closed; reactor 0 only */
 	struct tnd_msg start_msg;
 	struct tnd_msg portal_stop_msg;
 
