@@ -589,7 +589,8 @@ static void respond(struct iscsi_task *t)
 			tx->hdr[3] = cmd->status;
 			tnd_put_be32(tx->hdr + ISCSI_OFF_ITT, t->itt);
 			tnd_iscsi_fill_sn(c, tx->hdr, true);
-			tnd_put_be32(tx->hdr + ISCSI_OFF_DATASN, t->data_sn); /* ExpDataSN */
+			/* ExpDataSN: the R2Ts and Data-Ins sent for this command. */
+			tnd_put_be32(tx->hdr + ISCSI_OFF_DATASN, t->data_sn + t->r2t_sn);
 			tnd_put_be32(tx->hdr + 44, residual);
 			if (cmd->sense_len) {
 				/* SenseLength (2 bytes) then the sense data. */
