@@ -142,7 +142,7 @@ static const struct scsi_op ops[256] = {
 	},
 	[SCSI_UNMAP] = {
 		.name = "UNMAP", .exec = sbc_unmap, .cdb_len = 10,
-		.flags = SCSI_OP_WRITES,
+		.flags = SCSI_OP_WRITES | SCSI_OP_LBP,
 		.xfer = SCSI_XFER_OUT_PARAM, .len_off = 7, .len_size = 2,
 		.usage = { 0x42, 0x01, 0x00, 0x00, 0x00, 0x00, 0x1f, 0xff, 0xff, 0x00 },
 	},
@@ -587,6 +587,8 @@ void tnd_scsi_exec(struct tnd_scsi_cmd *cmd)
 		return;
 	}
 
+	if (op && (op->flags & SCSI_OP_LBP) && !scsi_info_lbp(&ctx.info))
+		op = NULL;
 	if (!op) {
 		if (cmd->cdb_len >= 2 && ops[cmd->cdb[0]].sa)
 			scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 1, 4);

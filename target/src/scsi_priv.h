@@ -149,6 +149,10 @@ enum {
 	SCSI_OP_ZERO_IS_256 = 1u << 2,
 	/* Changes the medium: refused on a read-only LU. */
 	SCSI_OP_WRITES = 1u << 3,
+	/* Exists only with logical block provisioning (scsi_info_lbp()):
+	 * INVALID COMMAND OPERATION CODE otherwise, and not reported by
+	 * REPORT SUPPORTED OPERATION CODES. */
+	SCSI_OP_LBP = 1u << 4,
 };
 
 struct scsi_op {

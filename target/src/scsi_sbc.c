@@ -527,10 +527,6 @@ void sbc_unmap(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	uint32_t plen = tnd_get_be16(cdb + 7);
 	const uint8_t *p = cmd->data;
 
-	if (!scsi_info_lbp(&ctx->info)) {
-		scsi_check(cmd, SCSI_KEY_ILLEGAL_REQUEST, SCSI_ASC_INVALID_OPCODE);
-		return;
-	}
 	if (cdb[1] & 0x01) {
 		/* ANCHOR: we have no anchored state. */
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 1, 0);

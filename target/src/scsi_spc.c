@@ -584,6 +584,12 @@ static bool op_has_sa(const struct scsi_op *op)
 	return op->usage[0] == SCSI_SERVICE_ACTION_IN_16 || op->usage[0] == SCSI_MAINTENANCE_IN;
 }
 
+/* Whether this LU runs @op (without an LU: everything we know). */
+static bool op_supported(const struct scsi_op *op, const struct scsi_ctx *ctx)
+{
+	return !(op->flags & SCSI_OP_LBP) || !ctx->lu || scsi_info_lbp(&ctx->info);
+}
+
 /* Command timeouts descriptor: no nominal or recommended timeout known. */
 static unsigned put_timeouts(uint8_t *p)
 {
@@ -606,6 +612,8 @@ void spc_report_opcodes(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	if (opt == RSOC_ALL) {
 		n = 4;
 		for (const struct scsi_op *op = scsi_op_next(NULL); op; op = scsi_op_next(op)) {
+			if (!op_supported(op, ctx))
+				continue;
 			uint8_t *d = b + n;
 			memset(d, 0, 8);
 			d[0] = op->usage[0];
@@ -634,7 +642,7 @@ void spc_report_opcodes(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 			scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 2, 2);
 			return;
 		}
-		if (is_sa_opcode && sa > 0x1f)
+		if ((is_sa_opcode && sa > 0x1f) || (op && !op_supported(op, ctx)))
 			op = NULL;
 		memset(b, 0, 4);
 		if (rctd)

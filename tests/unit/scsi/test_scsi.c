@@ -1531,6 +1531,19 @@ static void report_supported_opcodes(void **state)
 	/* Option 1 on a service-action opcode. */
 	t = RUN(f, b, 64, 0xa3, 0x0c, 0x01, 0x9e, 0, 0, 0, 0, 0, 64, 0, 0);
 	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* UNMAP is listed only where the LU can deallocate. */
+	t = RUN(f, b, 64, 0xa3, 0x0c, 0x01, 0x42, 0, 0, 0, 0, 0, 64, 0, 0);
+	assert_good(&t);
+	assert_int_equal(b[1] & 0x07, 3);
+	f->mv->info.thin = false;
+	t = RUN(f, b, 64, 0xa3, 0x0c, 0x01, 0x42, 0, 0, 0, 0, 0, 64, 0, 0);
+	assert_good(&t);
+	assert_int_equal(b[1] & 0x07, 1);
+	t = RUN(f, b, sizeof(b), 0xa3, 0x0c, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0);
+	assert_good(&t);
+	for (uint32_t off = 4; off < tnd_get_be32(b) + 4; off += 8)
+		assert_int_not_equal(b[off], 0x42);
+	f->mv->info.thin = true;
 	/* With timeouts descriptors. */
 	t = RUN(f, b, sizeof(b), 0xa3, 0x0c, 0x80, 0, 0, 0, 0, 0, 0x10, 0, 0, 0);
 	assert_good(&t);
