@@ -27,6 +27,8 @@
 #include "iscsi_pdu.h"
 #include "iscsi_pool.h"
 #include "iscsi_text.h"
+#include "scsi.h"
+#include "tnd_volume.h"
 
 /* ---- PDU decoding ---- */
 
@@ -854,6 +856,207 @@ static void nop_ping_unanswered_closes(void **state)
 	live_stop(&l);
 }
 
+/* ---- ABORT TASK on a command the volume holds ---- */
+
+/*
+ * A test volume whose reads wait at a gate until the test opens it, so a
+ * command can be caught "at the volume". Everything else completes at once
+ * (through a message, as the async contract wants).
+ */
+struct gate_vol {
+	struct tnd_volume base;
+	atomic_bool closed;
+	atomic_int held_count;
+	struct tnd_io *held[16];     /* reactor thread only */
+	int nheld;
+	struct tnd_msg open_msg;
+};
+
+struct io_done_msg {
+	struct tnd_msg m;
+	struct tnd_io *io;
+};
+
+static void io_done_fn(struct tnd_msg *m)
+{
+	struct io_done_msg *d = tnd_container_of(m, struct io_done_msg, m);
+	d->io->cb(d->io, 0);
+	free(d);
+}
+
+static int gate_submit(struct tnd_volume *v, struct tnd_io *io)
+{
+	struct gate_vol *g = tnd_container_of(v, struct gate_vol, base);
+	if (io->type == TND_IO_READ) {
+		for (int i = 0; i < io->iovcnt; i++)
+			memset(io->iov[i].iov_base, 0xab, io->iov[i].iov_len);
+		if (atomic_load(&g->closed) && g->nheld < 16) {
+			g->held[g->nheld++] = io;
+			atomic_fetch_add(&g->held_count, 1);
+			return 0;
+		}
+	}
+	struct io_done_msg *d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->m.fn = io_done_fn;
+	d->io = io;
+	tnd_reactor_send(io->reactor, &d->m);
+	return 0;
+}
+
+static void gate_info(struct tnd_volume *v, struct tnd_volume_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->block_size = 512;
+	out->num_blocks = 4096;
+	out->state = TND_VOLUME_ONLINE;
+}
+
+static void gate_destroy(struct tnd_volume *v)
+{
+}
+
+static const struct tnd_volume_ops gate_ops = {
+	.type = "gate",
+	.submit = gate_submit,
+	.info = gate_info,
+	.destroy = gate_destroy,
+};
+
+static void gate_open_fn(struct tnd_msg *m)
+{
+	struct gate_vol *g = tnd_container_of(m, struct gate_vol, open_msg);
+	atomic_store(&g->closed, false);
+	for (int i = 0; i < g->nheld; i++)
+		g->held[i]->cb(g->held[i], 0);
+	g->nheld = 0;
+}
+
+static void scsi_cmd(int fd, uint32_t itt, uint32_t cmd_sn, uint8_t flags, uint32_t edtl,
+		     const uint8_t *cdb, unsigned cdb_len)
+{
+	uint8_t bhs[48] = { 0 };
+	bhs[0] = ISCSI_OP_SCSI_CMD;
+	bhs[1] = flags;
+	tnd_put_be32(bhs + 16, itt);
+	tnd_put_be32(bhs + 20, edtl);
+	tnd_put_be32(bhs + 24, cmd_sn);
+	memcpy(bhs + 32, cdb, cdb_len);
+	send_pdu(fd, bhs, "", 0);
+}
+
+static void abort_task_waits_for_volume(void **state)
+{
+	struct live l;
+	struct gate_vol g = { 0 };
+	tnd_volume_init(&g.base, &gate_ops, NULL);
+	g.open_msg.fn = gate_open_fn;
+	atomic_store(&g.closed, true);
+
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(tnd_reactor_create(0, 256, &l.r), 0);
+	struct tnd_target_server_opts o = { .reactors = &l.r, .nr_reactors = 1 };
+	assert_int_equal(tnd_target_server_create(&o, &l.srv), 0);
+	assert_int_equal(tnd_target_server_add_portal(l.srv, "127.0.0.1:0"), 0);
+	l.port = tnd_target_server_portal_port(l.srv, 0);
+	assert_int_equal(tnd_target_server_add_target(l.srv, test_target, NULL, true, NULL, 0), 0);
+	assert_int_equal(tnd_target_server_map_lun(l.srv, test_target, 0, "gate0", &g.base), 0);
+	assert_int_equal(tnd_target_server_map_lun(l.srv, test_target, 0, "gate0", &g.base), -EEXIST);
+	assert_int_equal(tnd_target_server_start(l.srv), 0);
+	assert_int_equal(tnd_reactor_start(l.r), 0);
+
+	int fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 3, "iqn.2026-11.test:aborter"), 0);
+	uint8_t rsp[48];
+	static char data[1 << 16];
+
+	/* The first command of a nexus reports the power-on unit attention. */
+	static const uint8_t tur[6] = { 0 };
+	scsi_cmd(fd, 0x10, 0, ISCSI_FLAG_FINAL, 0, tur, 6);
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_SCSI_RSP);
+	assert_int_equal(rsp[3], TND_SAM_CHECK_CONDITION);
+
+	/* READ(10) of one block: it reaches the volume and waits there. */
+	static const uint8_t read10[10] = { 0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0 };
+	scsi_cmd(fd, 0x100, 1, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 512, read10, 10);
+	for (int i = 0; i < 200 && atomic_load(&g.held_count) == 0; i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(&g.held_count), 1);
+
+	/* ABORT TASK for it: no answer while the read is at the volume. */
+	uint8_t bhs[48] = { 0 };
+	bhs[0] = ISCSI_OP_TMF_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_FLAG_FINAL | ISCSI_TMF_ABORT_TASK;
+	tnd_put_be32(bhs + 16, 0x101);
+	tnd_put_be32(bhs + 20, 0x100);
+	tnd_put_be32(bhs + 24, 2);
+	tnd_put_be32(bhs + 32, 1);
+	send_pdu(fd, bhs, "", 0);
+	struct timeval tv = { .tv_usec = 200000 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char ch;
+	assert_int_equal(recv1(fd, &ch), -1);
+	tv.tv_sec = 5;
+	tv.tv_usec = 0;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+
+	/* The volume finishes: the TMF says "function complete" and the read
+	 * itself is never answered. */
+	tnd_reactor_send(l.r, &g.open_msg);
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_TMF_RSP);
+	assert_int_equal(tnd_get_be32(rsp + 16), 0x101);
+	assert_int_equal(rsp[2], ISCSI_TMF_RSP_COMPLETE);
+
+	/* ABORT TASK for a task long gone: "task does not exist". */
+	tnd_put_be32(bhs + 16, 0x102);
+	tnd_put_be32(bhs + 20, 0x10);
+	tnd_put_be32(bhs + 32, 0);
+	send_pdu(fd, bhs, "", 0);
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_TMF_RSP);
+	assert_int_equal(rsp[2], ISCSI_TMF_RSP_NO_TASK);
+
+	/* A read now goes through, its status collapsed into the Data-In. */
+	scsi_cmd(fd, 0x103, 2, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 512, read10, 10);
+	uint32_t n = recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_DATA_IN);
+	assert_int_equal(tnd_get_be32(rsp + 16), 0x103);
+	assert_int_equal(rsp[1] & (ISCSI_FLAG_FINAL | ISCSI_DATAIN_STATUS),
+			 ISCSI_FLAG_FINAL | ISCSI_DATAIN_STATUS);
+	assert_int_equal(rsp[3], TND_SAM_GOOD);
+	assert_int_equal(n, 512);
+	assert_int_equal((uint8_t)data[0], 0xab);
+
+	/* Residual underflow: EDTL 1024 for a one-block read. */
+	scsi_cmd(fd, 0x104, 3, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 1024, read10, 10);
+	n = recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(n, 512);
+	assert_true(rsp[1] & ISCSI_DATAIN_UNDERFLOW);
+	assert_int_equal(tnd_get_be32(rsp + 44), 512);
+
+	/* A LUN that is not mapped: CHECK CONDITION with sense (2-byte length first). */
+	memset(bhs, 0, 48);
+	bhs[0] = ISCSI_OP_SCSI_CMD;
+	bhs[1] = ISCSI_FLAG_FINAL | ISCSI_CMD_READ;
+	bhs[9] = 7;   /* LUN 7 */
+	tnd_put_be32(bhs + 16, 0x105);
+	tnd_put_be32(bhs + 20, 512);
+	tnd_put_be32(bhs + 24, 4);
+	memcpy(bhs + 32, read10, 10);
+	send_pdu(fd, bhs, "", 0);
+	n = recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_SCSI_RSP);
+	assert_int_equal(rsp[3], TND_SAM_CHECK_CONDITION);
+	assert_true(n >= 2 + 18);
+	assert_int_equal(tnd_get_be16((uint8_t *)data), n - 2);
+
+	close(fd);
+	live_stop(&l);
+}
+
 int main(void)
 {
 	if (getenv("TND_TEST_DEBUG"))
@@ -875,6 +1078,7 @@ int main(void)
 		cmocka_unit_test(portal_ipv6_and_wildcard),
 		cmocka_unit_test(session_reinstatement),
 		cmocka_unit_test(nop_ping_unanswered_closes),
+		cmocka_unit_test(abort_task_waits_for_volume),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
