@@ -433,7 +433,9 @@ static void text_builder_limit(void **state)
 /* ---- SendTargets split at MaxRecvDataSegmentLength=512, over a real socket ---- */
 
 struct live {
-	struct tnd_reactor *r;
+	struct tnd_reactor *r;        /* == rs[0] */
+	struct tnd_reactor *rs[2];
+	unsigned nr;
 	struct tnd_target_server *srv;
 	int port;
 	atomic_bool stopped;
@@ -445,12 +447,15 @@ static void stopped_cb(void *arg)
 	atomic_store(&l->stopped, true);
 }
 
-static void live_start_at(struct live *l, unsigned nr_targets, const char *portal,
-			  unsigned nop_s)
+static void live_start_n(struct live *l, unsigned nr_targets, const char *portal,
+			 unsigned nop_s, unsigned nr_reactors)
 {
 	memset(l, 0, sizeof(*l));
-	assert_int_equal(tnd_reactor_create(0, 256, &l->r), 0);
-	struct tnd_target_server_opts o = { .reactors = &l->r, .nr_reactors = 1,
+	l->nr = nr_reactors;
+	for (unsigned i = 0; i < nr_reactors; i++)
+		assert_int_equal(tnd_reactor_create(i, 256, &l->rs[i]), 0);
+	l->r = l->rs[0];
+	struct tnd_target_server_opts o = { .reactors = l->rs, .nr_reactors = nr_reactors,
 					    .nop_interval_s = nop_s };
 	assert_int_equal(tnd_target_server_create(&o, &l->srv), 0);
 	assert_int_equal(tnd_target_server_add_portal(l->srv, portal), 0);
@@ -466,7 +471,14 @@ static void live_start_at(struct live *l, unsigned nr_targets, const char *porta
 	assert_int_equal(tnd_target_server_add_target(l->srv, "iqn.2026-11.io.tandem.test:restricted",
 						      "Restricted", false, allowed, 1), 0);
 	assert_int_equal(tnd_target_server_start(l->srv), 0);
-	assert_int_equal(tnd_reactor_start(l->r), 0);
+	for (unsigned i = 0; i < l->nr; i++)
+		assert_int_equal(tnd_reactor_start(l->rs[i]), 0);
+}
+
+static void live_start_at(struct live *l, unsigned nr_targets, const char *portal,
+			  unsigned nop_s)
+{
+	live_start_n(l, nr_targets, portal, nop_s, 1);
 }
 
 static void live_start(struct live *l, unsigned nr_targets)
@@ -480,10 +492,13 @@ static void live_stop(struct live *l)
 	for (int i = 0; i < 500 && !atomic_load(&l->stopped); i++)
 		usleep(10000);
 	assert_true(atomic_load(&l->stopped));
-	tnd_reactor_stop(l->r);
-	tnd_reactor_join(l->r);
+	for (unsigned i = 0; i < l->nr; i++) {
+		tnd_reactor_stop(l->rs[i]);
+		tnd_reactor_join(l->rs[i]);
+	}
 	tnd_target_server_destroy(l->srv);
-	tnd_reactor_destroy(l->r);
+	for (unsigned i = 0; i < l->nr; i++)
+		tnd_reactor_destroy(l->rs[i]);
 }
 
 static int connect_to(int port)
@@ -797,12 +812,15 @@ static void portal_ipv6_and_wildcard(void **state)
 static void session_reinstatement(void **state)
 {
 	struct live l;
-	live_start(&l, 1);
+	/* Two reactors: connections alternate, so the reinstating login (the
+	 * fourth connection) lands on the other reactor than the old session. */
+	live_start_n(&l, 1, "127.0.0.1:0", 0, 2);
 	int a = connect_to(l.port);
 	assert_int_equal(login_normal(a, 7, "iqn.2026-11.test:same"), 0);
 	/* Another ISID of the same initiator is another session: both stay. */
 	int b = connect_to(l.port);
 	assert_int_equal(login_normal(b, 8, "iqn.2026-11.test:same"), 0);
+	int d = connect_to(l.port);
 	/* The same initiator name and ISID again replaces the first session. */
 	int c = connect_to(l.port);
 	assert_int_equal(login_normal(c, 7, "iqn.2026-11.test:same"), 0);
@@ -814,6 +832,7 @@ static void session_reinstatement(void **state)
 	close(a);
 	close(b);
 	close(c);
+	close(d);
 	live_stop(&l);
 }
 
@@ -955,8 +974,10 @@ static void abort_task_waits_for_volume(void **state)
 	atomic_store(&g.closed, true);
 
 	memset(&l, 0, sizeof(l));
-	assert_int_equal(tnd_reactor_create(0, 256, &l.r), 0);
-	struct tnd_target_server_opts o = { .reactors = &l.r, .nr_reactors = 1 };
+	assert_int_equal(tnd_reactor_create(0, 256, &l.rs[0]), 0);
+	l.r = l.rs[0];
+	l.nr = 1;
+	struct tnd_target_server_opts o = { .reactors = l.rs, .nr_reactors = 1 };
 	assert_int_equal(tnd_target_server_create(&o, &l.srv), 0);
 	assert_int_equal(tnd_target_server_add_portal(l.srv, "127.0.0.1:0"), 0);
 	l.port = tnd_target_server_portal_port(l.srv, 0);
