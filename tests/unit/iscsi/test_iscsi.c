@@ -648,6 +648,19 @@ static void sendtargets_split_512(void **state)
 	assert_int_equal(names, 50);
 	assert_int_equal(addrs, 50);
 
+	/* SendTargets=<name>: just that one. */
+	memset(bhs, 0, 48);
+	bhs[0] = ISCSI_OP_TEXT_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_FLAG_FINAL;
+	tnd_put_be32(bhs + 16, 5);
+	tnd_put_be32(bhs + 20, ISCSI_RSVD_TAG);
+	static const char one[] = "SendTargets=iqn.2026-11.io.tandem.test:target-with-a-longish-name-007";
+	send_pdu(fd, bhs, one, sizeof(one));
+	n = recv_pdu(fd, rsp, data, sizeof(data));
+	assert_true(rsp[1] & ISCSI_FLAG_FINAL);
+	assert_string_equal(data, "TargetName=iqn.2026-11.io.tandem.test:target-with-a-longish-name-007");
+	assert_int_equal(n, strlen(data) + 1 + strlen(want_addr) + 1);
+
 	/* SCSI commands are not for discovery sessions: Reject. */
 	memset(bhs, 0, 48);
 	bhs[0] = ISCSI_OP_SCSI_CMD;
@@ -1078,6 +1091,38 @@ static void abort_task_waits_for_volume(void **state)
 	live_stop(&l);
 }
 
+static void login_text_continued(void **state)
+{
+	struct live l;
+	live_start(&l, 1);
+	int fd = connect_to(l.port);
+	char text[512];
+	int n = snprintf(text, sizeof(text), "InitiatorName=iqn.2026-11.test:cont%cTargetName=%s%c",
+			 0, test_target, 0);
+	/* Split in the middle of a key: the C bit joins the pieces. */
+	uint32_t cut = 20;
+	uint8_t bhs[48] = { 0 }, rsp[48];
+	static char data[1 << 16];
+	bhs[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_LOGIN_CONT | (1 << 2);
+	bhs[8] = 0x80;
+	tnd_put_be32(bhs + 16, 1);
+	send_pdu(fd, bhs, text, cut);
+	uint32_t len = recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_LOGIN_RSP);
+	assert_int_equal(tnd_get_be16(rsp + 36), 0);
+	assert_int_equal(len, 0);
+	assert_int_equal(rsp[1] & (ISCSI_LOGIN_TRANSIT | ISCSI_LOGIN_CONT), 0);
+	bhs[1] = ISCSI_LOGIN_TRANSIT | (1 << 2) | 3;
+	send_pdu(fd, bhs, text + cut, (uint32_t)n - cut);
+	len = recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(tnd_get_be16(rsp + 36), 0);
+	assert_int_equal(rsp[1] & 0x83, 0x83);
+	assert_non_null(memmem(data, len, "TargetPortalGroupTag=1", 22));
+	close(fd);
+	live_stop(&l);
+}
+
 int main(void)
 {
 	if (getenv("TND_TEST_DEBUG"))
@@ -1096,6 +1141,7 @@ int main(void)
 		cmocka_unit_test(text_builder_limit),
 		cmocka_unit_test(sendtargets_split_512),
 		cmocka_unit_test(login_failures),
+		cmocka_unit_test(login_text_continued),
 		cmocka_unit_test(portal_ipv6_and_wildcard),
 		cmocka_unit_test(session_reinstatement),
 		cmocka_unit_test(nop_ping_unanswered_closes),
