@@ -163,7 +163,6 @@ struct scsi_op {
 	/* Service-action opcodes: the per-action table, indexed by the
 	 * 5-bit SERVICE ACTION field in byte 1 (exec is NULL then). */
 	const struct scsi_op *sa;
-	uint16_t sa_code;               /* for entries of an sa table */
 	enum scsi_xfer_kind xfer;
 	uint8_t len_off, len_size;      /* where the length field is */
 	uint16_t fixed_len;
@@ -228,13 +227,14 @@ struct tnd_scsi_lu {
 	char revision[5];
 	char serial[33];
 	uint8_t naa[16];
-	bool vol_write_cache;           /* the volume may hold volatile writes */
 
 	atomic_uint reset_gen;
 	atomic_uint mode_gen;
-	/* WCE as set by MODE SELECT; only meaningful with vol_write_cache.
-	 * When false every write is sent with TND_IO_FUA, so that what the
-	 * caching page says stays true. */
+	/* WCE as set by MODE SELECT; meaningful only while the volume has a
+	 * write cache (info.write_cache, asked per command: a cache layer may
+	 * switch between write-back and write-through). When false every
+	 * write is sent with TND_IO_FUA, so that the caching page's WCE=0
+	 * stays true. */
 	atomic_bool wce;
 
 	/* The COMPARE AND WRITE lock: NULL free; SCSI_CAW_HELD held with no
@@ -310,8 +310,8 @@ uint32_t scsi_alloc_len(const struct scsi_op *op, const uint8_t *cdb);
 
 /* ---- the LU's live settings ---- */
 
-/* WCE as the caching page reports it now. */
-bool scsi_lu_wce(const struct tnd_scsi_lu *lu);
+/* WCE as the caching page reports it now, given the volume's @info. */
+bool scsi_lu_wce(const struct tnd_scsi_lu *lu, const struct tnd_volume_info *info);
 /* Change WCE (MODE SELECT); raises MODE PARAMETERS CHANGED for others. */
 void scsi_lu_set_wce(struct tnd_scsi_lu *lu, struct scsi_itl *self, bool wce);
 /* Take the next pending UA of @itl into @key/@asc; false when none. */

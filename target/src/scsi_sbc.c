@@ -158,7 +158,7 @@ static bool sbc_range_ok(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx, u
  */
 static unsigned sbc_write_flags(const struct scsi_ctx *ctx, bool fua)
 {
-	if (fua || (ctx->lu->vol_write_cache && !scsi_lu_wce(ctx->lu)))
+	if (fua || (ctx->info.write_cache && !scsi_lu_wce(ctx->lu, &ctx->info)))
 		return TND_IO_FUA;
 	return 0;
 }
@@ -246,7 +246,7 @@ void sbc_start_stop_unit(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	}
 	/* A disk asked to stop writes its cache out first, as a real one
 	 * would; starting or loading a LUN has nothing to do. */
-	if (!start && !no_flush && ctx->lu->vol_write_cache) {
+	if (!start && !no_flush && ctx->info.write_cache) {
 		sbc_flush(cmd, ctx);
 		return;
 	}

@@ -1246,6 +1246,27 @@ static void mode_select_wce_makes_writes_fua(void **state)
 	tnd_scsi_nexus_destroy(other);
 }
 
+/* A cache layer switched to write-through: the caching page follows at
+ * once, and WCE=1 can no longer be selected. */
+static void wce_follows_volume_write_cache(void **state)
+{
+	struct fx *f = *state;
+	uint8_t b[64];
+	f->mv->info.write_cache = false;
+	struct tcmd t = RUN(f, b, 64, 0x1a, 0x08, 0x08, 0, 64, 0);
+	assert_good(&t);
+	assert_int_equal(b[6] & 0x04, 0);
+	t = RUN(f, b, 64, 0x1a, 0x08, 0x48, 0, 64, 0);
+	assert_int_equal(b[6] & 0x04, 0);
+	uint8_t p[24];
+	unsigned n = caching_list(p, true);
+	t = RUN(f, p, n, 0x15, 0x10, 0, 0, (uint8_t)n, 0);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+	f->mv->info.write_cache = true;
+	t = RUN(f, b, 64, 0x1a, 0x08, 0x08, 0, 64, 0);
+	assert_int_equal(b[6] & 0x04, 0x04);
+}
+
 static void mode_select_rejects(void **state)
 {
 	struct fx *f = *state;
@@ -1907,6 +1928,7 @@ int main(void)
 		T(mode_sense),
 		T(mode_select_wce_makes_writes_fua),
 		T(mode_select_rejects),
+		T(wce_follows_volume_write_cache),
 		T(request_sense_desc_refused),
 		T(start_stop_unit),
 		T(invalid_opcode_and_reserved_bits),
