@@ -422,7 +422,7 @@ static struct scsi_itl *nexus_itl(struct tnd_scsi_nexus *nx, const struct tnd_sc
 
 bool scsi_lu_wce(const struct tnd_scsi_lu *lu, const struct tnd_volume_info *info)
 {
-	return info->write_cache && atomic_load_explicit(&lu->wce, memory_order_relaxed);
+	return info->write_cache && atomic_load_explicit(&lu->wce, memory_order_acquire);
 }
 
 void scsi_lu_set_wce(struct tnd_scsi_lu *lu, struct scsi_itl *self, bool wce)

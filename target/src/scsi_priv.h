@@ -20,10 +20,18 @@
  *
  * Threading: the LU is shared by reactors. Its identity is immutable after
  * creation; the only mutable fields are atomics (reset and mode-parameter
- * generations, the WCE setting). Each nexus keeps, per LU it has touched,
- * the generations it last saw; a difference is a unit attention to report.
- * So a reset or MODE SELECT costs one atomic increment and every nexus
- * notices on its next command, with no lock and no cross-reactor message.
+ * generations, the WCE setting, the COMPARE AND WRITE lock word) plus the
+ * lock's hand-off queue, which only the lock holder touches. Each nexus
+ * keeps, per LU it has touched, the generations it last saw; a difference
+ * is a unit attention to report. So a reset or MODE SELECT costs one
+ * atomic increment and every nexus notices on its next command, with no
+ * lock and no cross-reactor message. Plain READ/WRITE touch no shared
+ * mutable state at all.
+ *
+ * Ownership: exec functions borrow cmd (the transport's until done())
+ * and ctx (the dispatcher's stack, gone when exec returns: copy what an
+ * asynchronous step needs). cmd->data is the transport's; we read data-out
+ * from it only within ctx->dout_len and write data-in up to data_len.
  */
 #ifndef TND_TARGET_SCSI_PRIV_H
 #define TND_TARGET_SCSI_PRIV_H
