@@ -357,5 +357,11 @@ void tnd_iscsi_rctx_conn_gone(struct iscsi_rctx *rc);
  * of the same initiator name, ISID and target (reinstatement).
  */
 uint16_t tnd_iscsi_session_register(struct iscsi_conn *c);
+/*
+ * Serve an already connected stream socket (takes ownership of @fd) as if
+ * a portal had accepted it; any thread, after start. Used by the
+ * connection fuzzer with one end of a socketpair.
+ */
+int tnd_iscsi_server_adopt(struct tnd_target_server *srv, int fd);
 
 #endif

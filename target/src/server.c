@@ -383,6 +383,8 @@ static void new_connection(struct tnd_target_server *srv, int fd)
 			const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&peer;
 			inet_ntop(AF_INET6, &s6->sin6_addr, a, sizeof(a));
 			port = ntohs(s6->sin6_port);
+		} else if (peer.ss_family == AF_UNIX) {
+			snprintf(a, sizeof(a), "local");
 		} else {
 			const struct sockaddr_in *s4 = (const struct sockaddr_in *)&peer;
 			inet_ntop(AF_INET, &s4->sin_addr, a, sizeof(a));
@@ -395,6 +397,33 @@ static void new_connection(struct tnd_target_server *srv, int fd)
 	c->rc = &srv->rctx[srv->next_reactor];
 	srv->next_reactor = (srv->next_reactor + 1) % srv->nr_reactors;
 	tnd_reactor_send(c->rc->reactor, &c->handoff_msg);
+}
+
+struct adopt_msg {
+	struct tnd_msg m;
+	struct tnd_target_server *srv;
+	int fd;
+};
+
+static void adopt_fn(struct tnd_msg *m)
+{
+	struct adopt_msg *a = tnd_container_of(m, struct adopt_msg, m);
+	/* A stopping reactor closes what it is handed, so no check here. */
+	new_connection(a->srv, a->fd);
+	free(a);
+}
+
+int tnd_iscsi_server_adopt(struct tnd_target_server *srv, int fd)
+{
+	struct adopt_msg *a = malloc(sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->m.fn = adopt_fn;
+	a->srv = srv;
+	a->fd = fd;
+	/* Through reactor 0, which owns the round-robin counter. */
+	tnd_reactor_send(srv->reactors[0], &a->m);
+	return 0;
 }
 
 static void portals_closed(struct tnd_target_server *srv);
