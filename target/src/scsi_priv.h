@@ -128,7 +128,10 @@ enum {
 /* Limits we advertise in the Block Limits VPD page and enforce. */
 #define SCSI_MAX_UNMAP_DESCRIPTORS 256u
 #define SCSI_MAX_UNMAP_BLOCKS (1u << 20)
-#define SCSI_MAX_WRITE_SAME_BLOCKS (1u << 22)
+/* One WRITE SAME is one command's worth of work: with a pattern it is
+ * written block by block, and 64 Ki blocks (32 MiB to 256 MiB) stays well
+ * inside an initiator's command timeout. Also WRITE SAME(10)'s limit. */
+#define SCSI_MAX_WRITE_SAME_BLOCKS 0xffffu
 #define SCSI_MAX_CAW_BLOCKS 16u
 
 struct scsi_op;

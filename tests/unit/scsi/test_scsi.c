@@ -1493,6 +1493,17 @@ static void write_same(void **state)
 	assert_sense(&t, 0x5, 0x24, 0x00);
 	t = run_raw(f, c, two, 2 * BS);
 	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* Longer than MAXIMUM WRITE SAME LENGTH (which the VPD page says). */
+	uint8_t vpd[64];
+	t = RUN(f, vpd, 64, 0x12, 1, 0xb0, 0, 64, 0);
+	assert_int_equal(tnd_get_be64(vpd + 36), 0xffff);
+	assert_int_equal(tnd_volume_resize(&f->mv->vol, 0x10000 + 8), 0);
+	put_rw16(c, 0x93, 0x08, 0, 0x10000);
+	t = run_raw(f, c, blk, BS);
+	assert_sense(&t, 0x6, 0x2a, 0x09); /* the resize */
+	t = run_raw(f, c, blk, BS);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_field_ptr(&t, true, 10);
 	/* A large range is written in chunks. */
 	fill(blk, BS, 8);
 	put_rw16(c, 0x93, 0, 0, NBLOCKS);
