@@ -37,8 +37,8 @@ if ip -6 addr show lo 2>/dev/null | grep -q "::1/128"; then
 	start_tandemd --portal "$v6"
 	out=$(iscsi-ls "iscsi://$v6") || fail "iscsi-ls over IPv6 failed: $out"
 	echo "$out"
-	echo "$out" | grep -q "Portal:$v6,1" || fail "SendTargets lacks the IPv6 portal"
-	echo "$out" | grep -q "Portal:127.0.0.1:$TND_PORT,1" || fail "SendTargets lacks the IPv4 portal"
+	echo "$out" | grep -qF "Portal:$v6,1" || fail "SendTargets lacks the IPv6 portal"
+	echo "$out" | grep -qF "Portal:127.0.0.1:$TND_PORT,1" || fail "SendTargets lacks the IPv4 portal"
 	iscsi-inq "iscsi://$v6/$TND_IQN/0" >/dev/null || fail "INQUIRY over IPv6 failed"
 	stop_tandemd
 else
