@@ -1,0 +1,468 @@
+/*
+ * flat and passthrough volumes; see tnd_flat.h.
+ *
+ * Every request becomes one io_uring operation on the submitting reactor's
+ * ring: readv/writev at the byte offset, fsync(DATASYNC) for FLUSH and
+ * fallocate(PUNCH_HOLE) for UNMAP and WRITE_ZEROES. Short transfers (rare
+ * on files, possible on devices) are continued from where they stopped.
+ * With O_DIRECT a buffer that is not sector-aligned goes through an
+ * aligned bounce buffer instead of failing with EINVAL.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "tnd_common.h"
+#include "tnd_flat.h"
+#include "tnd_reactor.h"
+#include "tnd_volume.h"
+
+#define DIO_ALIGN 4096u
+
+struct flat_vol {
+	struct tnd_volume vol;
+	int fd;
+	char *path;
+	bool passthrough;
+	bool direct;
+	bool read_only;
+	bool is_blockdev;
+	uint32_t block_size;
+	_Atomic uint64_t num_blocks;
+	atomic_bool failed;
+	_Atomic uint64_t read_ops, write_ops, read_bytes, write_bytes, flush_ops, unmap_ops, errors;
+};
+
+struct flat_io {
+	struct tnd_uring_op op;
+	struct flat_vol *fv;
+	struct tnd_io *io;
+	uint64_t off;          /* byte offset of the next transfer */
+	size_t done;           /* bytes moved so far */
+	size_t total;          /* bytes to move */
+	struct iovec *iov;     /* what the next transfer uses */
+	int iovcnt;
+	struct iovec *owned_iov;
+	void *bounce;
+	struct iovec bounce_iov;
+};
+
+static void flat_fail(struct flat_vol *fv, const char *what, int err)
+{
+	atomic_fetch_add_explicit(&fv->errors, 1, memory_order_relaxed);
+	if (!atomic_exchange(&fv->failed, true))
+		tnd_err("flat", "%s: %s failed (%s): device fail-stopped, writes refused from now on",
+			fv->path, what, strerror(-err));
+}
+
+static int flat_queue(struct flat_io *fi);
+
+static void flat_complete(struct flat_io *fi, int status)
+{
+	struct tnd_io *io = fi->io;
+	if (fi->bounce) {
+		if (status == 0 && io->type == TND_IO_READ) {
+			/* Scatter the aligned copy back into the caller's buffers. */
+			const char *src = fi->bounce;
+			for (int i = 0; i < io->iovcnt; i++) {
+				memcpy(io->iov[i].iov_base, src, io->iov[i].iov_len);
+				src += io->iov[i].iov_len;
+			}
+		}
+		free(fi->bounce);
+		fi->bounce = NULL;
+	}
+	free(fi->owned_iov);
+	fi->owned_iov = NULL;
+	io->cb(io, status);
+}
+
+/* Drop @n bytes from the front of the current iovec list (short transfer). */
+static int advance_iov(struct flat_io *fi, size_t n)
+{
+	if (!fi->owned_iov) {
+		fi->owned_iov = malloc(sizeof(struct iovec) * (size_t)fi->iovcnt);
+		if (!fi->owned_iov)
+			return -ENOMEM;
+		memcpy(fi->owned_iov, fi->iov, sizeof(struct iovec) * (size_t)fi->iovcnt);
+		fi->iov = fi->owned_iov;
+	}
+	while (n > 0 && fi->iovcnt > 0) {
+		if (n >= fi->iov[0].iov_len) {
+			n -= fi->iov[0].iov_len;
+			fi->iov++;
+			fi->iovcnt--;
+		} else {
+			fi->iov[0].iov_base = (char *)fi->iov[0].iov_base + n;
+			fi->iov[0].iov_len -= n;
+			n = 0;
+		}
+	}
+	return 0;
+}
+
+static void flat_rw_done(struct tnd_uring_op *op, int res, unsigned flags)
+{
+	struct flat_io *fi = tnd_container_of(op, struct flat_io, op);
+	struct flat_vol *fv = fi->fv;
+	bool is_write = fi->io->type == TND_IO_WRITE;
+
+	if (res < 0 || (res == 0 && fi->done < fi->total)) {
+		int err = res < 0 ? res : -EIO;
+		if (is_write) {
+			flat_fail(fv, "write", err);
+			flat_complete(fi, err == -ENOSPC ? -ENOSPC : -EIO);
+		} else {
+			atomic_fetch_add_explicit(&fv->errors, 1, memory_order_relaxed);
+			tnd_err("flat", "%s: read at %llu failed: %s", fv->path,
+				(unsigned long long)fi->off, strerror(-err));
+			flat_complete(fi, -EIO);
+		}
+		return;
+	}
+	fi->done += (size_t)res;
+	fi->off += (uint64_t)res;
+	if (fi->done < fi->total) {
+		int ret = advance_iov(fi, (size_t)res);
+		if (ret == 0)
+			ret = flat_queue(fi);
+		if (ret < 0)
+			flat_complete(fi, ret);
+		return;
+	}
+	flat_complete(fi, 0);
+}
+
+static void flat_sync_done(struct tnd_uring_op *op, int res, unsigned flags)
+{
+	struct flat_io *fi = tnd_container_of(op, struct flat_io, op);
+	if (res < 0) {
+		flat_fail(fi->fv, fi->io->type == TND_IO_FLUSH ? "fdatasync" : "discard", res);
+		flat_complete(fi, -EIO);
+		return;
+	}
+	flat_complete(fi, 0);
+}
+
+static int flat_queue(struct flat_io *fi)
+{
+	struct tnd_io *io = fi->io;
+	struct flat_vol *fv = fi->fv;
+	struct io_uring_sqe *sqe = tnd_reactor_sqe(io->reactor, &fi->op);
+	if (!sqe)
+		return -EBUSY;
+
+	switch (io->type) {
+	case TND_IO_READ:
+		fi->op.cb = flat_rw_done;
+		io_uring_prep_readv(sqe, fv->fd, fi->iov, (unsigned)fi->iovcnt, fi->off);
+		break;
+	case TND_IO_WRITE:
+		fi->op.cb = flat_rw_done;
+		io_uring_prep_writev(sqe, fv->fd, fi->iov, (unsigned)fi->iovcnt, fi->off);
+		if (io->flags & TND_IO_FUA)
+			sqe->rw_flags = RWF_DSYNC;
+		break;
+	case TND_IO_FLUSH:
+		fi->op.cb = flat_sync_done;
+		io_uring_prep_fsync(sqe, fv->fd, IORING_FSYNC_DATASYNC);
+		break;
+	case TND_IO_UNMAP:
+	case TND_IO_WRITE_ZEROES:
+		fi->op.cb = flat_sync_done;
+		io_uring_prep_fallocate(sqe, fv->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+					fi->off, (off_t)fi->total);
+		break;
+	}
+	return 0;
+}
+
+static bool iov_aligned(const struct iovec *iov, int iovcnt)
+{
+	for (int i = 0; i < iovcnt; i++)
+		if (((uintptr_t)iov[i].iov_base | iov[i].iov_len) & (DIO_ALIGN - 1))
+			return false;
+	return true;
+}
+
+static int flat_submit(struct tnd_volume *vol, struct tnd_io *io)
+{
+	struct flat_vol *fv = tnd_container_of(vol, struct flat_vol, vol);
+	struct flat_io *fi = tnd_io_ctx(io, vol);
+	uint64_t nb = atomic_load_explicit(&fv->num_blocks, memory_order_relaxed);
+
+	if (io->type != TND_IO_FLUSH && (io->lba > nb || io->nblocks > nb - io->lba))
+		return -EINVAL;
+	if (io->type != TND_IO_READ && (fv->read_only || atomic_load(&fv->failed)))
+		return -EROFS;
+
+	memset(fi, 0, sizeof(*fi));
+	fi->fv = fv;
+	fi->io = io;
+	fi->off = io->lba * fv->block_size;
+	fi->total = (size_t)io->nblocks * fv->block_size;
+	fi->iov = io->iov;
+	fi->iovcnt = io->iovcnt;
+
+	switch (io->type) {
+	case TND_IO_READ:
+	case TND_IO_WRITE:
+		if (tnd_iov_length(io->iov, io->iovcnt) != fi->total)
+			return -EINVAL;
+		if (fi->total == 0)
+			return -EINVAL;
+		if (fv->direct && !iov_aligned(io->iov, io->iovcnt)) {
+			if (posix_memalign(&fi->bounce, DIO_ALIGN, fi->total))
+				return -ENOMEM;
+			if (io->type == TND_IO_WRITE) {
+				char *dst = fi->bounce;
+				for (int i = 0; i < io->iovcnt; i++) {
+					memcpy(dst, io->iov[i].iov_base, io->iov[i].iov_len);
+					dst += io->iov[i].iov_len;
+				}
+			}
+			fi->bounce_iov = (struct iovec){ fi->bounce, fi->total };
+			fi->iov = &fi->bounce_iov;
+			fi->iovcnt = 1;
+		}
+		if (io->type == TND_IO_READ) {
+			atomic_fetch_add_explicit(&fv->read_ops, 1, memory_order_relaxed);
+			atomic_fetch_add_explicit(&fv->read_bytes, fi->total, memory_order_relaxed);
+		} else {
+			atomic_fetch_add_explicit(&fv->write_ops, 1, memory_order_relaxed);
+			atomic_fetch_add_explicit(&fv->write_bytes, fi->total, memory_order_relaxed);
+		}
+		break;
+	case TND_IO_FLUSH:
+		atomic_fetch_add_explicit(&fv->flush_ops, 1, memory_order_relaxed);
+		break;
+	case TND_IO_UNMAP:
+	case TND_IO_WRITE_ZEROES:
+		atomic_fetch_add_explicit(&fv->unmap_ops, 1, memory_order_relaxed);
+		if (fi->total == 0)
+			return -EINVAL;
+		break;
+	default:
+		return -EOPNOTSUPP;
+	}
+
+	int ret = flat_queue(fi);
+	if (ret < 0) {
+		free(fi->bounce);
+		return ret;
+	}
+	return 0;
+}
+
+static void flat_info(struct tnd_volume *vol, struct tnd_volume_info *out)
+{
+	struct flat_vol *fv = tnd_container_of(vol, struct flat_vol, vol);
+	*out = (struct tnd_volume_info){
+		.block_size = fv->block_size,
+		.num_blocks = atomic_load_explicit(&fv->num_blocks, memory_order_relaxed),
+		.write_cache = true,
+		.thin = !fv->passthrough,
+		.unmap_zeroes = true,
+		.read_only = fv->read_only,
+		.rotational = false,
+		.state = atomic_load(&fv->failed) ? TND_VOLUME_FAILED : TND_VOLUME_ONLINE,
+		.opt_io_blocks = 4096 / fv->block_size,
+		.max_unmap_blocks = fv->read_only ? 0 : (uint32_t)((1u << 30) / fv->block_size),
+	};
+}
+
+static void flat_stats_json(struct tnd_volume *vol, json_t *out)
+{
+	struct flat_vol *fv = tnd_container_of(vol, struct flat_vol, vol);
+	struct { const char *key; _Atomic uint64_t *v; } c[] = {
+		{ "read_ops", &fv->read_ops }, { "write_ops", &fv->write_ops },
+		{ "read_bytes", &fv->read_bytes }, { "write_bytes", &fv->write_bytes },
+		{ "flush_ops", &fv->flush_ops }, { "unmap_ops", &fv->unmap_ops },
+		{ "io_errors", &fv->errors },
+	};
+	for (size_t i = 0; i < TND_ARRAY_SIZE(c); i++)
+		json_object_set_new(out, c[i].key, json_integer((json_int_t)atomic_load(c[i].v)));
+	json_object_set_new(out, "path", json_string(fv->path));
+	json_object_set_new(out, "direct_io", json_boolean(fv->direct));
+
+	struct stat st;
+	if (fstat(fv->fd, &st) == 0 && S_ISREG(st.st_mode)) {
+		uint64_t phys = (uint64_t)st.st_blocks * 512;
+		json_object_set_new(out, "physical_bytes", json_integer((json_int_t)phys));
+	}
+}
+
+static int flat_resize(struct tnd_volume *vol, uint64_t num_blocks)
+{
+	struct flat_vol *fv = tnd_container_of(vol, struct flat_vol, vol);
+	if (fv->passthrough || fv->read_only)
+		return -EOPNOTSUPP;
+	if (num_blocks < atomic_load(&fv->num_blocks))
+		return -EINVAL; /* shrinking would cut off the user's data */
+	if (ftruncate(fv->fd, (off_t)(num_blocks * fv->block_size)) < 0)
+		return -errno;
+	atomic_store(&fv->num_blocks, num_blocks);
+	return 0;
+}
+
+static void flat_destroy(struct tnd_volume *vol)
+{
+	struct flat_vol *fv = tnd_container_of(vol, struct flat_vol, vol);
+	close(fv->fd);
+	free(fv->path);
+	free(fv);
+}
+
+static const struct tnd_volume_ops flat_ops = {
+	.type = "flat",
+	.ctx_size = sizeof(struct flat_io),
+	.submit = flat_submit,
+	.info = flat_info,
+	.stats_json = flat_stats_json,
+	.resize = flat_resize,
+	.destroy = flat_destroy,
+};
+
+static const struct tnd_volume_ops passthrough_ops = {
+	.type = "passthrough",
+	.ctx_size = sizeof(struct flat_io),
+	.submit = flat_submit,
+	.info = flat_info,
+	.stats_json = flat_stats_json,
+	.destroy = flat_destroy,
+};
+
+/* Size and sector size of what @fd is; for files the sector is 512. */
+static int probe(struct flat_vol *fv, uint64_t *bytes, uint32_t *sector)
+{
+	struct stat st;
+	if (fstat(fv->fd, &st) < 0)
+		return -errno;
+	if (S_ISBLK(st.st_mode)) {
+		uint64_t sz;
+		int ss;
+		if (ioctl(fv->fd, BLKGETSIZE64, &sz) < 0 || ioctl(fv->fd, BLKSSZGET, &ss) < 0)
+			return -errno;
+		fv->is_blockdev = true;
+		*bytes = sz;
+		*sector = (uint32_t)ss;
+		return 0;
+	}
+	if (S_ISREG(st.st_mode)) {
+		*bytes = (uint64_t)st.st_size;
+		*sector = 512;
+		return 0;
+	}
+	return S_ISDIR(st.st_mode) ? -EISDIR : -ENOTBLK;
+}
+
+int tnd_flat_open(const struct tnd_flat_opts *opts, struct tnd_volume **out)
+{
+	int ret;
+	uint32_t bs = opts->block_size ? opts->block_size : 512;
+	if (bs != 512 && bs != 4096) {
+		tnd_err("flat", "%s: block size %u: must be 512 or 4096", opts->path, bs);
+		return -EINVAL;
+	}
+	if (opts->size % bs) {
+		tnd_err("flat", "%s: size %llu is not a multiple of the block size %u", opts->path,
+			(unsigned long long)opts->size, bs);
+		return -EINVAL;
+	}
+	if (!opts->passthrough && opts->size == 0) {
+		tnd_err("flat", "%s: a flat device needs a size", opts->path);
+		return -EINVAL;
+	}
+
+	struct flat_vol *fv = calloc(1, sizeof(*fv));
+	if (!fv)
+		return -ENOMEM;
+	fv->path = strdup(opts->path);
+	if (!fv->path) {
+		ret = -ENOMEM;
+		goto err_free;
+	}
+	fv->passthrough = opts->passthrough;
+	fv->read_only = opts->read_only;
+	fv->block_size = bs;
+
+	int mode = opts->read_only ? O_RDONLY : O_RDWR;
+	if (opts->passthrough) {
+		/* Direct I/O where the device allows; a file on tmpfs does not. */
+		fv->fd = open(opts->path, mode | O_CLOEXEC | O_DIRECT);
+		if (fv->fd >= 0)
+			fv->direct = true;
+		else if (errno == EINVAL)
+			fv->fd = open(opts->path, mode | O_CLOEXEC);
+	} else {
+		fv->fd = open(opts->path, mode | O_CLOEXEC | (opts->read_only ? 0 : O_CREAT), 0600);
+	}
+	if (fv->fd < 0) {
+		ret = -errno;
+		tnd_err("flat", "%s: cannot open: %s", opts->path, strerror(errno));
+		goto err_free_path;
+	}
+
+	uint64_t bytes = 0;
+	uint32_t sector = 0;
+	ret = probe(fv, &bytes, &sector);
+	if (ret < 0) {
+		tnd_err("flat", "%s: not a regular file or block device (%s)", opts->path, strerror(-ret));
+		goto err_close_fd;
+	}
+	if (sector > bs) {
+		tnd_err("flat", "%s: device sector size %u is larger than the block size %u",
+			opts->path, sector, bs);
+		ret = -EINVAL;
+		goto err_close_fd;
+	}
+
+	uint64_t size = opts->size;
+	if (opts->passthrough) {
+		if (size == 0)
+			size = bytes - bytes % bs;
+		if (size > bytes) {
+			tnd_err("flat", "%s: size %llu exceeds the device (%llu bytes)", opts->path,
+				(unsigned long long)size, (unsigned long long)bytes);
+			ret = -EINVAL;
+			goto err_close_fd;
+		}
+	} else if (bytes > size) {
+		tnd_err("flat", "%s: existing image is %llu bytes, larger than the configured size "
+			"%llu; refusing to shrink it", opts->path, (unsigned long long)bytes,
+			(unsigned long long)size);
+		ret = -EINVAL;
+		goto err_close_fd;
+	} else if (bytes < size && !opts->read_only) {
+		if (ftruncate(fv->fd, (off_t)size) < 0) {
+			ret = -errno;
+			tnd_err("flat", "%s: cannot size image: %s", opts->path, strerror(errno));
+			goto err_close_fd;
+		}
+	}
+	if (size == 0) {
+		tnd_err("flat", "%s: empty device", opts->path);
+		ret = -EINVAL;
+		goto err_close_fd;
+	}
+	fv->num_blocks = size / bs;
+
+	tnd_volume_init(&fv->vol, opts->passthrough ? &passthrough_ops : &flat_ops, NULL);
+	*out = &fv->vol;
+	return 0;
+
+err_close_fd:
+	close(fv->fd);
+err_free_path:
+	free(fv->path);
+err_free:
+	free(fv);
+	return ret;
+}

@@ -1,0 +1,642 @@
+/*
+ * scsi.c — the opcode table, CDB checks, unit attentions and dispatch;
+ * the LU and nexus objects. See scsi.h for the contract with the transport
+ * and scsi_priv.h for how the scsi*.c files divide the work.
+ *
+ * Every CDB is decoded from one table indexed by opcode. An entry says
+ * what the command is called, which function runs it, how long its CDB
+ * is, where its transfer length lives (so tnd_scsi_cdb_xfer() and the exec
+ * functions agree) and which CDB bits it allows. The allowed-bits mask is
+ * the same "CDB usage data" that REPORT SUPPORTED OPERATION CODES returns,
+ * so what we advertise and what we enforce cannot drift apart.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "scsi_priv.h"
+#include "tnd_reactor.h"
+
+#define FF4 0xff, 0xff, 0xff, 0xff
+#define FF8 FF4, FF4
+
+static const struct scsi_op service_action_in_16[32] = {
+	[SCSI_SAI_READ_CAPACITY_16] = {
+		.name = "READ CAPACITY(16)", .exec = sbc_read_capacity_16, .cdb_len = 16,
+		.sa_code = SCSI_SAI_READ_CAPACITY_16,
+		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 10, .len_size = 4,
+		.usage = { 0x9e, 0x10, FF8, FF4, 0x01, 0x00 },
+	},
+	[SCSI_SAI_GET_LBA_STATUS] = {
+		.name = "GET LBA STATUS", .exec = sbc_get_lba_status, .cdb_len = 16,
+		.sa_code = SCSI_SAI_GET_LBA_STATUS,
+		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 10, .len_size = 4,
+		.usage = { 0x9e, 0x12, FF8, FF4, 0x00, 0x00 },
+	},
+};
+
+static const struct scsi_op maintenance_in[32] = {
+	[SCSI_MI_REPORT_SUPPORTED_OPCODES] = {
+		.name = "REPORT SUPPORTED OPERATION CODES", .exec = spc_report_opcodes,
+		.cdb_len = 12, .sa_code = SCSI_MI_REPORT_SUPPORTED_OPCODES,
+		.flags = SCSI_OP_NO_LU,
+		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 6, .len_size = 4,
+		.usage = { 0xa3, 0x0c, 0x87, 0xff, 0xff, 0xff, FF4, 0x00, 0x00 },
+	},
+	[SCSI_MI_REPORT_SUPPORTED_TMFS] = {
+		.name = "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS", .exec = spc_report_tmfs,
+		.cdb_len = 12, .sa_code = SCSI_MI_REPORT_SUPPORTED_TMFS,
+		.flags = SCSI_OP_NO_LU,
+		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 6, .len_size = 4,
+		.usage = { 0xa3, 0x0d, 0x80, 0x00, 0x00, 0x00, FF4, 0x00, 0x00 },
+	},
+};
+
+static const struct scsi_op ops[256] = {
+	[SCSI_TEST_UNIT_READY] = {
+		.name = "TEST UNIT READY", .exec = spc_test_unit_ready, .cdb_len = 6,
+		.usage = { 0x00, 0x00, 0x00, 0x00, 0x00, 0x00 },
+	},
+	[SCSI_REQUEST_SENSE] = {
+		.name = "REQUEST SENSE", .exec = spc_request_sense, .cdb_len = 6,
+		.flags = SCSI_OP_KEEPS_UA | SCSI_OP_NO_LU,
+		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 4, .len_size = 1,
+		.usage = { 0x03, 0x01, 0x00, 0x00, 0xff, 0x00 },
+	},
+	[SCSI_READ_6] = {
+		.name = "READ(6)", .exec = sbc_rw, .cdb_len = 6,
+		.flags = SCSI_OP_ZERO_IS_256,
+		.xfer = SCSI_XFER_IN_BLOCKS, .len_off = 4, .len_size = 1,
+		.usage = { 0x08, 0x1f, 0xff, 0xff, 0xff, 0x00 },
+	},
+	[SCSI_WRITE_6] = {
+		.name = "WRITE(6)", .exec = sbc_rw, .cdb_len = 6,
+		.flags = SCSI_OP_ZERO_IS_256 | SCSI_OP_WRITES,
+		.xfer = SCSI_XFER_OUT_BLOCKS, .len_off = 4, .len_size = 1,
+		.usage = { 0x0a, 0x1f, 0xff, 0xff, 0xff, 0x00 },
+	},
+	[SCSI_INQUIRY] = {
+		.name = "INQUIRY", .exec = spc_inquiry, .cdb_len = 6,
+		.flags = SCSI_OP_KEEPS_UA,
+		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 3, .len_size = 2,
+		.usage = { 0x12, 0x01, 0xff, 0xff, 0xff, 0x00 },
+	},
+	[SCSI_MODE_SELECT_6] = {
+		.name = "MODE SELECT(6)", .exec = spc_mode_select, .cdb_len = 6,
+		.xfer = SCSI_XFER_OUT_PARAM, .len_off = 4, .len_size = 1,
+		.usage = { 0x15, 0x11, 0x00, 0x00, 0xff, 0x00 },
+	},
+	[SCSI_MODE_SENSE_6] = {
+		.name = "MODE SENSE(6)", .exec = spc_mode_sense, .cdb_len = 6,
+		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 4, .len_size = 1,
+		.usage = { 0x1a, 0x08, 0xff, 0xff, 0xff, 0x00 },
+	},
+	[SCSI_START_STOP_UNIT] = {
+		.name = "START STOP UNIT", .exec = sbc_start_stop_unit, .cdb_len = 6,
+		.usage = { 0x1b, 0x01, 0x00, 0x0f, 0xf7, 0x00 },
+	},
+	[SCSI_READ_CAPACITY_10] = {
+		.name = "READ CAPACITY(10)", .exec = sbc_read_capacity_10, .cdb_len = 10,
+		.xfer = SCSI_XFER_IN_FIXED, .fixed_len = 8,
+		.usage = { 0x25, 0x00, FF4, 0x00, 0x00, 0x01, 0x00 },
+	},
+	[SCSI_READ_10] = {
+		.name = "READ(10)", .exec = sbc_rw, .cdb_len = 10,
+		.xfer = SCSI_XFER_IN_BLOCKS, .len_off = 7, .len_size = 2,
+		.usage = { 0x28, 0x1c, FF4, 0x1f, 0xff, 0xff, 0x00 },
+	},
+	[SCSI_WRITE_10] = {
+		.name = "WRITE(10)", .exec = sbc_rw, .cdb_len = 10,
+		.flags = SCSI_OP_WRITES,
+		.xfer = SCSI_XFER_OUT_BLOCKS, .len_off = 7, .len_size = 2,
+		.usage = { 0x2a, 0x18, FF4, 0x1f, 0xff, 0xff, 0x00 },
+	},
+	[SCSI_WRITE_VERIFY_10] = {
+		.name = "WRITE AND VERIFY(10)", .exec = sbc_rw, .cdb_len = 10,
+		.flags = SCSI_OP_WRITES,
+		.xfer = SCSI_XFER_OUT_BLOCKS, .len_off = 7, .len_size = 2,
+		.usage = { 0x2e, 0x12, FF4, 0x1f, 0xff, 0xff, 0x00 },
+	},
+	[SCSI_VERIFY_10] = {
+		.name = "VERIFY(10)", .exec = sbc_verify, .cdb_len = 10,
+		.xfer = SCSI_XFER_CUSTOM, .xfer_fn = sbc_xfer_verify,
+		.usage = { 0x2f, 0x16, FF4, 0x1f, 0xff, 0xff, 0x00 },
+	},
+	[SCSI_PRE_FETCH_10] = {
+		.name = "PRE-FETCH(10)", .exec = sbc_pre_fetch, .cdb_len = 10,
+		.usage = { 0x34, 0x02, FF4, 0x1f, 0xff, 0xff, 0x00 },
+	},
+	[SCSI_SYNCHRONIZE_CACHE_10] = {
+		.name = "SYNCHRONIZE CACHE(10)", .exec = sbc_sync_cache, .cdb_len = 10,
+		.usage = { 0x35, 0x06, FF4, 0x1f, 0xff, 0xff, 0x00 },
+	},
+	[SCSI_WRITE_SAME_10] = {
+		.name = "WRITE SAME(10)", .exec = sbc_write_same, .cdb_len = 10,
+		.flags = SCSI_OP_WRITES,
+		.xfer = SCSI_XFER_CUSTOM, .xfer_fn = sbc_xfer_write_same,
+		.usage = { 0x41, 0x18, FF4, 0x1f, 0xff, 0xff, 0x00 },
+	},
+	[SCSI_UNMAP] = {
+		.name = "UNMAP", .exec = sbc_unmap, .cdb_len = 10,
+		.flags = SCSI_OP_WRITES,
+		.xfer = SCSI_XFER_OUT_PARAM, .len_off = 7, .len_size = 2,
+		.usage = { 0x42, 0x01, 0x00, 0x00, 0x00, 0x00, 0x1f, 0xff, 0xff, 0x00 },
+	},
+	[SCSI_MODE_SELECT_10] = {
+		.name = "MODE SELECT(10)", .exec = spc_mode_select, .cdb_len = 10,
+		.xfer = SCSI_XFER_OUT_PARAM, .len_off = 7, .len_size = 2,
+		.usage = { 0x55, 0x11, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00 },
+	},
+	[SCSI_MODE_SENSE_10] = {
+		.name = "MODE SENSE(10)", .exec = spc_mode_sense, .cdb_len = 10,
+		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 7, .len_size = 2,
+		.usage = { 0x5a, 0x18, 0xff, 0xff, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00 },
+	},
+	[SCSI_READ_16] = {
+		.name = "READ(16)", .exec = sbc_rw, .cdb_len = 16,
+		.xfer = SCSI_XFER_IN_BLOCKS, .len_off = 10, .len_size = 4,
+		.usage = { 0x88, 0x1c, FF8, FF4, 0x1f, 0x00 },
+	},
+	[SCSI_WRITE_16] = {
+		.name = "WRITE(16)", .exec = sbc_rw, .cdb_len = 16,
+		.flags = SCSI_OP_WRITES,
+		.xfer = SCSI_XFER_OUT_BLOCKS, .len_off = 10, .len_size = 4,
+		.usage = { 0x8a, 0x18, FF8, FF4, 0x1f, 0x00 },
+	},
+	[SCSI_WRITE_VERIFY_16] = {
+		.name = "WRITE AND VERIFY(16)", .exec = sbc_rw, .cdb_len = 16,
+		.flags = SCSI_OP_WRITES,
+		.xfer = SCSI_XFER_OUT_BLOCKS, .len_off = 10, .len_size = 4,
+		.usage = { 0x8e, 0x12, FF8, FF4, 0x1f, 0x00 },
+	},
+	[SCSI_VERIFY_16] = {
+		.name = "VERIFY(16)", .exec = sbc_verify, .cdb_len = 16,
+		.xfer = SCSI_XFER_CUSTOM, .xfer_fn = sbc_xfer_verify,
+		.usage = { 0x8f, 0x16, FF8, FF4, 0x1f, 0x00 },
+	},
+	[SCSI_PRE_FETCH_16] = {
+		.name = "PRE-FETCH(16)", .exec = sbc_pre_fetch, .cdb_len = 16,
+		.usage = { 0x90, 0x02, FF8, FF4, 0x1f, 0x00 },
+	},
+	[SCSI_SYNCHRONIZE_CACHE_16] = {
+		.name = "SYNCHRONIZE CACHE(16)", .exec = sbc_sync_cache, .cdb_len = 16,
+		.usage = { 0x91, 0x06, FF8, FF4, 0x1f, 0x00 },
+	},
+	[SCSI_WRITE_SAME_16] = {
+		.name = "WRITE SAME(16)", .exec = sbc_write_same, .cdb_len = 16,
+		.flags = SCSI_OP_WRITES,
+		.xfer = SCSI_XFER_CUSTOM, .xfer_fn = sbc_xfer_write_same,
+		.usage = { 0x93, 0x19, FF8, FF4, 0x1f, 0x00 },
+	},
+	[SCSI_SERVICE_ACTION_IN_16] = {
+		.name = "SERVICE ACTION IN(16)", .cdb_len = 16, .sa = service_action_in_16,
+	},
+	[SCSI_REPORT_LUNS] = {
+		.name = "REPORT LUNS", .exec = spc_report_luns, .cdb_len = 12,
+		.flags = SCSI_OP_KEEPS_UA | SCSI_OP_NO_LU,
+		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 6, .len_size = 4,
+		.usage = { 0xa0, 0x00, 0xff, 0x00, 0x00, 0x00, FF4, 0x00, 0x00 },
+	},
+	[SCSI_MAINTENANCE_IN] = {
+		.name = "MAINTENANCE IN", .cdb_len = 12, .sa = maintenance_in,
+	},
+	[SCSI_READ_12] = {
+		.name = "READ(12)", .exec = sbc_rw, .cdb_len = 12,
+		.xfer = SCSI_XFER_IN_BLOCKS, .len_off = 6, .len_size = 4,
+		.usage = { 0xa8, 0x1c, FF4, FF4, 0x1f, 0x00 },
+	},
+	[SCSI_WRITE_12] = {
+		.name = "WRITE(12)", .exec = sbc_rw, .cdb_len = 12,
+		.flags = SCSI_OP_WRITES,
+		.xfer = SCSI_XFER_OUT_BLOCKS, .len_off = 6, .len_size = 4,
+		.usage = { 0xaa, 0x18, FF4, FF4, 0x1f, 0x00 },
+	},
+	[SCSI_WRITE_VERIFY_12] = {
+		.name = "WRITE AND VERIFY(12)", .exec = sbc_rw, .cdb_len = 12,
+		.flags = SCSI_OP_WRITES,
+		.xfer = SCSI_XFER_OUT_BLOCKS, .len_off = 6, .len_size = 4,
+		.usage = { 0xae, 0x12, FF4, FF4, 0x1f, 0x00 },
+	},
+	[SCSI_VERIFY_12] = {
+		.name = "VERIFY(12)", .exec = sbc_verify, .cdb_len = 12,
+		.xfer = SCSI_XFER_CUSTOM, .xfer_fn = sbc_xfer_verify,
+		.usage = { 0xaf, 0x16, FF4, FF4, 0x1f, 0x00 },
+	},
+};
+
+const struct scsi_op *scsi_op_lookup(const uint8_t *cdb)
+{
+	const struct scsi_op *op = &ops[cdb[0]];
+	if (op->sa)
+		op = &op->sa[cdb[1] & 0x1f];
+	return op->exec ? op : NULL;
+}
+
+/* Walk the table in opcode, then service action order. */
+const struct scsi_op *scsi_op_next(const struct scsi_op *prev)
+{
+	unsigned opc = 0, sa = 0;
+	if (prev) {
+		opc = prev->usage[0];
+		if (ops[opc].sa)
+			sa = (unsigned)(prev - ops[opc].sa) + 1;
+		else
+			opc++;
+	}
+	for (; opc < TND_ARRAY_SIZE(ops); opc++, sa = 0) {
+		if (ops[opc].sa) {
+			for (; sa < 32; sa++)
+				if (ops[opc].sa[sa].exec)
+					return &ops[opc].sa[sa];
+		} else if (ops[opc].exec) {
+			return &ops[opc];
+		}
+	}
+	return NULL;
+}
+
+static uint32_t get_be(const uint8_t *p, unsigned size)
+{
+	uint32_t v = 0;
+	for (unsigned i = 0; i < size; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+uint32_t scsi_alloc_len(const struct scsi_op *op, const uint8_t *cdb)
+{
+	if (op->xfer != SCSI_XFER_IN_ALLOC)
+		return 0;
+	return get_be(cdb + op->len_off, op->len_size);
+}
+
+/* Decode dir and byte length from @op's table entry. */
+static int op_xfer(const struct scsi_op *op, const uint8_t *cdb, uint32_t bs,
+		   enum tnd_scsi_dir *dir, uint32_t *len)
+{
+	uint64_t n;
+	switch (op->xfer) {
+	case SCSI_XFER_NONE:
+		*dir = TND_SCSI_DIR_NONE;
+		*len = 0;
+		return 0;
+	case SCSI_XFER_IN_ALLOC:
+	case SCSI_XFER_OUT_PARAM:
+		n = get_be(cdb + op->len_off, op->len_size);
+		*dir = op->xfer == SCSI_XFER_IN_ALLOC ? TND_SCSI_DIR_READ : TND_SCSI_DIR_WRITE;
+		break;
+	case SCSI_XFER_IN_FIXED:
+		n = op->fixed_len;
+		*dir = TND_SCSI_DIR_READ;
+		break;
+	case SCSI_XFER_IN_BLOCKS:
+	case SCSI_XFER_OUT_BLOCKS:
+		n = get_be(cdb + op->len_off, op->len_size);
+		if (n == 0 && (op->flags & SCSI_OP_ZERO_IS_256))
+			n = 256;
+		n *= bs;
+		*dir = op->xfer == SCSI_XFER_IN_BLOCKS ? TND_SCSI_DIR_READ : TND_SCSI_DIR_WRITE;
+		break;
+	case SCSI_XFER_CUSTOM:
+		return op->xfer_fn(cdb, bs, dir, len);
+	default:
+		return -EINVAL;
+	}
+	if (n > UINT32_MAX)
+		return -EINVAL;
+	*len = (uint32_t)n;
+	if (n == 0)
+		*dir = TND_SCSI_DIR_NONE;
+	return 0;
+}
+
+int tnd_scsi_cdb_xfer(const struct tnd_scsi_lu *lu, const uint8_t *cdb, uint8_t cdb_len,
+		      enum tnd_scsi_dir *dir, uint32_t *len)
+{
+	if (cdb_len < 6)
+		return -EINVAL;
+	const struct scsi_op *op = scsi_op_lookup(cdb);
+	if (!op || cdb_len < op->cdb_len)
+		return -EINVAL;
+	uint32_t bs = 512;
+	if (lu) {
+		struct tnd_volume_info info;
+		tnd_volume_info(lu->vol, &info);
+		bs = info.block_size;
+	}
+	return op_xfer(op, cdb, bs, dir, len);
+}
+
+/* ---- unit attentions ---- */
+
+static const uint16_t ua_asc[] = {
+	SCSI_ASC_POWER_ON_RESET,
+	SCSI_ASC_LUN_RESET_OCCURRED,
+	SCSI_ASC_MODE_PARAMETERS_CHANGED,
+	SCSI_ASC_CAPACITY_CHANGED,
+};
+
+bool scsi_itl_take_ua(struct scsi_itl *itl, uint16_t *asc)
+{
+	if (!itl || !itl->ua)
+		return false;
+	unsigned bit = (unsigned)__builtin_ctz(itl->ua);
+	*asc = ua_asc[bit];
+	itl->ua &= ~(1u << bit);
+	/* A power-on report covers a reset that happened since. */
+	if (bit == 0)
+		itl->ua &= ~SCSI_UA_LUN_RESET;
+	return true;
+}
+
+/* Fold what changed on the LU since this nexus last looked into its UAs. */
+static void itl_observe(struct scsi_itl *itl, const struct tnd_scsi_lu *lu,
+			const struct tnd_volume_info *info)
+{
+	unsigned g = atomic_load_explicit(&lu->reset_gen, memory_order_acquire);
+	if (g != itl->seen_reset_gen) {
+		itl->seen_reset_gen = g;
+		itl->ua |= SCSI_UA_LUN_RESET;
+	}
+	g = atomic_load_explicit(&lu->mode_gen, memory_order_acquire);
+	if (g != itl->seen_mode_gen) {
+		itl->seen_mode_gen = g;
+		itl->ua |= SCSI_UA_MODE_CHANGED;
+	}
+	if (info->num_blocks != itl->seen_blocks) {
+		itl->seen_blocks = info->num_blocks;
+		itl->ua |= SCSI_UA_CAPACITY;
+	}
+}
+
+/* Find or make this nexus's state for @lu; NULL on allocation failure. */
+static struct scsi_itl *nexus_itl(struct tnd_scsi_nexus *nx, const struct tnd_scsi_lu *lu,
+				  const struct tnd_volume_info *info)
+{
+	for (unsigned i = 0; i < nx->nr_itl; i++) {
+		struct scsi_itl *itl = &nx->itl[i];
+		if (itl->lu == lu) {
+			if (itl->lu_epoch == lu->epoch)
+				return itl;
+			/* A different LU now lives at this address. */
+			itl->lu = NULL;
+		}
+	}
+	struct scsi_itl *slot = NULL;
+	for (unsigned i = 0; i < nx->nr_itl; i++)
+		if (!nx->itl[i].lu) {
+			slot = &nx->itl[i];
+			break;
+		}
+	if (!slot) {
+		if (nx->nr_itl == nx->cap_itl) {
+			unsigned cap = nx->cap_itl ? nx->cap_itl * 2 : 4;
+			struct scsi_itl *a = realloc(nx->itl, cap * sizeof(*a));
+			if (!a)
+				return NULL;
+			nx->itl = a;
+			nx->cap_itl = cap;
+		}
+		slot = &nx->itl[nx->nr_itl++];
+	}
+	*slot = (struct scsi_itl){
+		.lu = lu,
+		.lu_epoch = lu->epoch,
+		.seen_reset_gen = atomic_load(&lu->reset_gen),
+		.seen_mode_gen = atomic_load(&lu->mode_gen),
+		.seen_blocks = info->num_blocks,
+		.ua = SCSI_UA_POWER_ON,
+	};
+	return slot;
+}
+
+/* ---- LU live settings ---- */
+
+bool scsi_lu_wce(const struct tnd_scsi_lu *lu)
+{
+	return lu->vol_write_cache && atomic_load_explicit(&lu->wce, memory_order_relaxed);
+}
+
+void scsi_lu_set_wce(struct tnd_scsi_lu *lu, struct scsi_itl *self, bool wce)
+{
+	if (atomic_exchange(&lu->wce, wce) == wce)
+		return;
+	unsigned old = atomic_fetch_add_explicit(&lu->mode_gen, 1, memory_order_acq_rel);
+	/* We made the change: only the other nexuses need telling. If someone
+	 * else changed the parameters since we last looked, keep that news. */
+	if (self && self->seen_mode_gen == old)
+		self->seen_mode_gen = old + 1;
+}
+
+/* ---- dispatch ---- */
+
+/* Reserved bits set in the CDB: INVALID FIELD IN CDB pointing at them. */
+static bool cdb_reserved_ok(struct tnd_scsi_cmd *cmd, const struct scsi_op *op)
+{
+	for (unsigned i = 1; i < op->cdb_len; i++) {
+		uint8_t allowed = op->usage[i];
+		if (i == 1 && ops[op->usage[0]].sa)
+			allowed = 0x1f;
+		uint8_t bad = cmd->cdb[i] & (uint8_t)~allowed;
+		if (bad) {
+			scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, i,
+					 31 - __builtin_clz(bad));
+			return false;
+		}
+	}
+	return true;
+}
+
+static void exec_no_lu(struct tnd_scsi_cmd *cmd, const struct scsi_op *op)
+{
+	if (cmd->cdb[0] == SCSI_INQUIRY) {
+		spc_inquiry_no_lu(cmd);
+		return;
+	}
+	if (op && (op->flags & SCSI_OP_NO_LU) && cdb_reserved_ok(cmd, op)) {
+		struct scsi_ctx ctx = { .op = op, .nexus = cmd->nexus };
+		op->exec(cmd, &ctx);
+		return;
+	}
+	if (op && (op->flags & SCSI_OP_NO_LU))
+		return; /* cdb_reserved_ok() completed it */
+	scsi_check(cmd, SCSI_KEY_ILLEGAL_REQUEST, SCSI_ASC_LUN_NOT_SUPPORTED);
+}
+
+void tnd_scsi_exec(struct tnd_scsi_cmd *cmd)
+{
+	cmd->status = TND_SAM_GOOD;
+	cmd->sense_len = 0;
+	cmd->in_len = 0;
+	cmd->xfer_len = 0;
+	cmd->io = NULL;
+	cmd->bounce = NULL;
+	cmd->stage = 0;
+
+	const struct scsi_op *op = NULL;
+	if (cmd->cdb_len >= 6) {
+		op = scsi_op_lookup(cmd->cdb);
+		if (op && cmd->cdb_len < op->cdb_len)
+			op = NULL;
+	}
+
+	if (!cmd->lu) {
+		exec_no_lu(cmd, op);
+		return;
+	}
+
+	struct scsi_ctx ctx = { .op = op, .lu = cmd->lu, .nexus = cmd->nexus };
+	tnd_volume_info(cmd->lu->vol, &ctx.info);
+	ctx.itl = nexus_itl(cmd->nexus, cmd->lu, &ctx.info);
+	if (!ctx.itl) {
+		cmd->status = TND_SAM_BUSY;
+		cmd->done(cmd);
+		return;
+	}
+	itl_observe(ctx.itl, cmd->lu, &ctx.info);
+
+	/* A pending unit attention is the answer to anything but the three
+	 * commands an initiator uses to find out what is there. */
+	bool keeps_ua = op && (op->flags & SCSI_OP_KEEPS_UA);
+	uint16_t ua;
+	if (!keeps_ua && scsi_itl_take_ua(ctx.itl, &ua)) {
+		scsi_check(cmd, SCSI_KEY_UNIT_ATTENTION, ua);
+		return;
+	}
+
+	if (!op) {
+		if (cmd->cdb_len >= 2 && ops[cmd->cdb[0]].sa)
+			scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 1, 4);
+		else
+			scsi_check(cmd, SCSI_KEY_ILLEGAL_REQUEST, SCSI_ASC_INVALID_OPCODE);
+		return;
+	}
+	if (!cdb_reserved_ok(cmd, op))
+		return;
+	if ((op->flags & SCSI_OP_WRITES) && ctx.info.read_only) {
+		scsi_check(cmd, SCSI_KEY_DATA_PROTECT, SCSI_ASC_WRITE_PROTECTED);
+		return;
+	}
+	op->exec(cmd, &ctx);
+}
+
+/* ---- LU ---- */
+
+/* Copy @src into a space-padded field of @n bytes (+ NUL for printing). */
+static void pad_copy(char *dst, size_t n, const char *src)
+{
+	size_t l = strnlen(src, n);
+	memcpy(dst, src, l);
+	memset(dst + l, ' ', n - l);
+	dst[n] = '\0';
+}
+
+/*
+ * The identity is a pure function of the device name, so both nodes of an
+ * HA pair and every restart present the same disk to multipath.
+ */
+static void lu_make_identity(struct tnd_scsi_lu *lu, const char *name)
+{
+	XXH128_hash_t h = XXH3_128bits(name, strlen(name));
+	/* NAA 6 (IEEE Registered Extended): 4-bit NAA, 24-bit company id,
+	 * 36-bit vendor specific id, 64-bit extension. The company id is a
+	 * made-up locally-administered-looking value; the rest is the hash. */
+	static const uint32_t company_id = 0x0a7e5d;
+	uint8_t *n = lu->naa;
+	n[0] = (uint8_t)(0x60 | (company_id >> 20));
+	n[1] = (uint8_t)(company_id >> 12);
+	n[2] = (uint8_t)(company_id >> 4);
+	n[3] = (uint8_t)((company_id & 0xf) << 4 | ((h.high64 >> 32) & 0xf));
+	tnd_put_be32(n + 4, (uint32_t)h.high64);
+	tnd_put_be64(n + 8, h.low64);
+	/* The unit serial is what udev shows as ID_SERIAL_SHORT: keep it
+	 * short, hex, and tied to the same hash as the NAA designator. */
+	snprintf(lu->serial, sizeof(lu->serial), "%016llx",
+		 (unsigned long long)h.low64);
+}
+
+int tnd_scsi_lu_create(const struct tnd_scsi_lu_desc *desc, struct tnd_scsi_lu **out)
+{
+	if (!desc || !desc->name || !desc->name[0] || !desc->vol)
+		return -EINVAL;
+	if (strlen(desc->name) >= sizeof(((struct tnd_scsi_lu *)0)->name))
+		return -ENAMETOOLONG;
+	struct tnd_volume_info info;
+	tnd_volume_info(desc->vol, &info);
+	if (info.block_size < 512 || (info.block_size & (info.block_size - 1)) ||
+	    info.block_size > TND_SCSI_MAX_XFER_BYTES)
+		return -EINVAL;
+
+	struct tnd_scsi_lu *lu = calloc(1, sizeof(*lu));
+	if (!lu)
+		return -ENOMEM;
+	lu->vol = desc->vol;
+	lu->epoch = tnd_now_ns();
+	strcpy(lu->name, desc->name);
+	pad_copy(lu->vendor, 8, desc->vendor ? desc->vendor : "TANDEM");
+	if (desc->product) {
+		pad_copy(lu->product, 16, desc->product);
+	} else {
+		char p[32];
+		snprintf(p, sizeof(p), "tandem %s", desc->vol->ops->type ? desc->vol->ops->type : "");
+		pad_copy(lu->product, 16, p);
+	}
+	pad_copy(lu->revision, 4, TND_VERSION);
+	lu_make_identity(lu, desc->name);
+	lu->vol_write_cache = info.write_cache;
+	atomic_init(&lu->reset_gen, 0);
+	atomic_init(&lu->mode_gen, 0);
+	atomic_init(&lu->wce, true);
+	*out = lu;
+	return 0;
+}
+
+void tnd_scsi_lu_destroy(struct tnd_scsi_lu *lu)
+{
+	free(lu);
+}
+
+void tnd_scsi_lu_reset(struct tnd_scsi_lu *lu)
+{
+	atomic_fetch_add_explicit(&lu->reset_gen, 1, memory_order_acq_rel);
+}
+
+/* ---- nexus ---- */
+
+int tnd_scsi_nexus_create(const char *initiator, const struct tnd_scsi_port *port,
+			  struct tnd_scsi_nexus **out)
+{
+	struct tnd_scsi_nexus *nx = calloc(1, sizeof(*nx));
+	if (!nx)
+		return -ENOMEM;
+	nx->initiator = strdup(initiator ? initiator : "");
+	if (!nx->initiator)
+		goto err_free_nexus;
+	nx->target_name = strdup(port && port->target_name ? port->target_name : "");
+	if (!nx->target_name)
+		goto err_free_initiator;
+	nx->tpgt = port ? port->tpgt : 1;
+	nx->rel_port_id = port && port->rel_port_id ? port->rel_port_id : 1;
+	*out = nx;
+	return 0;
+
+err_free_initiator:
+	free(nx->initiator);
+err_free_nexus:
+	free(nx);
+	return -ENOMEM;
+}
+
+void tnd_scsi_nexus_destroy(struct tnd_scsi_nexus *nx)
+{
+	if (!nx)
+		return;
+	free(nx->itl);
+	free(nx->target_name);
+	free(nx->initiator);
+	free(nx);
+}

@@ -1,0 +1,322 @@
+/*
+ * scsi_priv.h — what the scsi*.c files share among themselves; the
+ * transport sees only scsi.h.
+ *
+ * Layout of the SCSI layer:
+ *   scsi.c        the opcode table, CDB checks, unit attentions, dispatch,
+ *                 LU and nexus objects, tnd_scsi_cdb_xfer()
+ *   scsi_sense.c  every sense datum is built here, from a key/ASC/ASCQ or
+ *                 from a volume's -errno plus what the command was doing
+ *   scsi_spc.c    primary commands: INQUIRY and VPD, REPORT LUNS, REQUEST
+ *                 SENSE, MODE SENSE/SELECT, REPORT SUPPORTED OPCODES/TMFs
+ *   scsi_sbc.c    block commands: READ/WRITE/VERIFY, SYNCHRONIZE CACHE,
+ *                 capacity, UNMAP, WRITE SAME, GET LBA STATUS, PRE-FETCH
+ *
+ * Every exec function receives the command and a struct scsi_ctx built by
+ * the dispatcher (the decoded op, the LU, the nexus's per-LU state and a
+ * snapshot of the volume's info taken for this command). It finishes the
+ * command through scsi_complete()/scsi_check*() exactly once, either
+ * before returning or later from a volume completion.
+ *
+ * Threading: the LU is shared by reactors. Its identity is immutable after
+ * creation; the only mutable fields are atomics (reset and mode-parameter
+ * generations, the WCE setting). Each nexus keeps, per LU it has touched,
+ * the generations it last saw; a difference is a unit attention to report.
+ * So a reset or MODE SELECT costs one atomic increment and every nexus
+ * notices on its next command, with no lock and no cross-reactor message.
+ */
+#ifndef TND_TARGET_SCSI_PRIV_H
+#define TND_TARGET_SCSI_PRIV_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "scsi.h"
+#include "tnd_common.h"
+
+/* ---- opcodes we decode ---- */
+enum {
+	SCSI_TEST_UNIT_READY = 0x00,
+	SCSI_REQUEST_SENSE = 0x03,
+	SCSI_READ_6 = 0x08,
+	SCSI_WRITE_6 = 0x0a,
+	SCSI_INQUIRY = 0x12,
+	SCSI_MODE_SELECT_6 = 0x15,
+	SCSI_MODE_SENSE_6 = 0x1a,
+	SCSI_START_STOP_UNIT = 0x1b,
+	SCSI_READ_CAPACITY_10 = 0x25,
+	SCSI_READ_10 = 0x28,
+	SCSI_WRITE_10 = 0x2a,
+	SCSI_WRITE_VERIFY_10 = 0x2e,
+	SCSI_VERIFY_10 = 0x2f,
+	SCSI_PRE_FETCH_10 = 0x34,
+	SCSI_SYNCHRONIZE_CACHE_10 = 0x35,
+	SCSI_WRITE_SAME_10 = 0x41,
+	SCSI_UNMAP = 0x42,
+	SCSI_MODE_SELECT_10 = 0x55,
+	SCSI_MODE_SENSE_10 = 0x5a,
+	SCSI_READ_16 = 0x88,
+	SCSI_COMPARE_AND_WRITE = 0x89,
+	SCSI_WRITE_16 = 0x8a,
+	SCSI_WRITE_VERIFY_16 = 0x8e,
+	SCSI_VERIFY_16 = 0x8f,
+	SCSI_PRE_FETCH_16 = 0x90,
+	SCSI_SYNCHRONIZE_CACHE_16 = 0x91,
+	SCSI_WRITE_SAME_16 = 0x93,
+	SCSI_SERVICE_ACTION_IN_16 = 0x9e,
+	SCSI_REPORT_LUNS = 0xa0,
+	SCSI_MAINTENANCE_IN = 0xa3,
+	SCSI_READ_12 = 0xa8,
+	SCSI_WRITE_12 = 0xaa,
+	SCSI_WRITE_VERIFY_12 = 0xae,
+	SCSI_VERIFY_12 = 0xaf,
+};
+
+/* Service actions. */
+enum {
+	SCSI_SAI_READ_CAPACITY_16 = 0x10,
+	SCSI_SAI_GET_LBA_STATUS = 0x12,
+	SCSI_MI_REPORT_SUPPORTED_OPCODES = 0x0c,
+	SCSI_MI_REPORT_SUPPORTED_TMFS = 0x0d,
+};
+
+/* Sense keys. */
+enum {
+	SCSI_KEY_NO_SENSE = 0x0,
+	SCSI_KEY_NOT_READY = 0x2,
+	SCSI_KEY_MEDIUM_ERROR = 0x3,
+	SCSI_KEY_HARDWARE_ERROR = 0x4,
+	SCSI_KEY_ILLEGAL_REQUEST = 0x5,
+	SCSI_KEY_UNIT_ATTENTION = 0x6,
+	SCSI_KEY_DATA_PROTECT = 0x7,
+	SCSI_KEY_ABORTED_COMMAND = 0xb,
+	SCSI_KEY_MISCOMPARE = 0xe,
+};
+
+/* Additional sense codes as (ASC << 8 | ASCQ). */
+enum {
+	SCSI_ASC_NONE = 0x0000,
+	SCSI_ASC_WRITE_ERROR = 0x0c00,
+	SCSI_ASC_UNRECOVERED_READ_ERROR = 0x1100,
+	SCSI_ASC_PARAMETER_LIST_LENGTH_ERROR = 0x1a00,
+	SCSI_ASC_MISCOMPARE_DURING_VERIFY = 0x1d00,
+	SCSI_ASC_INVALID_OPCODE = 0x2000,
+	SCSI_ASC_LBA_OUT_OF_RANGE = 0x2100,
+	SCSI_ASC_INVALID_FIELD_IN_CDB = 0x2400,
+	SCSI_ASC_LUN_NOT_SUPPORTED = 0x2500,
+	SCSI_ASC_INVALID_FIELD_IN_PARAM = 0x2600,
+	SCSI_ASC_WRITE_PROTECTED = 0x2700,
+	SCSI_ASC_SPACE_ALLOC_FAILED_WP = 0x2707,
+	SCSI_ASC_POWER_ON_RESET = 0x2900,
+	SCSI_ASC_LUN_RESET_OCCURRED = 0x2903,
+	SCSI_ASC_MODE_PARAMETERS_CHANGED = 0x2a01,
+	SCSI_ASC_CAPACITY_CHANGED = 0x2a09,
+	SCSI_ASC_SAVING_PARAMS_UNSUPPORTED = 0x3900,
+	SCSI_ASC_INTERNAL_TARGET_FAILURE = 0x4400,
+};
+
+struct scsi_op;
+struct scsi_ctx;
+
+typedef void (*scsi_exec_fn)(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+
+/* How to find a command's data transfer length in its CDB. */
+enum scsi_xfer_kind {
+	SCSI_XFER_NONE,
+	SCSI_XFER_IN_ALLOC,     /* data-in, allocation length field (bytes) */
+	SCSI_XFER_OUT_PARAM,    /* data-out, parameter list length field (bytes) */
+	SCSI_XFER_IN_BLOCKS,    /* data-in, transfer length field (blocks) */
+	SCSI_XFER_OUT_BLOCKS,   /* data-out, transfer length field (blocks) */
+	SCSI_XFER_IN_FIXED,     /* data-in of a fixed size (fixed_len) */
+	SCSI_XFER_CUSTOM,       /* op->xfer_fn decides */
+};
+
+enum {
+	/* INQUIRY, REPORT LUNS, REQUEST SENSE: a pending unit attention is
+	 * neither reported nor cleared by them (SAM-5 5.14). */
+	SCSI_OP_KEEPS_UA = 1u << 0,
+	/* Runs without a logical unit (REPORT LUNS on a LUN that is absent). */
+	SCSI_OP_NO_LU = 1u << 1,
+	/* A transfer length of 0 means 256 blocks (READ/WRITE(6)). */
+	SCSI_OP_ZERO_IS_256 = 1u << 2,
+	/* Changes the medium: refused on a read-only LU. */
+	SCSI_OP_WRITES = 1u << 3,
+};
+
+struct scsi_op {
+	const char *name;
+	scsi_exec_fn exec;
+	uint8_t cdb_len;
+	uint8_t flags;                  /* SCSI_OP_* */
+	/* Service-action opcodes: the per-action table, indexed by the
+	 * 5-bit SERVICE ACTION field in byte 1 (exec is NULL then). */
+	const struct scsi_op *sa;
+	uint16_t sa_code;               /* for entries of an sa table */
+	enum scsi_xfer_kind xfer;
+	uint8_t len_off, len_size;      /* where the length field is */
+	uint16_t fixed_len;
+	int (*xfer_fn)(const uint8_t *cdb, uint32_t block_size,
+		       enum tnd_scsi_dir *dir, uint32_t *len);
+	/*
+	 * CDB usage data as REPORT SUPPORTED OPERATION CODES returns it: a bit
+	 * is set where the CDB may have a one. Also what the dispatcher checks
+	 * reserved bits against (bytes 1..cdb_len-1; byte 0 is the opcode).
+	 */
+	uint8_t usage[16];
+};
+
+/* Look up the op for a CDB: NULL if unsupported. */
+const struct scsi_op *scsi_op_lookup(const uint8_t *cdb);
+/* Iterate over every supported op (REPORT SUPPORTED OPERATION CODES). */
+const struct scsi_op *scsi_op_next(const struct scsi_op *prev);
+
+/* Pending unit attention conditions of one I_T_L, in reporting order. */
+enum {
+	SCSI_UA_POWER_ON = 1u << 0,     /* 29/00 */
+	SCSI_UA_LUN_RESET = 1u << 1,    /* 29/03 */
+	SCSI_UA_MODE_CHANGED = 1u << 2, /* 2A/01 */
+	SCSI_UA_CAPACITY = 1u << 3,     /* 2A/09 */
+};
+
+/* A nexus's view of one LU (the "L" of I_T_L). Owned by the nexus. */
+struct scsi_itl {
+	const struct tnd_scsi_lu *lu;
+	uint64_t lu_epoch;              /* tells a new LU at a reused address */
+	unsigned seen_reset_gen;
+	unsigned seen_mode_gen;
+	uint64_t seen_blocks;
+	unsigned ua;                    /* SCSI_UA_* */
+};
+
+struct tnd_scsi_lu {
+	struct tnd_volume *vol;
+	uint64_t epoch;
+	char name[256];
+	char vendor[9];
+	char product[17];
+	char revision[5];
+	char serial[33];
+	uint8_t naa[16];
+	bool vol_write_cache;           /* the volume may hold volatile writes */
+
+	atomic_uint reset_gen;
+	atomic_uint mode_gen;
+	/* WCE as set by MODE SELECT; only meaningful with vol_write_cache.
+	 * When false every write is sent with TND_IO_FUA, so that what the
+	 * caching page says stays true. */
+	atomic_bool wce;
+};
+
+struct tnd_scsi_nexus {
+	char *initiator;
+	char *target_name;
+	uint16_t tpgt;
+	uint16_t rel_port_id;
+	struct scsi_itl *itl;
+	unsigned nr_itl, cap_itl;
+};
+
+/* What the dispatcher hands to every exec function. */
+struct scsi_ctx {
+	const struct scsi_op *op;
+	struct tnd_scsi_lu *lu;         /* NULL only for SCSI_OP_NO_LU ops */
+	struct tnd_scsi_nexus *nexus;
+	struct scsi_itl *itl;           /* NULL when lu is NULL */
+	struct tnd_volume_info info;    /* zeroed when lu is NULL */
+};
+
+/* ---- completing a command (scsi_sense.c) ---- */
+
+/* GOOD status; data already placed with scsi_data_in() if any. */
+void scsi_complete(struct tnd_scsi_cmd *cmd);
+/* CHECK CONDITION with @key and @ascq (an SCSI_ASC_* value). */
+void scsi_check(struct tnd_scsi_cmd *cmd, uint8_t key, uint16_t asc);
+/*
+ * ILLEGAL REQUEST with a sense-key-specific field pointer: @asc is
+ * INVALID FIELD IN CDB or IN PARAMETER LIST; @byte and @bit locate the
+ * offending field (bit < 0: no bit pointer).
+ */
+void scsi_check_field(struct tnd_scsi_cmd *cmd, uint16_t asc, unsigned byte, int bit);
+/* MISCOMPARE with the byte offset of the first difference. */
+void scsi_check_miscompare(struct tnd_scsi_cmd *cmd, uint32_t offset);
+
+/* What a command was doing when its volume I/O failed. */
+enum scsi_err_ctx {
+	SCSI_ERR_READ,
+	SCSI_ERR_WRITE,   /* also flush, unmap, write zeroes */
+};
+/* CHECK CONDITION (or BUSY) for a volume's -errno. */
+void scsi_check_errno(struct tnd_scsi_cmd *cmd, int err, enum scsi_err_ctx what);
+
+/* Build fixed sense (18 bytes) for (@key, @asc) into @buf. */
+unsigned scsi_build_sense(uint8_t *buf, uint8_t key, uint16_t asc);
+
+/*
+ * Return @len bytes of data-in: copies what fits the transport's buffer
+ * and records the command's own transfer length in xfer_len. The caller
+ * has already clipped @len to the CDB's allocation length.
+ */
+void scsi_data_in(struct tnd_scsi_cmd *cmd, const void *buf, uint32_t len);
+
+/* ---- CDB field helpers ---- */
+
+/* Allocation length of a data-in command per its op (0 when none). */
+uint32_t scsi_alloc_len(const struct scsi_op *op, const uint8_t *cdb);
+
+/* ---- the LU's live settings ---- */
+
+/* WCE as the caching page reports it now. */
+bool scsi_lu_wce(const struct tnd_scsi_lu *lu);
+/* Change WCE (MODE SELECT); raises MODE PARAMETERS CHANGED for others. */
+void scsi_lu_set_wce(struct tnd_scsi_lu *lu, struct scsi_itl *self, bool wce);
+/* Take the next pending UA of @itl into @key/@asc; false when none. */
+bool scsi_itl_take_ua(struct scsi_itl *itl, uint16_t *asc);
+
+/*
+ * Whether we offer logical block provisioning management (UNMAP, WRITE
+ * SAME with UNMAP): a thin volume that can deallocate. One definition, so
+ * the VPD pages, READ CAPACITY(16) and the commands agree.
+ */
+static inline bool scsi_info_lbp(const struct tnd_volume_info *info)
+{
+	return info->thin && info->max_unmap_blocks > 0;
+}
+
+/* ---- exec functions ---- */
+
+/* scsi_spc.c */
+void spc_test_unit_ready(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void spc_inquiry(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void spc_report_luns(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void spc_request_sense(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void spc_mode_sense(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void spc_mode_select(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void spc_report_opcodes(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void spc_report_tmfs(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+/* The data INQUIRY returns for a LUN that does not exist. */
+void spc_inquiry_no_lu(struct tnd_scsi_cmd *cmd);
+
+/* scsi_sbc.c */
+void sbc_start_stop_unit(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void sbc_read_capacity_10(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void sbc_read_capacity_16(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void sbc_rw(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void sbc_verify(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void sbc_sync_cache(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void sbc_pre_fetch(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void sbc_unmap(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void sbc_write_same(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void sbc_get_lba_status(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+
+/* Transfer length decoders for the irregular block commands. */
+int sbc_xfer_verify(const uint8_t *cdb, uint32_t block_size, enum tnd_scsi_dir *dir,
+		    uint32_t *len);
+int sbc_xfer_write_same(const uint8_t *cdb, uint32_t block_size, enum tnd_scsi_dir *dir,
+			uint32_t *len);
+
+/* Limits we advertise in the Block Limits VPD page and enforce. */
+#define SCSI_MAX_UNMAP_DESCRIPTORS 256u
+#define SCSI_MAX_WRITE_SAME_BLOCKS (1u << 22)
+
+#endif

@@ -1,0 +1,561 @@
+/*
+ * The iSCSI server: configuration, portals, accept and hand-off, the
+ * session registry, graceful stop. See tnd_target.h for the contract and
+ * iscsi_conn.h for how the transport files fit together.
+ *
+ * Accept. Each portal has one multishot accept on reactor 0. A new socket
+ * gets a struct iscsi_conn there and is handed by message to the next
+ * reactor round-robin, which owns it from then on.
+ *
+ * Stop. tnd_target_server_stop() sends reactor 0 a message that cancels the
+ * accepts; once every portal's accept has completed for the last time, the
+ * listening sockets are closed and every reactor gets a stop message (after
+ * any hand-off reactor 0 sent it earlier, since messages from one sender
+ * arrive in order). A stopping reactor drains its connections: no new
+ * PDUs are taken, commands at the SCSI layer finish and their responses go
+ * out, then the connection closes. The last reactor to empty calls the
+ * user's callback.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "tnd_common.h"
+#include "iscsi_conn.h"
+#include "iscsi_pool.h"
+
+#define TAG "iscsi"
+#define POOL_CACHE_BYTES (64u << 20)
+
+int tnd_target_server_create(const struct tnd_target_server_opts *opts,
+			     struct tnd_target_server **out)
+{
+	if (!opts || !opts->reactors || opts->nr_reactors == 0)
+		return -EINVAL;
+	struct tnd_target_server *srv = calloc(1, sizeof(*srv));
+	if (!srv)
+		return -ENOMEM;
+	int ret = -ENOMEM;
+	srv->nr_reactors = opts->nr_reactors;
+	srv->nop_interval_s = opts->nop_interval_s ? opts->nop_interval_s : 5;
+	srv->next_tsih = 1;
+	srv->reactors = calloc(opts->nr_reactors, sizeof(*srv->reactors));
+	if (!srv->reactors)
+		goto err_free_srv;
+	memcpy(srv->reactors, opts->reactors, opts->nr_reactors * sizeof(*srv->reactors));
+	srv->rctx = calloc(opts->nr_reactors, sizeof(*srv->rctx));
+	if (!srv->rctx)
+		goto err_free_reactors;
+	unsigned i;
+	for (i = 0; i < opts->nr_reactors; i++) {
+		srv->rctx[i].srv = srv;
+		srv->rctx[i].reactor = opts->reactors[i];
+		ret = tnd_iscsi_pool_create(POOL_CACHE_BYTES, &srv->rctx[i].pool);
+		if (ret < 0)
+			goto err_destroy_pools;
+	}
+	pthread_mutex_init(&srv->sess_lock, NULL);
+	*out = srv;
+	return 0;
+
+err_destroy_pools:
+	while (i-- > 0)
+		tnd_iscsi_pool_destroy(srv->rctx[i].pool);
+	free(srv->rctx);
+err_free_reactors:
+	free(srv->reactors);
+err_free_srv:
+	free(srv);
+	return ret;
+}
+
+/* ---- portals ---- */
+
+static int split_host_port(const char *hp, char *host, size_t hlen, char *port, size_t plen)
+{
+	const char *colon;
+	if (hp[0] == '[') {
+		const char *close = strchr(hp, ']');
+		if (!close || close[1] != ':')
+			return -EINVAL;
+		if ((size_t)(close - hp - 1) >= hlen)
+			return -EINVAL;
+		memcpy(host, hp + 1, (size_t)(close - hp - 1));
+		host[close - hp - 1] = '\0';
+		colon = close + 1;
+	} else {
+		colon = strrchr(hp, ':');
+		if (!colon || (size_t)(colon - hp) >= hlen || colon == hp)
+			return -EINVAL;
+		memcpy(host, hp, (size_t)(colon - hp));
+		host[colon - hp] = '\0';
+	}
+	if (!colon[1] || strlen(colon + 1) >= plen)
+		return -EINVAL;
+	strcpy(port, colon + 1);
+	return 0;
+}
+
+int tnd_target_server_add_portal(struct tnd_target_server *srv, const char *host_port)
+{
+	char host[INET6_ADDRSTRLEN + 1], port[8];
+	if (srv->started || !host_port ||
+	    split_host_port(host_port, host, sizeof(host), port, sizeof(port)) < 0)
+		return -EINVAL;
+	struct addrinfo hints = {
+		.ai_family = AF_UNSPEC,
+		.ai_socktype = SOCK_STREAM,
+		.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV | AI_PASSIVE,
+	}, *ai;
+	if (getaddrinfo(host, port, &hints, &ai) != 0)
+		return -EINVAL;
+
+	int ret;
+	struct iscsi_portal *p = calloc(1, sizeof(*p));
+	if (!p) {
+		ret = -ENOMEM;
+		goto err_free_ai;
+	}
+	p->fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (p->fd < 0) {
+		ret = -errno;
+		goto err_free_portal;
+	}
+	int one = 1;
+	setsockopt(p->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (ai->ai_family == AF_INET6)
+		/* "[::]" and "0.0.0.0" on one port are two portals, not a clash. */
+		setsockopt(p->fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(p->fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(p->fd, 128) < 0) {
+		ret = -errno;
+		goto err_close_fd;
+	}
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof(ss);
+	if (getsockname(p->fd, (struct sockaddr *)&ss, &sl) < 0) {
+		ret = -errno;
+		goto err_close_fd;
+	}
+	if (ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&ss;
+		char a[INET6_ADDRSTRLEN];
+		inet_ntop(AF_INET6, &s6->sin6_addr, a, sizeof(a));
+		snprintf(p->addr, sizeof(p->addr), "[%s]", a);
+		p->port = ntohs(s6->sin6_port);
+		p->wildcard = IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr);
+	} else {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
+		inet_ntop(AF_INET, &s4->sin_addr, p->addr, sizeof(p->addr));
+		p->port = ntohs(s4->sin_port);
+		p->wildcard = s4->sin_addr.s_addr == htonl(INADDR_ANY);
+	}
+	struct iscsi_portal **arr = realloc(srv->portals, (srv->nr_portals + 1) * sizeof(*arr));
+	if (!arr) {
+		ret = -ENOMEM;
+		goto err_close_fd;
+	}
+	srv->portals = arr;
+	p->srv = srv;
+	srv->portals[srv->nr_portals++] = p;
+	freeaddrinfo(ai);
+	return 0;
+
+err_close_fd:
+	close(p->fd);
+err_free_portal:
+	free(p);
+err_free_ai:
+	freeaddrinfo(ai);
+	return ret;
+}
+
+int tnd_target_server_portal_port(struct tnd_target_server *srv, unsigned idx)
+{
+	if (idx >= srv->nr_portals)
+		return -ENOENT;
+	return srv->portals[idx]->port;
+}
+
+/* ---- targets and LUNs ---- */
+
+const struct iscsi_target *tnd_iscsi_find_target(const struct tnd_target_server *srv,
+						 const char *iqn)
+{
+	for (unsigned i = 0; i < srv->nr_targets; i++)
+		if (strcmp(srv->targets[i]->iqn, iqn) == 0)
+			return srv->targets[i];
+	return NULL;
+}
+
+bool tnd_iscsi_initiator_allowed(const struct iscsi_target *t, const char *initiator)
+{
+	if (t->allow_any)
+		return true;
+	for (unsigned i = 0; i < t->nr_initiators; i++)
+		if (strcmp(t->initiators[i], initiator) == 0)
+			return true;
+	return false;
+}
+
+static void target_free(struct iscsi_target *t)
+{
+	if (!t)
+		return;
+	for (unsigned i = 0; i < t->nr_luns; i++)
+		tnd_scsi_lu_destroy(t->luns[i].lu);
+	free(t->luns);
+	free(t->lun_ids);
+	for (unsigned i = 0; i < t->nr_initiators; i++)
+		free(t->initiators[i]);
+	free(t->initiators);
+	free(t->iqn);
+	free(t->alias);
+	free(t);
+}
+
+int tnd_target_server_add_target(struct tnd_target_server *srv, const char *iqn,
+				 const char *alias, bool allow_any,
+				 const char *const *initiators, unsigned nr_initiators)
+{
+	if (srv->started || !iqn || !iqn[0] || strlen(iqn) > TND_ISCSI_NAME_MAX ||
+	    (alias && strlen(alias) > TND_ISCSI_VALUE_MAX) || (nr_initiators && !initiators))
+		return -EINVAL;
+	if (tnd_iscsi_find_target(srv, iqn))
+		return -EEXIST;
+	struct iscsi_target *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	t->allow_any = allow_any;
+	t->iqn = strdup(iqn);
+	t->alias = alias ? strdup(alias) : NULL;
+	if (!t->iqn || (alias && !t->alias))
+		goto err_free_target;
+	if (nr_initiators) {
+		t->initiators = calloc(nr_initiators, sizeof(*t->initiators));
+		if (!t->initiators)
+			goto err_free_target;
+		for (unsigned i = 0; i < nr_initiators; i++) {
+			t->initiators[i] = strdup(initiators[i]);
+			if (!t->initiators[i])
+				goto err_free_target;
+			t->nr_initiators++;
+		}
+	}
+	struct iscsi_target **arr = realloc(srv->targets, (srv->nr_targets + 1) * sizeof(*arr));
+	if (!arr)
+		goto err_free_target;
+	srv->targets = arr;
+	srv->targets[srv->nr_targets++] = t;
+	return 0;
+
+err_free_target:
+	target_free(t);
+	return -ENOMEM;
+}
+
+int tnd_target_server_map_lun(struct tnd_target_server *srv, const char *iqn,
+			      uint64_t lun, const char *dev_name, struct tnd_volume *vol)
+{
+	if (srv->started || lun > TND_ISCSI_LUN_MAX || !dev_name || !vol)
+		return -EINVAL;
+	struct iscsi_target *t = (struct iscsi_target *)tnd_iscsi_find_target(srv, iqn);
+	if (!t)
+		return -ENOENT;
+	unsigned pos = 0;
+	while (pos < t->nr_luns && t->luns[pos].lun < lun)
+		pos++;
+	if (pos < t->nr_luns && t->luns[pos].lun == lun)
+		return -EEXIST;
+	struct iscsi_lun *luns = realloc(t->luns, (t->nr_luns + 1) * sizeof(*luns));
+	if (!luns)
+		return -ENOMEM;
+	t->luns = luns;
+	uint64_t *ids = realloc(t->lun_ids, (t->nr_luns + 1) * sizeof(*ids));
+	if (!ids)
+		return -ENOMEM;
+	t->lun_ids = ids;
+	struct tnd_scsi_lu_desc desc = { .name = dev_name, .vol = vol };
+	struct tnd_scsi_lu *lu;
+	int ret = tnd_scsi_lu_create(&desc, &lu);
+	if (ret < 0)
+		return ret;
+	memmove(&t->luns[pos + 1], &t->luns[pos], (t->nr_luns - pos) * sizeof(*luns));
+	memmove(&t->lun_ids[pos + 1], &t->lun_ids[pos], (t->nr_luns - pos) * sizeof(*ids));
+	t->luns[pos] = (struct iscsi_lun){ lun, lu };
+	t->lun_ids[pos] = lun;
+	t->nr_luns++;
+	return 0;
+}
+
+/* ---- sessions ---- */
+
+uint16_t tnd_iscsi_session_register(struct iscsi_conn *c)
+{
+	struct tnd_target_server *srv = c->srv;
+	pthread_mutex_lock(&srv->sess_lock);
+	if (!c->discovery) {
+		struct iscsi_conn **pp = &srv->sessions;
+		while (*pp) {
+			struct iscsi_conn *s = *pp;
+			if (!s->discovery && s->target == c->target &&
+			    memcmp(s->isid, c->isid, sizeof(c->isid)) == 0 &&
+			    strcmp(s->ng.initiator_name, c->ng.initiator_name) == 0) {
+				/* Reinstatement: the old session goes, on its own reactor. */
+				*pp = s->reg_next;
+				s->registered = false;
+				s->kill_sent = true;
+				tnd_reactor_send(s->rc->reactor, &s->kill_msg);
+				continue;
+			}
+			pp = &s->reg_next;
+		}
+	}
+	uint16_t tsih = srv->next_tsih++;
+	if (srv->next_tsih == 0)
+		srv->next_tsih = 1;
+	c->reg_next = srv->sessions;
+	srv->sessions = c;
+	c->registered = true;
+	pthread_mutex_unlock(&srv->sess_lock);
+	return tsih;
+}
+
+void tnd_iscsi_session_unregister(struct iscsi_conn *c)
+{
+	struct tnd_target_server *srv = c->srv;
+	pthread_mutex_lock(&srv->sess_lock);
+	if (c->registered) {
+		for (struct iscsi_conn **pp = &srv->sessions; *pp; pp = &(*pp)->reg_next) {
+			if (*pp == c) {
+				*pp = c->reg_next;
+				break;
+			}
+		}
+		c->registered = false;
+	}
+	pthread_mutex_unlock(&srv->sess_lock);
+}
+
+/* ---- accept and hand-off ---- */
+
+static void conn_handoff(struct tnd_msg *m)
+{
+	struct iscsi_conn *c = tnd_container_of(m, struct iscsi_conn, handoff_msg);
+	struct iscsi_rctx *rc = c->rc;
+	c->next = rc->conns;
+	if (rc->conns)
+		rc->conns->prev = c;
+	rc->conns = c;
+	rc->nr_conns++;
+	if (rc->stopping) {
+		c->state = CONN_CLOSING;
+		tnd_iscsi_conn_maybe_free(c);
+		return;
+	}
+	tnd_iscsi_conn_start(c);
+}
+
+static void new_connection(struct tnd_target_server *srv, int fd)
+{
+	struct iscsi_conn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		close(fd);
+		return;
+	}
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	c->srv = srv;
+	c->fd = fd;
+	c->local_len = sizeof(c->local);
+	getsockname(fd, (struct sockaddr *)&c->local, &c->local_len);
+	struct sockaddr_storage peer;
+	socklen_t pl = sizeof(peer);
+	char a[INET6_ADDRSTRLEN] = "?";
+	int port = 0;
+	if (getpeername(fd, (struct sockaddr *)&peer, &pl) == 0) {
+		if (peer.ss_family == AF_INET6) {
+			const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&peer;
+			inet_ntop(AF_INET6, &s6->sin6_addr, a, sizeof(a));
+			port = ntohs(s6->sin6_port);
+		} else {
+			const struct sockaddr_in *s4 = (const struct sockaddr_in *)&peer;
+			inet_ntop(AF_INET, &s4->sin_addr, a, sizeof(a));
+			port = ntohs(s4->sin_port);
+		}
+	}
+	snprintf(c->peer_str, sizeof(c->peer_str), "%s:%d", a, port);
+	c->kill_msg.fn = tnd_iscsi_conn_kill_msg;
+	c->handoff_msg.fn = conn_handoff;
+	c->rc = &srv->rctx[srv->next_reactor];
+	srv->next_reactor = (srv->next_reactor + 1) % srv->nr_reactors;
+	tnd_reactor_send(c->rc->reactor, &c->handoff_msg);
+}
+
+static void portals_closed(struct tnd_target_server *srv);
+
+static void arm_accept(struct iscsi_portal *p)
+{
+	struct io_uring_sqe *sqe = tnd_reactor_sqe(p->srv->reactors[0], &p->accept_op);
+	if (!sqe) {
+		tnd_err(TAG, "portal %s:%d: no SQE for accept", p->addr, p->port);
+		return;
+	}
+	io_uring_prep_multishot_accept(sqe, p->fd, NULL, NULL, SOCK_CLOEXEC);
+	p->accept_armed = true;
+}
+
+static void accept_done(struct tnd_uring_op *op, int res, unsigned flags)
+{
+	struct iscsi_portal *p = tnd_container_of(op, struct iscsi_portal, accept_op);
+	struct tnd_target_server *srv = p->srv;
+	if (res >= 0) {
+		if (p->closing)
+			close(res);
+		else
+			new_connection(srv, res);
+	} else if (res != -ECANCELED && !p->closing) {
+		tnd_warn(TAG, "portal %s:%d: accept: %s", p->addr, p->port, strerror(-res));
+	}
+	if (flags & IORING_CQE_F_MORE)
+		return;
+	p->accept_armed = false;
+	if (!p->closing) {
+		arm_accept(p);
+		return;
+	}
+	close(p->fd);
+	p->fd = -1;
+	if (--srv->portals_open == 0)
+		portals_closed(srv);
+}
+
+static void start_msg(struct tnd_msg *m)
+{
+	struct tnd_target_server *srv = tnd_container_of(m, struct tnd_target_server, start_msg);
+	for (unsigned i = 0; i < srv->nr_portals; i++) {
+		struct iscsi_portal *p = srv->portals[i];
+		p->accept_op.cb = accept_done;
+		arm_accept(p);
+		if (p->accept_armed)
+			srv->portals_open++;
+		tnd_info(TAG, "listening on %s:%d", p->addr, p->port);
+	}
+}
+
+int tnd_target_server_start(struct tnd_target_server *srv)
+{
+	if (srv->started)
+		return -EALREADY;
+	srv->started = true;
+	srv->start_msg.fn = start_msg;
+	tnd_reactor_send(srv->reactors[0], &srv->start_msg);
+	return 0;
+}
+
+/* ---- stop ---- */
+
+void tnd_iscsi_rctx_conn_gone(struct iscsi_rctx *rc)
+{
+	if (!rc->stopping || rc->nr_conns > 0 || rc->stop_reported)
+		return;
+	rc->stop_reported = true;
+	struct tnd_target_server *srv = rc->srv;
+	if (atomic_fetch_sub(&srv->stop_pending, 1) == 1)
+		srv->stop_cb(srv->stop_arg);
+}
+
+static void rctx_stop(struct tnd_msg *m)
+{
+	struct iscsi_rctx *rc = tnd_container_of(m, struct iscsi_rctx, stop_msg);
+	rc->stopping = true;
+	struct iscsi_conn *c = rc->conns;
+	if (!c) {
+		tnd_iscsi_rctx_conn_gone(rc);
+		return;
+	}
+	/* Draining may free connections; walk with the next pointer saved,
+	 * and count so the last one freed is the one that reports. */
+	while (c) {
+		struct iscsi_conn *next = c->next;
+		tnd_iscsi_conn_drain(c);
+		c = next;
+	}
+}
+
+static void portals_closed(struct tnd_target_server *srv)
+{
+	for (unsigned i = 0; i < srv->nr_reactors; i++) {
+		srv->rctx[i].stop_msg.fn = rctx_stop;
+		tnd_reactor_send(srv->rctx[i].reactor, &srv->rctx[i].stop_msg);
+	}
+}
+
+static void cancel_done(struct tnd_uring_op *op, int res, unsigned flags)
+{
+	free(op);
+}
+
+static void portal_stop_msg(struct tnd_msg *m)
+{
+	struct tnd_target_server *srv =
+		tnd_container_of(m, struct tnd_target_server, portal_stop_msg);
+	for (unsigned i = 0; i < srv->nr_portals; i++) {
+		struct iscsi_portal *p = srv->portals[i];
+		p->closing = true;
+		if (!p->accept_armed)
+			continue;
+		struct tnd_uring_op *cop = malloc(sizeof(*cop));
+		struct io_uring_sqe *sqe = cop ? tnd_reactor_sqe(srv->reactors[0], cop) : NULL;
+		if (!sqe) {
+			/* Without a cancel, shutting the socket down ends the accept. */
+			free(cop);
+			shutdown(p->fd, SHUT_RDWR);
+			continue;
+		}
+		cop->cb = cancel_done;
+		io_uring_prep_cancel(sqe, &p->accept_op, 0);
+	}
+	if (srv->portals_open == 0)
+		portals_closed(srv);
+}
+
+void tnd_target_server_stop(struct tnd_target_server *srv, tnd_target_stopped_cb cb, void *arg)
+{
+	srv->stopping = true;
+	srv->stop_cb = cb;
+	srv->stop_arg = arg;
+	atomic_store(&srv->stop_pending, srv->nr_reactors);
+	if (!srv->started) {
+		cb(arg);
+		return;
+	}
+	srv->portal_stop_msg.fn = portal_stop_msg;
+	tnd_reactor_send(srv->reactors[0], &srv->portal_stop_msg);
+}
+
+void tnd_target_server_destroy(struct tnd_target_server *srv)
+{
+	if (!srv)
+		return;
+	for (unsigned i = 0; i < srv->nr_portals; i++) {
+		if (srv->portals[i]->fd >= 0)
+			close(srv->portals[i]->fd);
+		free(srv->portals[i]);
+	}
+	free(srv->portals);
+	for (unsigned i = 0; i < srv->nr_targets; i++)
+		target_free(srv->targets[i]);
+	free(srv->targets);
+	for (unsigned i = 0; i < srv->nr_reactors; i++)
+		tnd_iscsi_pool_destroy(srv->rctx[i].pool);
+	free(srv->rctx);
+	free(srv->reactors);
+	pthread_mutex_destroy(&srv->sess_lock);
+	free(srv);
+}

@@ -1,0 +1,134 @@
+/* Unit tests for the configuration parser: good files parse, bad ones name the field. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "config.h"
+
+static void default_config_is_the_demo(void **state)
+{
+	(void)state;
+	struct tnd_config *c;
+	assert_int_equal(tnd_config_default(&c), 0);
+	assert_int_equal(c->nr_devices, 1);
+	assert_string_equal(c->devices[0].name, "demo");
+	assert_int_equal(c->devices[0].type, TND_DEV_FLAT);
+	assert_int_equal(c->devices[0].size, 1ull << 30);
+	assert_int_equal(c->nr_targets, 1);
+	assert_string_equal(c->targets[0].iqn, TND_DEMO_IQN);
+	assert_true(c->targets[0].allow_any);
+	assert_int_equal(c->targets[0].nr_luns, 1);
+	assert_int_equal(c->targets[0].luns[0].lun, 0);
+	assert_int_equal(tnd_config_resolve(c, "/data", NULL, 0), 0);
+	assert_string_equal(c->devices[0].path, "/data/demo.img");
+	tnd_config_free(c);
+}
+
+static void full_config_parses(void **state)
+{
+	(void)state;
+	const char *j =
+		"{\"portals\":[\"127.0.0.1:3260\",\"[::1]:3260\"],"
+		"\"devices\":[{\"name\":\"a\",\"type\":\"flat\",\"size\":\"64MiB\",\"block_size\":4096,"
+		"\"path\":\"imgs/a.img\"},"
+		"{\"name\":\"b\",\"type\":\"passthrough\",\"path\":\"/dev/sdz\"}],"
+		"\"targets\":[{\"iqn\":\"iqn.2026-11.io.tandem:t1\",\"initiators\":"
+		"[\"iqn.1994-05.com.redhat:abc\"],\"luns\":{\"0\":\"a\",\"7\":\"b\"}}]}";
+	struct tnd_config *c;
+	char err[256] = "";
+	assert_int_equal(tnd_config_parse(j, &c, err, sizeof(err)), 0);
+	assert_int_equal(c->nr_portals, 2);
+	assert_int_equal(c->devices[0].block_size, 4096);
+	assert_int_equal(c->devices[1].type, TND_DEV_PASSTHROUGH);
+	assert_int_equal(c->devices[1].size, 0);
+	assert_false(c->targets[0].allow_any);
+	assert_int_equal(c->targets[0].nr_initiators, 1);
+	assert_int_equal(c->targets[0].nr_luns, 2);
+	assert_int_equal(tnd_config_resolve(c, "/d", err, sizeof(err)), 0);
+	assert_string_equal(c->devices[0].path, "/d/imgs/a.img");
+	assert_string_equal(c->devices[1].path, "/dev/sdz");
+	tnd_config_free(c);
+}
+
+static void bad_configs_name_the_field(void **state)
+{
+	(void)state;
+	static const struct { const char *json; const char *expect; } cases[] = {
+		{ "{", "line 1" },
+		{ "[]", "top level" },
+		{ "{\"devices\":{}}", "devices: must be an array" },
+		{ "{\"devcies\":[]}", "config.devcies: unknown field" },
+		{ "{\"devices\":[{\"type\":\"flat\",\"size\":\"1GiB\"}]}", "devices[0].name: missing" },
+		{ "{\"devices\":[{\"name\":\"a b\",\"size\":\"1GiB\"}]}", "devices[0].name" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":\"1GiB\",\"type\":\"zfs\"}]}", "devices[0].type" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":\"lots\"}]}", "devices[0].size" },
+		{ "{\"devices\":[{\"name\":\"a\"}]}", "devices[0].size: missing" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":1000}]}", "not a multiple" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"block_size\":1024}]}", "devices[0].block_size" },
+		{ "{\"devices\":[{\"name\":\"a\",\"type\":\"passthrough\"}]}", "devices[0].path: missing" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096},{\"name\":\"a\",\"size\":4096}]}", "devices[1].name" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"read_only\":1}]}", "devices[0].read_only" },
+		{ "{\"targets\":[{\"iqn\":\"IQN.bad\"}]}", "targets[0].iqn" },
+		{ "{\"targets\":[{\"iqn\":\"iqn.2026-11.x:y\",\"luns\":{\"0\":\"nope\"}}]}", "no device named" },
+		{ "{\"targets\":[{\"iqn\":\"iqn.2026-11.x:y\",\"luns\":{\"x\":\"a\"}}]}", "targets[0].luns.x" },
+		{ "{\"targets\":[{\"iqn\":\"iqn.2026-11.x:y\",\"luns\":{\"99999\":\"a\"}}]}", "LUN must be" },
+		{ "{\"targets\":[{\"iqn\":\"iqn.2026-11.x:y\",\"allow_any_initator\":true}]}", "unknown field" },
+		{ "{\"targets\":[{\"iqn\":\"iqn.2026-11.x:y\",\"initiators\":[\"bob\"]}]}", "initiators[0]" },
+		{ "{\"targets\":[{\"iqn\":\"iqn.2026-11.x:y\"},{\"iqn\":\"iqn.2026-11.x:y\"}]}", "declared twice" },
+		{ "{\"portals\":[3260]}", "portals[0]" },
+		{ "{\"devices\":[],\"devices\":[]}", "duplicate" },
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct tnd_config *c = NULL;
+		char err[256] = "";
+		int ret = tnd_config_parse(cases[i].json, &c, err, sizeof(err));
+		if (ret != -EINVAL || !strstr(err, cases[i].expect))
+			fail_msg("case %zu (%s): ret %d, message \"%s\", expected \"%s\"", i,
+				 cases[i].json, ret, err, cases[i].expect);
+		assert_null(c);
+	}
+}
+
+static void iqn_validation(void **state)
+{
+	(void)state;
+	assert_true(tnd_config_iqn_valid("iqn.2026-11.io.tandem:demo"));
+	assert_true(tnd_config_iqn_valid("iqn.1991-05.com.microsoft:host1"));
+	assert_true(tnd_config_iqn_valid("eui.02004567a425678d"));
+	assert_true(tnd_config_iqn_valid("naa.52004567ba64678d"));
+	assert_false(tnd_config_iqn_valid("iqn.26-11.io"));
+	assert_false(tnd_config_iqn_valid("iqn.2026-11.IO.tandem"));
+	assert_false(tnd_config_iqn_valid("eui.123"));
+	assert_false(tnd_config_iqn_valid("foo"));
+	assert_false(tnd_config_iqn_valid("iqn.2026-11.a b"));
+}
+
+/* The sample shipped in packaging/ must stay valid. */
+static void sample_config_is_valid(void **state)
+{
+	(void)state;
+	struct tnd_config *c = NULL;
+	char err[512] = "";
+	int ret = tnd_config_load(TND_SRC_DIR "/packaging/tandem.sample.json", &c, err, sizeof(err));
+	if (ret)
+		fail_msg("%s", err);
+	assert_int_equal(c->nr_devices, 2);
+	assert_int_equal(c->nr_targets, 2);
+	tnd_config_free(c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(default_config_is_the_demo),
+		cmocka_unit_test(full_config_parses),
+		cmocka_unit_test(bad_configs_name_the_field),
+		cmocka_unit_test(iqn_validation),
+		cmocka_unit_test(sample_config_is_valid),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

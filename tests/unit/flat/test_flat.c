@@ -1,0 +1,224 @@
+/* Unit tests for the flat and passthrough volumes, on real temp files. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "tnd_common.h"
+#include "tnd_flat.h"
+#include "tnd_reactor.h"
+#include "tnd_volume.h"
+
+struct fixture {
+	struct tnd_reactor *r;
+	char dir[64];
+	char path[128];
+};
+
+static int setup(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	strcpy(f->dir, "/tmp/tnd-flat.XXXXXX");
+	if (!mkdtemp(f->dir))
+		return -1;
+	snprintf(f->path, sizeof(f->path), "%s/img", f->dir);
+	if (tnd_reactor_create(0, 64, &f->r))
+		return -1;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	unlink(f->path);
+	rmdir(f->dir);
+	tnd_reactor_destroy(f->r);
+	free(f);
+	return 0;
+}
+
+struct waiter {
+	int status;
+	int calls;
+};
+
+static void io_done(struct tnd_io *io, int status)
+{
+	struct waiter *w = io->cb_arg;
+	w->status = status;
+	w->calls++;
+}
+
+/* Submit one I/O and poll the reactor until it completes; returns status. */
+static int do_io(struct fixture *f, struct tnd_volume *v, enum tnd_io_type type, unsigned flags,
+		 uint64_t lba, uint32_t nblocks, void *buf, size_t len)
+{
+	struct tnd_io *io = calloc(1, tnd_volume_io_size(v));
+	struct iovec iov = { buf, len };
+	struct waiter w = { 0 };
+	io->type = type;
+	io->flags = flags;
+	io->lba = lba;
+	io->nblocks = nblocks;
+	io->iov = buf ? &iov : NULL;
+	io->iovcnt = buf ? 1 : 0;
+	io->reactor = f->r;
+	io->cb = io_done;
+	io->cb_arg = &w;
+	int ret = tnd_volume_submit(v, io);
+	if (ret == 0) {
+		while (w.calls == 0)
+			tnd_reactor_poll(f->r, 1000);
+		assert_int_equal(w.calls, 1);
+		ret = w.status;
+	}
+	free(io);
+	return ret;
+}
+
+static void flat_creates_sparse_and_reads_back(void **state)
+{
+	struct fixture *f = *state;
+	struct tnd_volume *v;
+	struct tnd_flat_opts o = { .path = f->path, .size = 8 << 20, .block_size = 512 };
+	assert_int_equal(tnd_flat_open(&o, &v), 0);
+
+	struct stat st;
+	assert_int_equal(stat(f->path, &st), 0);
+	assert_int_equal(st.st_size, 8 << 20);
+	assert_true(st.st_blocks * 512 < (8 << 20)); /* sparse */
+
+	struct tnd_volume_info info;
+	tnd_volume_info(v, &info);
+	assert_int_equal(info.block_size, 512);
+	assert_int_equal(info.num_blocks, (8 << 20) / 512);
+	assert_true(info.write_cache);
+
+	char wbuf[8192], rbuf[8192];
+	for (size_t i = 0; i < sizeof(wbuf); i++)
+		wbuf[i] = (char)(i * 7 + 3);
+	assert_int_equal(do_io(f, v, TND_IO_WRITE, TND_IO_FUA, 100, 16, wbuf, sizeof(wbuf)), 0);
+	assert_int_equal(do_io(f, v, TND_IO_FLUSH, 0, 0, 0, NULL, 0), 0);
+	memset(rbuf, 0, sizeof(rbuf));
+	assert_int_equal(do_io(f, v, TND_IO_READ, 0, 100, 16, rbuf, sizeof(rbuf)), 0);
+	assert_memory_equal(wbuf, rbuf, sizeof(wbuf));
+
+	/* Never-written blocks read as zeros. */
+	assert_int_equal(do_io(f, v, TND_IO_READ, 0, 0, 16, rbuf, sizeof(rbuf)), 0);
+	for (size_t i = 0; i < sizeof(rbuf); i++)
+		assert_int_equal(rbuf[i], 0);
+
+	/* UNMAP punches a hole: the range reads back as zeros. */
+	assert_int_equal(do_io(f, v, TND_IO_UNMAP, 0, 100, 16, NULL, 0), 0);
+	memset(rbuf, 0xaa, sizeof(rbuf));
+	assert_int_equal(do_io(f, v, TND_IO_READ, 0, 100, 16, rbuf, sizeof(rbuf)), 0);
+	for (size_t i = 0; i < sizeof(rbuf); i++)
+		assert_int_equal(rbuf[i], 0);
+
+	/* Out of range is refused at submit with no callback. */
+	assert_int_equal(do_io(f, v, TND_IO_READ, 0, (8 << 20) / 512 - 8, 16, rbuf, sizeof(rbuf)),
+			 -EINVAL);
+	/* Buffer length must match. */
+	assert_int_equal(do_io(f, v, TND_IO_READ, 0, 0, 8, rbuf, sizeof(rbuf)), -EINVAL);
+	tnd_volume_destroy(v);
+
+	/* Reopen: data persists, the size is kept. */
+	assert_int_equal(tnd_flat_open(&o, &v), 0);
+	assert_int_equal(do_io(f, v, TND_IO_WRITE, 0, 0, 16, wbuf, sizeof(wbuf)), 0);
+	tnd_volume_destroy(v);
+	assert_int_equal(tnd_flat_open(&o, &v), 0);
+	memset(rbuf, 0, sizeof(rbuf));
+	assert_int_equal(do_io(f, v, TND_IO_READ, 0, 0, 16, rbuf, sizeof(rbuf)), 0);
+	assert_memory_equal(wbuf, rbuf, sizeof(wbuf));
+	tnd_volume_destroy(v);
+}
+
+static void flat_refuses_bad_sizes(void **state)
+{
+	struct fixture *f = *state;
+	struct tnd_volume *v;
+	struct tnd_flat_opts o = { .path = f->path, .size = 1000, .block_size = 512 };
+	assert_int_equal(tnd_flat_open(&o, &v), -EINVAL);
+	o.size = 4096;
+	o.block_size = 1024;
+	assert_int_equal(tnd_flat_open(&o, &v), -EINVAL);
+	/* An existing larger image is never shrunk. */
+	o.block_size = 512;
+	o.size = 1 << 20;
+	assert_int_equal(tnd_flat_open(&o, &v), 0);
+	tnd_volume_destroy(v);
+	o.size = 1 << 19;
+	assert_int_equal(tnd_flat_open(&o, &v), -EINVAL);
+	struct stat st;
+	assert_int_equal(stat(f->path, &st), 0);
+	assert_int_equal(st.st_size, 1 << 20);
+}
+
+static void flat_grows_online(void **state)
+{
+	struct fixture *f = *state;
+	struct tnd_volume *v;
+	struct tnd_flat_opts o = { .path = f->path, .size = 1 << 20, .block_size = 4096 };
+	assert_int_equal(tnd_flat_open(&o, &v), 0);
+	assert_int_equal(tnd_volume_resize(v, 512), 0);
+	struct tnd_volume_info info;
+	tnd_volume_info(v, &info);
+	assert_int_equal(info.num_blocks, 512);
+	assert_int_equal(tnd_volume_resize(v, 100), -EINVAL);
+	char buf[4096];
+	memset(buf, 0x5a, sizeof(buf));
+	assert_int_equal(do_io(f, v, TND_IO_WRITE, 0, 511, 1, buf, sizeof(buf)), 0);
+	tnd_volume_destroy(v);
+}
+
+static void passthrough_uses_whole_file_and_unaligned_buffers(void **state)
+{
+	struct fixture *f = *state;
+	int fd = open(f->path, O_CREAT | O_RDWR, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, 2 << 20), 0);
+	close(fd);
+
+	struct tnd_volume *v;
+	struct tnd_flat_opts o = { .path = f->path, .block_size = 512, .passthrough = true };
+	assert_int_equal(tnd_flat_open(&o, &v), 0);
+	struct tnd_volume_info info;
+	tnd_volume_info(v, &info);
+	assert_int_equal(info.num_blocks, (2 << 20) / 512);
+
+	/* A deliberately misaligned buffer (O_DIRECT needs the bounce path). */
+	char *raw = malloc(4096 + 1024 + 1);
+	char *wbuf = raw + 1;
+	for (int i = 0; i < 4096 + 1024; i++)
+		wbuf[i] = (char)(i ^ 0x33);
+	assert_int_equal(do_io(f, v, TND_IO_WRITE, 0, 3, 10, wbuf, 5120), 0);
+	char *rraw = malloc(5120 + 3);
+	char *rbuf = rraw + 3;
+	assert_int_equal(do_io(f, v, TND_IO_READ, 0, 3, 10, rbuf, 5120), 0);
+	assert_memory_equal(wbuf, rbuf, 5120);
+	free(raw);
+	free(rraw);
+	tnd_volume_destroy(v);
+
+	struct tnd_flat_opts missing = { .path = "/nonexistent/tnd", .passthrough = true, .block_size = 512 };
+	assert_int_equal(tnd_flat_open(&missing, &v), -ENOENT);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(flat_creates_sparse_and_reads_back, setup, teardown),
+		cmocka_unit_test_setup_teardown(flat_refuses_bad_sizes, setup, teardown),
+		cmocka_unit_test_setup_teardown(flat_grows_online, setup, teardown),
+		cmocka_unit_test_setup_teardown(passthrough_uses_whole_file_and_unaligned_buffers, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

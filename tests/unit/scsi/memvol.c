@@ -1,0 +1,141 @@
+/* memvol.c — see memvol.h. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "memvol.h"
+#include "tnd_common.h"
+#include "tnd_reactor.h"
+
+struct memvol_io {
+	struct tnd_msg msg;
+	struct tnd_io *io;
+	int status;
+};
+
+static void memvol_complete(struct tnd_msg *msg)
+{
+	struct memvol_io *m = tnd_container_of(msg, struct memvol_io, msg);
+	struct tnd_io *io = m->io;
+	io->cb(io, m->status);
+}
+
+static int memvol_do(struct memvol *mv, struct tnd_io *io)
+{
+	uint32_t bs = mv->info.block_size;
+	if (io->type == TND_IO_FLUSH)
+		return 0;
+	if (io->lba > mv->info.num_blocks || io->nblocks > mv->info.num_blocks - io->lba)
+		return -EINVAL;
+	uint8_t *p = mv->data + io->lba * bs;
+	size_t len = (size_t)io->nblocks * bs;
+	switch (io->type) {
+	case TND_IO_READ:
+	case TND_IO_WRITE: {
+		if (tnd_iov_length(io->iov, io->iovcnt) != len)
+			return -EINVAL;
+		for (int i = 0; i < io->iovcnt; i++) {
+			if (io->type == TND_IO_READ)
+				memcpy(io->iov[i].iov_base, p, io->iov[i].iov_len);
+			else
+				memcpy(p, io->iov[i].iov_base, io->iov[i].iov_len);
+			p += io->iov[i].iov_len;
+		}
+		return 0;
+	}
+	case TND_IO_UNMAP:
+	case TND_IO_WRITE_ZEROES:
+		memset(p, 0, len);
+		return 0;
+	default:
+		return -EINVAL;
+	}
+}
+
+static int memvol_submit(struct tnd_volume *vol, struct tnd_io *io)
+{
+	struct memvol *mv = (struct memvol *)vol;
+	mv->last.type = io->type;
+	mv->last.flags = io->flags;
+	mv->last.lba = io->lba;
+	mv->last.nblocks = io->nblocks;
+	mv->count[io->type]++;
+	int status;
+	if (mv->fail_err && mv->fail_type == io->type) {
+		status = mv->fail_err;
+		mv->fail_err = 0;
+		if (mv->fail_submit) {
+			mv->fail_submit = false;
+			return status;
+		}
+	} else if (io->type != TND_IO_READ && io->type != TND_IO_FLUSH && mv->info.read_only) {
+		status = -EROFS;
+	} else {
+		status = memvol_do(mv, io);
+	}
+	struct memvol_io *m = tnd_io_ctx(io, vol);
+	m->msg.fn = memvol_complete;
+	m->io = io;
+	m->status = status;
+	tnd_reactor_send(io->reactor, &m->msg);
+	return 0;
+}
+
+static void memvol_info(struct tnd_volume *vol, struct tnd_volume_info *out)
+{
+	*out = ((struct memvol *)vol)->info;
+}
+
+static int memvol_resize(struct tnd_volume *vol, uint64_t num_blocks)
+{
+	struct memvol *mv = (struct memvol *)vol;
+	uint8_t *d = realloc(mv->data, num_blocks * mv->info.block_size);
+	if (!d)
+		return -ENOMEM;
+	if (num_blocks > mv->info.num_blocks)
+		memset(d + mv->info.num_blocks * mv->info.block_size, 0,
+		       (num_blocks - mv->info.num_blocks) * mv->info.block_size);
+	mv->data = d;
+	mv->info.num_blocks = num_blocks;
+	return 0;
+}
+
+static void memvol_destroy(struct tnd_volume *vol)
+{
+	struct memvol *mv = (struct memvol *)vol;
+	free(mv->data);
+	free(mv);
+}
+
+static const struct tnd_volume_ops memvol_ops = {
+	.type = "mem",
+	.ctx_size = sizeof(struct memvol_io),
+	.submit = memvol_submit,
+	.info = memvol_info,
+	.resize = memvol_resize,
+	.destroy = memvol_destroy,
+};
+
+struct memvol *memvol_create(uint32_t block_size, uint64_t num_blocks)
+{
+	struct memvol *mv = calloc(1, sizeof(*mv));
+	if (!mv)
+		return NULL;
+	mv->data = calloc(num_blocks, block_size);
+	if (!mv->data) {
+		free(mv);
+		return NULL;
+	}
+	tnd_volume_init(&mv->vol, &memvol_ops, NULL);
+	mv->info = (struct tnd_volume_info){
+		.block_size = block_size,
+		.num_blocks = num_blocks,
+		.write_cache = true,
+		.thin = true,
+		.unmap_zeroes = true,
+		.rotational = false,
+		.opt_io_blocks = 4096 / block_size ? 4096 / block_size : 1,
+		.max_unmap_blocks = 1u << 16,
+	};
+	return mv;
+}

@@ -1,0 +1,1541 @@
+/*
+ * Unit tests for the SCSI layer (target/src/scsi*.c).
+ *
+ * Each test builds a fixture: a real reactor polled by the test thread, an
+ * in-memory volume (memvol.c), an LU on it and a nexus. Commands go
+ * through tnd_scsi_exec() exactly as the transport sends them, and the
+ * tests check the bytes returned, status, sense, residual fields, and what
+ * reached the volume.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "memvol.h"
+#include "scsi.h"
+#include "tnd_common.h"
+#include "tnd_reactor.h"
+
+#define BS 512u
+#define NBLOCKS 2048u
+
+struct fx {
+	struct tnd_reactor *r;
+	struct memvol *mv;
+	struct tnd_scsi_lu *lu;
+	struct tnd_scsi_nexus *nx;
+	uint64_t luns[3];
+};
+
+struct tcmd {
+	struct tnd_scsi_cmd c;
+	int calls;
+};
+
+static const struct tnd_scsi_port port = {
+	.target_name = "iqn.2026-01.test:disk",
+	.tpgt = 1,
+	.rel_port_id = 1,
+};
+
+static void on_done(struct tnd_scsi_cmd *cmd)
+{
+	struct tcmd *t = tnd_container_of(cmd, struct tcmd, c);
+	t->calls++;
+}
+
+/* Run one command to completion and check it completed exactly once. */
+static struct tcmd run_on(struct fx *f, struct tnd_scsi_nexus *nx, struct tnd_scsi_lu *lu,
+			  void *data, uint32_t data_len, const uint8_t *cdb, unsigned cdb_len)
+{
+	struct tcmd t;
+	memset(&t, 0, sizeof(t));
+	memcpy(t.c.cdb, cdb, cdb_len);
+	t.c.cdb_len = 16;
+	t.c.lu = lu;
+	t.c.nexus = nx;
+	t.c.reactor = f->r;
+	t.c.data = data;
+	t.c.data_len = data_len;
+	t.c.exp_len = data_len;
+	t.c.luns = f->luns;
+	t.c.nr_luns = 3;
+	t.c.done = on_done;
+	tnd_scsi_exec(&t.c);
+	for (int i = 0; i < 1000 && t.calls == 0; i++)
+		assert_true(tnd_reactor_poll(f->r, 10) >= 0);
+	/* Anything still queued would be a second completion. */
+	for (int i = 0; i < 3; i++)
+		tnd_reactor_poll(f->r, 0);
+	assert_int_equal(t.calls, 1);
+	assert_null(t.c.io);
+	assert_true(t.c.in_len <= data_len);
+	return t;
+}
+
+#define CDB(...) (const uint8_t[]){ __VA_ARGS__ }, sizeof((const uint8_t[]){ __VA_ARGS__ })
+#define RUN(f, data, len, ...) run_on((f), (f)->nx, (f)->lu, (data), (len), CDB(__VA_ARGS__))
+
+static void assert_good(const struct tcmd *t)
+{
+	if (t->c.status != TND_SAM_GOOD)
+		fail_msg("status %02x sense %x/%02x/%02x", t->c.status, t->c.sense[2] & 0xf,
+			 t->c.sense[12], t->c.sense[13]);
+}
+
+static void assert_sense(const struct tcmd *t, uint8_t key, uint8_t asc, uint8_t ascq)
+{
+	assert_int_equal(t->c.status, TND_SAM_CHECK_CONDITION);
+	assert_int_equal(t->c.sense_len, 18);
+	assert_int_equal(t->c.sense[0] & 0x7f, 0x70);
+	if ((t->c.sense[2] & 0xf) != key || t->c.sense[12] != asc || t->c.sense[13] != ascq)
+		fail_msg("want %x/%02x/%02x got %x/%02x/%02x", key, asc, ascq,
+			 t->c.sense[2] & 0xf, t->c.sense[12], t->c.sense[13]);
+}
+
+/* Sense-key-specific field pointer of an ILLEGAL REQUEST. */
+static void assert_field_ptr(const struct tcmd *t, bool in_cdb, unsigned byte)
+{
+	assert_true(t->c.sense[15] & 0x80);
+	assert_int_equal(!!(t->c.sense[15] & 0x40), in_cdb);
+	assert_int_equal(tnd_get_be16(t->c.sense + 16), byte);
+}
+
+static struct fx *fx_new(uint32_t bs, uint64_t nblocks)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	assert_int_equal(tnd_reactor_create(0, 64, &f->r), 0);
+	f->mv = memvol_create(bs, nblocks);
+	assert_non_null(f->mv);
+	struct tnd_scsi_lu_desc d = { .name = "dev0", .vol = &f->mv->vol };
+	assert_int_equal(tnd_scsi_lu_create(&d, &f->lu), 0);
+	assert_int_equal(tnd_scsi_nexus_create("iqn.2026-01.test:host,i,0x1", &port, &f->nx), 0);
+	f->luns[0] = 0;
+	f->luns[1] = 1;
+	f->luns[2] = 300;
+	return f;
+}
+
+/* Consume the power-on unit attention so a test starts from quiet. */
+static void fx_clear_ua(struct fx *f, struct tnd_scsi_nexus *nx)
+{
+	struct tcmd t = run_on(f, nx, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_sense(&t, 0x6, 0x29, 0x00);
+	t = run_on(f, nx, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_good(&t);
+}
+
+static int setup(void **state)
+{
+	struct fx *f = fx_new(BS, NBLOCKS);
+	fx_clear_ua(f, f->nx);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+	tnd_scsi_nexus_destroy(f->nx);
+	tnd_scsi_lu_destroy(f->lu);
+	tnd_volume_destroy(&f->mv->vol);
+	tnd_reactor_destroy(f->r);
+	free(f);
+	return 0;
+}
+
+static void put_rw10(uint8_t *c, uint8_t op, uint8_t b1, uint32_t lba, uint16_t n)
+{
+	memset(c, 0, 16);
+	c[0] = op;
+	c[1] = b1;
+	tnd_put_be32(c + 2, lba);
+	tnd_put_be16(c + 7, n);
+}
+
+static void put_rw16(uint8_t *c, uint8_t op, uint8_t b1, uint64_t lba, uint32_t n)
+{
+	memset(c, 0, 16);
+	c[0] = op;
+	c[1] = b1;
+	tnd_put_be64(c + 2, lba);
+	tnd_put_be32(c + 10, n);
+}
+
+static struct tcmd run_raw(struct fx *f, const uint8_t *cdb, void *data, uint32_t len)
+{
+	return run_on(f, f->nx, f->lu, data, len, cdb, 16);
+}
+
+/* ---- unit attentions ---- */
+
+static void ua_power_on_sequence(void **state)
+{
+	struct fx *f = *state;
+	struct tnd_scsi_nexus *nx;
+	assert_int_equal(tnd_scsi_nexus_create("iqn.x,i,0x2", &port, &nx), 0);
+	uint8_t buf[256];
+
+	/* INQUIRY and REPORT LUNS answer normally and leave the UA pending. */
+	struct tcmd t = run_on(f, nx, f->lu, buf, 96, CDB(0x12, 0, 0, 0, 96, 0));
+	assert_good(&t);
+	t = run_on(f, nx, f->lu, buf, 64, CDB(0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0));
+	assert_good(&t);
+	/* REQUEST SENSE returns it as data and clears it. */
+	t = run_on(f, nx, f->lu, buf, 18, CDB(0x03, 0, 0, 0, 18, 0));
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 18);
+	assert_int_equal(buf[2] & 0xf, 0x6);
+	assert_int_equal(buf[12], 0x29);
+	assert_int_equal(buf[13], 0x00);
+	t = run_on(f, nx, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_good(&t);
+	/* Then REQUEST SENSE says there is nothing. */
+	t = run_on(f, nx, f->lu, buf, 18, CDB(0x03, 0, 0, 0, 18, 0));
+	assert_good(&t);
+	assert_int_equal(buf[2] & 0xf, 0);
+	assert_int_equal(buf[12], 0);
+	tnd_scsi_nexus_destroy(nx);
+}
+
+static void ua_first_command_reports_power_on(void **state)
+{
+	struct fx *f = *state;
+	struct tnd_scsi_nexus *nx;
+	assert_int_equal(tnd_scsi_nexus_create("iqn.x,i,0x3", &port, &nx), 0);
+	uint8_t buf[BS];
+	uint8_t c[16];
+	put_rw10(c, 0x28, 0, 0, 1);
+	struct tcmd t = run_on(f, nx, f->lu, buf, BS, c, 16);
+	assert_sense(&t, 0x6, 0x29, 0x00);
+	assert_int_equal(f->mv->count[TND_IO_READ], 0);
+	t = run_on(f, nx, f->lu, buf, BS, c, 16);
+	assert_good(&t);
+	tnd_scsi_nexus_destroy(nx);
+}
+
+static void ua_after_lu_reset(void **state)
+{
+	struct fx *f = *state;
+	tnd_scsi_lu_reset(f->lu);
+	struct tcmd t = RUN(f, NULL, 0, 0x00, 0, 0, 0, 0, 0);
+	assert_sense(&t, 0x6, 0x29, 0x03);
+	t = RUN(f, NULL, 0, 0x00, 0, 0, 0, 0, 0);
+	assert_good(&t);
+}
+
+static void ua_capacity_changed(void **state)
+{
+	struct fx *f = *state;
+	assert_int_equal(tnd_volume_resize(&f->mv->vol, NBLOCKS * 2), 0);
+	uint8_t buf[8];
+	struct tcmd t = RUN(f, buf, 8, 0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+	assert_sense(&t, 0x6, 0x2a, 0x09);
+	t = RUN(f, buf, 8, 0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+	assert_good(&t);
+	assert_int_equal(tnd_get_be32(buf), NBLOCKS * 2 - 1);
+}
+
+/* ---- INQUIRY ---- */
+
+static void inquiry_standard(void **state)
+{
+	struct fx *f = *state;
+	uint8_t buf[255];
+	memset(buf, 0xee, sizeof(buf));
+	struct tcmd t = RUN(f, buf, 255, 0x12, 0, 0, 0, 255, 0);
+	assert_good(&t);
+	/* The command returns what it has; the transport reports the rest of
+	 * the expected length as an underflow residual. */
+	assert_int_equal(t.c.in_len, 66);
+	assert_int_equal(t.c.xfer_len, 66);
+	assert_int_equal(buf[0], 0x00);       /* connected direct-access */
+	assert_int_equal(buf[2], 0x06);       /* SPC-4 */
+	assert_int_equal(buf[3], 0x12);       /* HiSup, response data format 2 */
+	assert_int_equal(buf[4], 66 - 5);     /* additional length */
+	assert_int_equal(buf[7] & 0x02, 0x02); /* CmdQue */
+	assert_memory_equal(buf + 8, "TANDEM  ", 8);
+	assert_memory_equal(buf + 16, "tandem mem      ", 16);
+	assert_memory_equal(buf + 32, TND_VERSION, 4);
+	assert_int_equal(tnd_get_be16(buf + 60), 0x0460); /* SPC-4 descriptor */
+	assert_int_equal(buf[66], 0xee);      /* nothing written past it */
+}
+
+static void inquiry_truncates_to_allocation_length(void **state)
+{
+	struct fx *f = *state;
+	uint8_t buf[255];
+	memset(buf, 0xee, sizeof(buf));
+	struct tcmd t = RUN(f, buf, 255, 0x12, 0, 0, 0, 5, 0);
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 5);
+	assert_int_equal(t.c.xfer_len, 5);
+	assert_int_equal(buf[4], 61);
+	assert_int_equal(buf[5], 0xee);
+
+	/* A smaller transport buffer than the allocation length: what fits,
+	 * and xfer_len says how much the command wanted. */
+	t = RUN(f, buf, 36, 0x12, 0, 0, 0, 255, 0);
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 36);
+	assert_int_equal(t.c.xfer_len, 66);
+
+	/* VPD pages truncate the same way. */
+	t = RUN(f, buf, 255, 0x12, 1, 0x83, 0, 4, 0);
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 4);
+	assert_int_equal(buf[1], 0x83);
+}
+
+static void inquiry_custom_product(void **state)
+{
+	struct fx *f = *state;
+	struct tnd_scsi_lu *lu;
+	struct tnd_scsi_lu_desc d = { .name = "x", .vol = &f->mv->vol, .vendor = "ACME",
+				      .product = "A very long product name" };
+	assert_int_equal(tnd_scsi_lu_create(&d, &lu), 0);
+	uint8_t buf[66];
+	struct tcmd t = run_on(f, f->nx, lu, buf, 66, CDB(0x12, 0, 0, 0, 66, 0));
+	assert_good(&t);
+	assert_memory_equal(buf + 8, "ACME    ", 8);
+	assert_memory_equal(buf + 16, "A very long prod", 16);
+	tnd_scsi_lu_destroy(lu);
+}
+
+static void inquiry_no_lun(void **state)
+{
+	struct fx *f = *state;
+	uint8_t buf[96];
+	struct tcmd t = run_on(f, f->nx, NULL, buf, 96, CDB(0x12, 0, 0, 0, 96, 0));
+	assert_good(&t);
+	assert_int_equal(buf[0], 0x7f); /* qualifier 011b, type 1Fh */
+	t = run_on(f, f->nx, NULL, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_sense(&t, 0x5, 0x25, 0x00);
+	uint8_t rb[512];
+	t = run_on(f, f->nx, NULL, rb, BS, CDB(0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0));
+	assert_sense(&t, 0x5, 0x25, 0x00);
+	/* REPORT LUNS works without a logical unit (LUN 0 may be absent). */
+	t = run_on(f, f->nx, NULL, rb, 64, CDB(0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0));
+	assert_good(&t);
+	/* REQUEST SENSE answers with the reason as data. */
+	t = run_on(f, f->nx, NULL, rb, 18, CDB(0x03, 0, 0, 0, 18, 0));
+	assert_good(&t);
+	assert_int_equal(rb[2] & 0xf, 0x5);
+	assert_int_equal(rb[12], 0x25);
+}
+
+static void inquiry_invalid_fields(void **state)
+{
+	struct fx *f = *state;
+	uint8_t buf[255];
+	/* A page code without EVPD. */
+	struct tcmd t = RUN(f, buf, 255, 0x12, 0, 0x80, 0, 255, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_field_ptr(&t, true, 2);
+	/* A page we do not have. */
+	t = RUN(f, buf, 255, 0x12, 1, 0x99, 0, 255, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* Reserved bit in byte 1 (bit 1, obsolete CMDDT). */
+	t = RUN(f, buf, 255, 0x12, 0x02, 0, 0, 255, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_field_ptr(&t, true, 1);
+	assert_int_equal(t.c.sense[15] & 0x0f, 0x08 | 1); /* BPV, bit 1 */
+	/* NACA in the CONTROL byte. */
+	t = RUN(f, buf, 255, 0x12, 0, 0, 0, 255, 0x04);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_field_ptr(&t, true, 5);
+}
+
+static void vpd_supported_and_serial(void **state)
+{
+	struct fx *f = *state;
+	uint8_t buf[255];
+	struct tcmd t = RUN(f, buf, 255, 0x12, 1, 0x00, 0, 255, 0);
+	assert_good(&t);
+	assert_int_equal(buf[1], 0x00);
+	uint16_t n = tnd_get_be16(buf + 2);
+	assert_int_equal(t.c.in_len, 4 + n);
+	static const uint8_t want[] = { 0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2 };
+	assert_int_equal(n, sizeof(want));
+	assert_memory_equal(buf + 4, want, sizeof(want));
+
+	t = RUN(f, buf, 255, 0x12, 1, 0x80, 0, 255, 0);
+	assert_good(&t);
+	n = tnd_get_be16(buf + 2);
+	assert_true(n > 0);
+	char serial[64] = { 0 };
+	memcpy(serial, buf + 4, n);
+
+	/* Stable: another LU on the same device name has the same serial. */
+	struct tnd_scsi_lu *lu2;
+	struct tnd_scsi_lu_desc d = { .name = "dev0", .vol = &f->mv->vol };
+	assert_int_equal(tnd_scsi_lu_create(&d, &lu2), 0);
+	t = run_on(f, f->nx, lu2, buf, 255, CDB(0x12, 1, 0x80, 0, 255, 0));
+	assert_good(&t); /* INQUIRY is answered despite the pending UA */
+	assert_memory_equal(buf + 4, serial, n);
+	tnd_scsi_lu_destroy(lu2);
+}
+
+/* Find designator of @type/@assoc in a page 83h; NULL if absent. */
+static const uint8_t *find_designator(const uint8_t *page, unsigned type, unsigned assoc)
+{
+	unsigned len = 4 + tnd_get_be16(page + 2);
+	for (unsigned off = 4; off + 4 <= len; off += 4 + page[off + 3]) {
+		const uint8_t *d = page + off;
+		if ((d[1] & 0x0f) == type && ((d[1] >> 4) & 3) == assoc)
+			return d;
+	}
+	return NULL;
+}
+
+static void vpd_device_identification(void **state)
+{
+	struct fx *f = *state;
+	uint8_t buf[512];
+	struct tcmd t = RUN(f, buf, 512, 0x12, 1, 0x83, 0x01, 0x00, 0);
+	assert_good(&t);
+	assert_int_equal(buf[1], 0x83);
+	assert_int_equal(t.c.in_len, 4 + tnd_get_be16(buf + 2));
+
+	const uint8_t *naa = find_designator(buf, 3, 0);
+	assert_non_null(naa);
+	assert_int_equal(naa[0] & 0x0f, 1); /* binary */
+	assert_int_equal(naa[3], 16);
+	assert_int_equal(naa[4] >> 4, 6);   /* NAA IEEE Registered Extended */
+	uint8_t naa1[16];
+	memcpy(naa1, naa + 4, 16);
+
+	const uint8_t *name = find_designator(buf, 8, 1);
+	assert_non_null(name);
+	assert_int_equal(name[0], 0x53);    /* iSCSI, UTF-8 */
+	assert_int_equal(name[1] & 0x80, 0x80); /* PIV */
+	assert_int_equal(name[3] % 4, 0);
+	assert_string_equal((const char *)name + 4, "iqn.2026-01.test:disk,t,0x0001");
+
+	const uint8_t *rel = find_designator(buf, 4, 1);
+	assert_non_null(rel);
+	assert_int_equal(tnd_get_be16(rel + 6), 1);
+	const uint8_t *tpg = find_designator(buf, 5, 1);
+	assert_non_null(tpg);
+	assert_int_equal(tnd_get_be16(tpg + 6), 1);
+
+	/* A different device name: a different NAA; the same name: the same. */
+	struct tnd_scsi_lu *lu2;
+	struct tnd_scsi_lu_desc d = { .name = "dev1", .vol = &f->mv->vol };
+	assert_int_equal(tnd_scsi_lu_create(&d, &lu2), 0);
+	t = run_on(f, f->nx, lu2, buf, 512, CDB(0x12, 1, 0x83, 0x01, 0x00, 0));
+	assert_good(&t);
+	naa = find_designator(buf, 3, 0);
+	assert_non_null(naa);
+	assert_memory_not_equal(naa + 4, naa1, 16);
+	tnd_scsi_lu_destroy(lu2);
+}
+
+static void vpd_block_limits(void **state)
+{
+	struct fx *f = *state;
+	uint8_t buf[255];
+	struct tcmd t = RUN(f, buf, 255, 0x12, 1, 0xb0, 0, 255, 0);
+	assert_good(&t);
+	assert_int_equal(tnd_get_be16(buf + 2), 0x3c);
+	assert_int_equal(tnd_get_be32(buf + 8), TND_SCSI_MAX_XFER_BYTES / BS);
+	assert_int_equal(tnd_get_be16(buf + 6), 8);             /* 4 KiB in 512 B blocks */
+	assert_int_equal(tnd_get_be32(buf + 20), 1u << 16);     /* max unmap LBA count */
+	assert_true(tnd_get_be32(buf + 24) > 0);                /* max unmap descriptors */
+
+	/* A volume that cannot unmap advertises no unmap limits. */
+	f->mv->info.max_unmap_blocks = 0;
+	t = RUN(f, buf, 255, 0x12, 1, 0xb0, 0, 255, 0);
+	assert_good(&t);
+	assert_int_equal(tnd_get_be32(buf + 20), 0);
+	assert_int_equal(tnd_get_be32(buf + 24), 0);
+}
+
+static void vpd_block_characteristics_and_lbp(void **state)
+{
+	struct fx *f = *state;
+	uint8_t buf[255];
+	struct tcmd t = RUN(f, buf, 255, 0x12, 1, 0xb1, 0, 255, 0);
+	assert_good(&t);
+	assert_int_equal(tnd_get_be16(buf + 4), 1); /* non-rotating */
+	f->mv->info.rotational = true;
+	t = RUN(f, buf, 255, 0x12, 1, 0xb1, 0, 255, 0);
+	assert_int_equal(tnd_get_be16(buf + 4), 0);
+
+	t = RUN(f, buf, 255, 0x12, 1, 0xb2, 0, 255, 0);
+	assert_good(&t);
+	assert_int_equal(buf[5] & 0xe4, 0x80 | 0x40 | 0x20 | 0x04); /* LBPU LBPWS LBPWS10 LBPRZ */
+	assert_int_equal(buf[6] & 0x07, 2);                        /* thin */
+
+	f->mv->info.thin = false;
+	t = RUN(f, buf, 255, 0x12, 1, 0xb2, 0, 255, 0);
+	assert_good(&t);
+	assert_int_equal(buf[5], 0);
+	assert_int_equal(buf[6] & 0x07, 0);
+}
+
+/* ---- REPORT LUNS ---- */
+
+static void report_luns(void **state)
+{
+	struct fx *f = *state;
+	uint8_t buf[64];
+	struct tcmd t = RUN(f, buf, 64, 0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0);
+	assert_good(&t);
+	assert_int_equal(tnd_get_be32(buf), 24);
+	assert_int_equal(t.c.in_len, 32);
+	assert_int_equal(tnd_get_be64(buf + 8), 0);
+	assert_int_equal(tnd_get_be64(buf + 16), 0x0001000000000000ull);
+	assert_int_equal(tnd_get_be64(buf + 24), 0x412c000000000000ull); /* flat 300 */
+
+	t = RUN(f, buf, 64, 0xa0, 0, 2, 0, 0, 0, 0, 0, 0, 64, 0, 0);
+	assert_good(&t);
+	assert_int_equal(tnd_get_be32(buf), 24);
+	/* Well-known LUs only: we have none. */
+	t = RUN(f, buf, 64, 0xa0, 0, 1, 0, 0, 0, 0, 0, 0, 64, 0, 0);
+	assert_good(&t);
+	assert_int_equal(tnd_get_be32(buf), 0);
+	assert_int_equal(t.c.in_len, 8);
+
+	t = RUN(f, buf, 64, 0xa0, 0, 3, 0, 0, 0, 0, 0, 0, 64, 0, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	t = RUN(f, buf, 64, 0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 0, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* 16 is enough: header plus the first LUN, list length intact. */
+	t = RUN(f, buf, 64, 0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0);
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 16);
+	assert_int_equal(tnd_get_be32(buf), 24);
+}
+
+/* ---- capacity ---- */
+
+static void read_capacity(void **state)
+{
+	struct fx *f = *state;
+	uint8_t buf[32];
+	struct tcmd t = RUN(f, buf, 8, 0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+	assert_good(&t);
+	assert_int_equal(tnd_get_be32(buf), NBLOCKS - 1);
+	assert_int_equal(tnd_get_be32(buf + 4), BS);
+	/* LBA without PMI */
+	t = RUN(f, buf, 8, 0x25, 0, 0, 0, 0, 1, 0, 0, 0, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+
+	t = RUN(f, buf, 32, 0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0);
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 32);
+	assert_int_equal(tnd_get_be64(buf), NBLOCKS - 1);
+	assert_int_equal(tnd_get_be32(buf + 8), BS);
+	assert_int_equal(buf[14] & 0xc0, 0xc0); /* LBPME, LBPRZ */
+
+	f->mv->info.thin = false;
+	t = RUN(f, buf, 32, 0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0);
+	assert_good(&t);
+	assert_int_equal(buf[14] & 0xc0, 0);
+	/* Truncated to the allocation length. */
+	t = RUN(f, buf, 32, 0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 0, 0);
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 12);
+	/* Unknown service action. */
+	t = RUN(f, buf, 32, 0x9e, 0x1f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+}
+
+static void read_capacity_10_too_large(void **state)
+{
+	struct fx *f = *state;
+	/* Claim a huge size; READ CAPACITY does no I/O. */
+	f->mv->info.num_blocks = 0x100000000ull + 5;
+	uint8_t buf[32];
+	struct tcmd t = RUN(f, buf, 8, 0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+	assert_sense(&t, 0x6, 0x2a, 0x09); /* the size changed */
+	t = RUN(f, buf, 8, 0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+	assert_good(&t);
+	assert_int_equal(tnd_get_be32(buf), 0xffffffffu);
+	t = RUN(f, buf, 32, 0x9e, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 32, 0, 0);
+	assert_good(&t);
+	assert_int_equal(tnd_get_be64(buf), 0x100000000ull + 4);
+	f->mv->info.num_blocks = NBLOCKS;
+}
+
+/* ---- READ / WRITE ---- */
+
+static void fill(uint8_t *p, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(seed * 31 + i * 7 + (i >> 9));
+}
+
+static void read_write_all_sizes(void **state)
+{
+	struct fx *f = *state;
+	uint8_t out[4 * BS], in[4 * BS];
+	uint8_t c[16];
+
+	/* WRITE(6) at 10, READ(10) back. */
+	fill(out, sizeof(out), 1);
+	struct tcmd t = RUN(f, out, 2 * BS, 0x0a, 0, 0, 10, 2, 0);
+	assert_good(&t);
+	assert_int_equal(t.c.xfer_len, 2 * BS);
+	assert_memory_equal(f->mv->data + 10 * BS, out, 2 * BS);
+	put_rw10(c, 0x28, 0, 10, 2);
+	t = run_raw(f, c, in, 2 * BS);
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 2 * BS);
+	assert_memory_equal(in, out, 2 * BS);
+
+	/* WRITE(10) / READ(6). */
+	fill(out, sizeof(out), 2);
+	put_rw10(c, 0x2a, 0, 100, 3);
+	t = run_raw(f, c, out, 3 * BS);
+	assert_good(&t);
+	t = RUN(f, in, 3 * BS, 0x08, 0, 0, 100, 3, 0);
+	assert_good(&t);
+	assert_memory_equal(in, out, 3 * BS);
+
+	/* WRITE(12) / READ(16). */
+	fill(out, sizeof(out), 3);
+	t = RUN(f, out, 4 * BS, 0xaa, 0, 0, 0, 0x01, 0x00, 0, 0, 0, 4, 0, 0);
+	assert_good(&t);
+	put_rw16(c, 0x88, 0, 256, 4);
+	t = run_raw(f, c, in, 4 * BS);
+	assert_good(&t);
+	assert_memory_equal(in, out, 4 * BS);
+
+	/* WRITE(16) at the last block / READ(12). */
+	fill(out, sizeof(out), 4);
+	put_rw16(c, 0x8a, 0, NBLOCKS - 1, 1);
+	t = run_raw(f, c, out, BS);
+	assert_good(&t);
+	t = RUN(f, in, BS, 0xa8, 0, 0, 0, (NBLOCKS - 1) >> 8, (NBLOCKS - 1) & 0xff, 0, 0, 0, 1, 0, 0);
+	assert_good(&t);
+	assert_memory_equal(in, out, BS);
+}
+
+static void read6_zero_means_256(void **state)
+{
+	struct fx *f = *state;
+	static uint8_t in[256 * BS];
+	struct tcmd t = RUN(f, in, sizeof(in), 0x08, 0, 0, 0, 0, 0);
+	assert_good(&t);
+	assert_int_equal(f->mv->last.nblocks, 256);
+	assert_int_equal(t.c.xfer_len, 256 * BS);
+	assert_int_equal(t.c.in_len, 256 * BS);
+}
+
+static void rw10_zero_length_is_no_transfer(void **state)
+{
+	struct fx *f = *state;
+	uint8_t c[16];
+	put_rw10(c, 0x28, 0, 5, 0);
+	struct tcmd t = run_raw(f, c, NULL, 0);
+	assert_good(&t);
+	assert_int_equal(t.c.xfer_len, 0);
+	put_rw10(c, 0x2a, 0, 5, 0);
+	t = run_raw(f, c, NULL, 0);
+	assert_good(&t);
+	assert_int_equal(f->mv->count[TND_IO_READ] + f->mv->count[TND_IO_WRITE], 0);
+	/* Still range-checked. */
+	put_rw10(c, 0x28, 0, NBLOCKS + 1, 0);
+	t = run_raw(f, c, NULL, 0);
+	assert_sense(&t, 0x5, 0x21, 0x00);
+}
+
+static void rw_out_of_range(void **state)
+{
+	struct fx *f = *state;
+	uint8_t buf[2 * BS] = { 0 };
+	uint8_t c[16];
+	put_rw10(c, 0x28, 0, NBLOCKS - 1, 2);
+	struct tcmd t = run_raw(f, c, buf, 2 * BS);
+	assert_sense(&t, 0x5, 0x21, 0x00);
+	put_rw10(c, 0x2a, 0, NBLOCKS, 1);
+	t = run_raw(f, c, buf, BS);
+	assert_sense(&t, 0x5, 0x21, 0x00);
+	/* LBA + length wrapping around 2^64. */
+	put_rw16(c, 0x88, 0, UINT64_MAX, 2);
+	t = run_raw(f, c, buf, 2 * BS);
+	assert_sense(&t, 0x5, 0x21, 0x00);
+	/* READ(6) beyond the end. */
+	t = RUN(f, buf, BS, 0x08, 0x1f, 0xff, 0xff, 1, 0);
+	assert_sense(&t, 0x5, 0x21, 0x00);
+	assert_int_equal(f->mv->count[TND_IO_READ] + f->mv->count[TND_IO_WRITE], 0);
+}
+
+static void rw_too_long_for_max_transfer(void **state)
+{
+	struct fx *f = *state;
+	uint8_t c[16];
+	put_rw16(c, 0x88, 0, 0, TND_SCSI_MAX_XFER_BYTES / BS + 1);
+	f->mv->info.num_blocks = 1u << 20; /* in range, but too long */
+	struct tcmd t = run_raw(f, c, NULL, 0);
+	assert_sense(&t, 0x6, 0x2a, 0x09);
+	t = run_raw(f, c, NULL, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_field_ptr(&t, true, 10);
+	f->mv->info.num_blocks = NBLOCKS;
+}
+
+static void fua_passed_through(void **state)
+{
+	struct fx *f = *state;
+	uint8_t buf[BS] = { 1 };
+	uint8_t c[16];
+	put_rw10(c, 0x2a, 0x08, 1, 1);
+	struct tcmd t = run_raw(f, c, buf, BS);
+	assert_good(&t);
+	assert_int_equal(f->mv->last.type, TND_IO_WRITE);
+	assert_int_equal(f->mv->last.flags & TND_IO_FUA, TND_IO_FUA);
+	put_rw16(c, 0x8a, 0x10, 1, 1); /* DPO only */
+	t = run_raw(f, c, buf, BS);
+	assert_good(&t);
+	assert_int_equal(f->mv->last.flags & TND_IO_FUA, 0);
+	put_rw16(c, 0x8a, 0x08, 1, 1);
+	t = run_raw(f, c, buf, BS);
+	assert_good(&t);
+	assert_int_equal(f->mv->last.flags & TND_IO_FUA, TND_IO_FUA);
+	/* FUA on a read is accepted (nothing to make stable). */
+	put_rw10(c, 0x28, 0x18, 1, 1);
+	t = run_raw(f, c, buf, BS);
+	assert_good(&t);
+	/* RDPROTECT is not supported: reserved for us. */
+	put_rw10(c, 0x28, 0x20, 1, 1);
+	t = run_raw(f, c, buf, BS);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+}
+
+static void read_residual_when_expected_length_short(void **state)
+{
+	struct fx *f = *state;
+	uint8_t c[16];
+	uint8_t in[BS];
+	fill(f->mv->data, 2 * BS, 9);
+	put_rw10(c, 0x28, 0, 0, 2);
+	struct tcmd t = run_raw(f, c, in, BS);
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, BS);
+	assert_int_equal(t.c.xfer_len, 2 * BS);
+	assert_memory_equal(in, f->mv->data, BS);
+	/* A partial last block. */
+	t = run_raw(f, c, in, 300);
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 300);
+	assert_int_equal(t.c.xfer_len, 2 * BS);
+	assert_memory_equal(in, f->mv->data, 300);
+}
+
+/* Regression: a READ with no buffer at all (EDTL 0) copied from a NULL
+ * destination; it must read, return nothing and report the overflow. */
+static void read_with_no_buffer_reports_overflow(void **state)
+{
+	struct fx *f = *state;
+	uint8_t c[16];
+	put_rw16(c, 0x88, 0, 0, 1);
+	struct tcmd t = run_raw(f, c, NULL, 0);
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 0);
+	assert_int_equal(t.c.xfer_len, BS);
+}
+
+/*
+ * EDTL shorter than the CDB's transfer length: only the whole blocks the
+ * initiator sent are written, the command is GOOD and xfer_len tells the
+ * transport to report the overflow.
+ */
+static void write_short_data_out_writes_whole_blocks(void **state)
+{
+	struct fx *f = *state;
+	uint8_t c[16];
+	uint8_t out[BS];
+	memset(f->mv->data, 'a', 2 * BS);
+	memset(out, 'b', BS);
+	put_rw10(c, 0x2a, 0, 0, 2);
+	struct tcmd t = run_raw(f, c, out, BS);
+	assert_good(&t);
+	assert_int_equal(t.c.xfer_len, 2 * BS);
+	assert_int_equal(f->mv->last.nblocks, 1);
+	assert_int_equal(f->mv->data[BS - 1], 'b');
+	assert_int_equal(f->mv->data[BS], 'a');
+
+	/* Less than one block: nothing is written. */
+	memset(out, 'c', BS);
+	put_rw10(c, 0x2a, 0, 0, 1);
+	t = run_raw(f, c, out, 200);
+	assert_good(&t);
+	assert_int_equal(t.c.xfer_len, BS);
+	assert_int_equal(f->mv->count[TND_IO_WRITE], 1);
+	assert_int_equal(f->mv->data[0], 'b');
+
+	/* More than the CDB asks: only the CDB's blocks are written. */
+	uint8_t big[3 * BS];
+	memset(big, 'd', sizeof(big));
+	t = run_raw(f, c, big, sizeof(big));
+	assert_good(&t);
+	assert_int_equal(t.c.xfer_len, BS);
+	assert_int_equal(f->mv->last.nblocks, 1);
+	assert_int_equal(f->mv->data[BS], 'a');
+}
+
+static void read_errors_mapped(void **state)
+{
+	struct fx *f = *state;
+	uint8_t c[16];
+	uint8_t buf[BS] = { 0 };
+	put_rw10(c, 0x28, 0, 0, 1);
+
+	f->mv->fail_type = TND_IO_READ;
+	f->mv->fail_err = -EIO;
+	struct tcmd t = run_raw(f, c, buf, BS);
+	assert_sense(&t, 0x3, 0x11, 0x00);
+	assert_int_equal(t.c.in_len, 0);
+
+	f->mv->fail_err = -EILSEQ;
+	t = run_raw(f, c, buf, BS);
+	assert_sense(&t, 0x3, 0x11, 0x00);
+
+	f->mv->fail_err = -ENOTCONN;
+	t = run_raw(f, c, buf, BS);
+	assert_sense(&t, 0x4, 0x44, 0x00);
+
+	/* Refused at submit: same mapping, still one completion. */
+	f->mv->fail_err = -EIO;
+	f->mv->fail_submit = true;
+	t = run_raw(f, c, buf, BS);
+	assert_sense(&t, 0x3, 0x11, 0x00);
+
+	t = run_raw(f, c, buf, BS);
+	assert_good(&t);
+}
+
+static void write_errors_mapped(void **state)
+{
+	struct fx *f = *state;
+	uint8_t c[16];
+	uint8_t buf[BS] = { 0 };
+	put_rw10(c, 0x2a, 0, 0, 1);
+	f->mv->fail_type = TND_IO_WRITE;
+
+	f->mv->fail_err = -EIO;
+	struct tcmd t = run_raw(f, c, buf, BS);
+	assert_sense(&t, 0x3, 0x0c, 0x00);
+	f->mv->fail_err = -ENOSPC;
+	t = run_raw(f, c, buf, BS);
+	assert_sense(&t, 0x7, 0x27, 0x07);
+	f->mv->fail_err = -EROFS;
+	t = run_raw(f, c, buf, BS);
+	assert_sense(&t, 0x7, 0x27, 0x00);
+	f->mv->fail_err = -EPERM;
+	t = run_raw(f, c, buf, BS);
+	assert_sense(&t, 0x4, 0x44, 0x00);
+	f->mv->fail_err = -ENOMEM;
+	t = run_raw(f, c, buf, BS);
+	assert_int_equal(t.c.status, TND_SAM_BUSY);
+	/* A flush error reads as a write error. */
+	f->mv->fail_type = TND_IO_FLUSH;
+	f->mv->fail_err = -EIO;
+	t = RUN(f, NULL, 0, 0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+	assert_sense(&t, 0x3, 0x0c, 0x00);
+}
+
+static void read_only_volume(void **state)
+{
+	struct fx *f = *state;
+	f->mv->info.read_only = true;
+	uint8_t c[16];
+	uint8_t buf[BS] = { 0 };
+	put_rw10(c, 0x2a, 0, 0, 1);
+	struct tcmd t = run_raw(f, c, buf, BS);
+	assert_sense(&t, 0x7, 0x27, 0x00);
+	put_rw10(c, 0x28, 0, 0, 1);
+	t = run_raw(f, c, buf, BS);
+	assert_good(&t);
+	/* MODE SENSE shows WP. */
+	uint8_t m[64];
+	t = RUN(f, m, 64, 0x1a, 0, 0x08, 0, 64, 0);
+	assert_good(&t);
+	assert_int_equal(m[2] & 0x80, 0x80);
+}
+
+/* ---- VERIFY / WRITE AND VERIFY ---- */
+
+static void verify(void **state)
+{
+	struct fx *f = *state;
+	uint8_t c[16];
+	uint8_t buf[4 * BS];
+	fill(f->mv->data + 8 * BS, 4 * BS, 5);
+	memcpy(buf, f->mv->data + 8 * BS, 4 * BS);
+
+	/* BYTCHK 0: range check only. */
+	put_rw10(c, 0x2f, 0, 8, 4);
+	struct tcmd t = run_raw(f, c, NULL, 0);
+	assert_good(&t);
+	put_rw10(c, 0x2f, 0, NBLOCKS - 2, 4);
+	t = run_raw(f, c, NULL, 0);
+	assert_sense(&t, 0x5, 0x21, 0x00);
+
+	/* BYTCHK 1: compare. */
+	put_rw10(c, 0x2f, 0x02, 8, 4);
+	t = run_raw(f, c, buf, 4 * BS);
+	assert_good(&t);
+	assert_int_equal(t.c.xfer_len, 4 * BS);
+	buf[2 * BS + 17] ^= 0xff;
+	t = run_raw(f, c, buf, 4 * BS);
+	assert_sense(&t, 0xe, 0x1d, 0x00);
+	assert_int_equal(t.c.sense[0] & 0x80, 0x80); /* INFORMATION valid */
+	assert_int_equal(tnd_get_be32(t.c.sense + 3), 2 * BS + 17);
+	buf[2 * BS + 17] ^= 0xff;
+
+	put_rw16(c, 0x8f, 0x02, 8, 4);
+	t = run_raw(f, c, buf, 4 * BS);
+	assert_good(&t);
+	/* VERIFY(12) with DPO. */
+	t = RUN(f, buf, 4 * BS, 0xaf, 0x12, 0, 0, 0, 8, 0, 0, 0, 4, 0, 0);
+	assert_good(&t);
+
+	/* BYTCHK 3: one block against each. */
+	memset(f->mv->data + 20 * BS, 0x5a, 3 * BS);
+	uint8_t one[BS];
+	memset(one, 0x5a, BS);
+	put_rw16(c, 0x8f, 0x06, 20, 3);
+	t = run_raw(f, c, one, BS);
+	assert_good(&t);
+	f->mv->data[22 * BS + 3] = 0;
+	t = run_raw(f, c, one, BS);
+	assert_sense(&t, 0xe, 0x1d, 0x00);
+
+	/* BYTCHK 2 is reserved. */
+	put_rw10(c, 0x2f, 0x04, 8, 1);
+	t = run_raw(f, c, buf, BS);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+
+	/* A read error while verifying. */
+	f->mv->fail_type = TND_IO_READ;
+	f->mv->fail_err = -EILSEQ;
+	put_rw10(c, 0x2f, 0x02, 8, 4);
+	t = run_raw(f, c, buf, 4 * BS);
+	assert_sense(&t, 0x3, 0x11, 0x00);
+}
+
+static void write_and_verify(void **state)
+{
+	struct fx *f = *state;
+	uint8_t c[16];
+	uint8_t buf[2 * BS];
+	fill(buf, sizeof(buf), 6);
+	put_rw10(c, 0x2e, 0x02, 30, 2);
+	struct tcmd t = run_raw(f, c, buf, 2 * BS);
+	assert_good(&t);
+	assert_memory_equal(f->mv->data + 30 * BS, buf, 2 * BS);
+	assert_int_equal(f->mv->count[TND_IO_WRITE], 1);
+	assert_true(f->mv->count[TND_IO_READ] >= 1);
+	put_rw16(c, 0x8e, 0, 40, 2);
+	t = run_raw(f, c, buf, 2 * BS);
+	assert_good(&t);
+	assert_memory_equal(f->mv->data + 40 * BS, buf, 2 * BS);
+	put_rw16(c, 0x8e, 0, NBLOCKS - 1, 2);
+	t = run_raw(f, c, buf, 2 * BS);
+	assert_sense(&t, 0x5, 0x21, 0x00);
+	/* WRITE AND VERIFY(12) */
+	fill(buf, sizeof(buf), 10);
+	t = RUN(f, buf, 2 * BS, 0xae, 0x02, 0, 0, 0, 50, 0, 0, 0, 2, 0, 0);
+	assert_good(&t);
+	assert_memory_equal(f->mv->data + 50 * BS, buf, 2 * BS);
+	/* A read error during the verify step. */
+	f->mv->fail_type = TND_IO_READ;
+	f->mv->fail_err = -EIO;
+	t = RUN(f, buf, 2 * BS, 0xae, 0x02, 0, 0, 0, 50, 0, 0, 0, 2, 0, 0);
+	assert_sense(&t, 0x3, 0x11, 0x00);
+}
+
+/* ---- SYNCHRONIZE CACHE ---- */
+
+static void synchronize_cache(void **state)
+{
+	struct fx *f = *state;
+	uint8_t c[16];
+	put_rw10(c, 0x35, 0, 0, 0);
+	struct tcmd t = run_raw(f, c, NULL, 0);
+	assert_good(&t);
+	assert_int_equal(f->mv->count[TND_IO_FLUSH], 1);
+	put_rw16(c, 0x91, 0x02, 100, 10); /* IMMED */
+	t = run_raw(f, c, NULL, 0);
+	assert_good(&t);
+	assert_int_equal(f->mv->count[TND_IO_FLUSH], 2);
+	put_rw16(c, 0x91, 0, NBLOCKS, 1);
+	t = run_raw(f, c, NULL, 0);
+	assert_sense(&t, 0x5, 0x21, 0x00);
+	assert_int_equal(f->mv->count[TND_IO_FLUSH], 2);
+}
+
+/* ---- MODE SENSE / SELECT ---- */
+
+/* Find page @code after the header and block descriptors. */
+static const uint8_t *mode_find(const uint8_t *b, unsigned n, bool ten, uint8_t code)
+{
+	unsigned hdr = ten ? 8 : 4;
+	unsigned bd = ten ? tnd_get_be16(b + 6) : b[3];
+	for (unsigned off = hdr + bd; off + 2 <= n; off += 2 + b[off + 1])
+		if ((b[off] & 0x3f) == code)
+			return b + off;
+	return NULL;
+}
+
+static void mode_sense(void **state)
+{
+	struct fx *f = *state;
+	uint8_t b[255];
+	struct tcmd t = RUN(f, b, 255, 0x1a, 0, 0x3f, 0, 255, 0);
+	assert_good(&t);
+	unsigned n = t.c.in_len;
+	assert_int_equal(b[0], n - 1);
+	assert_int_equal(b[2] & 0x80, 0);    /* not write protected */
+	assert_int_equal(b[3], 8);           /* block descriptor */
+	assert_int_equal(tnd_get_be32(b + 4), NBLOCKS);
+	assert_int_equal(tnd_get_be24(b + 9), BS);
+	const uint8_t *cp = mode_find(b, n, false, 0x08);
+	assert_non_null(cp);
+	assert_int_equal(cp[1], 0x12);
+	assert_int_equal(cp[2] & 0x04, 0x04); /* WCE: the volume caches */
+	assert_non_null(mode_find(b, n, false, 0x0a));
+	assert_non_null(mode_find(b, n, false, 0x1c));
+
+	/* DBD */
+	t = RUN(f, b, 255, 0x1a, 0x08, 0x08, 0, 255, 0);
+	assert_good(&t);
+	assert_int_equal(b[3], 0);
+	assert_int_equal(t.c.in_len, 4 + 20);
+	assert_int_equal(b[4], 0x08);
+
+	/* MODE SENSE(10), long LBA descriptor */
+	t = RUN(f, b, 255, 0x5a, 0x10, 0x0a, 0, 0, 0, 0, 0, 255, 0);
+	assert_good(&t);
+	assert_int_equal(tnd_get_be16(b), t.c.in_len - 2);
+	assert_int_equal(b[4] & 1, 1);
+	assert_int_equal(tnd_get_be16(b + 6), 16);
+	assert_int_equal(tnd_get_be64(b + 8), NBLOCKS);
+	assert_int_equal(tnd_get_be32(b + 8 + 12), BS);
+	assert_int_equal(b[24], 0x0a);
+
+	/* Changeable values: only WCE. */
+	t = RUN(f, b, 255, 0x1a, 0x08, 0x48, 0, 255, 0);
+	assert_good(&t);
+	assert_int_equal(b[4 + 2], 0x04);
+	/* Control page: nothing changeable. */
+	t = RUN(f, b, 255, 0x1a, 0x08, 0x4a, 0, 255, 0);
+	assert_good(&t);
+	for (unsigned i = 2; i < 12; i++)
+		assert_int_equal(b[4 + i], 0);
+	/* Default values. */
+	t = RUN(f, b, 255, 0x1a, 0x08, 0x88, 0, 255, 0);
+	assert_good(&t);
+	assert_int_equal(b[4 + 2], 0x04);
+	/* Saved values: not supported. */
+	t = RUN(f, b, 255, 0x1a, 0x08, 0xc8, 0, 255, 0);
+	assert_sense(&t, 0x5, 0x39, 0x00);
+	/* Unknown page, unknown subpage. */
+	t = RUN(f, b, 255, 0x1a, 0x08, 0x19, 0, 255, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	t = RUN(f, b, 255, 0x1a, 0x08, 0x08, 0x01, 255, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* All subpages of all pages. */
+	t = RUN(f, b, 255, 0x1a, 0x08, 0x3f, 0xff, 255, 0);
+	assert_good(&t);
+	/* Truncation keeps the header's full length. */
+	t = RUN(f, b, 255, 0x1a, 0, 0x3f, 0, 4, 0);
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 4);
+	assert_int_equal(b[0], n - 1);
+
+	/* A volume without a write cache reports WCE=0, unchangeable. */
+	struct memvol *mv2 = memvol_create(4096, 16);
+	mv2->info.write_cache = false;
+	struct tnd_scsi_lu *lu2;
+	struct tnd_scsi_lu_desc d = { .name = "wt", .vol = &mv2->vol };
+	assert_int_equal(tnd_scsi_lu_create(&d, &lu2), 0);
+	run_on(f, f->nx, lu2, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	t = run_on(f, f->nx, lu2, b, 255, CDB(0x1a, 0, 0x08, 0, 255, 0));
+	assert_good(&t);
+	assert_int_equal(tnd_get_be24(b + 9), 4096);
+	assert_int_equal(b[12 + 2] & 0x04, 0);
+	t = run_on(f, f->nx, lu2, b, 255, CDB(0x1a, 0x08, 0x48, 0, 255, 0));
+	assert_int_equal(b[4 + 2], 0);
+	tnd_scsi_lu_destroy(lu2);
+	tnd_volume_destroy(&mv2->vol);
+}
+
+/* A MODE SELECT(6) parameter list: header + caching page, WCE as given. */
+static unsigned caching_list(uint8_t *p, bool wce)
+{
+	memset(p, 0, 24);
+	p[4] = 0x08;
+	p[5] = 0x12;
+	p[6] = wce ? 0x04 : 0;
+	return 24;
+}
+
+static void mode_select_wce_makes_writes_fua(void **state)
+{
+	struct fx *f = *state;
+	struct tnd_scsi_nexus *other;
+	assert_int_equal(tnd_scsi_nexus_create("iqn.other,i,0x9", &port, &other), 0);
+	fx_clear_ua(f, other);
+
+	uint8_t p[24];
+	unsigned n = caching_list(p, false);
+	struct tcmd t = RUN(f, p, n, 0x15, 0x10, 0, 0, (uint8_t)n, 0);
+	assert_good(&t);
+
+	/* The caching page now says WCE=0 ... */
+	uint8_t b[64];
+	t = RUN(f, b, 64, 0x1a, 0x08, 0x08, 0, 64, 0);
+	assert_good(&t);
+	assert_int_equal(b[4 + 2] & 0x04, 0);
+	/* ... and every write is made stable before it is acknowledged. */
+	uint8_t c[16], buf[BS] = { 0 };
+	put_rw10(c, 0x2a, 0, 0, 1);
+	t = run_raw(f, c, buf, BS);
+	assert_good(&t);
+	assert_int_equal(f->mv->last.flags & TND_IO_FUA, TND_IO_FUA);
+	/* WRITE SAME too. */
+	memset(buf, 1, BS);
+	put_rw10(c, 0x41, 0, 0, 2);
+	t = run_raw(f, c, buf, BS);
+	assert_good(&t);
+	assert_int_equal(f->mv->last.flags & TND_IO_FUA, TND_IO_FUA);
+
+	/* The other nexus is told, once; we are not. */
+	t = run_on(f, other, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_sense(&t, 0x6, 0x2a, 0x01);
+	t = run_on(f, other, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_good(&t);
+	t = RUN(f, NULL, 0, 0x00, 0, 0, 0, 0, 0);
+	assert_good(&t);
+
+	/* Back on with MODE SELECT(10): writes are no longer forced. */
+	uint8_t p10[28] = { 0 };
+	p10[8] = 0x08;
+	p10[9] = 0x12;
+	p10[10] = 0x04;
+	t = RUN(f, p10, 28, 0x55, 0x10, 0, 0, 0, 0, 0, 0, 28, 0);
+	assert_good(&t);
+	put_rw10(c, 0x2a, 0, 0, 1);
+	t = run_raw(f, c, buf, BS);
+	assert_good(&t);
+	assert_int_equal(f->mv->last.flags & TND_IO_FUA, 0);
+	t = run_on(f, other, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_sense(&t, 0x6, 0x2a, 0x01);
+
+	/* Selecting the current value changes nothing and tells nobody. */
+	n = caching_list(p, true);
+	t = RUN(f, p, n, 0x15, 0x10, 0, 0, (uint8_t)n, 0);
+	assert_good(&t);
+	t = run_on(f, other, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_good(&t);
+	tnd_scsi_nexus_destroy(other);
+}
+
+static void mode_select_rejects(void **state)
+{
+	struct fx *f = *state;
+	uint8_t p[64];
+	unsigned n = caching_list(p, false);
+
+	/* PF=0 */
+	struct tcmd t = RUN(f, p, n, 0x15, 0x00, 0, 0, (uint8_t)n, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* SP=1 */
+	t = RUN(f, p, n, 0x15, 0x11, 0, 0, (uint8_t)n, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* A field that cannot change (RCD). */
+	p[6] |= 0x01;
+	t = RUN(f, p, n, 0x15, 0x10, 0, 0, (uint8_t)n, 0);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+	assert_field_ptr(&t, false, 6);
+	p[6] &= (uint8_t)~0x01;
+	/* Wrong page length. */
+	p[5] = 0x10;
+	t = RUN(f, p, n, 0x15, 0x10, 0, 0, (uint8_t)n, 0);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+	p[5] = 0x12;
+	/* Page cut short by the parameter list length. */
+	t = RUN(f, p, 10, 0x15, 0x10, 0, 0, 10, 0);
+	assert_sense(&t, 0x5, 0x1a, 0x00);
+	/* Shorter than the header. */
+	t = RUN(f, p, 3, 0x15, 0x10, 0, 0, 3, 0);
+	assert_sense(&t, 0x5, 0x1a, 0x00);
+	/* A page we do not have. */
+	p[4] = 0x19;
+	t = RUN(f, p, n, 0x15, 0x10, 0, 0, (uint8_t)n, 0);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+	p[4] = 0x08;
+	/* Control page: QAM cannot change. */
+	uint8_t q[16] = { 0 };
+	q[4] = 0x0a;
+	q[5] = 0x0a;
+	q[7] = 0x00; /* current is 0x10 */
+	q[12] = 0xff;
+	q[13] = 0xff;
+	t = RUN(f, q, 16, 0x15, 0x10, 0, 0, 16, 0);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+	/* Block descriptor with a different block size. */
+	uint8_t r[12] = { 0 };
+	r[3] = 8;
+	tnd_put_be24(r + 9, 4096);
+	t = RUN(f, r, 12, 0x15, 0x10, 0, 0, 12, 0);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+	/* Same block size: accepted. */
+	tnd_put_be24(r + 9, BS);
+	t = RUN(f, r, 12, 0x15, 0x10, 0, 0, 12, 0);
+	assert_good(&t);
+	/* Nothing above changed WCE. */
+	uint8_t b[64];
+	t = RUN(f, b, 64, 0x1a, 0x08, 0x08, 0, 64, 0);
+	assert_int_equal(b[6] & 0x04, 0x04);
+}
+
+/* ---- misc commands ---- */
+
+static void request_sense_desc_refused(void **state)
+{
+	struct fx *f = *state;
+	uint8_t b[32];
+	struct tcmd t = RUN(f, b, 32, 0x03, 0x01, 0, 0, 32, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* Allocation length honoured. */
+	t = RUN(f, b, 32, 0x03, 0, 0, 0, 8, 0);
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 8);
+}
+
+static void start_stop_unit(void **state)
+{
+	struct fx *f = *state;
+	struct tcmd t = RUN(f, NULL, 0, 0x1b, 0, 0, 0, 0x01, 0); /* START */
+	assert_good(&t);
+	t = RUN(f, NULL, 0, 0x1b, 0, 0, 0, 0x02, 0);             /* LOEJ, stop */
+	assert_good(&t);
+	assert_int_equal(f->mv->count[TND_IO_FLUSH], 1);         /* stopping flushes */
+	t = RUN(f, NULL, 0, 0x1b, 0x01, 0, 0, 0x04, 0);          /* IMMED, NO_FLUSH */
+	assert_good(&t);
+	assert_int_equal(f->mv->count[TND_IO_FLUSH], 1);
+}
+
+static void invalid_opcode_and_reserved_bits(void **state)
+{
+	struct fx *f = *state;
+	struct tcmd t = RUN(f, NULL, 0, 0xc7, 0, 0, 0, 0, 0);
+	assert_sense(&t, 0x5, 0x20, 0x00);
+	t = RUN(f, NULL, 0, 0x00, 0, 0, 0, 0, 0x04); /* TUR with NACA */
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_field_ptr(&t, true, 5);
+	t = RUN(f, NULL, 0, 0x00, 0x01, 0, 0, 0, 0); /* reserved byte */
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_field_ptr(&t, true, 1);
+	/* MAINTENANCE IN with an unknown service action. */
+	uint8_t b[64];
+	t = RUN(f, b, 64, 0xa3, 0x05, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+}
+
+/* ---- thin provisioning ---- */
+
+static void unmap_param(uint8_t *p, unsigned nr, const uint64_t *lba, const uint32_t *n)
+{
+	memset(p, 0, 8 + 16 * nr);
+	tnd_put_be16(p, (uint16_t)(6 + 16 * nr));
+	tnd_put_be16(p + 2, (uint16_t)(16 * nr));
+	for (unsigned i = 0; i < nr; i++) {
+		tnd_put_be64(p + 8 + 16 * i, lba[i]);
+		tnd_put_be32(p + 8 + 16 * i + 8, n[i]);
+	}
+}
+
+static void unmap(void **state)
+{
+	struct fx *f = *state;
+	memset(f->mv->data, 0xab, (size_t)NBLOCKS * BS);
+	uint8_t p[8 + 16 * 3];
+	uint64_t lba[] = { 10, 100, 0 };
+	uint32_t n[] = { 5, 0, 2 };
+	unmap_param(p, 3, lba, n);
+	struct tcmd t = RUN(f, p, sizeof(p), 0x42, 0, 0, 0, 0, 0, 0, 0, sizeof(p), 0);
+	assert_good(&t);
+	assert_int_equal(f->mv->count[TND_IO_UNMAP], 2);
+	assert_int_equal(f->mv->data[10 * BS], 0);
+	assert_int_equal(f->mv->data[15 * BS - 1], 0);
+	assert_int_equal(f->mv->data[15 * BS], 0xab);
+	assert_int_equal(f->mv->data[BS], 0);
+	assert_int_equal(f->mv->data[2 * BS], 0xab);
+
+	/* Out of range: nothing is unmapped. */
+	lba[1] = NBLOCKS - 1;
+	n[1] = 2;
+	unmap_param(p, 3, lba, n);
+	t = RUN(f, p, sizeof(p), 0x42, 0, 0, 0, 0, 0, 0, 0, sizeof(p), 0);
+	assert_sense(&t, 0x5, 0x21, 0x00);
+	assert_int_equal(f->mv->count[TND_IO_UNMAP], 2);
+	/* More blocks in total than the maximum we advertise. */
+	f->mv->info.max_unmap_blocks = 8;
+	lba[1] = 0;
+	n[1] = 2;
+	unmap_param(p, 3, lba, n);
+	t = RUN(f, p, sizeof(p), 0x42, 0, 0, 0, 0, 0, 0, 0, sizeof(p), 0);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+	f->mv->info.max_unmap_blocks = 1u << 16;
+	/* ANCHOR */
+	t = RUN(f, p, sizeof(p), 0x42, 0x01, 0, 0, 0, 0, 0, 0, sizeof(p), 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* Parameter list shorter than its header. */
+	t = RUN(f, p, 4, 0x42, 0, 0, 0, 0, 0, 0, 0, 4, 0);
+	assert_sense(&t, 0x5, 0x1a, 0x00);
+	/* Empty parameter list: nothing to do. */
+	t = RUN(f, NULL, 0, 0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+	assert_good(&t);
+	/* A volume that cannot deallocate has no UNMAP. */
+	f->mv->info.thin = false;
+	t = RUN(f, p, sizeof(p), 0x42, 0, 0, 0, 0, 0, 0, 0, sizeof(p), 0);
+	assert_sense(&t, 0x5, 0x20, 0x00);
+}
+
+static void write_same(void **state)
+{
+	struct fx *f = *state;
+	uint8_t c[16];
+	uint8_t blk[BS];
+	memset(f->mv->data, 0xab, (size_t)NBLOCKS * BS);
+
+	/* A pattern. */
+	fill(blk, BS, 7);
+	put_rw10(c, 0x41, 0, 50, 3);
+	struct tcmd t = run_raw(f, c, blk, BS);
+	assert_good(&t);
+	assert_int_equal(t.c.xfer_len, BS);
+	for (int i = 0; i < 3; i++)
+		assert_memory_equal(f->mv->data + (50 + i) * BS, blk, BS);
+	assert_int_equal(f->mv->data[53 * BS], 0xab);
+
+	/* Zeros with UNMAP: deallocated. */
+	memset(blk, 0, BS);
+	put_rw16(c, 0x93, 0x08, 60, 4);
+	t = run_raw(f, c, blk, BS);
+	assert_good(&t);
+	assert_int_equal(f->mv->last.type, TND_IO_UNMAP);
+	assert_int_equal(f->mv->data[60 * BS], 0);
+	assert_int_equal(f->mv->data[64 * BS - 1], 0);
+	/* Zeros without UNMAP: written as zeros. */
+	put_rw16(c, 0x93, 0, 70, 4);
+	t = run_raw(f, c, blk, BS);
+	assert_good(&t);
+	assert_int_equal(f->mv->last.type, TND_IO_WRITE_ZEROES);
+	/* NDOB: no data-out. */
+	put_rw16(c, 0x93, 0x09, 80, 4);
+	t = run_raw(f, c, NULL, 0);
+	assert_good(&t);
+	assert_int_equal(t.c.xfer_len, 0);
+	assert_int_equal(f->mv->data[80 * BS], 0);
+	/* ANCHOR, zero blocks, out of range. */
+	put_rw16(c, 0x93, 0x18, 80, 4);
+	t = run_raw(f, c, blk, BS);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	put_rw10(c, 0x41, 0, 80, 0);
+	t = run_raw(f, c, blk, BS);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	put_rw10(c, 0x41, 0, NBLOCKS - 1, 2);
+	t = run_raw(f, c, blk, BS);
+	assert_sense(&t, 0x5, 0x21, 0x00);
+	/* A large range is written in chunks. */
+	fill(blk, BS, 8);
+	put_rw16(c, 0x93, 0, 0, NBLOCKS);
+	t = run_raw(f, c, blk, BS);
+	assert_good(&t);
+	assert_memory_equal(f->mv->data + (NBLOCKS - 1) * BS, blk, BS);
+}
+
+static void get_lba_status(void **state)
+{
+	struct fx *f = *state;
+	uint8_t b[64];
+	struct tcmd t = RUN(f, b, 64, 0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0, 10, 0, 0, 0, 64, 0, 0);
+	assert_good(&t);
+	assert_int_equal(tnd_get_be32(b), 20);
+	assert_int_equal(tnd_get_be64(b + 8), 10);
+	assert_int_equal(tnd_get_be32(b + 16), NBLOCKS - 10);
+	t = RUN(f, b, 64, 0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0x08, 0, 0, 0, 0, 64, 0, 0);
+	assert_sense(&t, 0x5, 0x21, 0x00);
+}
+
+static void report_supported_opcodes(void **state)
+{
+	struct fx *f = *state;
+	static uint8_t b[4096];
+	struct tcmd t = RUN(f, b, sizeof(b), 0xa3, 0x0c, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0);
+	assert_good(&t);
+	uint32_t len = tnd_get_be32(b);
+	assert_int_equal(t.c.in_len, len + 4);
+	assert_int_equal(len % 8, 0);
+	bool read10 = false, rc16 = false;
+	for (uint32_t off = 4; off < len + 4; off += 8) {
+		if (b[off] == 0x28)
+			read10 = tnd_get_be16(b + off + 6) == 10;
+		if (b[off] == 0x9e && tnd_get_be16(b + off + 2) == 0x10)
+			rc16 = (b[off + 5] & 1) == 1;
+	}
+	assert_true(read10);
+	assert_true(rc16);
+
+	/* One command: WRITE(10) with its usage bitmap. */
+	t = RUN(f, b, 64, 0xa3, 0x0c, 0x01, 0x2a, 0, 0, 0, 0, 0, 64, 0, 0);
+	assert_good(&t);
+	assert_int_equal(b[1] & 0x07, 3);
+	assert_int_equal(tnd_get_be16(b + 2), 10);
+	assert_int_equal(b[4], 0x2a);
+	assert_int_equal(b[5], 0x18);
+	/* Unsupported opcode. */
+	t = RUN(f, b, 64, 0xa3, 0x0c, 0x01, 0xc7, 0, 0, 0, 0, 0, 64, 0, 0);
+	assert_good(&t);
+	assert_int_equal(b[1] & 0x07, 1);
+	/* With service action. */
+	t = RUN(f, b, 64, 0xa3, 0x0c, 0x02, 0x9e, 0, 0x10, 0, 0, 0, 64, 0, 0);
+	assert_good(&t);
+	assert_int_equal(b[1] & 0x07, 3);
+	assert_int_equal(tnd_get_be16(b + 2), 16);
+	/* Option 1 on a service-action opcode. */
+	t = RUN(f, b, 64, 0xa3, 0x0c, 0x01, 0x9e, 0, 0, 0, 0, 0, 64, 0, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* With timeouts descriptors. */
+	t = RUN(f, b, sizeof(b), 0xa3, 0x0c, 0x80, 0, 0, 0, 0, 0, 0x10, 0, 0, 0);
+	assert_good(&t);
+	assert_int_equal(tnd_get_be32(b) % 20, 0);
+
+	t = RUN(f, b, 64, 0xa3, 0x0d, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0);
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 4);
+	assert_int_equal(b[0] & 0x08, 0x08); /* LU reset */
+}
+
+/* ---- tnd_scsi_cdb_xfer ---- */
+
+static void cdb_xfer(void **state)
+{
+	struct fx *f = *state;
+	enum tnd_scsi_dir dir;
+	uint32_t len;
+	uint8_t c[16];
+	put_rw10(c, 0x28, 0, 0, 8);
+	assert_int_equal(tnd_scsi_cdb_xfer(f->lu, c, 16, &dir, &len), 0);
+	assert_int_equal(dir, TND_SCSI_DIR_READ);
+	assert_int_equal(len, 8 * BS);
+	put_rw16(c, 0x8a, 0, 0, 3);
+	assert_int_equal(tnd_scsi_cdb_xfer(f->lu, c, 16, &dir, &len), 0);
+	assert_int_equal(dir, TND_SCSI_DIR_WRITE);
+	assert_int_equal(len, 3 * BS);
+	memcpy(c, (uint8_t[]){ 0x0a, 0, 0, 0, 0, 0 }, 6);
+	assert_int_equal(tnd_scsi_cdb_xfer(f->lu, c, 16, &dir, &len), 0);
+	assert_int_equal(len, 256 * BS);
+	memcpy(c, (uint8_t[]){ 0x12, 0, 0, 0x01, 0x00, 0 }, 6);
+	assert_int_equal(tnd_scsi_cdb_xfer(f->lu, c, 16, &dir, &len), 0);
+	assert_int_equal(dir, TND_SCSI_DIR_READ);
+	assert_int_equal(len, 256);
+	memcpy(c, (uint8_t[]){ 0x00, 0, 0, 0, 0, 0 }, 6);
+	assert_int_equal(tnd_scsi_cdb_xfer(f->lu, c, 16, &dir, &len), 0);
+	assert_int_equal(dir, TND_SCSI_DIR_NONE);
+	put_rw10(c, 0x2f, 0x02, 0, 4);
+	assert_int_equal(tnd_scsi_cdb_xfer(f->lu, c, 16, &dir, &len), 0);
+	assert_int_equal(dir, TND_SCSI_DIR_WRITE);
+	assert_int_equal(len, 4 * BS);
+	put_rw10(c, 0x41, 0, 0, 4);
+	assert_int_equal(tnd_scsi_cdb_xfer(f->lu, c, 16, &dir, &len), 0);
+	assert_int_equal(len, BS);
+	c[0] = 0xc7;
+	assert_int_equal(tnd_scsi_cdb_xfer(f->lu, c, 16, &dir, &len), -EINVAL);
+	put_rw16(c, 0x88, 0, 0, 2);
+	assert_int_equal(tnd_scsi_cdb_xfer(f->lu, c, 10, &dir, &len), -EINVAL);
+	/* No LU: 512-byte blocks assumed. */
+	put_rw10(c, 0x28, 0, 0, 1);
+	assert_int_equal(tnd_scsi_cdb_xfer(NULL, c, 16, &dir, &len), 0);
+	assert_int_equal(len, 512);
+}
+
+static void build_sense(void **state)
+{
+	(void)state;
+	uint8_t b[18];
+	assert_int_equal(tnd_scsi_build_sense(b, 0x5, 0x24, 0x00), 18);
+	assert_int_equal(b[0], 0x70);
+	assert_int_equal(b[2], 0x5);
+	assert_int_equal(b[7], 10);
+	assert_int_equal(b[12], 0x24);
+	assert_int_equal(b[13], 0x00);
+}
+
+static void lu_create_rejects_bad_input(void **state)
+{
+	struct fx *f = *state;
+	struct tnd_scsi_lu *lu;
+	struct tnd_scsi_lu_desc d = { .name = "", .vol = &f->mv->vol };
+	assert_int_equal(tnd_scsi_lu_create(&d, &lu), -EINVAL);
+	d.name = "ok";
+	d.vol = NULL;
+	assert_int_equal(tnd_scsi_lu_create(&d, &lu), -EINVAL);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(ua_power_on_sequence),
+		T(ua_first_command_reports_power_on),
+		T(ua_after_lu_reset),
+		T(ua_capacity_changed),
+		T(inquiry_standard),
+		T(inquiry_truncates_to_allocation_length),
+		T(inquiry_custom_product),
+		T(inquiry_no_lun),
+		T(inquiry_invalid_fields),
+		T(vpd_supported_and_serial),
+		T(vpd_device_identification),
+		T(vpd_block_limits),
+		T(vpd_block_characteristics_and_lbp),
+		T(report_luns),
+		T(read_capacity),
+		T(read_capacity_10_too_large),
+		T(read_write_all_sizes),
+		T(read6_zero_means_256),
+		T(rw10_zero_length_is_no_transfer),
+		T(rw_out_of_range),
+		T(rw_too_long_for_max_transfer),
+		T(fua_passed_through),
+		T(read_residual_when_expected_length_short),
+		T(read_with_no_buffer_reports_overflow),
+		T(write_short_data_out_writes_whole_blocks),
+		T(read_errors_mapped),
+		T(write_errors_mapped),
+		T(read_only_volume),
+		T(verify),
+		T(write_and_verify),
+		T(synchronize_cache),
+		T(mode_sense),
+		T(mode_select_wce_makes_writes_fua),
+		T(mode_select_rejects),
+		T(request_sense_desc_refused),
+		T(start_stop_unit),
+		T(invalid_opcode_and_reserved_bits),
+		T(unmap),
+		T(write_same),
+		T(get_lba_status),
+		T(report_supported_opcodes),
+		T(cdb_xfer),
+		T(build_sense),
+		T(lu_create_rejects_bad_input),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
