@@ -652,20 +652,27 @@ static int append_io(struct lsfs *ls, struct lsfs_ioctx *x)
 	return 0;
 }
 
-static uint64_t free_blocks_for_user(struct lsfs *ls)
+static uint64_t free_blocks(struct lsfs *ls, uint32_t reserve)
 {
 	uint64_t avail = ls->cur ? (ls->sb.seg_size - ls->cur->fill) / LSFS_BLK : 0;
 	uint32_t segs = ls->nfree + (ls->next_seg != LSFS_NONE32);
-	if (segs > LSFS_GC_RESERVE)
-		avail += (uint64_t)(segs - LSFS_GC_RESERVE) * (ls->seg_blocks - 2);
+	if (segs > reserve)
+		avail += (uint64_t)(segs - reserve) * (ls->seg_blocks - 2);
 	return avail;
 }
 
+/*
+ * Writes leave LSFS_GC_RESERVE segments to GC, so that GC can always move
+ * a victim's live blocks. UNMAP and WRITE_ZEROES may dip into the reserve:
+ * they cost a descriptor (plus at most two partial chunks) and they are
+ * how a full store gets space back.
+ */
 static bool space_for(struct lsfs *ls, struct lsfs_ioctx *x)
 {
-	uint64_t n = x->io->type == TND_IO_WRITE ? x->c1 - x->c0 : 2;
+	bool is_write = x->io->type == TND_IO_WRITE;
+	uint64_t n = is_write ? x->c1 - x->c0 : 2;
 	uint64_t need = n + n / (LSFS_REC_MAX_DESC - 1) + 2;
-	return need <= free_blocks_for_user(ls);
+	return need <= free_blocks(ls, is_write ? LSFS_GC_RESERVE : 0);
 }
 
 static uint32_t pick_victim(struct lsfs *ls);
@@ -1581,6 +1588,11 @@ static int lsfs_resize(struct tnd_volume *vol, uint64_t num_blocks)
 	return 0;
 }
 
+static void sync_done(void *arg)
+{
+	*(bool *)arg = true;
+}
+
 static bool busy(const struct lsfs *ls)
 {
 	return ls->kick_pending || ls->write_busy || ls->flush_busy || ls->ckpt_busy || ls->gc_busy;
@@ -1605,10 +1617,18 @@ static void lsfs_free(struct lsfs *ls)
 static void lsfs_destroy(struct tnd_volume *vol)
 {
 	struct lsfs *ls = to_lsfs(vol);
-	ls->closing = true;
 	tnd_reactor_timer_cancel(ls->home, &ls->tick);
 	/* No user I/O is in flight, but the log writer, GC or a checkpoint
 	 * may be: let them land before freeing what they point at. */
+	while (busy(ls))
+		tnd_reactor_poll(ls->home, -1);
+	/* A clean close ends with a checkpoint (which first makes the whole
+	 * log durable), so the next open has nothing to replay. */
+	bool done = false;
+	if (!ls->failed && ckpt_start(ls, sync_done, &done) == 0)
+		while (!done)
+			tnd_reactor_poll(ls->home, -1);
+	ls->closing = true;
 	while (busy(ls))
 		tnd_reactor_poll(ls->home, -1);
 	struct tnd_volume *base = vol->base;
@@ -1642,11 +1662,6 @@ int tnd_lsfs_gc_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg)
 int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg)
 {
 	return ckpt_start(to_lsfs(vol), cb, arg);
-}
-
-static void sync_done(void *arg)
-{
-	*(bool *)arg = true;
 }
 
 int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home,

@@ -412,7 +412,7 @@ static void issue(struct model *m)
 	}
 }
 
-static uint64_t run(const struct cfg *cfg, uint64_t *violations)
+static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs_stats *totals)
 {
 	struct model *m = calloc(1, sizeof(*m));
 	m->cfg = *cfg;
@@ -469,6 +469,15 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations)
 	}
 	/* Final states: the end of the workload, after a last look. */
 	fault_set_hook(m->fv, NULL, NULL);
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(m->vol, &st);
+	totals->gc_passes += st.gc_passes;
+	totals->gc_moved_blocks += st.gc_moved_blocks;
+	totals->gc_freed_segments += st.gc_freed_segments;
+	totals->checkpoints += st.checkpoints;
+	totals->batches += st.batches;
+	totals->writes += st.writes;
+	totals->rmw += st.rmw;
 	fault_crash_image(m->fv, CRASH_DROP_ALL, &m->rng, m->img);
 	verify_image(m);
 	fault_crash_image(m->fv, CRASH_KEEP_ALL, &m->rng, m->img);
@@ -497,15 +506,16 @@ int main(int argc, char **argv)
 	uint64_t t0 = tnd_now_ns();
 	uint64_t states = 0, violations = 0, target = soak ? 2000000 : 20000;
 	uint64_t seed = 1;
+	struct tnd_lsfs_stats tot = { 0 };
 
 	/* Error campaign: one failing write or flush at every point of a
 	 * short workload. */
 	uint64_t err_states = 0;
 	for (uint64_t p = 0; p < (soak ? 400 : 60); p++) {
 		struct cfg c = { .name = "fail", .lbs = p % 3 ? 4096 : 512, .wc = p % 4 != 0, .nops = 60,
-				 .every = 1000000, .seed = 1000 + p, .fail_err = p % 2 ? -EIO : -ENOSPC,
+				 .every = 4, .seed = 1000 + p, .fail_err = p % 2 ? -EIO : -ENOSPC,
 				 .fail_at = p };
-		err_states += run(&c, &violations);
+		err_states += run(&c, &violations, &tot);
 	}
 	states += err_states;
 
@@ -521,12 +531,17 @@ int main(int argc, char **argv)
 		};
 		for (size_t i = 0; i < TND_ARRAY_SIZE(shorts) && violations == 0; i++) {
 			shorts[i].seed = seed++;
-			states += run(&shorts[i], &violations);
+			states += run(&shorts[i], &violations, &tot);
 		}
 	}
 	double secs = (double)(tnd_now_ns() - t0) / 1e9;
 	printf("lsfs crash test: %llu crash states (%llu with injected errors), %llu violations, %.1f s\n",
 	       (unsigned long long)states, (unsigned long long)err_states,
 	       (unsigned long long)violations, secs);
+	printf("  workload: %llu writes in %llu backing writes, %llu read-modify-writes, %llu GC passes "
+	       "moving %llu blocks and freeing %llu segments, %llu checkpoints\n",
+	       (unsigned long long)tot.writes, (unsigned long long)tot.batches, (unsigned long long)tot.rmw,
+	       (unsigned long long)tot.gc_passes, (unsigned long long)tot.gc_moved_blocks,
+	       (unsigned long long)tot.gc_freed_segments, (unsigned long long)tot.checkpoints);
 	return violations ? 1 : 0;
 }
