@@ -128,7 +128,7 @@ struct lsfs {
 	uint64_t num_blocks;
 	struct lsfs_map map;
 	struct lsfs_seginfo *segs;
-	uint16_t *readers;             /* in-flight reads per segment: no reuse meanwhile */
+	uint32_t *readers;             /* in-flight reads per segment: no reuse meanwhile */
 	uint32_t nfree;
 	uint32_t ndead;
 	bool failed;
@@ -736,8 +736,12 @@ static void pump(struct lsfs *ls)
 			x->space_ok = true;
 		}
 		int ret = append_io(ls, x);
-		if (ret == -EAGAIN)
+		if (ret == -EAGAIN) {
+			/* Every segment buffer still has data to write: get it
+			 * going, its completion pumps again. */
+			schedule_kick(ls);
 			break;
+		}
 		if (ret == -ENOSPC && space_may_come(ls)) {
 			gc_step(ls);
 			break;

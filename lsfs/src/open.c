@@ -236,6 +236,14 @@ static int read_superblock(struct tnd_volume *b, struct tnd_reactor *r, struct l
 		goto out_free;
 	}
 	rec->sb = sb[best];
+	{
+		const uint8_t *u = rec->sb.uuid;
+		say(rec, "superblock: format %u.%u, uuid %02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+		    "%02x%02x%02x%02x%02x%02x, %u-byte blocks x %llu, %u segments of %u bytes",
+		    rec->sb.major, rec->sb.minor, u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8],
+		    u[9], u[10], u[11], u[12], u[13], u[14], u[15], rec->sb.block_size,
+		    (unsigned long long)rec->sb.num_blocks, rec->sb.seg_count, rec->sb.seg_size);
+	}
 	for (int i = 0; i < 2; i++)
 		if (rec->sb_valid[i])
 			say(rec, "superblock copy %d: damaged (the other copy is used)", i);

@@ -481,6 +481,68 @@ static void write_through_mode_and_map_cost(void **state)
 	env_free(&e);
 }
 
+/* One write larger than all segment buffers together. */
+static void write_larger_than_segment_buffers(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 8u << 20, 4096, 4u << 20, 64u << 10);
+	assert_int_equal(env_open(&e), 0);
+	size_t len = 2u << 20;
+	uint8_t *w = malloc(len), *r = malloc(len);
+	fill(w, len, 99);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 3, (uint32_t)(len / 4096), w, TND_IO_FUA), 0);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 3, (uint32_t)(len / 4096), r, 0), 0);
+	assert_memory_equal(w, r, len);
+	env_close(&e);
+	assert_int_equal(env_open(&e), 0);
+	memset(r, 0, len);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 3, (uint32_t)(len / 4096), r, 0), 0);
+	assert_memory_equal(w, r, len);
+	free(w);
+	free(r);
+	env_free(&e);
+}
+
+/* With the timer on, GC and checkpoints run by themselves. */
+static void background_gc_and_checkpoints(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 2u << 20, 4096, 1u << 20, 64u << 10);
+	e.o.gc_interval_ms = 1;
+	e.o.ckpt_segments = 2;
+	assert_int_equal(env_open(&e), 0);
+	uint8_t w[4096], r[4096];
+	uint32_t ver[128] = { 0 };
+	uint64_t rng = 5;
+	for (int i = 0; i < 2000; i++) {
+		uint32_t b = (uint32_t)(test_rand(&rng) % 128);
+		ver[b] = (uint32_t)i + 1;
+		fill(w, sizeof(w), (uint64_t)ver[b] << 20 | b);
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, b, 1, w, 0), 0);
+	}
+	uint64_t t0 = tnd_now_ns();
+	while (tnd_now_ns() - t0 < 50000000ull)
+		tnd_reactor_poll(e.r, 5);
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_true(st.gc_passes > 0);
+	assert_true(st.checkpoints > 2);
+	for (uint32_t b = 0; b < 128; b++) {
+		fill(w, sizeof(w), (uint64_t)ver[b] << 20 | b);
+		assert_int_equal(io_sync(&e, TND_IO_READ, b, 1, r, 0), 0);
+		assert_memory_equal(w, r, sizeof(r));
+	}
+	json_t *j = json_object();
+	tnd_volume_stats_json(e.vol, j);
+	assert_non_null(json_object_get(json_object_get(j, "lsfs"), "gc_passes"));
+	json_decref(j);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, false), 0);
+	env_free(&e);
+}
+
 static const char *tmp_image_path(char *buf, size_t len)
 {
 	const char *dir = getenv("TMPDIR");
@@ -581,6 +643,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(online_grow_persists),
 		cmocka_unit_test(write_through_mode_and_map_cost),
 		cmocka_unit_test(flat_file_backing_passes_checker),
+		cmocka_unit_test(write_larger_than_segment_buffers),
+		cmocka_unit_test(background_gc_and_checkpoints),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
