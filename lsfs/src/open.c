@@ -111,11 +111,13 @@ static int write_empty_ckpt(struct tnd_volume *b, struct tnd_reactor *r, const s
 	c.body_crc = tnd_crc32c(0, buf + LSFS_BLK, body_len);
 	lsfs_ckpt_encode_head(&c, buf);
 	size_t len = (LSFS_BLK + body_len + LSFS_BLK - 1) & ~(size_t)(LSFS_BLK - 1);
-	int ret = lsfs_sync_io(b, r, TND_IO_WRITE, sb->ckpt_off, buf, len);
+	/* Checkpoint 1 goes where odd numbers go (area B), so that the first
+	 * real one, number 2, lands in area A and a tear leaves this one. */
+	int ret = lsfs_sync_io(b, r, TND_IO_WRITE, sb->ckpt_off + sb->ckpt_size, buf, len);
 	if (ret == 0) {
-		/* Area B must not hold a checkpoint of an earlier format. */
+		/* Area A must not hold a checkpoint of an earlier format. */
 		memset(buf, 0, LSFS_BLK);
-		ret = lsfs_sync_io(b, r, TND_IO_WRITE, sb->ckpt_off + sb->ckpt_size, buf, LSFS_BLK);
+		ret = lsfs_sync_io(b, r, TND_IO_WRITE, sb->ckpt_off, buf, LSFS_BLK);
 	}
 	free(buf);
 	return ret;

@@ -442,11 +442,12 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 	}
 	fault_vol_create(ram, &fault);
 	m->fv = fault_vol_of(fault);
+	/* Crashes during the first open (its checkpoint) count too. */
+	fault_set_hook(m->fv, hook, m);
 	if (tnd_lsfs_open(fault, m->r, &m->opts, &m->vol) != 0) {
 		fprintf(stderr, "open failed\n");
 		exit(1);
 	}
-	fault_set_hook(m->fv, hook, m);
 	if (cfg->fail_err)
 		fault_fail_at(m->fv, fault_points(m->fv) + cfg->fail_at, cfg->fail_err);
 
