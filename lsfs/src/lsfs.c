@@ -497,6 +497,10 @@ static int open_segment(struct lsfs *ls)
 	s->state = LSFS_SEG_OPEN;
 	s->seq = ++ls->max_seg_seq;
 	s->live = 0;
+	/* An older buffer may still hold this segment's previous life. */
+	for (int i = 0; i < LSFS_NBUF; i++)
+		if (ls->bufs[i].active && ls->bufs[i].seg == seg && &ls->bufs[i] != nb)
+			ls->bufs[i].active = false;
 	nb->seg = seg;
 	nb->seg_seq = s->seq;
 	nb->fill = nb->sealed_end = nb->issued = nb->done = 0;
@@ -1297,6 +1301,10 @@ static uint32_t pick_victim(struct lsfs *ls)
 	for (uint32_t i = 0; i < ls->sb.seg_count; i++) {
 		const struct lsfs_seginfo *s = &ls->segs[i];
 		if (s->state != LSFS_SEG_USED || ls->gc_skip[i] || s->live + 2 > cap)
+			continue;
+		/* GC reads the victim from disk: all of it must be there. */
+		const struct lsfs_buf *b = buf_of_seg(ls, i);
+		if (b && b->done < b->fill)
 			continue;
 		double u = (double)s->live / cap;
 		double age = (double)(ls->max_seg_seq - s->seq + 1);

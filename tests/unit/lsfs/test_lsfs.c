@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <pthread.h>
 #include <cmocka.h>
 
 #include "tnd_common.h"
@@ -543,6 +544,153 @@ static void background_gc_and_checkpoints(void **state)
 	env_free(&e);
 }
 
+struct client {
+	struct tnd_volume *vol;
+	uint32_t first, count;        /* its own range of blocks */
+	uint32_t nwrites;
+	uint32_t *ver;
+	int errors;
+	double secs;
+};
+
+struct cio {
+	struct client *cl;
+	bool busy;
+	int status;
+	struct iovec iov;
+	uint8_t buf[4096] __attribute__((aligned(4096)));
+	struct tnd_io *io;
+};
+
+static void cio_done(struct tnd_io *io, int status)
+{
+	struct cio *c = io->cb_arg;
+	c->busy = false;
+	if (status < 0)
+		c->cl->errors++;
+}
+
+/* A submitter on its own thread and reactor, like a target connection. */
+static void *client_thread(void *arg)
+{
+	struct client *cl = arg;
+	struct tnd_reactor *r;
+	if (tnd_reactor_create(9, 64, &r) < 0) {
+		cl->errors++;
+		return NULL;
+	}
+	enum { QD = 16 };
+	struct cio *c = calloc(QD, sizeof(*c));
+	for (int i = 0; i < QD; i++) {
+		c[i].cl = cl;
+		c[i].io = calloc(1, tnd_volume_io_size(cl->vol));
+	}
+	uint64_t rng = cl->first + 1;
+	uint64_t t0 = tnd_now_ns();
+	uint32_t issued = 0;
+	while (issued < cl->nwrites) {
+		for (int i = 0; i < QD && issued < cl->nwrites; i++) {
+			if (c[i].busy)
+				continue;
+			uint32_t b = cl->first + (uint32_t)(test_rand(&rng) % cl->count);
+			bool clash = false;
+			for (int k = 0; k < QD; k++)
+				clash |= c[k].busy && c[k].io->lba == b;
+			if (clash)
+				continue;
+			cl->ver[b - cl->first]++;
+			fill(c[i].buf, 4096, (uint64_t)b << 32 | cl->ver[b - cl->first]);
+			struct tnd_io *io = c[i].io;
+			c[i].iov = (struct iovec){ .iov_base = c[i].buf, .iov_len = 4096 };
+			*io = (struct tnd_io){ .type = TND_IO_WRITE, .lba = b, .nblocks = 1, .iov = &c[i].iov,
+					       .iovcnt = 1, .reactor = r, .cb = cio_done, .cb_arg = &c[i] };
+			c[i].busy = true;
+			if (tnd_volume_submit(cl->vol, io) < 0) {
+				c[i].busy = false;
+				cl->errors++;
+			}
+			issued++;
+		}
+		tnd_reactor_poll(r, 1);
+	}
+	for (bool any = true; any;) {
+		any = false;
+		for (int i = 0; i < QD; i++)
+			any |= c[i].busy;
+		if (any)
+			tnd_reactor_poll(r, 1);
+	}
+	cl->secs = (double)(tnd_now_ns() - t0) / 1e9;
+	/* Read everything back from this thread too. */
+	uint8_t *w = malloc(4096), *rd = malloc(4096);
+	for (uint32_t b = cl->first; b < cl->first + cl->count; b++) {
+		if (!cl->ver[b - cl->first])
+			continue;
+		fill(w, 4096, (uint64_t)b << 32 | cl->ver[b - cl->first]);
+		if (io_on(cl->vol, r, NULL, TND_IO_READ, b, 1, rd, 4096, 0) < 0 || memcmp(w, rd, 4096))
+			cl->errors++;
+	}
+	free(w);
+	free(rd);
+	for (int i = 0; i < QD; i++)
+		free(c[i].io);
+	free(c);
+	tnd_reactor_destroy(r);
+	return NULL;
+}
+
+/*
+ * The daemon's shape: lsfs on a flat file, its home reactor on its own
+ * thread, two submitters on other threads. Also prints throughput and how
+ * many writes each backing write carried.
+ */
+static void threaded_submitters_on_flat_file(void **state)
+{
+	(void)state;
+	char path[256];
+	const char *dir = getenv("TMPDIR");
+	snprintf(path, sizeof(path), "%s/tnd-lsfs-thr-%d.img", dir ? dir : "/tmp", (int)getpid());
+	unlink(path);
+	struct tnd_reactor *home;
+	assert_int_equal(tnd_reactor_create(0, 256, &home), 0);
+	struct tnd_flat_opts fo = { .path = path, .size = 96u << 20, .block_size = 512 };
+	struct tnd_volume *flat, *vol;
+	assert_int_equal(tnd_flat_open(&fo, &flat), 0);
+	struct tnd_lsfs_opts o;
+	tnd_lsfs_opts_default(&o);
+	o.size = 32u << 20;
+	o.segment_size = 1u << 20;
+	o.create_if_blank = true;
+	assert_int_equal(tnd_lsfs_open(flat, home, &o, &vol), 0);
+	assert_int_equal(tnd_reactor_start(home), 0);
+
+	struct client cl[2];
+	pthread_t t[2];
+	for (int i = 0; i < 2; i++) {
+		cl[i] = (struct client){ .vol = vol, .first = (uint32_t)i * 4096, .count = 4096, .nwrites = 20000 };
+		cl[i].ver = calloc(cl[i].count, sizeof(uint32_t));
+		assert_int_equal(pthread_create(&t[i], NULL, client_thread, &cl[i]), 0);
+	}
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	tnd_reactor_stop(home);
+	tnd_reactor_join(home);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(cl[i].errors, 0);
+		free(cl[i].ver);
+	}
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(vol, &st);
+	double secs = TND_MAX(cl[0].secs, cl[1].secs);
+	printf("lsfs on flat file, 2 threads x QD16 random 4 KiB writes: %.0f writes/s, "
+	       "%.1f writes per backing write, %llu GC passes\n",
+	       (double)(cl[0].nwrites + cl[1].nwrites) / secs,
+	       (double)st.writes / (double)TND_MAX(st.batches, 1), (unsigned long long)st.gc_passes);
+	tnd_volume_destroy(vol);
+	tnd_reactor_destroy(home);
+	unlink(path);
+}
+
 static const char *tmp_image_path(char *buf, size_t len)
 {
 	const char *dir = getenv("TMPDIR");
@@ -645,6 +793,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(flat_file_backing_passes_checker),
 		cmocka_unit_test(write_larger_than_segment_buffers),
 		cmocka_unit_test(background_gc_and_checkpoints),
+		cmocka_unit_test(threaded_submitters_on_flat_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
