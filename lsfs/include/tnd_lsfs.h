@@ -39,9 +39,18 @@
  * submitter's reactor. Garbage collection and checkpoints run on the home
  * reactor from a timer, between I/Os, and never wait for them.
  *
- * Opening and formatting are synchronous: they submit to the backing
- * volume and poll @home until done, so call them before tnd_reactor_start()
- * of @home or on @home's own thread (start-up, not the hot path).
+ * Opening, formatting and destroying are synchronous: they submit to the
+ * backing volume and poll @home until done, so call them before
+ * tnd_reactor_start() of @home / after tnd_reactor_join(), or on @home's
+ * own thread (start-up and shutdown, not the hot path). Destroying waits
+ * for the log writer, GC and checkpoints in flight, then writes a final
+ * checkpoint (which first makes every write durable), so a clean close
+ * leaves nothing to replay.
+ *
+ * Memory: the map (12 bytes per mapped 4 KiB block, plus 8 bytes per
+ * promised 4 MiB), up to three segment buffers of segment_size each, one
+ * more for GC, and during a checkpoint a copy of the map (24 bytes per
+ * mapped block).
  *
  * Ownership. tnd_lsfs_open() takes ownership of @backing when it succeeds
  * (tnd_volume_destroy() of the lsfs volume destroys it); on failure the
@@ -119,11 +128,12 @@ struct tnd_lsfs_stats {
 void tnd_lsfs_get_stats(struct tnd_volume *vol, struct tnd_lsfs_stats *out);
 
 /*
- * Start a garbage collection pass / a checkpoint now (home reactor only);
- * @cb(arg) runs on the home reactor when it has finished (or immediately
- * afterwards when there was nothing to do). For tests and for an operator's
- * "compact now". Returns 0, or -EBUSY when one is already running, -EROFS
- * when the volume has failed.
+ * Start a garbage collection pass (followed by the checkpoint that frees
+ * what it emptied) / a checkpoint now; home reactor only. @cb(arg) runs on
+ * the home reactor when it has finished, possibly before this call returns
+ * when there was nothing to do. For tests and for an operator's "compact
+ * now". Returns 0, or -EBUSY when one is already running, -EROFS when the
+ * volume has failed.
  */
 int tnd_lsfs_gc_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg);
 int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg);

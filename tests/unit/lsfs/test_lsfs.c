@@ -580,7 +580,8 @@ static void *client_thread(void *arg)
 		return NULL;
 	}
 	enum { QD = 16 };
-	struct cio *c = calloc(QD, sizeof(*c));
+	struct cio *c = aligned_alloc(4096, QD * sizeof(*c));
+	memset(c, 0, QD * sizeof(*c));
 	for (int i = 0; i < QD; i++) {
 		c[i].cl = cl;
 		c[i].io = calloc(1, tnd_volume_io_size(cl->vol));
