@@ -1582,7 +1582,7 @@ static int lsfs_resize(struct tnd_volume *vol, uint64_t num_blocks)
 	struct lsfs *ls = to_lsfs(vol);
 	if (ls->failed)
 		return -EROFS;
-	if (num_blocks < ls->num_blocks)
+	if (num_blocks < ls->num_blocks || num_blocks > LSFS_MAX_BYTES / ls->sb.block_size)
 		return -EINVAL;   /* grow only: shrinking would drop data */
 	if (num_blocks == ls->num_blocks)
 		return 0;

@@ -25,6 +25,9 @@
 #define LSFS_CKPT_MAGIC "TNDLCKP1"
 #define LSFS_MIN_SEGMENTS 6u
 #define LSFS_NONE32 0xffffffffu
+/* Largest logical size (64 TiB): bounds the map's top array (128 MiB) and
+ * any size read back from disk. */
+#define LSFS_MAX_BYTES (1ull << 46)
 
 /* ---- superblock: 4 KiB, copies at byte 0 and byte 4096 ---- */
 

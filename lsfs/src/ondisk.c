@@ -82,10 +82,12 @@ int lsfs_sb_decode(const uint8_t *blk, struct lsfs_sb *sb)
 	sb->seg_count = tnd_get_be32(blk + 88);
 	sb->sb_seq = tnd_get_be64(blk + 96);
 	if ((sb->block_size != 512 && sb->block_size != 4096) ||
-	    sb->seg_size < 8 * LSFS_BLK || sb->seg_size % LSFS_BLK ||
+	    sb->seg_size < 8 * LSFS_BLK || sb->seg_size % LSFS_BLK || sb->seg_size > (1u << 30) ||
+	    sb->num_blocks == 0 || sb->num_blocks > LSFS_MAX_BYTES / sb->block_size ||
 	    sb->seg_count < LSFS_MIN_SEGMENTS || sb->ckpt_off % LSFS_BLK ||
 	    sb->ckpt_size % LSFS_BLK || sb->seg_off % LSFS_BLK ||
-	    sb->seg_off < sb->ckpt_off + 2 * sb->ckpt_size ||
+	    sb->ckpt_off < 2 * LSFS_BLK || sb->ckpt_off > sb->seg_off ||
+	    (sb->seg_off - sb->ckpt_off) / 2 < sb->ckpt_size ||   /* no overflow */
 	    sb->ckpt_size < lsfs_ckpt_area_size(sb->seg_count, sb->seg_size))
 		return -EUCLEAN;
 	return 0;
@@ -152,15 +154,27 @@ int lsfs_rec_decode(const uint8_t *blk, const uint8_t uuid[16], struct lsfs_rec 
 	memcpy(r->uuid, blk + 48, 16);
 	if (r->ndesc > LSFS_REC_MAX_DESC || r->npayload > r->ndesc)
 		return -EUCLEAN;
-	/* The payload count must agree with the descriptors. */
+	/* Format 1.0 knows plain DATA (one full payload block), TRIM and SIZE
+	 * (none); anything else, including the reserved LZ4 and DEDUP bits,
+	 * makes the record invalid. The payload count must agree. */
 	uint32_t np = 0;
 	for (uint32_t i = 0; i < r->ndesc; i++) {
 		struct lsfs_desc d;
 		lsfs_desc_decode(blk, i, &d);
-		if (d.stored_len > LSFS_BLK)
-			return -EUCLEAN;
-		if (d.stored_len)
+		switch (d.flags) {
+		case LSFS_DESC_DATA:
+			if (d.stored_len != LSFS_BLK)
+				return -EUCLEAN;
 			np++;
+			break;
+		case LSFS_DESC_TRIM:
+		case LSFS_DESC_SIZE:
+			if (d.stored_len != 0)
+				return -EUCLEAN;
+			break;
+		default:
+			return -EUCLEAN;
+		}
 	}
 	return np == r->npayload ? 0 : -EUCLEAN;
 }

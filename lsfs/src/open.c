@@ -133,7 +133,7 @@ int tnd_lsfs_format(struct tnd_volume *backing, struct tnd_reactor *r,
 	uint32_t lbs = opts->block_size ? opts->block_size : 4096;
 	uint32_t seg_size = opts->segment_size ? opts->segment_size : 4u << 20;
 	if ((lbs != 512 && lbs != 4096) || seg_size % LSFS_BLK || seg_size < 8 * LSFS_BLK ||
-	    opts->size == 0 || opts->size % lbs)
+	    seg_size > (1u << 30) || opts->size == 0 || opts->size % lbs || opts->size > LSFS_MAX_BYTES)
 		return -EINVAL;
 	uint64_t total = info.num_blocks * info.block_size;
 
@@ -251,8 +251,9 @@ static int read_superblock(struct tnd_volume *b, struct tnd_reactor *r, struct l
 			say(rec, "superblock copy %d: damaged (the other copy is used)", i);
 	struct tnd_volume_info info;
 	tnd_volume_info(b, &info);
-	if (rec->sb.seg_off + (uint64_t)rec->sb.seg_count * rec->sb.seg_size >
-	    info.num_blocks * info.block_size) {
+	uint64_t dev = info.num_blocks * info.block_size;
+	if (rec->sb.seg_off > dev ||
+	    (uint64_t)rec->sb.seg_count * rec->sb.seg_size > dev - rec->sb.seg_off) {
 		say(rec, "superblock: segments extend past the end of the backing store");
 		ret = -EUCLEAN;
 	}
@@ -320,8 +321,13 @@ static int read_checkpoint(struct tnd_volume *b, struct tnd_reactor *r, struct l
 			return ret;
 		}
 		rec->ck_valid[i] = lsfs_ckpt_decode_head(blk, sb->uuid, &ck[i]);
+		/* Everything replay will index with is checked here. */
 		if (rec->ck_valid[i] == 0 &&
 		    (ck[i].seg_count != sb->seg_count || ck[i].body_len + LSFS_BLK > sb->ckpt_size ||
+		     (ck[i].replay_seg != LSFS_NONE32 && ck[i].replay_seg >= sb->seg_count) ||
+		     ck[i].replay_off % LSFS_BLK || ck[i].replay_off > sb->seg_size ||
+		     ck[i].num_blocks == 0 || ck[i].num_blocks > LSFS_MAX_BYTES / sb->block_size ||
+		     ck[i].body_len > sb->ckpt_size || ck[i].nmapped > ck[i].body_len ||
 		     ck[i].body_len != (uint64_t)sb->seg_count * LSFS_CKPT_SEG_ENT +
 					  ck[i].nmapped * LSFS_CKPT_MAP_ENT))
 			rec->ck_valid[i] = -EUCLEAN;
@@ -409,6 +415,12 @@ static int apply_record(struct lsfs_recovery *rec, const uint8_t *hdr, const str
 		}
 		case LSFS_DESC_SIZE: {
 			uint64_t nb = d.arg;
+			if (nb > LSFS_MAX_BYTES / sb->block_size) {
+				say(rec, "record %llu: size %llu blocks is not believable; ignored",
+				    (unsigned long long)rh->rec_seq, (unsigned long long)nb);
+				rec->warnings++;
+				break;
+			}
 			int ret = lsfs_map_grow(&rec->map, (nb * sb->block_size + LSFS_BLK - 1) / LSFS_BLK);
 			if (ret < 0)
 				return ret;
@@ -417,9 +429,7 @@ static int apply_record(struct lsfs_recovery *rec, const uint8_t *hdr, const str
 			break;
 		}
 		default:
-			if (d.stored_len)
-				pay++;
-			break;
+			break;   /* lsfs_rec_decode() admits no other kind */
 		}
 	}
 	return 0;

@@ -500,10 +500,124 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 	return states;
 }
 
+/*
+ * Corruption campaign: recovery and the checker must survive whatever the
+ * disk holds. Random bytes of a used image are changed, some in metadata
+ * blocks whose CRC is then fixed up so the damage gets past the first
+ * check; open, check, read everything and write a little. Nothing is
+ * asserted about the data (it is damaged on purpose): the run must not
+ * crash, hang or trip the sanitizers, and a store that opens must work.
+ */
+static void fix_crc(uint8_t *blk)
+{
+	tnd_put_be32(blk + 4092, tnd_crc32c(0, blk, 4092));
+}
+
+static uint64_t corruption_campaign(uint64_t n, uint64_t seed, uint64_t *violations)
+{
+	struct tnd_reactor *r;
+	tnd_reactor_create(0, 64, &r);
+	struct tnd_lsfs_opts o;
+	tnd_lsfs_opts_default(&o);
+	o.size = LOGICAL;
+	o.segment_size = SEG_SIZE;
+	o.gc_interval_ms = 0;
+	uint8_t *base = calloc(1, DEV_SIZE), *img = malloc(DEV_SIZE);
+	struct tnd_volume *ram, *vol;
+	ram_vol_wrap(base, DEV_SIZE, 512, &ram);
+	tnd_lsfs_format(ram, r, &o);
+	tnd_lsfs_open(ram, r, &o, &vol);
+	uint64_t rng = seed;
+	uint8_t *buf = malloc(4 * 4096);
+	uint32_t nchunks = LOGICAL / 4096;
+	for (int i = 0; i < 300; i++) {
+		uint32_t k = 1 + (uint32_t)(test_rand(&rng) % 4);
+		uint64_t lba = test_rand(&rng) % (nchunks - k);
+		for (uint32_t j = 0; j < k; j++)
+			pattern(lba + j, (uint32_t)i + 1, 4096, buf + j * 4096);
+		vol_rw(vol, r, test_rand(&rng) % 8 ? TND_IO_WRITE : TND_IO_UNMAP, lba, k, buf, 4096);
+	}
+	/* Leave a log to replay: snapshot the image while still open. */
+	memcpy(img, base, DEV_SIZE);
+	tnd_volume_destroy(vol);
+	uint8_t *open_img = malloc(DEV_SIZE);
+	memcpy(open_img, img, DEV_SIZE);
+
+	uint64_t runs = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		memcpy(img, i % 2 ? base : open_img, DEV_SIZE);
+		uint32_t patches = 1 + (uint32_t)(test_rand(&rng) % 4);
+		for (uint32_t p = 0; p < patches; p++) {
+			uint64_t blk = test_rand(&rng) % (DEV_SIZE / 4096);
+			uint8_t *b = img + blk * 4096;
+			bool meta = memcmp(b, "TNDL", 4) == 0;
+			if (!meta && test_rand(&rng) % 2) {
+				/* aim at metadata: a superblock, a checkpoint or a record header */
+				for (uint32_t t = 0; t < 64 && !meta; t++) {
+					blk = test_rand(&rng) % (DEV_SIZE / 4096);
+					b = img + blk * 4096;
+					meta = memcmp(b, "TNDL", 4) == 0;
+				}
+			}
+			uint32_t off = (uint32_t)(test_rand(&rng) % (meta ? 128 : 4092));
+			b[off] ^= (uint8_t)(1u << (test_rand(&rng) % 8));
+			if (test_rand(&rng) % 3 == 0)
+				b[off] = (uint8_t)test_rand(&rng);
+			if (meta && test_rand(&rng) % 4)
+				fix_crc(b);
+		}
+		struct tnd_volume *rv;
+		ram_vol_wrap(img, DEV_SIZE, 512, &rv);
+		struct tnd_lsfs_check_result res;
+		int ret = tnd_lsfs_check(rv, r, NULL, &res);
+		if (ret < 0 && ret != -ENOMEM) {
+			fprintf(stderr, "corruption: checker failed to run: %d\n", ret);
+			tnd_lsfs_check(rv, r, stderr, &res);
+			(*violations)++;
+		}
+		ret = tnd_lsfs_open(rv, r, &o, &vol);
+		if (ret < 0) {
+			tnd_volume_destroy(rv);
+			runs++;
+			continue;
+		}
+		struct tnd_volume_info info;
+		tnd_volume_info(vol, &info);
+		uint32_t nb = (uint32_t)TND_MIN(info.num_blocks, 64);
+		uint8_t *all = malloc((size_t)nb * info.block_size);
+		vol_rw(vol, r, TND_IO_READ, 0, nb, all, info.block_size);
+		memset(all, 0x33, (size_t)nb * info.block_size);
+		vol_rw(vol, r, TND_IO_WRITE, 0, TND_MIN(nb, 4), all, info.block_size);
+		int rr = vol_rw(vol, r, TND_IO_READ, 0, TND_MIN(nb, 4), all, info.block_size);
+		for (uint32_t j = 0; rr == 0 && j < TND_MIN(nb, 4) * info.block_size; j++)
+			if (all[j] != 0x33) {
+				fprintf(stderr, "corruption: a store that opened returned wrong data\n");
+				(*violations)++;
+				break;
+			}
+		free(all);
+		tnd_volume_destroy(vol);
+		runs++;
+	}
+	free(buf);
+	free(base);
+	free(img);
+	free(open_img);
+	tnd_reactor_destroy(r);
+	return runs;
+}
+
 int main(int argc, char **argv)
 {
 	bool soak = argc > 1 && strcmp(argv[1], "soak") == 0;
 	tnd_log_set_level(TND_LOG_ERROR);
+	if (argc > 3 && strcmp(argv[1], "corrupt") == 0) {
+		/* test_lsfs_crash corrupt N SEED: only the corruption campaign */
+		uint64_t v = 0;
+		uint64_t n = corruption_campaign(strtoull(argv[2], NULL, 0), strtoull(argv[3], NULL, 0), &v);
+		printf("corruption: %llu images, %llu violations\n", (unsigned long long)n, (unsigned long long)v);
+		return v ? 1 : 0;
+	}
 	uint64_t t0 = tnd_now_ns();
 	uint64_t states = 0, violations = 0, target = soak ? 2000000 : 20000;
 	uint64_t seed = 1;
@@ -535,6 +649,7 @@ int main(int argc, char **argv)
 			states += run(&shorts[i], &violations, &tot);
 		}
 	}
+	uint64_t corrupt = corruption_campaign(soak ? 100000 : 3000, 77, &violations);
 	double secs = (double)(tnd_now_ns() - t0) / 1e9;
 	printf("lsfs crash test: %llu crash states (%llu with injected errors), %llu violations, %.1f s\n",
 	       (unsigned long long)states, (unsigned long long)err_states,
@@ -544,5 +659,7 @@ int main(int argc, char **argv)
 	       (unsigned long long)tot.writes, (unsigned long long)tot.batches, (unsigned long long)tot.rmw,
 	       (unsigned long long)tot.gc_passes, (unsigned long long)tot.gc_moved_blocks,
 	       (unsigned long long)tot.gc_freed_segments, (unsigned long long)tot.checkpoints);
+	printf("  corruption: %llu damaged images opened and checked without a crash\n",
+	       (unsigned long long)corrupt);
 	return violations ? 1 : 0;
 }
