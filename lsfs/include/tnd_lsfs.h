@@ -39,13 +39,15 @@
  * submitter's reactor. Garbage collection and checkpoints run on the home
  * reactor from a timer, between I/Os, and never wait for them.
  *
- * Opening, formatting and destroying are synchronous: they submit to the
- * backing volume and poll @home until done, so call them before
- * tnd_reactor_start() of @home / after tnd_reactor_join(), or on @home's
- * own thread (start-up and shutdown, not the hot path). Destroying waits
- * for the log writer, GC and checkpoints in flight, then writes a final
- * checkpoint (which first makes every write durable), so a clean close
- * leaves nothing to replay.
+ * Opening, formatting, checking and destroying are synchronous (start-up
+ * and shutdown, not the hot path). Their backing I/O goes through a
+ * private reactor of the calling thread, so they may be called from any
+ * thread, whether @home is already running on its own thread (the daemon)
+ * or is polled by the caller (tests). Destroying first lets the log
+ * writer, GC and checkpoints in flight land — on @home, by message when
+ * @home runs on another thread (it must still be running then) — and then
+ * writes a final checkpoint, which first makes every write durable, so a
+ * clean close leaves nothing to replay.
  *
  * Memory: the map (12 bytes per mapped 4 KiB block, plus 8 bytes per
  * promised 4 MiB), up to three segment buffers of segment_size each, one
@@ -55,6 +57,18 @@
  * Ownership. tnd_lsfs_open() takes ownership of @backing when it succeeds
  * (tnd_volume_destroy() of the lsfs volume destroys it); on failure the
  * caller still owns it. tnd_lsfs_format() and tnd_lsfs_check() borrow it.
+ *
+ * From the daemon's config ({"type": "lsfs", "path", "size", "block_size"}):
+ *
+ *     struct tnd_flat_opts fo = { .path = path, .size = backing_bytes, .block_size = 512 };
+ *     tnd_flat_open(&fo, &flat);
+ *     struct tnd_lsfs_opts o;
+ *     tnd_lsfs_opts_default(&o);
+ *     o.size = size; o.block_size = block_size; o.create_if_blank = true;
+ *     tnd_lsfs_open(flat, reactors[i], &o, &vol);   // on failure: tnd_volume_destroy(flat)
+ *
+ * The backing file's size is the physical space; o.size is the promise
+ * shown to initiators and may be larger (thin).
  */
 #ifndef TND_LSFS_H
 #define TND_LSFS_H
@@ -73,7 +87,7 @@ struct tnd_reactor;
 
 struct tnd_lsfs_opts {
 	/* Format-time choices (ignored when opening a formatted volume). */
-	uint64_t size;              /* logical size in bytes (the thin promise) */
+	uint64_t size;              /* logical size in bytes (the thin promise), <= 64 TiB */
 	uint32_t block_size;        /* logical block size: 512 or 4096; default 4096 */
 	uint32_t segment_size;      /* bytes, a multiple of 4 KiB, >= 32 KiB; default 4 MiB */
 
@@ -90,12 +104,11 @@ void tnd_lsfs_opts_default(struct tnd_lsfs_opts *o);
 
 /*
  * Write an empty lsfs onto @backing (borrowed) using opts->size,
- * block_size and segment_size. Everything on it is lost. Synchronous,
- * polls @r. Returns 0 or -errno (-EINVAL: bad options or a backing volume
- * too small for even a few segments).
+ * block_size and segment_size. Everything on it is lost. Synchronous.
+ * Returns 0 or -errno (-EINVAL: bad options, a size over 64 TiB, or a
+ * backing volume too small for even a few segments).
  */
-int tnd_lsfs_format(struct tnd_volume *backing, struct tnd_reactor *r,
-		    const struct tnd_lsfs_opts *opts);
+int tnd_lsfs_format(struct tnd_volume *backing, const struct tnd_lsfs_opts *opts);
 
 /*
  * Open the lsfs on @backing: read the superblock and the newest checkpoint,
@@ -151,11 +164,10 @@ struct tnd_lsfs_check_result {
  * Check the lsfs on @backing (borrowed, only read) offline: superblocks,
  * checkpoints, the replay of the log, every record's CRC in used segments,
  * every mapped block against its record and its CRC, and segment usage
- * counts. Prints a human report to @report (may be NULL). Synchronous,
- * polls @r. Returns 0 when it could run (see res->errors) or -errno when
- * the backing store could not be read.
+ * counts. Prints a human report to @report (may be NULL). Synchronous.
+ * Returns 0 when it could run (see res->errors) or -errno when the backing
+ * store could not be read.
  */
-int tnd_lsfs_check(struct tnd_volume *backing, struct tnd_reactor *r, FILE *report,
-		   struct tnd_lsfs_check_result *res);
+int tnd_lsfs_check(struct tnd_volume *backing, FILE *report, struct tnd_lsfs_check_result *res);
 
 #endif

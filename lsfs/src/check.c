@@ -95,8 +95,22 @@ static void check_segment(struct ck_state *s, uint32_t seg, uint8_t *buf)
 	}
 }
 
-int tnd_lsfs_check(struct tnd_volume *backing, struct tnd_reactor *r, FILE *report,
-		   struct tnd_lsfs_check_result *res)
+static int check_on(struct tnd_volume *backing, struct tnd_reactor *r, FILE *report,
+		    struct tnd_lsfs_check_result *res);
+
+int tnd_lsfs_check(struct tnd_volume *backing, FILE *report, struct tnd_lsfs_check_result *res)
+{
+	struct tnd_reactor *r;
+	int ret = tnd_reactor_create(0, 64, &r);
+	if (ret < 0)
+		return ret;
+	ret = check_on(backing, r, report, res);
+	tnd_reactor_destroy(r);
+	return ret;
+}
+
+static int check_on(struct tnd_volume *backing, struct tnd_reactor *r, FILE *report,
+		    struct tnd_lsfs_check_result *res)
 {
 	memset(res, 0, sizeof(*res));
 	struct lsfs_recovery rec = { .report = report };

@@ -35,6 +35,8 @@
  * waited, the copy is read again.
  */
 #include <errno.h>
+#include <semaphore.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +47,7 @@
 
 struct lsfs;
 struct lsfs_waiter;
+struct close_req;
 typedef void (*lsfs_wait_fn)(struct lsfs_waiter *w, int status);
 
 struct lsfs_waiter {
@@ -188,16 +191,22 @@ struct lsfs {
 	void *gc_cb_arg;
 	bool gc_then_ckpt;
 	struct tnd_timer tick;
+	bool tick_armed;
+	_Atomic bool home_seen;        /* some of our code has run on the home reactor */
+	struct close_req *close_req;
 
 	struct tnd_lsfs_stats st;
 };
 
 static void kick(struct lsfs *ls);
 static void pump(struct lsfs *ls);
+static void home_enter(struct lsfs *ls);
+static void close_check(struct lsfs *ls);
 static void gc_step(struct lsfs *ls);
 static void gc_continue(struct lsfs *ls);
 static void gc_finish(struct lsfs *ls);
 static int ckpt_start(struct lsfs *ls, tnd_done_cb cb, void *arg);
+static void ckpt_apply_frees(struct lsfs *ls);
 static void start_io(struct lsfs *ls, struct lsfs_ioctx *x);
 
 static struct lsfs *to_lsfs(struct tnd_volume *v)
@@ -303,8 +312,10 @@ static const uint8_t *ram_block(struct lsfs *ls, uint64_t pba)
 static void child_cb(struct tnd_io *io, int status)
 {
 	struct lsfs_child *c = io->cb_arg;
+	struct lsfs *ls = c->ls;
 	c->fn(c, status);
 	free(c);
+	close_check(ls);
 }
 
 static int child_submit(struct lsfs *ls, enum tnd_io_type type, uint64_t off, void *buf,
@@ -955,6 +966,7 @@ static void kick_msg_fn(struct tnd_msg *m)
 	struct lsfs *ls = tnd_container_of(m, struct lsfs, kick_msg);
 	ls->kick_pending = false;
 	kick(ls);
+	close_check(ls);
 }
 
 /*
@@ -1139,18 +1151,8 @@ static void ckpt_finish(struct lsfs *ls, int status)
 	ls->ckpt_busy = false;
 	free(ls->ckpt_buf);
 	ls->ckpt_buf = NULL;
-	if (status == 0) {
-		/* Segments that were dead in the snapshot are now not needed by
-		 * any replay: they can be written again. */
-		for (uint32_t i = 0; i < ls->sb.seg_count; i++) {
-			if (ls->ckpt_frees[i] && ls->segs[i].state == LSFS_SEG_DEAD) {
-				ls->segs[i].state = LSFS_SEG_FREE;
-				ls->ndead--;
-				ls->nfree++;
-			}
-		}
-		ls->st.checkpoints++;
-	}
+	if (status == 0)
+		ckpt_apply_frees(ls);
 	memset(ls->ckpt_frees, 0, ls->sb.seg_count * sizeof(*ls->ckpt_frees));
 	tnd_done_cb cb = ls->ckpt_cb;
 	ls->ckpt_cb = NULL;
@@ -1216,12 +1218,8 @@ static void ckpt_data_written(struct lsfs_waiter *w, int status)
  * areas, flush. The snapshot is a full copy for now (24 bytes per mapped
  * block); an incremental one is future work.
  */
-static int ckpt_start(struct lsfs *ls, tnd_done_cb cb, void *arg)
+static int ckpt_build(struct lsfs *ls)
 {
-	if (ls->failed)
-		return -EROFS;
-	if (ls->ckpt_busy)
-		return -EBUSY;
 	seal_record(ls);
 	const struct lsfs_sb *sb = &ls->sb;
 	uint64_t nmapped = ls->map.mapped;
@@ -1263,13 +1261,38 @@ static int ckpt_start(struct lsfs *ls, tnd_done_cb cb, void *arg)
 	memcpy(ck.uuid, sb->uuid, 16);
 	ck.body_crc = tnd_crc32c(0, buf + LSFS_BLK, body_len);
 	lsfs_ckpt_encode_head(&ck, buf);
-
-	ls->ckpt_busy = true;
 	ls->ckpt_buf = buf;
 	ls->ckpt_len = len;
+	ls->segs_since_ckpt = 0;
+	return 0;
+}
+
+/* Segments that were dead in the snapshot are not needed by any replay
+ * once it is durable: they can be written again. */
+static void ckpt_apply_frees(struct lsfs *ls)
+{
+	for (uint32_t i = 0; i < ls->sb.seg_count; i++) {
+		if (ls->ckpt_frees[i] && ls->segs[i].state == LSFS_SEG_DEAD) {
+			ls->segs[i].state = LSFS_SEG_FREE;
+			ls->ndead--;
+			ls->nfree++;
+		}
+	}
+	ls->st.checkpoints++;
+}
+
+static int ckpt_start(struct lsfs *ls, tnd_done_cb cb, void *arg)
+{
+	if (ls->failed)
+		return -EROFS;
+	if (ls->ckpt_busy)
+		return -EBUSY;
+	int ret = ckpt_build(ls);
+	if (ret < 0)
+		return ret;
+	ls->ckpt_busy = true;
 	ls->ckpt_cb = cb;
 	ls->ckpt_cb_arg = arg;
-	ls->segs_since_ckpt = 0;
 	ls->ckpt_w.need = ls->next_rec_seq - 1;
 	if (ls->ckpt_w.need <= ls->durable_seq) {
 		ckpt_data_durable(&ls->ckpt_w, 0);
@@ -1472,8 +1495,10 @@ static void gc_step(struct lsfs *ls)
 static void tick_fn(struct tnd_timer *t)
 {
 	struct lsfs *ls = tnd_container_of(t, struct lsfs, tick);
-	if (ls->failed || ls->closing)
+	if (ls->failed || ls->closing) {
+		ls->tick_armed = false;
 		return;
+	}
 	gc_step(ls);
 	if (!ls->ckpt_busy && (ls->segs_since_ckpt >= ls->opts.ckpt_segments ||
 			       (ls->ndead > 0 && ls->nfree < ls->opts.gc_free_low)))
@@ -1503,9 +1528,26 @@ static void start_io(struct lsfs *ls, struct lsfs_ioctx *x)
 	}
 }
 
+/*
+ * Called whenever our code runs on the home reactor's thread. The timer
+ * is armed here rather than at open, because open may run on another
+ * thread while the home reactor is already running, and timers are
+ * reactor-thread only.
+ */
+static void home_enter(struct lsfs *ls)
+{
+	if (!atomic_load_explicit(&ls->home_seen, memory_order_relaxed))
+		atomic_store_explicit(&ls->home_seen, true, memory_order_release);
+	if (!ls->tick_armed && ls->opts.gc_interval_ms && !ls->closing) {
+		ls->tick_armed = true;
+		tnd_reactor_timer_arm(ls->home, &ls->tick, (uint64_t)ls->opts.gc_interval_ms * 1000000ull);
+	}
+}
+
 static void forward_msg(struct tnd_msg *m)
 {
 	struct lsfs_ioctx *x = tnd_container_of(m, struct lsfs_ioctx, msg);
+	home_enter(x->ls);
 	start_io(x->ls, x);
 }
 
@@ -1525,6 +1567,7 @@ static int lsfs_submit(struct tnd_volume *vol, struct tnd_io *io)
 	 * from inside submit would surprise the caller); later ones, from
 	 * backing completions, call back directly. The message cannot run
 	 * before we return: it is for this very thread. */
+	home_enter(ls);
 	x->in_submit = true;
 	start_io(ls, x);
 	x->in_submit = false;
@@ -1591,6 +1634,7 @@ static int lsfs_resize(struct tnd_volume *vol, uint64_t num_blocks)
 		return ret;
 	/* The new size is a record: replay sees it before any write past the
 	 * old end, since those come later in the log. */
+	home_enter(ls);
 	ret = make_room(ls, false);
 	if (ret < 0)
 		return ret == -EAGAIN ? -EBUSY : ret;
@@ -1598,11 +1642,6 @@ static int lsfs_resize(struct tnd_volume *vol, uint64_t num_blocks)
 	ls->num_blocks = num_blocks;
 	schedule_kick(ls);
 	return 0;
-}
-
-static void sync_done(void *arg)
-{
-	*(bool *)arg = true;
 }
 
 static bool busy(const struct lsfs *ls)
@@ -1626,23 +1665,114 @@ static void lsfs_free(struct lsfs *ls)
 	free(ls);
 }
 
+/*
+ * Synchronous checkpoint, for open and close, when nothing else of this
+ * volume runs: write out whatever of the log is not yet written, flush,
+ * write the checkpoint, flush. @r is a private reactor of the calling
+ * thread, so this works whether or not the home reactor runs elsewhere.
+ */
+static int ckpt_sync(struct lsfs *ls, struct tnd_reactor *r)
+{
+	struct tnd_volume *b = ls->vol.base;
+	seal_record(ls);
+	for (;;) {
+		struct lsfs_buf *bb = NULL;
+		for (int i = 0; i < LSFS_NBUF; i++) {
+			struct lsfs_buf *bi = &ls->bufs[i];
+			if (bi->active && bi->issued < bi->sealed_end && (!bb || bi->seg_seq < bb->seg_seq))
+				bb = bi;
+		}
+		if (!bb)
+			break;
+		int ret = lsfs_sync_io(b, r, TND_IO_WRITE,
+				       ls->sb.seg_off + (uint64_t)bb->seg * ls->sb.seg_size + bb->issued,
+				       bb->data + bb->issued, bb->sealed_end - bb->issued);
+		if (ret < 0)
+			return ret;
+		bb->issued = bb->done = bb->sealed_end;
+		if (bb->sealed_seq > ls->written_seq)
+			ls->written_seq = bb->sealed_seq;
+	}
+	int ret = lsfs_sync_io(b, r, TND_IO_FLUSH, 0, NULL, 0);
+	if (ret < 0)
+		return ret;
+	ls->durable_seq = ls->written_seq;
+	ret = ckpt_build(ls);
+	if (ret < 0)
+		return ret;
+	uint64_t off = ls->sb.ckpt_off + (ls->ckpt_seq & 1) * ls->sb.ckpt_size;
+	ret = lsfs_sync_io(b, r, TND_IO_WRITE, off, ls->ckpt_buf, ls->ckpt_len);
+	if (ret == 0)
+		ret = lsfs_sync_io(b, r, TND_IO_FLUSH, 0, NULL, 0);
+	free(ls->ckpt_buf);
+	ls->ckpt_buf = NULL;
+	if (ret == 0)
+		ckpt_apply_frees(ls);
+	memset(ls->ckpt_frees, 0, ls->sb.seg_count * sizeof(*ls->ckpt_frees));
+	return ret;
+}
+
+/*
+ * Closing has two halves. On the home reactor: stop the timer, refuse new
+ * background work, and wait until the log writer, GC and any checkpoint
+ * in flight have landed. Then, from the caller: a final synchronous
+ * checkpoint (which first makes the whole log durable, so the next open
+ * replays nothing) and the frees. The first half runs inline when the
+ * caller is the home reactor's thread (or nothing ever ran there), else by
+ * message while the caller waits.
+ */
+struct close_req {
+	struct tnd_msg msg;
+	struct lsfs *ls;
+	sem_t done;
+};
+
+static void close_check(struct lsfs *ls)
+{
+	struct close_req *cr = ls->close_req;
+	if (cr && !busy(ls)) {
+		ls->close_req = NULL;
+		sem_post(&cr->done);
+	}
+}
+
+static void close_msg(struct tnd_msg *m)
+{
+	struct close_req *cr = tnd_container_of(m, struct close_req, msg);
+	struct lsfs *ls = cr->ls;
+	tnd_reactor_timer_cancel(ls->home, &ls->tick);
+	ls->closing = true;
+	ls->close_req = cr;
+	close_check(ls);
+}
+
 static void lsfs_destroy(struct tnd_volume *vol)
 {
 	struct lsfs *ls = to_lsfs(vol);
-	tnd_reactor_timer_cancel(ls->home, &ls->tick);
-	/* No user I/O is in flight, but the log writer, GC or a checkpoint
-	 * may be: let them land before freeing what they point at. */
-	while (busy(ls))
-		tnd_reactor_poll(ls->home, -1);
-	/* A clean close ends with a checkpoint (which first makes the whole
-	 * log durable), so the next open has nothing to replay. */
-	bool done = false;
-	if (!ls->failed && ckpt_start(ls, sync_done, &done) == 0)
-		while (!done)
+	if (!atomic_load_explicit(&ls->home_seen, memory_order_acquire)) {
+		/* Nothing of ours ever ran on the home reactor: no I/O, no timer. */
+		ls->closing = true;
+	} else if (tnd_reactor_is_current(ls->home)) {
+		tnd_reactor_timer_cancel(ls->home, &ls->tick);
+		ls->closing = true;
+		while (busy(ls))
 			tnd_reactor_poll(ls->home, -1);
-	ls->closing = true;
-	while (busy(ls))
-		tnd_reactor_poll(ls->home, -1);
+	} else {
+		struct close_req cr = { .msg.fn = close_msg, .ls = ls };
+		sem_init(&cr.done, 0, 0);
+		tnd_reactor_send(ls->home, &cr.msg);
+		while (sem_wait(&cr.done) < 0)
+			;
+		sem_destroy(&cr.done);
+	}
+	struct tnd_reactor *r;
+	if (!ls->failed && tnd_reactor_create(0, 64, &r) == 0) {
+		int ret = ckpt_sync(ls, r);
+		if (ret < 0)
+			tnd_err(LSFS_TAG, "final checkpoint failed (%s); the next open replays the log",
+				strerror(-ret));
+		tnd_reactor_destroy(r);
+	}
 	struct tnd_volume *base = vol->base;
 	lsfs_free(ls);
 	tnd_volume_destroy(base);
@@ -1665,6 +1795,7 @@ int tnd_lsfs_gc_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg)
 		return -EROFS;
 	if (ls->gc_busy || ls->gc_cb)
 		return -EBUSY;
+	home_enter(ls);
 	ls->gc_cb = cb;
 	ls->gc_cb_arg = arg;
 	gc_step(ls);
@@ -1673,10 +1804,11 @@ int tnd_lsfs_gc_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg)
 
 int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg)
 {
+	home_enter(to_lsfs(vol));
 	return ckpt_start(to_lsfs(vol), cb, arg);
 }
 
-int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home,
+int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, struct tnd_reactor *r,
 		       const struct tnd_lsfs_opts *opts, struct lsfs_recovery *rec,
 		       struct tnd_volume **out)
 {
@@ -1736,16 +1868,11 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home,
 	ls->tick.fn = tick_fn;
 
 	/* A fresh checkpoint pins the recovered state and frees dead segments. */
-	bool done = false;
-	int ret = ckpt_start(ls, sync_done, &done);
-	while (ret == 0 && !done)
-		tnd_reactor_poll(home, -1);
-	if (ret < 0 || ls->failed) {
+	int ret = ckpt_sync(ls, r);
+	if (ret < 0) {
 		lsfs_free(ls);
-		return ret < 0 ? ret : -EIO;
+		return ret;
 	}
-	if (ls->opts.gc_interval_ms)
-		tnd_reactor_timer_arm(home, &ls->tick, (uint64_t)ls->opts.gc_interval_ms * 1000000ull);
 	*out = &ls->vol;
 	return 0;
 }

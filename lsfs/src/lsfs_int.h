@@ -215,8 +215,9 @@ static inline uint64_t lsfs_seg_base_pba(const struct lsfs_sb *sb, uint32_t seg)
 	return (sb->seg_off + (uint64_t)seg * sb->seg_size) >> LSFS_BLK_SHIFT;
 }
 
-/* Create the volume from a finished recovery (takes rec's map and tables). */
-int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home,
+/* Create the volume from a finished recovery (takes rec's map and tables);
+ * @r is the caller's private reactor for the opening checkpoint. */
+int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, struct tnd_reactor *r,
 		       const struct tnd_lsfs_opts *opts, struct lsfs_recovery *rec,
 		       struct tnd_volume **out);
 

@@ -123,8 +123,8 @@ static int write_empty_ckpt(struct tnd_volume *b, struct tnd_reactor *r, const s
 	return ret;
 }
 
-int tnd_lsfs_format(struct tnd_volume *backing, struct tnd_reactor *r,
-		    const struct tnd_lsfs_opts *opts)
+static int format_on(struct tnd_volume *backing, struct tnd_reactor *r,
+		     const struct tnd_lsfs_opts *opts)
 {
 	struct tnd_volume_info info;
 	tnd_volume_info(backing, &info);
@@ -184,6 +184,17 @@ int tnd_lsfs_format(struct tnd_volume *backing, struct tnd_reactor *r,
 	if (ret == 0)
 		ret = lsfs_sync_io(backing, r, TND_IO_FLUSH, 0, NULL, 0);
 	free(blk);
+	return ret;
+}
+
+int tnd_lsfs_format(struct tnd_volume *backing, const struct tnd_lsfs_opts *opts)
+{
+	struct tnd_reactor *r;
+	int ret = tnd_reactor_create(0, 64, &r);
+	if (ret < 0)
+		return ret;
+	ret = format_on(backing, r, opts);
+	tnd_reactor_destroy(r);
 	return ret;
 }
 
@@ -612,25 +623,35 @@ int tnd_lsfs_open(struct tnd_volume *backing, struct tnd_reactor *home,
 		tnd_lsfs_opts_default(&o);
 		opts = &o;
 	}
+	/* All of opening runs on a private reactor of the calling thread: the
+	 * home reactor may already be running on its own thread. */
+	struct tnd_reactor *r;
+	int ret = tnd_reactor_create(0, 64, &r);
+	if (ret < 0)
+		return ret;
 	struct lsfs_recovery *rec = calloc(1, sizeof(*rec));
-	if (!rec)
-		return -ENOMEM;
-	int ret = lsfs_recover(backing, home, rec);
+	if (!rec) {
+		ret = -ENOMEM;
+		goto err_destroy_reactor;
+	}
+	ret = lsfs_recover(backing, r, rec);
 	if (ret == -ENODATA && opts->create_if_blank) {
 		lsfs_recovery_free(rec);
 		memset(rec, 0, sizeof(*rec));
-		ret = tnd_lsfs_format(backing, home, opts);
+		ret = format_on(backing, r, opts);
 		if (ret == 0)
-			ret = lsfs_recover(backing, home, rec);
+			ret = lsfs_recover(backing, r, rec);
 	}
 	if (ret < 0) {
 		if (ret == -EUCLEAN)
 			tnd_err(LSFS_TAG, "not an lsfs store, or its metadata is damaged (run tandem-check)");
 		goto err_free_rec;
 	}
-	ret = lsfs_create_volume(backing, home, opts, rec, out);
+	ret = lsfs_create_volume(backing, home, r, opts, rec, out);
 err_free_rec:
 	lsfs_recovery_free(rec);
 	free(rec);
+err_destroy_reactor:
+	tnd_reactor_destroy(r);
 	return ret;
 }

@@ -18,7 +18,6 @@
 #include "tnd_common.h"
 #include "tnd_flat.h"
 #include "tnd_lsfs.h"
-#include "tnd_reactor.h"
 
 static int usage(void)
 {
@@ -42,26 +41,18 @@ int main(int argc, char **argv)
 	const char *path = argv[optind];
 	tnd_log_set_level(TND_LOG_ERROR);
 
-	struct tnd_reactor *r;
-	int ret = tnd_reactor_create(0, 64, &r);
-	if (ret < 0) {
-		fprintf(stderr, "tandem-check: cannot create an io_uring: %s\n", strerror(-ret));
-		return 2;
-	}
 	struct tnd_flat_opts fo = { .path = path, .block_size = 512, .passthrough = true, .read_only = true };
 	struct tnd_volume *vol;
-	ret = tnd_flat_open(&fo, &vol);
+	int ret = tnd_flat_open(&fo, &vol);
 	if (ret < 0) {
 		fprintf(stderr, "tandem-check: cannot open %s: %s\n", path, strerror(-ret));
-		tnd_reactor_destroy(r);
 		return 2;
 	}
 	if (!quiet)
 		printf("tandem-check %s: %s\n", TND_VERSION, path);
 	struct tnd_lsfs_check_result res;
-	ret = tnd_lsfs_check(vol, r, quiet ? NULL : stdout, &res);
+	ret = tnd_lsfs_check(vol, quiet ? NULL : stdout, &res);
 	tnd_volume_destroy(vol);
-	tnd_reactor_destroy(r);
 	if (ret < 0) {
 		fprintf(stderr, "tandem-check: reading %s failed: %s\n", path, strerror(-ret));
 		return 2;

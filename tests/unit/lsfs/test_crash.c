@@ -208,11 +208,11 @@ static void verify_image(struct model *m)
 	struct tnd_volume *ram;
 	ram_vol_wrap(m->img, m->dev_size, 512, &ram);
 	struct tnd_lsfs_check_result res;
-	int ret = tnd_lsfs_check(ram, m->v, NULL, &res);
+	int ret = tnd_lsfs_check(ram, NULL, &res);
 	if (ret < 0 || res.errors) {
 		violation(m, "checker: ret %d, %llu errors:", ret, (unsigned long long)res.errors);
 		if (m->violations <= 3)
-			tnd_lsfs_check(ram, m->v, stderr, &res);
+			tnd_lsfs_check(ram, stderr, &res);
 	}
 	struct tnd_volume *vol;
 	ret = tnd_lsfs_open(ram, m->v, &m->opts, &vol);
@@ -436,7 +436,7 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 
 	struct tnd_volume *ram, *fault;
 	ram_vol_create(m->dev_size, 512, &ram);
-	if (tnd_lsfs_format(ram, m->r, &m->opts) != 0) {
+	if (tnd_lsfs_format(ram, &m->opts) != 0) {
 		fprintf(stderr, "format failed\n");
 		exit(1);
 	}
@@ -525,7 +525,7 @@ static uint64_t corruption_campaign(uint64_t n, uint64_t seed, uint64_t *violati
 	uint8_t *base = calloc(1, DEV_SIZE), *img = malloc(DEV_SIZE);
 	struct tnd_volume *ram, *vol;
 	ram_vol_wrap(base, DEV_SIZE, 512, &ram);
-	tnd_lsfs_format(ram, r, &o);
+	tnd_lsfs_format(ram, &o);
 	tnd_lsfs_open(ram, r, &o, &vol);
 	uint64_t rng = seed;
 	uint8_t *buf = malloc(4 * 4096);
@@ -569,10 +569,10 @@ static uint64_t corruption_campaign(uint64_t n, uint64_t seed, uint64_t *violati
 		struct tnd_volume *rv;
 		ram_vol_wrap(img, DEV_SIZE, 512, &rv);
 		struct tnd_lsfs_check_result res;
-		int ret = tnd_lsfs_check(rv, r, NULL, &res);
+		int ret = tnd_lsfs_check(rv, NULL, &res);
 		if (ret < 0 && ret != -ENOMEM) {
 			fprintf(stderr, "corruption: checker failed to run: %d\n", ret);
-			tnd_lsfs_check(rv, r, stderr, &res);
+			tnd_lsfs_check(rv, stderr, &res);
 			(*violations)++;
 		}
 		ret = tnd_lsfs_open(rv, r, &o, &vol);

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <cmocka.h>
 
 #include "tnd_common.h"
@@ -92,7 +93,7 @@ static void env_format(struct env *e, uint64_t dev, uint32_t lbs, uint64_t logic
 	e->o.gc_interval_ms = 0;
 	struct tnd_volume *ram;
 	assert_int_equal(ram_vol_wrap(e->img, dev, 512, &ram), 0);
-	assert_int_equal(tnd_lsfs_format(ram, e->r, &e->o), 0);
+	assert_int_equal(tnd_lsfs_format(ram, &e->o), 0);
 	tnd_volume_destroy(ram);
 }
 
@@ -125,7 +126,7 @@ static uint64_t env_check_errors(struct env *e, bool print)
 	struct tnd_volume *ram;
 	assert_int_equal(ram_vol_wrap(e->img, e->size, 512, &ram), 0);
 	struct tnd_lsfs_check_result res;
-	assert_int_equal(tnd_lsfs_check(ram, e->r, print ? stderr : NULL, &res), 0);
+	assert_int_equal(tnd_lsfs_check(ram, print ? stderr : NULL, &res), 0);
 	tnd_volume_destroy(ram);
 	return res.errors;
 }
@@ -548,7 +549,7 @@ struct client {
 	struct tnd_volume *vol;
 	uint32_t first, count;        /* its own range of blocks */
 	uint32_t nwrites;
-	uint32_t *ver;
+	uint32_t *ver, *ver2;
 	int errors;
 	double secs;
 };
@@ -640,6 +641,20 @@ static void *client_thread(void *arg)
 	return NULL;
 }
 
+struct stats_req {
+	struct tnd_msg msg;
+	struct tnd_volume *vol;
+	struct tnd_lsfs_stats st;
+	sem_t done;
+};
+
+static void stats_msg(struct tnd_msg *m)
+{
+	struct stats_req *r = tnd_container_of(m, struct stats_req, msg);
+	tnd_lsfs_get_stats(r->vol, &r->st);
+	sem_post(&r->done);
+}
+
 /*
  * The daemon's shape: lsfs on a flat file, its home reactor on its own
  * thread, two submitters on other threads. Also prints throughput and how
@@ -674,19 +689,44 @@ static void threaded_submitters_on_flat_file(void **state)
 	}
 	for (int i = 0; i < 2; i++)
 		pthread_join(t[i], NULL);
+	/* Stats are home-reactor data: read them there. */
+	struct stats_req sr = { .msg.fn = stats_msg, .vol = vol };
+	sem_init(&sr.done, 0, 0);
+	tnd_reactor_send(home, &sr.msg);
+	sem_wait(&sr.done);
+	struct tnd_lsfs_stats st = sr.st;
+	/* Destroyed from this thread while home still runs, as the daemon does. */
+	tnd_volume_destroy(vol);
 	tnd_reactor_stop(home);
 	tnd_reactor_join(home);
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(cl[i].errors, 0);
-		free(cl[i].ver);
+		cl[i].ver2 = cl[i].ver;
 	}
-	struct tnd_lsfs_stats st;
-	tnd_lsfs_get_stats(vol, &st);
 	double secs = TND_MAX(cl[0].secs, cl[1].secs);
 	printf("lsfs on flat file, 2 threads x QD16 random 4 KiB writes: %.0f writes/s, "
 	       "%.1f writes per backing write, %llu GC passes\n",
 	       (double)(cl[0].nwrites + cl[1].nwrites) / secs,
 	       (double)st.writes / (double)TND_MAX(st.batches, 1), (unsigned long long)st.gc_passes);
+	/* Reopened, everything is there (the close left a checkpoint). */
+	fo.size = 0;
+	fo.passthrough = true;
+	assert_int_equal(tnd_flat_open(&fo, &flat), 0);
+	assert_int_equal(tnd_lsfs_open(flat, home, &o, &vol), 0);
+	uint8_t *w = malloc(4096), *rd = malloc(4096);
+	for (int i = 0; i < 2; i++)
+		for (uint32_t b = cl[i].first; b < cl[i].first + cl[i].count; b += 97) {
+			uint32_t v = cl[i].ver2[b - cl[i].first];
+			fill(w, 4096, (uint64_t)b << 32 | v);
+			if (!v)
+				memset(w, 0, 4096);
+			assert_int_equal(io_on(vol, home, NULL, TND_IO_READ, b, 1, rd, 4096, 0), 0);
+			assert_memory_equal(w, rd, 4096);
+		}
+	free(w);
+	free(rd);
+	for (int i = 0; i < 2; i++)
+		free(cl[i].ver2);
 	tnd_volume_destroy(vol);
 	tnd_reactor_destroy(home);
 	unlink(path);
@@ -767,7 +807,7 @@ static void flat_file_backing_passes_checker(void **state)
 	struct tnd_volume *flat;
 	assert_int_equal(tnd_flat_open(&fo, &flat), 0);
 	struct tnd_lsfs_check_result res;
-	assert_int_equal(tnd_lsfs_check(flat, r, NULL, &res), 0);
+	assert_int_equal(tnd_lsfs_check(flat, NULL, &res), 0);
 	assert_int_equal(res.errors, 0);
 	assert_int_equal(res.mapped_blocks, 256);
 	tnd_volume_destroy(flat);
