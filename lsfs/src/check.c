@@ -130,6 +130,8 @@ static int check_on(struct tnd_volume *backing, struct tnd_reactor *r, FILE *rep
 	for (int i = 0; i < 2; i++)
 		if (rec.sb_valid[i])
 			problem(&s, true, "superblock copy %d is damaged", i);
+	if (rec.sb_differ)
+		problem(&s, true, "the two superblock copies differ");
 	for (int i = 0; i < 2; i++)
 		if (rec.ck_valid[i] && i != rec.ck_area)
 			problem(&s, false, "checkpoint area %d holds no valid checkpoint (torn or unused)", i);
@@ -171,6 +173,14 @@ static int check_on(struct tnd_volume *backing, struct tnd_reactor *r, FILE *rep
 		if (!s.verified[pba - s.first_pba])
 			problem(&s, true, "block %llu -> pba %llu: no intact record holds it",
 				(unsigned long long)c, (unsigned long long)pba);
+	}
+	if (report) {
+		uint32_t used = 0;
+		for (uint32_t i = 0; i < sb->seg_count; i++)
+			used += rec.segs[i].state == LSFS_SEG_USED || rec.segs[i].in_chain;
+		fprintf(report, "segments: %u used, %u free; map: %llu blocks = %llu KiB of data\n",
+			used, sb->seg_count - used, (unsigned long long)rec.map.mapped,
+			(unsigned long long)rec.map.mapped * 4);
 	}
 	if (report)
 		fprintf(report, "%s: %llu segments, %llu records, %llu blocks mapped, %llu replayed; "

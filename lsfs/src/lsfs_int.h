@@ -201,6 +201,7 @@ struct lsfs_recovery {
 	uint64_t tail_seg_seq;
 	uint64_t replayed;
 	int sb_valid[2];               /* 0 ok, else -errno per copy */
+	bool sb_differ;                /* both valid but not identical */
 	int ck_valid[2];
 	FILE *report;                  /* check mode: where to say what was found */
 	uint64_t warnings;

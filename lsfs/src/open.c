@@ -249,6 +249,8 @@ static int read_superblock(struct tnd_volume *b, struct tnd_reactor *r, struct l
 		goto out_free;
 	}
 	rec->sb = sb[best];
+	rec->sb_differ = rec->sb_valid[0] == 0 && rec->sb_valid[1] == 0 &&
+			 memcmp(blk, blk + LSFS_BLK, LSFS_BLK) != 0;
 	{
 		const uint8_t *u = rec->sb.uuid;
 		say(rec, "superblock: format %u.%u, uuid %02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"

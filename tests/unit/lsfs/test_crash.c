@@ -619,7 +619,7 @@ int main(int argc, char **argv)
 		return v ? 1 : 0;
 	}
 	uint64_t t0 = tnd_now_ns();
-	uint64_t states = 0, violations = 0, target = soak ? 2000000 : 20000;
+	uint64_t states = 0, violations = 0, target = soak ? 500000 : 20000;
 	uint64_t seed = 1;
 	struct tnd_lsfs_stats tot = { 0 };
 
@@ -649,7 +649,7 @@ int main(int argc, char **argv)
 			states += run(&shorts[i], &violations, &tot);
 		}
 	}
-	uint64_t corrupt = corruption_campaign(soak ? 100000 : 3000, 77, &violations);
+	uint64_t corrupt = corruption_campaign(soak ? 50000 : 3000, 77, &violations);
 	double secs = (double)(tnd_now_ns() - t0) / 1e9;
 	printf("lsfs crash test: %llu crash states (%llu with injected errors), %llu violations, %.1f s\n",
 	       (unsigned long long)states, (unsigned long long)err_states,
