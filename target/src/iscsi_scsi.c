@@ -79,7 +79,25 @@ void tnd_iscsi_task_put(struct iscsi_task *t)
 		c->buf_bytes -= t->buf_size;
 	}
 	c->nr_live--;
-	free(t);
+	/* Keep a few task structs per connection: a steady command stream
+	 * then allocates none. */
+	if (c->task_free_count < ISCSI_TASK_CACHE) {
+		t->hnext = c->task_free;
+		c->task_free = t;
+		c->task_free_count++;
+	} else {
+		free(t);
+	}
+}
+
+void tnd_iscsi_task_cache_drain(struct iscsi_conn *c)
+{
+	while (c->task_free) {
+		struct iscsi_task *t = c->task_free;
+		c->task_free = t->hnext;
+		free(t);
+	}
+	c->task_free_count = 0;
 }
 
 /* Drop a task that never reached (or came back from) the SCSI layer, silently. */
@@ -137,7 +155,14 @@ static struct iscsi_task *task_create(struct iscsi_conn *c, const struct tnd_isc
 		return NULL;
 	}
 
-	struct iscsi_task *t = calloc(1, sizeof(*t));
+	struct iscsi_task *t = c->task_free;
+	if (t) {
+		c->task_free = t->hnext;
+		c->task_free_count--;
+		memset(t, 0, sizeof(*t));
+	} else {
+		t = calloc(1, sizeof(*t));
+	}
 	if (!t) {
 		err->reject = ISCSI_REJECT_LONG_OP;
 		return NULL;
@@ -181,7 +206,7 @@ static struct iscsi_task *task_create(struct iscsi_conn *c, const struct tnd_isc
 	}
 	/* A write we refuse still has its unsolicited data coming: take it
 	 * in and drop it, then answer, so the initiator sees a clean end. */
-	t->discard = t->cmd.dir == TND_SCSI_DIR_WRITE && (t->busy || t->too_big);
+	t->discard = wr && edtl && (t->busy || t->too_big);
 	t->want = t->cmd.dir == TND_SCSI_DIR_WRITE && !t->discard ? size : 0;
 	t->unsol_limit = p->initial_r2t ? h->data_len
 					: TND_MIN(p->first_burst, t->discard ? edtl : t->want);
@@ -321,8 +346,13 @@ static void task_deliver(struct iscsi_task *t)
 		task_discard(t->conn, t);
 		return;
 	}
-	if ((t->busy || t->too_big) && !t->discard) {
-		task_refuse(t);
+	if (t->busy || t->too_big) {
+		if (t->discard) {
+			t->state = TASK_RECEIVING;
+			task_progress(t);
+		} else {
+			task_refuse(t);
+		}
 		return;
 	}
 	if (t->cmd.dir == TND_SCSI_DIR_WRITE) {
@@ -365,7 +395,7 @@ void tnd_iscsi_cmd_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, const
 			tnd_iscsi_reject(c, h->bhs, err.reject);
 			return;
 		}
-		if (h->data_len && !t->discard)
+		if (h->data_len && t->cmd.data && !t->discard)
 			memcpy(t->cmd.data, data, h->data_len);
 	}
 	memcpy(t->cmd.cdb, h->bhs + ISCSI_OFF_CDB, 16);
@@ -413,21 +443,17 @@ void tnd_iscsi_cmd_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, const
 
 /* Check a Data-Out against its task; 0 or a Reject reason. */
 static uint8_t data_out_check(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h,
-			      struct iscsi_task **tp, int *r2t_idx, bool *fatal)
+			      struct iscsi_task **tp, int *r2t_idx)
 {
 	const uint8_t *b = h->bhs;
 	uint32_t ttt = tnd_get_be32(b + ISCSI_OFF_TTT);
 	uint32_t data_sn = tnd_get_be32(b + ISCSI_OFF_DATASN);
 	uint32_t off = tnd_get_be32(b + ISCSI_OFF_BUFOFFSET);
 	struct iscsi_task *t = task_find(c, h->itt);
-	*fatal = false;
 	*r2t_idx = -1;
 	if (!t || (t->state != TASK_HELD && t->state != TASK_RECEIVING) ||
-	    t->cmd.dir != TND_SCSI_DIR_WRITE || (t->want == 0 && !t->discard))
+	    (!t->discard && (t->cmd.dir != TND_SCSI_DIR_WRITE || t->want == 0)))
 		return ISCSI_REJECT_INVALID_FIELD;
-	/* From here on the data stream of a live task is broken: at
-	 * ErrorRecoveryLevel 0 that ends the connection. */
-	*fatal = true;
 	if (ttt == ISCSI_RSVD_TAG) {
 		if (t->unsol_done || c->ng.params.initial_r2t || off != t->unsol_next ||
 		    (uint64_t)off + h->data_len > t->unsol_limit || data_sn != t->unsol_data_sn)
@@ -445,7 +471,6 @@ static uint8_t data_out_check(struct iscsi_conn *c, const struct tnd_iscsi_hdr *
 			return ISCSI_REJECT_PROTOCOL;
 		*r2t_idx = i;
 	}
-	*fatal = false;
 	*tp = t;
 	return 0;
 }
@@ -454,8 +479,7 @@ int tnd_iscsi_data_out_dest(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h,
 {
 	struct iscsi_task *t;
 	int idx;
-	bool fatal;
-	if (data_out_check(c, h, &t, &idx, &fatal) != 0 || t->discard)
+	if (data_out_check(c, h, &t, &idx) != 0 || t->discard)
 		return 0;
 	*dest = t->cmd.data + tnd_get_be32(h->bhs + ISCSI_OFF_BUFOFFSET);
 	return 0;
@@ -465,8 +489,7 @@ void tnd_iscsi_data_out_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, 
 {
 	struct iscsi_task *t;
 	int idx;
-	bool fatal;
-	uint8_t reason = data_out_check(c, h, &t, &idx, &fatal);
+	uint8_t reason = data_out_check(c, h, &t, &idx);
 	if (reason) {
 		/*
 		 * The PDU is dropped and the task keeps waiting for correct data;
@@ -475,7 +498,6 @@ void tnd_iscsi_data_out_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, 
 		 * then renegotiates and never learns which PDU was wrong.
 		 */
 		tnd_iscsi_reject(c, h->bhs, reason);
-		(void)fatal;
 		return;
 	}
 	uint32_t off = tnd_get_be32(h->bhs + ISCSI_OFF_BUFOFFSET);
@@ -567,7 +589,8 @@ static void respond(struct iscsi_task *t)
 			tx->hdr[3] = cmd->status;
 			tnd_put_be32(tx->hdr + ISCSI_OFF_ITT, t->itt);
 			tnd_iscsi_fill_sn(c, tx->hdr, true);
-			tnd_put_be32(tx->hdr + ISCSI_OFF_DATASN, t->data_sn); /* ExpDataSN */
+			/* ExpDataSN: the R2Ts and Data-Ins sent for this command. */
+			tnd_put_be32(tx->hdr + ISCSI_OFF_DATASN, t->data_sn + t->r2t_sn);
 			tnd_put_be32(tx->hdr + 44, residual);
 			if (cmd->sense_len) {
 				/* SenseLength (2 bytes) then the sense data. */

@@ -27,13 +27,11 @@
 static const struct scsi_op service_action_in_16[32] = {
 	[SCSI_SAI_READ_CAPACITY_16] = {
 		.name = "READ CAPACITY(16)", .exec = sbc_read_capacity_16, .cdb_len = 16,
-		.sa_code = SCSI_SAI_READ_CAPACITY_16,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 10, .len_size = 4,
 		.usage = { 0x9e, 0x10, FF8, FF4, 0x01, 0x00 },
 	},
 	[SCSI_SAI_GET_LBA_STATUS] = {
 		.name = "GET LBA STATUS", .exec = sbc_get_lba_status, .cdb_len = 16,
-		.sa_code = SCSI_SAI_GET_LBA_STATUS,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 10, .len_size = 4,
 		.usage = { 0x9e, 0x12, FF8, FF4, 0x00, 0x00 },
 	},
@@ -42,14 +40,14 @@ static const struct scsi_op service_action_in_16[32] = {
 static const struct scsi_op maintenance_in[32] = {
 	[SCSI_MI_REPORT_SUPPORTED_OPCODES] = {
 		.name = "REPORT SUPPORTED OPERATION CODES", .exec = spc_report_opcodes,
-		.cdb_len = 12, .sa_code = SCSI_MI_REPORT_SUPPORTED_OPCODES,
+		.cdb_len = 12,
 		.flags = SCSI_OP_NO_LU,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 6, .len_size = 4,
 		.usage = { 0xa3, 0x0c, 0x87, 0xff, 0xff, 0xff, FF4, 0x00, 0x00 },
 	},
 	[SCSI_MI_REPORT_SUPPORTED_TMFS] = {
 		.name = "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS", .exec = spc_report_tmfs,
-		.cdb_len = 12, .sa_code = SCSI_MI_REPORT_SUPPORTED_TMFS,
+		.cdb_len = 12,
 		.flags = SCSI_OP_NO_LU,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 6, .len_size = 4,
 		.usage = { 0xa3, 0x0d, 0x80, 0x00, 0x00, 0x00, FF4, 0x00, 0x00 },
@@ -142,7 +140,7 @@ static const struct scsi_op ops[256] = {
 	},
 	[SCSI_UNMAP] = {
 		.name = "UNMAP", .exec = sbc_unmap, .cdb_len = 10,
-		.flags = SCSI_OP_WRITES,
+		.flags = SCSI_OP_WRITES | SCSI_OP_LBP,
 		.xfer = SCSI_XFER_OUT_PARAM, .len_off = 7, .len_size = 2,
 		.usage = { 0x42, 0x01, 0x00, 0x00, 0x00, 0x00, 0x1f, 0xff, 0xff, 0x00 },
 	},
@@ -422,9 +420,9 @@ static struct scsi_itl *nexus_itl(struct tnd_scsi_nexus *nx, const struct tnd_sc
 
 /* ---- LU live settings ---- */
 
-bool scsi_lu_wce(const struct tnd_scsi_lu *lu)
+bool scsi_lu_wce(const struct tnd_scsi_lu *lu, const struct tnd_volume_info *info)
 {
-	return lu->vol_write_cache && atomic_load_explicit(&lu->wce, memory_order_relaxed);
+	return info->write_cache && atomic_load_explicit(&lu->wce, memory_order_acquire);
 }
 
 void scsi_lu_set_wce(struct tnd_scsi_lu *lu, struct scsi_itl *self, bool wce)
@@ -567,6 +565,8 @@ void tnd_scsi_exec(struct tnd_scsi_cmd *cmd)
 	}
 
 	struct scsi_ctx ctx = { .op = op, .lu = cmd->lu, .nexus = cmd->nexus };
+	if (cmd->dir == TND_SCSI_DIR_WRITE && cmd->data)
+		ctx.dout_len = cmd->data_len;
 	tnd_volume_info(cmd->lu->vol, &ctx.info);
 	ctx.itl = nexus_itl(cmd->nexus, cmd->lu, &ctx.info);
 	if (!ctx.itl) {
@@ -585,6 +585,8 @@ void tnd_scsi_exec(struct tnd_scsi_cmd *cmd)
 		return;
 	}
 
+	if (op && (op->flags & SCSI_OP_LBP) && !scsi_info_lbp(&ctx.info))
+		op = NULL;
 	if (!op) {
 		if (cmd->cdb_len >= 2 && ops[cmd->cdb[0]].sa)
 			scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 1, 4);
@@ -664,7 +666,6 @@ int tnd_scsi_lu_create(const struct tnd_scsi_lu_desc *desc, struct tnd_scsi_lu *
 	}
 	pad_copy(lu->revision, 4, TND_VERSION);
 	lu_make_identity(lu, desc->name);
-	lu->vol_write_cache = info.write_cache;
 	atomic_init(&lu->reset_gen, 0);
 	atomic_init(&lu->mode_gen, 0);
 	atomic_init(&lu->wce, true);

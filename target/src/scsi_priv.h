@@ -20,10 +20,18 @@
  *
  * Threading: the LU is shared by reactors. Its identity is immutable after
  * creation; the only mutable fields are atomics (reset and mode-parameter
- * generations, the WCE setting). Each nexus keeps, per LU it has touched,
- * the generations it last saw; a difference is a unit attention to report.
- * So a reset or MODE SELECT costs one atomic increment and every nexus
- * notices on its next command, with no lock and no cross-reactor message.
+ * generations, the WCE setting, the COMPARE AND WRITE lock word) plus the
+ * lock's hand-off queue, which only the lock holder touches. Each nexus
+ * keeps, per LU it has touched, the generations it last saw; a difference
+ * is a unit attention to report. So a reset or MODE SELECT costs one
+ * atomic increment and every nexus notices on its next command, with no
+ * lock and no cross-reactor message. Plain READ/WRITE touch no shared
+ * mutable state at all.
+ *
+ * Ownership: exec functions borrow cmd (the transport's until done())
+ * and ctx (the dispatcher's stack, gone when exec returns: copy what an
+ * asynchronous step needs). cmd->data is the transport's; we read data-out
+ * from it only within ctx->dout_len and write data-in up to data_len.
  */
 #ifndef TND_TARGET_SCSI_PRIV_H
 #define TND_TARGET_SCSI_PRIV_H
@@ -120,7 +128,10 @@ enum {
 /* Limits we advertise in the Block Limits VPD page and enforce. */
 #define SCSI_MAX_UNMAP_DESCRIPTORS 256u
 #define SCSI_MAX_UNMAP_BLOCKS (1u << 20)
-#define SCSI_MAX_WRITE_SAME_BLOCKS (1u << 22)
+/* One WRITE SAME is one command's worth of work: with a pattern it is
+ * written block by block, and 64 Ki blocks (32 MiB to 256 MiB) stays well
+ * inside an initiator's command timeout. Also WRITE SAME(10)'s limit. */
+#define SCSI_MAX_WRITE_SAME_BLOCKS 0xffffu
 #define SCSI_MAX_CAW_BLOCKS 16u
 
 struct scsi_op;
@@ -149,6 +160,10 @@ enum {
 	SCSI_OP_ZERO_IS_256 = 1u << 2,
 	/* Changes the medium: refused on a read-only LU. */
 	SCSI_OP_WRITES = 1u << 3,
+	/* Exists only with logical block provisioning (scsi_info_lbp()):
+	 * INVALID COMMAND OPERATION CODE otherwise, and not reported by
+	 * REPORT SUPPORTED OPERATION CODES. */
+	SCSI_OP_LBP = 1u << 4,
 };
 
 struct scsi_op {
@@ -159,7 +174,6 @@ struct scsi_op {
 	/* Service-action opcodes: the per-action table, indexed by the
 	 * 5-bit SERVICE ACTION field in byte 1 (exec is NULL then). */
 	const struct scsi_op *sa;
-	uint16_t sa_code;               /* for entries of an sa table */
 	enum scsi_xfer_kind xfer;
 	uint8_t len_off, len_size;      /* where the length field is */
 	uint16_t fixed_len;
@@ -224,13 +238,14 @@ struct tnd_scsi_lu {
 	char revision[5];
 	char serial[33];
 	uint8_t naa[16];
-	bool vol_write_cache;           /* the volume may hold volatile writes */
 
 	atomic_uint reset_gen;
 	atomic_uint mode_gen;
-	/* WCE as set by MODE SELECT; only meaningful with vol_write_cache.
-	 * When false every write is sent with TND_IO_FUA, so that what the
-	 * caching page says stays true. */
+	/* WCE as set by MODE SELECT; meaningful only while the volume has a
+	 * write cache (info.write_cache, asked per command: a cache layer may
+	 * switch between write-back and write-through). When false every
+	 * write is sent with TND_IO_FUA, so that the caching page's WCE=0
+	 * stays true. */
 	atomic_bool wce;
 
 	/* The COMPARE AND WRITE lock: NULL free; SCSI_CAW_HELD held with no
@@ -257,6 +272,13 @@ struct scsi_ctx {
 	struct tnd_scsi_nexus *nexus;
 	struct scsi_itl *itl;           /* NULL when lu is NULL */
 	struct tnd_volume_info info;    /* zeroed when lu is NULL */
+	/*
+	 * Bytes of data-out the command may consume: cmd->data_len when the
+	 * PDU said "write", else 0. A data-out command sent without the W bit
+	 * must not take the transport's data-in buffer for data: it holds
+	 * whatever the buffer pool held before.
+	 */
+	uint32_t dout_len;
 };
 
 /* ---- completing a command (scsi_sense.c) ---- */
@@ -299,8 +321,8 @@ uint32_t scsi_alloc_len(const struct scsi_op *op, const uint8_t *cdb);
 
 /* ---- the LU's live settings ---- */
 
-/* WCE as the caching page reports it now. */
-bool scsi_lu_wce(const struct tnd_scsi_lu *lu);
+/* WCE as the caching page reports it now, given the volume's @info. */
+bool scsi_lu_wce(const struct tnd_scsi_lu *lu, const struct tnd_volume_info *info);
 /* Change WCE (MODE SELECT); raises MODE PARAMETERS CHANGED for others. */
 void scsi_lu_set_wce(struct tnd_scsi_lu *lu, struct scsi_itl *self, bool wce);
 /* Take the next pending UA of @itl into @key/@asc; false when none. */
@@ -352,6 +374,8 @@ void sbc_unmap(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 void sbc_write_same(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 void sbc_get_lba_status(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 void sbc_compare_and_write(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+/* Flush the LU's volume, then complete @cmd (GOOD or sense). */
+void sbc_flush(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 
 /* Transfer length decoders for the irregular block commands. */
 int sbc_xfer_verify(const uint8_t *cdb, uint32_t block_size, enum tnd_scsi_dir *dir,

@@ -158,7 +158,7 @@ static bool sbc_range_ok(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx, u
  */
 static unsigned sbc_write_flags(const struct scsi_ctx *ctx, bool fua)
 {
-	if (fua || (ctx->lu->vol_write_cache && !scsi_lu_wce(ctx->lu)))
+	if (fua || (ctx->info.write_cache && !scsi_lu_wce(ctx->lu, &ctx->info)))
 		return TND_IO_FUA;
 	return 0;
 }
@@ -246,10 +246,8 @@ void sbc_start_stop_unit(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	}
 	/* A disk asked to stop writes its cache out first, as a real one
 	 * would; starting or loading a LUN has nothing to do. */
-	if (!start && !no_flush && ctx->lu->vol_write_cache) {
-		struct sbc_task *t = task_new(cmd, ctx);
-		if (t)
-			task_submit(t, TND_IO_FLUSH, 0, 0, NULL, 0, 0, step_finish);
+	if (!start && !no_flush && ctx->info.write_cache) {
+		sbc_flush(cmd, ctx);
 		return;
 	}
 	scsi_complete(cmd);
@@ -365,7 +363,7 @@ void sbc_rw(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	 * partial one, a read returns the first data_len bytes. The range
 	 * check above still covered the CDB's full range.
 	 */
-	uint32_t avail = cmd->data ? cmd->data_len : 0;
+	uint32_t avail = write ? ctx->dout_len : (cmd->data ? cmd->data_len : 0);
 	uint32_t bs = ctx->info.block_size;
 	if (avail < bytes) {
 		if (write)
@@ -463,7 +461,7 @@ void sbc_verify(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, ll.len_off, -1);
 		return;
 	}
-	if (!cmd->data || cmd->data_len < out) {
+	if (ctx->dout_len < out) {
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, ll.len_off, -1);
 		return;
 	}
@@ -486,6 +484,11 @@ void sbc_sync_cache(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 		return;
 	/* The volume flushes as a whole; a range (or IMMED) changes nothing
 	 * about what must be stable when we answer. */
+	sbc_flush(cmd, ctx);
+}
+
+void sbc_flush(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
+{
 	struct sbc_task *t = task_new(cmd, ctx);
 	if (t)
 		task_submit(t, TND_IO_FLUSH, 0, 0, NULL, 0, 0, step_finish);
@@ -524,10 +527,6 @@ void sbc_unmap(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	uint32_t plen = tnd_get_be16(cdb + 7);
 	const uint8_t *p = cmd->data;
 
-	if (!scsi_info_lbp(&ctx->info)) {
-		scsi_check(cmd, SCSI_KEY_ILLEGAL_REQUEST, SCSI_ASC_INVALID_OPCODE);
-		return;
-	}
 	if (cdb[1] & 0x01) {
 		/* ANCHOR: we have no anchored state. */
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 1, 0);
@@ -537,7 +536,7 @@ void sbc_unmap(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 		scsi_complete(cmd);
 		return;
 	}
-	if (plen < 8 || !p || cmd->data_len < plen) {
+	if (plen < 8 || ctx->dout_len < plen) {
 		scsi_check(cmd, SCSI_KEY_ILLEGAL_REQUEST, SCSI_ASC_PARAMETER_LIST_LENGTH_ERROR);
 		return;
 	}
@@ -632,7 +631,7 @@ void sbc_write_same(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	/* Exactly one block of data-out (none with NDOB): anything else means
 	 * initiator and target disagree about the command. */
 	uint32_t want = ndob ? 0 : bs;
-	if ((cmd->data ? cmd->data_len : 0) != want) {
+	if (ctx->dout_len != want) {
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, ll.len_off, -1);
 		return;
 	}
@@ -762,7 +761,7 @@ void sbc_compare_and_write(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	/* Both halves or nothing: a short or long data-out cannot be split
 	 * into verify and write data (and data-out with NUMBER OF LOGICAL
 	 * BLOCKS 0 means the initiator meant something else). */
-	if ((cmd->data ? cmd->data_len : 0) != 2 * n * bs) {
+	if (ctx->dout_len != 2 * n * bs) {
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 13, -1);
 		return;
 	}

@@ -16,8 +16,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "iscsi_pdu.h"
-#include "iscsi_text.h"
+/*
+ * The code under test is compiled into this file rather than only linked
+ * from tnd_target: the fuzz build instruments fuzz_*.c alone, and
+ * libFuzzer needs coverage of the decoder itself to steer its mutations.
+ * (Symbols defined here take the place of the library's copies.)
+ */
+#include "../../target/src/iscsi_pdu.c"
+#include "../../target/src/iscsi_text.c"
 
 #define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
 

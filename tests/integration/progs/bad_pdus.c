@@ -99,7 +99,8 @@ static int raw_send(struct raw *r, uint8_t *bhs, const uint8_t *ahs, unsigned ah
 	size_t off = 0;
 	memcpy(buf, bhs, 48);
 	off = 48;
-	memcpy(buf + off, ahs, ahs_len);
+	if (ahs_len)
+		memcpy(buf + off, ahs, ahs_len);
 	off += ahs_len;
 	if (r->hdigest) {
 		uint32_t crc = tnd_crc32c(0, buf, off) ^ (corrupt_digest ? 0x5a5a : 0);
@@ -110,7 +111,8 @@ static int raw_send(struct raw *r, uint8_t *bhs, const uint8_t *ahs, unsigned ah
 	}
 	if (len + off + 3 > sizeof(buf))
 		return -1;
-	memcpy(buf + off, data, len);
+	if (len)
+		memcpy(buf + off, data, len);
 	off += len;
 	while (off & 3)
 		buf[off++] = 0;
@@ -122,6 +124,8 @@ static int recv_all(int fd, void *buf, size_t len)
 	size_t got = 0;
 	while (got < len) {
 		ssize_t n = recv(fd, (char *)buf + got, len - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
 		if (n == 0)
 			return R_EOF;
 		if (n < 0)
@@ -205,6 +209,7 @@ enum outcome {
 	O_TMF,          /* a TMF response with the given response code */
 	O_SILENT,       /* nothing for the bad PDU; a NOP-Out ping is still answered */
 	O_SCSI_STATUS,  /* a SCSI Response with the given status */
+	O_IN_ORDER,     /* two SCSI Responses, the first for ITT @code */
 };
 
 static int expect(struct raw *r, enum outcome o, unsigned code, char *why, size_t whylen)
@@ -268,6 +273,21 @@ static int expect(struct raw *r, enum outcome o, unsigned code, char *why, size_
 			if (op == 0x21) {
 				if (bhs[3] != code) {
 					snprintf(why, whylen, "SCSI status 0x%02x, want 0x%02x", bhs[3], code);
+					return -1;
+				}
+				return 0;
+			}
+			break;
+		case O_IN_ORDER:
+			if (op == 0x21) {
+				uint32_t itt = tnd_get_be32(bhs + 16);
+				if (itt != code) {
+					snprintf(why, whylen, "response for ITT 0x%x first, want 0x%x", itt, code);
+					return -1;
+				}
+				len = raw_recv(r, bhs, data, sizeof(data));
+				if (len < 0 || (bhs[0] & 0x3f) != 0x21) {
+					snprintf(why, whylen, "the held command was never answered");
 					return -1;
 				}
 				return 0;
@@ -557,6 +577,54 @@ static void c_write_over_max_transfer(struct raw *r)
 	}
 }
 
+static void c_bidi_with_data(struct raw *r)
+{
+	/* Read and write bits together (bidirectional, not supported), with
+	 * immediate data: CHECK CONDITION, the data dropped. */
+	uint8_t bhs[48];
+	scsi_bhs(r, bhs, 0xe0, 512, 0x2a);
+	bhs[32 + 8] = 1;
+	static char data[512];
+	raw_send(r, bhs, NULL, 0, sizeof(data), data, sizeof(data), false);
+}
+
+static void c_cmdsn_gap(struct raw *r)
+{
+	/* Not hostile, but out of order: CmdSN n+1 arrives before n. The
+	 * target holds it and delivers both in CmdSN order. */
+	uint8_t bhs[48];
+	scsi_bhs(r, bhs, 0x80, 0, 0x00);   /* TEST UNIT READY */
+	tnd_put_be32(bhs + 16, 0x7001);
+	tnd_put_be32(bhs + 24, r->cmd_sn + 1);
+	raw_send(r, bhs, NULL, 0, 0, NULL, 0, false);
+	usleep(20000);
+	scsi_bhs(r, bhs, 0x80, 0, 0x00);
+	tnd_put_be32(bhs + 16, 0x7002);
+	tnd_put_be32(bhs + 24, r->cmd_sn);
+	raw_send(r, bhs, NULL, 0, 0, NULL, 0, false);
+}
+
+static void c_nop_flood(struct raw *r)
+{
+	/*
+	 * 32 MiB of 8 KiB pings without reading a single answer: the target
+	 * must stop reading once its answer queue is full rather than
+	 * buffer without end (our send then times out, which is fine).
+	 */
+	static uint8_t pdu[48 + 8192];
+	memset(pdu, 0, sizeof(pdu));
+	pdu[0] = 0x40;
+	pdu[1] = 0x80;
+	tnd_put_be24(pdu + 5, 8192);
+	tnd_put_be32(pdu + 16, 0x5150);
+	tnd_put_be32(pdu + 20, 0xffffffff);
+	struct timeval tv = { .tv_sec = 1 };
+	setsockopt(r->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	for (int i = 0; i < 4096; i++)
+		if (send_all(r->fd, pdu, sizeof(pdu)) < 0)
+			break;
+}
+
 static void c_half_header(struct raw *r)
 {
 	/* Half a BHS and then nothing: the target must not hang on us
@@ -591,6 +659,9 @@ static const struct bad_case cases[] = {
 	{ "SNACK at ErrorRecoveryLevel 0", true, false, c_snack, O_REJECT, 0x03 },
 	{ "unsupported TMF function", true, false, c_tmf_unsupported, O_TMF, 5 },
 	{ "immediate data beyond EDTL", true, false, c_immediate_data_too_long, O_REJECT, 0x04 },
+	{ "bidirectional command with immediate data", true, false, c_bidi_with_data, O_SCSI_STATUS, 0x02 },
+	{ "CmdSN gap filled later (held, then delivered in order)", true, false, c_cmdsn_gap, O_IN_ORDER, 0x7002 },
+	{ "NOP-Out flood without reading the answers", true, false, c_nop_flood, O_SILENT, 0 },
 	{ "write over the maximum transfer length", true, false, c_write_over_max_transfer, O_SCSI_STATUS, 0x02 },
 };
 

@@ -53,6 +53,18 @@ static void on_done(struct tnd_scsi_cmd *cmd)
 	t->calls++;
 }
 
+/* The PDU's direction as a well-behaved initiator sets it. */
+static enum tnd_scsi_dir cdb_dir(const struct tnd_scsi_lu *lu, const uint8_t *cdb, uint32_t len)
+{
+	enum tnd_scsi_dir dir;
+	uint32_t want;
+	if (!len)
+		return TND_SCSI_DIR_NONE;
+	if (tnd_scsi_cdb_xfer(lu, cdb, 16, &dir, &want) == 0 && dir != TND_SCSI_DIR_NONE)
+		return dir;
+	return TND_SCSI_DIR_READ;
+}
+
 /* Run one command to completion and check it completed exactly once. */
 static struct tcmd run_on(struct fx *f, struct tnd_scsi_nexus *nx, struct tnd_scsi_lu *lu,
 			  void *data, uint32_t data_len, const uint8_t *cdb, unsigned cdb_len)
@@ -67,6 +79,7 @@ static struct tcmd run_on(struct fx *f, struct tnd_scsi_nexus *nx, struct tnd_sc
 	t.c.data = data;
 	t.c.data_len = data_len;
 	t.c.exp_len = data_len;
+	t.c.dir = cdb_dir(lu, t.c.cdb, data_len);
 	t.c.luns = f->luns;
 	t.c.nr_luns = 3;
 	t.c.done = on_done;
@@ -244,6 +257,55 @@ static void ua_capacity_changed(void **state)
 	t = RUN(f, buf, 8, 0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0);
 	assert_good(&t);
 	assert_int_equal(tnd_get_be32(buf), NBLOCKS * 2 - 1);
+}
+
+/* A MODE SELECT(6) parameter list: header + caching page, WCE as given. */
+static unsigned caching_list(uint8_t *p, bool wce)
+{
+	memset(p, 0, 24);
+	p[4] = 0x08;
+	p[5] = 0x12;
+	p[6] = wce ? 0x04 : 0;
+	return 24;
+}
+
+/* Several conditions pending: reported one per command, in priority
+ * order, and a power-on report covers a reset that came after it. */
+static void ua_priority_order(void **state)
+{
+	struct fx *f = *state;
+	struct tnd_scsi_nexus *nx, *other;
+	assert_int_equal(tnd_scsi_nexus_create("iqn.x,i,0x5", &port, &nx), 0);
+	assert_int_equal(tnd_scsi_nexus_create("iqn.x,i,0x6", &port, &other), 0);
+	fx_clear_ua(f, other);
+	/* nx: power on pending; now also a reset. */
+	run_on(f, nx, f->lu, NULL, 0, CDB(0x12, 0, 0, 0, 0, 0)); /* INQUIRY: ITL exists */
+	tnd_scsi_lu_reset(f->lu);
+	struct tcmd t = run_on(f, nx, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_sense(&t, 0x6, 0x29, 0x00);
+	t = run_on(f, nx, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_good(&t);
+
+	/* other: a reset, a mode change by nx and a capacity change. */
+	uint8_t p[24];
+	unsigned n = caching_list(p, false);
+	t = run_on(f, nx, f->lu, p, n, CDB(0x15, 0x10, 0, 0, (uint8_t)n, 0));
+	assert_good(&t);
+	tnd_scsi_lu_reset(f->lu);
+	assert_int_equal(tnd_volume_resize(&f->mv->vol, NBLOCKS + 8), 0);
+	uint8_t b[18];
+	t = run_on(f, other, f->lu, b, 18, CDB(0x03, 0, 0, 0, 18, 0));
+	assert_good(&t);
+	assert_int_equal(b[12], 0x29);
+	assert_int_equal(b[13], 0x03);
+	t = run_on(f, other, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_sense(&t, 0x6, 0x2a, 0x01);
+	t = run_on(f, other, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_sense(&t, 0x6, 0x2a, 0x09);
+	t = run_on(f, other, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_good(&t);
+	tnd_scsi_nexus_destroy(nx);
+	tnd_scsi_nexus_destroy(other);
 }
 
 /* ---- INQUIRY ---- */
@@ -794,6 +856,45 @@ static void write_short_data_out_writes_whole_blocks(void **state)
 	assert_int_equal(f->mv->data[BS], 'a');
 }
 
+/*
+ * A WRITE whose PDU did not carry the W bit: the buffer is the transport's
+ * data-in buffer, full of someone else's old bytes. Nothing may be written
+ * from it; the command moves no data.
+ */
+static void write_without_w_bit_writes_nothing(void **state)
+{
+	struct fx *f = *state;
+	uint8_t junk[BS];
+	memset(junk, 0xee, BS);
+	struct tcmd t;
+	memset(&t, 0, sizeof(t));
+	put_rw10(t.c.cdb, 0x2a, 0, 0, 1);
+	t.c.cdb_len = 16;
+	t.c.lu = f->lu;
+	t.c.nexus = f->nx;
+	t.c.reactor = f->r;
+	t.c.dir = TND_SCSI_DIR_READ;
+	t.c.data = junk;
+	t.c.data_len = BS;
+	t.c.exp_len = BS;
+	t.c.done = on_done;
+	tnd_scsi_exec(&t.c);
+	for (int i = 0; i < 100 && !t.calls; i++)
+		tnd_reactor_poll(f->r, 10);
+	assert_int_equal(t.calls, 1);
+	assert_good(&t);
+	assert_int_equal(t.c.xfer_len, BS);
+	assert_int_equal(f->mv->count[TND_IO_WRITE], 0);
+	assert_int_equal(f->mv->data[0], 0);
+	/* MODE SELECT likewise finds no parameter list. */
+	t.calls = 0;
+	memset(t.c.cdb, 0, 16);
+	memcpy(t.c.cdb, (uint8_t[]){ 0x15, 0x10, 0, 0, 24, 0 }, 6);
+	tnd_scsi_exec(&t.c);
+	assert_int_equal(t.calls, 1);
+	assert_sense(&t, 0x5, 0x1a, 0x00);
+}
+
 static void read_errors_mapped(void **state)
 {
 	struct fx *f = *state;
@@ -1082,16 +1183,6 @@ static void mode_sense(void **state)
 	tnd_volume_destroy(&mv2->vol);
 }
 
-/* A MODE SELECT(6) parameter list: header + caching page, WCE as given. */
-static unsigned caching_list(uint8_t *p, bool wce)
-{
-	memset(p, 0, 24);
-	p[4] = 0x08;
-	p[5] = 0x12;
-	p[6] = wce ? 0x04 : 0;
-	return 24;
-}
-
 static void mode_select_wce_makes_writes_fua(void **state)
 {
 	struct fx *f = *state;
@@ -1103,6 +1194,8 @@ static void mode_select_wce_makes_writes_fua(void **state)
 	unsigned n = caching_list(p, false);
 	struct tcmd t = RUN(f, p, n, 0x15, 0x10, 0, 0, (uint8_t)n, 0);
 	assert_good(&t);
+	/* Turning the cache off first flushes what it held. */
+	assert_int_equal(f->mv->count[TND_IO_FLUSH], 1);
 
 	/* The caching page now says WCE=0 ... */
 	uint8_t b[64];
@@ -1151,6 +1244,27 @@ static void mode_select_wce_makes_writes_fua(void **state)
 	t = run_on(f, other, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
 	assert_good(&t);
 	tnd_scsi_nexus_destroy(other);
+}
+
+/* A cache layer switched to write-through: the caching page follows at
+ * once, and WCE=1 can no longer be selected. */
+static void wce_follows_volume_write_cache(void **state)
+{
+	struct fx *f = *state;
+	uint8_t b[64];
+	f->mv->info.write_cache = false;
+	struct tcmd t = RUN(f, b, 64, 0x1a, 0x08, 0x08, 0, 64, 0);
+	assert_good(&t);
+	assert_int_equal(b[6] & 0x04, 0);
+	t = RUN(f, b, 64, 0x1a, 0x08, 0x48, 0, 64, 0);
+	assert_int_equal(b[6] & 0x04, 0);
+	uint8_t p[24];
+	unsigned n = caching_list(p, true);
+	t = RUN(f, p, n, 0x15, 0x10, 0, 0, (uint8_t)n, 0);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+	f->mv->info.write_cache = true;
+	t = RUN(f, b, 64, 0x1a, 0x08, 0x08, 0, 64, 0);
+	assert_int_equal(b[6] & 0x04, 0x04);
 }
 
 static void mode_select_rejects(void **state)
@@ -1379,6 +1493,17 @@ static void write_same(void **state)
 	assert_sense(&t, 0x5, 0x24, 0x00);
 	t = run_raw(f, c, two, 2 * BS);
 	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* Longer than MAXIMUM WRITE SAME LENGTH (which the VPD page says). */
+	uint8_t vpd[64];
+	t = RUN(f, vpd, 64, 0x12, 1, 0xb0, 0, 64, 0);
+	assert_int_equal(tnd_get_be64(vpd + 36), 0xffff);
+	assert_int_equal(tnd_volume_resize(&f->mv->vol, 0x10000 + 8), 0);
+	put_rw16(c, 0x93, 0x08, 0, 0x10000);
+	t = run_raw(f, c, blk, BS);
+	assert_sense(&t, 0x6, 0x2a, 0x09); /* the resize */
+	t = run_raw(f, c, blk, BS);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_field_ptr(&t, true, 10);
 	/* A large range is written in chunks. */
 	fill(blk, BS, 8);
 	put_rw16(c, 0x93, 0, 0, NBLOCKS);
@@ -1438,6 +1563,19 @@ static void report_supported_opcodes(void **state)
 	/* Option 1 on a service-action opcode. */
 	t = RUN(f, b, 64, 0xa3, 0x0c, 0x01, 0x9e, 0, 0, 0, 0, 0, 64, 0, 0);
 	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* UNMAP is listed only where the LU can deallocate. */
+	t = RUN(f, b, 64, 0xa3, 0x0c, 0x01, 0x42, 0, 0, 0, 0, 0, 64, 0, 0);
+	assert_good(&t);
+	assert_int_equal(b[1] & 0x07, 3);
+	f->mv->info.thin = false;
+	t = RUN(f, b, 64, 0xa3, 0x0c, 0x01, 0x42, 0, 0, 0, 0, 0, 64, 0, 0);
+	assert_good(&t);
+	assert_int_equal(b[1] & 0x07, 1);
+	t = RUN(f, b, sizeof(b), 0xa3, 0x0c, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0);
+	assert_good(&t);
+	for (uint32_t off = 4; off < tnd_get_be32(b) + 4; off += 8)
+		assert_int_not_equal(b[off], 0x42);
+	f->mv->info.thin = true;
 	/* With timeouts descriptors. */
 	t = RUN(f, b, sizeof(b), 0xa3, 0x0c, 0x80, 0, 0, 0, 0, 0, 0x10, 0, 0, 0);
 	assert_good(&t);
@@ -1458,6 +1596,22 @@ static void put_caw(uint8_t *c, uint8_t b1, uint64_t lba, uint8_t n)
 	c[1] = b1;
 	tnd_put_be64(c + 2, lba);
 	c[13] = n;
+}
+
+static void start_raw(struct fx *f, struct tcmd *t, const uint8_t *cdb, void *data, uint32_t len)
+{
+	memset(t, 0, sizeof(*t));
+	memcpy(t->c.cdb, cdb, 16);
+	t->c.cdb_len = 16;
+	t->c.lu = f->lu;
+	t->c.nexus = f->nx;
+	t->c.reactor = f->r;
+	t->c.data = data;
+	t->c.data_len = len;
+	t->c.exp_len = len;
+	t->c.dir = len ? TND_SCSI_DIR_WRITE : TND_SCSI_DIR_NONE;
+	t->c.done = on_done;
+	tnd_scsi_exec(&t->c);
 }
 
 static void compare_and_write(void **state)
@@ -1507,8 +1661,10 @@ static void compare_and_write(void **state)
 	put_caw(c, 0, 5, 0);
 	t = run_raw(f, c, NULL, 0);
 	assert_good(&t);
-	t = run_raw(f, c, d, 2 * BS);
-	assert_sense(&t, 0x5, 0x24, 0x00);
+	struct tcmd t0;
+	start_raw(f, &t0, c, d, 2 * BS);
+	assert_int_equal(t0.calls, 1); /* answered without I/O */
+	assert_sense(&t0, 0x5, 0x24, 0x00);
 	/* Too many, out of range. */
 	put_caw(c, 0, 5, 17);
 	t = run_raw(f, c, NULL, 0);
@@ -1525,21 +1681,6 @@ static void compare_and_write(void **state)
 	struct scsi_caw_waiter w;
 	assert_true(scsi_caw_acquire(f->lu, &w));
 	scsi_caw_release(f->lu);
-}
-
-static void start_raw(struct fx *f, struct tcmd *t, const uint8_t *cdb, void *data, uint32_t len)
-{
-	memset(t, 0, sizeof(*t));
-	memcpy(t->c.cdb, cdb, 16);
-	t->c.cdb_len = 16;
-	t->c.lu = f->lu;
-	t->c.nexus = f->nx;
-	t->c.reactor = f->r;
-	t->c.data = data;
-	t->c.data_len = len;
-	t->c.exp_len = len;
-	t->c.done = on_done;
-	tnd_scsi_exec(&t->c);
 }
 
 static void compare_and_write_waits_for_lock(void **state)
@@ -1623,6 +1764,7 @@ static void caw_worker_issue(struct caw_worker *w)
 		c->data_len = 2 * BS;
 	}
 	c->exp_len = c->data_len;
+	c->dir = w->reading ? TND_SCSI_DIR_READ : TND_SCSI_DIR_WRITE;
 	tnd_scsi_exec(c);
 }
 
@@ -1765,6 +1907,7 @@ int main(void)
 		T(ua_first_command_reports_power_on),
 		T(ua_after_lu_reset),
 		T(ua_capacity_changed),
+		T(ua_priority_order),
 		T(inquiry_standard),
 		T(inquiry_truncates_to_allocation_length),
 		T(inquiry_custom_product),
@@ -1786,6 +1929,7 @@ int main(void)
 		T(read_residual_when_expected_length_short),
 		T(read_with_no_buffer_reports_overflow),
 		T(write_short_data_out_writes_whole_blocks),
+		T(write_without_w_bit_writes_nothing),
 		T(read_errors_mapped),
 		T(write_errors_mapped),
 		T(read_only_volume),
@@ -1795,6 +1939,7 @@ int main(void)
 		T(mode_sense),
 		T(mode_select_wce_makes_writes_fua),
 		T(mode_select_rejects),
+		T(wce_follows_volume_write_cache),
 		T(request_sense_desc_refused),
 		T(start_stop_unit),
 		T(invalid_opcode_and_reserved_bits),
