@@ -1,0 +1,173 @@
+/*
+ * tnd_lsfs.h — lsfs, the log-structured store: a thin volume layered on a
+ * backing volume (a file or a block device through `flat`).
+ *
+ * Purpose. lsfs turns random writes into sequential appends. The backing
+ * store holds two superblock copies, two checkpoint areas and a run of
+ * fixed-size segments; every write appends a record (a 4 KiB header block
+ * describing up to 167 blocks, then their payloads) to the open segment.
+ * A block map in RAM (LBA -> physical 4 KiB slot + CRC32C, 12 bytes per
+ * mapped 4 KiB block) says where the newest copy of each block lives;
+ * checkpoints write that map out so that opening replays only the log
+ * written since. Garbage collection moves the live blocks out of mostly
+ * dead segments so the segments can be reused. The exact on-disk format is
+ * in docs/on-disk-format.md.
+ *
+ * Units. The map works in 4 KiB chunks. A volume formatted with 512 B
+ * logical blocks maps 8 of them per chunk and turns a write that covers
+ * part of a chunk into read-modify-write of that chunk. Every payload read
+ * is checked against the CRC32C kept in the map; a mismatch fails the I/O
+ * with -EILSEQ and is counted, the data never reaches the caller's buffer.
+ *
+ * Durability. With write_cache (the default, WCE=1) a write completes once
+ * its record is written to the backing volume; a completed TND_IO_FLUSH
+ * makes every write that completed before it stable, a TND_IO_FUA write is
+ * stable when it completes. Without write_cache every write is stable when
+ * it completes. Flushes that arrive together share one backing flush
+ * (group commit). Recovery restores a prefix of the log: everything stable
+ * is in it, nothing after a torn record is.
+ *
+ * Errors. A failed write or flush on the backing volume fail-stops the
+ * device: info.state becomes TND_VOLUME_FAILED, later writes and flushes
+ * fail with -EROFS, reads go on. Running out of log space (the volume is
+ * thin, so the promise can exceed the backing store) fails writes with
+ * -ENOSPC once garbage collection cannot free anything; reads go on.
+ *
+ * Threading. A lsfs volume belongs to its home reactor: the map, the
+ * segments and the log head are touched only there. I/O submitted from
+ * another reactor is forwarded by message and completed back on the
+ * submitter's reactor. Garbage collection and checkpoints run on the home
+ * reactor from a timer, between I/Os, and never wait for them.
+ *
+ * Opening, formatting, checking and destroying are synchronous (start-up
+ * and shutdown, not the hot path). Their backing I/O goes through a
+ * private reactor of the calling thread, so they may be called from any
+ * thread, whether @home is already running on its own thread (the daemon)
+ * or is polled by the caller (tests). Destroying first lets the log
+ * writer, GC and checkpoints in flight land — on @home, by message when
+ * @home runs on another thread (it must still be running then) — and then
+ * writes a final checkpoint, which first makes every write durable, so a
+ * clean close leaves nothing to replay.
+ *
+ * Memory: the map (12 bytes per mapped 4 KiB block, plus 8 bytes per
+ * promised 4 MiB), up to three segment buffers of segment_size each, one
+ * more for GC, and during a checkpoint a copy of the map (24 bytes per
+ * mapped block).
+ *
+ * Ownership. tnd_lsfs_open() takes ownership of @backing when it succeeds
+ * (tnd_volume_destroy() of the lsfs volume destroys it); on failure the
+ * caller still owns it. tnd_lsfs_format() and tnd_lsfs_check() borrow it.
+ *
+ * From the daemon's config ({"type": "lsfs", "path", "size", "block_size"}):
+ *
+ *     struct tnd_flat_opts fo = { .path = path, .size = backing_bytes, .block_size = 512 };
+ *     tnd_flat_open(&fo, &flat);
+ *     struct tnd_lsfs_opts o;
+ *     tnd_lsfs_opts_default(&o);
+ *     o.size = size; o.block_size = block_size; o.create_if_blank = true;
+ *     tnd_lsfs_open(flat, reactors[i], &o, &vol);   // on failure: tnd_volume_destroy(flat)
+ *
+ * The backing file's size is the physical space; o.size is the promise
+ * shown to initiators and may be larger (thin).
+ */
+#ifndef TND_LSFS_H
+#define TND_LSFS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "tnd_volume.h"
+
+struct tnd_reactor;
+
+/* The format version this build writes and the newest it can read. */
+#define TND_LSFS_FORMAT_MAJOR 1
+#define TND_LSFS_FORMAT_MINOR 0
+
+struct tnd_lsfs_opts {
+	/* Format-time choices (ignored when opening a formatted volume). */
+	uint64_t size;              /* logical size in bytes (the thin promise), <= 64 TiB */
+	uint32_t block_size;        /* logical block size: 512 or 4096; default 4096 */
+	uint32_t segment_size;      /* bytes, a multiple of 4 KiB, >= 32 KiB; default 4 MiB */
+
+	/* Run-time choices. */
+	bool create_if_blank;       /* tnd_lsfs_open() formats a blank backing store */
+	bool write_cache;           /* WCE=1 (see above); default true */
+	uint32_t gc_interval_ms;    /* background GC/checkpoint tick; default 100; 0 = manual */
+	uint32_t ckpt_segments;     /* checkpoint after this many segments filled; default 8 */
+	uint32_t gc_free_low;       /* GC works while fewer free segments; default 4 */
+};
+
+/* Fill @o with the defaults above (size 0: must be set to format). */
+void tnd_lsfs_opts_default(struct tnd_lsfs_opts *o);
+
+/*
+ * Write an empty lsfs onto @backing (borrowed) using opts->size,
+ * block_size and segment_size. Everything on it is lost. Synchronous.
+ * Returns 0 or -errno (-EINVAL: bad options, a size over 64 TiB, or a
+ * backing volume too small for even a few segments).
+ */
+int tnd_lsfs_format(struct tnd_volume *backing, const struct tnd_lsfs_opts *opts);
+
+/*
+ * Open the lsfs on @backing: read the superblock and the newest checkpoint,
+ * replay the log written after it, write a fresh checkpoint. Returns 0 and
+ * *out (owned by the caller, owning @backing) or -errno:
+ *   -ENODATA          blank backing store and !opts->create_if_blank
+ *   -EPROTONOSUPPORT  written by a newer format version (refused, untouched)
+ *   -EUCLEAN          not an lsfs, or its metadata is damaged beyond recovery
+ *   -EIO              the backing store failed
+ */
+int tnd_lsfs_open(struct tnd_volume *backing, struct tnd_reactor *home,
+		  const struct tnd_lsfs_opts *opts, struct tnd_volume **out);
+
+/* Counters, for stats_json and tests. Home reactor only. */
+struct tnd_lsfs_stats {
+	uint64_t reads, writes, flushes, unmaps;
+	uint64_t crc_errors;          /* payload reads that failed their CRC32C */
+	uint64_t batches;             /* backing writes issued by the log */
+	uint64_t backing_flushes;
+	uint64_t records;
+	uint64_t rmw;                 /* partial-chunk writes (512 B volumes) */
+	uint64_t gc_passes, gc_moved_blocks, gc_freed_segments;
+	uint64_t checkpoints;
+	uint64_t mapped_blocks;       /* 4 KiB chunks with data */
+	uint64_t map_bytes;           /* RAM used by the block map */
+	uint32_t segments, free_segments;
+	uint32_t segment_size;
+};
+
+void tnd_lsfs_get_stats(struct tnd_volume *vol, struct tnd_lsfs_stats *out);
+
+/*
+ * Start a garbage collection pass (followed by the checkpoint that frees
+ * what it emptied) / a checkpoint now; home reactor only. @cb(arg) runs on
+ * the home reactor when it has finished, possibly before this call returns
+ * when there was nothing to do. For tests and for an operator's "compact
+ * now". Returns 0, or -EBUSY when one is already running, -EROFS when the
+ * volume has failed.
+ */
+int tnd_lsfs_gc_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg);
+int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg);
+
+/* Result of the offline checker. */
+struct tnd_lsfs_check_result {
+	uint64_t errors;              /* inconsistencies: non-zero means not clean */
+	uint64_t warnings;            /* harmless oddities (a torn old checkpoint) */
+	uint64_t records;             /* records parsed in live segments */
+	uint64_t mapped_blocks;
+	uint64_t replayed_records;
+};
+
+/*
+ * Check the lsfs on @backing (borrowed, only read) offline: superblocks,
+ * checkpoints, the replay of the log, every record's CRC in used segments,
+ * every mapped block against its record and its CRC, and segment usage
+ * counts. Prints a human report to @report (may be NULL). Synchronous.
+ * Returns 0 when it could run (see res->errors) or -errno when the backing
+ * store could not be read.
+ */
+int tnd_lsfs_check(struct tnd_volume *backing, FILE *report, struct tnd_lsfs_check_result *res);
+
+#endif

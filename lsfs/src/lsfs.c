@@ -1,0 +1,1878 @@
+/*
+ * The lsfs volume: write pipeline, reads, flushes, checkpoints and garbage
+ * collection, all on the home reactor.
+ *
+ * Write pipeline. A write is turned into descriptors and 4 KiB payload
+ * slots appended to the open record in the open segment's RAM buffer (one
+ * copy, which also lets reads of not-yet-written blocks be served from
+ * RAM). The map is updated at once. Exactly one backing write is in
+ * flight at a time: it carries everything sealed since the previous one,
+ * so a burst of concurrent writes becomes one large sequential write, and
+ * the log reaches the disk strictly in order. That order is what makes
+ * durability a plain number: written_seq is the last record on the
+ * backing volume, durable_seq the last one covered by a completed backing
+ * flush. A write waits in wait_written for its record; a FUA write, any
+ * write without write cache, a FLUSH and a checkpoint then wait in
+ * wait_durable for a backing flush, which all waiters share (group
+ * commit). Both queues are FIFOs ordered by the sequence number they need.
+ *
+ * Segments. FREE -> NEXT (reserved as the successor, named in every record
+ * of the segment before it) -> OPEN -> USED -> DEAD (no live block) ->
+ * FREE. The last step happens only when a checkpoint taken after the
+ * segment died is durable: before that, replay from the older checkpoint
+ * still needs its records, and a reused segment would be read as garbage.
+ *
+ * Garbage collection reads a whole victim segment in one backing read,
+ * walks its records, and appends every block the map still points at
+ * (checked right before the append, so a block overwritten meanwhile is
+ * not resurrected). The payload and its CRC move unchanged: a block that
+ * was already corrupt stays unreadable rather than being blessed with a
+ * new CRC.
+ *
+ * Partial chunks (512 B volumes) are merged with the chunk's current
+ * content at append time: from RAM when it is there, else from a copy read
+ * beforehand and still current (same pba); if the chunk moved on while we
+ * waited, the copy is read again.
+ */
+#include <errno.h>
+#include <semaphore.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lsfs_int.h"
+
+#define LSFS_NBUF 3
+#define LSFS_GC_RESERVE 2u            /* segments only GC may take */
+
+struct lsfs;
+struct lsfs_waiter;
+struct close_req;
+typedef void (*lsfs_wait_fn)(struct lsfs_waiter *w, int status);
+
+struct lsfs_waiter {
+	struct lsfs_waiter *next;
+	uint64_t need;
+	lsfs_wait_fn fn;
+};
+
+struct lsfs_wq {
+	struct lsfs_waiter *head, *tail;
+};
+
+struct lsfs_buf {
+	uint8_t *data;
+	uint32_t seg;
+	uint64_t seg_seq;
+	uint32_t fill;                 /* bytes appended */
+	uint32_t sealed_end;           /* bytes in sealed records */
+	uint64_t sealed_seq;           /* last sealed record */
+	uint32_t issued;               /* bytes handed to the backing volume */
+	uint32_t done;                 /* bytes written */
+	bool active;                   /* holds segment @seg's data */
+};
+
+struct lsfs_child;
+typedef void (*lsfs_child_fn)(struct lsfs_child *c, int status);
+
+struct lsfs_child {
+	struct lsfs *ls;
+	lsfs_child_fn fn;
+	void *arg;
+	uint64_t u64;
+	struct iovec iov;
+	struct tnd_io io;              /* must be last: sized for the base's stack */
+};
+
+enum io_stage {
+	IO_NEW,
+	IO_PREP,                       /* reading chunks for read-modify-write */
+	IO_QUEUED,                     /* in the append queue */
+	IO_WAIT,                       /* appended, waiting for written/durable */
+};
+
+struct rd_slot {
+	uint64_t iov_off;
+	uint32_t s, e;                 /* byte range within the chunk */
+	uint32_t crc;
+	uint32_t seg;
+	uint64_t pba;
+};
+
+struct lsfs_ioctx {
+	struct tnd_msg msg;
+	struct lsfs_waiter w;
+	struct lsfs_ioctx *qnext;
+	struct lsfs *ls;
+	struct tnd_io *io;
+	int status;
+	int pending;
+	bool in_submit;
+	bool durable;
+	bool space_ok;
+	uint8_t stage;
+	uint64_t b0, b1;               /* byte range */
+	uint64_t c0, c1;               /* chunk range */
+	uint64_t cursor;               /* next chunk to append */
+	uint64_t last_rec;
+	uint8_t *edge;                 /* 2 x 4 KiB: old content of head/tail chunk */
+	uint64_t edge_pba[2];          /* which version edge[] holds; 0: none read */
+	struct rd_slot *slots;
+	uint8_t *bounce;
+	uint32_t nslots;
+};
+
+struct lsfs {
+	struct tnd_volume vol;
+	struct tnd_reactor *home;
+	struct tnd_lsfs_opts opts;
+	struct lsfs_sb sb;
+	uint32_t seg_blocks;
+	uint64_t num_blocks;
+	struct lsfs_map map;
+	struct lsfs_seginfo *segs;
+	uint32_t *readers;             /* in-flight reads per segment: no reuse meanwhile */
+	uint32_t nfree;
+	uint32_t ndead;
+	bool failed;
+	bool closing;
+
+	/* log head */
+	uint64_t next_rec_seq;
+	uint64_t max_seg_seq;
+	struct lsfs_buf bufs[LSFS_NBUF];
+	struct lsfs_buf *cur;
+	uint32_t next_seg;
+	uint64_t cur_prev_seq;         /* seg_seq of the segment before cur in the log */
+	uint32_t tail_seg;
+	uint32_t tail_off;
+	uint64_t tail_seg_seq;
+	bool rec_open;
+	uint32_t rec_off;
+	uint32_t rec_ndesc, rec_npay;
+	uint64_t rec_seq;
+
+	/* pipeline */
+	bool write_busy;
+	struct lsfs_buf *wbuf;
+	uint32_t wend;
+	uint64_t wseq;
+	uint64_t written_seq;
+	uint64_t durable_seq;
+	bool flush_busy;
+	uint64_t flush_target;
+	struct lsfs_wq wait_written, wait_durable;
+	struct lsfs_ioctx *aq_head, *aq_tail;
+	bool kick_pending;
+	struct tnd_msg kick_msg;
+	bool pumping;
+
+	/* checkpoint */
+	bool ckpt_busy;
+	uint64_t ckpt_seq;
+	uint8_t *ckpt_buf;
+	size_t ckpt_len;
+	bool *ckpt_frees;
+	struct lsfs_waiter ckpt_w;
+	tnd_done_cb ckpt_cb;
+	void *ckpt_cb_arg;
+	uint32_t segs_since_ckpt;
+
+	/* gc */
+	bool gc_busy;
+	bool gc_wait_buf;
+	uint32_t gc_victim;
+	uint8_t *gc_buf;
+	uint64_t *gc_moves;            /* (pba << 0) of live blocks found in the victim */
+	uint64_t *gc_lbas;
+	uint32_t gc_nmoves, gc_next;
+	bool *gc_skip;
+	tnd_done_cb gc_cb;
+	void *gc_cb_arg;
+	bool gc_then_ckpt;
+	struct tnd_timer tick;
+	bool tick_armed;
+	_Atomic bool home_seen;        /* some of our code has run on the home reactor */
+	struct close_req *close_req;
+
+	struct tnd_lsfs_stats st;
+};
+
+static void kick(struct lsfs *ls);
+static void pump(struct lsfs *ls);
+static void home_enter(struct lsfs *ls);
+static void close_check(struct lsfs *ls);
+static void gc_step(struct lsfs *ls);
+static void gc_continue(struct lsfs *ls);
+static void gc_finish(struct lsfs *ls);
+static int ckpt_start(struct lsfs *ls, tnd_done_cb cb, void *arg);
+static void ckpt_apply_frees(struct lsfs *ls);
+static void start_io(struct lsfs *ls, struct lsfs_ioctx *x);
+
+static struct lsfs *to_lsfs(struct tnd_volume *v)
+{
+	return tnd_container_of(v, struct lsfs, vol);
+}
+
+static struct lsfs_ioctx *ioctx(struct lsfs *ls, struct tnd_io *io)
+{
+	return tnd_io_ctx(io, &ls->vol);
+}
+
+/* ---- small helpers ---- */
+
+static void wq_push(struct lsfs_wq *q, struct lsfs_waiter *w)
+{
+	w->next = NULL;
+	if (q->tail)
+		q->tail->next = w;
+	else
+		q->head = w;
+	q->tail = w;
+}
+
+static struct lsfs_waiter *wq_pop_upto(struct lsfs_wq *q, uint64_t seq)
+{
+	struct lsfs_waiter *w = q->head;
+	if (!w || w->need > seq)
+		return NULL;
+	q->head = w->next;
+	if (!q->head)
+		q->tail = NULL;
+	return w;
+}
+
+static uint32_t seg_of(const struct lsfs *ls, uint64_t pba)
+{
+	return (uint32_t)((pba - lsfs_seg_base_pba(&ls->sb, 0)) / ls->seg_blocks);
+}
+
+static void copy_from_iov(const struct iovec *iov, int cnt, uint64_t off, uint8_t *dst, size_t len)
+{
+	for (int i = 0; i < cnt && len; i++) {
+		if (off >= iov[i].iov_len) {
+			off -= iov[i].iov_len;
+			continue;
+		}
+		size_t n = TND_MIN(len, iov[i].iov_len - off);
+		memcpy(dst, (uint8_t *)iov[i].iov_base + off, n);
+		dst += n;
+		len -= n;
+		off = 0;
+	}
+}
+
+static void copy_to_iov(const struct iovec *iov, int cnt, uint64_t off, const uint8_t *src, size_t len)
+{
+	for (int i = 0; i < cnt && len; i++) {
+		if (off >= iov[i].iov_len) {
+			off -= iov[i].iov_len;
+			continue;
+		}
+		size_t n = TND_MIN(len, iov[i].iov_len - off);
+		memcpy((uint8_t *)iov[i].iov_base + off, src, n);
+		src += n;
+		len -= n;
+		off = 0;
+	}
+}
+
+static void zero_iov(const struct iovec *iov, int cnt, uint64_t off, size_t len)
+{
+	static const uint8_t zeros[LSFS_BLK];
+	while (len) {
+		size_t n = TND_MIN(len, sizeof(zeros));
+		copy_to_iov(iov, cnt, off, zeros, n);
+		off += n;
+		len -= n;
+	}
+}
+
+/* The buffer holding segment @seg's bytes, if it is still in RAM. */
+static struct lsfs_buf *buf_of_seg(struct lsfs *ls, uint32_t seg)
+{
+	for (int i = 0; i < LSFS_NBUF; i++)
+		if (ls->bufs[i].active && ls->bufs[i].seg == seg)
+			return &ls->bufs[i];
+	return NULL;
+}
+
+static const uint8_t *ram_block(struct lsfs *ls, uint64_t pba)
+{
+	uint32_t seg = seg_of(ls, pba);
+	struct lsfs_buf *b = buf_of_seg(ls, seg);
+	if (!b)
+		return NULL;
+	uint64_t off = (pba - lsfs_seg_base_pba(&ls->sb, seg)) * LSFS_BLK;
+	return off < b->fill ? b->data + off : NULL;
+}
+
+/* ---- child I/O on the backing volume ---- */
+
+static void child_cb(struct tnd_io *io, int status)
+{
+	struct lsfs_child *c = io->cb_arg;
+	struct lsfs *ls = c->ls;
+	c->fn(c, status);
+	free(c);
+	close_check(ls);
+}
+
+static int child_submit(struct lsfs *ls, enum tnd_io_type type, uint64_t off, void *buf,
+			size_t len, lsfs_child_fn fn, void *arg, uint64_t u64)
+{
+	struct tnd_volume *b = ls->vol.base;
+	struct tnd_volume_info info;
+	tnd_volume_info(b, &info);
+	struct lsfs_child *c = calloc(1, offsetof(struct lsfs_child, io) + tnd_volume_io_size(b));
+	if (!c)
+		return -ENOMEM;
+	c->ls = ls;
+	c->fn = fn;
+	c->arg = arg;
+	c->u64 = u64;
+	c->iov.iov_base = buf;
+	c->iov.iov_len = len;
+	c->io.type = type;
+	c->io.lba = off / info.block_size;
+	c->io.nblocks = (uint32_t)(len / info.block_size);
+	c->io.iov = buf ? &c->iov : NULL;
+	c->io.iovcnt = buf ? 1 : 0;
+	c->io.reactor = ls->home;
+	c->io.cb = child_cb;
+	c->io.cb_arg = c;
+	int ret = tnd_volume_submit(b, &c->io);
+	if (ret < 0)
+		free(c);
+	return ret;
+}
+
+/* ---- completing user I/O ---- */
+
+static void complete_msg(struct tnd_msg *m)
+{
+	struct lsfs_ioctx *x = tnd_container_of(m, struct lsfs_ioctx, msg);
+	x->io->cb(x->io, x->status);
+}
+
+static void complete_io(struct lsfs_ioctx *x, int status)
+{
+	struct tnd_io *io = x->io;
+	free(x->edge);
+	free(x->slots);
+	free(x->bounce);
+	x->edge = NULL;
+	x->slots = NULL;
+	x->bounce = NULL;
+	x->status = status;
+	/* Never call back from inside submit, and always on the submitter. */
+	if (io->reactor != x->ls->home || x->in_submit) {
+		x->msg.fn = complete_msg;
+		tnd_reactor_send(io->reactor, &x->msg);
+		return;
+	}
+	io->cb(io, status);
+}
+
+/* ---- fail-stop ---- */
+
+static void fail_waiters(struct lsfs_wq *q, int err)
+{
+	struct lsfs_waiter *w;
+	while ((w = wq_pop_upto(q, UINT64_MAX)) != NULL)
+		w->fn(w, err);
+}
+
+static void fail_stop(struct lsfs *ls, int err, const char *what)
+{
+	if (!ls->failed)
+		tnd_err(LSFS_TAG, "backing store %s failed (%s): device fail-stopped, writes refused",
+			what, strerror(-err));
+	ls->failed = true;
+	fail_waiters(&ls->wait_written, -EIO);
+	fail_waiters(&ls->wait_durable, -EIO);
+	while (ls->aq_head) {
+		struct lsfs_ioctx *x = ls->aq_head;
+		ls->aq_head = x->qnext;
+		complete_io(x, x->cursor > x->c0 ? -EIO : -EROFS);
+	}
+	ls->aq_tail = NULL;
+	if (ls->gc_wait_buf || (ls->gc_cb && !ls->gc_busy)) {
+		ls->gc_busy = true;
+		gc_finish(ls);
+	}
+}
+
+/* ---- segments ---- */
+
+static uint32_t find_free_seg(struct lsfs *ls)
+{
+	for (uint32_t i = 0; i < ls->sb.seg_count; i++)
+		if (ls->segs[i].state == LSFS_SEG_FREE && ls->readers[i] == 0)
+			return i;
+	return LSFS_NONE32;
+}
+
+static void reserve_next(struct lsfs *ls)
+{
+	if (ls->next_seg != LSFS_NONE32)
+		return;
+	uint32_t s = find_free_seg(ls);
+	if (s == LSFS_NONE32)
+		return;
+	ls->segs[s].state = LSFS_SEG_NEXT;
+	ls->nfree--;
+	ls->next_seg = s;
+}
+
+static void seg_lost_block(struct lsfs *ls, uint64_t pba)
+{
+	uint32_t s = seg_of(ls, pba);
+	ls->segs[s].live--;
+	if (ls->segs[s].live == 0 && ls->segs[s].state == LSFS_SEG_USED) {
+		ls->segs[s].state = LSFS_SEG_DEAD;
+		ls->ndead++;
+	}
+}
+
+static void seal_record(struct lsfs *ls)
+{
+	if (!ls->rec_open)
+		return;
+	struct lsfs_buf *b = ls->cur;
+	reserve_next(ls);
+	struct lsfs_rec r = {
+		.rec_seq = ls->rec_seq,
+		.seg_seq = b->seg_seq,
+		.prev_seg_seq = ls->cur_prev_seq,
+		.ndesc = ls->rec_ndesc,
+		.npayload = ls->rec_npay,
+		.next_seg = ls->next_seg,
+	};
+	memcpy(r.uuid, ls->sb.uuid, 16);
+	uint8_t *hdr = b->data + ls->rec_off;
+	lsfs_rec_encode_head(&r, hdr);
+	lsfs_rec_seal(hdr);
+	b->sealed_end = b->fill;
+	b->sealed_seq = ls->rec_seq;
+	ls->rec_open = false;
+	ls->st.records++;
+}
+
+static void close_segment(struct lsfs *ls)
+{
+	struct lsfs_buf *b = ls->cur;
+	if (!b)
+		return;
+	seal_record(ls);
+	struct lsfs_seginfo *s = &ls->segs[b->seg];
+	if (s->live == 0) {
+		s->state = LSFS_SEG_DEAD;
+		ls->ndead++;
+	} else {
+		s->state = LSFS_SEG_USED;
+	}
+	ls->tail_off = b->fill;
+	ls->cur = NULL;
+	ls->segs_since_ckpt++;
+}
+
+/* Open a new segment for appending. -EAGAIN: no buffer yet; -ENOSPC. */
+static int open_segment(struct lsfs *ls)
+{
+	struct lsfs_buf *nb = NULL;
+	for (int i = 0; i < LSFS_NBUF; i++) {
+		struct lsfs_buf *b = &ls->bufs[i];
+		if (!b->active) {
+			nb = b;
+			break;
+		}
+		if (b->done == b->fill && b != ls->cur && (!nb || b->seg_seq < nb->seg_seq))
+			nb = b;
+	}
+	if (!nb)
+		return -EAGAIN;
+	reserve_next(ls);
+	uint32_t seg = ls->next_seg;
+	if (seg == LSFS_NONE32)
+		return -ENOSPC;
+	if (!nb->data) {
+		nb->data = lsfs_alloc_blocks(ls->sb.seg_size);
+		if (!nb->data)
+			return -ENOMEM;
+	}
+	ls->next_seg = LSFS_NONE32;
+	/* The previous segment in log order is the current tail. */
+	uint64_t prev = ls->tail_seg_seq;
+	struct lsfs_seginfo *s = &ls->segs[seg];
+	s->state = LSFS_SEG_OPEN;
+	s->seq = ++ls->max_seg_seq;
+	s->live = 0;
+	/* An older buffer may still hold this segment's previous life. */
+	for (int i = 0; i < LSFS_NBUF; i++)
+		if (ls->bufs[i].active && ls->bufs[i].seg == seg && &ls->bufs[i] != nb)
+			ls->bufs[i].active = false;
+	nb->seg = seg;
+	nb->seg_seq = s->seq;
+	nb->fill = nb->sealed_end = nb->issued = nb->done = 0;
+	nb->sealed_seq = 0;
+	nb->active = true;
+	ls->cur = nb;
+	ls->cur_prev_seq = prev;
+	ls->tail_seg = seg;
+	ls->tail_off = 0;
+	ls->tail_seg_seq = s->seq;
+	reserve_next(ls);
+	return 0;
+}
+
+/*
+ * Make room in the open record for one descriptor and, with @payload, one
+ * payload block: seal a full record, close a full segment, open the next.
+ */
+static int make_room(struct lsfs *ls, bool payload)
+{
+	for (;;) {
+		struct lsfs_buf *b = ls->cur;
+		if (b) {
+			if (ls->rec_open && ls->rec_ndesc >= LSFS_REC_MAX_DESC) {
+				seal_record(ls);
+				continue;
+			}
+			uint32_t need = (ls->rec_open ? 0 : LSFS_BLK) + (payload ? LSFS_BLK : 0);
+			if (b->fill + need <= ls->sb.seg_size)
+				break;
+			close_segment(ls);
+		}
+		int ret = open_segment(ls);
+		if (ret < 0)
+			return ret;
+	}
+	if (!ls->rec_open) {
+		struct lsfs_buf *b = ls->cur;
+		ls->rec_off = b->fill;
+		memset(b->data + b->fill, 0, LSFS_BLK);
+		b->fill += LSFS_BLK;
+		ls->rec_seq = ls->next_rec_seq++;
+		ls->rec_ndesc = 0;
+		ls->rec_npay = 0;
+		ls->rec_open = true;
+	}
+	return 0;
+}
+
+static uint8_t *data_slot(struct lsfs *ls, uint64_t *pba)
+{
+	struct lsfs_buf *b = ls->cur;
+	uint8_t *p = b->data + b->fill;
+	*pba = lsfs_seg_base_pba(&ls->sb, b->seg) + b->fill / LSFS_BLK;
+	b->fill += LSFS_BLK;
+	return p;
+}
+
+static void add_desc(struct lsfs *ls, uint64_t lba, uint32_t crc, uint16_t flags,
+		     uint16_t stored_len, uint64_t arg)
+{
+	struct lsfs_desc d = { .lba = lba, .crc = crc, .flags = flags, .stored_len = stored_len, .arg = arg };
+	lsfs_desc_encode(&d, ls->cur->data + ls->rec_off, ls->rec_ndesc++);
+	if (stored_len)
+		ls->rec_npay++;
+}
+
+static void map_update(struct lsfs *ls, uint64_t c, uint64_t pba, uint32_t crc)
+{
+	ls->segs[seg_of(ls, pba)].live++;
+	uint64_t old = lsfs_map_set(&ls->map, c, pba, crc);
+	if (old)
+		seg_lost_block(ls, old);
+}
+
+static void trim_range(struct lsfs *ls, uint64_t c, uint64_t n)
+{
+	uint64_t end = c + n;
+	for (uint64_t x = c; lsfs_map_next(&ls->map, &x) && x < end; x++)
+		seg_lost_block(ls, lsfs_map_clear(&ls->map, x));
+}
+
+static void schedule_kick(struct lsfs *ls);
+
+/* ---- write-type I/O: WRITE, UNMAP, WRITE_ZEROES ---- */
+
+/*
+ * Append what is left of @x from its cursor. 0: all appended; 1: a
+ * partial chunk's old content must be read (again) first; -EAGAIN: wait
+ * for a segment buffer; -ENOSPC; other -errno.
+ */
+static int append_io(struct lsfs *ls, struct lsfs_ioctx *x)
+{
+	struct tnd_io *io = x->io;
+	bool is_write = io->type == TND_IO_WRITE;
+	while (x->cursor < x->c1) {
+		uint64_t c = x->cursor;
+		uint64_t cs = c * LSFS_BLK, ce = cs + LSFS_BLK;
+		uint64_t s = TND_MAX(cs, x->b0), e = TND_MIN(ce, x->b1);
+		bool full = s == cs && e == ce;
+		if (full && !is_write) {
+			uint64_t n = 1;
+			while (c + n < x->c1 && (c + n + 1) * LSFS_BLK <= x->b1)
+				n++;
+			int ret = make_room(ls, false);
+			if (ret < 0)
+				return ret;
+			add_desc(ls, c, 0, LSFS_DESC_TRIM, 0, n);
+			trim_range(ls, c, n);
+			x->cursor += n;
+			x->last_rec = ls->rec_seq;
+			continue;
+		}
+		int ret = make_room(ls, true);
+		if (ret < 0)
+			return ret;
+		/* After make_room: it may have recycled a buffer. */
+		const uint8_t *base = NULL;
+		if (!full) {
+			const struct lsfs_ment *m = lsfs_map_get(&ls->map, c);
+			if (m) {
+				uint64_t pba = lsfs_ment_pba(m);
+				base = ram_block(ls, pba);
+				if (!base) {
+					int k = c == x->c0 ? 0 : 1;
+					if (x->edge_pba[k] != pba)
+						return 1;
+					base = x->edge + k * LSFS_BLK;
+				}
+			}
+		}
+		uint64_t pba;
+		uint8_t *slot = data_slot(ls, &pba);
+		if (full) {
+			copy_from_iov(io->iov, io->iovcnt, s - x->b0, slot, LSFS_BLK);
+		} else {
+			if (base)
+				memcpy(slot, base, LSFS_BLK);
+			else
+				memset(slot, 0, LSFS_BLK);
+			if (is_write)
+				copy_from_iov(io->iov, io->iovcnt, s - x->b0, slot + (s - cs), e - s);
+			else
+				memset(slot + (s - cs), 0, e - s);
+			ls->st.rmw++;
+		}
+		uint32_t crc = tnd_crc32c(0, slot, LSFS_BLK);
+		add_desc(ls, c, crc, LSFS_DESC_DATA, LSFS_BLK, 0);
+		map_update(ls, c, pba, crc);
+		x->cursor++;
+		x->last_rec = ls->rec_seq;
+	}
+	return 0;
+}
+
+static uint64_t free_blocks(struct lsfs *ls, uint32_t reserve)
+{
+	uint64_t avail = ls->cur ? (ls->sb.seg_size - ls->cur->fill) / LSFS_BLK : 0;
+	uint32_t segs = ls->nfree + (ls->next_seg != LSFS_NONE32);
+	if (segs > reserve)
+		avail += (uint64_t)(segs - reserve) * (ls->seg_blocks - 2);
+	return avail;
+}
+
+/*
+ * Writes leave LSFS_GC_RESERVE segments to GC, so that GC can always move
+ * a victim's live blocks. UNMAP and WRITE_ZEROES may dip into the reserve:
+ * they cost a descriptor (plus at most two partial chunks) and they are
+ * how a full store gets space back.
+ */
+static bool space_for(struct lsfs *ls, struct lsfs_ioctx *x)
+{
+	bool is_write = x->io->type == TND_IO_WRITE;
+	uint64_t n = is_write ? x->c1 - x->c0 : 2;
+	uint64_t need = n + n / (LSFS_REC_MAX_DESC - 1) + 2;
+	return need <= free_blocks(ls, is_write ? LSFS_GC_RESERVE : 0);
+}
+
+static uint32_t pick_victim(struct lsfs *ls);
+
+/* Can waiting produce space: a checkpoint to free dead segments, GC work? */
+static bool space_may_come(struct lsfs *ls)
+{
+	return ls->ndead > 0 || ls->ckpt_busy || ls->gc_busy || pick_victim(ls) != LSFS_NONE32;
+}
+
+static void io_durable(struct lsfs_waiter *w, int status)
+{
+	struct lsfs_ioctx *x = tnd_container_of(w, struct lsfs_ioctx, w);
+	complete_io(x, status);
+}
+
+static void io_written(struct lsfs_waiter *w, int status)
+{
+	struct lsfs_ioctx *x = tnd_container_of(w, struct lsfs_ioctx, w);
+	if (status < 0 || !x->durable) {
+		complete_io(x, status);
+		return;
+	}
+	w->fn = io_durable;
+	wq_push(&x->ls->wait_durable, w);
+}
+
+static void prep_io(struct lsfs *ls, struct lsfs_ioctx *x);
+
+static void aq_pop(struct lsfs *ls)
+{
+	ls->aq_head = ls->aq_head->qnext;
+	if (!ls->aq_head)
+		ls->aq_tail = NULL;
+}
+
+static void pump(struct lsfs *ls)
+{
+	if (ls->pumping)
+		return;
+	ls->pumping = true;
+	while (ls->failed && ls->aq_head) {
+		struct lsfs_ioctx *x = ls->aq_head;
+		aq_pop(ls);
+		complete_io(x, x->cursor > x->c0 ? -EIO : -EROFS);
+	}
+	if (ls->gc_wait_buf)
+		gc_continue(ls);
+	while (ls->aq_head && !ls->failed && !ls->gc_wait_buf) {
+		struct lsfs_ioctx *x = ls->aq_head;
+		if (!x->space_ok) {
+			if (!space_for(ls, x)) {
+				if (space_may_come(ls)) {
+					gc_step(ls);
+					break;
+				}
+				aq_pop(ls);
+				complete_io(x, -ENOSPC);
+				continue;
+			}
+			x->space_ok = true;
+		}
+		int ret = append_io(ls, x);
+		if (ret == -EAGAIN) {
+			/* Every segment buffer still has data to write: get it
+			 * going, its completion pumps again. */
+			schedule_kick(ls);
+			break;
+		}
+		if (ret == -ENOSPC && space_may_come(ls)) {
+			gc_step(ls);
+			break;
+		}
+		aq_pop(ls);
+		if (ret < 0) {
+			complete_io(x, x->cursor > x->c0 ? -EIO : ret);
+			continue;
+		}
+		if (ret == 1) {
+			prep_io(ls, x);
+			continue;
+		}
+		x->stage = IO_WAIT;
+		x->w.need = x->last_rec;
+		x->w.fn = io_written;
+		wq_push(&ls->wait_written, &x->w);
+		schedule_kick(ls);
+	}
+	ls->pumping = false;
+}
+
+static void enqueue(struct lsfs *ls, struct lsfs_ioctx *x)
+{
+	x->stage = IO_QUEUED;
+	x->qnext = NULL;
+	if (ls->aq_tail)
+		ls->aq_tail->qnext = x;
+	else
+		ls->aq_head = x;
+	ls->aq_tail = x;
+	pump(ls);
+}
+
+static void prep_read_done(struct lsfs_child *c, int status)
+{
+	struct lsfs *ls = c->ls;
+	struct lsfs_ioctx *x = c->arg;
+	int k = (int)(c->u64 & 1);
+	uint64_t pba = c->u64 >> 1;
+	ls->readers[seg_of(ls, pba)]--;
+	if (status < 0) {
+		x->status = -EIO;
+	} else {
+		const struct lsfs_ment *m = lsfs_map_get(&ls->map, k == 0 ? x->c0 : x->c1 - 1);
+		/* Only a still-current copy is checked; a stale one is re-read. */
+		if (m && lsfs_ment_pba(m) == pba) {
+			if (tnd_crc32c(0, x->edge + k * LSFS_BLK, LSFS_BLK) != m->crc) {
+				ls->st.crc_errors++;
+				x->status = -EILSEQ;
+			} else {
+				x->edge_pba[k] = pba;
+			}
+		}
+	}
+	if (--x->pending)
+		return;
+	if (x->status < 0)
+		complete_io(x, x->status);
+	else
+		enqueue(ls, x);
+}
+
+/* Read the old content of partial chunks that are only on disk. */
+static void prep_io(struct lsfs *ls, struct lsfs_ioctx *x)
+{
+	x->stage = IO_PREP;
+	if (!x->edge) {
+		x->edge = lsfs_alloc_blocks(2 * LSFS_BLK);
+		if (!x->edge) {
+			complete_io(x, -ENOMEM);
+			return;
+		}
+	}
+	x->pending = 1;   /* held while issuing */
+	for (int k = 0; k < 2; k++) {
+		uint64_t c = k == 0 ? x->c0 : x->c1 - 1;
+		if (k == 1 && c == x->c0)
+			break;
+		uint64_t cs = c * LSFS_BLK;
+		bool partial = x->b0 > cs || x->b1 < cs + LSFS_BLK;
+		if (!partial || c < x->cursor)
+			continue;
+		const struct lsfs_ment *m = lsfs_map_get(&ls->map, c);
+		if (!m)
+			continue;
+		uint64_t pba = lsfs_ment_pba(m);
+		if (ram_block(ls, pba) || x->edge_pba[k] == pba)
+			continue;
+		x->pending++;
+		ls->readers[seg_of(ls, pba)]++;
+		int ret = child_submit(ls, TND_IO_READ, pba * LSFS_BLK, x->edge + k * LSFS_BLK, LSFS_BLK,
+				       prep_read_done, x, pba << 1 | (uint64_t)k);
+		if (ret < 0) {
+			ls->readers[seg_of(ls, pba)]--;
+			x->pending--;
+			x->status = ret;
+		}
+	}
+	if (--x->pending)
+		return;
+	if (x->status < 0)
+		complete_io(x, x->status);
+	else
+		enqueue(ls, x);
+}
+
+static void start_write(struct lsfs *ls, struct lsfs_ioctx *x)
+{
+	struct tnd_io *io = x->io;
+	uint32_t lbs = ls->sb.block_size;
+	if (ls->failed) {
+		complete_io(x, -EROFS);
+		return;
+	}
+	if (io->lba + io->nblocks > ls->num_blocks || io->lba + io->nblocks < io->lba) {
+		complete_io(x, -EINVAL);
+		return;
+	}
+	if (io->type == TND_IO_WRITE) {
+		ls->st.writes++;
+		if (tnd_iov_length(io->iov, io->iovcnt) < (size_t)io->nblocks * lbs) {
+			complete_io(x, -EINVAL);
+			return;
+		}
+	} else {
+		ls->st.unmaps++;
+	}
+	if (io->nblocks == 0) {
+		complete_io(x, 0);
+		return;
+	}
+	x->b0 = io->lba * lbs;
+	x->b1 = (io->lba + io->nblocks) * lbs;
+	x->c0 = x->b0 / LSFS_BLK;
+	x->c1 = (x->b1 + LSFS_BLK - 1) / LSFS_BLK;
+	x->cursor = x->c0;
+	x->durable = (io->flags & TND_IO_FUA) || !ls->opts.write_cache;
+	int ret = lsfs_map_reserve(&ls->map, x->c0, x->c1 - x->c0);
+	if (ret < 0) {
+		complete_io(x, ret);
+		return;
+	}
+	if (x->b0 % LSFS_BLK || x->b1 % LSFS_BLK)
+		prep_io(ls, x);
+	else
+		enqueue(ls, x);
+}
+
+/* ---- the log writer: one backing write in flight ---- */
+
+static void maybe_flush(struct lsfs *ls);
+
+static void write_done(struct lsfs_child *c, int status)
+{
+	struct lsfs *ls = c->ls;
+	struct lsfs_buf *b = c->arg;
+	ls->write_busy = false;
+	if (status < 0) {
+		fail_stop(ls, status, "write");
+		return;
+	}
+	b->done = ls->wend;
+	if (ls->wseq > ls->written_seq)
+		ls->written_seq = ls->wseq;
+	struct lsfs_waiter *w;
+	while ((w = wq_pop_upto(&ls->wait_written, ls->written_seq)) != NULL)
+		w->fn(w, 0);
+	maybe_flush(ls);
+	kick(ls);
+	pump(ls);
+}
+
+static void kick(struct lsfs *ls)
+{
+	if (ls->write_busy || ls->failed)
+		return;
+	struct lsfs_buf *b = NULL;
+	for (int i = 0; i < LSFS_NBUF; i++) {
+		struct lsfs_buf *bi = &ls->bufs[i];
+		if (bi->active && bi->issued < bi->sealed_end && (!b || bi->seg_seq < b->seg_seq))
+			b = bi;
+	}
+	if (!b && ls->rec_open) {
+		seal_record(ls);
+		b = ls->cur;
+	}
+	if (!b)
+		return;
+	uint32_t start = b->issued;
+	ls->write_busy = true;
+	ls->wend = b->sealed_end;
+	ls->wseq = b->sealed_seq;
+	b->issued = b->sealed_end;
+	ls->st.batches++;
+	int ret = child_submit(ls, TND_IO_WRITE,
+			       ls->sb.seg_off + (uint64_t)b->seg * ls->sb.seg_size + start,
+			       b->data + start, ls->wend - start, write_done, b, 0);
+	if (ret < 0) {
+		ls->write_busy = false;
+		fail_stop(ls, ret, "write");
+	}
+}
+
+static void kick_msg_fn(struct tnd_msg *m)
+{
+	struct lsfs *ls = tnd_container_of(m, struct lsfs, kick_msg);
+	ls->kick_pending = false;
+	kick(ls);
+	close_check(ls);
+}
+
+/*
+ * Kick the writer once the current burst has been appended: the message
+ * runs after everything already queued on the reactor, so writes that
+ * arrive together leave in one backing write.
+ */
+static void schedule_kick(struct lsfs *ls)
+{
+	if (ls->kick_pending || ls->write_busy)
+		return;
+	ls->kick_pending = true;
+	ls->kick_msg.fn = kick_msg_fn;
+	tnd_reactor_send(ls->home, &ls->kick_msg);
+}
+
+static void flush_done(struct lsfs_child *c, int status)
+{
+	struct lsfs *ls = c->ls;
+	ls->flush_busy = false;
+	if (status < 0) {
+		fail_stop(ls, status, "flush");
+		return;
+	}
+	if (ls->flush_target > ls->durable_seq)
+		ls->durable_seq = ls->flush_target;
+	struct lsfs_waiter *w;
+	while ((w = wq_pop_upto(&ls->wait_durable, ls->durable_seq)) != NULL)
+		w->fn(w, 0);
+	maybe_flush(ls);
+}
+
+static void maybe_flush(struct lsfs *ls)
+{
+	if (ls->flush_busy || ls->failed || !ls->wait_durable.head ||
+	    ls->wait_durable.head->need > ls->written_seq)
+		return;
+	ls->flush_busy = true;
+	ls->flush_target = ls->written_seq;
+	ls->st.backing_flushes++;
+	int ret = child_submit(ls, TND_IO_FLUSH, 0, NULL, 0, flush_done, NULL, 0);
+	if (ret < 0) {
+		ls->flush_busy = false;
+		fail_stop(ls, ret, "flush");
+	}
+}
+
+static void flush_io_done(struct lsfs_waiter *w, int status)
+{
+	struct lsfs_ioctx *x = tnd_container_of(w, struct lsfs_ioctx, w);
+	complete_io(x, status);
+}
+
+static void start_flush_io(struct lsfs *ls, struct lsfs_ioctx *x)
+{
+	ls->st.flushes++;
+	if (ls->failed) {
+		complete_io(x, -EROFS);
+		return;
+	}
+	/* Every write that has completed is at or below written_seq. */
+	if (ls->written_seq <= ls->durable_seq) {
+		complete_io(x, 0);
+		return;
+	}
+	x->stage = IO_WAIT;
+	x->w.need = ls->written_seq;
+	x->w.fn = flush_io_done;
+	wq_push(&ls->wait_durable, &x->w);
+	maybe_flush(ls);
+}
+
+/* ---- reads ---- */
+
+static void read_done(struct lsfs_child *c, int status)
+{
+	struct lsfs *ls = c->ls;
+	struct lsfs_ioctx *x = c->arg;
+	if (status < 0)
+		x->status = -EIO;
+	if (--x->pending)
+		return;
+	struct tnd_io *io = x->io;
+	for (uint32_t i = 0; i < x->nslots; i++) {
+		struct rd_slot *sl = &x->slots[i];
+		const uint8_t *p = x->bounce + (size_t)i * LSFS_BLK;
+		ls->readers[sl->seg]--;
+		if (x->status == -EIO)
+			continue;
+		if (tnd_crc32c(0, p, LSFS_BLK) != sl->crc) {
+			ls->st.crc_errors++;
+			tnd_warn(LSFS_TAG, "CRC mismatch reading physical block %llu", (unsigned long long)sl->pba);
+			x->status = -EILSEQ;
+			continue;
+		}
+		copy_to_iov(io->iov, io->iovcnt, sl->iov_off, p + sl->s, sl->e - sl->s);
+	}
+	complete_io(x, x->status);
+}
+
+static void start_read(struct lsfs *ls, struct lsfs_ioctx *x)
+{
+	struct tnd_io *io = x->io;
+	uint32_t lbs = ls->sb.block_size;
+	ls->st.reads++;
+	if (io->lba + io->nblocks > ls->num_blocks || io->lba + io->nblocks < io->lba ||
+	    tnd_iov_length(io->iov, io->iovcnt) < (size_t)io->nblocks * lbs) {
+		complete_io(x, -EINVAL);
+		return;
+	}
+	x->b0 = io->lba * lbs;
+	x->b1 = (io->lba + io->nblocks) * lbs;
+	x->c0 = x->b0 / LSFS_BLK;
+	x->c1 = (x->b1 + LSFS_BLK - 1) / LSFS_BLK;
+	uint32_t ndisk = 0;
+	for (uint64_t c = x->c0; c < x->c1; c++) {
+		const struct lsfs_ment *m = lsfs_map_get(&ls->map, c);
+		if (m && !ram_block(ls, lsfs_ment_pba(m)))
+			ndisk++;
+	}
+	if (ndisk) {
+		x->slots = calloc(ndisk, sizeof(*x->slots));
+		x->bounce = lsfs_alloc_blocks((size_t)ndisk * LSFS_BLK);
+		if (!x->slots || !x->bounce) {
+			complete_io(x, -ENOMEM);
+			return;
+		}
+	}
+	for (uint64_t c = x->c0; c < x->c1; c++) {
+		uint64_t cs = c * LSFS_BLK;
+		uint64_t s = TND_MAX(cs, x->b0), e = TND_MIN(cs + LSFS_BLK, x->b1);
+		uint64_t iov_off = s - x->b0;
+		const struct lsfs_ment *m = lsfs_map_get(&ls->map, c);
+		if (!m) {
+			zero_iov(io->iov, io->iovcnt, iov_off, e - s);
+			continue;
+		}
+		uint64_t pba = lsfs_ment_pba(m);
+		const uint8_t *p = ram_block(ls, pba);
+		if (p) {
+			if (tnd_crc32c(0, p, LSFS_BLK) != m->crc) {
+				ls->st.crc_errors++;
+				x->status = -EILSEQ;
+			} else {
+				copy_to_iov(io->iov, io->iovcnt, iov_off, p + (s - cs), e - s);
+			}
+			continue;
+		}
+		struct rd_slot *sl = &x->slots[x->nslots++];
+		*sl = (struct rd_slot){ .iov_off = iov_off, .s = (uint32_t)(s - cs), .e = (uint32_t)(e - cs),
+					.crc = m->crc, .seg = seg_of(ls, pba), .pba = pba };
+		/* Pin the segment: it must not be reused under this read. */
+		ls->readers[sl->seg]++;
+	}
+	if (!x->nslots) {
+		complete_io(x, x->status);
+		return;
+	}
+	/* One backing read per run of physically adjacent blocks. */
+	x->pending = 1;
+	for (uint32_t i = 0; i < x->nslots;) {
+		uint32_t n = 1;
+		while (i + n < x->nslots && x->slots[i + n].pba == x->slots[i].pba + n)
+			n++;
+		x->pending++;
+		int ret = child_submit(ls, TND_IO_READ, x->slots[i].pba * LSFS_BLK,
+				       x->bounce + (size_t)i * LSFS_BLK, (size_t)n * LSFS_BLK, read_done, x, 0);
+		if (ret < 0) {
+			x->pending--;
+			x->status = -EIO;
+		}
+		i += n;
+	}
+	struct lsfs_child fake = { .ls = ls, .arg = x };
+	read_done(&fake, 0);
+}
+
+/* ---- checkpoints ---- */
+
+static void ckpt_finish(struct lsfs *ls, int status)
+{
+	ls->ckpt_busy = false;
+	free(ls->ckpt_buf);
+	ls->ckpt_buf = NULL;
+	if (status == 0)
+		ckpt_apply_frees(ls);
+	memset(ls->ckpt_frees, 0, ls->sb.seg_count * sizeof(*ls->ckpt_frees));
+	tnd_done_cb cb = ls->ckpt_cb;
+	ls->ckpt_cb = NULL;
+	if (cb)
+		cb(ls->ckpt_cb_arg);
+	pump(ls);
+	gc_step(ls);
+}
+
+static void ckpt_flushed(struct lsfs_child *c, int status)
+{
+	struct lsfs *ls = c->ls;
+	if (status < 0)
+		fail_stop(ls, status, "flush");
+	ckpt_finish(ls, status);
+}
+
+static void ckpt_written(struct lsfs_child *c, int status)
+{
+	struct lsfs *ls = c->ls;
+	if (status < 0) {
+		fail_stop(ls, status, "checkpoint write");
+		ckpt_finish(ls, status);
+		return;
+	}
+	int ret = child_submit(ls, TND_IO_FLUSH, 0, NULL, 0, ckpt_flushed, NULL, 0);
+	if (ret < 0) {
+		fail_stop(ls, ret, "flush");
+		ckpt_finish(ls, ret);
+	}
+}
+
+/* The log up to the snapshot is durable: now the checkpoint may be. */
+static void ckpt_data_durable(struct lsfs_waiter *w, int status)
+{
+	struct lsfs *ls = tnd_container_of(w, struct lsfs, ckpt_w);
+	if (status < 0) {
+		ckpt_finish(ls, status);
+		return;
+	}
+	uint64_t off = ls->sb.ckpt_off + (ls->ckpt_seq & 1) * ls->sb.ckpt_size;
+	int ret = child_submit(ls, TND_IO_WRITE, off, ls->ckpt_buf, ls->ckpt_len, ckpt_written, NULL, 0);
+	if (ret < 0) {
+		fail_stop(ls, ret, "checkpoint write");
+		ckpt_finish(ls, ret);
+	}
+}
+
+static void ckpt_data_written(struct lsfs_waiter *w, int status)
+{
+	struct lsfs *ls = tnd_container_of(w, struct lsfs, ckpt_w);
+	if (status < 0) {
+		ckpt_finish(ls, status);
+		return;
+	}
+	w->fn = ckpt_data_durable;
+	wq_push(&ls->wait_durable, w);
+}
+
+/*
+ * Snapshot the map and segment table at a record boundary, wait until the
+ * log up to there is durable, write the snapshot into the older of the two
+ * areas, flush. The snapshot is a full copy for now (24 bytes per mapped
+ * block); an incremental one is future work.
+ */
+static int ckpt_build(struct lsfs *ls)
+{
+	seal_record(ls);
+	const struct lsfs_sb *sb = &ls->sb;
+	uint64_t nmapped = ls->map.mapped;
+	uint64_t body_len = (uint64_t)sb->seg_count * LSFS_CKPT_SEG_ENT + nmapped * LSFS_CKPT_MAP_ENT;
+	size_t len = (LSFS_BLK + body_len + LSFS_BLK - 1) & ~(size_t)(LSFS_BLK - 1);
+	uint8_t *buf = lsfs_alloc_blocks(len);
+	if (!buf)
+		return -ENOMEM;
+	uint8_t *p = buf + LSFS_BLK;
+	for (uint32_t i = 0; i < sb->seg_count; i++, p += LSFS_CKPT_SEG_ENT) {
+		const struct lsfs_seginfo *s = &ls->segs[i];
+		bool used = s->state == LSFS_SEG_USED || s->state == LSFS_SEG_OPEN;
+		ls->ckpt_frees[i] = s->state == LSFS_SEG_DEAD;
+		tnd_put_be64(p, s->seq);
+		tnd_put_be32(p + 8, used ? s->live : 0);
+		tnd_put_be32(p + 12, used ? LSFS_SEG_USED : LSFS_SEG_FREE);
+	}
+	uint64_t n = 0;
+	for (uint64_t c = 0; lsfs_map_next(&ls->map, &c); c++, n++, p += LSFS_CKPT_MAP_ENT) {
+		const struct lsfs_ment *m = lsfs_map_get(&ls->map, c);
+		tnd_put_be64(p, c);
+		tnd_put_be64(p + 8, lsfs_ment_pba(m));
+		tnd_put_be32(p + 16, m->crc);
+		tnd_put_be32(p + 20, m->aux);
+	}
+	struct lsfs_ckpt ck = {
+		.ckpt_seq = ++ls->ckpt_seq,
+		.num_blocks = ls->num_blocks,
+		.next_rec_seq = ls->next_rec_seq,
+		.replay_seg = ls->cur ? ls->cur->seg : ls->tail_seg,
+		.replay_off = ls->cur ? ls->cur->fill : ls->tail_off,
+		.replay_seg_seq = ls->cur ? ls->cur->seg_seq : ls->tail_seg_seq,
+		.max_seg_seq = ls->max_seg_seq,
+		.seg_count = sb->seg_count,
+		.nmapped = n,
+		.body_len = body_len,
+		.next_seg = ls->next_seg,
+	};
+	memcpy(ck.uuid, sb->uuid, 16);
+	ck.body_crc = tnd_crc32c(0, buf + LSFS_BLK, body_len);
+	lsfs_ckpt_encode_head(&ck, buf);
+	ls->ckpt_buf = buf;
+	ls->ckpt_len = len;
+	ls->segs_since_ckpt = 0;
+	return 0;
+}
+
+/* Segments that were dead in the snapshot are not needed by any replay
+ * once it is durable: they can be written again. */
+static void ckpt_apply_frees(struct lsfs *ls)
+{
+	for (uint32_t i = 0; i < ls->sb.seg_count; i++) {
+		if (ls->ckpt_frees[i] && ls->segs[i].state == LSFS_SEG_DEAD) {
+			ls->segs[i].state = LSFS_SEG_FREE;
+			ls->ndead--;
+			ls->nfree++;
+		}
+	}
+	ls->st.checkpoints++;
+}
+
+static int ckpt_start(struct lsfs *ls, tnd_done_cb cb, void *arg)
+{
+	if (ls->failed)
+		return -EROFS;
+	if (ls->ckpt_busy)
+		return -EBUSY;
+	int ret = ckpt_build(ls);
+	if (ret < 0)
+		return ret;
+	ls->ckpt_busy = true;
+	ls->ckpt_cb = cb;
+	ls->ckpt_cb_arg = arg;
+	ls->ckpt_w.need = ls->next_rec_seq - 1;
+	if (ls->ckpt_w.need <= ls->durable_seq) {
+		ckpt_data_durable(&ls->ckpt_w, 0);
+	} else if (ls->ckpt_w.need <= ls->written_seq) {
+		ls->ckpt_w.fn = ckpt_data_durable;
+		wq_push(&ls->wait_durable, &ls->ckpt_w);
+		maybe_flush(ls);
+	} else {
+		ls->ckpt_w.fn = ckpt_data_written;
+		wq_push(&ls->wait_written, &ls->ckpt_w);
+		schedule_kick(ls);
+	}
+	return 0;
+}
+
+/* ---- garbage collection ---- */
+
+/*
+ * Cost-benefit (as in Sprite LFS): benefit/cost = (1 - u) * age / (1 + u),
+ * u the live fraction, age in segments written since. Cold, mostly dead
+ * segments first; a segment that would free less than two blocks is not
+ * worth a pass.
+ */
+static uint32_t pick_victim(struct lsfs *ls)
+{
+	uint32_t best = LSFS_NONE32;
+	double best_score = 0;
+	uint32_t cap = ls->seg_blocks - 1;
+	for (uint32_t i = 0; i < ls->sb.seg_count; i++) {
+		const struct lsfs_seginfo *s = &ls->segs[i];
+		if (s->state != LSFS_SEG_USED || ls->gc_skip[i] || s->live + 2 > cap)
+			continue;
+		/* GC reads the victim from disk: all of it must be there. */
+		const struct lsfs_buf *b = buf_of_seg(ls, i);
+		if (b && b->done < b->fill)
+			continue;
+		double u = (double)s->live / cap;
+		double age = (double)(ls->max_seg_seq - s->seq + 1);
+		double score = (1 - u) * age / (1 + u);
+		if (best == LSFS_NONE32 || score > best_score) {
+			best = i;
+			best_score = score;
+		}
+	}
+	return best;
+}
+
+static void gc_finish(struct lsfs *ls)
+{
+	ls->gc_busy = false;
+	ls->gc_wait_buf = false;
+	ls->st.gc_passes++;
+	tnd_done_cb cb = ls->gc_cb;
+	void *arg = ls->gc_cb_arg;
+	ls->gc_cb = NULL;
+	if (cb) {
+		/* An explicit pass ends with the checkpoint that frees. */
+		if (ls->ndead == 0 || ls->failed || ckpt_start(ls, cb, arg) < 0)
+			cb(arg);
+	}
+	pump(ls);
+	gc_step(ls);
+}
+
+static void gc_continue(struct lsfs *ls)
+{
+	ls->gc_wait_buf = false;
+	uint32_t v = ls->gc_victim;
+	uint64_t base = lsfs_seg_base_pba(&ls->sb, v);
+	while (ls->gc_next < ls->gc_nmoves && !ls->failed) {
+		uint64_t lba = ls->gc_lbas[ls->gc_next];
+		uint64_t pba = ls->gc_moves[ls->gc_next];
+		const struct lsfs_ment *m = lsfs_map_get(&ls->map, lba);
+		if (!m || lsfs_ment_pba(m) != pba) {
+			ls->gc_next++;
+			continue;
+		}
+		int ret = make_room(ls, true);
+		if (ret == -EAGAIN) {
+			ls->gc_wait_buf = true;
+			schedule_kick(ls);
+			return;
+		}
+		if (ret < 0) {
+			tnd_warn(LSFS_TAG, "gc: no room to move segment %u's blocks (%s)", v, strerror(-ret));
+			break;
+		}
+		m = lsfs_map_get(&ls->map, lba);
+		uint32_t crc = m->crc;
+		uint64_t npba;
+		uint8_t *slot = data_slot(ls, &npba);
+		memcpy(slot, ls->gc_buf + (pba - base) * LSFS_BLK, LSFS_BLK);
+		add_desc(ls, lba, crc, LSFS_DESC_DATA, LSFS_BLK, 0);
+		map_update(ls, lba, npba, crc);
+		ls->gc_next++;
+		ls->st.gc_moved_blocks++;
+	}
+	schedule_kick(ls);
+	if (ls->segs[v].state == LSFS_SEG_DEAD)
+		ls->st.gc_freed_segments++;
+	else if (ls->gc_next >= ls->gc_nmoves && ls->segs[v].live > 0) {
+		/* Live blocks the records do not account for: leave it alone. */
+		tnd_warn(LSFS_TAG, "gc: segment %u keeps %u live blocks its records do not explain",
+			 v, ls->segs[v].live);
+		ls->gc_skip[v] = true;
+	}
+	gc_finish(ls);
+}
+
+static void gc_read_done(struct lsfs_child *c, int status)
+{
+	struct lsfs *ls = c->ls;
+	uint32_t v = ls->gc_victim;
+	ls->readers[v]--;
+	if (status < 0) {
+		tnd_warn(LSFS_TAG, "gc: reading segment %u failed (%s); skipping it", v, strerror(-status));
+		ls->gc_skip[v] = true;
+		gc_finish(ls);
+		return;
+	}
+	const struct lsfs_sb *sb = &ls->sb;
+	uint64_t base = lsfs_seg_base_pba(sb, v);
+	uint32_t off = 0, n = 0;
+	uint64_t expect = 0;
+	while (off + LSFS_BLK <= sb->seg_size) {
+		const uint8_t *hdr = ls->gc_buf + off;
+		struct lsfs_rec rh;
+		if (lsfs_rec_decode(hdr, sb->uuid, &rh) < 0 || rh.seg_seq != ls->segs[v].seq ||
+		    (off && rh.rec_seq != expect) ||
+		    off + (uint64_t)(1 + rh.npayload) * LSFS_BLK > sb->seg_size)
+			break;
+		uint32_t pay = 0;
+		for (uint32_t i = 0; i < rh.ndesc; i++) {
+			struct lsfs_desc d;
+			lsfs_desc_decode(hdr, i, &d);
+			if (!d.stored_len)
+				continue;
+			uint64_t pba = base + off / LSFS_BLK + 1 + pay++;
+			if ((d.flags & LSFS_DESC_KIND_MASK) != LSFS_DESC_DATA)
+				continue;
+			const struct lsfs_ment *m = lsfs_map_get(&ls->map, d.lba);
+			if (m && lsfs_ment_pba(m) == pba) {
+				ls->gc_lbas[n] = d.lba;
+				ls->gc_moves[n] = pba;
+				n++;
+			}
+		}
+		expect = rh.rec_seq + 1;
+		off += (1 + rh.npayload) * LSFS_BLK;
+	}
+	ls->gc_nmoves = n;
+	ls->gc_next = 0;
+	gc_continue(ls);
+}
+
+static void gc_step(struct lsfs *ls)
+{
+	if (ls->gc_busy || ls->closing)
+		return;
+	if (ls->failed) {
+		if (ls->gc_cb) {
+			ls->gc_busy = true;
+			gc_finish(ls);
+		}
+		return;
+	}
+	bool waiting = ls->aq_head && !ls->aq_head->space_ok;
+	bool low = ls->nfree < ls->opts.gc_free_low;
+	bool forced = ls->gc_cb != NULL;
+	if (!waiting && !low && !forced)
+		return;
+	if (ls->ndead > 0 && (waiting || low) && !ls->ckpt_busy) {
+		ckpt_start(ls, NULL, NULL);
+		return;
+	}
+	uint32_t v = pick_victim(ls);
+	if (v == LSFS_NONE32) {
+		if (forced) {
+			ls->gc_busy = true;
+			gc_finish(ls);
+		}
+		return;
+	}
+	if (!ls->gc_buf) {
+		ls->gc_buf = lsfs_alloc_blocks(ls->sb.seg_size);
+		if (!ls->gc_buf)
+			return;
+	}
+	ls->gc_busy = true;
+	ls->gc_victim = v;
+	ls->readers[v]++;
+	int ret = child_submit(ls, TND_IO_READ, ls->sb.seg_off + (uint64_t)v * ls->sb.seg_size,
+			       ls->gc_buf, ls->sb.seg_size, gc_read_done, NULL, 0);
+	if (ret < 0) {
+		ls->readers[v]--;
+		ls->gc_busy = false;
+	}
+}
+
+static void tick_fn(struct tnd_timer *t)
+{
+	struct lsfs *ls = tnd_container_of(t, struct lsfs, tick);
+	if (ls->failed || ls->closing) {
+		ls->tick_armed = false;
+		return;
+	}
+	gc_step(ls);
+	if (!ls->ckpt_busy && (ls->segs_since_ckpt >= ls->opts.ckpt_segments ||
+			       (ls->ndead > 0 && ls->nfree < ls->opts.gc_free_low)))
+		ckpt_start(ls, NULL, NULL);
+	tnd_reactor_timer_arm(ls->home, &ls->tick, (uint64_t)ls->opts.gc_interval_ms * 1000000ull);
+}
+
+/* ---- the volume ops ---- */
+
+static void start_io(struct lsfs *ls, struct lsfs_ioctx *x)
+{
+	switch (x->io->type) {
+	case TND_IO_READ:
+		start_read(ls, x);
+		break;
+	case TND_IO_WRITE:
+	case TND_IO_UNMAP:
+	case TND_IO_WRITE_ZEROES:
+		start_write(ls, x);
+		break;
+	case TND_IO_FLUSH:
+		start_flush_io(ls, x);
+		break;
+	default:
+		complete_io(x, -EOPNOTSUPP);
+		break;
+	}
+}
+
+/*
+ * Called whenever our code runs on the home reactor's thread. The timer
+ * is armed here rather than at open, because open may run on another
+ * thread while the home reactor is already running, and timers are
+ * reactor-thread only.
+ */
+static void home_enter(struct lsfs *ls)
+{
+	if (!atomic_load_explicit(&ls->home_seen, memory_order_relaxed))
+		atomic_store_explicit(&ls->home_seen, true, memory_order_release);
+	if (!ls->tick_armed && ls->opts.gc_interval_ms && !ls->closing) {
+		ls->tick_armed = true;
+		tnd_reactor_timer_arm(ls->home, &ls->tick, (uint64_t)ls->opts.gc_interval_ms * 1000000ull);
+	}
+}
+
+static void forward_msg(struct tnd_msg *m)
+{
+	struct lsfs_ioctx *x = tnd_container_of(m, struct lsfs_ioctx, msg);
+	home_enter(x->ls);
+	start_io(x->ls, x);
+}
+
+static int lsfs_submit(struct tnd_volume *vol, struct tnd_io *io)
+{
+	struct lsfs *ls = to_lsfs(vol);
+	struct lsfs_ioctx *x = ioctx(ls, io);
+	memset(x, 0, sizeof(*x));
+	x->ls = ls;
+	x->io = io;
+	if (io->reactor != ls->home) {
+		x->msg.fn = forward_msg;
+		tnd_reactor_send(ls->home, &x->msg);
+		return 0;
+	}
+	/* Completions decided inside start_io go out by message (a callback
+	 * from inside submit would surprise the caller); later ones, from
+	 * backing completions, call back directly. The message cannot run
+	 * before we return: it is for this very thread. */
+	home_enter(ls);
+	x->in_submit = true;
+	start_io(ls, x);
+	x->in_submit = false;
+	return 0;
+}
+
+static void lsfs_info(struct tnd_volume *vol, struct tnd_volume_info *out)
+{
+	struct lsfs *ls = to_lsfs(vol);
+	struct tnd_volume_info bi;
+	tnd_volume_info(vol->base, &bi);
+	*out = (struct tnd_volume_info){
+		.block_size = ls->sb.block_size,
+		.num_blocks = ls->num_blocks,
+		.write_cache = ls->opts.write_cache,
+		.thin = true,
+		.unmap_zeroes = true,
+		.read_only = false,
+		.rotational = bi.rotational,
+		.state = ls->failed ? TND_VOLUME_FAILED : TND_VOLUME_ONLINE,
+		.opt_io_blocks = LSFS_BLK / ls->sb.block_size,
+		.max_unmap_blocks = 1u << 30,
+	};
+}
+
+void tnd_lsfs_get_stats(struct tnd_volume *vol, struct tnd_lsfs_stats *out)
+{
+	struct lsfs *ls = to_lsfs(vol);
+	*out = ls->st;
+	out->mapped_blocks = ls->map.mapped;
+	out->map_bytes = lsfs_map_bytes(&ls->map);
+	out->segments = ls->sb.seg_count;
+	out->free_segments = ls->nfree;
+	out->segment_size = ls->sb.seg_size;
+}
+
+static void lsfs_stats_json(struct tnd_volume *vol, json_t *out)
+{
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(vol, &st);
+	json_t *o = json_object();
+	if (!o)
+		return;
+#define NUM(f) json_object_set_new(o, #f, json_integer((json_int_t)st.f))
+	NUM(reads); NUM(writes); NUM(flushes); NUM(unmaps); NUM(crc_errors); NUM(batches);
+	NUM(backing_flushes); NUM(records); NUM(rmw); NUM(gc_passes); NUM(gc_moved_blocks);
+	NUM(gc_freed_segments); NUM(checkpoints); NUM(mapped_blocks); NUM(map_bytes);
+	NUM(segments); NUM(free_segments); NUM(segment_size);
+#undef NUM
+	json_object_set_new(out, "lsfs", o);
+}
+
+static int lsfs_resize(struct tnd_volume *vol, uint64_t num_blocks)
+{
+	struct lsfs *ls = to_lsfs(vol);
+	if (ls->failed)
+		return -EROFS;
+	if (num_blocks < ls->num_blocks || num_blocks > LSFS_MAX_BYTES / ls->sb.block_size)
+		return -EINVAL;   /* grow only: shrinking would drop data */
+	if (num_blocks == ls->num_blocks)
+		return 0;
+	int ret = lsfs_map_grow(&ls->map, (num_blocks * ls->sb.block_size + LSFS_BLK - 1) / LSFS_BLK);
+	if (ret < 0)
+		return ret;
+	/* The new size is a record: replay sees it before any write past the
+	 * old end, since those come later in the log. */
+	home_enter(ls);
+	ret = make_room(ls, false);
+	if (ret < 0)
+		return ret == -EAGAIN ? -EBUSY : ret;
+	add_desc(ls, 0, 0, LSFS_DESC_SIZE, 0, num_blocks);
+	ls->num_blocks = num_blocks;
+	schedule_kick(ls);
+	return 0;
+}
+
+static bool busy(const struct lsfs *ls)
+{
+	return ls->kick_pending || ls->write_busy || ls->flush_busy || ls->ckpt_busy || ls->gc_busy;
+}
+
+static void lsfs_free(struct lsfs *ls)
+{
+	for (int i = 0; i < LSFS_NBUF; i++)
+		free(ls->bufs[i].data);
+	lsfs_map_free(&ls->map);
+	free(ls->segs);
+	free(ls->readers);
+	free(ls->ckpt_frees);
+	free(ls->ckpt_buf);
+	free(ls->gc_buf);
+	free(ls->gc_moves);
+	free(ls->gc_lbas);
+	free(ls->gc_skip);
+	free(ls);
+}
+
+/*
+ * Synchronous checkpoint, for open and close, when nothing else of this
+ * volume runs: write out whatever of the log is not yet written, flush,
+ * write the checkpoint, flush. @r is a private reactor of the calling
+ * thread, so this works whether or not the home reactor runs elsewhere.
+ */
+static int ckpt_sync(struct lsfs *ls, struct tnd_reactor *r)
+{
+	struct tnd_volume *b = ls->vol.base;
+	seal_record(ls);
+	for (;;) {
+		struct lsfs_buf *bb = NULL;
+		for (int i = 0; i < LSFS_NBUF; i++) {
+			struct lsfs_buf *bi = &ls->bufs[i];
+			if (bi->active && bi->issued < bi->sealed_end && (!bb || bi->seg_seq < bb->seg_seq))
+				bb = bi;
+		}
+		if (!bb)
+			break;
+		int ret = lsfs_sync_io(b, r, TND_IO_WRITE,
+				       ls->sb.seg_off + (uint64_t)bb->seg * ls->sb.seg_size + bb->issued,
+				       bb->data + bb->issued, bb->sealed_end - bb->issued);
+		if (ret < 0)
+			return ret;
+		bb->issued = bb->done = bb->sealed_end;
+		if (bb->sealed_seq > ls->written_seq)
+			ls->written_seq = bb->sealed_seq;
+	}
+	int ret = lsfs_sync_io(b, r, TND_IO_FLUSH, 0, NULL, 0);
+	if (ret < 0)
+		return ret;
+	ls->durable_seq = ls->written_seq;
+	ret = ckpt_build(ls);
+	if (ret < 0)
+		return ret;
+	uint64_t off = ls->sb.ckpt_off + (ls->ckpt_seq & 1) * ls->sb.ckpt_size;
+	ret = lsfs_sync_io(b, r, TND_IO_WRITE, off, ls->ckpt_buf, ls->ckpt_len);
+	if (ret == 0)
+		ret = lsfs_sync_io(b, r, TND_IO_FLUSH, 0, NULL, 0);
+	free(ls->ckpt_buf);
+	ls->ckpt_buf = NULL;
+	if (ret == 0)
+		ckpt_apply_frees(ls);
+	memset(ls->ckpt_frees, 0, ls->sb.seg_count * sizeof(*ls->ckpt_frees));
+	return ret;
+}
+
+/*
+ * Closing has two halves. On the home reactor: stop the timer, refuse new
+ * background work, and wait until the log writer, GC and any checkpoint
+ * in flight have landed. Then, from the caller: a final synchronous
+ * checkpoint (which first makes the whole log durable, so the next open
+ * replays nothing) and the frees. The first half runs inline when the
+ * caller is the home reactor's thread (or nothing ever ran there), else by
+ * message while the caller waits.
+ */
+struct close_req {
+	struct tnd_msg msg;
+	struct lsfs *ls;
+	sem_t done;
+};
+
+static void close_check(struct lsfs *ls)
+{
+	struct close_req *cr = ls->close_req;
+	if (cr && !busy(ls)) {
+		ls->close_req = NULL;
+		sem_post(&cr->done);
+	}
+}
+
+static void close_msg(struct tnd_msg *m)
+{
+	struct close_req *cr = tnd_container_of(m, struct close_req, msg);
+	struct lsfs *ls = cr->ls;
+	tnd_reactor_timer_cancel(ls->home, &ls->tick);
+	ls->closing = true;
+	ls->close_req = cr;
+	close_check(ls);
+}
+
+static void lsfs_destroy(struct tnd_volume *vol)
+{
+	struct lsfs *ls = to_lsfs(vol);
+	if (!atomic_load_explicit(&ls->home_seen, memory_order_acquire)) {
+		/* Nothing of ours ever ran on the home reactor: no I/O, no timer. */
+		ls->closing = true;
+	} else if (tnd_reactor_is_current(ls->home)) {
+		tnd_reactor_timer_cancel(ls->home, &ls->tick);
+		ls->closing = true;
+		while (busy(ls))
+			tnd_reactor_poll(ls->home, -1);
+	} else {
+		struct close_req cr = { .msg.fn = close_msg, .ls = ls };
+		sem_init(&cr.done, 0, 0);
+		tnd_reactor_send(ls->home, &cr.msg);
+		while (sem_wait(&cr.done) < 0)
+			;
+		sem_destroy(&cr.done);
+	}
+	struct tnd_reactor *r;
+	if (!ls->failed && tnd_reactor_create(0, 64, &r) == 0) {
+		int ret = ckpt_sync(ls, r);
+		if (ret < 0)
+			tnd_err(LSFS_TAG, "final checkpoint failed (%s); the next open replays the log",
+				strerror(-ret));
+		tnd_reactor_destroy(r);
+	}
+	struct tnd_volume *base = vol->base;
+	lsfs_free(ls);
+	tnd_volume_destroy(base);
+}
+
+static const struct tnd_volume_ops lsfs_ops = {
+	.type = "lsfs",
+	.ctx_size = sizeof(struct lsfs_ioctx),
+	.submit = lsfs_submit,
+	.info = lsfs_info,
+	.stats_json = lsfs_stats_json,
+	.resize = lsfs_resize,
+	.destroy = lsfs_destroy,
+};
+
+int tnd_lsfs_gc_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg)
+{
+	struct lsfs *ls = to_lsfs(vol);
+	if (ls->failed)
+		return -EROFS;
+	if (ls->gc_busy || ls->gc_cb)
+		return -EBUSY;
+	home_enter(ls);
+	ls->gc_cb = cb;
+	ls->gc_cb_arg = arg;
+	gc_step(ls);
+	return 0;
+}
+
+int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg)
+{
+	home_enter(to_lsfs(vol));
+	return ckpt_start(to_lsfs(vol), cb, arg);
+}
+
+int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, struct tnd_reactor *r,
+		       const struct tnd_lsfs_opts *opts, struct lsfs_recovery *rec,
+		       struct tnd_volume **out)
+{
+	const struct lsfs_sb *sb = &rec->sb;
+	struct lsfs *ls = calloc(1, sizeof(*ls));
+	if (!ls)
+		return -ENOMEM;
+	tnd_volume_init(&ls->vol, &lsfs_ops, backing);
+	ls->home = home;
+	ls->opts = *opts;
+	if (!ls->opts.gc_free_low)
+		ls->opts.gc_free_low = 4;
+	if (!ls->opts.ckpt_segments)
+		ls->opts.ckpt_segments = 8;
+	ls->sb = *sb;
+	ls->seg_blocks = sb->seg_size / LSFS_BLK;
+	ls->num_blocks = rec->num_blocks;
+	ls->readers = calloc(sb->seg_count, sizeof(*ls->readers));
+	ls->ckpt_frees = calloc(sb->seg_count, sizeof(*ls->ckpt_frees));
+	ls->gc_skip = calloc(sb->seg_count, sizeof(*ls->gc_skip));
+	ls->gc_moves = calloc(ls->seg_blocks, sizeof(*ls->gc_moves));
+	ls->gc_lbas = calloc(ls->seg_blocks, sizeof(*ls->gc_lbas));
+	if (!ls->readers || !ls->ckpt_frees || !ls->gc_skip || !ls->gc_moves || !ls->gc_lbas) {
+		lsfs_free(ls);
+		return -ENOMEM;
+	}
+	/* Take the recovered map and segment table. */
+	ls->map = rec->map;
+	memset(&rec->map, 0, sizeof(rec->map));
+	ls->segs = rec->segs;
+	rec->segs = NULL;
+	for (uint32_t i = 0; i < sb->seg_count; i++) {
+		struct lsfs_seginfo *s = &ls->segs[i];
+		if (s->state == LSFS_SEG_USED || s->in_chain) {
+			s->state = s->live ? LSFS_SEG_USED : LSFS_SEG_DEAD;
+			ls->ndead += s->state == LSFS_SEG_DEAD;
+		} else {
+			s->state = LSFS_SEG_FREE;
+			ls->nfree++;
+		}
+	}
+	/*
+	 * Records and segments written after the recovered prefix may exist
+	 * (unflushed, lost in part): never reuse their sequence numbers, so
+	 * that none of them can ever pass for a continuation of the new log.
+	 * Between two durable checkpoints each segment is opened at most
+	 * once, so a jump of one log's worth of numbers clears them all.
+	 */
+	ls->next_rec_seq = rec->next_rec_seq + (uint64_t)sb->seg_count * ls->seg_blocks + 1;
+	ls->max_seg_seq = rec->max_seg_seq + sb->seg_count + 1;
+	ls->written_seq = ls->durable_seq = ls->next_rec_seq - 1;
+	ls->tail_seg = rec->tail_seg;
+	ls->tail_off = rec->tail_off;
+	ls->tail_seg_seq = rec->tail_seg_seq;
+	ls->next_seg = LSFS_NONE32;
+	ls->ckpt_seq = rec->ck.ckpt_seq;
+	ls->tick.fn = tick_fn;
+
+	/* A fresh checkpoint pins the recovered state and frees dead segments. */
+	int ret = ckpt_sync(ls, r);
+	if (ret < 0) {
+		lsfs_free(ls);
+		return ret;
+	}
+	*out = &ls->vol;
+	return 0;
+}

@@ -1,0 +1,227 @@
+/*
+ * lsfs_int.h — lsfs internals shared by the volume (lsfs.c), open and
+ * recovery (open.c), the on-disk codec (ondisk.c), the block map (map.c)
+ * and the checker (check.c). Not installed; the format itself is described
+ * in docs/on-disk-format.md and the numbers here must match it.
+ */
+#ifndef TND_LSFS_INT_H
+#define TND_LSFS_INT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tnd_common.h"
+#include "tnd_lsfs.h"
+#include "tnd_reactor.h"
+#include "tnd_volume.h"
+
+#define LSFS_TAG "lsfs"
+
+#define LSFS_BLK 4096u                 /* chunk, record header and I/O unit */
+#define LSFS_BLK_SHIFT 12
+#define LSFS_SB_MAGIC "TNDLSFS1"
+#define LSFS_REC_MAGIC "TNDLREC1"
+#define LSFS_CKPT_MAGIC "TNDLCKP1"
+#define LSFS_MIN_SEGMENTS 6u
+#define LSFS_NONE32 0xffffffffu
+/* Largest logical size (64 TiB): bounds the map's top array (128 MiB) and
+ * any size read back from disk. */
+#define LSFS_MAX_BYTES (1ull << 46)
+
+/* ---- superblock: 4 KiB, copies at byte 0 and byte 4096 ---- */
+
+struct lsfs_sb {
+	uint32_t major, minor;
+	uint64_t incompat, compat;
+	uint8_t uuid[16];
+	uint32_t block_size;           /* logical */
+	uint32_t seg_size;             /* bytes */
+	uint64_t num_blocks;           /* logical blocks at format time */
+	uint64_t ckpt_off, ckpt_size;  /* bytes: area A at ckpt_off, B right after */
+	uint64_t seg_off;              /* bytes: first segment */
+	uint32_t seg_count;
+	uint64_t sb_seq;
+};
+
+/* Known incompatible feature bits; none yet. */
+#define LSFS_INCOMPAT_KNOWN 0ull
+
+void lsfs_sb_encode(const struct lsfs_sb *sb, uint8_t *blk);
+/* 0, -EUCLEAN (not ours/damaged) or -EPROTONOSUPPORT (newer format). */
+int lsfs_sb_decode(const uint8_t *blk, struct lsfs_sb *sb);
+
+/* ---- record: a 4 KiB header, then the payload blocks it describes ---- */
+
+#define LSFS_REC_FIXED 64u
+#define LSFS_DESC_BYTES 24u
+#define LSFS_REC_MAX_DESC ((LSFS_BLK - 4 - LSFS_REC_FIXED) / LSFS_DESC_BYTES)  /* 167 */
+
+enum lsfs_desc_kind {
+	LSFS_DESC_DATA = 0,            /* lba: chunk; payload follows */
+	LSFS_DESC_TRIM = 1,            /* lba: first chunk; arg: count; no payload */
+	LSFS_DESC_SIZE = 2,            /* arg: new logical size in blocks; no payload */
+};
+#define LSFS_DESC_KIND_MASK 0x00ffu
+#define LSFS_DESC_F_LZ4     0x0100u    /* reserved: payload is LZ4, stored_len < 4096 */
+#define LSFS_DESC_F_DEDUP   0x0200u    /* reserved: arg is the pba of a shared block */
+
+struct lsfs_desc {
+	uint64_t lba;
+	uint32_t crc;                  /* CRC32C of the stored payload bytes */
+	uint16_t flags;
+	uint16_t stored_len;           /* bytes on disk; 4096 plain; 0 no payload */
+	uint64_t arg;
+};
+
+struct lsfs_rec {
+	uint64_t rec_seq;
+	uint64_t seg_seq;
+	uint64_t prev_seg_seq;         /* seg_seq of the segment before in the log */
+	uint32_t ndesc;
+	uint32_t npayload;             /* 4 KiB payload blocks after the header */
+	uint32_t next_seg;             /* hint: segment the log continues in, or NONE */
+	uint8_t uuid[16];
+};
+
+void lsfs_rec_encode_head(const struct lsfs_rec *r, uint8_t *blk);
+void lsfs_desc_encode(const struct lsfs_desc *d, uint8_t *blk, uint32_t i);
+void lsfs_rec_seal(uint8_t *blk);      /* write the CRC at the end */
+/* Checks magic, CRC, uuid and the descriptor count. 0 or -EUCLEAN. */
+int lsfs_rec_decode(const uint8_t *blk, const uint8_t uuid[16], struct lsfs_rec *r);
+void lsfs_desc_decode(const uint8_t *blk, uint32_t i, struct lsfs_desc *d);
+
+/* ---- checkpoint: header block + body (segment table, then map) ---- */
+
+#define LSFS_CKPT_SEG_ENT 16u
+#define LSFS_CKPT_MAP_ENT 24u
+
+struct lsfs_ckpt {
+	uint64_t ckpt_seq;
+	uint8_t uuid[16];
+	uint64_t num_blocks;
+	uint64_t next_rec_seq;
+	uint32_t replay_seg;
+	uint32_t replay_off;
+	uint64_t replay_seg_seq;
+	uint64_t max_seg_seq;
+	uint32_t seg_count;
+	uint64_t nmapped;
+	uint64_t body_len;
+	uint32_t body_crc;
+	uint32_t next_seg;             /* hint, as in records */
+};
+
+void lsfs_ckpt_encode_head(const struct lsfs_ckpt *c, uint8_t *blk);
+int lsfs_ckpt_decode_head(const uint8_t *blk, const uint8_t uuid[16], struct lsfs_ckpt *c);
+
+enum lsfs_seg_state {
+	LSFS_SEG_FREE = 0,
+	LSFS_SEG_USED = 1,
+	LSFS_SEG_OPEN = 2,             /* in RAM only: being appended to */
+	LSFS_SEG_DEAD = 3,             /* in RAM only: no live data, free after next checkpoint */
+	LSFS_SEG_NEXT = 4,             /* in RAM only: reserved as the next open segment */
+};
+
+/* Layout helpers: sizes of the checkpoint area for a geometry. */
+uint64_t lsfs_ckpt_area_size(uint32_t seg_count, uint32_t seg_size);
+
+/* ---- the block map: chunk -> pba (4 KiB units) + CRC, 12 bytes an entry ---- */
+
+struct lsfs_ment {
+	uint32_t crc;
+	uint32_t pba_lo;
+	uint16_t pba_hi;
+	uint16_t aux;                  /* reserved: stored length / flags for LZ4, dedup */
+};
+
+#define LSFS_LEAF_BITS 10
+#define LSFS_LEAF_N (1u << LSFS_LEAF_BITS)
+
+struct lsfs_leaf {
+	uint32_t used;
+	struct lsfs_ment e[LSFS_LEAF_N];
+};
+
+struct lsfs_map {
+	struct lsfs_leaf **leaves;
+	uint64_t nleaves;
+	uint64_t nchunks;
+	uint64_t mapped;
+	uint64_t leaf_count;           /* allocated leaves */
+};
+
+static inline uint64_t lsfs_ment_pba(const struct lsfs_ment *e)
+{
+	return (uint64_t)e->pba_hi << 32 | e->pba_lo;
+}
+
+int lsfs_map_init(struct lsfs_map *m, uint64_t nchunks);
+int lsfs_map_grow(struct lsfs_map *m, uint64_t nchunks);
+void lsfs_map_free(struct lsfs_map *m);
+/* NULL when unmapped. */
+const struct lsfs_ment *lsfs_map_get(const struct lsfs_map *m, uint64_t chunk);
+/* Make sure the leaves for [c, c+n) exist, so that a set cannot fail. */
+int lsfs_map_reserve(struct lsfs_map *m, uint64_t c, uint64_t n);
+/* Returns the old pba (0 when it was unmapped). The leaf must exist. */
+uint64_t lsfs_map_set(struct lsfs_map *m, uint64_t chunk, uint64_t pba, uint32_t crc);
+uint64_t lsfs_map_clear(struct lsfs_map *m, uint64_t chunk);
+/* First mapped chunk >= *c; false when none. */
+bool lsfs_map_next(const struct lsfs_map *m, uint64_t *c);
+uint64_t lsfs_map_bytes(const struct lsfs_map *m);
+
+/* ---- synchronous backing I/O for open, format and check ---- */
+
+/* Byte offsets and lengths, multiples of 4 KiB. Polls @r until done. */
+int lsfs_sync_io(struct tnd_volume *v, struct tnd_reactor *r, enum tnd_io_type type,
+		 uint64_t off, void *buf, size_t len);
+
+/* ---- recovery state shared by open and check ---- */
+
+struct lsfs_seginfo {
+	uint64_t seq;
+	uint32_t live;
+	uint8_t state;                 /* enum lsfs_seg_state */
+	bool in_chain;                 /* replayed (written after the checkpoint) */
+};
+
+struct lsfs_recovery {
+	struct lsfs_sb sb;
+	struct lsfs_ckpt ck;
+	int ck_area;
+	struct lsfs_map map;
+	struct lsfs_seginfo *segs;
+	uint32_t *ck_live;             /* live counts as stored in the checkpoint */
+	uint32_t *ck_map_live;         /* live counts the checkpoint's own map implies */
+	uint64_t num_blocks;
+	uint64_t next_rec_seq;
+	uint64_t max_seg_seq;
+	uint32_t tail_seg;             /* where the replayed log ends */
+	uint32_t tail_off;
+	uint64_t tail_seg_seq;
+	uint64_t replayed;
+	int sb_valid[2];               /* 0 ok, else -errno per copy */
+	bool sb_differ;                /* both valid but not identical */
+	int ck_valid[2];
+	FILE *report;                  /* check mode: where to say what was found */
+	uint64_t warnings;
+};
+
+/* Read superblocks, the newest checkpoint and replay the log. */
+int lsfs_recover(struct tnd_volume *backing, struct tnd_reactor *r, struct lsfs_recovery *rec);
+void lsfs_recovery_free(struct lsfs_recovery *rec);
+
+static inline uint64_t lsfs_seg_base_pba(const struct lsfs_sb *sb, uint32_t seg)
+{
+	return (sb->seg_off + (uint64_t)seg * sb->seg_size) >> LSFS_BLK_SHIFT;
+}
+
+/* Create the volume from a finished recovery (takes rec's map and tables);
+ * @r is the caller's private reactor for the opening checkpoint. */
+int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, struct tnd_reactor *r,
+		       const struct tnd_lsfs_opts *opts, struct lsfs_recovery *rec,
+		       struct tnd_volume **out);
+
+void *lsfs_alloc_blocks(size_t len);
+
+#endif

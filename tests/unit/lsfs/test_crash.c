@@ -1,0 +1,665 @@
+/*
+ * Model-based crash test for lsfs.
+ *
+ * A random workload (writes, overwrites, FUA writes, unmaps, write-zeroes,
+ * flushes, GC passes, checkpoints, reads) runs against lsfs(fault(ram))
+ * while an oracle tracks, per logical block, the newest version known to
+ * be durable and every version written since. At injection points (every
+ * backing write or flush: each one in short workloads, a random sample in
+ * long ones) the test builds the images a power cut could leave (pending
+ * writes all dropped, all kept, random subsets, one torn at 512 B), runs
+ * the checker on each, reopens it on a second reactor and reads every
+ * block: each must hold its durable version or a later one, byte for byte
+ * (no torn, foreign or stale block; zeros only where allowed).
+ *
+ * A second campaign makes one backing write or flush fail (-EIO, -ENOSPC)
+ * at every point of a short workload: the device must fail-stop (writes
+ * refused) without losing anything durable.
+ *
+ * `test_crash` runs the normal campaign (>= 20,000 crash states);
+ * `test_crash soak` runs a much longer one. Exit 0 pass, 1 fail.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tnd_common.h"
+#include "tnd_lsfs.h"
+#include "tnd_reactor.h"
+#include "testvol.h"
+
+struct cand {
+	uint32_t ver;              /* 0: zeros (unmap) */
+	uint64_t ack;              /* ack order, 0 while in flight or failed */
+};
+
+struct uhist {
+	uint32_t durable;
+	struct cand *c;
+	uint32_t n, cap;
+};
+
+struct cfg {
+	const char *name;
+	uint32_t lbs;
+	bool wc;
+	uint32_t nops;
+	uint32_t every;            /* verify at 1 in @every injection points */
+	uint64_t seed;
+	int fail_err;              /* error campaign: fail this point with this */
+	uint64_t fail_at;
+};
+
+struct model {
+	struct cfg cfg;
+	struct tnd_reactor *r, *v;
+	struct tnd_volume *vol;
+	struct fault_vol *fv;
+	uint64_t dev_size;
+	uint8_t *img;
+	uint64_t nunits;
+	uint32_t lbs;
+	struct uhist *h;
+	bool *busy;
+	uint64_t acks;
+	uint32_t next_ver;
+	uint64_t rng;
+	int inflight;
+	uint64_t states;
+	uint64_t violations;
+	bool gc_busy, ckpt_busy;
+	bool errors_seen;
+	struct tnd_lsfs_opts opts;
+};
+
+struct op {
+	struct model *m;
+	enum tnd_io_type type;
+	uint64_t lba;
+	uint32_t n;
+	unsigned flags;
+	uint64_t mark;
+	uint32_t *vers;
+	uint8_t *buf;
+	bool verify;
+	struct iovec iov;
+	struct tnd_io *io;
+};
+
+#define DEV_SIZE (544u << 10)
+#define SEG_SIZE (32u << 10)
+#define LOGICAL (192u << 10)
+
+static void pattern(uint64_t unit, uint32_t ver, uint32_t lbs, uint8_t *out)
+{
+	if (ver == 0) {
+		memset(out, 0, lbs);
+		return;
+	}
+	uint64_t s = unit << 32 | ver;
+	for (uint32_t i = 0; i < lbs; i += 8) {
+		uint64_t w = i == 0 ? (unit << 32 | ver) : test_rand(&s);
+		memcpy(out + i, &w, 8);
+	}
+}
+
+static void add_cand(struct uhist *h, uint32_t ver)
+{
+	if (h->n == h->cap) {
+		h->cap = h->cap ? h->cap * 2 : 4;
+		h->c = realloc(h->c, h->cap * sizeof(*h->c));
+	}
+	h->c[h->n++] = (struct cand){ .ver = ver };
+}
+
+static void promote(struct uhist *h, uint32_t idx)
+{
+	h->durable = h->c[idx].ver;
+	memmove(h->c, h->c + idx + 1, (h->n - idx - 1) * sizeof(*h->c));
+	h->n -= idx + 1;
+}
+
+/* Does @data hold a version of @unit the oracle allows? */
+static bool allowed(struct model *m, uint64_t unit, const uint8_t *data, char *why, size_t whylen)
+{
+	struct uhist *h = &m->h[unit];
+	uint8_t exp[4096];
+	uint64_t w;
+	memcpy(&w, data, 8);
+	uint32_t ver = (uint32_t)w;
+	bool zero = true;
+	for (uint32_t i = 0; i < m->lbs && zero; i++)
+		zero = data[i] == 0;
+	if (zero)
+		ver = 0;
+	else if (w >> 32 != unit) {
+		snprintf(why, whylen, "foreign block (belongs to unit %llu)", (unsigned long long)(w >> 32));
+		return false;
+	}
+	bool ok = h->durable == ver;
+	for (uint32_t i = 0; i < h->n && !ok; i++)
+		ok = h->c[i].ver == ver;
+	if (!ok) {
+		snprintf(why, whylen, "version %u not allowed (durable %u, %u later)", ver, h->durable, h->n);
+		return false;
+	}
+	pattern(unit, ver, m->lbs, exp);
+	if (memcmp(exp, data, m->lbs) != 0) {
+		snprintf(why, whylen, "torn content of version %u", ver);
+		return false;
+	}
+	return true;
+}
+
+/* ---- synchronous I/O on the verify reactor ---- */
+
+struct sync_io {
+	bool done;
+	int status;
+};
+
+static void sync_cb(struct tnd_io *io, int status)
+{
+	struct sync_io *s = io->cb_arg;
+	s->status = status;
+	s->done = true;
+}
+
+static int vol_rw(struct tnd_volume *vol, struct tnd_reactor *r, enum tnd_io_type t, uint64_t lba,
+		  uint32_t n, void *buf, uint32_t lbs)
+{
+	struct tnd_io *io = calloc(1, tnd_volume_io_size(vol));
+	struct iovec iov = { .iov_base = buf, .iov_len = (size_t)n * lbs };
+	struct sync_io s = { 0 };
+	io->type = t;
+	io->lba = lba;
+	io->nblocks = n;
+	io->iov = &iov;
+	io->iovcnt = 1;
+	io->reactor = r;
+	io->cb = sync_cb;
+	io->cb_arg = &s;
+	int ret = tnd_volume_submit(vol, io);
+	while (ret == 0 && !s.done)
+		tnd_reactor_poll(r, -1);
+	free(io);
+	return ret < 0 ? ret : s.status;
+}
+
+static void violation(struct model *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void violation(struct model *m, const char *fmt, ...)
+{
+	m->violations++;
+	if (m->violations > 20)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	fprintf(stderr, "VIOLATION [%s seed %llu state %llu]: ", m->cfg.name,
+		(unsigned long long)m->cfg.seed, (unsigned long long)m->states);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static void verify_image(struct model *m)
+{
+	struct tnd_volume *ram;
+	ram_vol_wrap(m->img, m->dev_size, 512, &ram);
+	struct tnd_lsfs_check_result res;
+	int ret = tnd_lsfs_check(ram, NULL, &res);
+	if (ret < 0 || res.errors) {
+		violation(m, "checker: ret %d, %llu errors:", ret, (unsigned long long)res.errors);
+		if (m->violations <= 3)
+			tnd_lsfs_check(ram, stderr, &res);
+	}
+	struct tnd_volume *vol;
+	ret = tnd_lsfs_open(ram, m->v, &m->opts, &vol);
+	if (ret < 0) {
+		violation(m, "reopen failed: %s", strerror(-ret));
+		tnd_volume_destroy(ram);
+		m->states++;
+		return;
+	}
+	uint8_t *data = malloc(m->nunits * m->lbs);
+	ret = vol_rw(vol, m->v, TND_IO_READ, 0, (uint32_t)m->nunits, data, m->lbs);
+	if (ret < 0) {
+		violation(m, "read after reopen: %s", strerror(-ret));
+	} else {
+		for (uint64_t u = 0; u < m->nunits; u++) {
+			char why[128];
+			if (!allowed(m, u, data + u * m->lbs, why, sizeof(why))) {
+				violation(m, "unit %llu: %s", (unsigned long long)u, why);
+				break;
+			}
+		}
+	}
+	free(data);
+	tnd_volume_destroy(vol);
+	m->states++;
+}
+
+static void hook(struct fault_vol *f, uint64_t point, void *arg)
+{
+	struct model *m = arg;
+	if (m->cfg.every > 1 && test_rand(&m->rng) % m->cfg.every)
+		return;
+	static const enum crash_mode modes[] = {
+		CRASH_DROP_ALL, CRASH_KEEP_ALL, CRASH_RANDOM, CRASH_RANDOM, CRASH_TEAR, CRASH_TEAR,
+	};
+	size_t nmodes = fault_pending(f) ? TND_ARRAY_SIZE(modes) : 1;
+	for (size_t i = 0; i < nmodes; i++) {
+		fault_crash_image(f, modes[i], &m->rng, m->img);
+		verify_image(m);
+	}
+}
+
+/* ---- the workload ---- */
+
+static void op_done(struct tnd_io *io, int status)
+{
+	struct op *o = io->cb_arg;
+	struct model *m = o->m;
+	m->inflight--;
+	if (status < 0)
+		m->errors_seen = true;
+	if (o->type == TND_IO_FLUSH) {
+		if (status == 0) {
+			for (uint64_t u = 0; u < m->nunits; u++) {
+				struct uhist *h = &m->h[u];
+				for (int32_t i = (int32_t)h->n - 1; i >= 0; i--) {
+					if (h->c[i].ack && h->c[i].ack <= o->mark) {
+						promote(h, (uint32_t)i);
+						break;
+					}
+				}
+			}
+		}
+	} else if (o->type == TND_IO_READ) {
+		if (status == 0 && o->verify) {
+			for (uint32_t i = 0; i < o->n; i++) {
+				char why[128];
+				if (!allowed(m, o->lba + i, o->buf + (size_t)i * m->lbs, why, sizeof(why))) {
+					violation(m, "online read of unit %llu: %s",
+						  (unsigned long long)(o->lba + i), why);
+					break;
+				}
+			}
+		} else if (status < 0 && status != -EROFS) {
+			violation(m, "online read failed: %s", strerror(-status));
+		}
+		for (uint32_t i = 0; i < o->n; i++)
+			m->busy[o->lba + i] = false;
+	} else {
+		bool durable = (o->flags & TND_IO_FUA) || !m->cfg.wc;
+		for (uint32_t i = 0; i < o->n; i++) {
+			struct uhist *h = &m->h[o->lba + i];
+			m->busy[o->lba + i] = false;
+			if (status < 0)
+				continue;
+			h->c[h->n - 1].ack = ++m->acks;
+			if (durable)
+				promote(h, h->n - 1);
+		}
+	}
+	free(o->vers);
+	free(o->buf);
+	free(o->io);
+	free(o);
+}
+
+static bool range_free(struct model *m, uint64_t lba, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (m->busy[lba + i])
+			return false;
+	return true;
+}
+
+static void done_flag(void *arg)
+{
+	*(bool *)arg = false;
+}
+
+static void issue(struct model *m)
+{
+	uint64_t r = test_rand(&m->rng) % 100;
+	uint32_t per_chunk = 4096 / m->lbs;
+	struct op *o = calloc(1, sizeof(*o));
+	o->m = m;
+	if (r < 60) {
+		o->type = TND_IO_WRITE;
+		if (test_rand(&m->rng) % 10 == 0)
+			o->flags = TND_IO_FUA;
+	} else if (r < 68) {
+		o->type = TND_IO_UNMAP;
+	} else if (r < 72) {
+		o->type = TND_IO_WRITE_ZEROES;
+	} else if (r < 84) {
+		o->type = TND_IO_FLUSH;
+	} else if (r < 86) {
+		free(o);
+		/* The callback may run before gc_run returns. */
+		if (!m->gc_busy) {
+			m->gc_busy = true;
+			if (tnd_lsfs_gc_run(m->vol, done_flag, &m->gc_busy) < 0)
+				m->gc_busy = false;
+		}
+		return;
+	} else if (r < 88) {
+		free(o);
+		if (!m->ckpt_busy) {
+			m->ckpt_busy = true;
+			if (tnd_lsfs_checkpoint_run(m->vol, done_flag, &m->ckpt_busy) < 0)
+				m->ckpt_busy = false;
+		}
+		return;
+	} else {
+		o->type = TND_IO_READ;
+		o->verify = true;
+	}
+	if (o->type != TND_IO_FLUSH) {
+		uint32_t maxn = 3 * per_chunk;
+		o->n = 1 + (uint32_t)(test_rand(&m->rng) % maxn);
+		if (o->type == TND_IO_UNMAP && test_rand(&m->rng) % 4 == 0)
+			o->n = 8 * per_chunk;
+		if (o->n > m->nunits)
+			o->n = (uint32_t)m->nunits;
+		o->lba = test_rand(&m->rng) % (m->nunits - o->n + 1);
+		/* Mostly chunk-aligned on 512 B volumes, sometimes not. */
+		if (per_chunk > 1 && test_rand(&m->rng) % 3 == 0) {
+			o->lba -= o->lba % per_chunk;
+			o->n = (o->n + per_chunk - 1) / per_chunk * per_chunk;
+			if (o->lba + o->n > m->nunits)
+				o->n = (uint32_t)(m->nunits - o->lba);
+		}
+		if (!range_free(m, o->lba, o->n)) {
+			free(o);
+			return;
+		}
+		o->buf = malloc((size_t)o->n * m->lbs);
+		if (o->type != TND_IO_READ) {
+			o->vers = calloc(o->n, sizeof(*o->vers));
+			for (uint32_t i = 0; i < o->n; i++) {
+				o->vers[i] = o->type == TND_IO_WRITE ? ++m->next_ver : 0;
+				add_cand(&m->h[o->lba + i], o->vers[i]);
+				pattern(o->lba + i, o->vers[i], m->lbs, o->buf + (size_t)i * m->lbs);
+			}
+		}
+		for (uint32_t i = 0; i < o->n; i++)
+			m->busy[o->lba + i] = true;
+	} else {
+		o->mark = m->acks;
+	}
+	o->io = calloc(1, tnd_volume_io_size(m->vol));
+	o->iov.iov_base = o->buf;
+	o->iov.iov_len = (size_t)o->n * m->lbs;
+	o->io->type = o->type;
+	o->io->flags = o->flags;
+	o->io->lba = o->lba;
+	o->io->nblocks = o->n;
+	o->io->iov = o->buf ? &o->iov : NULL;
+	o->io->iovcnt = o->buf ? 1 : 0;
+	o->io->reactor = m->r;
+	o->io->cb = op_done;
+	o->io->cb_arg = o;
+	m->inflight++;
+	int ret = tnd_volume_submit(m->vol, o->io);
+	if (ret < 0) {
+		fprintf(stderr, "submit refused: %d\n", ret);
+		m->violations++;
+	}
+}
+
+static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs_stats *totals)
+{
+	struct model *m = calloc(1, sizeof(*m));
+	m->cfg = *cfg;
+	m->rng = cfg->seed * 7919 + 17;
+	m->lbs = cfg->lbs;
+	m->dev_size = DEV_SIZE;
+	m->nunits = LOGICAL / cfg->lbs;
+	m->h = calloc(m->nunits, sizeof(*m->h));
+	m->busy = calloc(m->nunits, sizeof(*m->busy));
+	m->img = malloc(m->dev_size);
+	tnd_reactor_create(0, 64, &m->r);
+	tnd_reactor_create(1, 64, &m->v);
+
+	tnd_lsfs_opts_default(&m->opts);
+	m->opts.size = LOGICAL;
+	m->opts.block_size = cfg->lbs;
+	m->opts.segment_size = SEG_SIZE;
+	m->opts.write_cache = cfg->wc;
+	m->opts.gc_interval_ms = 0;
+	m->opts.gc_free_low = 4;
+
+	struct tnd_volume *ram, *fault;
+	ram_vol_create(m->dev_size, 512, &ram);
+	if (tnd_lsfs_format(ram, &m->opts) != 0) {
+		fprintf(stderr, "format failed\n");
+		exit(1);
+	}
+	fault_vol_create(ram, &fault);
+	m->fv = fault_vol_of(fault);
+	/* Crashes during the first open (its checkpoint) count too. */
+	fault_set_hook(m->fv, hook, m);
+	if (tnd_lsfs_open(fault, m->r, &m->opts, &m->vol) != 0) {
+		fprintf(stderr, "open failed\n");
+		exit(1);
+	}
+	if (cfg->fail_err)
+		fault_fail_at(m->fv, fault_points(m->fv) + cfg->fail_at, cfg->fail_err);
+
+	for (uint32_t i = 0; i < cfg->nops; i++) {
+		while (m->inflight >= 4)
+			tnd_reactor_poll(m->r, -1);
+		issue(m);
+		/* Let some completions in now and then, so batches vary. */
+		if (test_rand(&m->rng) % 3 == 0)
+			tnd_reactor_poll(m->r, 0);
+	}
+	while (m->inflight || m->gc_busy || m->ckpt_busy)
+		tnd_reactor_poll(m->r, -1);
+
+	if (cfg->fail_err) {
+		struct tnd_volume_info info;
+		tnd_volume_info(m->vol, &info);
+		if (m->errors_seen && info.state != TND_VOLUME_FAILED)
+			violation(m, "an injected error did not fail-stop the device");
+	}
+	/* Final states: the end of the workload, after a last look. */
+	fault_set_hook(m->fv, NULL, NULL);
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(m->vol, &st);
+	totals->gc_passes += st.gc_passes;
+	totals->gc_moved_blocks += st.gc_moved_blocks;
+	totals->gc_freed_segments += st.gc_freed_segments;
+	totals->checkpoints += st.checkpoints;
+	totals->batches += st.batches;
+	totals->writes += st.writes;
+	totals->rmw += st.rmw;
+	fault_crash_image(m->fv, CRASH_DROP_ALL, &m->rng, m->img);
+	verify_image(m);
+	fault_crash_image(m->fv, CRASH_KEEP_ALL, &m->rng, m->img);
+	verify_image(m);
+
+	tnd_volume_destroy(m->vol);
+	while (tnd_reactor_poll(m->r, 0) > 0)
+		;
+	tnd_reactor_destroy(m->r);
+	tnd_reactor_destroy(m->v);
+	for (uint64_t u = 0; u < m->nunits; u++)
+		free(m->h[u].c);
+	free(m->h);
+	free(m->busy);
+	free(m->img);
+	uint64_t states = m->states;
+	*violations += m->violations;
+	free(m);
+	return states;
+}
+
+/*
+ * Corruption campaign: recovery and the checker must survive whatever the
+ * disk holds. Random bytes of a used image are changed, some in metadata
+ * blocks whose CRC is then fixed up so the damage gets past the first
+ * check; open, check, read everything and write a little. Nothing is
+ * asserted about the data (it is damaged on purpose): the run must not
+ * crash, hang or trip the sanitizers, and a store that opens must work.
+ */
+static void fix_crc(uint8_t *blk)
+{
+	tnd_put_be32(blk + 4092, tnd_crc32c(0, blk, 4092));
+}
+
+static uint64_t corruption_campaign(uint64_t n, uint64_t seed, uint64_t *violations)
+{
+	struct tnd_reactor *r;
+	tnd_reactor_create(0, 64, &r);
+	struct tnd_lsfs_opts o;
+	tnd_lsfs_opts_default(&o);
+	o.size = LOGICAL;
+	o.segment_size = SEG_SIZE;
+	o.gc_interval_ms = 0;
+	uint8_t *base = calloc(1, DEV_SIZE), *img = malloc(DEV_SIZE);
+	struct tnd_volume *ram, *vol;
+	ram_vol_wrap(base, DEV_SIZE, 512, &ram);
+	tnd_lsfs_format(ram, &o);
+	tnd_lsfs_open(ram, r, &o, &vol);
+	uint64_t rng = seed;
+	uint8_t *buf = malloc(4 * 4096);
+	uint32_t nchunks = LOGICAL / 4096;
+	for (int i = 0; i < 300; i++) {
+		uint32_t k = 1 + (uint32_t)(test_rand(&rng) % 4);
+		uint64_t lba = test_rand(&rng) % (nchunks - k);
+		for (uint32_t j = 0; j < k; j++)
+			pattern(lba + j, (uint32_t)i + 1, 4096, buf + j * 4096);
+		vol_rw(vol, r, test_rand(&rng) % 8 ? TND_IO_WRITE : TND_IO_UNMAP, lba, k, buf, 4096);
+	}
+	/* Leave a log to replay: snapshot the image while still open. */
+	memcpy(img, base, DEV_SIZE);
+	tnd_volume_destroy(vol);
+	uint8_t *open_img = malloc(DEV_SIZE);
+	memcpy(open_img, img, DEV_SIZE);
+
+	uint64_t runs = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		memcpy(img, i % 2 ? base : open_img, DEV_SIZE);
+		uint32_t patches = 1 + (uint32_t)(test_rand(&rng) % 4);
+		for (uint32_t p = 0; p < patches; p++) {
+			uint64_t blk = test_rand(&rng) % (DEV_SIZE / 4096);
+			uint8_t *b = img + blk * 4096;
+			bool meta = memcmp(b, "TNDL", 4) == 0;
+			if (!meta && test_rand(&rng) % 2) {
+				/* aim at metadata: a superblock, a checkpoint or a record header */
+				for (uint32_t t = 0; t < 64 && !meta; t++) {
+					blk = test_rand(&rng) % (DEV_SIZE / 4096);
+					b = img + blk * 4096;
+					meta = memcmp(b, "TNDL", 4) == 0;
+				}
+			}
+			uint32_t off = (uint32_t)(test_rand(&rng) % (meta ? 128 : 4092));
+			b[off] ^= (uint8_t)(1u << (test_rand(&rng) % 8));
+			if (test_rand(&rng) % 3 == 0)
+				b[off] = (uint8_t)test_rand(&rng);
+			if (meta && test_rand(&rng) % 4)
+				fix_crc(b);
+		}
+		struct tnd_volume *rv;
+		ram_vol_wrap(img, DEV_SIZE, 512, &rv);
+		struct tnd_lsfs_check_result res;
+		int ret = tnd_lsfs_check(rv, NULL, &res);
+		if (ret < 0 && ret != -ENOMEM) {
+			fprintf(stderr, "corruption: checker failed to run: %d\n", ret);
+			tnd_lsfs_check(rv, stderr, &res);
+			(*violations)++;
+		}
+		ret = tnd_lsfs_open(rv, r, &o, &vol);
+		if (ret < 0) {
+			tnd_volume_destroy(rv);
+			runs++;
+			continue;
+		}
+		struct tnd_volume_info info;
+		tnd_volume_info(vol, &info);
+		uint32_t nb = (uint32_t)TND_MIN(info.num_blocks, 64);
+		uint8_t *all = malloc((size_t)nb * info.block_size);
+		vol_rw(vol, r, TND_IO_READ, 0, nb, all, info.block_size);
+		memset(all, 0x33, (size_t)nb * info.block_size);
+		vol_rw(vol, r, TND_IO_WRITE, 0, TND_MIN(nb, 4), all, info.block_size);
+		int rr = vol_rw(vol, r, TND_IO_READ, 0, TND_MIN(nb, 4), all, info.block_size);
+		for (uint32_t j = 0; rr == 0 && j < TND_MIN(nb, 4) * info.block_size; j++)
+			if (all[j] != 0x33) {
+				fprintf(stderr, "corruption: a store that opened returned wrong data\n");
+				(*violations)++;
+				break;
+			}
+		free(all);
+		tnd_volume_destroy(vol);
+		runs++;
+	}
+	free(buf);
+	free(base);
+	free(img);
+	free(open_img);
+	tnd_reactor_destroy(r);
+	return runs;
+}
+
+int main(int argc, char **argv)
+{
+	bool soak = argc > 1 && strcmp(argv[1], "soak") == 0;
+	tnd_log_set_level(TND_LOG_ERROR);
+	if (argc > 3 && strcmp(argv[1], "corrupt") == 0) {
+		/* test_lsfs_crash corrupt N SEED: only the corruption campaign */
+		uint64_t v = 0;
+		uint64_t n = corruption_campaign(strtoull(argv[2], NULL, 0), strtoull(argv[3], NULL, 0), &v);
+		printf("corruption: %llu images, %llu violations\n", (unsigned long long)n, (unsigned long long)v);
+		return v ? 1 : 0;
+	}
+	uint64_t t0 = tnd_now_ns();
+	uint64_t states = 0, violations = 0, target = soak ? 500000 : 20000;
+	uint64_t seed = 1;
+	struct tnd_lsfs_stats tot = { 0 };
+
+	/* Error campaign: one failing write or flush at every point of a
+	 * short workload. */
+	uint64_t err_states = 0;
+	for (uint64_t p = 0; p < (soak ? 400 : 60); p++) {
+		struct cfg c = { .name = "fail", .lbs = p % 3 ? 4096 : 512, .wc = p % 4 != 0, .nops = 60,
+				 .every = 4, .seed = 1000 + p, .fail_err = p % 2 ? -EIO : -ENOSPC,
+				 .fail_at = p };
+		err_states += run(&c, &violations, &tot);
+	}
+	states += err_states;
+
+	/* Crash campaign: every point of short workloads, sampled points of
+	 * long ones; 4 KiB and 512 B blocks, with and without write cache. */
+	while (states < target && violations == 0) {
+		struct cfg shorts[] = {
+			{ .name = "short-4k-wc", .lbs = 4096, .wc = true, .nops = 120, .every = 1 },
+			{ .name = "short-512-wc", .lbs = 512, .wc = true, .nops = 120, .every = 1 },
+			{ .name = "short-4k-nowc", .lbs = 4096, .wc = false, .nops = 120, .every = 1 },
+			{ .name = "long-4k-wc", .lbs = 4096, .wc = true, .nops = 1500, .every = 12 },
+			{ .name = "long-512-wc", .lbs = 512, .wc = true, .nops = 1500, .every = 12 },
+		};
+		for (size_t i = 0; i < TND_ARRAY_SIZE(shorts) && violations == 0; i++) {
+			shorts[i].seed = seed++;
+			states += run(&shorts[i], &violations, &tot);
+		}
+	}
+	uint64_t corrupt = corruption_campaign(soak ? 50000 : 3000, 77, &violations);
+	double secs = (double)(tnd_now_ns() - t0) / 1e9;
+	printf("lsfs crash test: %llu crash states (%llu with injected errors), %llu violations, %.1f s\n",
+	       (unsigned long long)states, (unsigned long long)err_states,
+	       (unsigned long long)violations, secs);
+	printf("  workload: %llu writes in %llu backing writes, %llu read-modify-writes, %llu GC passes "
+	       "moving %llu blocks and freeing %llu segments, %llu checkpoints\n",
+	       (unsigned long long)tot.writes, (unsigned long long)tot.batches, (unsigned long long)tot.rmw,
+	       (unsigned long long)tot.gc_passes, (unsigned long long)tot.gc_moved_blocks,
+	       (unsigned long long)tot.gc_freed_segments, (unsigned long long)tot.checkpoints);
+	printf("  corruption: %llu damaged images opened and checked without a crash\n",
+	       (unsigned long long)corrupt);
+	return violations ? 1 : 0;
+}

@@ -1,0 +1,840 @@
+/*
+ * Unit tests for lsfs: bytes written are the bytes read back, across
+ * reopen, on 4 KiB and 512 B volumes; unmapped blocks read zeros; a
+ * corrupted payload answers -EILSEQ and is never returned; newer formats
+ * are refused; a full store answers -ENOSPC and recovers after UNMAP and
+ * GC; a failed backing write fail-stops the device; I/O from another
+ * reactor is forwarded; the volume grows online; a real file through the
+ * flat volume works and passes the checker.
+ *
+ * `test_lsfs --make-image PATH [corrupt]` writes a small lsfs image file
+ * (optionally with one payload byte flipped) for the tandem-check test.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <cmocka.h>
+
+#include "tnd_common.h"
+#include "tnd_flat.h"
+#include "tnd_lsfs.h"
+#include "tnd_reactor.h"
+#include "testvol.h"
+
+struct env {
+	struct tnd_reactor *r;
+	uint8_t *img;
+	uint64_t size;
+	struct tnd_lsfs_opts o;
+	struct tnd_volume *vol;
+};
+
+struct sync_io {
+	bool done;
+	int status;
+};
+
+static void sync_cb(struct tnd_io *io, int status)
+{
+	struct sync_io *s = io->cb_arg;
+	s->status = status;
+	s->done = true;
+}
+
+static int io_on(struct tnd_volume *vol, struct tnd_reactor *sub, struct tnd_reactor *poll2,
+		 enum tnd_io_type t, uint64_t lba, uint32_t n, void *buf, size_t len, unsigned flags)
+{
+	struct tnd_io *io = calloc(1, tnd_volume_io_size(vol));
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
+	struct sync_io s = { 0 };
+	io->type = t;
+	io->flags = flags;
+	io->lba = lba;
+	io->nblocks = n;
+	io->iov = buf ? &iov : NULL;
+	io->iovcnt = buf ? 1 : 0;
+	io->reactor = sub;
+	io->cb = sync_cb;
+	io->cb_arg = &s;
+	int ret = tnd_volume_submit(vol, io);
+	while (ret == 0 && !s.done) {
+		tnd_reactor_poll(sub, poll2 ? 0 : -1);
+		if (poll2)
+			tnd_reactor_poll(poll2, 1);
+	}
+	free(io);
+	return ret < 0 ? ret : s.status;
+}
+
+static int io_sync(struct env *e, enum tnd_io_type t, uint64_t lba, uint32_t n, void *buf, unsigned flags)
+{
+	size_t len = (size_t)n * e->o.block_size;
+	return io_on(e->vol, e->r, NULL, t, lba, n, buf, buf ? len : 0, flags);
+}
+
+static void env_format(struct env *e, uint64_t dev, uint32_t lbs, uint64_t logical, uint32_t seg)
+{
+	memset(e, 0, sizeof(*e));
+	assert_int_equal(tnd_reactor_create(0, 64, &e->r), 0);
+	e->size = dev;
+	e->img = calloc(1, dev);
+	tnd_lsfs_opts_default(&e->o);
+	e->o.size = logical;
+	e->o.block_size = lbs;
+	e->o.segment_size = seg;
+	e->o.gc_interval_ms = 0;
+	struct tnd_volume *ram;
+	assert_int_equal(ram_vol_wrap(e->img, dev, 512, &ram), 0);
+	assert_int_equal(tnd_lsfs_format(ram, &e->o), 0);
+	tnd_volume_destroy(ram);
+}
+
+static int env_open(struct env *e)
+{
+	struct tnd_volume *ram;
+	assert_int_equal(ram_vol_wrap(e->img, e->size, 512, &ram), 0);
+	int ret = tnd_lsfs_open(ram, e->r, &e->o, &e->vol);
+	if (ret < 0)
+		tnd_volume_destroy(ram);
+	return ret;
+}
+
+static void env_close(struct env *e)
+{
+	tnd_volume_destroy(e->vol);
+	e->vol = NULL;
+}
+
+static void env_free(struct env *e)
+{
+	if (e->vol)
+		env_close(e);
+	tnd_reactor_destroy(e->r);
+	free(e->img);
+}
+
+static uint64_t env_check_errors(struct env *e, bool print)
+{
+	struct tnd_volume *ram;
+	assert_int_equal(ram_vol_wrap(e->img, e->size, 512, &ram), 0);
+	struct tnd_lsfs_check_result res;
+	assert_int_equal(tnd_lsfs_check(ram, print ? stderr : NULL, &res), 0);
+	tnd_volume_destroy(ram);
+	return res.errors;
+}
+
+static void fill(uint8_t *b, size_t len, uint64_t seed)
+{
+	for (size_t i = 0; i < len; i += 8) {
+		uint64_t v = test_rand(&seed);
+		memcpy(b + i, &v, TND_MIN(8, len - i));
+	}
+}
+
+static void done_flag(void *arg)
+{
+	*(bool *)arg = true;
+}
+
+static void wait_flag(struct env *e, bool *flag)
+{
+	while (!*flag)
+		tnd_reactor_poll(e->r, -1);
+}
+
+/* ---- tests ---- */
+
+static void rw_4k_roundtrip_and_reopen(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 4u << 20, 4096, 8u << 20, 64u << 10);
+	assert_int_equal(env_open(&e), 0);
+	struct tnd_volume_info info;
+	tnd_volume_info(e.vol, &info);
+	assert_int_equal(info.block_size, 4096);
+	assert_int_equal(info.num_blocks, 2048);
+	assert_true(info.thin && info.unmap_zeroes && info.write_cache);
+
+	uint8_t *w = malloc(16 * 4096), *r = malloc(16 * 4096);
+	fill(w, 16 * 4096, 1);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 100, 16, w, 0), 0);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 100, 16, r, 0), 0);
+	assert_memory_equal(w, r, 16 * 4096);
+	/* Never written: zeros. */
+	memset(r, 0xaa, 4096);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 2047, 1, r, 0), 0);
+	for (int i = 0; i < 4096; i++)
+		assert_int_equal(r[i], 0);
+	assert_int_equal(io_sync(&e, TND_IO_FLUSH, 0, 0, NULL, 0), 0);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+
+	assert_int_equal(env_open(&e), 0);
+	memset(r, 0, 16 * 4096);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 100, 16, r, 0), 0);
+	assert_memory_equal(w, r, 16 * 4096);
+	/* Out of range. */
+	assert_int_equal(io_sync(&e, TND_IO_READ, 2047, 2, r, 0), -EINVAL);
+	free(w);
+	free(r);
+	env_free(&e);
+}
+
+/* Random unaligned writes, unmaps and zeroes on a 512 B volume vs a shadow. */
+static void rw_512_unaligned_against_shadow(void **state)
+{
+	(void)state;
+	struct env e;
+	const uint32_t nblk = 2048;  /* 1 MiB */
+	env_format(&e, 4u << 20, 512, (uint64_t)nblk * 512, 64u << 10);
+	assert_int_equal(env_open(&e), 0);
+	uint8_t *shadow = calloc(nblk, 512);
+	uint8_t *buf = malloc(64 * 512);
+	uint64_t rng = 42;
+	for (int i = 0; i < 600; i++) {
+		uint32_t n = 1 + (uint32_t)(test_rand(&rng) % 40);
+		uint64_t lba = test_rand(&rng) % (nblk - n);
+		uint64_t k = test_rand(&rng) % 10;
+		if (k < 7) {
+			fill(buf, (size_t)n * 512, rng);
+			assert_int_equal(io_sync(&e, TND_IO_WRITE, lba, n, buf, 0), 0);
+			memcpy(shadow + lba * 512, buf, (size_t)n * 512);
+		} else {
+			assert_int_equal(io_sync(&e, k < 9 ? TND_IO_UNMAP : TND_IO_WRITE_ZEROES, lba, n, NULL, 0), 0);
+			memset(shadow + lba * 512, 0, (size_t)n * 512);
+		}
+		if (i % 50 == 0) {
+			bool done = false;
+			assert_int_equal(tnd_lsfs_gc_run(e.vol, done_flag, &done), 0);
+			wait_flag(&e, &done);
+		}
+	}
+	uint8_t *all = malloc((size_t)nblk * 512);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 0, nblk, all, 0), 0);
+	assert_memory_equal(all, shadow, (size_t)nblk * 512);
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_true(st.rmw > 0);
+	assert_int_equal(io_sync(&e, TND_IO_FLUSH, 0, 0, NULL, 0), 0);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+	assert_int_equal(env_open(&e), 0);
+	memset(all, 0x55, (size_t)nblk * 512);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 0, nblk, all, 0), 0);
+	assert_memory_equal(all, shadow, (size_t)nblk * 512);
+	free(all);
+	free(buf);
+	free(shadow);
+	env_free(&e);
+}
+
+static void blank_newer_and_foreign_stores_are_refused(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 2u << 20, 4096, 1u << 20, 64u << 10);
+	/* A newer major version: refused, and the store left untouched. */
+	uint8_t *copy = malloc(e.size);
+	for (int i = 0; i < 2; i++)
+		tnd_put_be32(e.img + i * 4096 + 8, TND_LSFS_FORMAT_MAJOR + 1);
+	memcpy(copy, e.img, e.size);
+	assert_int_equal(env_open(&e), -EPROTONOSUPPORT);
+	assert_memory_equal(copy, e.img, e.size);
+	free(copy);
+	/* Blank: -ENODATA unless asked to create. */
+	memset(e.img, 0, e.size);
+	assert_int_equal(env_open(&e), -ENODATA);
+	e.o.create_if_blank = true;
+	assert_int_equal(env_open(&e), 0);
+	env_close(&e);
+	/* Garbage: not ours. */
+	memset(e.img, 0x5a, 8192);
+	assert_int_equal(env_open(&e), -EUCLEAN);
+	env_free(&e);
+}
+
+static void corrupt_payload_reads_eilseq(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 2u << 20, 4096, 1u << 20, 64u << 10);
+	assert_int_equal(env_open(&e), 0);
+	uint8_t w[4096], r[4096];
+	fill(w, sizeof(w), 7);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 5, 1, w, TND_IO_FUA), 0);
+	env_close(&e);
+	/* Find the payload in the image and flip one byte. */
+	uint8_t *p = memmem(e.img, e.size, w, sizeof(w));
+	assert_non_null(p);
+	p[100] ^= 1;
+	assert_true(env_check_errors(&e, false) > 0);
+	assert_int_equal(env_open(&e), 0);
+	memset(r, 0x77, sizeof(r));
+	assert_int_equal(io_sync(&e, TND_IO_READ, 5, 1, r, 0), -EILSEQ);
+	for (size_t i = 0; i < sizeof(r); i++)
+		assert_int_equal(r[i], 0x77);   /* nothing of the bad block reached us */
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.crc_errors, 1);
+	/* Rewriting the block heals it. */
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 5, 1, w, 0), 0);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 5, 1, r, 0), 0);
+	assert_memory_equal(w, r, sizeof(r));
+	env_free(&e);
+}
+
+static void full_store_enospc_then_reclaim(void **state)
+{
+	(void)state;
+	struct env e;
+	/* ~1 MiB of segments behind a 4 MiB promise. */
+	env_format(&e, 1200u << 10, 4096, 4u << 20, 64u << 10);
+	assert_int_equal(env_open(&e), 0);
+	uint8_t w[4096], r[4096];
+	uint32_t written = 0;
+	int ret = 0;
+	for (uint32_t b = 0; b < 1024; b++) {
+		fill(w, sizeof(w), b + 1);
+		ret = io_sync(&e, TND_IO_WRITE, b, 1, w, 0);
+		if (ret < 0)
+			break;
+		written++;
+	}
+	assert_int_equal(ret, -ENOSPC);
+	assert_true(written > 100);
+	struct tnd_volume_info info;
+	tnd_volume_info(e.vol, &info);
+	assert_int_equal(info.state, TND_VOLUME_ONLINE);
+	/* Reads go on, and return what was written. */
+	for (uint32_t b = 0; b < written; b += 17) {
+		fill(w, sizeof(w), b + 1);
+		assert_int_equal(io_sync(&e, TND_IO_READ, b, 1, r, 0), 0);
+		assert_memory_equal(w, r, sizeof(r));
+	}
+	/* Free half; GC makes room; writing works again. */
+	for (uint32_t b = 0; b < written; b += 2)
+		assert_int_equal(io_sync(&e, TND_IO_UNMAP, b, 1, NULL, 0), 0);
+	for (uint32_t b = 0; b < written / 4; b++) {
+		fill(w, sizeof(w), 100000 + b);
+		ret = io_sync(&e, TND_IO_WRITE, 2 * b, 1, w, 0);
+		if (ret) {
+			struct tnd_lsfs_stats s;
+			tnd_lsfs_get_stats(e.vol, &s);
+			fprintf(stderr, "b=%u written=%u free=%u/%u gc=%llu moved=%llu freed=%llu ckpt=%llu mapped=%llu\n", b, written,
+				s.free_segments, s.segments, (unsigned long long)s.gc_passes, (unsigned long long)s.gc_moved_blocks,
+				(unsigned long long)s.gc_freed_segments, (unsigned long long)s.checkpoints, (unsigned long long)s.mapped_blocks);
+		}
+		assert_int_equal(ret, 0);
+	}
+	for (uint32_t b = 1; b < written; b += 2) {
+		fill(w, sizeof(w), b + 1);
+		assert_int_equal(io_sync(&e, TND_IO_READ, b, 1, r, 0), 0);
+		assert_memory_equal(w, r, sizeof(r));
+	}
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_true(st.gc_passes > 0);
+	assert_int_equal(io_sync(&e, TND_IO_FLUSH, 0, 0, NULL, 0), 0);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+	env_free(&e);
+}
+
+static void gc_moves_live_blocks_and_frees_segments(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 4u << 20, 4096, 1u << 20, 64u << 10);
+	assert_int_equal(env_open(&e), 0);
+	uint8_t w[4096], r[4096];
+	/* 256 blocks, then overwrite every other one three times. */
+	for (int pass = 0; pass < 4; pass++)
+		for (uint32_t b = 0; b < 256; b += pass ? 2 : 1) {
+			fill(w, sizeof(w), (uint64_t)pass << 20 | b);
+			assert_int_equal(io_sync(&e, TND_IO_WRITE, b, 1, w, 0), 0);
+		}
+	struct tnd_lsfs_stats before, after;
+	tnd_lsfs_get_stats(e.vol, &before);
+	for (int i = 0; i < 20; i++) {
+		bool done = false;
+		assert_int_equal(tnd_lsfs_gc_run(e.vol, done_flag, &done), 0);
+		wait_flag(&e, &done);
+	}
+	tnd_lsfs_get_stats(e.vol, &after);
+	assert_true(after.gc_moved_blocks > 0);
+	assert_true(after.free_segments > before.free_segments);
+	for (uint32_t b = 0; b < 256; b++) {
+		int pass = b % 2 ? 0 : 3;
+		fill(w, sizeof(w), (uint64_t)pass << 20 | b);
+		assert_int_equal(io_sync(&e, TND_IO_READ, b, 1, r, 0), 0);
+		assert_memory_equal(w, r, sizeof(r));
+	}
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+	env_free(&e);
+}
+
+static void io_from_another_reactor_is_forwarded(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 2u << 20, 4096, 1u << 20, 64u << 10);
+	assert_int_equal(env_open(&e), 0);
+	struct tnd_reactor *other;
+	assert_int_equal(tnd_reactor_create(1, 64, &other), 0);
+	uint8_t w[8192], r[8192];
+	fill(w, sizeof(w), 3);
+	assert_int_equal(io_on(e.vol, other, e.r, TND_IO_WRITE, 9, 2, w, sizeof(w), TND_IO_FUA), 0);
+	assert_int_equal(io_on(e.vol, other, e.r, TND_IO_READ, 9, 2, r, sizeof(r), 0), 0);
+	assert_memory_equal(w, r, sizeof(r));
+	assert_int_equal(io_on(e.vol, other, e.r, TND_IO_FLUSH, 0, 0, NULL, 0, 0), 0);
+	tnd_reactor_destroy(other);
+	env_free(&e);
+}
+
+static void backing_write_error_fail_stops(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 2u << 20, 4096, 1u << 20, 64u << 10);
+	struct tnd_volume *ram, *fault;
+	assert_int_equal(ram_vol_wrap(e.img, e.size, 512, &ram), 0);
+	assert_int_equal(fault_vol_create(ram, &fault), 0);
+	struct fault_vol *fv = fault_vol_of(fault);
+	assert_int_equal(tnd_lsfs_open(fault, e.r, &e.o, &e.vol), 0);
+	uint8_t w[4096], r[4096];
+	fill(w, sizeof(w), 11);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 1, 1, w, TND_IO_FUA), 0);
+	fault_fail_at(fv, fault_points(fv), -EIO);
+	uint8_t w2[4096];
+	fill(w2, sizeof(w2), 12);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 2, 1, w2, 0), -EIO);
+	struct tnd_volume_info info;
+	tnd_volume_info(e.vol, &info);
+	assert_int_equal(info.state, TND_VOLUME_FAILED);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 3, 1, w2, 0), -EROFS);
+	assert_int_equal(io_sync(&e, TND_IO_FLUSH, 0, 0, NULL, 0), -EROFS);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 1, 1, r, 0), 0);
+	assert_memory_equal(w, r, sizeof(r));
+	env_close(&e);
+	/* Reopened, the durable write is there. */
+	assert_int_equal(env_open(&e), 0);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 1, 1, r, 0), 0);
+	assert_memory_equal(w, r, sizeof(r));
+	env_free(&e);
+}
+
+static void online_grow_persists(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 2u << 20, 4096, 1u << 20, 64u << 10);
+	assert_int_equal(env_open(&e), 0);
+	assert_int_equal(tnd_volume_resize(e.vol, 128), -EINVAL);   /* no shrinking */
+	assert_int_equal(tnd_volume_resize(e.vol, 1024), 0);
+	uint8_t w[4096], r[4096];
+	fill(w, sizeof(w), 5);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 1000, 1, w, TND_IO_FUA), 0);
+	env_close(&e);
+	assert_int_equal(env_open(&e), 0);
+	struct tnd_volume_info info;
+	tnd_volume_info(e.vol, &info);
+	assert_int_equal(info.num_blocks, 1024);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 1000, 1, r, 0), 0);
+	assert_memory_equal(w, r, sizeof(r));
+	env_free(&e);
+}
+
+static void write_through_mode_and_map_cost(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 64u << 20, 4096, 1ull << 30, 1u << 20);
+	e.o.write_cache = false;
+	assert_int_equal(env_open(&e), 0);
+	struct tnd_volume_info info;
+	tnd_volume_info(e.vol, &info);
+	assert_false(info.write_cache);
+	/* 8192 blocks (32 MiB) in 256 KiB writes. */
+	uint8_t *w = malloc(64 * 4096);
+	for (uint32_t b = 0; b < 8192; b += 64) {
+		fill(w, 64 * 4096, b);
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, b, 64, w, 0), 0);
+	}
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.mapped_blocks, 8192);
+	double per_block = (double)st.map_bytes / (double)st.mapped_blocks;
+	printf("lsfs map: %llu bytes for %llu mapped 4 KiB blocks = %.2f bytes/block (1 GiB promised)\n",
+	       (unsigned long long)st.map_bytes, (unsigned long long)st.mapped_blocks, per_block);
+	assert_true(per_block <= 16.0);
+	/* Write-through: every write was made stable by a backing flush. */
+	assert_true(st.backing_flushes > 0);
+	free(w);
+	env_free(&e);
+}
+
+/* One write larger than all segment buffers together. */
+static void write_larger_than_segment_buffers(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 8u << 20, 4096, 4u << 20, 64u << 10);
+	assert_int_equal(env_open(&e), 0);
+	size_t len = 2u << 20;
+	uint8_t *w = malloc(len), *r = malloc(len);
+	fill(w, len, 99);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 3, (uint32_t)(len / 4096), w, TND_IO_FUA), 0);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 3, (uint32_t)(len / 4096), r, 0), 0);
+	assert_memory_equal(w, r, len);
+	env_close(&e);
+	assert_int_equal(env_open(&e), 0);
+	memset(r, 0, len);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 3, (uint32_t)(len / 4096), r, 0), 0);
+	assert_memory_equal(w, r, len);
+	free(w);
+	free(r);
+	env_free(&e);
+}
+
+/* With the timer on, GC and checkpoints run by themselves. */
+static void background_gc_and_checkpoints(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 2u << 20, 4096, 1u << 20, 64u << 10);
+	e.o.gc_interval_ms = 1;
+	e.o.ckpt_segments = 2;
+	assert_int_equal(env_open(&e), 0);
+	uint8_t w[4096], r[4096];
+	uint32_t ver[128] = { 0 };
+	uint64_t rng = 5;
+	for (int i = 0; i < 2000; i++) {
+		uint32_t b = (uint32_t)(test_rand(&rng) % 128);
+		ver[b] = (uint32_t)i + 1;
+		fill(w, sizeof(w), (uint64_t)ver[b] << 20 | b);
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, b, 1, w, 0), 0);
+	}
+	uint64_t t0 = tnd_now_ns();
+	while (tnd_now_ns() - t0 < 50000000ull)
+		tnd_reactor_poll(e.r, 5);
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_true(st.gc_passes > 0);
+	assert_true(st.checkpoints > 2);
+	for (uint32_t b = 0; b < 128; b++) {
+		fill(w, sizeof(w), (uint64_t)ver[b] << 20 | b);
+		assert_int_equal(io_sync(&e, TND_IO_READ, b, 1, r, 0), 0);
+		assert_memory_equal(w, r, sizeof(r));
+	}
+	json_t *j = json_object();
+	tnd_volume_stats_json(e.vol, j);
+	assert_non_null(json_object_get(json_object_get(j, "lsfs"), "gc_passes"));
+	json_decref(j);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, false), 0);
+	env_free(&e);
+}
+
+struct client {
+	struct tnd_volume *vol;
+	uint32_t first, count;        /* its own range of blocks */
+	uint32_t nwrites;
+	uint32_t *ver, *ver2;
+	int errors;
+	double secs;
+};
+
+struct cio {
+	struct client *cl;
+	bool busy;
+	int status;
+	struct iovec iov;
+	uint8_t buf[4096] __attribute__((aligned(4096)));
+	struct tnd_io *io;
+};
+
+static void cio_done(struct tnd_io *io, int status)
+{
+	struct cio *c = io->cb_arg;
+	c->busy = false;
+	if (status < 0)
+		c->cl->errors++;
+}
+
+/* A submitter on its own thread and reactor, like a target connection. */
+static void *client_thread(void *arg)
+{
+	struct client *cl = arg;
+	struct tnd_reactor *r;
+	if (tnd_reactor_create(9, 64, &r) < 0) {
+		cl->errors++;
+		return NULL;
+	}
+	enum { QD = 16 };
+	struct cio *c = aligned_alloc(4096, QD * sizeof(*c));
+	memset(c, 0, QD * sizeof(*c));
+	for (int i = 0; i < QD; i++) {
+		c[i].cl = cl;
+		c[i].io = calloc(1, tnd_volume_io_size(cl->vol));
+	}
+	uint64_t rng = cl->first + 1;
+	uint64_t t0 = tnd_now_ns();
+	uint32_t issued = 0;
+	while (issued < cl->nwrites) {
+		for (int i = 0; i < QD && issued < cl->nwrites; i++) {
+			if (c[i].busy)
+				continue;
+			uint32_t b = cl->first + (uint32_t)(test_rand(&rng) % cl->count);
+			bool clash = false;
+			for (int k = 0; k < QD; k++)
+				clash |= c[k].busy && c[k].io->lba == b;
+			if (clash)
+				continue;
+			cl->ver[b - cl->first]++;
+			fill(c[i].buf, 4096, (uint64_t)b << 32 | cl->ver[b - cl->first]);
+			struct tnd_io *io = c[i].io;
+			c[i].iov = (struct iovec){ .iov_base = c[i].buf, .iov_len = 4096 };
+			*io = (struct tnd_io){ .type = TND_IO_WRITE, .lba = b, .nblocks = 1, .iov = &c[i].iov,
+					       .iovcnt = 1, .reactor = r, .cb = cio_done, .cb_arg = &c[i] };
+			c[i].busy = true;
+			if (tnd_volume_submit(cl->vol, io) < 0) {
+				c[i].busy = false;
+				cl->errors++;
+			}
+			issued++;
+		}
+		tnd_reactor_poll(r, 1);
+	}
+	for (bool any = true; any;) {
+		any = false;
+		for (int i = 0; i < QD; i++)
+			any |= c[i].busy;
+		if (any)
+			tnd_reactor_poll(r, 1);
+	}
+	cl->secs = (double)(tnd_now_ns() - t0) / 1e9;
+	/* Read everything back from this thread too. */
+	uint8_t *w = malloc(4096), *rd = malloc(4096);
+	for (uint32_t b = cl->first; b < cl->first + cl->count; b++) {
+		if (!cl->ver[b - cl->first])
+			continue;
+		fill(w, 4096, (uint64_t)b << 32 | cl->ver[b - cl->first]);
+		if (io_on(cl->vol, r, NULL, TND_IO_READ, b, 1, rd, 4096, 0) < 0 || memcmp(w, rd, 4096))
+			cl->errors++;
+	}
+	free(w);
+	free(rd);
+	for (int i = 0; i < QD; i++)
+		free(c[i].io);
+	free(c);
+	tnd_reactor_destroy(r);
+	return NULL;
+}
+
+struct stats_req {
+	struct tnd_msg msg;
+	struct tnd_volume *vol;
+	struct tnd_lsfs_stats st;
+	sem_t done;
+};
+
+static void stats_msg(struct tnd_msg *m)
+{
+	struct stats_req *r = tnd_container_of(m, struct stats_req, msg);
+	tnd_lsfs_get_stats(r->vol, &r->st);
+	sem_post(&r->done);
+}
+
+/*
+ * The daemon's shape: lsfs on a flat file, its home reactor on its own
+ * thread, two submitters on other threads. Also prints throughput and how
+ * many writes each backing write carried.
+ */
+static void threaded_submitters_on_flat_file(void **state)
+{
+	(void)state;
+	char path[256];
+	const char *dir = getenv("TMPDIR");
+	snprintf(path, sizeof(path), "%s/tnd-lsfs-thr-%d.img", dir ? dir : "/tmp", (int)getpid());
+	unlink(path);
+	struct tnd_reactor *home;
+	assert_int_equal(tnd_reactor_create(0, 256, &home), 0);
+	struct tnd_flat_opts fo = { .path = path, .size = 96u << 20, .block_size = 512 };
+	struct tnd_volume *flat, *vol;
+	assert_int_equal(tnd_flat_open(&fo, &flat), 0);
+	struct tnd_lsfs_opts o;
+	tnd_lsfs_opts_default(&o);
+	o.size = 32u << 20;
+	o.segment_size = 1u << 20;
+	o.create_if_blank = true;
+	assert_int_equal(tnd_lsfs_open(flat, home, &o, &vol), 0);
+	assert_int_equal(tnd_reactor_start(home), 0);
+
+	struct client cl[2];
+	pthread_t t[2];
+	for (int i = 0; i < 2; i++) {
+		cl[i] = (struct client){ .vol = vol, .first = (uint32_t)i * 4096, .count = 4096, .nwrites = 20000 };
+		cl[i].ver = calloc(cl[i].count, sizeof(uint32_t));
+		assert_int_equal(pthread_create(&t[i], NULL, client_thread, &cl[i]), 0);
+	}
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	/* Stats are home-reactor data: read them there. */
+	struct stats_req sr = { .msg.fn = stats_msg, .vol = vol };
+	sem_init(&sr.done, 0, 0);
+	tnd_reactor_send(home, &sr.msg);
+	sem_wait(&sr.done);
+	struct tnd_lsfs_stats st = sr.st;
+	/* Destroyed from this thread while home still runs, as the daemon does. */
+	tnd_volume_destroy(vol);
+	tnd_reactor_stop(home);
+	tnd_reactor_join(home);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(cl[i].errors, 0);
+		cl[i].ver2 = cl[i].ver;
+	}
+	double secs = TND_MAX(cl[0].secs, cl[1].secs);
+	printf("lsfs on flat file, 2 threads x QD16 random 4 KiB writes: %.0f writes/s, "
+	       "%.1f writes per backing write, %llu GC passes\n",
+	       (double)(cl[0].nwrites + cl[1].nwrites) / secs,
+	       (double)st.writes / (double)TND_MAX(st.batches, 1), (unsigned long long)st.gc_passes);
+	/* Reopened, everything is there (the close left a checkpoint). */
+	fo.size = 0;
+	fo.passthrough = true;
+	assert_int_equal(tnd_flat_open(&fo, &flat), 0);
+	assert_int_equal(tnd_lsfs_open(flat, home, &o, &vol), 0);
+	uint8_t *w = malloc(4096), *rd = malloc(4096);
+	for (int i = 0; i < 2; i++)
+		for (uint32_t b = cl[i].first; b < cl[i].first + cl[i].count; b += 97) {
+			uint32_t v = cl[i].ver2[b - cl[i].first];
+			fill(w, 4096, (uint64_t)b << 32 | v);
+			if (!v)
+				memset(w, 0, 4096);
+			assert_int_equal(io_on(vol, home, NULL, TND_IO_READ, b, 1, rd, 4096, 0), 0);
+			assert_memory_equal(w, rd, 4096);
+		}
+	free(w);
+	free(rd);
+	for (int i = 0; i < 2; i++)
+		free(cl[i].ver2);
+	tnd_volume_destroy(vol);
+	tnd_reactor_destroy(home);
+	unlink(path);
+}
+
+static const char *tmp_image_path(char *buf, size_t len)
+{
+	const char *dir = getenv("TMPDIR");
+	snprintf(buf, len, "%s/tnd-lsfs-test-%d.img", dir ? dir : "/tmp", (int)getpid());
+	return buf;
+}
+
+/* Build an image on a real file through flat (io_uring); see main(). */
+static int make_image(const char *path, bool corrupt)
+{
+	struct tnd_reactor *r;
+	if (tnd_reactor_create(0, 64, &r) < 0)
+		return 1;
+	unlink(path);
+	struct tnd_flat_opts fo = { .path = path, .size = 4u << 20, .block_size = 512 };
+	struct tnd_volume *flat;
+	int ret = tnd_flat_open(&fo, &flat);
+	if (ret < 0)
+		return 1;
+	struct tnd_lsfs_opts o;
+	tnd_lsfs_opts_default(&o);
+	o.size = 8u << 20;
+	o.segment_size = 256u << 10;
+	o.create_if_blank = true;
+	o.gc_interval_ms = 0;
+	struct tnd_volume *vol;
+	ret = tnd_lsfs_open(flat, r, &o, &vol);
+	if (ret < 0)
+		return 1;
+	uint8_t w[4096 * 4];
+	for (uint32_t b = 0; b < 256; b += 4) {
+		fill(w, sizeof(w), b);
+		if (io_on(vol, r, NULL, TND_IO_WRITE, b, 4, w, sizeof(w), 0) < 0)
+			return 1;
+	}
+	uint8_t rd[4096 * 4];
+	for (uint32_t b = 0; b < 256; b += 4) {
+		fill(w, sizeof(w), b);
+		if (io_on(vol, r, NULL, TND_IO_READ, b, 4, rd, sizeof(rd), 0) < 0 || memcmp(w, rd, sizeof(w)))
+			return 1;
+	}
+	if (io_on(vol, r, NULL, TND_IO_FLUSH, 0, 0, NULL, 0, 0) < 0)
+		return 1;
+	tnd_volume_destroy(vol);
+	tnd_reactor_destroy(r);
+	if (corrupt) {
+		/* Flip a byte of block 40's payload in the file. */
+		fill(w, sizeof(w), 40);
+		int fd = open(path, O_RDWR);
+		static uint8_t img[4u << 20];
+		if (fd < 0 || pread(fd, img, sizeof(img), 0) != (ssize_t)sizeof(img))
+			return 1;
+		uint8_t *p = memmem(img, sizeof(img), w, 4096);
+		if (!p)
+			return 1;
+		uint8_t bad = (uint8_t)(p[7] ^ 0x40);
+		if (pwrite(fd, &bad, 1, (p - img) + 7) != 1)
+			return 1;
+		close(fd);
+	}
+	return 0;
+}
+
+static void flat_file_backing_passes_checker(void **state)
+{
+	(void)state;
+	char path[256];
+	tmp_image_path(path, sizeof(path));
+	assert_int_equal(make_image(path, false), 0);
+	struct tnd_reactor *r;
+	assert_int_equal(tnd_reactor_create(0, 64, &r), 0);
+	struct tnd_flat_opts fo = { .path = path, .block_size = 512, .passthrough = true, .read_only = true };
+	struct tnd_volume *flat;
+	assert_int_equal(tnd_flat_open(&fo, &flat), 0);
+	struct tnd_lsfs_check_result res;
+	assert_int_equal(tnd_lsfs_check(flat, NULL, &res), 0);
+	assert_int_equal(res.errors, 0);
+	assert_int_equal(res.mapped_blocks, 256);
+	tnd_volume_destroy(flat);
+	tnd_reactor_destroy(r);
+	unlink(path);
+}
+
+int main(int argc, char **argv)
+{
+	tnd_log_set_level(TND_LOG_ERROR);
+	if (argc >= 3 && strcmp(argv[1], "--make-image") == 0)
+		return make_image(argv[2], argc > 3 && strcmp(argv[3], "corrupt") == 0);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(rw_4k_roundtrip_and_reopen),
+		cmocka_unit_test(rw_512_unaligned_against_shadow),
+		cmocka_unit_test(blank_newer_and_foreign_stores_are_refused),
+		cmocka_unit_test(corrupt_payload_reads_eilseq),
+		cmocka_unit_test(full_store_enospc_then_reclaim),
+		cmocka_unit_test(gc_moves_live_blocks_and_frees_segments),
+		cmocka_unit_test(io_from_another_reactor_is_forwarded),
+		cmocka_unit_test(backing_write_error_fail_stops),
+		cmocka_unit_test(online_grow_persists),
+		cmocka_unit_test(write_through_mode_and_map_cost),
+		cmocka_unit_test(flat_file_backing_passes_checker),
+		cmocka_unit_test(write_larger_than_segment_buffers),
+		cmocka_unit_test(background_gc_and_checkpoints),
+		cmocka_unit_test(threaded_submitters_on_flat_file),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
