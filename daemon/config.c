@@ -405,12 +405,20 @@ static int parse_target(json_t *t, size_t i, struct tnd_config *cfg,
 
 int tnd_config_parse(const char *text, struct tnd_config **out, char *err, size_t errlen)
 {
-	static const char *const keys[] = { "portals", "devices", "targets", NULL };
 	json_error_t jerr;
-	int ret;
 	json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
 		return ERR("line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+	int ret = tnd_config_from_json(root, out, err, errlen);
+	json_decref(root);
+	return ret;
+}
+
+int tnd_config_from_json(json_t *root, struct tnd_config **out, char *err, size_t errlen)
+{
+	static const char *const keys[] = { "portals", "devices", "targets", NULL };
+	int ret;
+	json_incref(root);
 
 	struct tnd_config *cfg = calloc(1, sizeof(*cfg));
 	if (!cfg) {
@@ -488,7 +496,7 @@ int tnd_config_parse(const char *text, struct tnd_config **out, char *err, size_
 		}
 	}
 
-	json_decref(root);
+	cfg->doc = root;
 	*out = cfg;
 	return 0;
 
@@ -609,6 +617,7 @@ void tnd_config_free(struct tnd_config *cfg)
 {
 	if (!cfg)
 		return;
+	json_decref(cfg->doc);
 	for (size_t i = 0; i < cfg->nr_portals; i++)
 		free(cfg->portals[i]);
 	free(cfg->portals);

@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
 
 #define TND_DEMO_IQN "iqn.2026-11.io.tandem:demo"
 
@@ -70,6 +71,7 @@ struct tnd_config_target {
 };
 
 struct tnd_config {
+	json_t *doc;            /* the document it was parsed from (a reference) */
 	bool has_secrets;       /* some ACL carries a CHAP secret */
 	char **portals;
 	size_t nr_portals;
@@ -84,6 +86,9 @@ struct tnd_config {
  * a message naming the field into @err.
  */
 int tnd_config_parse(const char *json_text, struct tnd_config **out, char *err, size_t errlen);
+
+/* Validate a document already parsed; takes a reference of its own. */
+int tnd_config_from_json(json_t *root, struct tnd_config **out, char *err, size_t errlen);
 
 /*
  * Read @path and parse it; errors name the file and the field. A file that
