@@ -11,7 +11,7 @@
  *
  * The main thread does no I/O after start-up; it waits for a signal with
  * sigwait (the signals are blocked in every thread so they arrive here).
- * The daemon's state lives in struct daemon on main's stack, the one place
+ * The daemon's state lives in struct tnd_daemon (daemon.h) on main's stack, the one place
  * the project allows process-wide state.
  */
 #include <errno.h>
@@ -27,35 +27,14 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "daemon.h"
 #include "tnd_common.h"
-#include "tnd_flat.h"
-#include "tnd_lsfs.h"
+#include "tnd_mgmt.h"
 #include "tnd_reactor.h"
 #include "tnd_target.h"
 #include "tnd_volume.h"
 
-#define MAX_PORTALS 16
 #define RING_ENTRIES 1024
-
-struct daemon_opts {
-	const char *data_dir;
-	const char *config_path;
-	const char *portals[MAX_PORTALS];
-	unsigned nr_portals;
-	unsigned nr_reactors;
-};
-
-struct daemon {
-	struct daemon_opts opts;
-	struct tnd_config *cfg;
-	char data_dir[PATH_MAX];
-	struct tnd_reactor **reactors;
-	unsigned nr_reactors;
-	struct tnd_volume **volumes;    /* parallel to cfg->devices */
-	unsigned next_home;             /* round-robin home reactor for lsfs */
-	struct tnd_target_server *srv;
-	sem_t done;
-};
 
 static void usage(FILE *f)
 {
@@ -65,7 +44,12 @@ static void usage(FILE *f)
 		"  --data-dir DIR      data directory (default ./tandem-data, created)\n"
 		"  --portal HOST:PORT  listen address, repeatable; IPv6 as [::1]:3260\n"
 		"                      (default 127.0.0.1:3260, or the config's portals)\n"
-		"  --config FILE       JSON configuration (default: one 1 GiB demo LUN)\n"
+		"  --config FILE       JSON configuration (default: DIR/config.json as the\n"
+		"                      management API last saved it, else one 1 GiB demo LUN)\n"
+		"  --mgmt HOST:PORT    management API address (default 127.0.0.1:9260;\n"
+		"                      \"off\" to disable)\n"
+		"  --mgmt-cert FILE    TLS certificate (PEM) for the API; needed off loopback\n"
+		"  --mgmt-key FILE     TLS private key (PEM)\n"
 		"  --reactors N        I/O threads (default: number of CPUs)\n"
 		"  --log-level LEVEL   error, warn, info (default) or debug\n"
 		"  --help              this text\n"
@@ -73,7 +57,7 @@ static void usage(FILE *f)
 		"See docs/config.md for the configuration file.\n");
 }
 
-static int parse_args(int argc, char **argv, struct daemon_opts *o)
+static int parse_args(int argc, char **argv, struct tnd_daemon_opts *o)
 {
 	static const struct option longopts[] = {
 		{ "data-dir", required_argument, NULL, 'd' },
@@ -81,6 +65,9 @@ static int parse_args(int argc, char **argv, struct daemon_opts *o)
 		{ "config", required_argument, NULL, 'c' },
 		{ "reactors", required_argument, NULL, 'r' },
 		{ "log-level", required_argument, NULL, 'l' },
+		{ "mgmt", required_argument, NULL, 'm' },
+		{ "mgmt-cert", required_argument, NULL, 'C' },
+		{ "mgmt-key", required_argument, NULL, 'K' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -93,14 +80,24 @@ static int parse_args(int argc, char **argv, struct daemon_opts *o)
 			o->data_dir = optarg;
 			break;
 		case 'p':
-			if (o->nr_portals == MAX_PORTALS) {
-				fprintf(stderr, "tandemd: at most %d --portal options\n", MAX_PORTALS);
+			if (o->nr_portals == TND_DAEMON_MAX_PORTALS) {
+				fprintf(stderr, "tandemd: at most %d --portal options\n",
+					TND_DAEMON_MAX_PORTALS);
 				return 2;
 			}
 			o->portals[o->nr_portals++] = optarg;
 			break;
 		case 'c':
 			o->config_path = optarg;
+			break;
+		case 'm':
+			o->mgmt_bind = optarg;
+			break;
+		case 'C':
+			o->mgmt_cert = optarg;
+			break;
+		case 'K':
+			o->mgmt_key = optarg;
 			break;
 		case 'r': {
 			char *end;
@@ -140,7 +137,7 @@ static int parse_args(int argc, char **argv, struct daemon_opts *o)
 	return 0;
 }
 
-static int make_data_dir(struct daemon *d)
+static int make_data_dir(struct tnd_daemon *d)
 {
 	if (mkdir(d->opts.data_dir, 0700) < 0 && errno != EEXIST) {
 		tnd_err("tandemd", "cannot create data directory %s: %s", d->opts.data_dir,
@@ -159,162 +156,19 @@ static int make_data_dir(struct daemon *d)
 	return 0;
 }
 
-/* ---- device stacks, by type ---- */
-
-typedef int (*open_fn)(struct daemon *d, const struct tnd_config_device *dev,
-		       struct tnd_volume **out);
-
-static int open_flat(struct daemon *d, const struct tnd_config_device *dev, struct tnd_volume **out)
+static int open_devices(struct tnd_daemon *d)
 {
-	struct tnd_flat_opts o = {
-		.path = dev->path,
-		.size = dev->size,
-		.block_size = dev->block_size,
-		.read_only = dev->read_only,
-	};
-	return tnd_flat_open(&o, out);
-}
-
-static int open_passthrough(struct daemon *d, const struct tnd_config_device *dev,
-			    struct tnd_volume **out)
-{
-	struct tnd_flat_opts o = {
-		.path = dev->path,
-		.size = dev->size,
-		.block_size = dev->block_size,
-		.passthrough = true,
-		.read_only = dev->read_only,
-	};
-	return tnd_flat_open(&o, out);
-}
-
-/*
- * lsfs(flat(file)): the backing file is sparse and sized to the capacity,
- * so the promise (size) and the physical space used both stay thin. Each
- * lsfs device gets a home reactor, spread round-robin.
- */
-static int open_lsfs(struct daemon *d, const struct tnd_config_device *dev, struct tnd_volume **out)
-{
-	struct tnd_flat_opts fo = {
-		.path = dev->path,
-		.size = dev->capacity,
-		.block_size = 512,
-		.read_only = dev->read_only,
-	};
-	struct tnd_volume *backing;
-	int ret = tnd_flat_open(&fo, &backing);
-	if (ret < 0)
-		return ret;
-
-	struct tnd_lsfs_opts lo;
-	tnd_lsfs_opts_default(&lo);
-	lo.size = dev->size;
-	lo.block_size = dev->block_size;
-	lo.write_cache = dev->write_cache;
-	lo.create_if_blank = !dev->read_only;
-	ret = tnd_lsfs_open(backing, d->reactors[d->next_home++ % d->nr_reactors], &lo, out);
-	if (ret < 0) {
-		tnd_volume_destroy(backing);
-		if (ret == -EPROTONOSUPPORT)
-			tnd_err("tandemd", "device %s: %s was written by a newer tandem; refusing to "
-				"touch it", dev->name, dev->path);
-		else if (ret == -EUCLEAN)
-			tnd_err("tandemd", "device %s: %s is not an lsfs store or its metadata is "
-				"damaged; run tandem-check %s", dev->name, dev->path, dev->path);
-	}
-	return ret;
-}
-
-static const open_fn dev_open[] = {
-	[TND_DEV_FLAT] = open_flat,
-	[TND_DEV_PASSTHROUGH] = open_passthrough,
-	[TND_DEV_LSFS] = open_lsfs,
-};
-
-static int open_devices(struct daemon *d)
-{
-	d->volumes = calloc(d->cfg->nr_devices + 1, sizeof(*d->volumes));
-	if (!d->volumes)
-		return -ENOMEM;
 	for (size_t i = 0; i < d->cfg->nr_devices; i++) {
-		const struct tnd_config_device *dev = &d->cfg->devices[i];
-		if ((size_t)dev->type >= TND_ARRAY_SIZE(dev_open) || !dev_open[dev->type]) {
-			tnd_err("tandemd", "device %s: type not available in this build", dev->name);
-			return -EOPNOTSUPP;
-		}
-		int ret = dev_open[dev->type](d, dev, &d->volumes[i]);
-		if (ret < 0) {
-			tnd_err("tandemd", "device %s: cannot open %s: %s", dev->name, dev->path,
-				strerror(-ret));
+		int ret = tnd_daemon_open_device(d, &d->cfg->devices[i]);
+		if (ret < 0)
 			return ret;
-		}
-		struct tnd_volume_info info;
-		tnd_volume_info(d->volumes[i], &info);
-		tnd_info("tandemd", "device %s: %s, %llu MiB, %u-byte blocks, %s", dev->name,
-			 d->volumes[i]->ops->type,
-			 (unsigned long long)(info.num_blocks * info.block_size >> 20),
-			 info.block_size, dev->path);
 	}
 	return 0;
 }
 
-static struct tnd_volume *find_volume(struct daemon *d, const char *name)
-{
-	for (size_t i = 0; i < d->cfg->nr_devices; i++)
-		if (strcmp(d->cfg->devices[i].name, name) == 0)
-			return d->volumes[i];
-	return NULL;
-}
-
-/* ---- flushing devices at shutdown, on reactor 0 ---- */
-
-struct flush_req {
-	struct tnd_msg msg;
-	struct tnd_volume *vol;
-	struct tnd_reactor *reactor;
-	struct tnd_io *io;
-	int status;
-	sem_t *done;
-};
-
-static void flush_done(struct tnd_io *io, int status)
-{
-	struct flush_req *req = io->cb_arg;
-	req->status = status;
-	sem_post(req->done);
-}
-
-static void flush_start(struct tnd_msg *m)
-{
-	struct flush_req *req = tnd_container_of(m, struct flush_req, msg);
-	struct tnd_io *io = req->io;
-	io->type = TND_IO_FLUSH;
-	io->reactor = req->reactor;
-	io->cb = flush_done;
-	io->cb_arg = req;
-	int ret = tnd_volume_submit(req->vol, io);
-	if (ret < 0)
-		flush_done(io, ret);
-}
-
-static int flush_volume(struct daemon *d, const char *name, struct tnd_volume *vol)
-{
-	struct flush_req req = { .msg.fn = flush_start, .vol = vol, .reactor = d->reactors[0],
-				 .done = &d->done };
-	req.io = calloc(1, tnd_volume_io_size(vol));
-	if (!req.io)
-		return -ENOMEM;
-	tnd_reactor_send(d->reactors[0], &req.msg);
-	sem_wait(&d->done);
-	free(req.io);
-	if (req.status < 0 && req.status != -EROFS)
-		tnd_err("tandemd", "device %s: final flush failed: %s", name, strerror(-req.status));
-	return req.status;
-}
-
 /* ---- target ---- */
 
-static int configure_target(struct daemon *d)
+static int configure_target(struct tnd_daemon *d)
 {
 	struct tnd_target_server_opts so = {
 		.reactors = d->reactors,
@@ -353,13 +207,21 @@ static int configure_target(struct daemon *d)
 			tnd_err("tandemd", "target %s: %s", t->iqn, strerror(-ret));
 			return ret;
 		}
-		if (!t->allow_any && t->nr_initiators == 0)
+		for (size_t a = 0; a < t->nr_acls; a++) {
+			ret = tnd_daemon_apply_acl(d, t->iqn, &t->acls[a]);
+			if (ret < 0) {
+				tnd_err("tandemd", "target %s ACL %s: %s", t->iqn, t->acls[a].initiator,
+					strerror(-ret));
+				return ret;
+			}
+		}
+		if (!t->allow_any && t->nr_initiators == 0 && t->nr_acls == 0)
 			tnd_warn("tandemd", "target %s admits no initiator (no allow_any_initiator, "
 				 "no initiators)", t->iqn);
 		for (size_t l = 0; l < t->nr_luns; l++) {
 			ret = tnd_target_server_map_lun(d->srv, t->iqn, t->luns[l].lun,
 							t->luns[l].device,
-							find_volume(d, t->luns[l].device));
+							tnd_daemon_find_dev(d, t->luns[l].device)->vol);
 			if (ret < 0) {
 				tnd_err("tandemd", "target %s LUN %llu: %s", t->iqn,
 					(unsigned long long)t->luns[l].lun, strerror(-ret));
@@ -374,11 +236,11 @@ static int configure_target(struct daemon *d)
 
 static void target_stopped(void *arg)
 {
-	struct daemon *d = arg;
+	struct tnd_daemon *d = arg;
 	sem_post(&d->done);
 }
 
-static int start_reactors(struct daemon *d)
+static int start_reactors(struct tnd_daemon *d)
 {
 	d->nr_reactors = d->opts.nr_reactors;
 	if (d->nr_reactors == 0) {
@@ -400,7 +262,7 @@ static int start_reactors(struct daemon *d)
 	return 0;
 }
 
-static void stop_reactors(struct daemon *d)
+static void stop_reactors(struct tnd_daemon *d)
 {
 	for (unsigned i = 0; i < d->nr_reactors && d->reactors; i++) {
 		if (!d->reactors[i])
@@ -412,25 +274,39 @@ static void stop_reactors(struct daemon *d)
 	free(d->reactors);
 }
 
+/*
+ * Where the configuration comes from: --config FILE when given; else the
+ * document the management API last saved in the data directory; else the
+ * embedded demo. All three are validated before anything is touched.
+ */
+static int load_config(struct tnd_daemon *d, char *err, size_t errlen)
+{
+	if (d->opts.config_path)
+		return tnd_config_load(d->opts.config_path, &d->cfg, err, errlen);
+	char saved[PATH_MAX];
+	snprintf(saved, sizeof(saved), "%s/%s", d->opts.data_dir, TND_MGMT_CONFIG_FILE);
+	if (access(saved, F_OK) == 0)
+		return tnd_config_load(saved, &d->cfg, err, errlen);
+	return tnd_config_default(&d->cfg);
+}
+
 int main(int argc, char **argv)
 {
-	struct daemon d = { 0 };
-	char err[512];
+	struct tnd_daemon d = { 0 };
+	char err[512] = "";
 	int ret = parse_args(argc, argv, &d.opts);
 	if (ret)
 		return ret;
+	d.start_ns = tnd_now_ns();
 
 	/* Validate everything before the disk is touched. */
-	if (d.opts.config_path)
-		ret = tnd_config_load(d.opts.config_path, &d.cfg, err, sizeof(err));
-	else
-		ret = tnd_config_default(&d.cfg);
-	if (ret) {
+	if (load_config(&d, err, sizeof(err))) {
 		fprintf(stderr, "tandemd: invalid configuration: %s\n", err);
 		return 1;
 	}
 
-	/* Signals go to sigwait in main only; a closed socket is an error code, not a signal. */
+	/* Signals go to sigwait in main only (threads created later inherit the
+	 * mask); a closed socket is an error code, not a signal. */
 	sigset_t sigs;
 	sigemptyset(&sigs);
 	sigaddset(&sigs, SIGINT);
@@ -453,27 +329,45 @@ int main(int argc, char **argv)
 		goto out_volumes;
 	if (configure_target(&d) < 0)
 		goto out_target;
+	if (!d.opts.mgmt_bind || strcmp(d.opts.mgmt_bind, "off") != 0) {
+		if (tnd_daemon_mgmt_start(&d, err, sizeof(err)) < 0) {
+			tnd_err("tandemd", "management API: %s", err);
+			goto out_stop_target;
+		}
+		tnd_info("tandemd", "management API on %s (token in %s/%s)",
+			 d.opts.mgmt_bind ? d.opts.mgmt_bind : TND_MGMT_DEFAULT_BIND, d.data_dir,
+			 TND_MGMT_TOKEN_FILE);
+	}
 	tnd_info("tandemd", "ready: %u reactor(s), %zu device(s), %zu target(s)", d.nr_reactors,
 		 d.cfg->nr_devices, d.cfg->nr_targets);
 
 	int sig;
 	sigwait(&sigs, &sig);
 	tnd_info("tandemd", "%s: stopping (draining in-flight commands)", strsignal(sig));
+	/* The API first, so no change races the shutdown. */
+	tnd_mgmt_destroy(d.mgmt);
+	exit_code = 0;
+
+out_stop_target:
 	tnd_target_server_stop(d.srv, target_stopped, &d);
 	sem_wait(&d.done);
-
-	exit_code = 0;
-	for (size_t i = 0; i < d.cfg->nr_devices; i++)
-		if (d.volumes[i] && flush_volume(&d, d.cfg->devices[i].name, d.volumes[i]) < 0)
+	for (size_t i = 0; i < d.nr_devs; i++)
+		if (tnd_daemon_flush(&d, &d.devs[i]) < 0 && exit_code == 0)
 			exit_code = 1;
-	tnd_info("tandemd", "stopped%s", exit_code ? " (a device failed its final flush)" : "");
+	if (exit_code == 0)
+		tnd_info("tandemd", "stopped");
+	else if (d.mgmt)
+		tnd_err("tandemd", "stopped; a device failed its final flush");
 
 out_target:
 	tnd_target_server_destroy(d.srv);
 out_volumes:
-	for (size_t i = 0; d.volumes && i < d.cfg->nr_devices; i++)
-		tnd_volume_destroy(d.volumes[i]);
-	free(d.volumes);
+	while (d.nr_devs > 0) {
+		struct tnd_daemon_dev *dev = &d.devs[--d.nr_devs];
+		tnd_volume_destroy(dev->vol);
+		free(dev->name);
+	}
+	free(d.devs);
 out_reactors:
 	stop_reactors(&d);
 out_config:

@@ -147,6 +147,16 @@ int tnd_volume_resize(struct tnd_volume *vol, uint64_t num_blocks);
 
 void tnd_volume_destroy(struct tnd_volume *vol);
 
+/*
+ * The accounting layer (common/src/stats_volume.c): counts ops, bytes and
+ * latency (per-bucket histograms, bounds in microseconds) of what passes
+ * through it and forwards everything to @base unchanged. Takes ownership of
+ * @base. Its stats_json adds read_ops, write_ops, read_bytes, write_bytes,
+ * read_errors, write_errors, flush_ops, unmap_ops and "latency".
+ */
+#define TND_STATS_BUCKETS 10
+int tnd_stats_volume_create(struct tnd_volume *base, struct tnd_volume **out);
+
 /* Total bytes described by an iovec array. */
 size_t tnd_iov_length(const struct iovec *iov, int iovcnt);
 

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "tnd_common.h"
 #include "tnd_volume.h"
 
 void tnd_volume_init(struct tnd_volume *vol, const struct tnd_volume_ops *ops,
@@ -27,9 +28,16 @@ void tnd_volume_stats_json(struct tnd_volume *vol, json_t *out)
 	json_object_set_new(out, "state",
 			    json_string(info.state == TND_VOLUME_ONLINE ? "online" : "failed"));
 	json_object_set_new(out, "write_cache", json_boolean(info.write_cache));
-	for (struct tnd_volume *v = vol; v; v = v->base)
-		if (v->ops->stats_json)
-			v->ops->stats_json(v, out);
+	/* Bottom-up, so where two layers name the same counter the upper one,
+	 * nearer to the initiator, wins (e.g. the accounting layer's
+	 * read_ops over the backing file's). */
+	struct tnd_volume *chain[16];
+	unsigned n = 0;
+	for (struct tnd_volume *v = vol; v && n < TND_ARRAY_SIZE(chain); v = v->base)
+		chain[n++] = v;
+	while (n-- > 0)
+		if (chain[n]->ops->stats_json)
+			chain[n]->ops->stats_json(chain[n], out);
 }
 
 int tnd_volume_resize(struct tnd_volume *vol, uint64_t num_blocks)
