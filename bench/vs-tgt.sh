@@ -237,7 +237,7 @@ start_tandem() {
 }
 EOF
 	TANDEM_PORT=$(free_port)
-	"$TANDEMD" --data-dir "$WORK/tandem-data" --portal "127.0.0.1:$TANDEM_PORT" \
+	"$TANDEMD" --data-dir "$WORK/tandem-data" --portal "127.0.0.1:$TANDEM_PORT" --mgmt off \
 		--config "$WORK/tandem.json" >"$WORK/tandemd.log" 2>&1 &
 	TANDEM_PID=$!
 	PIDS+=("$TANDEM_PID")

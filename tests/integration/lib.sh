@@ -76,8 +76,13 @@ wait_port() {
 
 TND_N=0
 start_tandemd() {
-	local has_data=0 a
-	for a in "$@"; do [ "$a" = "--data-dir" ] && has_data=1; done
+	local has_data=0 has_mgmt=0 a
+	for a in "$@"; do
+		[ "$a" = "--data-dir" ] && has_data=1
+		[ "$a" = "--mgmt" ] && has_mgmt=1
+	done
+	# Parallel tests must not fight over the API's default port 9260.
+	[ $has_mgmt = 1 ] || set -- --mgmt 127.0.0.1:0 "$@"
 	for _ in 1 2 3 4 5; do
 		TND_N=$((TND_N + 1))
 		TND_PORT=$(free_port)

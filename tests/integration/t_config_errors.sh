@@ -46,7 +46,7 @@ stop_tandemd
 # A busy portal is a clear error.
 start_tandemd
 rc=0
-out=$("$TANDEMD" --data-dir "$TND_TMP/other" --portal "127.0.0.1:$TND_PORT" 2>&1) || rc=$?
+out=$("$TANDEMD" --data-dir "$TND_TMP/other" --portal "127.0.0.1:$TND_PORT" --mgmt off 2>&1) || rc=$?
 [ $rc != 0 ] || fail "a second daemon on a busy port started"
 echo "$out" | grep -qi "address already in use" || fail "busy port message: $out"
 stop_tandemd

@@ -1,10 +1,5 @@
 #!/usr/bin/env bash
-# PENDING (not run by ctest until renamed t_mgmt_e2e.sh): the management API
-# end to end, once tandemd implements the mgmt backend. Assumes:
-#   - tandemd --mgmt HOST:PORT serves the API (docs/api.md);
-#   - the token is at $TND_DATA/api.token;
-#   - with no --config, tandemd restores $TND_DATA/config.json when present.
-#
+# The management API end to end, through tandemctl against a real tandemd.
 # Creates a device, a target, a LUN map and an ACL with CHAP through
 # tandemctl; an initiator with the right name and secret logs in and sees the
 # LUN, others are refused; after a restart everything is still there.
