@@ -32,9 +32,12 @@
  * LZ4. Why 32 bytes every 512: any compressible stretch long enough to
  * save a sector (a zero tail, a text region) is at least ~512 bytes long,
  * so it lands in some window and pulls the estimate away from uniform. What
- * the probe misses is data whose bytes look uniform yet repeat at long
- * distances (a random 1 KiB pattern written four times); that is stored
- * RAW, the price of the fast path. The probe only ever turns a COMPRESSED
+ * the probe misses is data whose bytes look uniform yet repeat at a
+ * distance the windows do not line up with (a random 1000-byte pattern
+ * written four times; at a 1 KiB period the windows sample the same bytes
+ * twice and the repeat shows); that is stored RAW, the price of the fast
+ * path. Extents are sampled the same way, so a random 4 KiB block written
+ * eight times over is caught at that period too. The probe only ever turns a COMPRESSED
  * into a RAW, never the other way round, and can be switched off.
  *
  * Extents. Sequential writes compress better as one unit (LZ4 finds matches

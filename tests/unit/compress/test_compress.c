@@ -6,6 +6,7 @@
  * without it).
  */
 #include <errno.h>
+#include <malloc.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -203,6 +204,8 @@ static void extents_compress_as_one_unit(void **state)
 		per_block += BLK;
 	}
 	assert_int_equal(round_trip(f, f->noprobe, 8 * BLK), TND_COMPRESS_COMPRESSED);
+	/* The probe samples every block alike, so it sees the repeat too. */
+	assert_int_equal(round_trip(f, f->c, 8 * BLK), TND_COMPRESS_COMPRESSED);
 	assert_int_equal(tnd_compress_block(f->noprobe, f->in, 8 * BLK, f->out, 8 * BLK, &clen),
 			 TND_COMPRESS_COMPRESSED);
 	assert_true(clen < BLK + 512);
@@ -282,6 +285,48 @@ static void one_sector_rule_at_its_boundary(void **state)
 	td_random(&f->seed, f->in, len - 300);
 	memset(f->in + len - 300, 0, 300);
 	assert_int_equal(round_trip(f, f->noprobe, len), TND_COMPRESS_RAW);
+}
+
+/*
+ * What the probe is documented to miss: bytes that look uniform but repeat
+ * at a distance. Stored raw with the probe, compressed without it.
+ */
+static void probe_misses_long_repeats(void **state)
+{
+	struct fixture *f = *state;
+
+	/* A 1000-byte random pattern, four times and a bit: the probe's
+	 * windows (every 512 B) land on different parts of it. */
+	td_random(&f->seed, f->in, 1000);
+	for (size_t off = 1000; off < BLK; off += 1000)
+		memcpy(f->in + off, f->in, BLK - off < 1000 ? BLK - off : 1000);
+	assert_int_equal(round_trip(f, f->c, BLK), TND_COMPRESS_RAW);
+	assert_int_equal(round_trip(f, f->noprobe, BLK), TND_COMPRESS_COMPRESSED);
+	/* With a period of 1 KiB the windows sample the same bytes again,
+	 * which the collision count sees. */
+	td_random(&f->seed, f->in, 1024);
+	for (int i = 1; i < 4; i++)
+		memcpy(f->in + i * 1024, f->in, 1024);
+	assert_int_equal(round_trip(f, f->c, BLK), TND_COMPRESS_COMPRESSED);
+}
+
+/* The context holds all scratch state: compressing allocates nothing. */
+static void no_allocation_per_block(void **state)
+{
+	struct fixture *f = *state;
+	size_t clen;
+
+	td_text(&f->seed, f->in, 64 * BLK);
+	tnd_compress_block(f->c, f->in, BLK, f->out, BLK, &clen);  /* warm up */
+	struct mallinfo2 before = mallinfo2();
+	for (int i = 0; i < 64; i++) {
+		assert_true(tnd_compress_block(f->c, f->in + i * BLK, BLK, f->out, BLK, &clen) >= 0);
+		assert_true(tnd_compress_block(f->noprobe, f->in, 16 * BLK, f->out, 16 * BLK, &clen) >= 0);
+		assert_int_equal(tnd_decompress(f->out, clen, f->back, 16 * BLK), 0);
+	}
+	struct mallinfo2 after = mallinfo2();
+	assert_int_equal(after.uordblks, before.uordblks);
+	assert_int_equal(after.hblkhd, before.hblkhd);
 }
 
 static void bad_arguments(void **state)
@@ -376,6 +421,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(mixed_data_keeps_promises, setup, teardown),
 		cmocka_unit_test_setup_teardown(extents_compress_as_one_unit, setup, teardown),
 		cmocka_unit_test_setup_teardown(one_sector_rule_at_its_boundary, setup, teardown),
+		cmocka_unit_test_setup_teardown(probe_misses_long_repeats, setup, teardown),
+		cmocka_unit_test_setup_teardown(no_allocation_per_block, setup, teardown),
 		cmocka_unit_test_setup_teardown(bad_arguments, setup, teardown),
 		cmocka_unit_test_setup_teardown(corrupt_input_is_eilseq, setup, teardown),
 	};
