@@ -43,10 +43,13 @@
  *
  * Memory budget. The byte budget given to tnd_dedup_create() buys
  * floor((budget - overhead) / 24) slots, allocated once; nothing allocates
- * afterwards, so memory never grows and inserts never fail. With the
- * window scheme the table fills to nearly every slot before it must evict,
- * so a full index costs about 24-25 bytes of RAM per indexed unique block
- * (tnd_dedup_get_stats(): bytes / entries). The pages are obtained from
+ * afterwards, so memory never grows and inserts never fail. Because the
+ * windows overlap, a full window's neighbours absorb its overflow: after as
+ * many unique inserts as slots the table is about 92 % full (the first
+ * evictions came from windows that filled early), and under continued
+ * inserts every slot holds an entry. A full index thus costs 24 bytes of
+ * RAM per indexed unique block, 26 at 92 % (tnd_dedup_get_stats():
+ * bytes / entries; RSS agrees, see tests/unit/dedup/bench_dedup.c). The pages are obtained from
  * calloc, so for large budgets the kernel supplies them as the table is
  * touched and RSS follows the index's fill. Once the home window of a new
  * fingerprint is full, CLOCK evicts: slots whose reference bit is set (a
