@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <netinet/in.h>
 
 #include "tnd_common.h"
@@ -109,31 +110,46 @@ static uint16_t check_identity(struct iscsi_conn *c)
 	}
 	if (!ng->target_name[0])
 		return ISCSI_LOGIN_MISSING_PARAM;
-	const struct iscsi_target *t = tnd_iscsi_find_target(c->srv, ng->target_name);
+	const struct iscsi_target *t = tnd_iscsi_cfg_target(c->rc->cfg, ng->target_name);
 	if (!t)
 		return ISCSI_LOGIN_NOT_FOUND;
-	if (!tnd_iscsi_initiator_allowed(t, ng->initiator_name))
+	if (!tnd_iscsi_admitted(t, ng->initiator_name))
 		return ISCSI_LOGIN_AUTHZ_FAILED;
-	c->target = t;
+	snprintf(c->target_iqn, sizeof(c->target_iqn), "%s", t->iqn);
 	return ISCSI_LOGIN_OK;
 }
 
-static int session_start(struct iscsi_conn *c)
+/* Returns a login status: the target may have gone since the first request. */
+static uint16_t session_start(struct iscsi_conn *c)
 {
+	if (!c->discovery) {
+		int ret = tnd_iscsi_session_view(c);
+		if (ret == -ENOENT)
+			return ISCSI_LOGIN_NOT_FOUND;
+		if (ret == -EACCES)
+			return ISCSI_LOGIN_AUTHZ_FAILED;
+		if (ret < 0)
+			return ISCSI_LOGIN_NO_RESOURCES;
+		/* A new session starts with the inventory it is about to ask for. */
+		c->luns_changed = false;
+	}
 	c->tsih = tnd_iscsi_session_register(c);
+	c->sid = atomic_fetch_add(&c->srv->next_sid, 1);
+	c->login_time = (int64_t)time(NULL);
 	if (c->discovery)
-		return 0;
+		return ISCSI_LOGIN_OK;
 	/* The SCSI initiator port name of an iSCSI initiator: name,i,0xISID. */
 	char port_name[TND_ISCSI_NAME_MAX + 24];
 	snprintf(port_name, sizeof(port_name), "%s,i,0x%02x%02x%02x%02x%02x%02x",
 		 c->ng.initiator_name, c->isid[0], c->isid[1], c->isid[2], c->isid[3],
 		 c->isid[4], c->isid[5]);
 	struct tnd_scsi_port port = {
-		.target_name = c->target->iqn,
+		.target_name = c->target_iqn,
 		.tpgt = ISCSI_TPGT,
 		.rel_port_id = 1,
 	};
-	return tnd_scsi_nexus_create(port_name, &port, &c->nexus);
+	return tnd_scsi_nexus_create(port_name, &port, &c->nexus) < 0 ? ISCSI_LOGIN_NO_RESOURCES
+								      : ISCSI_LOGIN_OK;
 }
 
 /* ---- text accumulation shared by Login and Text ---- */
@@ -271,8 +287,10 @@ void tnd_iscsi_login_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, con
 
 	if (!c->login_first_rsp_sent) {
 		ret = tnd_iscsi_text_add(&resp, "TargetPortalGroupTag", "1");
-		if (ret == 0 && c->target && c->target->alias && c->target->alias[0])
-			ret = tnd_iscsi_text_add(&resp, "TargetAlias", c->target->alias);
+		const struct iscsi_target *t =
+			c->discovery ? NULL : tnd_iscsi_cfg_target(c->rc->cfg, c->target_iqn);
+		if (ret == 0 && t && t->alias && t->alias[0])
+			ret = tnd_iscsi_text_add(&resp, "TargetAlias", t->alias);
 		if (ret < 0) {
 			status = ISCSI_LOGIN_TARGET_ERROR;
 			goto fail;
@@ -290,9 +308,10 @@ void tnd_iscsi_login_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, con
 	uint8_t flags = (uint8_t)(csg << 2);
 	if (transit) {
 		flags |= ISCSI_LOGIN_TRANSIT | nsg;
-		if (nsg == ISCSI_STAGE_FULL_FEATURE && session_start(c) < 0) {
-			status = ISCSI_LOGIN_NO_RESOURCES;
-			goto fail;
+		if (nsg == ISCSI_STAGE_FULL_FEATURE) {
+			status = session_start(c);
+			if (status != ISCSI_LOGIN_OK)
+				goto fail;
 		}
 	}
 	login_queue(c, flags, &resp);
@@ -304,7 +323,7 @@ void tnd_iscsi_login_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, con
 			tnd_iscsi_enter_ffp(c);
 			tnd_info(TAG, "%s: %s session for %s%s%s (TSIH %u)", c->peer_str,
 				 c->discovery ? "discovery" : "normal", c->ng.initiator_name,
-				 c->target ? " to " : "", c->target ? c->target->iqn : "", c->tsih);
+				 c->discovery ? "" : " to ", c->target_iqn, c->tsih);
 		}
 	}
 	return;
@@ -347,13 +366,15 @@ static void append_address(struct iscsi_conn *c, const struct iscsi_portal *p,
 static int send_targets(struct iscsi_conn *c, const char *which, struct tnd_iscsi_text *t)
 {
 	const struct tnd_target_server *srv = c->srv;
+	const struct iscsi_cfg *cfg = c->rc->cfg;
 	int ret = 0;
-	for (unsigned i = 0; i < srv->nr_targets && ret == 0; i++) {
-		const struct iscsi_target *tg = srv->targets[i];
+	for (unsigned i = 0; i < cfg->nr_targets && ret == 0; i++) {
+		const struct iscsi_target *tg = cfg->targets[i];
 		bool match = strcmp(which, "All") == 0 ? true
-			     : which[0] == '\0'        ? tg == c->target
+			     : which[0] == '\0'        ? !c->discovery && strcmp(tg->iqn, c->target_iqn) == 0
 						       : strcmp(which, tg->iqn) == 0;
-		if (!match || !tnd_iscsi_initiator_allowed(tg, c->ng.initiator_name))
+		/* Only targets this initiator may log in to. */
+		if (!match || !tnd_iscsi_admitted(tg, c->ng.initiator_name))
 			continue;
 		ret = tnd_iscsi_text_add(t, "TargetName", tg->iqn);
 		for (unsigned p = 0; p < srv->nr_portals; p++)

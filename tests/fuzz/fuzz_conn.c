@@ -40,6 +40,7 @@
 #include "../../target/src/iscsi_login.c"
 #include "../../target/src/iscsi_scsi.c"
 #include "../../target/src/server.c"
+#include "../../target/src/iscsi_cfg.c"
 
 #define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
 

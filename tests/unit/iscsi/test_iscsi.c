@@ -8,6 +8,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1123,6 +1124,238 @@ static void login_text_continued(void **state)
 	live_stop(&l);
 }
 
+/* ---- live changes and sessions ---- */
+
+/* A SCSI command to @lun (single-level LUN addressing). */
+static void scsi_cmd_lun(int fd, uint64_t lun, uint32_t itt, uint32_t cmd_sn, uint8_t flags,
+			 uint32_t edtl, const uint8_t *cdb, unsigned cdb_len)
+{
+	uint8_t bhs[48] = { 0 };
+	bhs[0] = ISCSI_OP_SCSI_CMD;
+	bhs[1] = flags;
+	bhs[9] = (uint8_t)lun;
+	tnd_put_be32(bhs + 16, itt);
+	tnd_put_be32(bhs + 20, edtl);
+	tnd_put_be32(bhs + 24, cmd_sn);
+	memcpy(bhs + 32, cdb, cdb_len);
+	send_pdu(fd, bhs, "", 0);
+}
+
+/* Receive a SCSI Response; returns (key << 16 | asc << 8 | ascq), or 0 for GOOD. */
+static unsigned recv_status(int fd)
+{
+	uint8_t rsp[48];
+	static char data[1 << 16];
+	uint32_t n = recv_pdu(fd, rsp, data, sizeof(data));
+	if ((rsp[0] & 0x3f) == ISCSI_OP_DATA_IN) {
+		assert_true(rsp[1] & ISCSI_DATAIN_STATUS);
+		return 0;
+	}
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_SCSI_RSP);
+	if (rsp[3] == TND_SAM_GOOD)
+		return 0;
+	assert_int_equal(rsp[3], TND_SAM_CHECK_CONDITION);
+	assert_true(n >= 2 + 14);
+	const uint8_t *sense = (const uint8_t *)data + 2;
+	return (unsigned)(sense[2] & 0x0f) << 16 | (unsigned)sense[12] << 8 | sense[13];
+}
+
+/* REPORT LUNS: the LUN numbers into @luns; returns how many. */
+static unsigned report_luns(int fd, uint32_t itt, uint32_t cmd_sn, uint64_t *luns, unsigned max)
+{
+	uint8_t cdb[12] = { 0xa0 };
+	tnd_put_be32(cdb + 6, 4096);
+	scsi_cmd_lun(fd, 0, itt, cmd_sn, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 4096, cdb, 12);
+	uint8_t rsp[48];
+	static char data[1 << 16];
+	uint32_t n = recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_DATA_IN);
+	assert_true(n >= 8);
+	unsigned nr = tnd_get_be32((uint8_t *)data) / 8;
+	for (unsigned i = 0; i < nr && i < max; i++)
+		luns[i] = ((const uint8_t *)data)[8 + 8 * i + 1];
+	return nr;
+}
+
+static void gate_setup(struct gate_vol *g, bool closed)
+{
+	memset(g, 0, sizeof(*g));
+	tnd_volume_init(&g->base, &gate_ops, NULL);
+	g->open_msg.fn = gate_open_fn;
+	atomic_store(&g->closed, closed);
+}
+
+static void live_start_gate(struct live *l, struct gate_vol *g, unsigned nr_reactors)
+{
+	memset(l, 0, sizeof(*l));
+	l->nr = nr_reactors;
+	for (unsigned i = 0; i < nr_reactors; i++)
+		assert_int_equal(tnd_reactor_create(i, 256, &l->rs[i]), 0);
+	l->r = l->rs[0];
+	struct tnd_target_server_opts o = { .reactors = l->rs, .nr_reactors = nr_reactors };
+	assert_int_equal(tnd_target_server_create(&o, &l->srv), 0);
+	assert_int_equal(tnd_target_server_add_portal(l->srv, "127.0.0.1:0"), 0);
+	l->port = tnd_target_server_portal_port(l->srv, 0);
+	assert_int_equal(tnd_target_server_add_target(l->srv, test_target, NULL, true, NULL, 0), 0);
+	assert_int_equal(tnd_target_server_map_lun(l->srv, test_target, 0, "gate0", &g->base), 0);
+	assert_int_equal(tnd_target_server_start(l->srv), 0);
+	for (unsigned i = 0; i < nr_reactors; i++)
+		assert_int_equal(tnd_reactor_start(l->rs[i]), 0);
+}
+
+static const uint8_t tur6[6] = { 0 };
+static const uint8_t read10_1[10] = { 0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0 };
+
+static void live_map_lun_raises_ua(void **state)
+{
+	struct live l;
+	struct gate_vol g, g1;
+	gate_setup(&g, false);
+	gate_setup(&g1, false);
+	live_start_gate(&l, &g, 2);
+	int fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:live"), 0);
+	scsi_cmd_lun(fd, 0, 1, 0, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x062900);   /* power on */
+	uint64_t luns[8];
+	assert_int_equal(report_luns(fd, 2, 1, luns, 8), 1);
+
+	/* Map LUN 1 while the session runs: in effect when the call returns. */
+	assert_int_equal(tnd_target_server_map_lun(l.srv, test_target, 1, "gate1", &g1.base), 0);
+	assert_int_equal(tnd_target_server_map_lun(l.srv, test_target, 1, "gate1", &g1.base), -EEXIST);
+	assert_int_equal(tnd_target_server_map_lun(l.srv, "iqn.2026-11.test:none", 2, "x", &g1.base),
+			 -ENOENT);
+	scsi_cmd_lun(fd, 0, 3, 2, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x063f0e);   /* REPORTED LUNS DATA HAS CHANGED */
+	scsi_cmd_lun(fd, 0, 4, 3, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0);          /* reported once */
+	assert_int_equal(report_luns(fd, 5, 4, luns, 8), 2);
+	assert_int_equal(luns[0], 0);
+	assert_int_equal(luns[1], 1);
+	scsi_cmd_lun(fd, 1, 6, 5, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x062900);   /* LUN 1's own power on */
+
+	/* REPORT LUNS clears a pending report. */
+	assert_int_equal(tnd_target_server_unmap_lun(l.srv, test_target, 1), 0);
+	assert_int_equal(tnd_target_server_unmap_lun(l.srv, test_target, 1), -ENOENT);
+	assert_int_equal(report_luns(fd, 7, 6, luns, 8), 1);
+	scsi_cmd_lun(fd, 0, 8, 7, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0);
+	scsi_cmd_lun(fd, 1, 9, 8, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x052500);   /* LOGICAL UNIT NOT SUPPORTED */
+
+	/* The session list, then a kick. */
+	json_t *arr = json_array();
+	assert_int_equal(tnd_target_server_sessions_json(l.srv, arr), 0);
+	assert_int_equal(json_array_size(arr), 1);
+	json_t *s0 = json_array_get(arr, 0);
+	assert_string_equal(json_string_value(json_object_get(s0, "initiator")),
+			    "iqn.2026-11.test:live");
+	assert_string_equal(json_string_value(json_object_get(s0, "target")), test_target);
+	assert_string_equal(json_string_value(json_object_get(s0, "type")), "normal");
+	assert_string_equal(json_string_value(json_object_get(s0, "isid")), "800000000001");
+	assert_non_null(json_object_get(s0, "params"));
+	char id[32];
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(s0, "id")));
+	json_decref(arr);
+	assert_int_equal(tnd_target_server_kick_session(l.srv, "999999"), -ENOENT);
+	assert_int_equal(tnd_target_server_kick_session(l.srv, "nonsense"), -ENOENT);
+	assert_int_equal(tnd_target_server_kick_session(l.srv, id), 0);
+	char ch;
+	assert_int_equal(recv1(fd, &ch), 0);
+	close(fd);
+	arr = json_array();
+	assert_int_equal(tnd_target_server_sessions_json(l.srv, arr), 0);
+	assert_int_equal(json_array_size(arr), 0);
+	json_decref(arr);
+	assert_int_equal(tnd_target_server_kick_session(l.srv, id), -ENOENT);
+	live_stop(&l);
+}
+
+struct unmap_arg {
+	struct tnd_target_server *srv;
+	atomic_bool done;
+	int ret;
+};
+
+static void *unmap_thread(void *p)
+{
+	struct unmap_arg *a = p;
+	a->ret = tnd_target_server_unmap_lun(a->srv, test_target, 0);
+	atomic_store(&a->done, true);
+	return NULL;
+}
+
+static void live_unmap_waits_for_io(void **state)
+{
+	struct live l;
+	struct gate_vol g;
+	gate_setup(&g, true);
+	live_start_gate(&l, &g, 1);
+	int fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:unmap"), 0);
+	scsi_cmd_lun(fd, 0, 1, 0, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x062900);
+	/* A read waits at the volume... */
+	scsi_cmd_lun(fd, 0, 2, 1, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 512, read10_1, 10);
+	for (int i = 0; i < 200 && atomic_load(&g.held_count) == 0; i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(&g.held_count), 1);
+	/* ...so unmapping its LUN waits too. */
+	struct unmap_arg a = { .srv = l.srv };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, unmap_thread, &a), 0);
+	usleep(200000);
+	assert_false(atomic_load(&a.done));
+	tnd_reactor_send(l.r, &g.open_msg);
+	pthread_join(th, NULL);
+	assert_int_equal(a.ret, 0);
+	/* The read itself completes normally, and the LUN is gone after it. */
+	assert_int_equal(recv_status(fd), 0);
+	scsi_cmd_lun(fd, 0, 3, 2, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 512, read10_1, 10);
+	assert_int_equal(recv_status(fd), 0x052500);
+	uint64_t luns[4];
+	assert_int_equal(report_luns(fd, 4, 3, luns, 4), 0);
+	close(fd);
+	live_stop(&l);
+}
+
+static void live_remove_target_closes_sessions(void **state)
+{
+	struct live l;
+	struct gate_vol g;
+	gate_setup(&g, false);
+	live_start_gate(&l, &g, 2);
+	int fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:removed"), 0);
+	int fd2 = connect_to(l.port);
+	assert_int_equal(login_normal(fd2, 2, "iqn.2026-11.test:removed"), 0);
+	assert_int_equal(tnd_target_server_remove_target(l.srv, test_target), 0);
+	assert_int_equal(tnd_target_server_remove_target(l.srv, test_target), -ENOENT);
+	char ch;
+	assert_int_equal(recv1(fd, &ch), 0);
+	assert_int_equal(recv1(fd2, &ch), 0);
+	close(fd);
+	close(fd2);
+	fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:removed"), 0x0203);
+	close(fd);
+	/* Added back live, with allow_any off: nobody is admitted... */
+	assert_int_equal(tnd_target_server_add_target(l.srv, test_target, "Back", false, NULL, 0), 0);
+	fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:removed"), 0x0202);
+	close(fd);
+	/* ...until allow_any is turned on. */
+	assert_int_equal(tnd_target_server_set_allow_any(l.srv, test_target, true), 0);
+	fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:removed"), 0);
+	/* Turning it off again ends the session of an initiator without an ACL. */
+	assert_int_equal(tnd_target_server_set_allow_any(l.srv, test_target, false), 0);
+	assert_int_equal(recv1(fd, &ch), 0);
+	close(fd);
+	live_stop(&l);
+}
+
 int main(void)
 {
 	if (getenv("TND_TEST_DEBUG"))
@@ -1146,6 +1379,9 @@ int main(void)
 		cmocka_unit_test(session_reinstatement),
 		cmocka_unit_test(nop_ping_unanswered_closes),
 		cmocka_unit_test(abort_task_waits_for_volume),
+		cmocka_unit_test(live_map_lun_raises_ua),
+		cmocka_unit_test(live_unmap_waits_for_io),
+		cmocka_unit_test(live_remove_target_closes_sessions),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
