@@ -10,8 +10,9 @@
  * targets and LUNs), then started. Each portal's listening socket lives on
  * reactor 0; accepted connections are spread over the reactors round-robin
  * and each connection (with its session) stays on its reactor for life.
- * Configuration is read-only once started; live changes (the mgmt issue)
- * will arrive as messages to the reactors.
+ * After start, configuration changes come from one non-reactor thread at a
+ * time (they serialise on a mutex) and reach the reactors as messages; see
+ * "live changes" below.
  *
  * Ownership: the server borrows the reactors and volumes it is given; they
  * must outlive it. tnd_target_server_stop() stops accepting, takes no new

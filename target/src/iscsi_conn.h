@@ -19,9 +19,14 @@
  *                  task management, logout
  *   iscsi_pdu.c, iscsi_text.c, iscsi_pool.c: wire format, text keys, buffers
  *
+ *   iscsi_cfg.c    targets, LUN maps, ACLs as immutable snapshots, live
+ *                  changes published to every reactor by message, session
+ *                  LUN views (masking), sessions_json and kick
+ *
  * Threading: a connection, its session and its tasks live on one reactor
- * and are touched only from that reactor's thread. The server's
- * configuration (targets, LUNs, portals) is read-only once started. The
+ * and are touched only from that reactor's thread. Portals are fixed once
+ * started; the target configuration is a snapshot each reactor reads
+ * through its own rctx->cfg, replaced by message (iscsi_cfg.c). The
  * session registry is the one structure shared by reactors; it is guarded
  * by a mutex taken only at login and teardown, never per command.
  *

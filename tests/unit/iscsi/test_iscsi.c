@@ -1356,6 +1356,105 @@ static void live_remove_target_closes_sessions(void **state)
 	live_stop(&l);
 }
 
+/* SendTargets=All in a discovery session of @initiator: how many targets. */
+static unsigned sendtargets_count(int port, const char *initiator)
+{
+	int fd = connect_to(port);
+	uint8_t bhs[48] = { 0 }, rsp[48];
+	static char data[1 << 16];
+	char login[256];
+	int len = snprintf(login, sizeof(login), "InitiatorName=%s%cSessionType=Discovery%c",
+			   initiator, 0, 0);
+	bhs[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_LOGIN_TRANSIT | (1 << 2) | 3;
+	bhs[8] = 0x80;
+	send_pdu(fd, bhs, login, (uint32_t)len);
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(tnd_get_be16(rsp + 36), 0);
+	memset(bhs, 0, 48);
+	bhs[0] = ISCSI_OP_TEXT_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_FLAG_FINAL;
+	tnd_put_be32(bhs + 16, 2);
+	tnd_put_be32(bhs + 20, ISCSI_RSVD_TAG);
+	send_pdu(fd, bhs, "SendTargets=All", 16);
+	uint32_t n = recv_pdu(fd, rsp, data, sizeof(data));
+	unsigned names = 0;
+	for (size_t off = 0; off < n; off += strlen(data + off) + 1)
+		names += strncmp(data + off, "TargetName=", 11) == 0;
+	close(fd);
+	return names;
+}
+
+static void acl_admission_and_lun_masking(void **state)
+{
+	struct live l;
+	struct gate_vol g, g1;
+	gate_setup(&g, false);
+	gate_setup(&g1, false);
+	live_start_gate(&l, &g, 2);
+	assert_int_equal(tnd_target_server_map_lun(l.srv, test_target, 1, "gate1", &g1.base), 0);
+	assert_int_equal(tnd_target_server_set_allow_any(l.srv, test_target, false), 0);
+	static const uint64_t only1[] = { 1 };
+	struct tnd_target_acl a = { .initiator = "iqn.2026-11.test:a", .luns = only1, .nr_luns = 1 };
+	struct tnd_target_acl b = { .initiator = "iqn.2026-11.test:b" };
+	assert_int_equal(tnd_target_server_set_acl(l.srv, test_target, &a), 0);
+	assert_int_equal(tnd_target_server_set_acl(l.srv, test_target, &b), 0);
+	assert_int_equal(tnd_target_server_set_acl(l.srv, "iqn.2026-11.test:none", &b), -ENOENT);
+	struct tnd_target_acl bad = { .initiator = "" };
+	assert_int_equal(tnd_target_server_set_acl(l.srv, test_target, &bad), -EINVAL);
+	static const struct tnd_target_chap short_secret = { "u", "short" };
+	bad = (struct tnd_target_acl){ .initiator = "iqn.2026-11.test:c", .chap = &short_secret };
+	assert_int_equal(tnd_target_server_set_acl(l.srv, test_target, &bad), -EINVAL);
+
+	/* Not in an ACL: authorization failure, and discovery shows nothing. */
+	int fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:c"), 0x0202);
+	close(fd);
+	assert_int_equal(sendtargets_count(l.port, "iqn.2026-11.test:c"), 0);
+	assert_int_equal(sendtargets_count(l.port, "iqn.2026-11.test:a"), 1);
+
+	/* A sees only LUN 1; LUN 0 does not exist for it. */
+	fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:a"), 0);
+	uint64_t luns[8];
+	assert_int_equal(report_luns(fd, 1, 0, luns, 8), 1);
+	assert_int_equal(luns[0], 1);
+	scsi_cmd_lun(fd, 0, 2, 1, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 512, read10_1, 10);
+	assert_int_equal(recv_status(fd), 0x052500);
+	scsi_cmd_lun(fd, 1, 3, 2, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x062900);
+	/* B sees both. */
+	int fdb = connect_to(l.port);
+	assert_int_equal(login_normal(fdb, 1, "iqn.2026-11.test:b"), 0);
+	assert_int_equal(report_luns(fdb, 1, 0, luns, 8), 2);
+
+	/* Widening A's mask live: a unit attention, then both LUNs. */
+	static const uint64_t both[] = { 1, 0 };
+	a.luns = both;
+	a.nr_luns = 2;
+	assert_int_equal(tnd_target_server_set_acl(l.srv, test_target, &a), 0);
+	scsi_cmd_lun(fd, 1, 4, 3, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x063f0e);
+	assert_int_equal(report_luns(fd, 5, 4, luns, 8), 2);
+	/* B's view did not change: no unit attention for it. */
+	scsi_cmd_lun(fdb, 1, 2, 1, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fdb), 0x062900);
+	scsi_cmd_lun(fdb, 1, 3, 2, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fdb), 0);
+
+	/* Removing A's ACL ends A's session, not B's. */
+	assert_int_equal(tnd_target_server_remove_acl(l.srv, test_target, "iqn.2026-11.test:a"), 0);
+	assert_int_equal(tnd_target_server_remove_acl(l.srv, test_target, "iqn.2026-11.test:a"),
+			 -ENOENT);
+	char ch;
+	assert_int_equal(recv1(fd, &ch), 0);
+	close(fd);
+	scsi_cmd_lun(fdb, 1, 4, 3, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fdb), 0);
+	close(fdb);
+	live_stop(&l);
+}
+
 int main(void)
 {
 	if (getenv("TND_TEST_DEBUG"))
@@ -1382,6 +1481,7 @@ int main(void)
 		cmocka_unit_test(live_map_lun_raises_ua),
 		cmocka_unit_test(live_unmap_waits_for_io),
 		cmocka_unit_test(live_remove_target_closes_sessions),
+		cmocka_unit_test(acl_admission_and_lun_masking),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
