@@ -53,7 +53,7 @@
 struct tnd_iscsi_pool;
 struct iscsi_conn;
 struct iscsi_cfg_round;
-struct iscsi_auth;
+struct tnd_iscsi_chap;
 
 /* The command window: at most this many commands per session. */
 #define ISCSI_QUEUE_DEPTH 128u
@@ -323,7 +323,7 @@ struct iscsi_conn {
 	uint64_t *view_ids;           /* the same numbers, for REPORT LUNS */
 	unsigned view_nr;
 	bool luns_changed;            /* REPORTED LUNS DATA HAS CHANGED pending */
-	struct iscsi_auth *auth;      /* CHAP exchange state during login */
+	struct tnd_iscsi_chap *chap;  /* CHAP exchange during login, else NULL */
 	bool auth_chap;               /* the session authenticated with CHAP */
 	struct tnd_scsi_nexus *nexus;
 	uint32_t exp_cmd_sn, max_cmd_sn, stat_sn;
@@ -385,6 +385,8 @@ void tnd_iscsi_login_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, con
 void tnd_iscsi_login_fail(struct iscsi_conn *c, uint16_t status);
 void tnd_iscsi_text_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, const uint8_t *data);
 void tnd_iscsi_session_unregister(struct iscsi_conn *c);
+/* Wipe and free the CHAP state of a login (at its end or the close). */
+void tnd_iscsi_auth_free(struct iscsi_conn *c);
 
 /* ---- iscsi_scsi.c ---- */
 int tnd_iscsi_cmd_dest(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, uint8_t **dest);

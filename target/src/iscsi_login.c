@@ -28,6 +28,7 @@
 
 #include "tnd_common.h"
 #include "iscsi_conn.h"
+#include "iscsi_auth.h"
 
 #define TAG "iscsi"
 
@@ -45,8 +46,63 @@ static int auth_none_step(struct iscsi_conn *c, struct tnd_iscsi_text *resp)
 	return 1;
 }
 
+/* The ACL of @initiator on target @iqn in this reactor's configuration. */
+static const struct iscsi_acl *login_acl(const struct iscsi_conn *c, const char *initiator,
+					 const char *iqn)
+{
+	const struct iscsi_target *t = tnd_iscsi_cfg_target(c->rc->cfg, iqn);
+	return t ? tnd_iscsi_target_acl(t, initiator) : NULL;
+}
+
+void tnd_iscsi_auth_free(struct iscsi_conn *c)
+{
+	if (!c->chap)
+		return;
+	tnd_iscsi_chap_wipe(c->chap);
+	free(c->chap);
+	c->chap = NULL;
+}
+
+static int auth_chap_step(struct iscsi_conn *c, struct tnd_iscsi_text *resp)
+{
+	if (!c->chap) {
+		/* The credentials are copied now: a change of the ACL during
+		 * the exchange does not pull them from under it. */
+		const struct iscsi_acl *acl =
+			c->discovery ? NULL : login_acl(c, c->ng.initiator_name, c->target_iqn);
+		if (!acl || !acl->chap)
+			return ISCSI_LOGIN_AUTH_FAILED;
+		c->chap = malloc(sizeof(*c->chap));
+		if (!c->chap)
+			return ISCSI_LOGIN_NO_RESOURCES;
+		const struct iscsi_chap_cred *m = acl->mutual;
+		if (tnd_iscsi_chap_init(c->chap, acl->chap->user, acl->chap->secret,
+					acl->chap->secret_len, m ? m->user : NULL,
+					m ? m->secret : NULL, m ? m->secret_len : 0) < 0)
+			return ISCSI_LOGIN_AUTH_FAILED;
+	}
+	const char *const *k = c->ng.chap;
+	struct tnd_iscsi_chap_keys keys = {
+		.a = k[TND_ISCSI_CHAP_A], .i = k[TND_ISCSI_CHAP_I], .c = k[TND_ISCSI_CHAP_C],
+		.n = k[TND_ISCSI_CHAP_N], .r = k[TND_ISCSI_CHAP_R],
+	};
+	int ret = tnd_iscsi_chap_step(c->chap, &keys, resp);
+	if (ret == -EACCES) {
+		/* Who failed, never with what. */
+		tnd_warn(TAG, "%s: CHAP authentication of %s failed", c->peer_str,
+			 c->ng.initiator_name);
+		return ISCSI_LOGIN_AUTH_FAILED;
+	}
+	if (ret < 0)
+		return ISCSI_LOGIN_TARGET_ERROR;
+	if (ret == 1)
+		c->auth_chap = true;
+	return ret;
+}
+
 static const struct auth_method auth_steps[] = {
 	{ .name = "None", .step = auth_none_step },
+	{ .name = "CHAP", .step = auth_chap_step },
 };
 
 static const struct auth_method *find_auth(const char *name)
@@ -55,6 +111,28 @@ static const struct auth_method *find_auth(const char *name)
 		if (strcmp(auth_steps[i].name, name) == 0)
 			return &auth_steps[i];
 	return NULL;
+}
+
+/*
+ * Which AuthMethod this login may settle on: CHAP alone when the
+ * initiator's ACL on the target requires it, else None alone. Decided
+ * before the request's keys are negotiated, since AuthMethod may come in
+ * the same request as the names it depends on.
+ */
+static void auth_prepare(struct iscsi_conn *c, const struct tnd_iscsi_pair *pairs, int n)
+{
+	const char *ini = c->ng.initiator_name, *iqn = c->ng.target_name;
+	bool discovery = c->ng.session_type == TND_ISCSI_SESSION_DISCOVERY;
+	for (int i = 0; i < n; i++) {
+		if (strcmp(pairs[i].key, "InitiatorName") == 0)
+			ini = pairs[i].value;
+		else if (strcmp(pairs[i].key, "TargetName") == 0)
+			iqn = pairs[i].value;
+		else if (strcmp(pairs[i].key, "SessionType") == 0)
+			discovery = strcmp(pairs[i].value, "Discovery") == 0;
+	}
+	const struct iscsi_acl *acl = discovery ? NULL : login_acl(c, ini, iqn);
+	c->ng.auth_allowed = acl && acl->chap ? TND_ISCSI_AUTH_CHAP : TND_ISCSI_AUTH_NONE;
 }
 
 /* ---- responses ---- */
@@ -123,6 +201,12 @@ static uint16_t check_identity(struct iscsi_conn *c)
 static uint16_t session_start(struct iscsi_conn *c)
 {
 	if (!c->discovery) {
+		/* An initiator whose ACL requires CHAP gets in only through it,
+		 * even when it skipped the security stage. */
+		const struct iscsi_acl *acl =
+			login_acl(c, c->ng.initiator_name, c->target_iqn);
+		if (acl && acl->chap && !c->auth_chap)
+			return ISCSI_LOGIN_AUTH_FAILED;
 		int ret = tnd_iscsi_session_view(c);
 		if (ret == -ENOENT)
 			return ISCSI_LOGIN_NOT_FOUND;
@@ -178,6 +262,8 @@ static int req_negotiate(struct iscsi_conn *c, unsigned stage_bit, struct tnd_is
 	if (c->req_len)
 		n = tnd_iscsi_text_parse(c->req_text, c->req_len, pairs, TND_ISCSI_PAIRS_MAX);
 	c->req_len = 0;
+	if (n >= 0 && stage_bit == TND_ISCSI_IN_SECURITY)
+		auth_prepare(c, pairs, n);
 	int ret = n < 0 ? -EPROTO : tnd_iscsi_negotiate(&c->ng, stage_bit, pairs, (unsigned)n, resp);
 	free(pairs);
 	return ret;
@@ -263,9 +349,9 @@ void tnd_iscsi_login_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, con
 		goto fail;
 
 	if (csg == ISCSI_STAGE_SECURITY) {
-		const struct auth_method *m = NULL;
+		bool chap_required = c->ng.auth_allowed & TND_ISCSI_AUTH_CHAP;
 		if (c->ng.auth_offered) {
-			m = find_auth(c->ng.auth_method);
+			const struct auth_method *m = find_auth(c->ng.auth_method);
 			if (!m) {
 				status = ISCSI_LOGIN_AUTH_FAILED;
 				goto fail;
@@ -277,11 +363,16 @@ void tnd_iscsi_login_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, con
 			}
 			c->auth_done = r == 1;
 		}
-		/* Leaving security without an authentication method agreed:
-		 * fine while every target takes AuthMethod=None. */
-		if (transit && !c->auth_done && c->ng.auth_offered) {
-			status = ISCSI_LOGIN_AUTH_FAILED;
-			goto fail;
+		if (transit && !c->auth_done) {
+			if (c->chap && c->chap->state != TND_CHAP_FAILED) {
+				/* The exchange is not over: answer with T=0 and
+				 * stay in the security stage (RFC 7143 6.3). */
+				transit = false;
+			} else if (c->ng.auth_offered || chap_required) {
+				/* Leaving security without authenticating. */
+				status = ISCSI_LOGIN_AUTH_FAILED;
+				goto fail;
+			}
 		}
 	}
 
@@ -320,6 +411,7 @@ void tnd_iscsi_login_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, con
 		if (nsg == ISCSI_STAGE_FULL_FEATURE) {
 			free(c->req_text);
 			c->req_text = NULL;
+			tnd_iscsi_auth_free(c);
 			tnd_iscsi_enter_ffp(c);
 			tnd_info(TAG, "%s: %s session for %s%s%s (TSIH %u)", c->peer_str,
 				 c->discovery ? "discovery" : "normal", c->ng.initiator_name,

@@ -25,6 +25,7 @@
 #include "tnd_common.h"
 #include "tnd_reactor.h"
 #include "tnd_target.h"
+#include "iscsi_auth.h"
 #include "iscsi_pdu.h"
 #include "iscsi_pool.h"
 #include "iscsi_text.h"
@@ -1455,6 +1456,285 @@ static void acl_admission_and_lun_masking(void **state)
 	live_stop(&l);
 }
 
+/* ---- CHAP ---- */
+
+/* The value of @key in a response text, or NULL. */
+static const char *text_value(const char *text, size_t len, const char *key)
+{
+	size_t kl = strlen(key);
+	for (size_t off = 0; off < len; off += strlen(text + off) + 1)
+		if (strncmp(text + off, key, kl) == 0 && text[off + kl] == '=')
+			return text + off + kl + 1;
+	return NULL;
+}
+
+static void chap_encodings(void **state)
+{
+	uint8_t b[2048];
+	assert_int_equal(tnd_iscsi_binary_decode("0x0aFf", b, sizeof(b)), 2);
+	assert_int_equal(b[0], 0x0a);
+	assert_int_equal(b[1], 0xff);
+	assert_int_equal(tnd_iscsi_binary_decode("0XabC", b, sizeof(b)), 2);   /* odd: 0x0a 0xbc */
+	assert_int_equal(b[0], 0x0a);
+	assert_int_equal(b[1], 0xbc);
+	assert_int_equal(tnd_iscsi_binary_decode("0bYWJj", b, sizeof(b)), 3);
+	assert_memory_equal(b, "abc", 3);
+	assert_int_equal(tnd_iscsi_binary_decode("0BYWI=", b, sizeof(b)), 2);
+	assert_memory_equal(b, "ab", 2);
+	assert_int_equal(tnd_iscsi_binary_decode("0x", b, sizeof(b)), -EINVAL);
+	assert_int_equal(tnd_iscsi_binary_decode("0xzz", b, sizeof(b)), -EINVAL);
+	assert_int_equal(tnd_iscsi_binary_decode("1234", b, sizeof(b)), -EINVAL);
+	assert_int_equal(tnd_iscsi_binary_decode("0b%%%%", b, sizeof(b)), -EINVAL);
+	assert_int_equal(tnd_iscsi_binary_decode("0x112233", b, 2), -E2BIG);
+	char hex[16];
+	static const uint8_t in[3] = { 0x00, 0x7f, 0xa5 };
+	tnd_iscsi_binary_encode(in, 3, hex);
+	assert_string_equal(hex, "0x007fa5");
+	/* MD5(0x01 "secret" "abc"), as computed independently. */
+	uint8_t r[16], want[16];
+	tnd_iscsi_chap_response(1, (const uint8_t *)"secret", 6, (const uint8_t *)"abc", 3, r);
+	assert_int_equal(tnd_iscsi_binary_decode("0xea64469e3d699ce7884d07b0e6b1edb3", want, 16), 16);
+	assert_memory_equal(r, want, 16);
+}
+
+#define SECRET "twelve-bytes-at-least"
+#define MSECRET "another-secret-for-mutual"
+
+/* Run the exchange up to our challenge; returns the identifier. */
+static uint8_t chap_challenge(struct tnd_iscsi_chap *s, bool mutual, uint8_t *challenge)
+{
+	assert_int_equal(tnd_iscsi_chap_init(s, "alice", (const uint8_t *)SECRET, strlen(SECRET),
+					     mutual ? "target" : NULL,
+					     (const uint8_t *)MSECRET, strlen(MSECRET)), 0);
+	struct tnd_iscsi_text t = { 0 };
+	struct tnd_iscsi_chap_keys k = { 0 };
+	assert_int_equal(tnd_iscsi_chap_step(s, &k, &t), 0);   /* nothing yet */
+	k.a = "7,5";
+	assert_int_equal(tnd_iscsi_chap_step(s, &k, &t), 0);
+	assert_string_equal(text_value(t.buf, t.len, "CHAP_A"), "5");
+	uint32_t id;
+	assert_int_equal(tnd_iscsi_parse_number(text_value(t.buf, t.len, "CHAP_I"), &id), 0);
+	assert_true(id <= 255);
+	assert_int_equal(tnd_iscsi_binary_decode(text_value(t.buf, t.len, "CHAP_C"), challenge,
+						 TND_CHAP_CHALLENGE_LEN), TND_CHAP_CHALLENGE_LEN);
+	tnd_iscsi_text_free(&t);
+	return (uint8_t)id;
+}
+
+static void chap_state_machine(void **state)
+{
+	struct tnd_iscsi_chap s;
+	struct tnd_iscsi_text t = { 0 };
+	uint8_t ch[TND_CHAP_CHALLENGE_LEN], r[16];
+	char rhex[64];
+
+	/* The right answer, in hex. */
+	uint8_t id = chap_challenge(&s, false, ch);
+	tnd_iscsi_chap_response(id, (const uint8_t *)SECRET, strlen(SECRET), ch, sizeof(ch), r);
+	tnd_iscsi_binary_encode(r, 16, rhex);
+	struct tnd_iscsi_chap_keys k = { .n = "alice", .r = rhex };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), 1);
+	assert_int_equal(t.len, 0);
+	tnd_iscsi_chap_wipe(&s);
+
+	/* The same in base64 ("0b"). */
+	id = chap_challenge(&s, false, ch);
+	tnd_iscsi_chap_response(id, (const uint8_t *)SECRET, strlen(SECRET), ch, sizeof(ch), r);
+	char b64[64] = "0b";
+	static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t o = 2;
+	for (int i = 0; i < 16; i += 3) {
+		uint32_t v = (uint32_t)r[i] << 16 | (i + 1 < 16 ? (uint32_t)r[i + 1] << 8 : 0) |
+			     (i + 2 < 16 ? r[i + 2] : 0);
+		b64[o++] = al[v >> 18 & 63];
+		b64[o++] = al[v >> 12 & 63];
+		b64[o++] = i + 1 < 16 ? al[v >> 6 & 63] : '=';
+		b64[o++] = i + 2 < 16 ? al[v & 63] : '=';
+	}
+	b64[o] = '\0';
+	k = (struct tnd_iscsi_chap_keys){ .n = "alice", .r = b64 };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), 1);
+	tnd_iscsi_chap_wipe(&s);
+
+	/* Wrong secret, wrong name, wrong length, missing response. */
+	id = chap_challenge(&s, false, ch);
+	tnd_iscsi_chap_response(id, (const uint8_t *)"not-the-secret!", 15, ch, sizeof(ch), r);
+	tnd_iscsi_binary_encode(r, 16, rhex);
+	k = (struct tnd_iscsi_chap_keys){ .n = "alice", .r = rhex };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), -EACCES);
+	assert_int_equal(s.state, TND_CHAP_FAILED);
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), -EACCES);   /* stays failed */
+	id = chap_challenge(&s, false, ch);
+	tnd_iscsi_chap_response(id, (const uint8_t *)SECRET, strlen(SECRET), ch, sizeof(ch), r);
+	tnd_iscsi_binary_encode(r, 16, rhex);
+	k = (struct tnd_iscsi_chap_keys){ .n = "mallory", .r = rhex };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), -EACCES);
+	id = chap_challenge(&s, false, ch);
+	tnd_iscsi_chap_response(id, (const uint8_t *)SECRET, strlen(SECRET), ch, sizeof(ch), r);
+	tnd_iscsi_binary_encode(r, 15, rhex);
+	k = (struct tnd_iscsi_chap_keys){ .n = "alice", .r = rhex };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), -EACCES);
+	id = chap_challenge(&s, false, ch);
+	k = (struct tnd_iscsi_chap_keys){ .n = "alice" };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), -EACCES);
+
+	/* No MD5 among the algorithms; keys out of order. */
+	assert_int_equal(tnd_iscsi_chap_init(&s, "alice", (const uint8_t *)SECRET, strlen(SECRET),
+					     NULL, NULL, 0), 0);
+	k = (struct tnd_iscsi_chap_keys){ .a = "6,7" };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), -EACCES);
+	assert_int_equal(tnd_iscsi_chap_init(&s, "alice", (const uint8_t *)SECRET, strlen(SECRET),
+					     NULL, NULL, 0), 0);
+	k = (struct tnd_iscsi_chap_keys){ .n = "alice", .r = "0x00" };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), -EACCES);
+
+	/* Mutual: our answer to the initiator's challenge. */
+	id = chap_challenge(&s, true, ch);
+	tnd_iscsi_chap_response(id, (const uint8_t *)SECRET, strlen(SECRET), ch, sizeof(ch), r);
+	tnd_iscsi_binary_encode(r, 16, rhex);
+	k = (struct tnd_iscsi_chap_keys){ .n = "alice", .r = rhex, .i = "77",
+					  .c = "0x0102030405060708090a0b0c0d0e0f10" };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), 1);
+	assert_string_equal(text_value(t.buf, t.len, "CHAP_N"), "target");
+	uint8_t mine[16], want[16], ic[16];
+	assert_int_equal(tnd_iscsi_binary_decode(k.c, ic, 16), 16);
+	tnd_iscsi_chap_response(77, (const uint8_t *)MSECRET, strlen(MSECRET), ic, 16, want);
+	assert_int_equal(tnd_iscsi_binary_decode(text_value(t.buf, t.len, "CHAP_R"), mine, 16), 16);
+	assert_memory_equal(mine, want, 16);
+	tnd_iscsi_text_free(&t);
+
+	/* Mutual required but the initiator sends no challenge. */
+	id = chap_challenge(&s, true, ch);
+	tnd_iscsi_chap_response(id, (const uint8_t *)SECRET, strlen(SECRET), ch, sizeof(ch), r);
+	tnd_iscsi_binary_encode(r, 16, rhex);
+	k = (struct tnd_iscsi_chap_keys){ .n = "alice", .r = rhex };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), -EACCES);
+
+	/* A reflected challenge: ours, sent back. */
+	id = chap_challenge(&s, true, ch);
+	tnd_iscsi_chap_response(id, (const uint8_t *)SECRET, strlen(SECRET), ch, sizeof(ch), r);
+	tnd_iscsi_binary_encode(r, 16, rhex);
+	char chex[64];
+	tnd_iscsi_binary_encode(ch, sizeof(ch), chex);
+	k = (struct tnd_iscsi_chap_keys){ .n = "alice", .r = rhex, .i = "1", .c = chex };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), -EACCES);
+	assert_int_equal(t.len, 0);
+
+	/* A challenge over 1024 bytes; and one of exactly 1024, accepted. */
+	static char longc[2 + 2 * 1025 + 1];
+	static uint8_t zeros[1025];
+	for (size_t len = 1025; len >= 1024; len--) {
+		id = chap_challenge(&s, true, ch);
+		tnd_iscsi_chap_response(id, (const uint8_t *)SECRET, strlen(SECRET), ch, sizeof(ch), r);
+		tnd_iscsi_binary_encode(r, 16, rhex);
+		tnd_iscsi_binary_encode(zeros, len, longc);
+		k = (struct tnd_iscsi_chap_keys){ .n = "alice", .r = rhex, .i = "1", .c = longc };
+		assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), len > 1024 ? -EACCES : 1);
+		tnd_iscsi_text_free(&t);
+	}
+	tnd_iscsi_chap_wipe(&s);
+	assert_int_equal(tnd_iscsi_chap_init(&s, "", (const uint8_t *)"x", 1, NULL, NULL, 0), -EINVAL);
+}
+
+/* One login PDU with @text; returns the status, the response in @out. */
+static unsigned login_pdu(int fd, uint8_t flags, const char *text, size_t len, char *out,
+			  size_t *out_len, uint8_t *rsp_flags)
+{
+	uint8_t bhs[48] = { 0 }, rsp[48];
+	bhs[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = flags;
+	bhs[8] = 0x80;
+	bhs[13] = 9;
+	tnd_put_be32(bhs + 16, 1);
+	send_pdu(fd, bhs, text, (uint32_t)len);
+	uint32_t n = recv_pdu(fd, rsp, out, 1 << 16);
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_LOGIN_RSP);
+	if (out_len)
+		*out_len = n;
+	if (rsp_flags)
+		*rsp_flags = rsp[1];
+	return tnd_get_be16(rsp + 36);
+}
+
+/* A whole CHAP login over a socket with @secret; returns the final status. */
+static unsigned chap_login(int port, const char *initiator, const char *secret)
+{
+	int fd = connect_to(port);
+	static char data[1 << 16];
+	char text[512];
+	size_t n;
+	uint8_t fl;
+	int len = snprintf(text, sizeof(text), "InitiatorName=%s%cTargetName=%s%cAuthMethod=CHAP,None%c",
+			   initiator, 0, test_target, 0, 0);
+	unsigned st = login_pdu(fd, ISCSI_LOGIN_TRANSIT | 1, text, (size_t)len, data, &n, &fl);
+	if (st) {
+		close(fd);
+		return st;
+	}
+	if (strcmp(text_value(data, n, "AuthMethod"), "CHAP") != 0) {
+		/* None agreed: try to go on as the initiator would. */
+		st = login_pdu(fd, ISCSI_LOGIN_TRANSIT | (1 << 2) | 3, "", 0, data, &n, &fl);
+		close(fd);
+		return st;
+	}
+	assert_int_equal(fl & ISCSI_LOGIN_TRANSIT, 0);   /* more to come */
+	st = login_pdu(fd, 0, "CHAP_A=5", 9, data, &n, &fl);
+	assert_int_equal(st, 0);
+	uint32_t id;
+	uint8_t ch[1024], r[16];
+	assert_int_equal(tnd_iscsi_parse_number(text_value(data, n, "CHAP_I"), &id), 0);
+	int cl = tnd_iscsi_binary_decode(text_value(data, n, "CHAP_C"), ch, sizeof(ch));
+	assert_true(cl >= 16);
+	tnd_iscsi_chap_response((uint8_t)id, (const uint8_t *)secret, strlen(secret), ch, (size_t)cl, r);
+	char rhex[64];
+	tnd_iscsi_binary_encode(r, 16, rhex);
+	len = snprintf(text, sizeof(text), "CHAP_N=alice%cCHAP_R=%s%c", 0, rhex, 0);
+	st = login_pdu(fd, ISCSI_LOGIN_TRANSIT | 3, text, (size_t)len, data, &n, &fl);
+	if (st == 0)
+		assert_int_equal(fl & 0x83, 0x83);
+	close(fd);
+	return st;
+}
+
+static void chap_login_live(void **state)
+{
+	struct live l;
+	struct gate_vol g;
+	gate_setup(&g, false);
+	live_start_gate(&l, &g, 1);
+	static const struct tnd_target_chap cred = { "alice", SECRET };
+	struct tnd_target_acl a = { .initiator = "iqn.2026-11.test:chap", .chap = &cred };
+	assert_int_equal(tnd_target_server_set_acl(l.srv, test_target, &a), 0);
+	assert_int_equal(chap_login(l.port, "iqn.2026-11.test:chap", SECRET), 0);
+	assert_int_equal(chap_login(l.port, "iqn.2026-11.test:chap", "wrong-secret-here"), 0x0201);
+	/* Without CHAP (AuthMethod=None only, or skipping security): refused. */
+	int fd = connect_to(l.port);
+	static char data[1 << 16];
+	static const char none[] = "InitiatorName=iqn.2026-11.test:chap\0TargetName="
+				   "iqn.2026-11.io.tandem.test:target-with-a-longish-name-000\0AuthMethod=None";
+	assert_int_equal(login_pdu(fd, ISCSI_LOGIN_TRANSIT | 1, none, sizeof(none), data, NULL, NULL),
+			 0x0201);
+	close(fd);
+	fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:chap"), 0x0201);
+	close(fd);
+	/* allow_any admits others without CHAP; they need none. */
+	fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:other"), 0);
+	close(fd);
+	assert_int_equal(chap_login(l.port, "iqn.2026-11.test:other", SECRET), 0);
+	/* The session says how it authenticated. */
+	fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 2, "iqn.2026-11.test:other"), 0);
+	json_t *arr = json_array();
+	assert_int_equal(tnd_target_server_sessions_json(l.srv, arr), 0);
+	assert_int_equal(json_array_size(arr), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(arr, 0), "auth")), "None");
+	json_decref(arr);
+	close(fd);
+	live_stop(&l);
+}
+
 int main(void)
 {
 	if (getenv("TND_TEST_DEBUG"))
@@ -1482,6 +1762,9 @@ int main(void)
 		cmocka_unit_test(live_unmap_waits_for_io),
 		cmocka_unit_test(live_remove_target_closes_sessions),
 		cmocka_unit_test(acl_admission_and_lun_masking),
+		cmocka_unit_test(chap_encodings),
+		cmocka_unit_test(chap_state_machine),
+		cmocka_unit_test(chap_login_live),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
