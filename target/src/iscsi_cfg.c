@@ -379,7 +379,10 @@ static void apply_msg(struct tnd_msg *m)
 	struct iscsi_rctx *rc = rm->rc;
 	rc->cfg = r->cfg;
 	unsigned busy = 0;
-	for (struct iscsi_conn *c = rc->conns; c; c = c->next) {
+	struct iscsi_conn *next;
+	for (struct iscsi_conn *c = rc->conns; c; c = next) {
+		next = c->next;
+		bool closed = false;
 		if (c->state == CONN_FFP && !c->discovery) {
 			int ret = tnd_iscsi_session_view(c);
 			if (ret < 0) {
@@ -392,14 +395,17 @@ static void apply_msg(struct tnd_msg *m)
 							  : "out of memory");
 				tnd_iscsi_view_free(c);
 				tnd_iscsi_conn_close(c, "configuration change");
+				closed = true;
 			}
 		}
 		for (unsigned b = 0; r->nr_drain && b < ISCSI_TASK_BUCKETS; b++)
 			for (struct iscsi_task *t = c->tasks[b]; t; t = t->hnext)
 				busy += t->state == TASK_EXEC && draining_lu(r, t->cmd.lu);
+		/* Frees it now if nothing of it is in flight (so no task of it
+		 * was counted); else its last completion does. */
+		if (closed)
+			tnd_iscsi_conn_maybe_free(c);
 	}
-	/* Closing sessions may free them later, from their completions: the
-	 * list walk above is done before any of that runs. */
 	if (busy) {
 		rc->drain_round = r;
 		rc->drain_left = busy;
@@ -918,7 +924,9 @@ static void kick_msg(struct tnd_msg *m)
 {
 	struct round_msg *rm = tnd_container_of(m, struct round_msg, m);
 	struct iscsi_cfg_round *r = rm->round;
-	for (struct iscsi_conn *c = rm->rc->conns; c; c = c->next) {
+	struct iscsi_conn *next;
+	for (struct iscsi_conn *c = rm->rc->conns; c; c = next) {
+		next = c->next;
 		if (c->state != CONN_FFP || c->sid != r->kick_sid)
 			continue;
 		tnd_info(TAG, "%s: session %llu of %s kicked", c->peer_str,
@@ -927,6 +935,7 @@ static void kick_msg(struct tnd_msg *m)
 		 * the SCSI layer finishes, its answers are dropped. */
 		tnd_iscsi_conn_close(c, "kicked");
 		r->kicked = true;   /* one reactor has it: no race on this */
+		tnd_iscsi_conn_maybe_free(c);
 	}
 	round_ack(r);
 }

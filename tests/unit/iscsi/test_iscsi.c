@@ -1287,6 +1287,44 @@ static void *unmap_thread(void *p)
 	return NULL;
 }
 
+static void *remove_thread(void *p)
+{
+	struct unmap_arg *a = p;
+	a->ret = tnd_target_server_remove_target(a->srv, test_target);
+	atomic_store(&a->done, true);
+	return NULL;
+}
+
+static void live_remove_target_waits_for_io(void **state)
+{
+	struct live l;
+	struct gate_vol g;
+	gate_setup(&g, true);
+	live_start_gate(&l, &g, 2);
+	int fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:busy"), 0);
+	scsi_cmd_lun(fd, 0, 1, 0, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x062900);
+	scsi_cmd_lun(fd, 0, 2, 1, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 512, read10_1, 10);
+	for (int i = 0; i < 200 && atomic_load(&g.held_count) == 0; i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(&g.held_count), 1);
+	struct unmap_arg a = { .srv = l.srv };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, remove_thread, &a), 0);
+	/* The session is closed at once; the call waits for the read. */
+	char ch;
+	assert_int_equal(recv1(fd, &ch), 0);
+	usleep(100000);
+	assert_false(atomic_load(&a.done));
+	/* The first connection went to reactor 0, where the read is held. */
+	tnd_reactor_send(l.r, &g.open_msg);
+	pthread_join(th, NULL);
+	assert_int_equal(a.ret, 0);
+	close(fd);
+	live_stop(&l);
+}
+
 static void live_unmap_waits_for_io(void **state)
 {
 	struct live l;
@@ -1760,6 +1798,7 @@ int main(void)
 		cmocka_unit_test(abort_task_waits_for_volume),
 		cmocka_unit_test(live_map_lun_raises_ua),
 		cmocka_unit_test(live_unmap_waits_for_io),
+		cmocka_unit_test(live_remove_target_waits_for_io),
 		cmocka_unit_test(live_remove_target_closes_sessions),
 		cmocka_unit_test(acl_admission_and_lun_masking),
 		cmocka_unit_test(chap_encodings),
