@@ -10,8 +10,9 @@
  * targets and LUNs), then started. Each portal's listening socket lives on
  * reactor 0; accepted connections are spread over the reactors round-robin
  * and each connection (with its session) stays on its reactor for life.
- * Configuration is read-only once started; live changes (the mgmt issue)
- * will arrive as messages to the reactors.
+ * After start, configuration changes come from one non-reactor thread at a
+ * time (they serialise on a mutex) and reach the reactors as messages; see
+ * "live changes" below.
  *
  * Ownership: the server borrows the reactors and volumes it is given; they
  * must outlive it. tnd_target_server_stop() stops accepting, takes no new
@@ -86,13 +87,23 @@ struct tnd_target_chap {
 
 struct tnd_target_acl {
 	const char *initiator;                  /* initiator IQN */
-	const uint64_t *luns;                   /* NULL = every LUN of the target */
+	/* NULL = every LUN of the target, present and future; non-NULL with
+	 * nr_luns 0 = none. Duplicates are ignored; listed LUNs need not be
+	 * mapped (yet): they appear once they are. */
+	const uint64_t *luns;
 	unsigned nr_luns;
 	const struct tnd_target_chap *chap;     /* NULL = no CHAP for this initiator */
 	const struct tnd_target_chap *mutual_chap; /* NULL = no mutual CHAP; needs chap */
 };
 
-/* Add or replace the ACL of acl->initiator on target @iqn. 0, -ENOENT, -EINVAL. */
+/*
+ * Add or replace the ACL of acl->initiator on target @iqn. 0, -ENOENT,
+ * -EINVAL (bad name, LUN over 16383, secret length, mutual_chap without
+ * chap, or the same secret both ways). The initiators given to
+ * add_target are ACLs without mask or CHAP. A logged-in session keeps its
+ * authentication; its LUNs follow the new mask (with the unit attention).
+ * remove_acl: 0 or -ENOENT; the initiator's sessions end unless allow_any.
+ */
 int tnd_target_server_set_acl(struct tnd_target_server *srv, const char *iqn,
 			      const struct tnd_target_acl *acl);
 int tnd_target_server_remove_acl(struct tnd_target_server *srv, const char *iqn,
@@ -104,9 +115,14 @@ int tnd_target_server_remove_acl(struct tnd_target_server *srv, const char *iqn,
  * thread that is not a reactor (the management API's). They return once the
  * change is in effect on every reactor: new logins see it at once, and
  * logged-in initiators whose LUN inventory changed get REPORTED LUNS DATA
- * HAS CHANGED (3Fh/0Eh). Unmapping waits until no command on that LUN is in
- * flight any more, so the caller may then destroy the volume. Removing a
- * target closes its sessions first.
+ * HAS CHANGED (3Fh/0Eh) on their next command to a LUN they still have.
+ * Unmapping waits until no command on that LUN is in flight any more, so
+ * the caller may then destroy the volume. Removing a target closes its
+ * sessions first (and waits for their commands likewise). A session whose
+ * initiator is no longer admitted (allow_any turned off, ACL removed) is
+ * closed. Calls serialise on a mutex; each may return -EDEADLK when made
+ * on a reactor thread and -ESHUTDOWN once stop has been called. A call
+ * waiting for in-flight commands waits as long as the volume takes.
  */
 int tnd_target_server_unmap_lun(struct tnd_target_server *srv, const char *iqn, uint64_t lun);
 int tnd_target_server_remove_target(struct tnd_target_server *srv, const char *iqn);
@@ -119,6 +135,20 @@ int tnd_target_server_set_allow_any(struct tnd_target_server *srv, const char *i
  * initiator, isid, target, type ("normal"/"discovery"), peer address,
  * portal, reactor, connections, and the negotiated parameters. Kicking a
  * session ends it (its initiator may log in again).
+ *
+ * Exactly: {"id": "17" (decimal, unique for the server's life),
+ * "initiator", "isid": "400001370000" (12 hex digits), "target" ("" for
+ * discovery), "type", "address": "127.0.0.1:51234" (peer), "portal":
+ * "127.0.0.1:3260" (local), "reactor": 0, "connections": 1, "tsih",
+ * "login_time" (Unix seconds), "auth": "None"|"CHAP", "params": {
+ * "header_digest", "data_digest" (booleans), "max_recv_data_segment_length",
+ * "max_xmit_data_segment_length", "max_burst_length", "first_burst_length",
+ * "immediate_data", "initial_r2t", "max_outstanding_r2t",
+ * "error_recovery_level"}}. Sessions are appended to @out_array (0,
+ * -EINVAL if it is not an array, -ENOMEM, -ESHUTDOWN); before start there
+ * are none. kick_session: 0 once the session is closing (gone from the
+ * list), -ENOENT for an unknown id; commands it has at the volumes
+ * finish, their answers are dropped.
  */
 #include <jansson.h>
 int tnd_target_server_sessions_json(struct tnd_target_server *srv, json_t *out_array);

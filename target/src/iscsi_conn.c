@@ -740,6 +740,8 @@ void tnd_iscsi_conn_maybe_free(struct iscsi_conn *c)
 	if (c->nexus)
 		tnd_scsi_nexus_destroy(c->nexus);
 	tnd_iscsi_text_free(&c->text_rsp);
+	tnd_iscsi_view_free(c);
+	tnd_iscsi_auth_free(c);
 	free(c->req_text);
 	free(c->rxbuf);
 	close(c->fd);

@@ -19,9 +19,14 @@
  *                  task management, logout
  *   iscsi_pdu.c, iscsi_text.c, iscsi_pool.c: wire format, text keys, buffers
  *
+ *   iscsi_cfg.c    targets, LUN maps, ACLs as immutable snapshots, live
+ *                  changes published to every reactor by message, session
+ *                  LUN views (masking), sessions_json and kick
+ *
  * Threading: a connection, its session and its tasks live on one reactor
- * and are touched only from that reactor's thread. The server's
- * configuration (targets, LUNs, portals) is read-only once started. The
+ * and are touched only from that reactor's thread. Portals are fixed once
+ * started; the target configuration is a snapshot each reactor reads
+ * through its own rctx->cfg, replaced by message (iscsi_cfg.c). The
  * session registry is the one structure shared by reactors; it is guarded
  * by a mutex taken only at login and teardown, never per command.
  *
@@ -47,6 +52,8 @@
 
 struct tnd_iscsi_pool;
 struct iscsi_conn;
+struct iscsi_cfg_round;
+struct tnd_iscsi_chap;
 
 /* The command window: at most this many commands per session. */
 #define ISCSI_QUEUE_DEPTH 128u
@@ -61,15 +68,43 @@ struct iscsi_lun {
 	struct tnd_scsi_lu *lu;
 };
 
+/* CHAP credentials of one direction; the secret is binary, never logged. */
+struct iscsi_chap_cred {
+	char *user;
+	uint8_t *secret;
+	size_t secret_len;
+};
+
+/* One initiator's entry on a target: admission, LUN mask, CHAP. */
+struct iscsi_acl {
+	char *initiator;
+	bool all_luns;                /* no LUN mask */
+	uint64_t *luns;               /* sorted, when !all_luns */
+	unsigned nr_luns;
+	struct iscsi_chap_cred *chap;   /* NULL: no CHAP required */
+	struct iscsi_chap_cred *mutual; /* NULL: no mutual CHAP */
+};
+
+/*
+ * A target as one configuration snapshot sees it. Immutable once
+ * published (iscsi_cfg.c): a change builds a new one. The LUs are not
+ * owned by the target object but by the mapping (they outlive any
+ * snapshot that names them and are destroyed by unmap/remove/destroy).
+ */
 struct iscsi_target {
 	char *iqn;
 	char *alias;
 	bool allow_any;
-	char **initiators;
-	unsigned nr_initiators;
+	struct iscsi_acl *acls;
+	unsigned nr_acls;
 	struct iscsi_lun *luns;       /* sorted by lun */
-	uint64_t *lun_ids;            /* the same, for cmd->luns */
 	unsigned nr_luns;
+};
+
+/* An immutable set of targets: what logins and SendTargets look at. */
+struct iscsi_cfg {
+	struct iscsi_target **targets;
+	unsigned nr_targets;
 };
 
 struct iscsi_portal {
@@ -94,6 +129,12 @@ struct iscsi_rctx {
 	bool stopping;
 	bool stop_reported;
 	struct tnd_msg stop_msg;
+	/* The configuration this reactor serves; replaced by message. */
+	const struct iscsi_cfg *cfg;
+	/* An unmap or target removal waiting for this reactor's commands
+	 * on the LUs it takes away (iscsi_cfg.c). */
+	struct iscsi_cfg_round *drain_round;
+	unsigned drain_left;
 };
 
 struct tnd_target_server {
@@ -104,8 +145,12 @@ struct tnd_target_server {
 
 	struct iscsi_portal **portals;
 	unsigned nr_portals;
-	struct iscsi_target **targets;
-	unsigned nr_targets;
+
+	/* The configuration: changed only under cfg_lock, by the caller's
+	 * thread; reactors see it through rctx[i].cfg (iscsi_cfg.c). */
+	pthread_mutex_t cfg_lock;
+	struct iscsi_cfg *cfg;
+	atomic_uint_fast64_t next_sid;   /* session ids for sessions_json/kick */
 
 	bool started;
 	bool stopping;
@@ -268,8 +313,18 @@ struct iscsi_conn {
 	size_t req_len;
 
 	/* Session (one connection per session). */
-	const struct iscsi_target *target;   /* NULL for discovery */
+	char target_iqn[TND_ISCSI_NAME_MAX + 1];  /* "" for discovery */
 	bool discovery;
+	uint64_t sid;                 /* stable session id, from 1 */
+	int64_t login_time;           /* CLOCK_REALTIME seconds */
+	/* The LUNs this session sees (the target's, through its ACL's mask),
+	 * owned by the connection, replaced by configuration changes. */
+	struct iscsi_lun *view;
+	uint64_t *view_ids;           /* the same numbers, for REPORT LUNS */
+	unsigned view_nr;
+	bool luns_changed;            /* REPORTED LUNS DATA HAS CHANGED pending */
+	struct tnd_iscsi_chap *chap;  /* CHAP exchange during login, else NULL */
+	bool auth_chap;               /* the session authenticated with CHAP */
 	struct tnd_scsi_nexus *nexus;
 	uint32_t exp_cmd_sn, max_cmd_sn, stat_sn;
 	unsigned outstanding;         /* window slots taken */
@@ -330,6 +385,8 @@ void tnd_iscsi_login_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, con
 void tnd_iscsi_login_fail(struct iscsi_conn *c, uint16_t status);
 void tnd_iscsi_text_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, const uint8_t *data);
 void tnd_iscsi_session_unregister(struct iscsi_conn *c);
+/* Wipe and free the CHAP state of a login (at its end or the close). */
+void tnd_iscsi_auth_free(struct iscsi_conn *c);
 
 /* ---- iscsi_scsi.c ---- */
 int tnd_iscsi_cmd_dest(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, uint8_t **dest);
@@ -348,9 +405,6 @@ void tnd_iscsi_task_cache_drain(struct iscsi_conn *c);
 void tnd_iscsi_logout_progress(struct iscsi_conn *c);
 
 /* ---- server.c ---- */
-const struct iscsi_target *tnd_iscsi_find_target(const struct tnd_target_server *srv,
-						 const char *iqn);
-bool tnd_iscsi_initiator_allowed(const struct iscsi_target *t, const char *initiator);
 void tnd_iscsi_rctx_conn_gone(struct iscsi_rctx *rc);
 /*
  * Register a new session: returns the TSIH, and closes an older session
@@ -363,5 +417,30 @@ uint16_t tnd_iscsi_session_register(struct iscsi_conn *c);
  * connection fuzzer with one end of a socketpair.
  */
 int tnd_iscsi_server_adopt(struct tnd_target_server *srv, int fd);
+
+/* ---- iscsi_cfg.c ---- */
+/* The target @iqn in @cfg, or NULL. */
+const struct iscsi_target *tnd_iscsi_cfg_target(const struct iscsi_cfg *cfg, const char *iqn);
+/* @initiator's ACL on @t, or NULL. */
+const struct iscsi_acl *tnd_iscsi_target_acl(const struct iscsi_target *t, const char *initiator);
+/* Whether @t admits @initiator: allow_any or an ACL names it. */
+bool tnd_iscsi_admitted(const struct iscsi_target *t, const char *initiator);
+/*
+ * (Re)build the LUN view of normal session @c from its reactor's
+ * configuration. Returns 0, -ENOENT (the target is gone), -EACCES (the
+ * initiator is no longer admitted) or -ENOMEM; on error the old view stays.
+ * Sets c->luns_changed when a view that existed before changes.
+ */
+int tnd_iscsi_session_view(struct iscsi_conn *c);
+void tnd_iscsi_view_free(struct iscsi_conn *c);
+/* The LU at @lun in @c's view, or NULL. */
+struct tnd_scsi_lu *tnd_iscsi_view_lu(const struct iscsi_conn *c, uint64_t lun);
+/* A command on @lu left the SCSI layer: counts down a pending drain. */
+void tnd_iscsi_cfg_cmd_done(struct iscsi_rctx *rc, const struct tnd_scsi_lu *lu);
+int tnd_iscsi_cfg_init(struct tnd_target_server *srv);
+/* Free the configuration and every LU still mapped (server destroy). */
+void tnd_iscsi_cfg_destroy(struct tnd_target_server *srv);
+/* Under cfg_lock: no change starts after this (server stop). */
+void tnd_iscsi_cfg_shutdown(struct tnd_target_server *srv);
 
 #endif

@@ -23,10 +23,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <netinet/in.h>
 
 #include "tnd_common.h"
 #include "iscsi_conn.h"
+#include "iscsi_auth.h"
 
 #define TAG "iscsi"
 
@@ -44,8 +46,63 @@ static int auth_none_step(struct iscsi_conn *c, struct tnd_iscsi_text *resp)
 	return 1;
 }
 
+/* The ACL of @initiator on target @iqn in this reactor's configuration. */
+static const struct iscsi_acl *login_acl(const struct iscsi_conn *c, const char *initiator,
+					 const char *iqn)
+{
+	const struct iscsi_target *t = tnd_iscsi_cfg_target(c->rc->cfg, iqn);
+	return t ? tnd_iscsi_target_acl(t, initiator) : NULL;
+}
+
+void tnd_iscsi_auth_free(struct iscsi_conn *c)
+{
+	if (!c->chap)
+		return;
+	tnd_iscsi_chap_wipe(c->chap);
+	free(c->chap);
+	c->chap = NULL;
+}
+
+static int auth_chap_step(struct iscsi_conn *c, struct tnd_iscsi_text *resp)
+{
+	if (!c->chap) {
+		/* The credentials are copied now: a change of the ACL during
+		 * the exchange does not pull them from under it. */
+		const struct iscsi_acl *acl =
+			c->discovery ? NULL : login_acl(c, c->ng.initiator_name, c->target_iqn);
+		if (!acl || !acl->chap)
+			return ISCSI_LOGIN_AUTH_FAILED;
+		c->chap = malloc(sizeof(*c->chap));
+		if (!c->chap)
+			return ISCSI_LOGIN_NO_RESOURCES;
+		const struct iscsi_chap_cred *m = acl->mutual;
+		if (tnd_iscsi_chap_init(c->chap, acl->chap->user, acl->chap->secret,
+					acl->chap->secret_len, m ? m->user : NULL,
+					m ? m->secret : NULL, m ? m->secret_len : 0) < 0)
+			return ISCSI_LOGIN_AUTH_FAILED;
+	}
+	const char *const *k = c->ng.chap;
+	struct tnd_iscsi_chap_keys keys = {
+		.a = k[TND_ISCSI_CHAP_A], .i = k[TND_ISCSI_CHAP_I], .c = k[TND_ISCSI_CHAP_C],
+		.n = k[TND_ISCSI_CHAP_N], .r = k[TND_ISCSI_CHAP_R],
+	};
+	int ret = tnd_iscsi_chap_step(c->chap, &keys, resp);
+	if (ret == -EACCES) {
+		/* Who failed, never with what. */
+		tnd_warn(TAG, "%s: CHAP authentication of %s failed", c->peer_str,
+			 c->ng.initiator_name);
+		return ISCSI_LOGIN_AUTH_FAILED;
+	}
+	if (ret < 0)
+		return ISCSI_LOGIN_TARGET_ERROR;
+	if (ret == 1)
+		c->auth_chap = true;
+	return ret;
+}
+
 static const struct auth_method auth_steps[] = {
 	{ .name = "None", .step = auth_none_step },
+	{ .name = "CHAP", .step = auth_chap_step },
 };
 
 static const struct auth_method *find_auth(const char *name)
@@ -54,6 +111,28 @@ static const struct auth_method *find_auth(const char *name)
 		if (strcmp(auth_steps[i].name, name) == 0)
 			return &auth_steps[i];
 	return NULL;
+}
+
+/*
+ * Which AuthMethod this login may settle on: CHAP alone when the
+ * initiator's ACL on the target requires it, else None alone. Decided
+ * before the request's keys are negotiated, since AuthMethod may come in
+ * the same request as the names it depends on.
+ */
+static void auth_prepare(struct iscsi_conn *c, const struct tnd_iscsi_pair *pairs, int n)
+{
+	const char *ini = c->ng.initiator_name, *iqn = c->ng.target_name;
+	bool discovery = c->ng.session_type == TND_ISCSI_SESSION_DISCOVERY;
+	for (int i = 0; i < n; i++) {
+		if (strcmp(pairs[i].key, "InitiatorName") == 0)
+			ini = pairs[i].value;
+		else if (strcmp(pairs[i].key, "TargetName") == 0)
+			iqn = pairs[i].value;
+		else if (strcmp(pairs[i].key, "SessionType") == 0)
+			discovery = strcmp(pairs[i].value, "Discovery") == 0;
+	}
+	const struct iscsi_acl *acl = discovery ? NULL : login_acl(c, ini, iqn);
+	c->ng.auth_allowed = acl && acl->chap ? TND_ISCSI_AUTH_CHAP : TND_ISCSI_AUTH_NONE;
 }
 
 /* ---- responses ---- */
@@ -109,31 +188,52 @@ static uint16_t check_identity(struct iscsi_conn *c)
 	}
 	if (!ng->target_name[0])
 		return ISCSI_LOGIN_MISSING_PARAM;
-	const struct iscsi_target *t = tnd_iscsi_find_target(c->srv, ng->target_name);
+	const struct iscsi_target *t = tnd_iscsi_cfg_target(c->rc->cfg, ng->target_name);
 	if (!t)
 		return ISCSI_LOGIN_NOT_FOUND;
-	if (!tnd_iscsi_initiator_allowed(t, ng->initiator_name))
+	if (!tnd_iscsi_admitted(t, ng->initiator_name))
 		return ISCSI_LOGIN_AUTHZ_FAILED;
-	c->target = t;
+	snprintf(c->target_iqn, sizeof(c->target_iqn), "%s", t->iqn);
 	return ISCSI_LOGIN_OK;
 }
 
-static int session_start(struct iscsi_conn *c)
+/* Returns a login status: the target may have gone since the first request. */
+static uint16_t session_start(struct iscsi_conn *c)
 {
+	if (!c->discovery) {
+		/* An initiator whose ACL requires CHAP gets in only through it,
+		 * even when it skipped the security stage. */
+		const struct iscsi_acl *acl =
+			login_acl(c, c->ng.initiator_name, c->target_iqn);
+		if (acl && acl->chap && !c->auth_chap)
+			return ISCSI_LOGIN_AUTH_FAILED;
+		int ret = tnd_iscsi_session_view(c);
+		if (ret == -ENOENT)
+			return ISCSI_LOGIN_NOT_FOUND;
+		if (ret == -EACCES)
+			return ISCSI_LOGIN_AUTHZ_FAILED;
+		if (ret < 0)
+			return ISCSI_LOGIN_NO_RESOURCES;
+		/* A new session starts with the inventory it is about to ask for. */
+		c->luns_changed = false;
+	}
 	c->tsih = tnd_iscsi_session_register(c);
+	c->sid = atomic_fetch_add(&c->srv->next_sid, 1);
+	c->login_time = (int64_t)time(NULL);
 	if (c->discovery)
-		return 0;
+		return ISCSI_LOGIN_OK;
 	/* The SCSI initiator port name of an iSCSI initiator: name,i,0xISID. */
 	char port_name[TND_ISCSI_NAME_MAX + 24];
 	snprintf(port_name, sizeof(port_name), "%s,i,0x%02x%02x%02x%02x%02x%02x",
 		 c->ng.initiator_name, c->isid[0], c->isid[1], c->isid[2], c->isid[3],
 		 c->isid[4], c->isid[5]);
 	struct tnd_scsi_port port = {
-		.target_name = c->target->iqn,
+		.target_name = c->target_iqn,
 		.tpgt = ISCSI_TPGT,
 		.rel_port_id = 1,
 	};
-	return tnd_scsi_nexus_create(port_name, &port, &c->nexus);
+	return tnd_scsi_nexus_create(port_name, &port, &c->nexus) < 0 ? ISCSI_LOGIN_NO_RESOURCES
+								      : ISCSI_LOGIN_OK;
 }
 
 /* ---- text accumulation shared by Login and Text ---- */
@@ -162,6 +262,8 @@ static int req_negotiate(struct iscsi_conn *c, unsigned stage_bit, struct tnd_is
 	if (c->req_len)
 		n = tnd_iscsi_text_parse(c->req_text, c->req_len, pairs, TND_ISCSI_PAIRS_MAX);
 	c->req_len = 0;
+	if (n >= 0 && stage_bit == TND_ISCSI_IN_SECURITY)
+		auth_prepare(c, pairs, n);
 	int ret = n < 0 ? -EPROTO : tnd_iscsi_negotiate(&c->ng, stage_bit, pairs, (unsigned)n, resp);
 	free(pairs);
 	return ret;
@@ -247,9 +349,9 @@ void tnd_iscsi_login_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, con
 		goto fail;
 
 	if (csg == ISCSI_STAGE_SECURITY) {
-		const struct auth_method *m = NULL;
+		bool chap_required = c->ng.auth_allowed & TND_ISCSI_AUTH_CHAP;
 		if (c->ng.auth_offered) {
-			m = find_auth(c->ng.auth_method);
+			const struct auth_method *m = find_auth(c->ng.auth_method);
 			if (!m) {
 				status = ISCSI_LOGIN_AUTH_FAILED;
 				goto fail;
@@ -261,18 +363,25 @@ void tnd_iscsi_login_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, con
 			}
 			c->auth_done = r == 1;
 		}
-		/* Leaving security without an authentication method agreed:
-		 * fine while every target takes AuthMethod=None. */
-		if (transit && !c->auth_done && c->ng.auth_offered) {
-			status = ISCSI_LOGIN_AUTH_FAILED;
-			goto fail;
+		if (transit && !c->auth_done) {
+			if (c->chap && c->chap->state != TND_CHAP_FAILED) {
+				/* The exchange is not over: answer with T=0 and
+				 * stay in the security stage (RFC 7143 6.3). */
+				transit = false;
+			} else if (c->ng.auth_offered || chap_required) {
+				/* Leaving security without authenticating. */
+				status = ISCSI_LOGIN_AUTH_FAILED;
+				goto fail;
+			}
 		}
 	}
 
 	if (!c->login_first_rsp_sent) {
 		ret = tnd_iscsi_text_add(&resp, "TargetPortalGroupTag", "1");
-		if (ret == 0 && c->target && c->target->alias && c->target->alias[0])
-			ret = tnd_iscsi_text_add(&resp, "TargetAlias", c->target->alias);
+		const struct iscsi_target *t =
+			c->discovery ? NULL : tnd_iscsi_cfg_target(c->rc->cfg, c->target_iqn);
+		if (ret == 0 && t && t->alias && t->alias[0])
+			ret = tnd_iscsi_text_add(&resp, "TargetAlias", t->alias);
 		if (ret < 0) {
 			status = ISCSI_LOGIN_TARGET_ERROR;
 			goto fail;
@@ -290,9 +399,10 @@ void tnd_iscsi_login_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, con
 	uint8_t flags = (uint8_t)(csg << 2);
 	if (transit) {
 		flags |= ISCSI_LOGIN_TRANSIT | nsg;
-		if (nsg == ISCSI_STAGE_FULL_FEATURE && session_start(c) < 0) {
-			status = ISCSI_LOGIN_NO_RESOURCES;
-			goto fail;
+		if (nsg == ISCSI_STAGE_FULL_FEATURE) {
+			status = session_start(c);
+			if (status != ISCSI_LOGIN_OK)
+				goto fail;
 		}
 	}
 	login_queue(c, flags, &resp);
@@ -301,10 +411,11 @@ void tnd_iscsi_login_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, con
 		if (nsg == ISCSI_STAGE_FULL_FEATURE) {
 			free(c->req_text);
 			c->req_text = NULL;
+			tnd_iscsi_auth_free(c);
 			tnd_iscsi_enter_ffp(c);
 			tnd_info(TAG, "%s: %s session for %s%s%s (TSIH %u)", c->peer_str,
 				 c->discovery ? "discovery" : "normal", c->ng.initiator_name,
-				 c->target ? " to " : "", c->target ? c->target->iqn : "", c->tsih);
+				 c->discovery ? "" : " to ", c->target_iqn, c->tsih);
 		}
 	}
 	return;
@@ -347,13 +458,15 @@ static void append_address(struct iscsi_conn *c, const struct iscsi_portal *p,
 static int send_targets(struct iscsi_conn *c, const char *which, struct tnd_iscsi_text *t)
 {
 	const struct tnd_target_server *srv = c->srv;
+	const struct iscsi_cfg *cfg = c->rc->cfg;
 	int ret = 0;
-	for (unsigned i = 0; i < srv->nr_targets && ret == 0; i++) {
-		const struct iscsi_target *tg = srv->targets[i];
+	for (unsigned i = 0; i < cfg->nr_targets && ret == 0; i++) {
+		const struct iscsi_target *tg = cfg->targets[i];
 		bool match = strcmp(which, "All") == 0 ? true
-			     : which[0] == '\0'        ? tg == c->target
+			     : which[0] == '\0'        ? !c->discovery && strcmp(tg->iqn, c->target_iqn) == 0
 						       : strcmp(which, tg->iqn) == 0;
-		if (!match || !tnd_iscsi_initiator_allowed(tg, c->ng.initiator_name))
+		/* Only targets this initiator may log in to. */
+		if (!match || !tnd_iscsi_admitted(tg, c->ng.initiator_name))
 			continue;
 		ret = tnd_iscsi_text_add(t, "TargetName", tg->iqn);
 		for (unsigned p = 0; p < srv->nr_portals; p++)

@@ -246,26 +246,48 @@ static void respond_check(struct iscsi_task *t, uint8_t status, uint8_t key, uin
 
 static void cmd_done(struct tnd_scsi_cmd *cmd);
 
+/*
+ * REPORTED LUNS DATA HAS CHANGED (SPC-4 6.33, SAM-5 5.14): after the LUN
+ * inventory of a session changed, its next command to a LUN it has is
+ * answered with this unit attention, except INQUIRY, REPORT LUNS and
+ * REQUEST SENSE, which never report one; REPORT LUNS clears it. One
+ * report per change and session: the initiator rescans the whole target.
+ * Kept here, not in the SCSI layer, because it is a property of the
+ * session's view (ACL masking), not of any one LU. True when answered.
+ */
+static bool luns_changed_ua(struct iscsi_task *t)
+{
+	struct iscsi_conn *c = t->conn;
+	uint8_t op = t->cmd.cdb[0];
+	if (op == 0xa0) {   /* REPORT LUNS */
+		c->luns_changed = false;
+		return false;
+	}
+	if (!t->cmd.lu || op == 0x12 || op == 0x03)   /* INQUIRY, REQUEST SENSE */
+		return false;
+	c->luns_changed = false;
+	respond_check(t, TND_SAM_CHECK_CONDITION, 0x06, 0x3f, 0x0e);
+	return true;
+}
+
 static void task_exec(struct iscsi_task *t)
 {
 	struct iscsi_conn *c = t->conn;
 	struct tnd_scsi_cmd *cmd = &t->cmd;
 	cmd->cdb_len = 16;
 	cmd->lu = NULL;
-	if (tnd_iscsi_lun_decode(t->lun_raw, &cmd->lun) == 0) {
-		for (unsigned i = 0; i < c->target->nr_luns; i++) {
-			if (c->target->luns[i].lun == cmd->lun) {
-				cmd->lu = c->target->luns[i].lu;
-				break;
-			}
-		}
-	} else {
+	if (tnd_iscsi_lun_decode(t->lun_raw, &cmd->lun) == 0)
+		cmd->lu = tnd_iscsi_view_lu(c, cmd->lun);
+	else
 		cmd->lun = UINT64_MAX;
-	}
+	if (c->luns_changed && luns_changed_ua(t))
+		return;
 	cmd->nexus = c->nexus;
 	cmd->reactor = c->rc->reactor;
-	cmd->luns = c->target->lun_ids;
-	cmd->nr_luns = c->target->nr_luns;
+	/* The view may be replaced between callbacks; REPORT LUNS reads it
+	 * within tnd_scsi_exec(), before any. */
+	cmd->luns = c->view_ids;
+	cmd->nr_luns = c->view_nr;
 	cmd->done = cmd_done;
 	cmd->priv = t;
 	t->state = TASK_EXEC;
@@ -616,6 +638,7 @@ static void cmd_done(struct tnd_scsi_cmd *cmd)
 	struct iscsi_conn *c = t->conn;
 	c->nr_exec--;
 	c->inflight--;
+	tnd_iscsi_cfg_cmd_done(c->rc, cmd->lu);
 	struct iscsi_tmf *m = t->tmf;
 	if (t->aborted || c->state == CONN_CLOSING)
 		task_discard(c, t);
@@ -687,10 +710,7 @@ static struct tnd_scsi_lu *lu_of(struct iscsi_conn *c, const uint8_t *lun_raw)
 	uint64_t lun;
 	if (tnd_iscsi_lun_decode(lun_raw, &lun) < 0)
 		return NULL;
-	for (unsigned i = 0; i < c->target->nr_luns; i++)
-		if (c->target->luns[i].lun == lun)
-			return c->target->luns[i].lu;
-	return NULL;
+	return tnd_iscsi_view_lu(c, lun);
 }
 
 struct tmf_req {
@@ -744,8 +764,8 @@ static uint8_t tmf_target_warm_reset(struct iscsi_conn *c, const struct tmf_req 
 				     struct iscsi_tmf *m)
 {
 	abort_matching(c, NULL, true, m);
-	for (unsigned i = 0; i < c->target->nr_luns; i++)
-		tnd_scsi_lu_reset(c->target->luns[i].lu);
+	for (unsigned i = 0; i < c->view_nr; i++)
+		tnd_scsi_lu_reset(c->view[i].lu);
 	return ISCSI_TMF_RSP_COMPLETE;
 }
 

@@ -98,6 +98,14 @@ struct tnd_iscsi_params {
 	uint32_t max_conns;
 };
 
+enum {
+	TND_ISCSI_AUTH_NONE = 1u << 0,
+	TND_ISCSI_AUTH_CHAP = 1u << 1,
+};
+
+/* Index of each CHAP key in tnd_iscsi_negotiator.chap[]. */
+enum { TND_ISCSI_CHAP_A, TND_ISCSI_CHAP_I, TND_ISCSI_CHAP_C, TND_ISCSI_CHAP_N, TND_ISCSI_CHAP_R };
+
 /* Stages a key may appear in (bit per stage). */
 enum {
 	TND_ISCSI_IN_SECURITY = 1u << 0,
@@ -113,6 +121,13 @@ struct tnd_iscsi_negotiator {
 	enum tnd_iscsi_session_type session_type;
 	bool auth_offered;            /* AuthMethod was seen */
 	char auth_method[16];         /* chosen method, "" until negotiated */
+	/* Methods AuthMethod may settle on (TND_ISCSI_AUTH_* bits), set by the
+	 * login code once it knows the initiator and target: None alone by
+	 * default, CHAP alone when the initiator's ACL requires it. */
+	unsigned auth_allowed;
+	/* CHAP_A/I/C/N/R of the last request, pointing into the request text
+	 * (valid until the caller reuses it); NULL where absent. */
+	const char *chap[5];
 	/* SendTargets value of the last request (valid if has_send_targets). */
 	bool has_send_targets;
 	char send_targets[TND_ISCSI_NAME_MAX + 1];

@@ -60,6 +60,9 @@ int tnd_target_server_create(const struct tnd_target_server_opts *opts,
 		if (ret < 0)
 			goto err_destroy_pools;
 	}
+	ret = tnd_iscsi_cfg_init(srv);
+	if (ret < 0)
+		goto err_destroy_pools;
 	pthread_mutex_init(&srv->sess_lock, NULL);
 	*out = srv;
 	return 0;
@@ -182,117 +185,6 @@ int tnd_target_server_portal_port(struct tnd_target_server *srv, unsigned idx)
 	return srv->portals[idx]->port;
 }
 
-/* ---- targets and LUNs ---- */
-
-const struct iscsi_target *tnd_iscsi_find_target(const struct tnd_target_server *srv,
-						 const char *iqn)
-{
-	for (unsigned i = 0; i < srv->nr_targets; i++)
-		if (strcmp(srv->targets[i]->iqn, iqn) == 0)
-			return srv->targets[i];
-	return NULL;
-}
-
-bool tnd_iscsi_initiator_allowed(const struct iscsi_target *t, const char *initiator)
-{
-	if (t->allow_any)
-		return true;
-	for (unsigned i = 0; i < t->nr_initiators; i++)
-		if (strcmp(t->initiators[i], initiator) == 0)
-			return true;
-	return false;
-}
-
-static void target_free(struct iscsi_target *t)
-{
-	if (!t)
-		return;
-	for (unsigned i = 0; i < t->nr_luns; i++)
-		tnd_scsi_lu_destroy(t->luns[i].lu);
-	free(t->luns);
-	free(t->lun_ids);
-	for (unsigned i = 0; i < t->nr_initiators; i++)
-		free(t->initiators[i]);
-	free(t->initiators);
-	free(t->iqn);
-	free(t->alias);
-	free(t);
-}
-
-int tnd_target_server_add_target(struct tnd_target_server *srv, const char *iqn,
-				 const char *alias, bool allow_any,
-				 const char *const *initiators, unsigned nr_initiators)
-{
-	if (srv->started || !iqn || !iqn[0] || strlen(iqn) > TND_ISCSI_NAME_MAX ||
-	    (alias && strlen(alias) > TND_ISCSI_VALUE_MAX) || (nr_initiators && !initiators))
-		return -EINVAL;
-	if (tnd_iscsi_find_target(srv, iqn))
-		return -EEXIST;
-	struct iscsi_target *t = calloc(1, sizeof(*t));
-	if (!t)
-		return -ENOMEM;
-	t->allow_any = allow_any;
-	t->iqn = strdup(iqn);
-	t->alias = alias ? strdup(alias) : NULL;
-	if (!t->iqn || (alias && !t->alias))
-		goto err_free_target;
-	if (nr_initiators) {
-		t->initiators = calloc(nr_initiators, sizeof(*t->initiators));
-		if (!t->initiators)
-			goto err_free_target;
-		for (unsigned i = 0; i < nr_initiators; i++) {
-			t->initiators[i] = strdup(initiators[i]);
-			if (!t->initiators[i])
-				goto err_free_target;
-			t->nr_initiators++;
-		}
-	}
-	struct iscsi_target **arr = realloc(srv->targets, (srv->nr_targets + 1) * sizeof(*arr));
-	if (!arr)
-		goto err_free_target;
-	srv->targets = arr;
-	srv->targets[srv->nr_targets++] = t;
-	return 0;
-
-err_free_target:
-	target_free(t);
-	return -ENOMEM;
-}
-
-int tnd_target_server_map_lun(struct tnd_target_server *srv, const char *iqn,
-			      uint64_t lun, const char *dev_name, struct tnd_volume *vol)
-{
-	if (srv->started || lun > TND_ISCSI_LUN_MAX || !dev_name || !vol)
-		return -EINVAL;
-	struct iscsi_target *t = (struct iscsi_target *)tnd_iscsi_find_target(srv, iqn);
-	if (!t)
-		return -ENOENT;
-	unsigned pos = 0;
-	while (pos < t->nr_luns && t->luns[pos].lun < lun)
-		pos++;
-	if (pos < t->nr_luns && t->luns[pos].lun == lun)
-		return -EEXIST;
-	struct iscsi_lun *luns = realloc(t->luns, (t->nr_luns + 1) * sizeof(*luns));
-	if (!luns)
-		return -ENOMEM;
-	t->luns = luns;
-	uint64_t *ids = realloc(t->lun_ids, (t->nr_luns + 1) * sizeof(*ids));
-	if (!ids)
-		return -ENOMEM;
-	t->lun_ids = ids;
-	struct tnd_scsi_lu_desc desc = { .name = dev_name, .vol = vol };
-	struct tnd_scsi_lu *lu;
-	int ret = tnd_scsi_lu_create(&desc, &lu);
-	if (ret < 0)
-		return ret;
-	memmove(&t->luns[pos + 1], &t->luns[pos], (t->nr_luns - pos) * sizeof(*luns));
-	memmove(&t->lun_ids[pos + 1], &t->lun_ids[pos], (t->nr_luns - pos) * sizeof(*ids));
-	t->luns[pos] = (struct iscsi_lun){ lun, lu };
-	t->lun_ids[pos] = lun;
-	t->nr_luns++;
-	return 0;
-}
-
 /* ---- sessions ---- */
 
 uint16_t tnd_iscsi_session_register(struct iscsi_conn *c)
@@ -303,7 +195,7 @@ uint16_t tnd_iscsi_session_register(struct iscsi_conn *c)
 		struct iscsi_conn **pp = &srv->sessions;
 		while (*pp) {
 			struct iscsi_conn *s = *pp;
-			if (!s->discovery && s->target == c->target &&
+			if (!s->discovery && strcmp(s->target_iqn, c->target_iqn) == 0 &&
 			    memcmp(s->isid, c->isid, sizeof(c->isid)) == 0 &&
 			    strcmp(s->ng.initiator_name, c->ng.initiator_name) == 0) {
 				/* Reinstatement: the old session goes, on its own reactor. */
@@ -581,7 +473,8 @@ static void portal_stop_msg(struct tnd_msg *m)
 
 void tnd_target_server_stop(struct tnd_target_server *srv, tnd_target_stopped_cb cb, void *arg)
 {
-	srv->stopping = true;
+	/* Sets srv->stopping once no configuration change is under way. */
+	tnd_iscsi_cfg_shutdown(srv);
 	srv->stop_cb = cb;
 	srv->stop_arg = arg;
 	atomic_store(&srv->stop_pending, srv->nr_reactors);
@@ -603,9 +496,7 @@ void tnd_target_server_destroy(struct tnd_target_server *srv)
 		free(srv->portals[i]);
 	}
 	free(srv->portals);
-	for (unsigned i = 0; i < srv->nr_targets; i++)
-		target_free(srv->targets[i]);
-	free(srv->targets);
+	tnd_iscsi_cfg_destroy(srv);
 	for (unsigned i = 0; i < srv->nr_reactors; i++)
 		tnd_iscsi_pool_destroy(srv->rctx[i].pool);
 	free(srv->rctx);

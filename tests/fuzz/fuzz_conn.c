@@ -40,6 +40,8 @@
 #include "../../target/src/iscsi_login.c"
 #include "../../target/src/iscsi_scsi.c"
 #include "../../target/src/server.c"
+#include "../../target/src/iscsi_cfg.c"
+#include "../../target/src/iscsi_auth.c"
 
 #define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
 

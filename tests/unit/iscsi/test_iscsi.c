@@ -8,6 +8,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <pthread.h>
 #include <netinet/in.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,6 +25,7 @@
 #include "tnd_common.h"
 #include "tnd_reactor.h"
 #include "tnd_target.h"
+#include "iscsi_auth.h"
 #include "iscsi_pdu.h"
 #include "iscsi_pool.h"
 #include "iscsi_text.h"
@@ -1123,6 +1125,654 @@ static void login_text_continued(void **state)
 	live_stop(&l);
 }
 
+/* ---- live changes and sessions ---- */
+
+/* A SCSI command to @lun (single-level LUN addressing). */
+static void scsi_cmd_lun(int fd, uint64_t lun, uint32_t itt, uint32_t cmd_sn, uint8_t flags,
+			 uint32_t edtl, const uint8_t *cdb, unsigned cdb_len)
+{
+	uint8_t bhs[48] = { 0 };
+	bhs[0] = ISCSI_OP_SCSI_CMD;
+	bhs[1] = flags;
+	bhs[9] = (uint8_t)lun;
+	tnd_put_be32(bhs + 16, itt);
+	tnd_put_be32(bhs + 20, edtl);
+	tnd_put_be32(bhs + 24, cmd_sn);
+	memcpy(bhs + 32, cdb, cdb_len);
+	send_pdu(fd, bhs, "", 0);
+}
+
+/* Receive a SCSI Response; returns (key << 16 | asc << 8 | ascq), or 0 for GOOD. */
+static unsigned recv_status(int fd)
+{
+	uint8_t rsp[48];
+	static char data[1 << 16];
+	uint32_t n = recv_pdu(fd, rsp, data, sizeof(data));
+	if ((rsp[0] & 0x3f) == ISCSI_OP_DATA_IN) {
+		assert_true(rsp[1] & ISCSI_DATAIN_STATUS);
+		return 0;
+	}
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_SCSI_RSP);
+	if (rsp[3] == TND_SAM_GOOD)
+		return 0;
+	assert_int_equal(rsp[3], TND_SAM_CHECK_CONDITION);
+	assert_true(n >= 2 + 14);
+	const uint8_t *sense = (const uint8_t *)data + 2;
+	return (unsigned)(sense[2] & 0x0f) << 16 | (unsigned)sense[12] << 8 | sense[13];
+}
+
+/* REPORT LUNS: the LUN numbers into @luns; returns how many. */
+static unsigned report_luns(int fd, uint32_t itt, uint32_t cmd_sn, uint64_t *luns, unsigned max)
+{
+	uint8_t cdb[12] = { 0xa0 };
+	tnd_put_be32(cdb + 6, 4096);
+	scsi_cmd_lun(fd, 0, itt, cmd_sn, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 4096, cdb, 12);
+	uint8_t rsp[48];
+	static char data[1 << 16];
+	uint32_t n = recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_DATA_IN);
+	assert_true(n >= 8);
+	unsigned nr = tnd_get_be32((uint8_t *)data) / 8;
+	for (unsigned i = 0; i < nr && i < max; i++)
+		luns[i] = ((const uint8_t *)data)[8 + 8 * i + 1];
+	return nr;
+}
+
+static void gate_setup(struct gate_vol *g, bool closed)
+{
+	memset(g, 0, sizeof(*g));
+	tnd_volume_init(&g->base, &gate_ops, NULL);
+	g->open_msg.fn = gate_open_fn;
+	atomic_store(&g->closed, closed);
+}
+
+static void live_start_gate(struct live *l, struct gate_vol *g, unsigned nr_reactors)
+{
+	memset(l, 0, sizeof(*l));
+	l->nr = nr_reactors;
+	for (unsigned i = 0; i < nr_reactors; i++)
+		assert_int_equal(tnd_reactor_create(i, 256, &l->rs[i]), 0);
+	l->r = l->rs[0];
+	struct tnd_target_server_opts o = { .reactors = l->rs, .nr_reactors = nr_reactors };
+	assert_int_equal(tnd_target_server_create(&o, &l->srv), 0);
+	assert_int_equal(tnd_target_server_add_portal(l->srv, "127.0.0.1:0"), 0);
+	l->port = tnd_target_server_portal_port(l->srv, 0);
+	assert_int_equal(tnd_target_server_add_target(l->srv, test_target, NULL, true, NULL, 0), 0);
+	assert_int_equal(tnd_target_server_map_lun(l->srv, test_target, 0, "gate0", &g->base), 0);
+	assert_int_equal(tnd_target_server_start(l->srv), 0);
+	for (unsigned i = 0; i < nr_reactors; i++)
+		assert_int_equal(tnd_reactor_start(l->rs[i]), 0);
+}
+
+static const uint8_t tur6[6] = { 0 };
+static const uint8_t read10_1[10] = { 0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0 };
+
+static void live_map_lun_raises_ua(void **state)
+{
+	struct live l;
+	struct gate_vol g, g1;
+	gate_setup(&g, false);
+	gate_setup(&g1, false);
+	live_start_gate(&l, &g, 2);
+	int fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:live"), 0);
+	scsi_cmd_lun(fd, 0, 1, 0, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x062900);   /* power on */
+	uint64_t luns[8];
+	assert_int_equal(report_luns(fd, 2, 1, luns, 8), 1);
+
+	/* Map LUN 1 while the session runs: in effect when the call returns. */
+	assert_int_equal(tnd_target_server_map_lun(l.srv, test_target, 1, "gate1", &g1.base), 0);
+	assert_int_equal(tnd_target_server_map_lun(l.srv, test_target, 1, "gate1", &g1.base), -EEXIST);
+	assert_int_equal(tnd_target_server_map_lun(l.srv, "iqn.2026-11.test:none", 2, "x", &g1.base),
+			 -ENOENT);
+	scsi_cmd_lun(fd, 0, 3, 2, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x063f0e);   /* REPORTED LUNS DATA HAS CHANGED */
+	scsi_cmd_lun(fd, 0, 4, 3, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0);          /* reported once */
+	assert_int_equal(report_luns(fd, 5, 4, luns, 8), 2);
+	assert_int_equal(luns[0], 0);
+	assert_int_equal(luns[1], 1);
+	scsi_cmd_lun(fd, 1, 6, 5, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x062900);   /* LUN 1's own power on */
+
+	/* REPORT LUNS clears a pending report. */
+	assert_int_equal(tnd_target_server_unmap_lun(l.srv, test_target, 1), 0);
+	assert_int_equal(tnd_target_server_unmap_lun(l.srv, test_target, 1), -ENOENT);
+	assert_int_equal(report_luns(fd, 7, 6, luns, 8), 1);
+	scsi_cmd_lun(fd, 0, 8, 7, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0);
+	scsi_cmd_lun(fd, 1, 9, 8, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x052500);   /* LOGICAL UNIT NOT SUPPORTED */
+
+	/* The session list, then a kick. */
+	json_t *arr = json_array();
+	assert_int_equal(tnd_target_server_sessions_json(l.srv, arr), 0);
+	assert_int_equal(json_array_size(arr), 1);
+	json_t *s0 = json_array_get(arr, 0);
+	assert_string_equal(json_string_value(json_object_get(s0, "initiator")),
+			    "iqn.2026-11.test:live");
+	assert_string_equal(json_string_value(json_object_get(s0, "target")), test_target);
+	assert_string_equal(json_string_value(json_object_get(s0, "type")), "normal");
+	assert_string_equal(json_string_value(json_object_get(s0, "isid")), "800000000001");
+	assert_non_null(json_object_get(s0, "params"));
+	char id[32];
+	snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(s0, "id")));
+	json_decref(arr);
+	assert_int_equal(tnd_target_server_kick_session(l.srv, "999999"), -ENOENT);
+	assert_int_equal(tnd_target_server_kick_session(l.srv, "nonsense"), -ENOENT);
+	assert_int_equal(tnd_target_server_kick_session(l.srv, id), 0);
+	char ch;
+	assert_int_equal(recv1(fd, &ch), 0);
+	close(fd);
+	arr = json_array();
+	assert_int_equal(tnd_target_server_sessions_json(l.srv, arr), 0);
+	assert_int_equal(json_array_size(arr), 0);
+	json_decref(arr);
+	assert_int_equal(tnd_target_server_kick_session(l.srv, id), -ENOENT);
+	live_stop(&l);
+}
+
+struct unmap_arg {
+	struct tnd_target_server *srv;
+	atomic_bool done;
+	int ret;
+};
+
+static void *unmap_thread(void *p)
+{
+	struct unmap_arg *a = p;
+	a->ret = tnd_target_server_unmap_lun(a->srv, test_target, 0);
+	atomic_store(&a->done, true);
+	return NULL;
+}
+
+static void *remove_thread(void *p)
+{
+	struct unmap_arg *a = p;
+	a->ret = tnd_target_server_remove_target(a->srv, test_target);
+	atomic_store(&a->done, true);
+	return NULL;
+}
+
+static void live_remove_target_waits_for_io(void **state)
+{
+	struct live l;
+	struct gate_vol g;
+	gate_setup(&g, true);
+	live_start_gate(&l, &g, 2);
+	int fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:busy"), 0);
+	scsi_cmd_lun(fd, 0, 1, 0, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x062900);
+	scsi_cmd_lun(fd, 0, 2, 1, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 512, read10_1, 10);
+	for (int i = 0; i < 200 && atomic_load(&g.held_count) == 0; i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(&g.held_count), 1);
+	struct unmap_arg a = { .srv = l.srv };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, remove_thread, &a), 0);
+	/* The session is closed at once; the call waits for the read. */
+	char ch;
+	assert_int_equal(recv1(fd, &ch), 0);
+	usleep(100000);
+	assert_false(atomic_load(&a.done));
+	/* The first connection went to reactor 0, where the read is held. */
+	tnd_reactor_send(l.r, &g.open_msg);
+	pthread_join(th, NULL);
+	assert_int_equal(a.ret, 0);
+	close(fd);
+	live_stop(&l);
+}
+
+static void live_unmap_waits_for_io(void **state)
+{
+	struct live l;
+	struct gate_vol g;
+	gate_setup(&g, true);
+	live_start_gate(&l, &g, 1);
+	int fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:unmap"), 0);
+	scsi_cmd_lun(fd, 0, 1, 0, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x062900);
+	/* A read waits at the volume... */
+	scsi_cmd_lun(fd, 0, 2, 1, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 512, read10_1, 10);
+	for (int i = 0; i < 200 && atomic_load(&g.held_count) == 0; i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(&g.held_count), 1);
+	/* ...so unmapping its LUN waits too. */
+	struct unmap_arg a = { .srv = l.srv };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, unmap_thread, &a), 0);
+	usleep(200000);
+	assert_false(atomic_load(&a.done));
+	tnd_reactor_send(l.r, &g.open_msg);
+	pthread_join(th, NULL);
+	assert_int_equal(a.ret, 0);
+	/* The read itself completes normally, and the LUN is gone after it. */
+	assert_int_equal(recv_status(fd), 0);
+	scsi_cmd_lun(fd, 0, 3, 2, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 512, read10_1, 10);
+	assert_int_equal(recv_status(fd), 0x052500);
+	uint64_t luns[4];
+	assert_int_equal(report_luns(fd, 4, 3, luns, 4), 0);
+	close(fd);
+	live_stop(&l);
+}
+
+static void live_remove_target_closes_sessions(void **state)
+{
+	struct live l;
+	struct gate_vol g;
+	gate_setup(&g, false);
+	live_start_gate(&l, &g, 2);
+	int fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:removed"), 0);
+	int fd2 = connect_to(l.port);
+	assert_int_equal(login_normal(fd2, 2, "iqn.2026-11.test:removed"), 0);
+	assert_int_equal(tnd_target_server_remove_target(l.srv, test_target), 0);
+	assert_int_equal(tnd_target_server_remove_target(l.srv, test_target), -ENOENT);
+	char ch;
+	assert_int_equal(recv1(fd, &ch), 0);
+	assert_int_equal(recv1(fd2, &ch), 0);
+	close(fd);
+	close(fd2);
+	fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:removed"), 0x0203);
+	close(fd);
+	/* Added back live, with allow_any off: nobody is admitted... */
+	assert_int_equal(tnd_target_server_add_target(l.srv, test_target, "Back", false, NULL, 0), 0);
+	fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:removed"), 0x0202);
+	close(fd);
+	/* ...until allow_any is turned on. */
+	assert_int_equal(tnd_target_server_set_allow_any(l.srv, test_target, true), 0);
+	fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:removed"), 0);
+	/* Turning it off again ends the session of an initiator without an ACL. */
+	assert_int_equal(tnd_target_server_set_allow_any(l.srv, test_target, false), 0);
+	assert_int_equal(recv1(fd, &ch), 0);
+	close(fd);
+	live_stop(&l);
+}
+
+/* SendTargets=All in a discovery session of @initiator: how many targets. */
+static unsigned sendtargets_count(int port, const char *initiator)
+{
+	int fd = connect_to(port);
+	uint8_t bhs[48] = { 0 }, rsp[48];
+	static char data[1 << 16];
+	char login[256];
+	int len = snprintf(login, sizeof(login), "InitiatorName=%s%cSessionType=Discovery%c",
+			   initiator, 0, 0);
+	bhs[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_LOGIN_TRANSIT | (1 << 2) | 3;
+	bhs[8] = 0x80;
+	send_pdu(fd, bhs, login, (uint32_t)len);
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(tnd_get_be16(rsp + 36), 0);
+	memset(bhs, 0, 48);
+	bhs[0] = ISCSI_OP_TEXT_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_FLAG_FINAL;
+	tnd_put_be32(bhs + 16, 2);
+	tnd_put_be32(bhs + 20, ISCSI_RSVD_TAG);
+	send_pdu(fd, bhs, "SendTargets=All", 16);
+	uint32_t n = recv_pdu(fd, rsp, data, sizeof(data));
+	unsigned names = 0;
+	for (size_t off = 0; off < n; off += strlen(data + off) + 1)
+		names += strncmp(data + off, "TargetName=", 11) == 0;
+	close(fd);
+	return names;
+}
+
+static void acl_admission_and_lun_masking(void **state)
+{
+	struct live l;
+	struct gate_vol g, g1;
+	gate_setup(&g, false);
+	gate_setup(&g1, false);
+	live_start_gate(&l, &g, 2);
+	assert_int_equal(tnd_target_server_map_lun(l.srv, test_target, 1, "gate1", &g1.base), 0);
+	assert_int_equal(tnd_target_server_set_allow_any(l.srv, test_target, false), 0);
+	static const uint64_t only1[] = { 1 };
+	struct tnd_target_acl a = { .initiator = "iqn.2026-11.test:a", .luns = only1, .nr_luns = 1 };
+	struct tnd_target_acl b = { .initiator = "iqn.2026-11.test:b" };
+	assert_int_equal(tnd_target_server_set_acl(l.srv, test_target, &a), 0);
+	assert_int_equal(tnd_target_server_set_acl(l.srv, test_target, &b), 0);
+	assert_int_equal(tnd_target_server_set_acl(l.srv, "iqn.2026-11.test:none", &b), -ENOENT);
+	struct tnd_target_acl bad = { .initiator = "" };
+	assert_int_equal(tnd_target_server_set_acl(l.srv, test_target, &bad), -EINVAL);
+	static const struct tnd_target_chap short_secret = { "u", "short" };
+	bad = (struct tnd_target_acl){ .initiator = "iqn.2026-11.test:c", .chap = &short_secret };
+	assert_int_equal(tnd_target_server_set_acl(l.srv, test_target, &bad), -EINVAL);
+
+	/* Not in an ACL: authorization failure, and discovery shows nothing. */
+	int fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:c"), 0x0202);
+	close(fd);
+	assert_int_equal(sendtargets_count(l.port, "iqn.2026-11.test:c"), 0);
+	assert_int_equal(sendtargets_count(l.port, "iqn.2026-11.test:a"), 1);
+
+	/* A sees only LUN 1; LUN 0 does not exist for it. */
+	fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:a"), 0);
+	uint64_t luns[8];
+	assert_int_equal(report_luns(fd, 1, 0, luns, 8), 1);
+	assert_int_equal(luns[0], 1);
+	scsi_cmd_lun(fd, 0, 2, 1, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 512, read10_1, 10);
+	assert_int_equal(recv_status(fd), 0x052500);
+	scsi_cmd_lun(fd, 1, 3, 2, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x062900);
+	/* B sees both. */
+	int fdb = connect_to(l.port);
+	assert_int_equal(login_normal(fdb, 1, "iqn.2026-11.test:b"), 0);
+	assert_int_equal(report_luns(fdb, 1, 0, luns, 8), 2);
+
+	/* Widening A's mask live: a unit attention, then both LUNs. */
+	static const uint64_t both[] = { 1, 0 };
+	a.luns = both;
+	a.nr_luns = 2;
+	assert_int_equal(tnd_target_server_set_acl(l.srv, test_target, &a), 0);
+	scsi_cmd_lun(fd, 1, 4, 3, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x063f0e);
+	assert_int_equal(report_luns(fd, 5, 4, luns, 8), 2);
+	/* B's view did not change: no unit attention for it. */
+	scsi_cmd_lun(fdb, 1, 2, 1, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fdb), 0x062900);
+	scsi_cmd_lun(fdb, 1, 3, 2, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fdb), 0);
+
+	/* Removing A's ACL ends A's session, not B's. */
+	assert_int_equal(tnd_target_server_remove_acl(l.srv, test_target, "iqn.2026-11.test:a"), 0);
+	assert_int_equal(tnd_target_server_remove_acl(l.srv, test_target, "iqn.2026-11.test:a"),
+			 -ENOENT);
+	char ch;
+	assert_int_equal(recv1(fd, &ch), 0);
+	close(fd);
+	scsi_cmd_lun(fdb, 1, 4, 3, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fdb), 0);
+	close(fdb);
+	live_stop(&l);
+}
+
+/* ---- CHAP ---- */
+
+/* The value of @key in a response text, or NULL. */
+static const char *text_value(const char *text, size_t len, const char *key)
+{
+	size_t kl = strlen(key);
+	for (size_t off = 0; off < len; off += strlen(text + off) + 1)
+		if (strncmp(text + off, key, kl) == 0 && text[off + kl] == '=')
+			return text + off + kl + 1;
+	return NULL;
+}
+
+static void chap_encodings(void **state)
+{
+	uint8_t b[2048];
+	assert_int_equal(tnd_iscsi_binary_decode("0x0aFf", b, sizeof(b)), 2);
+	assert_int_equal(b[0], 0x0a);
+	assert_int_equal(b[1], 0xff);
+	assert_int_equal(tnd_iscsi_binary_decode("0XabC", b, sizeof(b)), 2);   /* odd: 0x0a 0xbc */
+	assert_int_equal(b[0], 0x0a);
+	assert_int_equal(b[1], 0xbc);
+	assert_int_equal(tnd_iscsi_binary_decode("0bYWJj", b, sizeof(b)), 3);
+	assert_memory_equal(b, "abc", 3);
+	assert_int_equal(tnd_iscsi_binary_decode("0BYWI=", b, sizeof(b)), 2);
+	assert_memory_equal(b, "ab", 2);
+	assert_int_equal(tnd_iscsi_binary_decode("0x", b, sizeof(b)), -EINVAL);
+	assert_int_equal(tnd_iscsi_binary_decode("0xzz", b, sizeof(b)), -EINVAL);
+	assert_int_equal(tnd_iscsi_binary_decode("1234", b, sizeof(b)), -EINVAL);
+	assert_int_equal(tnd_iscsi_binary_decode("0b%%%%", b, sizeof(b)), -EINVAL);
+	assert_int_equal(tnd_iscsi_binary_decode("0x112233", b, 2), -E2BIG);
+	char hex[16];
+	static const uint8_t in[3] = { 0x00, 0x7f, 0xa5 };
+	tnd_iscsi_binary_encode(in, 3, hex);
+	assert_string_equal(hex, "0x007fa5");
+	/* MD5(0x01 "secret" "abc"), as computed independently. */
+	uint8_t r[16], want[16];
+	tnd_iscsi_chap_response(1, (const uint8_t *)"secret", 6, (const uint8_t *)"abc", 3, r);
+	assert_int_equal(tnd_iscsi_binary_decode("0xea64469e3d699ce7884d07b0e6b1edb3", want, 16), 16);
+	assert_memory_equal(r, want, 16);
+}
+
+#define SECRET "twelve-bytes-at-least"
+#define MSECRET "another-secret-for-mutual"
+
+/* Run the exchange up to our challenge; returns the identifier. */
+static uint8_t chap_challenge(struct tnd_iscsi_chap *s, bool mutual, uint8_t *challenge)
+{
+	assert_int_equal(tnd_iscsi_chap_init(s, "alice", (const uint8_t *)SECRET, strlen(SECRET),
+					     mutual ? "target" : NULL,
+					     (const uint8_t *)MSECRET, strlen(MSECRET)), 0);
+	struct tnd_iscsi_text t = { 0 };
+	struct tnd_iscsi_chap_keys k = { 0 };
+	assert_int_equal(tnd_iscsi_chap_step(s, &k, &t), 0);   /* nothing yet */
+	k.a = "7,5";
+	assert_int_equal(tnd_iscsi_chap_step(s, &k, &t), 0);
+	assert_string_equal(text_value(t.buf, t.len, "CHAP_A"), "5");
+	uint32_t id;
+	assert_int_equal(tnd_iscsi_parse_number(text_value(t.buf, t.len, "CHAP_I"), &id), 0);
+	assert_true(id <= 255);
+	assert_int_equal(tnd_iscsi_binary_decode(text_value(t.buf, t.len, "CHAP_C"), challenge,
+						 TND_CHAP_CHALLENGE_LEN), TND_CHAP_CHALLENGE_LEN);
+	tnd_iscsi_text_free(&t);
+	return (uint8_t)id;
+}
+
+static void chap_state_machine(void **state)
+{
+	struct tnd_iscsi_chap s;
+	struct tnd_iscsi_text t = { 0 };
+	uint8_t ch[TND_CHAP_CHALLENGE_LEN], r[16];
+	char rhex[64];
+
+	/* The right answer, in hex. */
+	uint8_t id = chap_challenge(&s, false, ch);
+	tnd_iscsi_chap_response(id, (const uint8_t *)SECRET, strlen(SECRET), ch, sizeof(ch), r);
+	tnd_iscsi_binary_encode(r, 16, rhex);
+	struct tnd_iscsi_chap_keys k = { .n = "alice", .r = rhex };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), 1);
+	assert_int_equal(t.len, 0);
+	tnd_iscsi_chap_wipe(&s);
+
+	/* The same in base64 ("0b"). */
+	id = chap_challenge(&s, false, ch);
+	tnd_iscsi_chap_response(id, (const uint8_t *)SECRET, strlen(SECRET), ch, sizeof(ch), r);
+	char b64[64] = "0b";
+	static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t o = 2;
+	for (int i = 0; i < 16; i += 3) {
+		uint32_t v = (uint32_t)r[i] << 16 | (i + 1 < 16 ? (uint32_t)r[i + 1] << 8 : 0) |
+			     (i + 2 < 16 ? r[i + 2] : 0);
+		b64[o++] = al[v >> 18 & 63];
+		b64[o++] = al[v >> 12 & 63];
+		b64[o++] = i + 1 < 16 ? al[v >> 6 & 63] : '=';
+		b64[o++] = i + 2 < 16 ? al[v & 63] : '=';
+	}
+	b64[o] = '\0';
+	k = (struct tnd_iscsi_chap_keys){ .n = "alice", .r = b64 };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), 1);
+	tnd_iscsi_chap_wipe(&s);
+
+	/* Wrong secret, wrong name, wrong length, missing response. */
+	id = chap_challenge(&s, false, ch);
+	tnd_iscsi_chap_response(id, (const uint8_t *)"not-the-secret!", 15, ch, sizeof(ch), r);
+	tnd_iscsi_binary_encode(r, 16, rhex);
+	k = (struct tnd_iscsi_chap_keys){ .n = "alice", .r = rhex };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), -EACCES);
+	assert_int_equal(s.state, TND_CHAP_FAILED);
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), -EACCES);   /* stays failed */
+	id = chap_challenge(&s, false, ch);
+	tnd_iscsi_chap_response(id, (const uint8_t *)SECRET, strlen(SECRET), ch, sizeof(ch), r);
+	tnd_iscsi_binary_encode(r, 16, rhex);
+	k = (struct tnd_iscsi_chap_keys){ .n = "mallory", .r = rhex };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), -EACCES);
+	id = chap_challenge(&s, false, ch);
+	tnd_iscsi_chap_response(id, (const uint8_t *)SECRET, strlen(SECRET), ch, sizeof(ch), r);
+	tnd_iscsi_binary_encode(r, 15, rhex);
+	k = (struct tnd_iscsi_chap_keys){ .n = "alice", .r = rhex };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), -EACCES);
+	id = chap_challenge(&s, false, ch);
+	k = (struct tnd_iscsi_chap_keys){ .n = "alice" };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), -EACCES);
+
+	/* No MD5 among the algorithms; keys out of order. */
+	assert_int_equal(tnd_iscsi_chap_init(&s, "alice", (const uint8_t *)SECRET, strlen(SECRET),
+					     NULL, NULL, 0), 0);
+	k = (struct tnd_iscsi_chap_keys){ .a = "6,7" };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), -EACCES);
+	assert_int_equal(tnd_iscsi_chap_init(&s, "alice", (const uint8_t *)SECRET, strlen(SECRET),
+					     NULL, NULL, 0), 0);
+	k = (struct tnd_iscsi_chap_keys){ .n = "alice", .r = "0x00" };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), -EACCES);
+
+	/* Mutual: our answer to the initiator's challenge. */
+	id = chap_challenge(&s, true, ch);
+	tnd_iscsi_chap_response(id, (const uint8_t *)SECRET, strlen(SECRET), ch, sizeof(ch), r);
+	tnd_iscsi_binary_encode(r, 16, rhex);
+	k = (struct tnd_iscsi_chap_keys){ .n = "alice", .r = rhex, .i = "77",
+					  .c = "0x0102030405060708090a0b0c0d0e0f10" };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), 1);
+	assert_string_equal(text_value(t.buf, t.len, "CHAP_N"), "target");
+	uint8_t mine[16], want[16], ic[16];
+	assert_int_equal(tnd_iscsi_binary_decode(k.c, ic, 16), 16);
+	tnd_iscsi_chap_response(77, (const uint8_t *)MSECRET, strlen(MSECRET), ic, 16, want);
+	assert_int_equal(tnd_iscsi_binary_decode(text_value(t.buf, t.len, "CHAP_R"), mine, 16), 16);
+	assert_memory_equal(mine, want, 16);
+	tnd_iscsi_text_free(&t);
+
+	/* Mutual required but the initiator sends no challenge. */
+	id = chap_challenge(&s, true, ch);
+	tnd_iscsi_chap_response(id, (const uint8_t *)SECRET, strlen(SECRET), ch, sizeof(ch), r);
+	tnd_iscsi_binary_encode(r, 16, rhex);
+	k = (struct tnd_iscsi_chap_keys){ .n = "alice", .r = rhex };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), -EACCES);
+
+	/* A reflected challenge: ours, sent back. */
+	id = chap_challenge(&s, true, ch);
+	tnd_iscsi_chap_response(id, (const uint8_t *)SECRET, strlen(SECRET), ch, sizeof(ch), r);
+	tnd_iscsi_binary_encode(r, 16, rhex);
+	char chex[64];
+	tnd_iscsi_binary_encode(ch, sizeof(ch), chex);
+	k = (struct tnd_iscsi_chap_keys){ .n = "alice", .r = rhex, .i = "1", .c = chex };
+	assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), -EACCES);
+	assert_int_equal(t.len, 0);
+
+	/* A challenge over 1024 bytes; and one of exactly 1024, accepted. */
+	static char longc[2 + 2 * 1025 + 1];
+	static uint8_t zeros[1025];
+	for (size_t len = 1025; len >= 1024; len--) {
+		id = chap_challenge(&s, true, ch);
+		tnd_iscsi_chap_response(id, (const uint8_t *)SECRET, strlen(SECRET), ch, sizeof(ch), r);
+		tnd_iscsi_binary_encode(r, 16, rhex);
+		tnd_iscsi_binary_encode(zeros, len, longc);
+		k = (struct tnd_iscsi_chap_keys){ .n = "alice", .r = rhex, .i = "1", .c = longc };
+		assert_int_equal(tnd_iscsi_chap_step(&s, &k, &t), len > 1024 ? -EACCES : 1);
+		tnd_iscsi_text_free(&t);
+	}
+	tnd_iscsi_chap_wipe(&s);
+	assert_int_equal(tnd_iscsi_chap_init(&s, "", (const uint8_t *)"x", 1, NULL, NULL, 0), -EINVAL);
+}
+
+/* One login PDU with @text; returns the status, the response in @out. */
+static unsigned login_pdu(int fd, uint8_t flags, const char *text, size_t len, char *out,
+			  size_t *out_len, uint8_t *rsp_flags)
+{
+	uint8_t bhs[48] = { 0 }, rsp[48];
+	bhs[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = flags;
+	bhs[8] = 0x80;
+	bhs[13] = 9;
+	tnd_put_be32(bhs + 16, 1);
+	send_pdu(fd, bhs, text, (uint32_t)len);
+	uint32_t n = recv_pdu(fd, rsp, out, 1 << 16);
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_LOGIN_RSP);
+	if (out_len)
+		*out_len = n;
+	if (rsp_flags)
+		*rsp_flags = rsp[1];
+	return tnd_get_be16(rsp + 36);
+}
+
+/* A whole CHAP login over a socket with @secret; returns the final status. */
+static unsigned chap_login(int port, const char *initiator, const char *secret)
+{
+	int fd = connect_to(port);
+	static char data[1 << 16];
+	char text[512];
+	size_t n;
+	uint8_t fl;
+	int len = snprintf(text, sizeof(text), "InitiatorName=%s%cTargetName=%s%cAuthMethod=CHAP,None%c",
+			   initiator, 0, test_target, 0, 0);
+	unsigned st = login_pdu(fd, ISCSI_LOGIN_TRANSIT | 1, text, (size_t)len, data, &n, &fl);
+	if (st) {
+		close(fd);
+		return st;
+	}
+	if (strcmp(text_value(data, n, "AuthMethod"), "CHAP") != 0) {
+		/* None agreed: try to go on as the initiator would. */
+		st = login_pdu(fd, ISCSI_LOGIN_TRANSIT | (1 << 2) | 3, "", 0, data, &n, &fl);
+		close(fd);
+		return st;
+	}
+	assert_int_equal(fl & ISCSI_LOGIN_TRANSIT, 0);   /* more to come */
+	st = login_pdu(fd, 0, "CHAP_A=5", 9, data, &n, &fl);
+	assert_int_equal(st, 0);
+	uint32_t id;
+	uint8_t ch[1024], r[16];
+	assert_int_equal(tnd_iscsi_parse_number(text_value(data, n, "CHAP_I"), &id), 0);
+	int cl = tnd_iscsi_binary_decode(text_value(data, n, "CHAP_C"), ch, sizeof(ch));
+	assert_true(cl >= 16);
+	tnd_iscsi_chap_response((uint8_t)id, (const uint8_t *)secret, strlen(secret), ch, (size_t)cl, r);
+	char rhex[64];
+	tnd_iscsi_binary_encode(r, 16, rhex);
+	len = snprintf(text, sizeof(text), "CHAP_N=alice%cCHAP_R=%s%c", 0, rhex, 0);
+	st = login_pdu(fd, ISCSI_LOGIN_TRANSIT | 3, text, (size_t)len, data, &n, &fl);
+	if (st == 0)
+		assert_int_equal(fl & 0x83, 0x83);
+	close(fd);
+	return st;
+}
+
+static void chap_login_live(void **state)
+{
+	struct live l;
+	struct gate_vol g;
+	gate_setup(&g, false);
+	live_start_gate(&l, &g, 1);
+	static const struct tnd_target_chap cred = { "alice", SECRET };
+	struct tnd_target_acl a = { .initiator = "iqn.2026-11.test:chap", .chap = &cred };
+	assert_int_equal(tnd_target_server_set_acl(l.srv, test_target, &a), 0);
+	assert_int_equal(chap_login(l.port, "iqn.2026-11.test:chap", SECRET), 0);
+	assert_int_equal(chap_login(l.port, "iqn.2026-11.test:chap", "wrong-secret-here"), 0x0201);
+	/* Without CHAP (AuthMethod=None only, or skipping security): refused. */
+	int fd = connect_to(l.port);
+	static char data[1 << 16];
+	static const char none[] = "InitiatorName=iqn.2026-11.test:chap\0TargetName="
+				   "iqn.2026-11.io.tandem.test:target-with-a-longish-name-000\0AuthMethod=None";
+	assert_int_equal(login_pdu(fd, ISCSI_LOGIN_TRANSIT | 1, none, sizeof(none), data, NULL, NULL),
+			 0x0201);
+	close(fd);
+	fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:chap"), 0x0201);
+	close(fd);
+	/* allow_any admits others without CHAP; they need none. */
+	fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:other"), 0);
+	close(fd);
+	assert_int_equal(chap_login(l.port, "iqn.2026-11.test:other", SECRET), 0);
+	/* The session says how it authenticated. */
+	fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 2, "iqn.2026-11.test:other"), 0);
+	json_t *arr = json_array();
+	assert_int_equal(tnd_target_server_sessions_json(l.srv, arr), 0);
+	assert_int_equal(json_array_size(arr), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(arr, 0), "auth")), "None");
+	json_decref(arr);
+	close(fd);
+	live_stop(&l);
+}
+
 int main(void)
 {
 	if (getenv("TND_TEST_DEBUG"))
@@ -1146,6 +1796,14 @@ int main(void)
 		cmocka_unit_test(session_reinstatement),
 		cmocka_unit_test(nop_ping_unanswered_closes),
 		cmocka_unit_test(abort_task_waits_for_volume),
+		cmocka_unit_test(live_map_lun_raises_ua),
+		cmocka_unit_test(live_unmap_waits_for_io),
+		cmocka_unit_test(live_remove_target_waits_for_io),
+		cmocka_unit_test(live_remove_target_closes_sessions),
+		cmocka_unit_test(acl_admission_and_lun_masking),
+		cmocka_unit_test(chap_encodings),
+		cmocka_unit_test(chap_state_machine),
+		cmocka_unit_test(chap_login_live),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
