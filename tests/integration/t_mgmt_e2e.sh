@@ -65,6 +65,7 @@ stop_tandemd
 start_with_mgmt
 ctl device list | grep -q "e2e" || fail "device e2e lost across a restart"
 ctl acl list "$T" | grep -q "$INI" || fail "ACL lost across a restart"
+url="iscsi://alice%$SECRET@127.0.0.1:$TND_PORT/$T/0"   # the portal port is new
 out=$(iscsi-readcapacity16 -i "$INI" "$url") || fail "login after restart failed: $out"
 echo "$out" | grep -q "RETURNED LOGICAL BLOCK ADDRESS:262143" ||
 	fail "LUN 0 is not 128 MiB after the restart: $out"

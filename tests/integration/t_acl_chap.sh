@@ -3,9 +3,6 @@
 # per-target "acls" (docs/config.md), driven with libiscsi's tools under
 # different initiator names and credentials, and chap_probe for what
 # libiscsi cannot send (reflected and over-long mutual challenges).
-#
-# Pending: needs tandemd to apply "acls" from the configuration (the
-# daemon wiring); rename to t_acl_chap.sh once it does.
 source "$(dirname "$0")/lib.sh"
 
 IQN="iqn.2026-11.io.tandem.test:acl"
