@@ -99,7 +99,7 @@ struct tnd_lsfs_opts {
 	bool write_cache;           /* WCE=1 (see above); default true */
 	uint32_t gc_interval_ms;    /* background GC/checkpoint tick; default 100; 0 = manual */
 	uint32_t ckpt_segments;     /* checkpoint after this many segments filled; default 8 */
-	uint32_t gc_free_low;       /* GC works while fewer free segments; default 4 */
+	uint32_t gc_free_low;       /* GC works while fewer free segments; 0 (default): 5%, >= 4 */
 };
 
 /* Fill @o with the defaults above (size 0: must be set to format). */
