@@ -25,6 +25,7 @@ static const struct {
 } dev_types[] = {
 	{ "flat", TND_DEV_FLAT },
 	{ "passthrough", TND_DEV_PASSTHROUGH },
+	{ "lsfs", TND_DEV_LSFS },
 };
 
 bool tnd_config_name_valid(const char *name)
@@ -143,7 +144,7 @@ static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char
 			size_t errlen)
 {
 	static const char *const keys[] = { "name", "type", "path", "size", "block_size",
-					    "read_only", NULL };
+					    "read_only", "capacity", "write_cache", NULL };
 	char where[48];
 	snprintf(where, sizeof(where), "devices[%zu]", i);
 	if (!json_is_object(d))
@@ -160,7 +161,7 @@ static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char
 	char *type = NULL;
 	if ((ret = get_string(d, "type", false, &type, where, err, errlen)))
 		return ret;
-	dev->type = TND_DEV_FLAT;
+	dev->type = TND_DEV_LSFS;
 	if (type) {
 		bool found = false;
 		for (size_t t = 0; t < TND_ARRAY_SIZE(dev_types); t++) {
@@ -170,7 +171,7 @@ static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char
 			}
 		}
 		if (!found) {
-			ret = ERR("%s.type: \"%s\" is not a device type (flat, passthrough)",
+			ret = ERR("%s.type: \"%s\" is not a device type (lsfs, flat, passthrough)",
 				  where, type);
 			free(type);
 			return ret;
@@ -183,6 +184,14 @@ static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char
 	if ((ret = get_size(d, "size", &dev->size, where, err, errlen)))
 		return ret;
 	if ((ret = get_bool(d, "read_only", &dev->read_only, where, err, errlen)))
+		return ret;
+	dev->write_cache = true;
+	if (dev->type != TND_DEV_LSFS &&
+	    (json_object_get(d, "capacity") || json_object_get(d, "write_cache")))
+		return ERR("%s: capacity and write_cache apply to lsfs devices only", where);
+	if ((ret = get_size(d, "capacity", &dev->capacity, where, err, errlen)))
+		return ret;
+	if ((ret = get_bool(d, "write_cache", &dev->write_cache, where, err, errlen)))
 		return ret;
 
 	dev->block_size = 512;
@@ -199,6 +208,17 @@ static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char
 	if (dev->size % dev->block_size)
 		return ERR("%s.size: %llu is not a multiple of block_size %u", where,
 			   (unsigned long long)dev->size, dev->block_size);
+	if (dev->type == TND_DEV_LSFS) {
+		if (dev->size % 4096)
+			return ERR("%s.size: an lsfs device's size must be a multiple of 4 KiB", where);
+		if (dev->size > (64ull << 40))
+			return ERR("%s.size: lsfs devices are at most 64 TiB", where);
+		if (dev->capacity == 0)
+			dev->capacity = (dev->size + dev->size / 8 + (64u << 20) + (1u << 20) - 1) &
+					~(uint64_t)((1u << 20) - 1);
+		if (dev->capacity % 4096)
+			return ERR("%s.capacity: must be a multiple of 4 KiB", where);
+	}
 	return 0;
 }
 
@@ -427,7 +447,7 @@ out:
 int tnd_config_default(struct tnd_config **out)
 {
 	static const char demo[] =
-		"{\"devices\":[{\"name\":\"demo\",\"type\":\"flat\",\"size\":\"1GiB\","
+		"{\"devices\":[{\"name\":\"demo\",\"type\":\"lsfs\",\"size\":\"1GiB\","
 		"\"block_size\":512}],"
 		"\"targets\":[{\"iqn\":\"" TND_DEMO_IQN "\",\"alias\":\"tandem demo\","
 		"\"allow_any_initiator\":true,\"luns\":{\"0\":\"demo\"}}]}";
@@ -442,7 +462,8 @@ int tnd_config_resolve(struct tnd_config *cfg, const char *data_dir, char *err, 
 		char *p;
 		int n;
 		if (!d->path)
-			n = asprintf(&p, "%s/%s.img", data_dir, d->name);
+			n = asprintf(&p, "%s/%s.%s", data_dir, d->name,
+				     d->type == TND_DEV_LSFS ? "lsfs" : "img");
 		else if (d->path[0] != '/')
 			n = asprintf(&p, "%s/%s", data_dir, d->path);
 		else

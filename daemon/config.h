@@ -34,6 +34,9 @@ struct tnd_config_device {
 	uint64_t size;          /* bytes; 0 = whole device (passthrough only) */
 	uint32_t block_size;
 	bool read_only;
+	/* lsfs only */
+	uint64_t capacity;      /* backing bytes; 0 = size + 1/8 + 64 MiB */
+	bool write_cache;       /* WCE=1: acked writes stable after FLUSH/FUA */
 };
 
 struct tnd_config_lun {
@@ -69,7 +72,7 @@ int tnd_config_parse(const char *json_text, struct tnd_config **out, char *err, 
 /* Read @path and parse it; errors name the file and the field. */
 int tnd_config_load(const char *path, struct tnd_config **out, char *err, size_t errlen);
 
-/* The embedded default: device "demo" (1 GiB, thin) as LUN 0 of TND_DEMO_IQN. */
+/* The embedded default: device "demo" (lsfs, 1 GiB, thin) as LUN 0 of TND_DEMO_IQN. */
 int tnd_config_default(struct tnd_config **out);
 
 /* Make relative device paths absolute under @data_dir; fill default paths. */

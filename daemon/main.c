@@ -29,6 +29,7 @@
 #include "config.h"
 #include "tnd_common.h"
 #include "tnd_flat.h"
+#include "tnd_lsfs.h"
 #include "tnd_reactor.h"
 #include "tnd_target.h"
 #include "tnd_volume.h"
@@ -51,6 +52,7 @@ struct daemon {
 	struct tnd_reactor **reactors;
 	unsigned nr_reactors;
 	struct tnd_volume **volumes;    /* parallel to cfg->devices */
+	unsigned next_home;             /* round-robin home reactor for lsfs */
 	struct tnd_target_server *srv;
 	sem_t done;
 };
@@ -186,9 +188,47 @@ static int open_passthrough(struct daemon *d, const struct tnd_config_device *de
 	return tnd_flat_open(&o, out);
 }
 
+/*
+ * lsfs(flat(file)): the backing file is sparse and sized to the capacity,
+ * so the promise (size) and the physical space used both stay thin. Each
+ * lsfs device gets a home reactor, spread round-robin.
+ */
+static int open_lsfs(struct daemon *d, const struct tnd_config_device *dev, struct tnd_volume **out)
+{
+	struct tnd_flat_opts fo = {
+		.path = dev->path,
+		.size = dev->capacity,
+		.block_size = 512,
+		.read_only = dev->read_only,
+	};
+	struct tnd_volume *backing;
+	int ret = tnd_flat_open(&fo, &backing);
+	if (ret < 0)
+		return ret;
+
+	struct tnd_lsfs_opts lo;
+	tnd_lsfs_opts_default(&lo);
+	lo.size = dev->size;
+	lo.block_size = dev->block_size;
+	lo.write_cache = dev->write_cache;
+	lo.create_if_blank = !dev->read_only;
+	ret = tnd_lsfs_open(backing, d->reactors[d->next_home++ % d->nr_reactors], &lo, out);
+	if (ret < 0) {
+		tnd_volume_destroy(backing);
+		if (ret == -EPROTONOSUPPORT)
+			tnd_err("tandemd", "device %s: %s was written by a newer tandem; refusing to "
+				"touch it", dev->name, dev->path);
+		else if (ret == -EUCLEAN)
+			tnd_err("tandemd", "device %s: %s is not an lsfs store or its metadata is "
+				"damaged; run tandem-check %s", dev->name, dev->path, dev->path);
+	}
+	return ret;
+}
+
 static const open_fn dev_open[] = {
 	[TND_DEV_FLAT] = open_flat,
 	[TND_DEV_PASSTHROUGH] = open_passthrough,
+	[TND_DEV_LSFS] = open_lsfs,
 };
 
 static int open_devices(struct daemon *d)

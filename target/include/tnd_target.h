@@ -14,10 +14,11 @@
  * will arrive as messages to the reactors.
  *
  * Ownership: the server borrows the reactors and volumes it is given; they
- * must outlive it. tnd_target_server_stop() stops accepting, lets in-flight
- * commands finish, logs every session out and then calls the callback on
- * the main thread's behalf (from a reactor thread): after that the caller
- * may flush its volumes and destroy the server.
+ * must outlive it. tnd_target_server_stop() stops accepting, takes no new
+ * PDUs, lets the commands already at the volumes finish and sends their
+ * responses, closes every connection and then calls the callback on the
+ * main thread's behalf (from a reactor thread): after that the caller may
+ * flush its volumes and destroy the server.
  */
 #ifndef TND_TARGET_H
 #define TND_TARGET_H
@@ -34,7 +35,8 @@ struct tnd_target_server_opts {
 	unsigned nr_reactors;
 	/* Seconds of connection idleness before the target sends a NOP-In
 	 * ping; 0 = default (5 s). A ping unanswered for as long again closes
-	 * the connection. */
+	 * the connection, and so does a login not finished within three
+	 * intervals. */
 	unsigned nop_interval_s;
 };
 

@@ -38,6 +38,21 @@
 #define TAG "iscsi"
 #define RX_INITIAL (16u * 1024)
 #define TX_FREE_MAX 256
+/*
+ * Backpressure: a peer that sends requests but does not read our answers
+ * (NOP-Out echoes, Rejects, text) would make the send queue grow without
+ * end. Past these marks we stop parsing and reading until it drains.
+ */
+#define TX_BACKLOG_PDUS 16384u
+#define TX_BACKLOG_BYTES (4u << 20)
+
+static bool tx_backlogged(const struct iscsi_conn *c)
+{
+	return c->tx_count > TX_BACKLOG_PDUS || c->tx_owned_bytes > TX_BACKLOG_BYTES;
+}
+
+static void process_rx(struct iscsi_conn *c);
+static void post_recv(struct iscsi_conn *c);
 
 /* ---- send ---- */
 
@@ -61,6 +76,11 @@ struct iscsi_tx *tnd_iscsi_tx_new(struct iscsi_conn *c, uint8_t opcode)
 
 static void tx_release(struct iscsi_conn *c, struct iscsi_tx *tx)
 {
+	if (tx->queued) {
+		c->tx_count--;
+		if (tx->owned)
+			c->tx_owned_bytes -= tx->data_len;
+	}
 	if (tx->task)
 		tnd_iscsi_task_put(tx->task);
 	free(tx->owned);
@@ -134,6 +154,11 @@ static void send_done(struct tnd_uring_op *op, int res, unsigned flags)
 		return;
 	}
 	tx_kick(c);
+	if (c->rx_paused && !tx_backlogged(c)) {
+		c->rx_paused = false;
+		process_rx(c);
+		post_recv(c);
+	}
 }
 
 static void tx_kick(struct iscsi_conn *c)
@@ -187,6 +212,10 @@ void tnd_iscsi_tx_queue(struct iscsi_conn *c, struct iscsi_tx *tx)
 		}
 	}
 	tx->next = NULL;
+	tx->queued = true;
+	c->tx_count++;
+	if (tx->owned)
+		c->tx_owned_bytes += tx->data_len;
 	if (c->txq_tail)
 		c->txq_tail->next = tx;
 	else
@@ -400,8 +429,6 @@ static void dispatch(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, const 
 
 /* ---- receive ---- */
 
-static void post_recv(struct iscsi_conn *c);
-
 /* Make room for @need bytes of one PDU at the start of the buffer. */
 static int rx_reserve(struct iscsi_conn *c, size_t need)
 {
@@ -468,6 +495,10 @@ static void process_rx(struct iscsi_conn *c)
 {
 	while (c->state != CONN_CLOSING && c->rx_state != RX_DIRECT && !c->draining &&
 	       !(c->txq_tail && c->txq_tail->close_after)) {
+		if (tx_backlogged(c)) {
+			c->rx_paused = true;
+			break;
+		}
 		const uint8_t *p = c->rxbuf + c->rx_off;
 		size_t avail = c->rx_len - c->rx_off;
 
@@ -495,11 +526,16 @@ static void process_rx(struct iscsi_conn *c)
 
 		uint8_t *dest = NULL;
 		const struct rx_op *op = &rx_ops[h.opcode];
-		c->cur_task = NULL;
-		if (h.data_len && op->dest && (op->phases & conn_phase(c)) && !c->logout_pending)
-			op->dest(c, &h, &dest);
-		if (c->state == CONN_CLOSING)
-			break;
+		/* dest() may create state (a task): run it once per PDU, not
+		 * again when we come back for the rest of a buffered segment. */
+		if (!c->rx_dest_done) {
+			c->cur_task = NULL;
+			if (h.data_len && op->dest && (op->phases & conn_phase(c)) &&
+			    !c->logout_pending)
+				op->dest(c, &h, &dest);
+			if (c->state == CONN_CLOSING)
+				break;
+		}
 
 		if (dest) {
 			/* Copy what came with the header, receive the rest in place. */
@@ -516,10 +552,12 @@ static void process_rx(struct iscsi_conn *c)
 		}
 
 		if (avail < h.total_len) {
+			c->rx_dest_done = true;
 			if (rx_reserve(c, h.total_len) < 0)
 				tnd_iscsi_conn_close(c, "out of memory");
 			break;
 		}
+		c->rx_dest_done = false;
 		const uint8_t *data = p + h.hdr_len;
 		ret = tnd_iscsi_data_check(&h, &c->lim, data, data + h.data_len);
 		c->rx_off += h.total_len;
@@ -564,8 +602,9 @@ static void post_recv(struct iscsi_conn *c)
 {
 	if (c->recv_inflight || c->state == CONN_CLOSING)
 		return;
-	/* After a PDU that ends the connection, read nothing more. */
-	if (c->txq_tail && c->txq_tail->close_after)
+	/* After a PDU that ends the connection, read nothing more; while the
+	 * peer is not reading our answers, read nothing either. */
+	if ((c->txq_tail && c->txq_tail->close_after) || c->rx_paused)
 		return;
 	void *buf;
 	size_t len;
@@ -691,6 +730,7 @@ void tnd_iscsi_conn_maybe_free(struct iscsi_conn *c)
 	}
 	c->txq_tail = NULL;
 	tnd_iscsi_tasks_release(c);
+	tnd_iscsi_task_cache_drain(c);
 	while (c->tx_free) {
 		struct iscsi_tx *tx = c->tx_free;
 		c->tx_free = tx->next;

@@ -54,6 +54,7 @@ struct iscsi_conn;
 #define ISCSI_SESSION_BUF_BUDGET (256u << 20)
 #define ISCSI_TPGT 1
 #define ISCSI_TX_BATCH 64
+#define ISCSI_TASK_CACHE 64
 
 struct iscsi_lun {
 	uint64_t lun;
@@ -78,6 +79,7 @@ struct iscsi_portal {
 	bool wildcard;                /* 0.0.0.0 or :: */
 	char addr[64];                /* as reported in TargetAddress */
 	struct tnd_uring_op accept_op;
+	struct tnd_timer retry_timer;
 	bool accept_armed;
 	bool closing;
 };
@@ -108,7 +110,7 @@ struct tnd_target_server {
 	bool started;
 	bool stopping;
 	unsigned next_reactor;        /* round-robin; reactor 0 only */
-	unsigned portals_open;        /* accept ops still armed; reactor 0 only */
+	unsigned portals_open;        /* listening sockets not yet closed; reactor 0 only */
 	struct tnd_msg start_msg;
 	struct tnd_msg portal_stop_msg;
 
@@ -134,6 +136,7 @@ struct iscsi_tx {
 	struct iscsi_task *task;      /* data borrowed from this task (a ref) */
 	char *owned;                  /* freed once sent */
 	bool close_after;             /* close the connection once sent */
+	bool queued;                  /* counted in the connection's backlog */
 };
 
 enum iscsi_task_state {
@@ -167,6 +170,7 @@ struct iscsi_task {
 	bool final;                   /* F bit: no unsolicited Data-Out follows */
 	bool too_big;                 /* EDTL over what we take: answered without data */
 	bool busy;                    /* over the session's buffer budget */
+	bool discard;                 /* refused write: unsolicited data is dropped */
 	bool counted;                 /* takes a slot of the command window */
 	bool aborted;                 /* no response: TMF or connection close */
 	struct iscsi_tmf *tmf;        /* the TMF waiting for this task */
@@ -233,6 +237,7 @@ struct iscsi_conn {
 	uint8_t cur_bhs[ISCSI_BHS_LEN];
 	struct tnd_iscsi_hdr cur;
 	uint8_t *cur_dest;            /* task buffer the data goes to, or NULL */
+	bool rx_dest_done;            /* dest() ran for the PDU at rx_off */
 	uint32_t cur_got;
 	struct iscsi_task *cur_task;
 	struct tnd_iscsi_pdu_limits lim;
@@ -243,6 +248,9 @@ struct iscsi_conn {
 	unsigned tx_sending;          /* PDUs at the head of txq in the sendmsg */
 	struct iscsi_tx *tx_free;
 	unsigned tx_free_count;
+	unsigned tx_count;            /* queued PDUs */
+	size_t tx_owned_bytes;        /* bytes of answers we allocated, queued */
+	bool rx_paused;               /* backpressure: waiting for the queue to drain */
 	struct msghdr msg;
 	struct iovec iov[ISCSI_TX_BATCH * 3];
 
@@ -271,6 +279,8 @@ struct iscsi_conn {
 	unsigned nr_live;             /* allocated (table + sending) */
 	unsigned nr_exec;             /* at the SCSI layer */
 	struct iscsi_task *held;      /* by CmdSN */
+	struct iscsi_task *task_free; /* cached task structs, via hnext */
+	unsigned task_free_count;
 	uint32_t next_ttt;
 	bool logout_pending;
 	uint32_t logout_itt;
@@ -333,6 +343,7 @@ void tnd_iscsi_cmdsn_consume(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h
 void tnd_iscsi_task_put(struct iscsi_task *t);
 /* Free every task of a closed connection (nothing is in flight). */
 void tnd_iscsi_tasks_release(struct iscsi_conn *c);
+void tnd_iscsi_task_cache_drain(struct iscsi_conn *c);
 /* Called when a command leaves the SCSI layer during logout/close. */
 void tnd_iscsi_logout_progress(struct iscsi_conn *c);
 
@@ -346,5 +357,11 @@ void tnd_iscsi_rctx_conn_gone(struct iscsi_rctx *rc);
  * of the same initiator name, ISID and target (reinstatement).
  */
 uint16_t tnd_iscsi_session_register(struct iscsi_conn *c);
+/*
+ * Serve an already connected stream socket (takes ownership of @fd) as if
+ * a portal had accepted it; any thread, after start. Used by the
+ * connection fuzzer with one end of a socketpair.
+ */
+int tnd_iscsi_server_adopt(struct tnd_target_server *srv, int fd);
 
 #endif

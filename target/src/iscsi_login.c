@@ -7,7 +7,7 @@
  * PDUs with the C bit, each answered by an empty response until the last.
  * The identity keys (InitiatorName, SessionType, TargetName) are checked
  * once, on the first complete request; authentication runs through
- * auth_methods[] so that CHAP slots in as a second row whose step() runs
+ * auth_steps[] so that CHAP slots in as a second row whose step() runs
  * the challenge exchange over several security-stage PDUs. On the final
  * transition the session is registered (reinstating an older one of the
  * same initiator port) and gets its I_T nexus.
@@ -44,15 +44,15 @@ static int auth_none_step(struct iscsi_conn *c, struct tnd_iscsi_text *resp)
 	return 1;
 }
 
-static const struct auth_method auth_methods[] = {
+static const struct auth_method auth_steps[] = {
 	{ .name = "None", .step = auth_none_step },
 };
 
 static const struct auth_method *find_auth(const char *name)
 {
-	for (size_t i = 0; i < TND_ARRAY_SIZE(auth_methods); i++)
-		if (strcmp(auth_methods[i].name, name) == 0)
-			return &auth_methods[i];
+	for (size_t i = 0; i < TND_ARRAY_SIZE(auth_steps); i++)
+		if (strcmp(auth_steps[i].name, name) == 0)
+			return &auth_steps[i];
 	return NULL;
 }
 
@@ -279,7 +279,9 @@ void tnd_iscsi_login_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, con
 		}
 		c->login_first_rsp_sent = true;
 	}
-	if (csg == ISCSI_STAGE_OPERATIONAL || transit) {
+	/* Operational declarations belong to the operational stage, or to the
+	 * final response when the initiator skips it. */
+	if (csg == ISCSI_STAGE_OPERATIONAL || (transit && nsg == ISCSI_STAGE_FULL_FEATURE)) {
 		if (tnd_iscsi_negotiate_declare(&c->ng, &resp) < 0) {
 			status = ISCSI_LOGIN_TARGET_ERROR;
 			goto fail;

@@ -79,7 +79,25 @@ void tnd_iscsi_task_put(struct iscsi_task *t)
 		c->buf_bytes -= t->buf_size;
 	}
 	c->nr_live--;
-	free(t);
+	/* Keep a few task structs per connection: a steady command stream
+	 * then allocates none. */
+	if (c->task_free_count < ISCSI_TASK_CACHE) {
+		t->hnext = c->task_free;
+		c->task_free = t;
+		c->task_free_count++;
+	} else {
+		free(t);
+	}
+}
+
+void tnd_iscsi_task_cache_drain(struct iscsi_conn *c)
+{
+	while (c->task_free) {
+		struct iscsi_task *t = c->task_free;
+		c->task_free = t->hnext;
+		free(t);
+	}
+	c->task_free_count = 0;
 }
 
 /* Drop a task that never reached (or came back from) the SCSI layer, silently. */
@@ -137,7 +155,14 @@ static struct iscsi_task *task_create(struct iscsi_conn *c, const struct tnd_isc
 		return NULL;
 	}
 
-	struct iscsi_task *t = calloc(1, sizeof(*t));
+	struct iscsi_task *t = c->task_free;
+	if (t) {
+		c->task_free = t->hnext;
+		c->task_free_count--;
+		memset(t, 0, sizeof(*t));
+	} else {
+		t = calloc(1, sizeof(*t));
+	}
 	if (!t) {
 		err->reject = ISCSI_REJECT_LONG_OP;
 		return NULL;
@@ -179,14 +204,12 @@ static struct iscsi_task *task_create(struct iscsi_conn *c, const struct tnd_isc
 			c->buf_bytes += size;
 		}
 	}
-	/* Immediate data must land somewhere even when we refuse the command. */
-	if (h->data_len && !t->cmd.data) {
-		free(t);
-		err->reject = ISCSI_REJECT_LONG_OP;
-		return NULL;
-	}
-	t->want = t->cmd.dir == TND_SCSI_DIR_WRITE && !t->busy && !t->too_big ? size : 0;
-	t->unsol_limit = p->initial_r2t ? h->data_len : TND_MIN(p->first_burst, t->want);
+	/* A write we refuse still has its unsolicited data coming: take it
+	 * in and drop it, then answer, so the initiator sees a clean end. */
+	t->discard = wr && edtl && (t->busy || t->too_big);
+	t->want = t->cmd.dir == TND_SCSI_DIR_WRITE && !t->discard ? size : 0;
+	t->unsol_limit = p->initial_r2t ? h->data_len
+					: TND_MIN(p->first_burst, t->discard ? edtl : t->want);
 	t->hnext = *bucket(c, t->itt);
 	*bucket(c, t->itt) = t;
 	c->nr_tasks++;
@@ -201,7 +224,7 @@ int tnd_iscsi_cmd_dest(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, uint
 	if (!t)
 		return 0;   /* the handler meets the same error and answers it */
 	c->cur_task = t;
-	*dest = t->cmd.data;
+	*dest = t->discard ? NULL : t->cmd.data;
 	return 0;
 }
 
@@ -283,11 +306,25 @@ static void send_r2ts(struct iscsi_task *t)
 	}
 }
 
+static void task_refuse(struct iscsi_task *t)
+{
+	if (t->busy)
+		respond_check(t, TND_SAM_BUSY, 0, 0, 0);
+	else   /* ILLEGAL REQUEST, INVALID FIELD IN CDB */
+		respond_check(t, TND_SAM_CHECK_CONDITION, 0x05, 0x24, 0x00);
+}
+
 /* Move a delivered write on: more R2Ts, or execute once all data is in. */
 static void task_progress(struct iscsi_task *t)
 {
 	if (t->state != TASK_RECEIVING)
 		return;
+	if (t->discard) {
+		if (t->final || t->unsol_done || t->unsol_next >= t->unsol_limit ||
+		    t->conn->ng.params.initial_r2t)
+			task_refuse(t);
+		return;
+	}
 	if (t->received >= t->want) {
 		task_exec(t);
 		return;
@@ -309,13 +346,13 @@ static void task_deliver(struct iscsi_task *t)
 		task_discard(t->conn, t);
 		return;
 	}
-	if (t->busy) {
-		respond_check(t, TND_SAM_BUSY, 0, 0, 0);
-		return;
-	}
-	if (t->too_big) {
-		/* ILLEGAL REQUEST, INVALID FIELD IN CDB */
-		respond_check(t, TND_SAM_CHECK_CONDITION, 0x05, 0x24, 0x00);
+	if (t->busy || t->too_big) {
+		if (t->discard) {
+			t->state = TASK_RECEIVING;
+			task_progress(t);
+		} else {
+			task_refuse(t);
+		}
 		return;
 	}
 	if (t->cmd.dir == TND_SCSI_DIR_WRITE) {
@@ -358,7 +395,7 @@ void tnd_iscsi_cmd_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, const
 			tnd_iscsi_reject(c, h->bhs, err.reject);
 			return;
 		}
-		if (h->data_len)
+		if (h->data_len && t->cmd.data && !t->discard)
 			memcpy(t->cmd.data, data, h->data_len);
 	}
 	memcpy(t->cmd.cdb, h->bhs + ISCSI_OFF_CDB, 16);
@@ -406,21 +443,17 @@ void tnd_iscsi_cmd_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, const
 
 /* Check a Data-Out against its task; 0 or a Reject reason. */
 static uint8_t data_out_check(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h,
-			      struct iscsi_task **tp, int *r2t_idx, bool *fatal)
+			      struct iscsi_task **tp, int *r2t_idx)
 {
 	const uint8_t *b = h->bhs;
 	uint32_t ttt = tnd_get_be32(b + ISCSI_OFF_TTT);
 	uint32_t data_sn = tnd_get_be32(b + ISCSI_OFF_DATASN);
 	uint32_t off = tnd_get_be32(b + ISCSI_OFF_BUFOFFSET);
 	struct iscsi_task *t = task_find(c, h->itt);
-	*fatal = false;
 	*r2t_idx = -1;
 	if (!t || (t->state != TASK_HELD && t->state != TASK_RECEIVING) ||
-	    t->cmd.dir != TND_SCSI_DIR_WRITE || t->want == 0)
+	    (!t->discard && (t->cmd.dir != TND_SCSI_DIR_WRITE || t->want == 0)))
 		return ISCSI_REJECT_INVALID_FIELD;
-	/* From here on the data stream of a live task is broken: at
-	 * ErrorRecoveryLevel 0 that ends the connection. */
-	*fatal = true;
 	if (ttt == ISCSI_RSVD_TAG) {
 		if (t->unsol_done || c->ng.params.initial_r2t || off != t->unsol_next ||
 		    (uint64_t)off + h->data_len > t->unsol_limit || data_sn != t->unsol_data_sn)
@@ -438,7 +471,6 @@ static uint8_t data_out_check(struct iscsi_conn *c, const struct tnd_iscsi_hdr *
 			return ISCSI_REJECT_PROTOCOL;
 		*r2t_idx = i;
 	}
-	*fatal = false;
 	*tp = t;
 	return 0;
 }
@@ -447,8 +479,7 @@ int tnd_iscsi_data_out_dest(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h,
 {
 	struct iscsi_task *t;
 	int idx;
-	bool fatal;
-	if (data_out_check(c, h, &t, &idx, &fatal) != 0)
+	if (data_out_check(c, h, &t, &idx) != 0 || t->discard)
 		return 0;
 	*dest = t->cmd.data + tnd_get_be32(h->bhs + ISCSI_OFF_BUFOFFSET);
 	return 0;
@@ -458,18 +489,23 @@ void tnd_iscsi_data_out_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, 
 {
 	struct iscsi_task *t;
 	int idx;
-	bool fatal;
-	uint8_t reason = data_out_check(c, h, &t, &idx, &fatal);
+	uint8_t reason = data_out_check(c, h, &t, &idx);
 	if (reason) {
+		/*
+		 * The PDU is dropped and the task keeps waiting for correct data;
+		 * the initiator's timeout and ABORT TASK end it. Closing would be
+		 * allowed at ErrorRecoveryLevel 0, but an initiator that reconnects
+		 * then renegotiates and never learns which PDU was wrong.
+		 */
 		tnd_iscsi_reject(c, h->bhs, reason);
-		if (fatal && c->txq_tail)
-			c->txq_tail->close_after = true;
 		return;
 	}
 	uint32_t off = tnd_get_be32(h->bhs + ISCSI_OFF_BUFOFFSET);
-	uint8_t *dst = t->cmd.data + off;
-	if (data != dst && h->data_len)
-		memcpy(dst, data, h->data_len);
+	if (!t->discard) {
+		uint8_t *dst = t->cmd.data + off;
+		if (data != dst && h->data_len)
+			memcpy(dst, data, h->data_len);
+	}
 	t->received += h->data_len;
 	bool fin = h->flags & ISCSI_FLAG_FINAL;
 	if (idx < 0) {
@@ -500,14 +536,14 @@ static void respond(struct iscsi_task *t)
 	uint32_t exp = cmd->exp_len, xfer = cmd->xfer_len;
 	uint8_t res_flags = 0;
 	uint32_t residual = 0;
-	if (cmd->dir != TND_SCSI_DIR_NONE || exp) {
-		if (xfer < exp) {
-			res_flags = ISCSI_DATAIN_UNDERFLOW;
-			residual = exp - xfer;
-		} else if (xfer > exp) {
-			res_flags = ISCSI_DATAIN_OVERFLOW;
-			residual = xfer - exp;
-		}
+	/* RFC 7143 11.4.5.1: residuals compare what the command transfers
+	 * with the Expected Data Transfer Length, even when that is 0. */
+	if (xfer < exp) {
+		res_flags = ISCSI_DATAIN_UNDERFLOW;
+		residual = exp - xfer;
+	} else if (xfer > exp) {
+		res_flags = ISCSI_DATAIN_OVERFLOW;
+		residual = xfer - exp;
 	}
 	uint32_t len = cmd->dir == TND_SCSI_DIR_READ ? TND_MIN(cmd->in_len, cmd->data_len) : 0;
 	bool collapse = len > 0 && cmd->status == TND_SAM_GOOD && cmd->sense_len == 0;
@@ -553,7 +589,8 @@ static void respond(struct iscsi_task *t)
 			tx->hdr[3] = cmd->status;
 			tnd_put_be32(tx->hdr + ISCSI_OFF_ITT, t->itt);
 			tnd_iscsi_fill_sn(c, tx->hdr, true);
-			tnd_put_be32(tx->hdr + ISCSI_OFF_DATASN, t->data_sn); /* ExpDataSN */
+			/* ExpDataSN: the R2Ts and Data-Ins sent for this command. */
+			tnd_put_be32(tx->hdr + ISCSI_OFF_DATASN, t->data_sn + t->r2t_sn);
 			tnd_put_be32(tx->hdr + 44, residual);
 			if (cmd->sense_len) {
 				/* SenseLength (2 bytes) then the sense data. */

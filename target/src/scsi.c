@@ -27,13 +27,11 @@
 static const struct scsi_op service_action_in_16[32] = {
 	[SCSI_SAI_READ_CAPACITY_16] = {
 		.name = "READ CAPACITY(16)", .exec = sbc_read_capacity_16, .cdb_len = 16,
-		.sa_code = SCSI_SAI_READ_CAPACITY_16,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 10, .len_size = 4,
 		.usage = { 0x9e, 0x10, FF8, FF4, 0x01, 0x00 },
 	},
 	[SCSI_SAI_GET_LBA_STATUS] = {
 		.name = "GET LBA STATUS", .exec = sbc_get_lba_status, .cdb_len = 16,
-		.sa_code = SCSI_SAI_GET_LBA_STATUS,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 10, .len_size = 4,
 		.usage = { 0x9e, 0x12, FF8, FF4, 0x00, 0x00 },
 	},
@@ -42,14 +40,14 @@ static const struct scsi_op service_action_in_16[32] = {
 static const struct scsi_op maintenance_in[32] = {
 	[SCSI_MI_REPORT_SUPPORTED_OPCODES] = {
 		.name = "REPORT SUPPORTED OPERATION CODES", .exec = spc_report_opcodes,
-		.cdb_len = 12, .sa_code = SCSI_MI_REPORT_SUPPORTED_OPCODES,
+		.cdb_len = 12,
 		.flags = SCSI_OP_NO_LU,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 6, .len_size = 4,
 		.usage = { 0xa3, 0x0c, 0x87, 0xff, 0xff, 0xff, FF4, 0x00, 0x00 },
 	},
 	[SCSI_MI_REPORT_SUPPORTED_TMFS] = {
 		.name = "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS", .exec = spc_report_tmfs,
-		.cdb_len = 12, .sa_code = SCSI_MI_REPORT_SUPPORTED_TMFS,
+		.cdb_len = 12,
 		.flags = SCSI_OP_NO_LU,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 6, .len_size = 4,
 		.usage = { 0xa3, 0x0d, 0x80, 0x00, 0x00, 0x00, FF4, 0x00, 0x00 },
@@ -142,7 +140,7 @@ static const struct scsi_op ops[256] = {
 	},
 	[SCSI_UNMAP] = {
 		.name = "UNMAP", .exec = sbc_unmap, .cdb_len = 10,
-		.flags = SCSI_OP_WRITES,
+		.flags = SCSI_OP_WRITES | SCSI_OP_LBP,
 		.xfer = SCSI_XFER_OUT_PARAM, .len_off = 7, .len_size = 2,
 		.usage = { 0x42, 0x01, 0x00, 0x00, 0x00, 0x00, 0x1f, 0xff, 0xff, 0x00 },
 	},
@@ -160,6 +158,12 @@ static const struct scsi_op ops[256] = {
 		.name = "READ(16)", .exec = sbc_rw, .cdb_len = 16,
 		.xfer = SCSI_XFER_IN_BLOCKS, .len_off = 10, .len_size = 4,
 		.usage = { 0x88, 0x1c, FF8, FF4, 0x1f, 0x00 },
+	},
+	[SCSI_COMPARE_AND_WRITE] = {
+		.name = "COMPARE AND WRITE", .exec = sbc_compare_and_write, .cdb_len = 16,
+		.flags = SCSI_OP_WRITES,
+		.xfer = SCSI_XFER_CUSTOM, .xfer_fn = sbc_xfer_compare_and_write,
+		.usage = { 0x89, 0x18, FF8, 0x00, 0x00, 0x00, 0xff, 0x1f, 0x00 },
 	},
 	[SCSI_WRITE_16] = {
 		.name = "WRITE(16)", .exec = sbc_rw, .cdb_len = 16,
@@ -416,9 +420,9 @@ static struct scsi_itl *nexus_itl(struct tnd_scsi_nexus *nx, const struct tnd_sc
 
 /* ---- LU live settings ---- */
 
-bool scsi_lu_wce(const struct tnd_scsi_lu *lu)
+bool scsi_lu_wce(const struct tnd_scsi_lu *lu, const struct tnd_volume_info *info)
 {
-	return lu->vol_write_cache && atomic_load_explicit(&lu->wce, memory_order_relaxed);
+	return info->write_cache && atomic_load_explicit(&lu->wce, memory_order_acquire);
 }
 
 void scsi_lu_set_wce(struct tnd_scsi_lu *lu, struct scsi_itl *self, bool wce)
@@ -430,6 +434,70 @@ void scsi_lu_set_wce(struct tnd_scsi_lu *lu, struct scsi_itl *self, bool wce)
 	 * else changed the parameters since we last looked, keep that news. */
 	if (self && self->seen_mode_gen == old)
 		self->seen_mode_gen = old + 1;
+}
+
+/* ---- the COMPARE AND WRITE lock ---- */
+
+/* Marks the lock held; never dereferenced. */
+#define SCSI_CAW_HELD ((struct scsi_caw_waiter *)(uintptr_t)1)
+
+bool scsi_caw_acquire(struct tnd_scsi_lu *lu, struct scsi_caw_waiter *w)
+{
+	struct scsi_caw_waiter *old = atomic_load_explicit(&lu->caw_head, memory_order_relaxed);
+	for (;;) {
+		struct scsi_caw_waiter *new = old ? w : SCSI_CAW_HELD;
+		w->next = old;
+		if (atomic_compare_exchange_weak_explicit(&lu->caw_head, &old, new,
+							  memory_order_acq_rel,
+							  memory_order_relaxed))
+			return old == NULL;
+	}
+}
+
+static void caw_granted_msg(struct tnd_msg *msg)
+{
+	struct scsi_caw_waiter *w = tnd_container_of(msg, struct scsi_caw_waiter, msg);
+	w->granted(w);
+}
+
+static void caw_hand_to(struct scsi_caw_waiter *w)
+{
+	/* Always by message, even to our own reactor: the waiter resumes
+	 * from its reactor's loop, never inside the releaser's stack. */
+	w->msg.fn = caw_granted_msg;
+	tnd_reactor_send(w->reactor, &w->msg);
+}
+
+void scsi_caw_release(struct tnd_scsi_lu *lu)
+{
+	struct scsi_caw_waiter *w = lu->caw_queue;
+	if (w) {
+		lu->caw_queue = w->next;
+		caw_hand_to(w);
+		return;
+	}
+	struct scsi_caw_waiter *old = atomic_load_explicit(&lu->caw_head, memory_order_acquire);
+	for (;;) {
+		/* No waiters: free it. Waiters: keep it held, take them all. */
+		struct scsi_caw_waiter *new = old == SCSI_CAW_HELD ? NULL : SCSI_CAW_HELD;
+		if (atomic_compare_exchange_weak_explicit(&lu->caw_head, &old, new,
+							  memory_order_acq_rel,
+							  memory_order_acquire))
+			break;
+	}
+	if (old == SCSI_CAW_HELD)
+		return;
+	/* The stack is newest first and ends in SCSI_CAW_HELD: reverse it so
+	 * waiters are served in the order they came. */
+	struct scsi_caw_waiter *fifo = NULL;
+	while (old != SCSI_CAW_HELD) {
+		struct scsi_caw_waiter *next = old->next;
+		old->next = fifo;
+		fifo = old;
+		old = next;
+	}
+	lu->caw_queue = fifo->next;
+	caw_hand_to(fifo);
 }
 
 /* ---- dispatch ---- */
@@ -451,20 +519,27 @@ static bool cdb_reserved_ok(struct tnd_scsi_cmd *cmd, const struct scsi_op *op)
 	return true;
 }
 
+/*
+ * No logical unit at this LUN for this nexus. INQUIRY answers with
+ * peripheral qualifier 011b, the LU-independent commands (REPORT LUNS,
+ * REQUEST SENSE, the REPORT SUPPORTED ones) run as usual, anything else
+ * is LOGICAL UNIT NOT SUPPORTED.
+ */
 static void exec_no_lu(struct tnd_scsi_cmd *cmd, const struct scsi_op *op)
 {
-	if (cmd->cdb[0] == SCSI_INQUIRY) {
+	bool inquiry = op && cmd->cdb[0] == SCSI_INQUIRY;
+	if (!op || !(inquiry || (op->flags & SCSI_OP_NO_LU))) {
+		scsi_check(cmd, SCSI_KEY_ILLEGAL_REQUEST, SCSI_ASC_LUN_NOT_SUPPORTED);
+		return;
+	}
+	if (!cdb_reserved_ok(cmd, op))
+		return;
+	if (inquiry) {
 		spc_inquiry_no_lu(cmd);
 		return;
 	}
-	if (op && (op->flags & SCSI_OP_NO_LU) && cdb_reserved_ok(cmd, op)) {
-		struct scsi_ctx ctx = { .op = op, .nexus = cmd->nexus };
-		op->exec(cmd, &ctx);
-		return;
-	}
-	if (op && (op->flags & SCSI_OP_NO_LU))
-		return; /* cdb_reserved_ok() completed it */
-	scsi_check(cmd, SCSI_KEY_ILLEGAL_REQUEST, SCSI_ASC_LUN_NOT_SUPPORTED);
+	struct scsi_ctx ctx = { .op = op, .nexus = cmd->nexus };
+	op->exec(cmd, &ctx);
 }
 
 void tnd_scsi_exec(struct tnd_scsi_cmd *cmd)
@@ -490,6 +565,8 @@ void tnd_scsi_exec(struct tnd_scsi_cmd *cmd)
 	}
 
 	struct scsi_ctx ctx = { .op = op, .lu = cmd->lu, .nexus = cmd->nexus };
+	if (cmd->dir == TND_SCSI_DIR_WRITE && cmd->data)
+		ctx.dout_len = cmd->data_len;
 	tnd_volume_info(cmd->lu->vol, &ctx.info);
 	ctx.itl = nexus_itl(cmd->nexus, cmd->lu, &ctx.info);
 	if (!ctx.itl) {
@@ -508,6 +585,8 @@ void tnd_scsi_exec(struct tnd_scsi_cmd *cmd)
 		return;
 	}
 
+	if (op && (op->flags & SCSI_OP_LBP) && !scsi_info_lbp(&ctx.info))
+		op = NULL;
 	if (!op) {
 		if (cmd->cdb_len >= 2 && ops[cmd->cdb[0]].sa)
 			scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 1, 4);
@@ -587,10 +666,10 @@ int tnd_scsi_lu_create(const struct tnd_scsi_lu_desc *desc, struct tnd_scsi_lu *
 	}
 	pad_copy(lu->revision, 4, TND_VERSION);
 	lu_make_identity(lu, desc->name);
-	lu->vol_write_cache = info.write_cache;
 	atomic_init(&lu->reset_gen, 0);
 	atomic_init(&lu->mode_gen, 0);
 	atomic_init(&lu->wce, true);
+	atomic_init(&lu->caw_head, NULL);
 	*out = lu;
 	return 0;
 }

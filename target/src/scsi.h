@@ -25,7 +25,13 @@
  * this layer fills, setting in_len. If a command would return more than
  * data_len bytes, only data_len bytes are returned and xfer_len says how much
  * the command wanted, so the transport computes the residual from exp_len and
- * xfer_len (RFC 7143 11.4.5.1).
+ * xfer_len (RFC 7143 11.4.5.1). Data-out is taken only when cmd->dir is
+ * TND_SCSI_DIR_WRITE: a write CDB in a PDU without the W bit moves no data.
+ * A write whose data-out is shorter than its CDB says stores the whole
+ * blocks received (GOOD, residual overflow), as initiators expect.
+ *
+ * The SCSI layer's internals (opcode table, unit attentions, the COMPARE
+ * AND WRITE lock) are described in scsi_priv.h.
  *
  * Completion: tnd_scsi_exec() always completes the command by calling
  * cmd->done(cmd) exactly once, on cmd->reactor's thread, possibly before it

@@ -20,10 +20,18 @@
  *
  * Threading: the LU is shared by reactors. Its identity is immutable after
  * creation; the only mutable fields are atomics (reset and mode-parameter
- * generations, the WCE setting). Each nexus keeps, per LU it has touched,
- * the generations it last saw; a difference is a unit attention to report.
- * So a reset or MODE SELECT costs one atomic increment and every nexus
- * notices on its next command, with no lock and no cross-reactor message.
+ * generations, the WCE setting, the COMPARE AND WRITE lock word) plus the
+ * lock's hand-off queue, which only the lock holder touches. Each nexus
+ * keeps, per LU it has touched, the generations it last saw; a difference
+ * is a unit attention to report. So a reset or MODE SELECT costs one
+ * atomic increment and every nexus notices on its next command, with no
+ * lock and no cross-reactor message. Plain READ/WRITE touch no shared
+ * mutable state at all.
+ *
+ * Ownership: exec functions borrow cmd (the transport's until done())
+ * and ctx (the dispatcher's stack, gone when exec returns: copy what an
+ * asynchronous step needs). cmd->data is the transport's; we read data-out
+ * from it only within ctx->dout_len and write data-in up to data_len.
  */
 #ifndef TND_TARGET_SCSI_PRIV_H
 #define TND_TARGET_SCSI_PRIV_H
@@ -34,6 +42,7 @@
 
 #include "scsi.h"
 #include "tnd_common.h"
+#include "tnd_reactor.h"
 
 /* ---- opcodes we decode ---- */
 enum {
@@ -116,6 +125,15 @@ enum {
 	SCSI_ASC_INTERNAL_TARGET_FAILURE = 0x4400,
 };
 
+/* Limits we advertise in the Block Limits VPD page and enforce. */
+#define SCSI_MAX_UNMAP_DESCRIPTORS 256u
+#define SCSI_MAX_UNMAP_BLOCKS (1u << 20)
+/* One WRITE SAME is one command's worth of work: with a pattern it is
+ * written block by block, and 64 Ki blocks (32 MiB to 256 MiB) stays well
+ * inside an initiator's command timeout. Also WRITE SAME(10)'s limit. */
+#define SCSI_MAX_WRITE_SAME_BLOCKS 0xffffu
+#define SCSI_MAX_CAW_BLOCKS 16u
+
 struct scsi_op;
 struct scsi_ctx;
 
@@ -142,6 +160,10 @@ enum {
 	SCSI_OP_ZERO_IS_256 = 1u << 2,
 	/* Changes the medium: refused on a read-only LU. */
 	SCSI_OP_WRITES = 1u << 3,
+	/* Exists only with logical block provisioning (scsi_info_lbp()):
+	 * INVALID COMMAND OPERATION CODE otherwise, and not reported by
+	 * REPORT SUPPORTED OPERATION CODES. */
+	SCSI_OP_LBP = 1u << 4,
 };
 
 struct scsi_op {
@@ -152,7 +174,6 @@ struct scsi_op {
 	/* Service-action opcodes: the per-action table, indexed by the
 	 * 5-bit SERVICE ACTION field in byte 1 (exec is NULL then). */
 	const struct scsi_op *sa;
-	uint16_t sa_code;               /* for entries of an sa table */
 	enum scsi_xfer_kind xfer;
 	uint8_t len_off, len_size;      /* where the length field is */
 	uint16_t fixed_len;
@@ -189,6 +210,25 @@ struct scsi_itl {
 	unsigned ua;                    /* SCSI_UA_* */
 };
 
+/*
+ * COMPARE AND WRITE is atomic per LU: its read, compare and write run
+ * under an LU-wide lock shared by every reactor. The lock never blocks a
+ * thread: a command that finds it taken leaves a waiter and returns; the
+ * holder, on release, hands the lock to the next waiter by a message to
+ * that waiter's reactor, where @granted runs.
+ */
+struct scsi_caw_waiter {
+	struct scsi_caw_waiter *next;
+	struct tnd_msg msg;
+	struct tnd_reactor *reactor;
+	void (*granted)(struct scsi_caw_waiter *w);
+};
+
+/* True: held now. False: @w->granted will run on @w->reactor once it is. */
+bool scsi_caw_acquire(struct tnd_scsi_lu *lu, struct scsi_caw_waiter *w);
+/* Release (or hand on) the lock; only its holder calls this. */
+void scsi_caw_release(struct tnd_scsi_lu *lu);
+
 struct tnd_scsi_lu {
 	struct tnd_volume *vol;
 	uint64_t epoch;
@@ -198,14 +238,22 @@ struct tnd_scsi_lu {
 	char revision[5];
 	char serial[33];
 	uint8_t naa[16];
-	bool vol_write_cache;           /* the volume may hold volatile writes */
 
 	atomic_uint reset_gen;
 	atomic_uint mode_gen;
-	/* WCE as set by MODE SELECT; only meaningful with vol_write_cache.
-	 * When false every write is sent with TND_IO_FUA, so that what the
-	 * caching page says stays true. */
+	/* WCE as set by MODE SELECT; meaningful only while the volume has a
+	 * write cache (info.write_cache, asked per command: a cache layer may
+	 * switch between write-back and write-through). When false every
+	 * write is sent with TND_IO_FUA, so that the caching page's WCE=0
+	 * stays true. */
 	atomic_bool wce;
+
+	/* The COMPARE AND WRITE lock: NULL free; SCSI_CAW_HELD held with no
+	 * waiters; else a stack of waiters ending in SCSI_CAW_HELD. */
+	_Atomic(struct scsi_caw_waiter *) caw_head;
+	/* Waiters already taken off the stack, oldest first; only the
+	 * holder touches it (the hand-off message orders the accesses). */
+	struct scsi_caw_waiter *caw_queue;
 };
 
 struct tnd_scsi_nexus {
@@ -224,6 +272,13 @@ struct scsi_ctx {
 	struct tnd_scsi_nexus *nexus;
 	struct scsi_itl *itl;           /* NULL when lu is NULL */
 	struct tnd_volume_info info;    /* zeroed when lu is NULL */
+	/*
+	 * Bytes of data-out the command may consume: cmd->data_len when the
+	 * PDU said "write", else 0. A data-out command sent without the W bit
+	 * must not take the transport's data-in buffer for data: it holds
+	 * whatever the buffer pool held before.
+	 */
+	uint32_t dout_len;
 };
 
 /* ---- completing a command (scsi_sense.c) ---- */
@@ -266,8 +321,8 @@ uint32_t scsi_alloc_len(const struct scsi_op *op, const uint8_t *cdb);
 
 /* ---- the LU's live settings ---- */
 
-/* WCE as the caching page reports it now. */
-bool scsi_lu_wce(const struct tnd_scsi_lu *lu);
+/* WCE as the caching page reports it now, given the volume's @info. */
+bool scsi_lu_wce(const struct tnd_scsi_lu *lu, const struct tnd_volume_info *info);
 /* Change WCE (MODE SELECT); raises MODE PARAMETERS CHANGED for others. */
 void scsi_lu_set_wce(struct tnd_scsi_lu *lu, struct scsi_itl *self, bool wce);
 /* Take the next pending UA of @itl into @key/@asc; false when none. */
@@ -281,6 +336,16 @@ bool scsi_itl_take_ua(struct scsi_itl *itl, uint16_t *asc);
 static inline bool scsi_info_lbp(const struct tnd_volume_info *info)
 {
 	return info->thin && info->max_unmap_blocks > 0;
+}
+
+/*
+ * MAXIMUM UNMAP LBA COUNT as advertised and enforced: the volume's limit,
+ * capped so that one UNMAP stays a bounded amount of work.
+ */
+static inline uint32_t scsi_max_unmap_blocks(const struct tnd_volume_info *info)
+{
+	return info->max_unmap_blocks < SCSI_MAX_UNMAP_BLOCKS ? info->max_unmap_blocks
+							       : SCSI_MAX_UNMAP_BLOCKS;
 }
 
 /* ---- exec functions ---- */
@@ -308,15 +373,17 @@ void sbc_pre_fetch(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 void sbc_unmap(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 void sbc_write_same(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 void sbc_get_lba_status(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void sbc_compare_and_write(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+/* Flush the LU's volume, then complete @cmd (GOOD or sense). */
+void sbc_flush(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 
 /* Transfer length decoders for the irregular block commands. */
 int sbc_xfer_verify(const uint8_t *cdb, uint32_t block_size, enum tnd_scsi_dir *dir,
 		    uint32_t *len);
 int sbc_xfer_write_same(const uint8_t *cdb, uint32_t block_size, enum tnd_scsi_dir *dir,
 			uint32_t *len);
+int sbc_xfer_compare_and_write(const uint8_t *cdb, uint32_t block_size, enum tnd_scsi_dir *dir,
+			       uint32_t *len);
 
-/* Limits we advertise in the Block Limits VPD page and enforce. */
-#define SCSI_MAX_UNMAP_DESCRIPTORS 256u
-#define SCSI_MAX_WRITE_SAME_BLOCKS (1u << 22)
 
 #endif

@@ -47,6 +47,8 @@ struct sbc_task {
 	unsigned idx, nr;            /* UNMAP: descriptor cursor */
 	uint8_t *buf;                /* bounce buffer, owned */
 	struct iovec iov;
+	struct tnd_scsi_lu *lu;      /* COMPARE AND WRITE: whose lock we hold */
+	struct scsi_caw_waiter caw;
 	struct tnd_io *io;
 };
 
@@ -83,6 +85,26 @@ static void task_finish(struct sbc_task *t, int status)
 		scsi_check_errno(cmd, status, what);
 	else
 		scsi_complete(cmd);
+}
+
+/* Finish with MISCOMPARE at byte @offset of the data compared. */
+static void task_finish_miscompare(struct sbc_task *t, uint32_t offset)
+{
+	struct tnd_scsi_cmd *cmd = t->cmd;
+	free(t->buf);
+	free(t);
+	cmd->io = NULL;
+	cmd->bounce = NULL;
+	scsi_check_miscompare(cmd, offset);
+}
+
+/* Offset of the first differing byte of two buffers known to differ. */
+static uint32_t first_diff(const uint8_t *a, const uint8_t *b)
+{
+	uint32_t i = 0;
+	while (a[i] == b[i])
+		i++;
+	return i;
 }
 
 static void task_io_done(struct tnd_io *io, int status)
@@ -136,7 +158,7 @@ static bool sbc_range_ok(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx, u
  */
 static unsigned sbc_write_flags(const struct scsi_ctx *ctx, bool fua)
 {
-	if (fua || (ctx->lu->vol_write_cache && !scsi_lu_wce(ctx->lu)))
+	if (fua || (ctx->info.write_cache && !scsi_lu_wce(ctx->lu, &ctx->info)))
 		return TND_IO_FUA;
 	return 0;
 }
@@ -209,14 +231,23 @@ static void step_finish(struct sbc_task *t, int status)
 void sbc_start_stop_unit(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 {
 	const uint8_t *cdb = cmd->cdb;
-	bool start = cdb[4] & 0x01, no_flush = cdb[4] & 0x04;
+	bool start = cdb[4] & 0x01, loej = cdb[4] & 0x02, no_flush = cdb[4] & 0x04;
 	unsigned power = cdb[4] >> 4;
+	/* With a POWER CONDITION, START and LOEJ are ignored (SBC-3 5.25);
+	 * we have no power states, so there is nothing to do. */
+	if (power) {
+		scsi_complete(cmd);
+		return;
+	}
+	/* Our medium is not removable (RMB=0): it cannot be ejected. */
+	if (loej && !start) {
+		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 4, 1);
+		return;
+	}
 	/* A disk asked to stop writes its cache out first, as a real one
-	 * would; starting, ejecting or loading a LUN has nothing to do. */
-	if (power == 0 && !start && !no_flush && ctx->lu->vol_write_cache) {
-		struct sbc_task *t = task_new(cmd, ctx);
-		if (t)
-			task_submit(t, TND_IO_FLUSH, 0, 0, NULL, 0, 0, step_finish);
+	 * would; starting or loading a LUN has nothing to do. */
+	if (!start && !no_flush && ctx->info.write_cache) {
+		sbc_flush(cmd, ctx);
 		return;
 	}
 	scsi_complete(cmd);
@@ -255,15 +286,7 @@ static void verify_read_done(struct sbc_task *t, int status)
 	for (uint32_t off = 0; off < len; off += t->bs) {
 		const uint8_t *w = t->bytchk == 3 ? want : want + t->done_bytes + off;
 		if (memcmp(t->buf + off, w, t->bs) != 0) {
-			uint32_t i = 0;
-			while (t->buf[off + i] == w[i])
-				i++;
-			struct tnd_scsi_cmd *cmd = t->cmd;
-			uint32_t where = t->done_bytes + off + i;
-			free(t->buf);
-			free(t);
-			cmd->io = NULL;
-			scsi_check_miscompare(cmd, where);
+			task_finish_miscompare(t, t->done_bytes + off + first_diff(t->buf + off, w));
 			return;
 		}
 	}
@@ -340,7 +363,7 @@ void sbc_rw(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	 * partial one, a read returns the first data_len bytes. The range
 	 * check above still covered the CDB's full range.
 	 */
-	uint32_t avail = cmd->data ? cmd->data_len : 0;
+	uint32_t avail = write ? ctx->dout_len : (cmd->data ? cmd->data_len : 0);
 	uint32_t bs = ctx->info.block_size;
 	if (avail < bytes) {
 		if (write)
@@ -438,7 +461,7 @@ void sbc_verify(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, ll.len_off, -1);
 		return;
 	}
-	if (!cmd->data || cmd->data_len < out) {
+	if (ctx->dout_len < out) {
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, ll.len_off, -1);
 		return;
 	}
@@ -461,6 +484,11 @@ void sbc_sync_cache(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 		return;
 	/* The volume flushes as a whole; a range (or IMMED) changes nothing
 	 * about what must be stable when we answer. */
+	sbc_flush(cmd, ctx);
+}
+
+void sbc_flush(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
+{
 	struct sbc_task *t = task_new(cmd, ctx);
 	if (t)
 		task_submit(t, TND_IO_FLUSH, 0, 0, NULL, 0, 0, step_finish);
@@ -499,10 +527,6 @@ void sbc_unmap(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	uint32_t plen = tnd_get_be16(cdb + 7);
 	const uint8_t *p = cmd->data;
 
-	if (!scsi_info_lbp(&ctx->info)) {
-		scsi_check(cmd, SCSI_KEY_ILLEGAL_REQUEST, SCSI_ASC_INVALID_OPCODE);
-		return;
-	}
 	if (cdb[1] & 0x01) {
 		/* ANCHOR: we have no anchored state. */
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 1, 0);
@@ -512,7 +536,7 @@ void sbc_unmap(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 		scsi_complete(cmd);
 		return;
 	}
-	if (plen < 8 || !p || cmd->data_len < plen) {
+	if (plen < 8 || ctx->dout_len < plen) {
 		scsi_check(cmd, SCSI_KEY_ILLEGAL_REQUEST, SCSI_ASC_PARAMETER_LIST_LENGTH_ERROR);
 		return;
 	}
@@ -533,7 +557,7 @@ void sbc_unmap(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 			return;
 		total += n;
 	}
-	if (total > ctx->info.max_unmap_blocks) {
+	if (total > scsi_max_unmap_blocks(&ctx->info)) {
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_PARAM, 8 + 8, -1);
 		return;
 	}
@@ -604,7 +628,10 @@ void sbc_write_same(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	}
 	if (!sbc_range_ok(cmd, ctx, ll.lba, ll.n))
 		return;
-	if (!ndob && (!cmd->data || cmd->data_len < bs)) {
+	/* Exactly one block of data-out (none with NDOB): anything else means
+	 * initiator and target disagree about the command. */
+	uint32_t want = ndob ? 0 : bs;
+	if (ctx->dout_len != want) {
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, ll.len_off, -1);
 		return;
 	}
@@ -622,7 +649,7 @@ void sbc_write_same(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 		 * and deallocated blocks read back as zeros. */
 		bool dealloc = unmap && ctx->info.unmap_zeroes;
 		t->zero_type = dealloc ? TND_IO_UNMAP : TND_IO_WRITE_ZEROES;
-		t->chunk = dealloc ? TND_MIN(ctx->info.max_unmap_blocks, SBC_ZERO_CHUNK_BLOCKS)
+		t->chunk = dealloc ? TND_MIN(scsi_max_unmap_blocks(&ctx->info), SBC_ZERO_CHUNK_BLOCKS)
 				   : SBC_ZERO_CHUNK_BLOCKS;
 		if (dealloc)
 			t->flags = 0;
@@ -662,4 +689,101 @@ void sbc_get_lba_status(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	b[20] = 0x00; /* mapped */
 	scsi_data_in(cmd, b, TND_MIN((uint32_t)sizeof(b), alloc));
 	scsi_complete(cmd);
+}
+
+/* ---- COMPARE AND WRITE ---- */
+
+int sbc_xfer_compare_and_write(const uint8_t *cdb, uint32_t block_size, enum tnd_scsi_dir *dir,
+			       uint32_t *len)
+{
+	/* The verify data, then the write data: two blocks per block. */
+	*len = 2u * cdb[13] * block_size;
+	*dir = *len ? TND_SCSI_DIR_WRITE : TND_SCSI_DIR_NONE;
+	return 0;
+}
+
+static void caw_done(struct sbc_task *t, int status)
+{
+	scsi_caw_release(t->lu);
+	task_finish(t, status);
+}
+
+static void caw_read_done(struct sbc_task *t, int status)
+{
+	if (status < 0) {
+		caw_done(t, status);
+		return;
+	}
+	size_t len = (size_t)t->left * t->bs;
+	const uint8_t *verify = t->cmd->data, *write = t->cmd->data + len;
+	if (memcmp(t->buf, verify, len) != 0) {
+		scsi_caw_release(t->lu);
+		task_finish_miscompare(t, first_diff(t->buf, verify));
+		return;
+	}
+	task_submit(t, TND_IO_WRITE, t->lba, (uint32_t)t->left, (void *)write, len, t->flags,
+		    caw_done);
+}
+
+/* We hold the LU's lock: read what is there now. */
+static void caw_locked(struct sbc_task *t)
+{
+	task_submit(t, TND_IO_READ, t->lba, (uint32_t)t->left, t->buf, (size_t)t->left * t->bs,
+		    0, caw_read_done);
+}
+
+static void caw_granted(struct scsi_caw_waiter *w)
+{
+	caw_locked(tnd_container_of(w, struct sbc_task, caw));
+}
+
+/*
+ * COMPARE AND WRITE (SBC-3 5.2): the read, compare and write run under the
+ * LU's lock, so two of them on overlapping blocks, from any sessions on any
+ * reactors, never interleave. Plain WRITEs do not take the lock (that
+ * would put an LU-wide atomic on every write); initiators that use
+ * COMPARE AND WRITE as a lock (VMware ATS) use it for every update of the
+ * locked blocks.
+ */
+void sbc_compare_and_write(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
+{
+	const uint8_t *cdb = cmd->cdb;
+	uint64_t lba = tnd_get_be64(cdb + 2);
+	uint32_t n = cdb[13];
+	uint32_t bs = ctx->info.block_size;
+
+	if (n > SCSI_MAX_CAW_BLOCKS) {
+		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 13, -1);
+		return;
+	}
+	if (!sbc_range_ok(cmd, ctx, lba, n))
+		return;
+	/* Both halves or nothing: a short or long data-out cannot be split
+	 * into verify and write data (and data-out with NUMBER OF LOGICAL
+	 * BLOCKS 0 means the initiator meant something else). */
+	if (ctx->dout_len != 2 * n * bs) {
+		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 13, -1);
+		return;
+	}
+	if (n == 0) {
+		scsi_complete(cmd);
+		return;
+	}
+	struct sbc_task *t = task_new(cmd, ctx);
+	if (!t)
+		return;
+	cmd->xfer_len = 2 * n * bs;
+	t->lba = lba;
+	t->left = n;
+	t->flags = sbc_write_flags(ctx, cdb[1] & 0x08);
+	t->buf = malloc((size_t)n * bs);
+	if (!t->buf) {
+		task_finish(t, -ENOMEM);
+		return;
+	}
+	t->lu = ctx->lu;
+	t->caw.reactor = cmd->reactor;
+	t->caw.granted = caw_granted;
+	if (scsi_caw_acquire(ctx->lu, &t->caw))
+		caw_locked(t);
 }

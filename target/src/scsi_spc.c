@@ -164,12 +164,13 @@ static unsigned vpd_block_limits(uint8_t *b, const struct tnd_volume_info *info)
 	uint32_t bs = info->block_size;
 	memset(b + 4, 0, 0x3c);
 	b[4] = 0x01; /* WSNZ: WRITE SAME with 0 blocks is refused */
+	b[5] = SCSI_MAX_CAW_BLOCKS;
 	uint16_t gran = info->opt_io_blocks > 0xffff ? 0xffff : (uint16_t)info->opt_io_blocks;
 	tnd_put_be16(b + 6, gran);
 	tnd_put_be32(b + 8, TND_SCSI_MAX_XFER_BYTES / bs);
 	tnd_put_be32(b + 12, info->opt_io_blocks);
 	if (scsi_info_lbp(info)) {
-		tnd_put_be32(b + 20, info->max_unmap_blocks);
+		tnd_put_be32(b + 20, scsi_max_unmap_blocks(info));
 		tnd_put_be32(b + 24, SCSI_MAX_UNMAP_DESCRIPTORS);
 		tnd_put_be32(b + 28, info->opt_io_blocks ? info->opt_io_blocks : 1);
 	}
@@ -339,7 +340,7 @@ enum {
 static const uint8_t mode_pages[] = { MODE_PAGE_CACHING, MODE_PAGE_CONTROL, MODE_PAGE_IEC };
 
 /* Build page @page as seen with page control @pc; returns its length or 0. */
-static unsigned mode_page(uint8_t *p, const struct tnd_scsi_lu *lu, uint8_t page, unsigned pc)
+static unsigned mode_page(uint8_t *p, const struct scsi_ctx *ctx, uint8_t page, unsigned pc)
 {
 	bool chg = pc == MODE_PC_CHANGEABLE;
 	switch (page) {
@@ -347,12 +348,12 @@ static unsigned mode_page(uint8_t *p, const struct tnd_scsi_lu *lu, uint8_t page
 		memset(p, 0, 20);
 		p[0] = MODE_PAGE_CACHING;
 		p[1] = 0x12;
-		if (chg)
-			p[2] = lu->vol_write_cache ? MODE_CACHING_WCE : 0;
-		else if (pc == MODE_PC_DEFAULT)
-			p[2] = lu->vol_write_cache ? MODE_CACHING_WCE : 0;
+		/* WCE can change only where there is a cache to turn off;
+		 * by default it is on wherever there is one. */
+		if (chg || pc == MODE_PC_DEFAULT)
+			p[2] = ctx->info.write_cache ? MODE_CACHING_WCE : 0;
 		else
-			p[2] = scsi_lu_wce(lu) ? MODE_CACHING_WCE : 0;
+			p[2] = scsi_lu_wce(ctx->lu, &ctx->info) ? MODE_CACHING_WCE : 0;
 		return 20;
 	case MODE_PAGE_CONTROL:
 		memset(p, 0, 12);
@@ -419,9 +420,9 @@ void spc_mode_sense(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 
 	if (page == MODE_PAGE_ALL) {
 		for (unsigned i = 0; i < sizeof(mode_pages); i++)
-			n += mode_page(b + n, ctx->lu, mode_pages[i], pc);
+			n += mode_page(b + n, ctx, mode_pages[i], pc);
 	} else {
-		unsigned l = mode_page(b + n, ctx->lu, page, pc);
+		unsigned l = mode_page(b + n, ctx, page, pc);
 		if (!l) {
 			scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 2, 5);
 			return;
@@ -473,7 +474,7 @@ void spc_mode_select(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 1, 4);
 		return;
 	}
-	if (!p || cmd->data_len < plen || plen < hdr) {
+	if (ctx->dout_len < plen || plen < hdr) {
 		scsi_check(cmd, SCSI_KEY_ILLEGAL_REQUEST, SCSI_ASC_PARAMETER_LIST_LENGTH_ERROR);
 		return;
 	}
@@ -522,7 +523,7 @@ void spc_mode_select(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 			return;
 		}
 		uint8_t cur[MODE_PAGE_MAX], chg[MODE_PAGE_MAX];
-		unsigned len = mode_page(cur, ctx->lu, pg[0] & 0x3f, MODE_PC_CURRENT);
+		unsigned len = mode_page(cur, ctx, pg[0] & 0x3f, MODE_PC_CURRENT);
 		if (!len) {
 			scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_PARAM, off, 5);
 			return;
@@ -536,7 +537,7 @@ void spc_mode_select(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 				   SCSI_ASC_PARAMETER_LIST_LENGTH_ERROR);
 			return;
 		}
-		mode_page(chg, ctx->lu, pg[0] & 0x3f, MODE_PC_CHANGEABLE);
+		mode_page(chg, ctx, pg[0] & 0x3f, MODE_PC_CHANGEABLE);
 		for (unsigned i = 2; i < len; i++) {
 			uint8_t bad = (uint8_t)((pg[i] ^ cur[i]) & ~chg[i]);
 			if (bad) {
@@ -550,8 +551,17 @@ void spc_mode_select(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 		off += len;
 	}
 
-	if (new_wce >= 0 && ctx->lu->vol_write_cache)
+	if (new_wce >= 0 && ctx->info.write_cache) {
+		bool was = scsi_lu_wce(ctx->lu, &ctx->info);
 		scsi_lu_set_wce(ctx->lu, ctx->itl, new_wce);
+		if (was && !new_wce) {
+			/* Writes from now on are FUA; the ones acknowledged while
+			 * the cache was on are made stable before we answer, so
+			 * that WCE=0 means "every acknowledged write" at once. */
+			sbc_flush(cmd, ctx);
+			return;
+		}
+	}
 	scsi_complete(cmd);
 }
 
@@ -572,6 +582,12 @@ enum {
 static bool op_has_sa(const struct scsi_op *op)
 {
 	return op->usage[0] == SCSI_SERVICE_ACTION_IN_16 || op->usage[0] == SCSI_MAINTENANCE_IN;
+}
+
+/* Whether this LU runs @op (without an LU: everything we know). */
+static bool op_supported(const struct scsi_op *op, const struct scsi_ctx *ctx)
+{
+	return !(op->flags & SCSI_OP_LBP) || !ctx->lu || scsi_info_lbp(&ctx->info);
 }
 
 /* Command timeouts descriptor: no nominal or recommended timeout known. */
@@ -596,6 +612,8 @@ void spc_report_opcodes(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	if (opt == RSOC_ALL) {
 		n = 4;
 		for (const struct scsi_op *op = scsi_op_next(NULL); op; op = scsi_op_next(op)) {
+			if (!op_supported(op, ctx))
+				continue;
 			uint8_t *d = b + n;
 			memset(d, 0, 8);
 			d[0] = op->usage[0];
@@ -624,7 +642,7 @@ void spc_report_opcodes(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 			scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 2, 2);
 			return;
 		}
-		if (is_sa_opcode && sa > 0x1f)
+		if ((is_sa_opcode && sa > 0x1f) || (op && !op_supported(op, ctx)))
 			op = NULL;
 		memset(b, 0, 4);
 		if (rctd)

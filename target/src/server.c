@@ -383,6 +383,8 @@ static void new_connection(struct tnd_target_server *srv, int fd)
 			const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)&peer;
 			inet_ntop(AF_INET6, &s6->sin6_addr, a, sizeof(a));
 			port = ntohs(s6->sin6_port);
+		} else if (peer.ss_family == AF_UNIX) {
+			snprintf(a, sizeof(a), "local");
 		} else {
 			const struct sockaddr_in *s4 = (const struct sockaddr_in *)&peer;
 			inet_ntop(AF_INET, &s4->sin_addr, a, sizeof(a));
@@ -397,17 +399,65 @@ static void new_connection(struct tnd_target_server *srv, int fd)
 	tnd_reactor_send(c->rc->reactor, &c->handoff_msg);
 }
 
+struct adopt_msg {
+	struct tnd_msg m;
+	struct tnd_target_server *srv;
+	int fd;
+};
+
+static void adopt_fn(struct tnd_msg *m)
+{
+	struct adopt_msg *a = tnd_container_of(m, struct adopt_msg, m);
+	/* A stopping reactor closes what it is handed, so no check here. */
+	new_connection(a->srv, a->fd);
+	free(a);
+}
+
+int tnd_iscsi_server_adopt(struct tnd_target_server *srv, int fd)
+{
+	struct adopt_msg *a = malloc(sizeof(*a));
+	if (!a)
+		return -ENOMEM;
+	a->m.fn = adopt_fn;
+	a->srv = srv;
+	a->fd = fd;
+	/* Through reactor 0, which owns the round-robin counter. */
+	tnd_reactor_send(srv->reactors[0], &a->m);
+	return 0;
+}
+
 static void portals_closed(struct tnd_target_server *srv);
+
+/* After an accept error (EMFILE, ENOBUFS...) wait a little before the next
+ * try, so a persistent error does not spin reactor 0. */
+#define ACCEPT_RETRY_NS (100ull * 1000 * 1000)
 
 static void arm_accept(struct iscsi_portal *p)
 {
 	struct io_uring_sqe *sqe = tnd_reactor_sqe(p->srv->reactors[0], &p->accept_op);
 	if (!sqe) {
 		tnd_err(TAG, "portal %s:%d: no SQE for accept", p->addr, p->port);
+		tnd_reactor_timer_arm(p->srv->reactors[0], &p->retry_timer, ACCEPT_RETRY_NS);
 		return;
 	}
 	io_uring_prep_multishot_accept(sqe, p->fd, NULL, NULL, SOCK_CLOEXEC);
 	p->accept_armed = true;
+}
+
+static void accept_retry(struct tnd_timer *t)
+{
+	struct iscsi_portal *p = tnd_container_of(t, struct iscsi_portal, retry_timer);
+	if (!p->closing)
+		arm_accept(p);
+}
+
+static void portal_close(struct iscsi_portal *p)
+{
+	struct tnd_target_server *srv = p->srv;
+	close(p->fd);
+	p->fd = -1;
+	if (--srv->portals_open == 0)
+		portals_closed(srv);
 }
 
 static void accept_done(struct tnd_uring_op *op, int res, unsigned flags)
@@ -425,25 +475,23 @@ static void accept_done(struct tnd_uring_op *op, int res, unsigned flags)
 	if (flags & IORING_CQE_F_MORE)
 		return;
 	p->accept_armed = false;
-	if (!p->closing) {
+	if (p->closing)
+		portal_close(p);
+	else if (res < 0)
+		tnd_reactor_timer_arm(srv->reactors[0], &p->retry_timer, ACCEPT_RETRY_NS);
+	else
 		arm_accept(p);
-		return;
-	}
-	close(p->fd);
-	p->fd = -1;
-	if (--srv->portals_open == 0)
-		portals_closed(srv);
 }
 
 static void start_msg(struct tnd_msg *m)
 {
 	struct tnd_target_server *srv = tnd_container_of(m, struct tnd_target_server, start_msg);
+	srv->portals_open = srv->nr_portals;
 	for (unsigned i = 0; i < srv->nr_portals; i++) {
 		struct iscsi_portal *p = srv->portals[i];
 		p->accept_op.cb = accept_done;
+		p->retry_timer.fn = accept_retry;
 		arm_accept(p);
-		if (p->accept_armed)
-			srv->portals_open++;
 		tnd_info(TAG, "listening on %s:%d", p->addr, p->port);
 	}
 }
@@ -505,11 +553,19 @@ static void portal_stop_msg(struct tnd_msg *m)
 {
 	struct tnd_target_server *srv =
 		tnd_container_of(m, struct tnd_target_server, portal_stop_msg);
+	if (srv->nr_portals == 0) {
+		portals_closed(srv);
+		return;
+	}
 	for (unsigned i = 0; i < srv->nr_portals; i++) {
 		struct iscsi_portal *p = srv->portals[i];
 		p->closing = true;
-		if (!p->accept_armed)
+		if (!p->accept_armed) {
+			/* Waiting to retry after an error: nothing in the ring. */
+			tnd_reactor_timer_cancel(srv->reactors[0], &p->retry_timer);
+			portal_close(p);
 			continue;
+		}
 		struct tnd_uring_op *cop = malloc(sizeof(*cop));
 		struct io_uring_sqe *sqe = cop ? tnd_reactor_sqe(srv->reactors[0], cop) : NULL;
 		if (!sqe) {
@@ -521,8 +577,6 @@ static void portal_stop_msg(struct tnd_msg *m)
 		cop->cb = cancel_done;
 		io_uring_prep_cancel(sqe, &p->accept_op, 0);
 	}
-	if (srv->portals_open == 0)
-		portals_closed(srv);
 }
 
 void tnd_target_server_stop(struct tnd_target_server *srv, tnd_target_stopped_cb cb, void *arg)

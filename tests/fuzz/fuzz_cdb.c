@@ -7,7 +7,8 @@
  *           bit2 use the 4 KiB-block LU, bit3 inject a volume error,
  *           bit4 LU reset first, bit5 resize the volume first,
  *           bits 6-7 pick cdb_len (16, 6, 10, 12)
- *   [1]     which error and which I/O type to fail
+ *   [1]     bits 0-2: which error, 3-6: which I/O type to fail,
+ *           bit 7: give the PDU the wrong data direction
  *   [2..3]  the transport's buffer length (data_len), big-endian
  *   [4..19] the CDB
  *   [20..]  data-out (copied into the buffer, the rest zeroed)
@@ -196,7 +197,7 @@ static const uint8_t cdb_lens[] = { 16, 6, 10, 12 };
 static const uint64_t luns[] = { 0, 1, 7 };
 
 static void run(struct world *w, struct tnd_scsi_nexus *nx, struct tnd_scsi_lu *lu,
-		const uint8_t *cdb, uint8_t cdb_len, uint8_t *buf, uint32_t len)
+		const uint8_t *cdb, uint8_t cdb_len, uint8_t *buf, uint32_t len, bool wrong_dir)
 {
 	struct fcmd f;
 	memset(&f, 0, sizeof(f));
@@ -212,10 +213,15 @@ static void run(struct world *w, struct tnd_scsi_nexus *nx, struct tnd_scsi_lu *
 	f.c.nr_luns = 3;
 	f.c.done = fuzz_done;
 
-	/* Cross-check the transfer length decoder on the same CDB. */
-	enum tnd_scsi_dir dir;
+	/* The PDU's direction: what the CDB implies, or (when the input asks)
+	 * a wrong one, as a broken initiator might send. */
+	enum tnd_scsi_dir dir = TND_SCSI_DIR_NONE;
 	uint32_t xlen;
-	(void)tnd_scsi_cdb_xfer(lu, cdb, cdb_len, &dir, &xlen);
+	if (tnd_scsi_cdb_xfer(lu, cdb, cdb_len, &dir, &xlen) < 0 || dir == TND_SCSI_DIR_NONE)
+		dir = len ? TND_SCSI_DIR_READ : TND_SCSI_DIR_NONE;
+	if (wrong_dir)
+		dir = (enum tnd_scsi_dir)((dir + 1) % 3);
+	f.c.dir = dir;
 
 	tnd_scsi_exec(&f.c);
 	for (int i = 0; i < 10000 && f.calls == 0; i++)
@@ -273,19 +279,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
 
 	static const uint8_t tur[16] = { 0 };
 	if (flags & 0x02)
-		run(w, nx, lu, tur, 16, NULL, 0);
+		run(w, nx, lu, tur, 16, NULL, 0, false);
 	if (lu && (flags & 0x10))
 		tnd_scsi_lu_reset(lu);
 	if (flags & 0x20)
 		fv->info.num_blocks = fv->cap_blocks - (in[1] & 0x1f);
 	if (flags & 0x08) {
 		fv->fail_err = errs[in[1] & 7];
-		fv->fail_type = (enum tnd_io_type)((in[1] >> 3) % 5);
+		fv->fail_type = (enum tnd_io_type)(((in[1] >> 3) & 0xf) % 5);
 	}
 
-	run(w, nx, lu, in + 4, cdb_lens[flags >> 6], buf, len);
+	run(w, nx, lu, in + 4, cdb_lens[flags >> 6], buf, len, in[1] & 0x80);
 	/* A second command on the same nexus sees what the first left. */
-	run(w, nx, lu, tur, 16, NULL, 0);
+	run(w, nx, lu, tur, 16, NULL, 0, false);
 
 	free(buf);
 	tnd_scsi_nexus_destroy(nx);

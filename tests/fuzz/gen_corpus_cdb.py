@@ -77,6 +77,12 @@ seed('rsoc_all', CLR, [0xa3, 0x0c, 0x80, 0, 0, 0, 0, 0, 0x10, 0, 0, 0], 4096)
 seed('rsoc_one', CLR, [0xa3, 0x0c, 0x01, 0x28, 0, 0, 0, 0, 0, 64, 0, 0], 64)
 seed('rsoc_sa', CLR, [0xa3, 0x0c, 0x02, 0x9e, 0, 0x10, 0, 0, 0, 64, 0, 0], 64)
 seed('rstmf', CLR, [0xa3, 0x0d, 0x80, 0, 0, 0, 0, 0, 0, 16, 0, 0], 16)
+caw = b'\x00' * 512 + b'\x5a' * 512
+seed('compare_and_write', CLR, [0x89, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0], 1024, caw)
+seed('compare_and_write_fua', CLR, [0x89, 0x08, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0], 1024,
+     b'\x5a' * 1024)
+seed('verify12', CLR, [0xaf, 0x02, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0], 512)
+seed('write_verify12', CLR, [0xae, 0x02, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0], 512, b'\x66' * 512)
 seed('lu_reset', 0x10 | CLR, [0] * 6)
 seed('resize', 0x20, rw10(0x28, 0, 0, 1), 512, err=4)
 seed('cdb6_short', 0x40 | CLR, rw16(0x88, 0, 0, 1), 512)

@@ -330,6 +330,30 @@ static void do_read(struct conn *c, uint64_t lba, uint8_t *buf, uint32_t len)
 	free(p.data);
 }
 
+/* TEST UNIT READY until GOOD: the first command of a new nexus reports the
+ * POWER ON unit attention, as SAM requires. */
+static void clear_unit_attention(struct conn *c)
+{
+	for (int tries = 0; tries < 5; tries++) {
+		uint8_t bhs[48] = { 0x01, 0x80 | 0x01 };
+		tnd_put_be32(bhs + 16, c->itt++);
+		tnd_put_be32(bhs + 24, c->cmdsn++);
+		tnd_put_be32(bhs + 28, c->exp_statsn);
+		send_pdu(c, bhs, NULL, 0);
+		struct pdu p = { 0 };
+		do
+			recv_pdu(c, &p);
+		while (handle_nop_in(c, &p));
+		free(p.data);
+		if ((p.bhs[0] & 0x3f) != 0x21)
+			die("TEST UNIT READY: unexpected opcode 0x%02x", p.bhs[0] & 0x3f);
+		c->exp_statsn = tnd_get_be32(p.bhs + 24) + 1;
+		if (p.bhs[3] == 0)
+			return;
+	}
+	die("TEST UNIT READY never returned GOOD");
+}
+
 static void logout(struct conn *c)
 {
 	uint8_t bhs[48] = { 0x06 | 0x40, 0x80 };
@@ -361,11 +385,14 @@ int main(int argc, char **argv)
 	struct conn c = { .fd = socket(ai->ai_family, SOCK_STREAM, 0), .cmdsn = 1, .itt = 1 };
 	struct timeval tv = { .tv_sec = 30 };
 	setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	int one = 1; /* we write header, digest and data separately: no Nagle waits */
+	setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (connect(c.fd, ai->ai_addr, ai->ai_addrlen) < 0)
 		die("connect: %s", strerror(errno));
 	freeaddrinfo(ai);
 
 	login(&c, argv[3]);
+	clear_unit_attention(&c);
 
 	uint8_t *wbuf = malloc(CHUNK), *rbuf = malloc(CHUNK);
 	srand(seed);

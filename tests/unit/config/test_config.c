@@ -16,15 +16,18 @@ static void default_config_is_the_demo(void **state)
 	assert_int_equal(tnd_config_default(&c), 0);
 	assert_int_equal(c->nr_devices, 1);
 	assert_string_equal(c->devices[0].name, "demo");
-	assert_int_equal(c->devices[0].type, TND_DEV_FLAT);
+	assert_int_equal(c->devices[0].type, TND_DEV_LSFS);
 	assert_int_equal(c->devices[0].size, 1ull << 30);
+	assert_true(c->devices[0].write_cache);
+	/* Thin backing with room for the log to clean: size + 1/8 + 64 MiB. */
+	assert_int_equal(c->devices[0].capacity, (1ull << 30) + (1ull << 27) + (64ull << 20));
 	assert_int_equal(c->nr_targets, 1);
 	assert_string_equal(c->targets[0].iqn, TND_DEMO_IQN);
 	assert_true(c->targets[0].allow_any);
 	assert_int_equal(c->targets[0].nr_luns, 1);
 	assert_int_equal(c->targets[0].luns[0].lun, 0);
 	assert_int_equal(tnd_config_resolve(c, "/data", NULL, 0), 0);
-	assert_string_equal(c->devices[0].path, "/data/demo.img");
+	assert_string_equal(c->devices[0].path, "/data/demo.lsfs");
 	tnd_config_free(c);
 }
 
@@ -72,6 +75,10 @@ static void bad_configs_name_the_field(void **state)
 		{ "{\"devices\":[{\"name\":\"a\",\"type\":\"passthrough\"}]}", "devices[0].path: missing" },
 		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096},{\"name\":\"a\",\"size\":4096}]}", "devices[1].name" },
 		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"read_only\":1}]}", "devices[0].read_only" },
+		{ "{\"devices\":[{\"name\":\"a\",\"type\":\"flat\",\"size\":4096,\"capacity\":8192}]}", "lsfs devices only" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":512}]}", "multiple of 4 KiB" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":\"65TiB\"}]}", "at most 64 TiB" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"write_cache\":\"no\"}]}", "write_cache" },
 		{ "{\"targets\":[{\"iqn\":\"IQN.bad\"}]}", "targets[0].iqn" },
 		{ "{\"targets\":[{\"iqn\":\"iqn.2026-11.x:y\",\"luns\":{\"0\":\"nope\"}}]}", "no device named" },
 		{ "{\"targets\":[{\"iqn\":\"iqn.2026-11.x:y\",\"luns\":{\"x\":\"a\"}}]}", "targets[0].luns.x" },

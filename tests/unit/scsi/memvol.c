@@ -55,6 +55,7 @@ static int memvol_do(struct memvol *mv, struct tnd_io *io)
 static int memvol_submit(struct tnd_volume *vol, struct tnd_io *io)
 {
 	struct memvol *mv = (struct memvol *)vol;
+	pthread_mutex_lock(&mv->lock);
 	mv->last.type = io->type;
 	mv->last.flags = io->flags;
 	mv->last.lba = io->lba;
@@ -66,6 +67,7 @@ static int memvol_submit(struct tnd_volume *vol, struct tnd_io *io)
 		mv->fail_err = 0;
 		if (mv->fail_submit) {
 			mv->fail_submit = false;
+			pthread_mutex_unlock(&mv->lock);
 			return status;
 		}
 	} else if (io->type != TND_IO_READ && io->type != TND_IO_FLUSH && mv->info.read_only) {
@@ -73,6 +75,7 @@ static int memvol_submit(struct tnd_volume *vol, struct tnd_io *io)
 	} else {
 		status = memvol_do(mv, io);
 	}
+	pthread_mutex_unlock(&mv->lock);
 	struct memvol_io *m = tnd_io_ctx(io, vol);
 	m->msg.fn = memvol_complete;
 	m->io = io;
@@ -103,6 +106,7 @@ static int memvol_resize(struct tnd_volume *vol, uint64_t num_blocks)
 static void memvol_destroy(struct tnd_volume *vol)
 {
 	struct memvol *mv = (struct memvol *)vol;
+	pthread_mutex_destroy(&mv->lock);
 	free(mv->data);
 	free(mv);
 }
@@ -126,6 +130,7 @@ struct memvol *memvol_create(uint32_t block_size, uint64_t num_blocks)
 		free(mv);
 		return NULL;
 	}
+	pthread_mutex_init(&mv->lock, NULL);
 	tnd_volume_init(&mv->vol, &memvol_ops, NULL);
 	mv->info = (struct tnd_volume_info){
 		.block_size = block_size,

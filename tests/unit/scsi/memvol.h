@@ -6,10 +6,13 @@
  * Tests steer it through the public struct: its info (size, caching,
  * thin, read-only), a one-shot error to inject for a given I/O type, and
  * a log of the last I/O submitted so that flags such as TND_IO_FUA can be
- * asserted. Single-threaded: the test thread is the only reactor.
+ * asserted. Submissions may come from several reactor threads: a mutex
+ * guards the blocks and the log (test code; the product has no such lock).
  */
 #ifndef TND_TEST_MEMVOL_H
 #define TND_TEST_MEMVOL_H
+
+#include <pthread.h>
 
 #include "tnd_volume.h"
 
@@ -30,6 +33,7 @@ struct memvol {
 		uint32_t nblocks;
 	} last;
 	unsigned count[8];
+	pthread_mutex_t lock;
 };
 
 /* Create a volume of @num_blocks blocks of @block_size bytes, zeroed. */

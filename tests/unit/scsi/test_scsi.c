@@ -8,16 +8,20 @@
  * reached the volume.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "memvol.h"
 #include "scsi.h"
+#include "scsi_priv.h"
 #include "tnd_common.h"
 #include "tnd_reactor.h"
 
@@ -49,6 +53,18 @@ static void on_done(struct tnd_scsi_cmd *cmd)
 	t->calls++;
 }
 
+/* The PDU's direction as a well-behaved initiator sets it. */
+static enum tnd_scsi_dir cdb_dir(const struct tnd_scsi_lu *lu, const uint8_t *cdb, uint32_t len)
+{
+	enum tnd_scsi_dir dir;
+	uint32_t want;
+	if (!len)
+		return TND_SCSI_DIR_NONE;
+	if (tnd_scsi_cdb_xfer(lu, cdb, 16, &dir, &want) == 0 && dir != TND_SCSI_DIR_NONE)
+		return dir;
+	return TND_SCSI_DIR_READ;
+}
+
 /* Run one command to completion and check it completed exactly once. */
 static struct tcmd run_on(struct fx *f, struct tnd_scsi_nexus *nx, struct tnd_scsi_lu *lu,
 			  void *data, uint32_t data_len, const uint8_t *cdb, unsigned cdb_len)
@@ -63,6 +79,7 @@ static struct tcmd run_on(struct fx *f, struct tnd_scsi_nexus *nx, struct tnd_sc
 	t.c.data = data;
 	t.c.data_len = data_len;
 	t.c.exp_len = data_len;
+	t.c.dir = cdb_dir(lu, t.c.cdb, data_len);
 	t.c.luns = f->luns;
 	t.c.nr_luns = 3;
 	t.c.done = on_done;
@@ -242,6 +259,55 @@ static void ua_capacity_changed(void **state)
 	assert_int_equal(tnd_get_be32(buf), NBLOCKS * 2 - 1);
 }
 
+/* A MODE SELECT(6) parameter list: header + caching page, WCE as given. */
+static unsigned caching_list(uint8_t *p, bool wce)
+{
+	memset(p, 0, 24);
+	p[4] = 0x08;
+	p[5] = 0x12;
+	p[6] = wce ? 0x04 : 0;
+	return 24;
+}
+
+/* Several conditions pending: reported one per command, in priority
+ * order, and a power-on report covers a reset that came after it. */
+static void ua_priority_order(void **state)
+{
+	struct fx *f = *state;
+	struct tnd_scsi_nexus *nx, *other;
+	assert_int_equal(tnd_scsi_nexus_create("iqn.x,i,0x5", &port, &nx), 0);
+	assert_int_equal(tnd_scsi_nexus_create("iqn.x,i,0x6", &port, &other), 0);
+	fx_clear_ua(f, other);
+	/* nx: power on pending; now also a reset. */
+	run_on(f, nx, f->lu, NULL, 0, CDB(0x12, 0, 0, 0, 0, 0)); /* INQUIRY: ITL exists */
+	tnd_scsi_lu_reset(f->lu);
+	struct tcmd t = run_on(f, nx, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_sense(&t, 0x6, 0x29, 0x00);
+	t = run_on(f, nx, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_good(&t);
+
+	/* other: a reset, a mode change by nx and a capacity change. */
+	uint8_t p[24];
+	unsigned n = caching_list(p, false);
+	t = run_on(f, nx, f->lu, p, n, CDB(0x15, 0x10, 0, 0, (uint8_t)n, 0));
+	assert_good(&t);
+	tnd_scsi_lu_reset(f->lu);
+	assert_int_equal(tnd_volume_resize(&f->mv->vol, NBLOCKS + 8), 0);
+	uint8_t b[18];
+	t = run_on(f, other, f->lu, b, 18, CDB(0x03, 0, 0, 0, 18, 0));
+	assert_good(&t);
+	assert_int_equal(b[12], 0x29);
+	assert_int_equal(b[13], 0x03);
+	t = run_on(f, other, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_sense(&t, 0x6, 0x2a, 0x01);
+	t = run_on(f, other, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_sense(&t, 0x6, 0x2a, 0x09);
+	t = run_on(f, other, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_good(&t);
+	tnd_scsi_nexus_destroy(nx);
+	tnd_scsi_nexus_destroy(other);
+}
+
 /* ---- INQUIRY ---- */
 
 static void inquiry_standard(void **state)
@@ -315,6 +381,9 @@ static void inquiry_no_lun(void **state)
 	struct tcmd t = run_on(f, f->nx, NULL, buf, 96, CDB(0x12, 0, 0, 0, 96, 0));
 	assert_good(&t);
 	assert_int_equal(buf[0], 0x7f); /* qualifier 011b, type 1Fh */
+	assert_int_equal(t.c.in_len, 66);
+	t = run_on(f, f->nx, NULL, buf, 96, CDB(0x12, 0, 0, 0, 96, 0x04)); /* NACA */
+	assert_sense(&t, 0x5, 0x24, 0x00);
 	t = run_on(f, f->nx, NULL, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
 	assert_sense(&t, 0x5, 0x25, 0x00);
 	uint8_t rb[512];
@@ -449,6 +518,10 @@ static void vpd_block_limits(void **state)
 	assert_int_equal(tnd_get_be32(buf + 20), 1u << 16);     /* max unmap LBA count */
 	assert_true(tnd_get_be32(buf + 24) > 0);                /* max unmap descriptors */
 
+	/* A huge volume limit is capped to what one command may do. */
+	f->mv->info.max_unmap_blocks = UINT32_MAX;
+	t = RUN(f, buf, 255, 0x12, 1, 0xb0, 0, 255, 0);
+	assert_int_equal(tnd_get_be32(buf + 20), 1u << 20);
 	/* A volume that cannot unmap advertises no unmap limits. */
 	f->mv->info.max_unmap_blocks = 0;
 	t = RUN(f, buf, 255, 0x12, 1, 0xb0, 0, 255, 0);
@@ -783,6 +856,45 @@ static void write_short_data_out_writes_whole_blocks(void **state)
 	assert_int_equal(f->mv->data[BS], 'a');
 }
 
+/*
+ * A WRITE whose PDU did not carry the W bit: the buffer is the transport's
+ * data-in buffer, full of someone else's old bytes. Nothing may be written
+ * from it; the command moves no data.
+ */
+static void write_without_w_bit_writes_nothing(void **state)
+{
+	struct fx *f = *state;
+	uint8_t junk[BS];
+	memset(junk, 0xee, BS);
+	struct tcmd t;
+	memset(&t, 0, sizeof(t));
+	put_rw10(t.c.cdb, 0x2a, 0, 0, 1);
+	t.c.cdb_len = 16;
+	t.c.lu = f->lu;
+	t.c.nexus = f->nx;
+	t.c.reactor = f->r;
+	t.c.dir = TND_SCSI_DIR_READ;
+	t.c.data = junk;
+	t.c.data_len = BS;
+	t.c.exp_len = BS;
+	t.c.done = on_done;
+	tnd_scsi_exec(&t.c);
+	for (int i = 0; i < 100 && !t.calls; i++)
+		tnd_reactor_poll(f->r, 10);
+	assert_int_equal(t.calls, 1);
+	assert_good(&t);
+	assert_int_equal(t.c.xfer_len, BS);
+	assert_int_equal(f->mv->count[TND_IO_WRITE], 0);
+	assert_int_equal(f->mv->data[0], 0);
+	/* MODE SELECT likewise finds no parameter list. */
+	t.calls = 0;
+	memset(t.c.cdb, 0, 16);
+	memcpy(t.c.cdb, (uint8_t[]){ 0x15, 0x10, 0, 0, 24, 0 }, 6);
+	tnd_scsi_exec(&t.c);
+	assert_int_equal(t.calls, 1);
+	assert_sense(&t, 0x5, 0x1a, 0x00);
+}
+
 static void read_errors_mapped(void **state)
 {
 	struct fx *f = *state;
@@ -1071,16 +1183,6 @@ static void mode_sense(void **state)
 	tnd_volume_destroy(&mv2->vol);
 }
 
-/* A MODE SELECT(6) parameter list: header + caching page, WCE as given. */
-static unsigned caching_list(uint8_t *p, bool wce)
-{
-	memset(p, 0, 24);
-	p[4] = 0x08;
-	p[5] = 0x12;
-	p[6] = wce ? 0x04 : 0;
-	return 24;
-}
-
 static void mode_select_wce_makes_writes_fua(void **state)
 {
 	struct fx *f = *state;
@@ -1092,6 +1194,8 @@ static void mode_select_wce_makes_writes_fua(void **state)
 	unsigned n = caching_list(p, false);
 	struct tcmd t = RUN(f, p, n, 0x15, 0x10, 0, 0, (uint8_t)n, 0);
 	assert_good(&t);
+	/* Turning the cache off first flushes what it held. */
+	assert_int_equal(f->mv->count[TND_IO_FLUSH], 1);
 
 	/* The caching page now says WCE=0 ... */
 	uint8_t b[64];
@@ -1140,6 +1244,27 @@ static void mode_select_wce_makes_writes_fua(void **state)
 	t = run_on(f, other, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
 	assert_good(&t);
 	tnd_scsi_nexus_destroy(other);
+}
+
+/* A cache layer switched to write-through: the caching page follows at
+ * once, and WCE=1 can no longer be selected. */
+static void wce_follows_volume_write_cache(void **state)
+{
+	struct fx *f = *state;
+	uint8_t b[64];
+	f->mv->info.write_cache = false;
+	struct tcmd t = RUN(f, b, 64, 0x1a, 0x08, 0x08, 0, 64, 0);
+	assert_good(&t);
+	assert_int_equal(b[6] & 0x04, 0);
+	t = RUN(f, b, 64, 0x1a, 0x08, 0x48, 0, 64, 0);
+	assert_int_equal(b[6] & 0x04, 0);
+	uint8_t p[24];
+	unsigned n = caching_list(p, true);
+	t = RUN(f, p, n, 0x15, 0x10, 0, 0, (uint8_t)n, 0);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+	f->mv->info.write_cache = true;
+	t = RUN(f, b, 64, 0x1a, 0x08, 0x08, 0, 64, 0);
+	assert_int_equal(b[6] & 0x04, 0x04);
 }
 
 static void mode_select_rejects(void **state)
@@ -1220,10 +1345,20 @@ static void start_stop_unit(void **state)
 	struct fx *f = *state;
 	struct tcmd t = RUN(f, NULL, 0, 0x1b, 0, 0, 0, 0x01, 0); /* START */
 	assert_good(&t);
-	t = RUN(f, NULL, 0, 0x1b, 0, 0, 0, 0x02, 0);             /* LOEJ, stop */
+	t = RUN(f, NULL, 0, 0x1b, 0, 0, 0, 0x03, 0);             /* LOEJ + START: load */
+	assert_good(&t);
+	t = RUN(f, NULL, 0, 0x1b, 0, 0, 0, 0x00, 0);             /* stop */
 	assert_good(&t);
 	assert_int_equal(f->mv->count[TND_IO_FLUSH], 1);         /* stopping flushes */
 	t = RUN(f, NULL, 0, 0x1b, 0x01, 0, 0, 0x04, 0);          /* IMMED, NO_FLUSH */
+	assert_good(&t);
+	assert_int_equal(f->mv->count[TND_IO_FLUSH], 1);
+	/* Eject: the medium is not removable. */
+	t = RUN(f, NULL, 0, 0x1b, 0x01, 0, 0, 0x02, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_field_ptr(&t, true, 4);
+	/* With a power condition, LOEJ and START are ignored. */
+	t = RUN(f, NULL, 0, 0x1b, 0x01, 0, 0, 0x32, 0);
 	assert_good(&t);
 	assert_int_equal(f->mv->count[TND_IO_FLUSH], 1);
 }
@@ -1351,6 +1486,24 @@ static void write_same(void **state)
 	put_rw10(c, 0x41, 0, NBLOCKS - 1, 2);
 	t = run_raw(f, c, blk, BS);
 	assert_sense(&t, 0x5, 0x21, 0x00);
+	/* Data-out must be exactly one block. */
+	uint8_t two[2 * BS] = { 0 };
+	put_rw10(c, 0x41, 0, 80, 1);
+	t = run_raw(f, c, two, BS / 2);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	t = run_raw(f, c, two, 2 * BS);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* Longer than MAXIMUM WRITE SAME LENGTH (which the VPD page says). */
+	uint8_t vpd[64];
+	t = RUN(f, vpd, 64, 0x12, 1, 0xb0, 0, 64, 0);
+	assert_int_equal(tnd_get_be64(vpd + 36), 0xffff);
+	assert_int_equal(tnd_volume_resize(&f->mv->vol, 0x10000 + 8), 0);
+	put_rw16(c, 0x93, 0x08, 0, 0x10000);
+	t = run_raw(f, c, blk, BS);
+	assert_sense(&t, 0x6, 0x2a, 0x09); /* the resize */
+	t = run_raw(f, c, blk, BS);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_field_ptr(&t, true, 10);
 	/* A large range is written in chunks. */
 	fill(blk, BS, 8);
 	put_rw16(c, 0x93, 0, 0, NBLOCKS);
@@ -1410,6 +1563,19 @@ static void report_supported_opcodes(void **state)
 	/* Option 1 on a service-action opcode. */
 	t = RUN(f, b, 64, 0xa3, 0x0c, 0x01, 0x9e, 0, 0, 0, 0, 0, 64, 0, 0);
 	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* UNMAP is listed only where the LU can deallocate. */
+	t = RUN(f, b, 64, 0xa3, 0x0c, 0x01, 0x42, 0, 0, 0, 0, 0, 64, 0, 0);
+	assert_good(&t);
+	assert_int_equal(b[1] & 0x07, 3);
+	f->mv->info.thin = false;
+	t = RUN(f, b, 64, 0xa3, 0x0c, 0x01, 0x42, 0, 0, 0, 0, 0, 64, 0, 0);
+	assert_good(&t);
+	assert_int_equal(b[1] & 0x07, 1);
+	t = RUN(f, b, sizeof(b), 0xa3, 0x0c, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0);
+	assert_good(&t);
+	for (uint32_t off = 4; off < tnd_get_be32(b) + 4; off += 8)
+		assert_int_not_equal(b[off], 0x42);
+	f->mv->info.thin = true;
 	/* With timeouts descriptors. */
 	t = RUN(f, b, sizeof(b), 0xa3, 0x0c, 0x80, 0, 0, 0, 0, 0, 0x10, 0, 0, 0);
 	assert_good(&t);
@@ -1419,6 +1585,251 @@ static void report_supported_opcodes(void **state)
 	assert_good(&t);
 	assert_int_equal(t.c.in_len, 4);
 	assert_int_equal(b[0] & 0x08, 0x08); /* LU reset */
+}
+
+/* ---- COMPARE AND WRITE ---- */
+
+static void put_caw(uint8_t *c, uint8_t b1, uint64_t lba, uint8_t n)
+{
+	memset(c, 0, 16);
+	c[0] = 0x89;
+	c[1] = b1;
+	tnd_put_be64(c + 2, lba);
+	c[13] = n;
+}
+
+static void start_raw(struct fx *f, struct tcmd *t, const uint8_t *cdb, void *data, uint32_t len)
+{
+	memset(t, 0, sizeof(*t));
+	memcpy(t->c.cdb, cdb, 16);
+	t->c.cdb_len = 16;
+	t->c.lu = f->lu;
+	t->c.nexus = f->nx;
+	t->c.reactor = f->r;
+	t->c.data = data;
+	t->c.data_len = len;
+	t->c.exp_len = len;
+	t->c.dir = len ? TND_SCSI_DIR_WRITE : TND_SCSI_DIR_NONE;
+	t->c.done = on_done;
+	tnd_scsi_exec(&t->c);
+}
+
+static void compare_and_write(void **state)
+{
+	struct fx *f = *state;
+	uint8_t c[16];
+	uint8_t d[3 * BS];
+	memset(f->mv->data + 5 * BS, 'A', BS);
+	memset(d, 'A', BS);
+	memset(d + BS, 'B', BS);
+
+	put_caw(c, 0, 5, 1);
+	struct tcmd t = run_raw(f, c, d, 2 * BS);
+	assert_good(&t);
+	assert_int_equal(t.c.xfer_len, 2 * BS);
+	assert_memory_equal(f->mv->data + 5 * BS, d + BS, BS);
+
+	/* The medium now holds B: a compare against A fails at byte 0, and
+	 * one differing at byte 100 reports 100; nothing is written. */
+	memset(d + BS, 'C', BS);
+	t = run_raw(f, c, d, 2 * BS);
+	assert_sense(&t, 0xe, 0x1d, 0x00);
+	assert_int_equal(tnd_get_be32(t.c.sense + 3), 0);
+	memset(d, 'B', BS);
+	d[100] = 'x';
+	t = run_raw(f, c, d, 2 * BS);
+	assert_sense(&t, 0xe, 0x1d, 0x00);
+	assert_int_equal(tnd_get_be32(t.c.sense + 3), 100);
+	assert_int_equal(f->mv->data[5 * BS], 'B');
+
+	/* FUA reaches the write. */
+	d[100] = 'B';
+	put_caw(c, 0x08, 5, 1);
+	t = run_raw(f, c, d, 2 * BS);
+	assert_good(&t);
+	assert_int_equal(f->mv->last.type, TND_IO_WRITE);
+	assert_int_equal(f->mv->last.flags & TND_IO_FUA, TND_IO_FUA);
+	assert_int_equal(f->mv->data[5 * BS], 'C');
+
+	/* Data-out must be exactly verify + write data. */
+	put_caw(c, 0, 5, 1);
+	t = run_raw(f, c, d, BS);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	t = run_raw(f, c, d, 3 * BS);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* Zero blocks: nothing to do, and no data-out expected. */
+	put_caw(c, 0, 5, 0);
+	t = run_raw(f, c, NULL, 0);
+	assert_good(&t);
+	struct tcmd t0;
+	start_raw(f, &t0, c, d, 2 * BS);
+	assert_int_equal(t0.calls, 1); /* answered without I/O */
+	assert_sense(&t0, 0x5, 0x24, 0x00);
+	/* Too many, out of range. */
+	put_caw(c, 0, 5, 17);
+	t = run_raw(f, c, NULL, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	put_caw(c, 0, NBLOCKS, 1);
+	t = run_raw(f, c, d, 2 * BS);
+	assert_sense(&t, 0x5, 0x21, 0x00);
+	/* A read error releases the lock. */
+	f->mv->fail_type = TND_IO_READ;
+	f->mv->fail_err = -EIO;
+	put_caw(c, 0, 5, 1);
+	t = run_raw(f, c, d, 2 * BS);
+	assert_sense(&t, 0x3, 0x11, 0x00);
+	struct scsi_caw_waiter w;
+	assert_true(scsi_caw_acquire(f->lu, &w));
+	scsi_caw_release(f->lu);
+}
+
+static void compare_and_write_waits_for_lock(void **state)
+{
+	struct fx *f = *state;
+	uint8_t c[16];
+	uint8_t d1[2 * BS], d2[2 * BS];
+	memset(f->mv->data, 'A', BS);
+	memset(d1, 'A', BS);
+	memset(d1 + BS, 'B', BS);
+	memset(d2, 'B', BS);
+	memset(d2 + BS, 'C', BS);
+
+	struct scsi_caw_waiter holder;
+	assert_true(scsi_caw_acquire(f->lu, &holder));
+	struct tcmd t1, t2;
+	put_caw(c, 0, 0, 1);
+	start_raw(f, &t1, c, d1, sizeof(d1));
+	start_raw(f, &t2, c, d2, sizeof(d2));
+	for (int i = 0; i < 5; i++)
+		tnd_reactor_poll(f->r, 0);
+	assert_int_equal(t1.calls + t2.calls, 0);
+	assert_int_equal(f->mv->count[TND_IO_READ], 0);
+
+	/* Released: the waiters run in arrival order, A->B then B->C. */
+	scsi_caw_release(f->lu);
+	for (int i = 0; i < 1000 && t2.calls == 0; i++)
+		tnd_reactor_poll(f->r, 10);
+	assert_int_equal(t1.calls, 1);
+	assert_int_equal(t2.calls, 1);
+	assert_good(&t1);
+	assert_good(&t2);
+	assert_int_equal(f->mv->data[0], 'C');
+	/* And the lock is free again. */
+	assert_true(scsi_caw_acquire(f->lu, &holder));
+	scsi_caw_release(f->lu);
+}
+
+/*
+ * Two sessions on two reactor threads increment a counter in block 0 with
+ * COMPARE AND WRITE, re-reading on MISCOMPARE. If the read-compare-write
+ * were not atomic across reactors, two would succeed from the same value
+ * and the final count would fall short.
+ */
+struct caw_worker {
+	struct tnd_reactor *r;
+	struct tnd_scsi_lu *lu;
+	struct tnd_scsi_nexus *nx;
+	struct tnd_msg kick;
+	struct tnd_scsi_cmd cmd;
+	uint8_t buf[2 * BS];
+	uint64_t guess;
+	unsigned successes, target;
+	bool reading;
+	atomic_bool finished;
+	atomic_bool failed;
+};
+
+static void caw_worker_done(struct tnd_scsi_cmd *cmd);
+
+static void caw_worker_issue(struct caw_worker *w)
+{
+	struct tnd_scsi_cmd *c = &w->cmd;
+	memset(c, 0, sizeof(*c));
+	c->cdb_len = 16;
+	c->lu = w->lu;
+	c->nexus = w->nx;
+	c->reactor = w->r;
+	c->done = caw_worker_done;
+	c->priv = w;
+	memset(w->buf, 0, sizeof(w->buf));
+	if (w->reading) {
+		put_rw10(c->cdb, 0x28, 0, 0, 1);
+		c->data = w->buf;
+		c->data_len = BS;
+	} else {
+		put_caw(c->cdb, 0, 0, 1);
+		tnd_put_be64(w->buf, w->guess);
+		tnd_put_be64(w->buf + BS, w->guess + 1);
+		c->data = w->buf;
+		c->data_len = 2 * BS;
+	}
+	c->exp_len = c->data_len;
+	c->dir = w->reading ? TND_SCSI_DIR_READ : TND_SCSI_DIR_WRITE;
+	tnd_scsi_exec(c);
+}
+
+static void caw_worker_done(struct tnd_scsi_cmd *cmd)
+{
+	struct caw_worker *w = cmd->priv;
+	if (w->reading) {
+		if (cmd->status == TND_SAM_GOOD) {
+			w->guess = tnd_get_be64(w->buf);
+			w->reading = false;
+		}
+	} else if (cmd->status == TND_SAM_GOOD) {
+		w->guess++;
+		if (++w->successes == w->target) {
+			atomic_store(&w->finished, true);
+			return;
+		}
+	} else if (cmd->status == TND_SAM_CHECK_CONDITION && (cmd->sense[2] & 0xf) == 0xe) {
+		w->reading = true;
+	} else if (!(cmd->status == TND_SAM_CHECK_CONDITION && (cmd->sense[2] & 0xf) == 0x6)) {
+		atomic_store(&w->failed, true);
+		atomic_store(&w->finished, true);
+		return;
+	}
+	caw_worker_issue(w);
+}
+
+static void caw_worker_kick(struct tnd_msg *m)
+{
+	caw_worker_issue(tnd_container_of(m, struct caw_worker, kick));
+}
+
+static void compare_and_write_atomic_across_reactors(void **state)
+{
+	struct fx *f = *state;
+	memset(f->mv->data, 0, BS);
+	struct tnd_reactor *r2;
+	assert_int_equal(tnd_reactor_create(1, 64, &r2), 0);
+	static struct caw_worker w[2];
+	memset(w, 0, sizeof(w));
+	for (int i = 0; i < 2; i++) {
+		w[i].r = i ? r2 : f->r;
+		w[i].lu = f->lu;
+		w[i].target = 5000;
+		w[i].kick.fn = caw_worker_kick;
+		assert_int_equal(tnd_scsi_nexus_create(i ? "iqn.w,i,0x2" : "iqn.w,i,0x1", &port,
+						       &w[i].nx), 0);
+	}
+	assert_int_equal(tnd_reactor_start(f->r), 0);
+	assert_int_equal(tnd_reactor_start(r2), 0);
+	tnd_reactor_send(f->r, &w[0].kick);
+	tnd_reactor_send(r2, &w[1].kick);
+	for (int i = 0; i < 20000 && !(atomic_load(&w[0].finished) && atomic_load(&w[1].finished));
+	     i++)
+		usleep(1000);
+	tnd_reactor_stop(f->r);
+	tnd_reactor_stop(r2);
+	tnd_reactor_join(f->r);
+	tnd_reactor_join(r2);
+	assert_true(atomic_load(&w[0].finished) && atomic_load(&w[1].finished));
+	assert_false(atomic_load(&w[0].failed) || atomic_load(&w[1].failed));
+	assert_int_equal(tnd_get_be64(f->mv->data), 10000);
+	for (int i = 0; i < 2; i++)
+		tnd_scsi_nexus_destroy(w[i].nx);
+	tnd_reactor_destroy(r2);
 }
 
 /* ---- tnd_scsi_cdb_xfer ---- */
@@ -1496,6 +1907,7 @@ int main(void)
 		T(ua_first_command_reports_power_on),
 		T(ua_after_lu_reset),
 		T(ua_capacity_changed),
+		T(ua_priority_order),
 		T(inquiry_standard),
 		T(inquiry_truncates_to_allocation_length),
 		T(inquiry_custom_product),
@@ -1517,6 +1929,7 @@ int main(void)
 		T(read_residual_when_expected_length_short),
 		T(read_with_no_buffer_reports_overflow),
 		T(write_short_data_out_writes_whole_blocks),
+		T(write_without_w_bit_writes_nothing),
 		T(read_errors_mapped),
 		T(write_errors_mapped),
 		T(read_only_volume),
@@ -1526,6 +1939,7 @@ int main(void)
 		T(mode_sense),
 		T(mode_select_wce_makes_writes_fua),
 		T(mode_select_rejects),
+		T(wce_follows_volume_write_cache),
 		T(request_sense_desc_refused),
 		T(start_stop_unit),
 		T(invalid_opcode_and_reserved_bits),
@@ -1533,6 +1947,9 @@ int main(void)
 		T(write_same),
 		T(get_lba_status),
 		T(report_supported_opcodes),
+		T(compare_and_write),
+		T(compare_and_write_waits_for_lock),
+		T(compare_and_write_atomic_across_reactors),
 		T(cdb_xfer),
 		T(build_sense),
 		T(lu_create_rejects_bad_input),

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# tandem-bench against tandemd's demo LUN: a few seconds of mixed random
+# I/O in --verify mode (every write tagged, reads of written blocks checked,
+# all written blocks read back at the end). Passes when tandem-bench exits 0:
+# no I/O error, no verify mismatch. No timing assertions: this guards the
+# tool and the data path, not performance.
+source "$(dirname "$0")/lib.sh"
+
+BENCH="$TND_BUILD/tools/tandem-bench/tandem-bench"
+[ -x "$BENCH" ] || fail "tandem-bench not built at $BENCH"
+
+start_tandemd
+# 4 KiB random, two sessions sharing one working set, with flushes. A small
+# working set makes reads land on blocks this run wrote, so they are checked.
+"$BENCH" --url "$TND_URL" --verify --rw mixed --mix 50 --pattern rand --bs 4k \
+	--qd 16 --sessions 2 --size 32MiB --flush-every 64 --time 3 ||
+	fail "tandem-bench: 4 KiB mixed random I/O with --verify failed"
+# 256 KiB sequential: commands larger than the first burst, so R2T and
+# multi-PDU Data-In/Data-Out are exercised too.
+"$BENCH" --url "$TND_URL" --verify --rw mixed --mix 50 --pattern seq --bs 256k \
+	--qd 4 --size 32MiB --time 2 ||
+	fail "tandem-bench: 256 KiB mixed sequential I/O with --verify failed"
+# Machine-readable output is what bench/vs-tgt.sh parses: keep it parseable.
+"$BENCH" --url "$TND_URL" --rw read --bs 4k --qd 4 --count 2000 --json \
+	--target-pid "$TND_PID" >"$TND_TMP/bench.json" || fail "tandem-bench --json run failed"
+grep -q '"iops": [0-9]' "$TND_TMP/bench.json" || fail "tandem-bench --json: no iops"
+grep -q '"target_cpu_s": [0-9]' "$TND_TMP/bench.json" || fail "tandem-bench --json: no target CPU"
+stop_tandemd
+echo "bench_smoke: ok"

@@ -1,0 +1,1151 @@
+/*
+ * Unit tests for the iSCSI transport: PDU decoding (BHS fields, AHS,
+ * digests, padding, length limits), LUN addressing, the CmdSN window, the
+ * buffer pool, text key parsing and each negotiation rule, and — through a
+ * real server on a loopback port driven by its own reactor thread — a
+ * discovery login whose SendTargets answer must be split at the
+ * initiator's MaxRecvDataSegmentLength of 512 bytes.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "tnd_common.h"
+#include "tnd_reactor.h"
+#include "tnd_target.h"
+#include "iscsi_pdu.h"
+#include "iscsi_pool.h"
+#include "iscsi_text.h"
+#include "scsi.h"
+#include "tnd_volume.h"
+
+/* ---- PDU decoding ---- */
+
+static const struct tnd_iscsi_pdu_limits plain = { .max_data = 8192 };
+static const struct tnd_iscsi_pdu_limits digests = { .max_data = 8192, .header_digest = true,
+						      .data_digest = true };
+
+static size_t make_pdu(uint8_t *buf, uint8_t op, const uint8_t *ahs, uint32_t ahs_len,
+		       const void *data, uint32_t len, const struct tnd_iscsi_pdu_limits *lim)
+{
+	memset(buf, 0, ISCSI_BHS_LEN);
+	buf[0] = op;
+	buf[1] = 0x80;
+	buf[4] = (uint8_t)(ahs_len / 4);
+	tnd_put_be24(buf + 5, len);
+	tnd_put_be32(buf + 16, 0x11223344);
+	size_t off = ISCSI_BHS_LEN;
+	if (ahs_len)
+		memcpy(buf + off, ahs, ahs_len);
+	off += ahs_len;
+	if (lim->header_digest) {
+		tnd_iscsi_digest_put(buf + off, tnd_crc32c(0, buf, off));
+		off += 4;
+	}
+	size_t dstart = off;
+	if (len)
+		memcpy(buf + off, data, len);
+	off += len;
+	while (off & 3)
+		buf[off++] = 0;
+	if (lim->data_digest && len) {
+		tnd_iscsi_digest_put(buf + off, tnd_crc32c(0, buf + dstart, off - dstart));
+		off += 4;
+	}
+	return off;
+}
+
+static void pdu_bhs_fields(void **state)
+{
+	uint8_t buf[256];
+	size_t n = make_pdu(buf, ISCSI_OP_NOP_OUT | ISCSI_OP_IMMEDIATE, NULL, 0, "hello", 5, &plain);
+	assert_int_equal(n, 48 + 8);
+	struct tnd_iscsi_hdr h;
+	const uint8_t *data;
+	assert_int_equal(tnd_iscsi_pdu_decode(buf, n, &plain, &h, &data), (int)n);
+	assert_int_equal(h.opcode, ISCSI_OP_NOP_OUT);
+	assert_true(h.immediate);
+	assert_int_equal(h.flags, 0x80);
+	assert_int_equal(h.data_len, 5);
+	assert_int_equal(h.pad_len, 3);
+	assert_int_equal(h.itt, 0x11223344);
+	assert_memory_equal(data, "hello", 5);
+	/* Every prefix is "need more". */
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(tnd_iscsi_pdu_decode(buf, i, &plain, &h, &data), 0);
+}
+
+static void pdu_digests(void **state)
+{
+	uint8_t buf[256];
+	size_t n = make_pdu(buf, ISCSI_OP_TEXT_REQ, NULL, 0, "a=b", 4, &digests);
+	assert_int_equal(n, 48 + 4 + 4 + 4);
+	struct tnd_iscsi_hdr h;
+	const uint8_t *data;
+	assert_int_equal(tnd_iscsi_pdu_decode(buf, n, &digests, &h, &data), (int)n);
+	buf[20] ^= 1;   /* a header bit flips */
+	assert_int_equal(tnd_iscsi_pdu_decode(buf, n, &digests, &h, &data), TND_ISCSI_EHDR_DIGEST);
+	buf[20] ^= 1;
+	buf[48 + 4 + 1] ^= 1;   /* a data bit flips */
+	assert_int_equal(tnd_iscsi_pdu_decode(buf, n, &digests, &h, &data), TND_ISCSI_EDATA_DIGEST);
+	buf[48 + 4 + 1] ^= 1;
+	/* No data: no data digest either. */
+	n = make_pdu(buf, ISCSI_OP_NOP_OUT, NULL, 0, NULL, 0, &digests);
+	assert_int_equal(n, 52);
+	assert_int_equal(tnd_iscsi_pdu_decode(buf, n, &digests, &h, &data), 52);
+}
+
+static void pdu_padding_and_limits(void **state)
+{
+	static uint8_t buf[20000];
+	uint8_t data[8193];
+	memset(data, 'x', sizeof(data));
+	struct tnd_iscsi_hdr h;
+	const uint8_t *d;
+	for (uint32_t len = 1; len <= 8; len++) {
+		size_t n = make_pdu(buf, ISCSI_OP_TEXT_REQ, NULL, 0, data, len, &plain);
+		assert_int_equal(n % 4, 0);
+		assert_int_equal(tnd_iscsi_pdu_decode(buf, n, &plain, &h, &d), (int)n);
+		assert_int_equal(h.pad_len, (4 - len % 4) % 4);
+	}
+	size_t n = make_pdu(buf, ISCSI_OP_TEXT_REQ, NULL, 0, data, 8193, &plain);
+	assert_int_equal(tnd_iscsi_pdu_decode(buf, n, &plain, &h, &d), TND_ISCSI_ETOO_LONG);
+	/* The limit is known from the header alone. */
+	assert_int_equal(tnd_iscsi_hdr_decode(buf, 48, &plain, &h), TND_ISCSI_ETOO_LONG);
+}
+
+static void pdu_ahs(void **state)
+{
+	uint8_t buf[512];
+	struct tnd_iscsi_hdr h;
+	const uint8_t *d;
+	/* Extended CDB AHS: length 9 (1 reserved + 8 CDB bytes) -> 12 bytes. */
+	uint8_t ahs[12] = { 0, 9, 1, 0 };
+	size_t n = make_pdu(buf, ISCSI_OP_SCSI_CMD, ahs, 12, NULL, 0, &plain);
+	assert_int_equal(tnd_iscsi_pdu_decode(buf, n, &plain, &h, &d), (int)n);
+	assert_int_equal(h.ahs_len, 12);
+	assert_int_equal(h.hdr_len, 60);
+	/* With a header digest the AHS is covered too. */
+	n = make_pdu(buf, ISCSI_OP_SCSI_CMD, ahs, 12, NULL, 0, &digests);
+	assert_int_equal(tnd_iscsi_pdu_decode(buf, n, &digests, &h, &d), (int)n);
+	/* Garbage: length running past the total, unknown type, zero length. */
+	uint8_t bad1[8] = { 0, 40, 1, 0 };
+	n = make_pdu(buf, ISCSI_OP_SCSI_CMD, bad1, 8, NULL, 0, &plain);
+	assert_int_equal(tnd_iscsi_pdu_decode(buf, n, &plain, &h, &d), TND_ISCSI_EAHS);
+	uint8_t bad2[8] = { 0, 5, 7, 0 };
+	n = make_pdu(buf, ISCSI_OP_SCSI_CMD, bad2, 8, NULL, 0, &plain);
+	assert_int_equal(tnd_iscsi_pdu_decode(buf, n, &plain, &h, &d), TND_ISCSI_EAHS);
+	uint8_t bad3[4] = { 0, 0, 1, 0 };
+	n = make_pdu(buf, ISCSI_OP_SCSI_CMD, bad3, 4, NULL, 0, &plain);
+	assert_int_equal(tnd_iscsi_pdu_decode(buf, n, &plain, &h, &d), TND_ISCSI_EAHS);
+	/* Bidi read length AHS must be exactly 5. */
+	uint8_t bidi[8] = { 0, 5, 2, 0, 0, 0, 0x10, 0 };
+	n = make_pdu(buf, ISCSI_OP_SCSI_CMD, bidi, 8, NULL, 0, &plain);
+	assert_int_equal(tnd_iscsi_pdu_decode(buf, n, &plain, &h, &d), (int)n);
+}
+
+static void lun_addressing(void **state)
+{
+	uint8_t p[8];
+	uint64_t lun;
+	for (uint64_t l = 0; l <= TND_ISCSI_LUN_MAX; l += 97) {
+		tnd_iscsi_lun_encode(p, l);
+		assert_int_equal(tnd_iscsi_lun_decode(p, &lun), 0);
+		assert_int_equal(lun, l);
+	}
+	tnd_iscsi_lun_encode(p, 5);
+	assert_int_equal(p[0], 0);
+	assert_int_equal(p[1], 5);
+	tnd_iscsi_lun_encode(p, 300);
+	assert_int_equal(p[0], 0x41);
+	assert_int_equal(p[1], 300 - 256);
+	uint8_t bad[8] = { 0, 1, 0, 0, 0, 0, 0, 1 };
+	assert_int_equal(tnd_iscsi_lun_decode(bad, &lun), -EINVAL);
+	uint8_t ext[8] = { 0xc0, 1 };
+	assert_int_equal(tnd_iscsi_lun_decode(ext, &lun), -EINVAL);
+	uint8_t bus[8] = { 0x01, 1 };
+	assert_int_equal(tnd_iscsi_lun_decode(bus, &lun), -EINVAL);
+}
+
+/* ---- CmdSN window ---- */
+
+static void cmdsn_window(void **state)
+{
+	assert_int_equal(tnd_iscsi_cmdsn_check(10, 137, 10), TND_ISCSI_CMDSN_NOW);
+	assert_int_equal(tnd_iscsi_cmdsn_check(10, 137, 11), TND_ISCSI_CMDSN_LATER);
+	assert_int_equal(tnd_iscsi_cmdsn_check(10, 137, 137), TND_ISCSI_CMDSN_LATER);
+	assert_int_equal(tnd_iscsi_cmdsn_check(10, 137, 138), TND_ISCSI_CMDSN_OUTSIDE);
+	assert_int_equal(tnd_iscsi_cmdsn_check(10, 137, 9), TND_ISCSI_CMDSN_OUTSIDE);
+	assert_int_equal(tnd_iscsi_cmdsn_check(10, 137, 0x80000000u), TND_ISCSI_CMDSN_OUTSIDE);
+	/* Across the wrap of 32-bit serial numbers. */
+	uint32_t exp = 0xfffffff0u, max = exp + 127;
+	assert_int_equal(tnd_iscsi_cmdsn_check(exp, max, 5), TND_ISCSI_CMDSN_LATER);
+	assert_int_equal(tnd_iscsi_cmdsn_check(exp, max, max), TND_ISCSI_CMDSN_LATER);
+	assert_int_equal(tnd_iscsi_cmdsn_check(exp, max, max + 1), TND_ISCSI_CMDSN_OUTSIDE);
+	assert_int_equal(tnd_iscsi_cmdsn_check(exp, max, exp - 1), TND_ISCSI_CMDSN_OUTSIDE);
+	assert_true(tnd_iscsi_sn_lt(0xffffffffu, 0));
+	assert_false(tnd_iscsi_sn_lt(0, 0xffffffffu));
+
+	/* Depth 128: an idle session offers ExpCmdSN..ExpCmdSN+127. */
+	assert_int_equal(tnd_iscsi_max_cmdsn(1, 0, 128, 0), 128);
+	/* Three commands outstanding take three slots... */
+	assert_int_equal(tnd_iscsi_max_cmdsn(4, 0, 128, 3), 128);
+	/* ...a full window is MaxCmdSN = ExpCmdSN - 1... */
+	assert_int_equal(tnd_iscsi_max_cmdsn(129, 0, 128, 128), 128);
+	/* ...and the window never shrinks once offered. */
+	assert_int_equal(tnd_iscsi_max_cmdsn(10, 200, 128, 127), 200);
+	assert_int_equal(tnd_iscsi_max_cmdsn(0xffffffffu, 0xfffffff0u, 128, 0), 126);
+}
+
+/* ---- pool ---- */
+
+static void pool_reuse(void **state)
+{
+	struct tnd_iscsi_pool *pool;
+	assert_int_equal(tnd_iscsi_pool_create(1 << 20, &pool), 0);
+	void *a = tnd_iscsi_pool_get(pool, 5000);
+	assert_non_null(a);
+	assert_int_equal((uintptr_t)a % 4096, 0);
+	memset(a, 1, 8192);   /* the class is 8 KiB */
+	tnd_iscsi_pool_put(pool, a, 5000);
+	void *b = tnd_iscsi_pool_get(pool, 8192);
+	assert_ptr_equal(a, b);
+	void *big = tnd_iscsi_pool_get(pool, 9u << 20);   /* beyond the classes */
+	assert_non_null(big);
+	assert_int_equal(tnd_iscsi_pool_outstanding(pool), 2);
+	tnd_iscsi_pool_put(pool, big, 9u << 20);
+	tnd_iscsi_pool_put(pool, b, 8192);
+	assert_int_equal(tnd_iscsi_pool_outstanding(pool), 0);
+	tnd_iscsi_pool_destroy(pool);
+}
+
+/* ---- text keys ---- */
+
+static int parse(const char *text, size_t len, struct tnd_iscsi_pair *pairs, char *buf)
+{
+	memcpy(buf, text, len);
+	return tnd_iscsi_text_parse(buf, len, pairs, 64);
+}
+
+static void text_parsing(void **state)
+{
+	struct tnd_iscsi_pair pairs[64];
+	char buf[2048];
+	static const char ok[] = "A=1\0Bb.c-d+e@f_g=x=y\0Empty=\0";
+	assert_int_equal(parse(ok, sizeof(ok) - 1, pairs, buf), 3);
+	assert_string_equal(pairs[0].key, "A");
+	assert_string_equal(pairs[0].value, "1");
+	assert_string_equal(pairs[1].key, "Bb.c-d+e@f_g");
+	assert_string_equal(pairs[1].value, "x=y");
+	assert_string_equal(pairs[2].value, "");
+	/* Without the final NUL: tolerated. */
+	assert_int_equal(parse("A=1\0B=2", 7, pairs, buf), 2);
+	assert_int_equal(parse("NoEquals\0", 9, pairs, buf), -EINVAL);
+	assert_int_equal(parse("=v\0", 3, pairs, buf), -EINVAL);
+	assert_int_equal(parse("Bad Key=v\0", 10, pairs, buf), -EINVAL);
+	char key[80];
+	memset(key, 'K', 63);
+	strcpy(key + 63, "=v");
+	assert_int_equal(parse(key, strlen(key) + 1, pairs, buf), 1);
+	memset(key, 'K', 64);
+	strcpy(key + 64, "=v");
+	assert_int_equal(parse(key, strlen(key) + 1, pairs, buf), -EINVAL);
+	char val[300] = "K=";
+	memset(val + 2, 'v', 255);
+	val[257] = '\0';
+	assert_int_equal(parse(val, 258, pairs, buf), 1);
+	assert_false(pairs[0].value_too_long);
+	memset(val + 2, 'v', 256);
+	val[258] = '\0';
+	assert_int_equal(parse(val, 259, pairs, buf), 1);
+	assert_true(pairs[0].value_too_long);
+	/* Too many pairs for the caller's array. */
+	char many[64 * 4 + 8];
+	for (int i = 0; i < 65; i++)
+		memcpy(many + i * 4, "a=b", 4);
+	assert_int_equal(tnd_iscsi_text_parse(many, 65 * 4, pairs, 64), -E2BIG);
+
+	uint32_t v;
+	assert_int_equal(tnd_iscsi_parse_number("262144", &v), 0);
+	assert_int_equal(v, 262144);
+	assert_int_equal(tnd_iscsi_parse_number("0x200", &v), 0);
+	assert_int_equal(v, 512);
+	assert_int_equal(tnd_iscsi_parse_number("12a", &v), -EINVAL);
+	assert_int_equal(tnd_iscsi_parse_number("", &v), -EINVAL);
+	assert_int_equal(tnd_iscsi_parse_number("4294967296", &v), -EINVAL);
+}
+
+/* Negotiate @text in @stage and return the answer to @key ("" when none). */
+static const char *answer_of(struct tnd_iscsi_negotiator *ng, unsigned stage, const char *text,
+			     const char *key, int *ret)
+{
+	static char out[512];
+	struct tnd_iscsi_pair pairs[64];
+	char buf[2048];
+	size_t len = strlen(text) + 1;
+	memcpy(buf, text, len);
+	/* ';' separates pairs in these test strings. */
+	for (size_t i = 0; i < len; i++)
+		if (buf[i] == ';')
+			buf[i] = '\0';
+	int n = tnd_iscsi_text_parse(buf, len - 1, pairs, 64);
+	assert_true(n >= 0);
+	struct tnd_iscsi_text resp = { 0 };
+	*ret = tnd_iscsi_negotiate(ng, stage, pairs, (unsigned)n, &resp);
+	out[0] = '\0';
+	for (size_t off = 0; off < resp.len; off += strlen(resp.buf + off) + 1) {
+		const char *kv = resp.buf + off;
+		size_t kl = strlen(key);
+		if (strncmp(kv, key, kl) == 0 && kv[kl] == '=')
+			snprintf(out, sizeof(out), "%s", kv + kl + 1);
+	}
+	tnd_iscsi_text_free(&resp);
+	return out;
+}
+
+#define OP TND_ISCSI_IN_OPERATIONAL
+
+static void negotiate_rules(void **state)
+{
+	struct tnd_iscsi_negotiator ng;
+	int ret;
+	tnd_iscsi_negotiator_init(&ng);
+	/* Lists: the first we support, in the initiator's order. */
+	assert_string_equal(answer_of(&ng, OP, "HeaderDigest=CRC32C,None", "HeaderDigest", &ret), "CRC32C");
+	assert_true(ng.params.header_digest);
+	assert_string_equal(answer_of(&ng, OP, "DataDigest=None,CRC32C", "DataDigest", &ret), "None");
+	assert_false(ng.params.data_digest);
+	assert_string_equal(answer_of(&ng, OP, "DataDigest=MD5", "DataDigest", &ret), "Reject");
+	/* Numerical minimum. */
+	assert_string_equal(answer_of(&ng, OP, "MaxBurstLength=16776192", "MaxBurstLength", &ret), "1048576");
+	assert_int_equal(ng.params.max_burst, 1048576);
+	assert_string_equal(answer_of(&ng, OP, "MaxBurstLength=4096", "MaxBurstLength", &ret), "4096");
+	assert_string_equal(answer_of(&ng, OP, "FirstBurstLength=100", "FirstBurstLength", &ret), "Reject");
+	assert_string_equal(answer_of(&ng, OP, "FirstBurstLength=262144", "FirstBurstLength", &ret), "65536");
+	assert_string_equal(answer_of(&ng, OP, "MaxOutstandingR2T=0", "MaxOutstandingR2T", &ret), "Reject");
+	assert_string_equal(answer_of(&ng, OP, "MaxOutstandingR2T=64", "MaxOutstandingR2T", &ret), "16");
+	assert_string_equal(answer_of(&ng, OP, "DefaultTime2Retain=0", "DefaultTime2Retain", &ret), "0");
+	assert_string_equal(answer_of(&ng, OP, "ErrorRecoveryLevel=2", "ErrorRecoveryLevel", &ret), "0");
+	assert_string_equal(answer_of(&ng, OP, "MaxConnections=8", "MaxConnections", &ret), "1");
+	/* Numerical maximum. */
+	assert_string_equal(answer_of(&ng, OP, "DefaultTime2Wait=0", "DefaultTime2Wait", &ret), "2");
+	assert_string_equal(answer_of(&ng, OP, "DefaultTime2Wait=9", "DefaultTime2Wait", &ret), "9");
+	assert_string_equal(answer_of(&ng, OP, "DefaultTime2Wait=3601", "DefaultTime2Wait", &ret), "Reject");
+	/* Boolean OR (ours No for InitialR2T, Yes for the in-order keys). */
+	assert_string_equal(answer_of(&ng, OP, "InitialR2T=Yes", "InitialR2T", &ret), "Yes");
+	assert_true(ng.params.initial_r2t);
+	assert_string_equal(answer_of(&ng, OP, "InitialR2T=No", "InitialR2T", &ret), "No");
+	assert_false(ng.params.initial_r2t);
+	assert_string_equal(answer_of(&ng, OP, "DataPDUInOrder=No", "DataPDUInOrder", &ret), "Yes");
+	assert_string_equal(answer_of(&ng, OP, "DataSequenceInOrder=No", "DataSequenceInOrder", &ret), "Yes");
+	/* Boolean AND. */
+	assert_string_equal(answer_of(&ng, OP, "ImmediateData=No", "ImmediateData", &ret), "No");
+	assert_false(ng.params.immediate_data);
+	assert_string_equal(answer_of(&ng, OP, "ImmediateData=Yes", "ImmediateData", &ret), "Yes");
+	assert_string_equal(answer_of(&ng, OP, "IFMarker=Yes", "IFMarker", &ret), "No");
+	assert_string_equal(answer_of(&ng, OP, "OFMarker=No", "OFMarker", &ret), "No");
+	assert_string_equal(answer_of(&ng, OP, "ImmediateData=maybe", "ImmediateData", &ret), "Reject");
+	assert_string_equal(answer_of(&ng, OP, "OFMarkInt=2048", "OFMarkInt", &ret), "Irrelevant");
+	/* Declarative: no answer, but it bounds what we send. */
+	assert_string_equal(answer_of(&ng, OP, "MaxRecvDataSegmentLength=512", "MaxRecvDataSegmentLength", &ret), "");
+	assert_int_equal(ng.params.max_xmit_dsl, 512);
+	assert_string_equal(answer_of(&ng, OP, "MaxRecvDataSegmentLength=511", "MaxRecvDataSegmentLength", &ret), "Reject");
+	assert_int_equal(ng.params.max_xmit_dsl, 512);
+	/* Unknown and vendor keys. */
+	assert_string_equal(answer_of(&ng, OP, "X-com.example.Foo=1", "X-com.example.Foo", &ret), "NotUnderstood");
+	assert_string_equal(answer_of(&ng, OP, "Bogus=1", "Bogus", &ret), "NotUnderstood");
+	/* A key in the wrong stage or with an empty/oversized value. */
+	assert_string_equal(answer_of(&ng, OP, "AuthMethod=None", "AuthMethod", &ret), "Reject");
+	assert_string_equal(answer_of(&ng, TND_ISCSI_IN_FFP, "MaxBurstLength=512", "MaxBurstLength", &ret), "Reject");
+	assert_string_equal(answer_of(&ng, OP, "MaxBurstLength=", "MaxBurstLength", &ret), "Reject");
+	assert_int_equal(ret, 0);
+	/* The same key twice in one request is a protocol error. */
+	answer_of(&ng, OP, "MaxBurstLength=512;MaxBurstLength=1024", "MaxBurstLength", &ret);
+	assert_int_equal(ret, -EPROTO);
+}
+
+static void negotiate_identity_and_declare(void **state)
+{
+	struct tnd_iscsi_negotiator ng;
+	int ret;
+	tnd_iscsi_negotiator_init(&ng);
+	assert_string_equal(answer_of(&ng, TND_ISCSI_IN_SECURITY,
+				      "InitiatorName=iqn.2026-01.test:i;SessionType=Normal;"
+				      "TargetName=iqn.2026-01.test:t;AuthMethod=CHAP,None",
+				      "AuthMethod", &ret), "None");
+	assert_int_equal(ret, 0);
+	assert_string_equal(ng.initiator_name, "iqn.2026-01.test:i");
+	assert_string_equal(ng.target_name, "iqn.2026-01.test:t");
+	assert_int_equal(ng.session_type, TND_ISCSI_SESSION_NORMAL);
+	assert_string_equal(ng.auth_method, "None");
+	assert_string_equal(answer_of(&ng, TND_ISCSI_IN_SECURITY, "AuthMethod=CHAP", "AuthMethod", &ret),
+			    "Reject");
+	assert_string_equal(ng.auth_method, "");
+	assert_string_equal(answer_of(&ng, TND_ISCSI_IN_SECURITY, "SessionType=Weird", "SessionType", &ret),
+			    "Reject");
+	char name[300] = "InitiatorName=";
+	memset(name + 14, 'n', 224);
+	name[14 + 224] = '\0';
+	assert_string_equal(answer_of(&ng, TND_ISCSI_IN_SECURITY, name, "InitiatorName", &ret), "Reject");
+
+	/* Our declaration comes once; FirstBurstLength is capped by MaxBurstLength. */
+	answer_of(&ng, OP, "MaxBurstLength=4096;FirstBurstLength=65536", "x", &ret);
+	assert_int_equal(ng.params.first_burst, 65536);
+	struct tnd_iscsi_text resp = { 0 };
+	assert_int_equal(tnd_iscsi_negotiate_declare(&ng, &resp), 0);
+	assert_string_equal(resp.buf, "MaxRecvDataSegmentLength=262144");
+	assert_int_equal(ng.params.first_burst, 4096);
+	size_t len = resp.len;
+	assert_int_equal(tnd_iscsi_negotiate_declare(&ng, &resp), 0);
+	assert_int_equal(resp.len, len);
+	tnd_iscsi_text_free(&resp);
+
+	/* SendTargets is handed back to the caller. */
+	answer_of(&ng, TND_ISCSI_IN_FFP, "SendTargets=All", "x", &ret);
+	assert_true(ng.has_send_targets);
+	assert_string_equal(ng.send_targets, "All");
+}
+
+static void text_builder_limit(void **state)
+{
+	struct tnd_iscsi_text t = { .limit = 64 };
+	assert_int_equal(tnd_iscsi_text_add(&t, "Key", "value"), 0);
+	assert_int_equal(t.len, 10);
+	char big[80];
+	memset(big, 'v', 70);
+	big[70] = '\0';
+	assert_int_equal(tnd_iscsi_text_add(&t, "K", big), -E2BIG);
+	assert_int_equal(t.len, 10);
+	tnd_iscsi_text_free(&t);
+}
+
+/* ---- SendTargets split at MaxRecvDataSegmentLength=512, over a real socket ---- */
+
+struct live {
+	struct tnd_reactor *r;        /* == rs[0] */
+	struct tnd_reactor *rs[2];
+	unsigned nr;
+	struct tnd_target_server *srv;
+	int port;
+	atomic_bool stopped;
+};
+
+static void stopped_cb(void *arg)
+{
+	struct live *l = arg;
+	atomic_store(&l->stopped, true);
+}
+
+static void live_start_n(struct live *l, unsigned nr_targets, const char *portal,
+			 unsigned nop_s, unsigned nr_reactors)
+{
+	memset(l, 0, sizeof(*l));
+	l->nr = nr_reactors;
+	for (unsigned i = 0; i < nr_reactors; i++)
+		assert_int_equal(tnd_reactor_create(i, 256, &l->rs[i]), 0);
+	l->r = l->rs[0];
+	struct tnd_target_server_opts o = { .reactors = l->rs, .nr_reactors = nr_reactors,
+					    .nop_interval_s = nop_s };
+	assert_int_equal(tnd_target_server_create(&o, &l->srv), 0);
+	assert_int_equal(tnd_target_server_add_portal(l->srv, portal), 0);
+	l->port = tnd_target_server_portal_port(l->srv, 0);
+	assert_true(l->port > 0);
+	for (unsigned i = 0; i < nr_targets; i++) {
+		char iqn[96];
+		snprintf(iqn, sizeof(iqn), "iqn.2026-11.io.tandem.test:target-with-a-longish-name-%03u", i);
+		assert_int_equal(tnd_target_server_add_target(l->srv, iqn, NULL, true, NULL, 0), 0);
+	}
+	assert_int_equal(tnd_target_server_add_target(l->srv, "iqn.2026-11.io.tandem.test:target-with-a-longish-name-000", NULL, true, NULL, 0), -EEXIST);
+	static const char *const allowed[] = { "iqn.2026-11.test:allowed" };
+	assert_int_equal(tnd_target_server_add_target(l->srv, "iqn.2026-11.io.tandem.test:restricted",
+						      "Restricted", false, allowed, 1), 0);
+	assert_int_equal(tnd_target_server_start(l->srv), 0);
+	for (unsigned i = 0; i < l->nr; i++)
+		assert_int_equal(tnd_reactor_start(l->rs[i]), 0);
+}
+
+static void live_start_at(struct live *l, unsigned nr_targets, const char *portal,
+			  unsigned nop_s)
+{
+	live_start_n(l, nr_targets, portal, nop_s, 1);
+}
+
+static void live_start(struct live *l, unsigned nr_targets)
+{
+	live_start_at(l, nr_targets, "127.0.0.1:0", 0);
+}
+
+static void live_stop(struct live *l)
+{
+	tnd_target_server_stop(l->srv, stopped_cb, l);
+	for (int i = 0; i < 500 && !atomic_load(&l->stopped); i++)
+		usleep(10000);
+	assert_true(atomic_load(&l->stopped));
+	for (unsigned i = 0; i < l->nr; i++) {
+		tnd_reactor_stop(l->rs[i]);
+		tnd_reactor_join(l->rs[i]);
+	}
+	tnd_target_server_destroy(l->srv);
+	for (unsigned i = 0; i < l->nr; i++)
+		tnd_reactor_destroy(l->rs[i]);
+}
+
+static int connect_to(int port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct timeval tv = { .tv_sec = 5 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	return fd;
+}
+
+static int connect_to6(int port)
+{
+	int fd = socket(AF_INET6, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct timeval tv = { .tv_sec = 5 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	struct sockaddr_in6 a = { .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port),
+				  .sin6_addr = IN6ADDR_LOOPBACK_INIT };
+	assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+	return fd;
+}
+
+static void send_pdu(int fd, uint8_t *bhs, const char *data, uint32_t len)
+{
+	uint8_t buf[9000];
+	tnd_put_be24(bhs + 5, len);
+	memcpy(buf, bhs, 48);
+	if (len)
+		memcpy(buf + 48, data, len);
+	uint32_t total = 48 + len + tnd_iscsi_pad4(len);
+	memset(buf + 48 + len, 0, total - 48 - len);
+	assert_int_equal(send(fd, buf, total, 0), (ssize_t)total);
+}
+
+static int recv_all(int fd, void *buf, size_t len)
+{
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = recv(fd, (char *)buf + got, len - got, 0);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		got += (size_t)n;
+	}
+	return 0;
+}
+
+/* One byte (or EOF), retrying when a signal interrupts the wait. */
+static ssize_t recv1(int fd, char *c)
+{
+	ssize_t n;
+	do
+		n = recv(fd, c, 1, 0);
+	while (n < 0 && errno == EINTR);
+	return n;
+}
+
+/* Receive one PDU (no digests); returns its data length. */
+static uint32_t recv_pdu(int fd, uint8_t *bhs, char *data, size_t cap)
+{
+	assert_int_equal(recv_all(fd, bhs, 48), 0);
+	uint32_t len = tnd_get_be24(bhs + 5);
+	uint32_t total = len + tnd_iscsi_pad4(len);
+	assert_true(total <= cap);
+	assert_int_equal(recv_all(fd, data, total), 0);
+	return len;
+}
+
+static void sendtargets_split_512(void **state)
+{
+	struct live l;
+	live_start(&l, 50);
+	int fd = connect_to(l.port);
+
+	static const char login[] = "InitiatorName=iqn.2026-11.test:unit\0SessionType=Discovery\0"
+				    "AuthMethod=None\0";
+	uint8_t bhs[48] = { 0 }, rsp[48];
+	static char data[1 << 16];
+	bhs[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_LOGIN_TRANSIT | (0 << 2) | 1;   /* security -> operational */
+	bhs[8] = 0x80;                                 /* ISID */
+	tnd_put_be32(bhs + 16, 1);
+	send_pdu(fd, bhs, login, sizeof(login) - 1);
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_LOGIN_RSP);
+	assert_int_equal(rsp[36], 0);
+	assert_non_null(memmem(data, tnd_get_be24(rsp + 5), "TargetPortalGroupTag=1", 22));
+
+	static const char op[] = "MaxRecvDataSegmentLength=512\0HeaderDigest=None\0";
+	memset(bhs, 0, 48);
+	bhs[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_LOGIN_TRANSIT | (1 << 2) | 3;   /* operational -> full feature */
+	bhs[8] = 0x80;
+	tnd_put_be32(bhs + 16, 2);
+	send_pdu(fd, bhs, op, sizeof(op) - 1);
+	uint32_t n = recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[36], 0);
+	assert_int_equal(rsp[1] & 0x83, 0x83);
+	assert_non_null(memmem(data, n, "MaxRecvDataSegmentLength=262144", 31));
+	assert_true(tnd_get_be16(rsp + 14) != 0);   /* TSIH */
+
+	static char all[1 << 16];
+	size_t all_len = 0;
+	uint32_t ttt = ISCSI_RSVD_TAG;
+	unsigned pieces = 0;
+	for (;;) {
+		memset(bhs, 0, 48);
+		bhs[0] = ISCSI_OP_TEXT_REQ | ISCSI_OP_IMMEDIATE;
+		bhs[1] = ISCSI_FLAG_FINAL;
+		tnd_put_be32(bhs + 16, 3);
+		tnd_put_be32(bhs + 20, ttt);
+		if (ttt == ISCSI_RSVD_TAG)
+			send_pdu(fd, bhs, "SendTargets=All", 16);
+		else
+			send_pdu(fd, bhs, "", 0);
+		n = recv_pdu(fd, rsp, data, sizeof(data));
+		assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_TEXT_RSP);
+		assert_true(n <= 512);
+		memcpy(all + all_len, data, n);
+		all_len += n;
+		pieces++;
+		if (rsp[1] & ISCSI_FLAG_FINAL) {
+			assert_int_equal(tnd_get_be32(rsp + 20), ISCSI_RSVD_TAG);
+			break;
+		}
+		assert_true(rsp[1] & ISCSI_FLAG_CONT);
+		ttt = tnd_get_be32(rsp + 20);
+		assert_int_not_equal(ttt, ISCSI_RSVD_TAG);
+		assert_true(pieces < 100);
+	}
+	assert_true(pieces > 1);
+	/* Every target, each with its address, in the reassembled text. */
+	unsigned names = 0, addrs = 0;
+	char want_addr[64];
+	snprintf(want_addr, sizeof(want_addr), "TargetAddress=127.0.0.1:%d,1", l.port);
+	for (size_t off = 0; off < all_len; off += strlen(all + off) + 1) {
+		if (strncmp(all + off, "TargetName=", 11) == 0)
+			names++;
+		else if (strcmp(all + off, want_addr) == 0)
+			addrs++;
+	}
+	assert_int_equal(names, 50);
+	assert_int_equal(addrs, 50);
+
+	/* SendTargets=<name>: just that one. */
+	memset(bhs, 0, 48);
+	bhs[0] = ISCSI_OP_TEXT_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_FLAG_FINAL;
+	tnd_put_be32(bhs + 16, 5);
+	tnd_put_be32(bhs + 20, ISCSI_RSVD_TAG);
+	static const char one[] = "SendTargets=iqn.2026-11.io.tandem.test:target-with-a-longish-name-007";
+	send_pdu(fd, bhs, one, sizeof(one));
+	n = recv_pdu(fd, rsp, data, sizeof(data));
+	assert_true(rsp[1] & ISCSI_FLAG_FINAL);
+	assert_string_equal(data, "TargetName=iqn.2026-11.io.tandem.test:target-with-a-longish-name-007");
+	assert_int_equal(n, strlen(data) + 1 + strlen(want_addr) + 1);
+
+	/* SCSI commands are not for discovery sessions: Reject. */
+	memset(bhs, 0, 48);
+	bhs[0] = ISCSI_OP_SCSI_CMD;
+	bhs[1] = ISCSI_FLAG_FINAL;
+	tnd_put_be32(bhs + 16, 9);
+	send_pdu(fd, bhs, "", 0);
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_REJECT);
+
+	/* Logout: a response, then the connection closes. */
+	memset(bhs, 0, 48);
+	bhs[0] = ISCSI_OP_LOGOUT_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_FLAG_FINAL | ISCSI_LOGOUT_CLOSE_SESSION;
+	tnd_put_be32(bhs + 16, 4);
+	send_pdu(fd, bhs, "", 0);
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_LOGOUT_RSP);
+	assert_int_equal(rsp[2], 0);
+	char c;
+	assert_int_equal(recv1(fd, &c), 0);
+	close(fd);
+	live_stop(&l);
+}
+
+static void login_failures(void **state)
+{
+	struct live l;
+	live_start(&l, 1);
+	static char data[1 << 16];
+	uint8_t bhs[48], rsp[48];
+	struct {
+		const char *text;
+		size_t len;
+		uint16_t status;
+	} cases[] = {
+		{ "SessionType=Normal\0TargetName=iqn.2026-11.io.tandem.test:target-with-a-longish-name-000\0", 0, 0x0207 },
+		{ "InitiatorName=iqn.x:y\0SessionType=Normal\0", 0, 0x0207 },
+		{ "InitiatorName=iqn.x:y\0TargetName=iqn.nope:nope\0", 0, 0x0203 },
+		{ "InitiatorName=iqn.x:y\0TargetName=iqn.2026-11.io.tandem.test:target-with-a-longish-name-000\0AuthMethod=CHAP\0", 0, 0x0201 },
+		{ "InitiatorName=iqn.x:y\0TargetName=iqn.2026-11.io.tandem.test:restricted\0", 0, 0x0202 },
+		{ "InitiatorName=iqn.2026-11.test:allowed\0TargetName=iqn.2026-11.io.tandem.test:restricted\0", 0, 0x0000 },
+	};
+	for (size_t i = 0; i < TND_ARRAY_SIZE(cases); i++) {
+		int fd = connect_to(l.port);
+		memset(bhs, 0, 48);
+		bhs[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+		bhs[1] = ISCSI_LOGIN_TRANSIT | 1;
+		bhs[8] = 0x80;
+		size_t len = 0;
+		while (strlen(cases[i].text + len))
+			len += strlen(cases[i].text + len) + 1;
+		send_pdu(fd, bhs, cases[i].text, (uint32_t)len);
+		recv_pdu(fd, rsp, data, sizeof(data));
+		assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_LOGIN_RSP);
+		assert_int_equal(tnd_get_be16(rsp + 36), cases[i].status);
+		if (cases[i].status == 0) {
+			/* The allowed initiator gets in, and sees the alias. */
+			assert_non_null(memmem(data, tnd_get_be24(rsp + 5), "TargetAlias=Restricted", 22));
+			close(fd);
+			continue;
+		}
+		char c;
+		assert_int_equal(recv1(fd, &c), 0);
+		close(fd);
+	}
+	/* A NOP-Out before login: 0x020b and close. */
+	int fd = connect_to(l.port);
+	memset(bhs, 0, 48);
+	bhs[0] = ISCSI_OP_NOP_OUT | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_FLAG_FINAL;
+	send_pdu(fd, bhs, "", 0);
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_LOGIN_RSP);
+	assert_int_equal(tnd_get_be16(rsp + 36), 0x020b);
+	close(fd);
+	live_stop(&l);
+}
+
+static const char test_target[] = "iqn.2026-11.io.tandem.test:target-with-a-longish-name-000";
+
+/* A one-PDU login to full feature phase; returns the login status. */
+static unsigned login_normal(int fd, uint8_t isid_low, const char *initiator)
+{
+	char text[512];
+	int n = snprintf(text, sizeof(text), "InitiatorName=%s%cTargetName=%s%cSessionType=Normal%c",
+			 initiator, 0, test_target, 0, 0);
+	uint8_t bhs[48] = { 0 }, rsp[48];
+	static char data[1 << 16];
+	bhs[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_LOGIN_TRANSIT | (1 << 2) | 3;
+	bhs[8] = 0x80;
+	bhs[13] = isid_low;
+	tnd_put_be32(bhs + 16, 1);
+	send_pdu(fd, bhs, text, (uint32_t)n);
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_LOGIN_RSP);
+	return tnd_get_be16(rsp + 36);
+}
+
+static void discover_address(int fd, char *out, size_t cap)
+{
+	uint8_t bhs[48] = { 0 }, rsp[48];
+	static char data[1 << 16];
+	static const char login[] = "InitiatorName=iqn.2026-11.test:unit\0SessionType=Discovery\0";
+	bhs[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_LOGIN_TRANSIT | (1 << 2) | 3;
+	bhs[8] = 0x80;
+	send_pdu(fd, bhs, login, sizeof(login) - 1);
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[36], 0);
+	memset(bhs, 0, 48);
+	bhs[0] = ISCSI_OP_TEXT_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_FLAG_FINAL;
+	tnd_put_be32(bhs + 16, 2);
+	tnd_put_be32(bhs + 20, ISCSI_RSVD_TAG);
+	send_pdu(fd, bhs, "SendTargets=All", 16);
+	uint32_t n = recv_pdu(fd, rsp, data, sizeof(data));
+	out[0] = '\0';
+	for (size_t off = 0; off < n; off += strlen(data + off) + 1)
+		if (strncmp(data + off, "TargetAddress=", 14) == 0)
+			snprintf(out, cap, "%s", data + off + 14);
+}
+
+static void portal_ipv6_and_wildcard(void **state)
+{
+	struct live l;
+	char addr[128], want[128];
+	live_start_at(&l, 1, "[::1]:0", 0);
+	int fd = connect_to6(l.port);
+	discover_address(fd, addr, sizeof(addr));
+	snprintf(want, sizeof(want), "[::1]:%d,1", l.port);
+	assert_string_equal(addr, want);
+	close(fd);
+	live_stop(&l);
+
+	/* A wildcard portal reports the address the connection came in on. */
+	live_start_at(&l, 1, "0.0.0.0:0", 0);
+	fd = connect_to(l.port);
+	discover_address(fd, addr, sizeof(addr));
+	snprintf(want, sizeof(want), "127.0.0.1:%d,1", l.port);
+	assert_string_equal(addr, want);
+	close(fd);
+	live_stop(&l);
+
+	struct tnd_target_server *srv;
+	struct tnd_reactor *r;
+	assert_int_equal(tnd_reactor_create(0, 8, &r), 0);
+	struct tnd_target_server_opts o = { .reactors = &r, .nr_reactors = 1 };
+	assert_int_equal(tnd_target_server_create(&o, &srv), 0);
+	assert_int_equal(tnd_target_server_add_portal(srv, "nonsense"), -EINVAL);
+	assert_int_equal(tnd_target_server_add_portal(srv, "[::1:3260"), -EINVAL);
+	assert_int_equal(tnd_target_server_add_portal(srv, "127.0.0.1:"), -EINVAL);
+	assert_int_equal(tnd_target_server_add_portal(srv, "127.0.0.1:0"), 0);
+	char busy[32];
+	snprintf(busy, sizeof(busy), "127.0.0.1:%d", tnd_target_server_portal_port(srv, 0));
+	assert_int_equal(tnd_target_server_add_portal(srv, busy), -EADDRINUSE);
+	assert_int_equal(tnd_target_server_map_lun(srv, "iqn.none:x", 0, "d", (struct tnd_volume *)1), -ENOENT);
+	tnd_target_server_destroy(srv);   /* never started */
+	tnd_reactor_destroy(r);
+}
+
+static void session_reinstatement(void **state)
+{
+	struct live l;
+	/* Two reactors: connections alternate, so the reinstating login (the
+	 * fourth connection) lands on the other reactor than the old session. */
+	live_start_n(&l, 1, "127.0.0.1:0", 0, 2);
+	int a = connect_to(l.port);
+	assert_int_equal(login_normal(a, 7, "iqn.2026-11.test:same"), 0);
+	/* Another ISID of the same initiator is another session: both stay. */
+	int b = connect_to(l.port);
+	assert_int_equal(login_normal(b, 8, "iqn.2026-11.test:same"), 0);
+	int d = connect_to(l.port);
+	/* The same initiator name and ISID again replaces the first session. */
+	int c = connect_to(l.port);
+	assert_int_equal(login_normal(c, 7, "iqn.2026-11.test:same"), 0);
+	char ch;
+	assert_int_equal(recv1(a, &ch), 0);
+	struct timeval tv = { .tv_usec = 200000 };
+	setsockopt(b, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	assert_int_equal(recv1(b, &ch), -1);   /* still open, just quiet */
+	close(a);
+	close(b);
+	close(c);
+	close(d);
+	live_stop(&l);
+}
+
+static void nop_ping_unanswered_closes(void **state)
+{
+	struct live l;
+	live_start_at(&l, 1, "127.0.0.1:0", 1);
+	int fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:sleepy"), 0);
+	uint8_t rsp[48];
+	static char data[1 << 16];
+	uint64_t t0 = tnd_now_ns();
+	/* After about one idle second: a ping with a Target Transfer Tag. */
+	if (recv_all(fd, rsp, 48) != 0)
+		fail_msg("no ping after %llu ms: %s", (unsigned long long)((tnd_now_ns() - t0) / 1000000), strerror(errno));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_NOP_IN);
+	assert_int_equal(tnd_get_be32(rsp + 16), ISCSI_RSVD_TAG);
+	assert_int_not_equal(tnd_get_be32(rsp + 20), ISCSI_RSVD_TAG);
+	/* We don't answer: about one second later the target hangs up. */
+	char ch;
+	assert_int_equal(recv1(fd, &ch), 0);
+	uint64_t ms = (tnd_now_ns() - t0) / 1000000;
+	assert_true(ms >= 500 && ms < 4500);
+	close(fd);
+
+	/* Answered pings keep the connection. */
+	fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 2, "iqn.2026-11.test:awake"), 0);
+	for (int i = 0; i < 3; i++) {
+		recv_pdu(fd, rsp, data, sizeof(data));
+		assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_NOP_IN);
+		uint8_t bhs[48] = { 0 };
+		bhs[0] = ISCSI_OP_NOP_OUT | ISCSI_OP_IMMEDIATE;
+		bhs[1] = ISCSI_FLAG_FINAL;
+		tnd_put_be32(bhs + 16, ISCSI_RSVD_TAG);
+		memcpy(bhs + 20, rsp + 20, 4);
+		send_pdu(fd, bhs, "", 0);
+	}
+	close(fd);
+	live_stop(&l);
+}
+
+/* ---- ABORT TASK on a command the volume holds ---- */
+
+/*
+ * A test volume whose reads wait at a gate until the test opens it, so a
+ * command can be caught "at the volume". Everything else completes at once
+ * (through a message, as the async contract wants).
+ */
+struct gate_vol {
+	struct tnd_volume base;
+	atomic_bool closed;
+	atomic_int held_count;
+	struct tnd_io *held[16];     /* reactor thread only */
+	int nheld;
+	struct tnd_msg open_msg;
+};
+
+struct io_done_msg {
+	struct tnd_msg m;
+	struct tnd_io *io;
+};
+
+static void io_done_fn(struct tnd_msg *m)
+{
+	struct io_done_msg *d = tnd_container_of(m, struct io_done_msg, m);
+	d->io->cb(d->io, 0);
+	free(d);
+}
+
+static int gate_submit(struct tnd_volume *v, struct tnd_io *io)
+{
+	struct gate_vol *g = tnd_container_of(v, struct gate_vol, base);
+	if (io->type == TND_IO_READ) {
+		for (int i = 0; i < io->iovcnt; i++)
+			memset(io->iov[i].iov_base, 0xab, io->iov[i].iov_len);
+		if (atomic_load(&g->closed) && g->nheld < 16) {
+			g->held[g->nheld++] = io;
+			atomic_fetch_add(&g->held_count, 1);
+			return 0;
+		}
+	}
+	struct io_done_msg *d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->m.fn = io_done_fn;
+	d->io = io;
+	tnd_reactor_send(io->reactor, &d->m);
+	return 0;
+}
+
+static void gate_info(struct tnd_volume *v, struct tnd_volume_info *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->block_size = 512;
+	out->num_blocks = 4096;
+	out->state = TND_VOLUME_ONLINE;
+}
+
+static void gate_destroy(struct tnd_volume *v)
+{
+}
+
+static const struct tnd_volume_ops gate_ops = {
+	.type = "gate",
+	.submit = gate_submit,
+	.info = gate_info,
+	.destroy = gate_destroy,
+};
+
+static void gate_open_fn(struct tnd_msg *m)
+{
+	struct gate_vol *g = tnd_container_of(m, struct gate_vol, open_msg);
+	atomic_store(&g->closed, false);
+	for (int i = 0; i < g->nheld; i++)
+		g->held[i]->cb(g->held[i], 0);
+	g->nheld = 0;
+}
+
+static void scsi_cmd(int fd, uint32_t itt, uint32_t cmd_sn, uint8_t flags, uint32_t edtl,
+		     const uint8_t *cdb, unsigned cdb_len)
+{
+	uint8_t bhs[48] = { 0 };
+	bhs[0] = ISCSI_OP_SCSI_CMD;
+	bhs[1] = flags;
+	tnd_put_be32(bhs + 16, itt);
+	tnd_put_be32(bhs + 20, edtl);
+	tnd_put_be32(bhs + 24, cmd_sn);
+	memcpy(bhs + 32, cdb, cdb_len);
+	send_pdu(fd, bhs, "", 0);
+}
+
+static void abort_task_waits_for_volume(void **state)
+{
+	struct live l;
+	struct gate_vol g = { 0 };
+	tnd_volume_init(&g.base, &gate_ops, NULL);
+	g.open_msg.fn = gate_open_fn;
+	atomic_store(&g.closed, true);
+
+	memset(&l, 0, sizeof(l));
+	assert_int_equal(tnd_reactor_create(0, 256, &l.rs[0]), 0);
+	l.r = l.rs[0];
+	l.nr = 1;
+	struct tnd_target_server_opts o = { .reactors = l.rs, .nr_reactors = 1 };
+	assert_int_equal(tnd_target_server_create(&o, &l.srv), 0);
+	assert_int_equal(tnd_target_server_add_portal(l.srv, "127.0.0.1:0"), 0);
+	l.port = tnd_target_server_portal_port(l.srv, 0);
+	assert_int_equal(tnd_target_server_add_target(l.srv, test_target, NULL, true, NULL, 0), 0);
+	assert_int_equal(tnd_target_server_map_lun(l.srv, test_target, 0, "gate0", &g.base), 0);
+	assert_int_equal(tnd_target_server_map_lun(l.srv, test_target, 0, "gate0", &g.base), -EEXIST);
+	assert_int_equal(tnd_target_server_start(l.srv), 0);
+	assert_int_equal(tnd_reactor_start(l.r), 0);
+
+	int fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 3, "iqn.2026-11.test:aborter"), 0);
+	uint8_t rsp[48];
+	static char data[1 << 16];
+
+	/* The first command of a nexus reports the power-on unit attention. */
+	static const uint8_t tur[6] = { 0 };
+	scsi_cmd(fd, 0x10, 0, ISCSI_FLAG_FINAL, 0, tur, 6);
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_SCSI_RSP);
+	assert_int_equal(rsp[3], TND_SAM_CHECK_CONDITION);
+
+	/* READ(10) of one block: it reaches the volume and waits there. */
+	static const uint8_t read10[10] = { 0x28, 0, 0, 0, 0, 8, 0, 0, 1, 0 };
+	scsi_cmd(fd, 0x100, 1, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 512, read10, 10);
+	for (int i = 0; i < 200 && atomic_load(&g.held_count) == 0; i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(&g.held_count), 1);
+
+	/* ABORT TASK for it: no answer while the read is at the volume. */
+	uint8_t bhs[48] = { 0 };
+	bhs[0] = ISCSI_OP_TMF_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_FLAG_FINAL | ISCSI_TMF_ABORT_TASK;
+	tnd_put_be32(bhs + 16, 0x101);
+	tnd_put_be32(bhs + 20, 0x100);
+	tnd_put_be32(bhs + 24, 2);
+	tnd_put_be32(bhs + 32, 1);
+	send_pdu(fd, bhs, "", 0);
+	struct timeval tv = { .tv_usec = 200000 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char ch;
+	assert_int_equal(recv1(fd, &ch), -1);
+	tv.tv_sec = 5;
+	tv.tv_usec = 0;
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+
+	/* The volume finishes: the TMF says "function complete" and the read
+	 * itself is never answered. */
+	tnd_reactor_send(l.r, &g.open_msg);
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_TMF_RSP);
+	assert_int_equal(tnd_get_be32(rsp + 16), 0x101);
+	assert_int_equal(rsp[2], ISCSI_TMF_RSP_COMPLETE);
+
+	/* ABORT TASK for a task long gone: "task does not exist". */
+	tnd_put_be32(bhs + 16, 0x102);
+	tnd_put_be32(bhs + 20, 0x10);
+	tnd_put_be32(bhs + 32, 0);
+	send_pdu(fd, bhs, "", 0);
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_TMF_RSP);
+	assert_int_equal(rsp[2], ISCSI_TMF_RSP_NO_TASK);
+
+	/* A read now goes through, its status collapsed into the Data-In. */
+	scsi_cmd(fd, 0x103, 2, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 512, read10, 10);
+	uint32_t n = recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_DATA_IN);
+	assert_int_equal(tnd_get_be32(rsp + 16), 0x103);
+	assert_int_equal(rsp[1] & (ISCSI_FLAG_FINAL | ISCSI_DATAIN_STATUS),
+			 ISCSI_FLAG_FINAL | ISCSI_DATAIN_STATUS);
+	assert_int_equal(rsp[3], TND_SAM_GOOD);
+	assert_int_equal(n, 512);
+	assert_int_equal((uint8_t)data[0], 0xab);
+
+	/* Residual underflow: EDTL 1024 for a one-block read. */
+	scsi_cmd(fd, 0x104, 3, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 1024, read10, 10);
+	n = recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(n, 512);
+	assert_true(rsp[1] & ISCSI_DATAIN_UNDERFLOW);
+	assert_int_equal(tnd_get_be32(rsp + 44), 512);
+
+	/* A LUN that is not mapped: CHECK CONDITION with sense (2-byte length first). */
+	memset(bhs, 0, 48);
+	bhs[0] = ISCSI_OP_SCSI_CMD;
+	bhs[1] = ISCSI_FLAG_FINAL | ISCSI_CMD_READ;
+	bhs[9] = 7;   /* LUN 7 */
+	tnd_put_be32(bhs + 16, 0x105);
+	tnd_put_be32(bhs + 20, 512);
+	tnd_put_be32(bhs + 24, 4);
+	memcpy(bhs + 32, read10, 10);
+	send_pdu(fd, bhs, "", 0);
+	n = recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_SCSI_RSP);
+	assert_int_equal(rsp[3], TND_SAM_CHECK_CONDITION);
+	assert_true(n >= 2 + 18);
+	assert_int_equal(tnd_get_be16((uint8_t *)data), n - 2);
+
+	close(fd);
+	live_stop(&l);
+}
+
+static void login_text_continued(void **state)
+{
+	struct live l;
+	live_start(&l, 1);
+	int fd = connect_to(l.port);
+	char text[512];
+	int n = snprintf(text, sizeof(text), "InitiatorName=iqn.2026-11.test:cont%cTargetName=%s%c",
+			 0, test_target, 0);
+	/* Split in the middle of a key: the C bit joins the pieces. */
+	uint32_t cut = 20;
+	uint8_t bhs[48] = { 0 }, rsp[48];
+	static char data[1 << 16];
+	bhs[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_LOGIN_CONT | (1 << 2);
+	bhs[8] = 0x80;
+	tnd_put_be32(bhs + 16, 1);
+	send_pdu(fd, bhs, text, cut);
+	uint32_t len = recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_LOGIN_RSP);
+	assert_int_equal(tnd_get_be16(rsp + 36), 0);
+	assert_int_equal(len, 0);
+	assert_int_equal(rsp[1] & (ISCSI_LOGIN_TRANSIT | ISCSI_LOGIN_CONT), 0);
+	bhs[1] = ISCSI_LOGIN_TRANSIT | (1 << 2) | 3;
+	send_pdu(fd, bhs, text + cut, (uint32_t)n - cut);
+	len = recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(tnd_get_be16(rsp + 36), 0);
+	assert_int_equal(rsp[1] & 0x83, 0x83);
+	assert_non_null(memmem(data, len, "TargetPortalGroupTag=1", 22));
+	close(fd);
+	live_stop(&l);
+}
+
+int main(void)
+{
+	if (getenv("TND_TEST_DEBUG"))
+		tnd_log_set_level(TND_LOG_DEBUG);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(pdu_bhs_fields),
+		cmocka_unit_test(pdu_digests),
+		cmocka_unit_test(pdu_padding_and_limits),
+		cmocka_unit_test(pdu_ahs),
+		cmocka_unit_test(lun_addressing),
+		cmocka_unit_test(cmdsn_window),
+		cmocka_unit_test(pool_reuse),
+		cmocka_unit_test(text_parsing),
+		cmocka_unit_test(negotiate_rules),
+		cmocka_unit_test(negotiate_identity_and_declare),
+		cmocka_unit_test(text_builder_limit),
+		cmocka_unit_test(sendtargets_split_512),
+		cmocka_unit_test(login_failures),
+		cmocka_unit_test(login_text_continued),
+		cmocka_unit_test(portal_ipv6_and_wildcard),
+		cmocka_unit_test(session_reinstatement),
+		cmocka_unit_test(nop_ping_unanswered_closes),
+		cmocka_unit_test(abort_task_waits_for_volume),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
