@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <jansson.h>
 
 #include "config.h"
@@ -222,11 +223,88 @@ static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char
 	return 0;
 }
 
+static int parse_chap(json_t *c, struct tnd_config_chap **out, const char *where, char *err,
+		      size_t errlen)
+{
+	static const char *const keys[] = { "user", "secret", NULL };
+	if (!json_is_object(c))
+		return ERR("%s: must be an object with user and secret", where);
+	int ret = check_keys(c, keys, where, err, errlen);
+	if (ret)
+		return ret;
+	struct tnd_config_chap *chap = calloc(1, sizeof(*chap));
+	if (!chap)
+		return -ENOMEM;
+	*out = chap;
+	if ((ret = get_string(c, "user", true, &chap->user, where, err, errlen)))
+		return ret;
+	if ((ret = get_string(c, "secret", true, &chap->secret, where, err, errlen)))
+		return ret;
+	size_t n = strlen(chap->user);
+	if (n == 0 || n > 255)
+		return ERR("%s.user: must be 1 to 255 bytes", where);
+	n = strlen(chap->secret);
+	/* RFC 7143 12.1.3 asks for at least 96 bits of secret. */
+	if (n < 12 || n > 255)
+		return ERR("%s.secret: must be 12 to 255 bytes", where);
+	return 0;
+}
+
+static int parse_acl(json_t *a, const char *where, struct tnd_config_acl *acl,
+		     struct tnd_config *cfg, char *err, size_t errlen)
+{
+	static const char *const keys[] = { "initiator", "luns", "chap", "mutual_chap", NULL };
+	char sub[96];
+	if (!json_is_object(a))
+		return ERR("%s: must be an object", where);
+	int ret = check_keys(a, keys, where, err, errlen);
+	if (ret)
+		return ret;
+	if ((ret = get_string(a, "initiator", true, &acl->initiator, where, err, errlen)))
+		return ret;
+	if (!tnd_config_iqn_valid(acl->initiator))
+		return ERR("%s.initiator: \"%s\" is not a valid initiator IQN", where, acl->initiator);
+	json_t *luns = json_object_get(a, "luns");
+	if (luns) {
+		if (!json_is_array(luns))
+			return ERR("%s.luns: must be an array of LUN numbers", where);
+		acl->luns = calloc(json_array_size(luns) + 1, sizeof(*acl->luns));
+		if (!acl->luns)
+			return -ENOMEM;
+		size_t k;
+		json_t *v;
+		json_array_foreach(luns, k, v) {
+			if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+			    json_integer_value(v) > 16383)
+				return ERR("%s.luns[%zu]: must be a LUN number from 0 to 16383", where, k);
+			acl->luns[acl->nr_luns++] = (uint64_t)json_integer_value(v);
+		}
+	}
+	json_t *c = json_object_get(a, "chap");
+	if (c) {
+		snprintf(sub, sizeof(sub), "%s.chap", where);
+		if ((ret = parse_chap(c, &acl->chap, sub, err, errlen)))
+			return ret;
+		cfg->has_secrets = true;
+	}
+	c = json_object_get(a, "mutual_chap");
+	if (c) {
+		snprintf(sub, sizeof(sub), "%s.mutual_chap", where);
+		if (!acl->chap)
+			return ERR("%s: mutual CHAP needs chap as well", sub);
+		if ((ret = parse_chap(c, &acl->mutual_chap, sub, err, errlen)))
+			return ret;
+		if (strcmp(acl->mutual_chap->secret, acl->chap->secret) == 0)
+			return ERR("%s.secret: must differ from the initiator's CHAP secret", sub);
+	}
+	return 0;
+}
+
 static int parse_target(json_t *t, size_t i, struct tnd_config *cfg,
 			struct tnd_config_target *tgt, char *err, size_t errlen)
 {
 	static const char *const keys[] = { "iqn", "alias", "allow_any_initiator", "initiators",
-					    "luns", NULL };
+					    "luns", "acls", NULL };
 	char where[48];
 	snprintf(where, sizeof(where), "targets[%zu]", i);
 	if (!json_is_object(t))
@@ -296,17 +374,51 @@ static int parse_target(json_t *t, size_t i, struct tnd_config *cfg,
 			tgt->nr_luns++;
 		}
 	}
+
+	json_t *acls = json_object_get(t, "acls");
+	if (acls) {
+		if (!json_is_array(acls))
+			return ERR("%s.acls: must be an array of ACL objects", where);
+		tgt->acls = calloc(json_array_size(acls) + 1, sizeof(*tgt->acls));
+		if (!tgt->acls)
+			return -ENOMEM;
+		size_t k;
+		json_t *v;
+		json_array_foreach(acls, k, v) {
+			char aw[80];
+			snprintf(aw, sizeof(aw), "%s.acls[%zu]", where, k);
+			tgt->nr_acls++;
+			ret = parse_acl(v, aw, &tgt->acls[k], cfg, err, errlen);
+			if (ret)
+				return ret;
+			for (size_t j = 0; j < k; j++)
+				if (strcmp(tgt->acls[j].initiator, tgt->acls[k].initiator) == 0)
+					return ERR("%s.initiator: %s has two ACLs", aw, tgt->acls[k].initiator);
+			for (size_t j = 0; j < tgt->nr_initiators; j++)
+				if (strcmp(tgt->initiators[j], tgt->acls[k].initiator) == 0)
+					return ERR("%s.initiator: %s is also in initiators; use one", aw,
+						   tgt->acls[k].initiator);
+		}
+	}
 	return 0;
 }
 
 int tnd_config_parse(const char *text, struct tnd_config **out, char *err, size_t errlen)
 {
-	static const char *const keys[] = { "portals", "devices", "targets", NULL };
 	json_error_t jerr;
-	int ret;
 	json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
 	if (!root)
 		return ERR("line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+	int ret = tnd_config_from_json(root, out, err, errlen);
+	json_decref(root);
+	return ret;
+}
+
+int tnd_config_from_json(json_t *root, struct tnd_config **out, char *err, size_t errlen)
+{
+	static const char *const keys[] = { "portals", "devices", "targets", NULL };
+	int ret;
+	json_incref(root);
 
 	struct tnd_config *cfg = calloc(1, sizeof(*cfg));
 	if (!cfg) {
@@ -384,7 +496,7 @@ int tnd_config_parse(const char *text, struct tnd_config **out, char *err, size_
 		}
 	}
 
-	json_decref(root);
+	cfg->doc = root;
 	*out = cfg;
 	return 0;
 
@@ -436,8 +548,18 @@ int tnd_config_load(const char *path, struct tnd_config **out, char *err, size_t
 	}
 	char inner[400];
 	ret = tnd_config_parse(buf, out, inner, sizeof(inner));
-	if (ret)
+	if (ret) {
 		snprintf(err, errlen, "%s: %s", path, inner);
+		goto out;
+	}
+	struct stat st;
+	if ((*out)->has_secrets && fstat(fileno(f), &st) == 0 && (st.st_mode & 077)) {
+		snprintf(err, errlen, "%s: holds CHAP secrets but is readable by group or others "
+			 "(mode %04o); chmod 600 it", path, (unsigned)(st.st_mode & 07777));
+		tnd_config_free(*out);
+		*out = NULL;
+		ret = -EACCES;
+	}
 out:
 	free(buf);
 	fclose(f);
@@ -478,10 +600,24 @@ int tnd_config_resolve(struct tnd_config *cfg, const char *data_dir, char *err, 
 	return 0;
 }
 
+static void free_chap(struct tnd_config_chap *c)
+{
+	if (!c)
+		return;
+	free(c->user);
+	if (c->secret) {
+		/* Secrets don't linger in freed heap memory. */
+		explicit_bzero(c->secret, strlen(c->secret));
+		free(c->secret);
+	}
+	free(c);
+}
+
 void tnd_config_free(struct tnd_config *cfg)
 {
 	if (!cfg)
 		return;
+	json_decref(cfg->doc);
 	for (size_t i = 0; i < cfg->nr_portals; i++)
 		free(cfg->portals[i]);
 	free(cfg->portals);
@@ -500,6 +636,14 @@ void tnd_config_free(struct tnd_config *cfg)
 		for (size_t k = 0; k < t->nr_luns; k++)
 			free(t->luns[k].device);
 		free(t->luns);
+		for (size_t k = 0; k < t->nr_acls; k++) {
+			struct tnd_config_acl *a = &t->acls[k];
+			free(a->initiator);
+			free(a->luns);
+			free_chap(a->chap);
+			free_chap(a->mutual_chap);
+		}
+		free(t->acls);
 	}
 	free(cfg->targets);
 	free(cfg);

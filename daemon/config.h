@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
 
 #define TND_DEMO_IQN "iqn.2026-11.io.tandem:demo"
 
@@ -44,6 +45,19 @@ struct tnd_config_lun {
 	char *device;
 };
 
+struct tnd_config_chap {
+	char *user;
+	char *secret;           /* 12-255 bytes; never logged */
+};
+
+struct tnd_config_acl {
+	char *initiator;
+	uint64_t *luns;         /* NULL: every LUN of the target */
+	size_t nr_luns;
+	struct tnd_config_chap *chap;        /* NULL: no CHAP */
+	struct tnd_config_chap *mutual_chap; /* NULL: no mutual CHAP */
+};
+
 struct tnd_config_target {
 	char *iqn;
 	char *alias;
@@ -52,9 +66,13 @@ struct tnd_config_target {
 	size_t nr_initiators;
 	struct tnd_config_lun *luns;
 	size_t nr_luns;
+	struct tnd_config_acl *acls;
+	size_t nr_acls;
 };
 
 struct tnd_config {
+	json_t *doc;            /* the document it was parsed from (a reference) */
+	bool has_secrets;       /* some ACL carries a CHAP secret */
 	char **portals;
 	size_t nr_portals;
 	struct tnd_config_device *devices;
@@ -69,7 +87,14 @@ struct tnd_config {
  */
 int tnd_config_parse(const char *json_text, struct tnd_config **out, char *err, size_t errlen);
 
-/* Read @path and parse it; errors name the file and the field. */
+/* Validate a document already parsed; takes a reference of its own. */
+int tnd_config_from_json(json_t *root, struct tnd_config **out, char *err, size_t errlen);
+
+/*
+ * Read @path and parse it; errors name the file and the field. A file that
+ * holds CHAP secrets must not be readable by group or others (mode 0600):
+ * such a file is refused with -EACCES.
+ */
 int tnd_config_load(const char *path, struct tnd_config **out, char *err, size_t errlen);
 
 /* The embedded default: device "demo" (lsfs, 1 GiB, thin) as LUN 0 of TND_DEMO_IQN. */

@@ -70,6 +70,60 @@ int tnd_target_server_add_target(struct tnd_target_server *srv, const char *iqn,
 int tnd_target_server_map_lun(struct tnd_target_server *srv, const char *iqn,
 			      uint64_t lun, const char *dev_name, struct tnd_volume *vol);
 
+/* ---- access control ------------------------------------------------------
+ *
+ * A target admits an initiator when allow_any is set or an ACL names it.
+ * An ACL may restrict the LUNs the initiator sees (LUN masking: a LUN not
+ * listed is absent from its REPORT LUNS and answers LOGICAL UNIT NOT
+ * SUPPORTED) and may require CHAP (RFC 7143 section 12.1.3, MD5) and mutual
+ * CHAP. Secrets are 12 to 255 bytes; they are copied in and never logged or
+ * returned.
+ */
+struct tnd_target_chap {
+	const char *user;
+	const char *secret;
+};
+
+struct tnd_target_acl {
+	const char *initiator;                  /* initiator IQN */
+	const uint64_t *luns;                   /* NULL = every LUN of the target */
+	unsigned nr_luns;
+	const struct tnd_target_chap *chap;     /* NULL = no CHAP for this initiator */
+	const struct tnd_target_chap *mutual_chap; /* NULL = no mutual CHAP; needs chap */
+};
+
+/* Add or replace the ACL of acl->initiator on target @iqn. 0, -ENOENT, -EINVAL. */
+int tnd_target_server_set_acl(struct tnd_target_server *srv, const char *iqn,
+			      const struct tnd_target_acl *acl);
+int tnd_target_server_remove_acl(struct tnd_target_server *srv, const char *iqn,
+				 const char *initiator);
+
+/* ---- live changes ----------------------------------------------------------
+ *
+ * Every configuration call above and below also works after start, from a
+ * thread that is not a reactor (the management API's). They return once the
+ * change is in effect on every reactor: new logins see it at once, and
+ * logged-in initiators whose LUN inventory changed get REPORTED LUNS DATA
+ * HAS CHANGED (3Fh/0Eh). Unmapping waits until no command on that LUN is in
+ * flight any more, so the caller may then destroy the volume. Removing a
+ * target closes its sessions first.
+ */
+int tnd_target_server_unmap_lun(struct tnd_target_server *srv, const char *iqn, uint64_t lun);
+int tnd_target_server_remove_target(struct tnd_target_server *srv, const char *iqn);
+/* Turn allow_any on or off for a target. */
+int tnd_target_server_set_allow_any(struct tnd_target_server *srv, const char *iqn, bool allow_any);
+
+/* ---- sessions --------------------------------------------------------------
+ *
+ * Sessions are listed as a JSON array of objects: id (a stable string),
+ * initiator, isid, target, type ("normal"/"discovery"), peer address,
+ * portal, reactor, connections, and the negotiated parameters. Kicking a
+ * session ends it (its initiator may log in again).
+ */
+#include <jansson.h>
+int tnd_target_server_sessions_json(struct tnd_target_server *srv, json_t *out_array);
+int tnd_target_server_kick_session(struct tnd_target_server *srv, const char *id);
+
 int tnd_target_server_start(struct tnd_target_server *srv);
 
 typedef void (*tnd_target_stopped_cb)(void *arg);

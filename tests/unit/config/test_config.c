@@ -3,9 +3,12 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "config.h"
 
@@ -114,6 +117,76 @@ static void iqn_validation(void **state)
 	assert_false(tnd_config_iqn_valid("iqn.2026-11.a b"));
 }
 
+static void acls_parse_and_validate(void **state)
+{
+	(void)state;
+	const char *j =
+		"{\"devices\":[{\"name\":\"a\",\"size\":\"64MiB\"}],"
+		"\"targets\":[{\"iqn\":\"iqn.2026-11.io.tandem:t\",\"luns\":{\"0\":\"a\",\"1\":\"a\"},"
+		"\"acls\":[{\"initiator\":\"iqn.1991-05.com.microsoft:hv1\",\"luns\":[1],"
+		"\"chap\":{\"user\":\"hv1\",\"secret\":\"0123456789abcdef\"},"
+		"\"mutual_chap\":{\"user\":\"tgt\",\"secret\":\"fedcba9876543210\"}},"
+		"{\"initiator\":\"iqn.1994-05.com.redhat:kvm\"}]}]}";
+	struct tnd_config *c;
+	char err[256] = "";
+	assert_int_equal(tnd_config_parse(j, &c, err, sizeof(err)), 0);
+	assert_true(c->has_secrets);
+	struct tnd_config_target *t = &c->targets[0];
+	assert_int_equal(t->nr_acls, 2);
+	assert_string_equal(t->acls[0].initiator, "iqn.1991-05.com.microsoft:hv1");
+	assert_int_equal(t->acls[0].nr_luns, 1);
+	assert_int_equal(t->acls[0].luns[0], 1);
+	assert_string_equal(t->acls[0].chap->user, "hv1");
+	assert_string_equal(t->acls[0].mutual_chap->secret, "fedcba9876543210");
+	assert_null(t->acls[1].luns);
+	assert_null(t->acls[1].chap);
+	tnd_config_free(c);
+
+	static const struct { const char *acl; const char *expect; } bad[] = {
+		{ "{\"luns\":[0]}", "acls[0].initiator: missing" },
+		{ "{\"initiator\":\"nope\"}", "acls[0].initiator" },
+		{ "{\"initiator\":\"iqn.2026-11.x:i\",\"luns\":[\"0\"]}", "acls[0].luns[0]" },
+		{ "{\"initiator\":\"iqn.2026-11.x:i\",\"chap\":{\"user\":\"u\",\"secret\":\"short\"}}", "chap.secret: must be 12" },
+		{ "{\"initiator\":\"iqn.2026-11.x:i\",\"chap\":{\"user\":\"u\"}}", "chap.secret: missing" },
+		{ "{\"initiator\":\"iqn.2026-11.x:i\",\"mutual_chap\":{\"user\":\"u\",\"secret\":\"0123456789abc\"}}", "needs chap" },
+		{ "{\"initiator\":\"iqn.2026-11.x:i\",\"chap\":{\"user\":\"u\",\"secret\":\"0123456789abc\"},\"mutual_chap\":{\"user\":\"t\",\"secret\":\"0123456789abc\"}}", "must differ" },
+		{ "{\"initiator\":\"iqn.2026-11.x:i\",\"chap\":{\"user\":\"u\",\"secret\":\"0123456789abc\",\"pw\":1}}", "unknown field" },
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char doc[512];
+		snprintf(doc, sizeof(doc), "{\"targets\":[{\"iqn\":\"iqn.2026-11.x:y\",\"acls\":[%s]}]}",
+			 bad[i].acl);
+		c = NULL;
+		err[0] = 0;
+		int ret = tnd_config_parse(doc, &c, err, sizeof(err));
+		if (ret != -EINVAL || !strstr(err, bad[i].expect))
+			fail_msg("acl case %zu: ret %d, \"%s\", expected \"%s\"", i, ret, err, bad[i].expect);
+	}
+}
+
+/* A config file with secrets readable by others is refused; 0600 is fine. */
+static void secrets_need_a_private_file(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/tnd-cfg.XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	const char *j = "{\"targets\":[{\"iqn\":\"iqn.2026-11.x:y\",\"acls\":[{\"initiator\":"
+			"\"iqn.2026-11.x:i\",\"chap\":{\"user\":\"u\",\"secret\":\"0123456789abc\"}}]}]}";
+	assert_int_equal(write(fd, j, strlen(j)), (ssize_t)strlen(j));
+	close(fd);
+	struct tnd_config *c = NULL;
+	char err[512] = "";
+	assert_int_equal(chmod(path, 0644), 0);
+	assert_int_equal(tnd_config_load(path, &c, err, sizeof(err)), -EACCES);
+	assert_non_null(strstr(err, "chmod 600"));
+	assert_null(c);
+	assert_int_equal(chmod(path, 0600), 0);
+	assert_int_equal(tnd_config_load(path, &c, err, sizeof(err)), 0);
+	tnd_config_free(c);
+	unlink(path);
+}
+
 /* The sample shipped in packaging/ must stay valid. */
 static void sample_config_is_valid(void **state)
 {
@@ -136,6 +209,8 @@ int main(void)
 		cmocka_unit_test(bad_configs_name_the_field),
 		cmocka_unit_test(iqn_validation),
 		cmocka_unit_test(sample_config_is_valid),
+		cmocka_unit_test(acls_parse_and_validate),
+		cmocka_unit_test(secrets_need_a_private_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
