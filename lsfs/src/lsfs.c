@@ -1473,7 +1473,10 @@ static void gc_step(struct lsfs *ls)
 		ckpt_start(ls, NULL, NULL);
 		return;
 	}
-	uint32_t v = pick_victim(ls);
+	/* Out of room to move blocks into: a pass would only read the victim
+	 * and give up. Wait for a checkpoint to free segments (its end calls
+	 * us again); with nothing to free, writers get ENOSPC (pump). */
+	uint32_t v = ls->gc_stalled ? LSFS_NONE32 : pick_victim(ls);
 	if (v == LSFS_NONE32) {
 		if (forced) {
 			ls->gc_busy = true;

@@ -706,9 +706,12 @@ static void threaded_submitters_on_flat_file(void **state)
 	}
 	double secs = TND_MAX(cl[0].secs, cl[1].secs);
 	printf("lsfs on flat file, 2 threads x QD16 random 4 KiB writes: %.0f writes/s, "
-	       "%.1f writes per backing write, %llu GC passes\n",
+	       "%.1f writes per backing write, %llu GC passes moved %llu blocks (%.2f per write), "
+	       "%llu checkpoints\n",
 	       (double)(cl[0].nwrites + cl[1].nwrites) / secs,
-	       (double)st.writes / (double)TND_MAX(st.batches, 1), (unsigned long long)st.gc_passes);
+	       (double)st.writes / (double)TND_MAX(st.batches, 1), (unsigned long long)st.gc_passes,
+	       (unsigned long long)st.gc_moved_blocks, (double)st.gc_moved_blocks / (double)st.writes,
+	       (unsigned long long)st.checkpoints);
 	/* Reopened, everything is there (the close left a checkpoint). */
 	fo.size = 0;
 	fo.passthrough = true;
