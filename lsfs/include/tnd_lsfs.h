@@ -6,8 +6,9 @@
  * store holds two superblock copies, two checkpoint areas and a run of
  * fixed-size segments; every write appends a record (a 4 KiB header block
  * describing up to 167 blocks, then their payloads) to the open segment.
- * A block map in RAM (LBA -> physical 4 KiB slot + CRC32C, 12 bytes per
- * mapped 4 KiB block) says where the newest copy of each block lives;
+ * A block map in RAM (LBA -> physical 4 KiB slot + CRC32C; 12 bytes per
+ * mapped 4 KiB block where writes are dense, 14 plus slack where they are
+ * scattered) says where the newest copy of each block lives;
  * checkpoints write that map out so that opening replays only the log
  * written since. Garbage collection moves the live blocks out of mostly
  * dead segments so the segments can be reused. The exact on-disk format is
@@ -49,8 +50,10 @@
  * writes a final checkpoint, which first makes every write durable, so a
  * clean close leaves nothing to replay.
  *
- * Memory: the map (12 bytes per mapped 4 KiB block, plus 8 bytes per
- * promised 4 MiB), up to three segment buffers of segment_size each, one
+ * Memory: the map (measured: 12.3 bytes per mapped 4 KiB block written
+ * densely, 15.9 at random over a quarter of a LUN, 28 at random over
+ * 0.4 % of one; plus 8 bytes per promised 4 MiB), up to three segment
+ * buffers of segment_size each, one
  * more for GC, and during a checkpoint a copy of the map (24 bytes per
  * mapped block).
  *
@@ -96,7 +99,7 @@ struct tnd_lsfs_opts {
 	bool write_cache;           /* WCE=1 (see above); default true */
 	uint32_t gc_interval_ms;    /* background GC/checkpoint tick; default 100; 0 = manual */
 	uint32_t ckpt_segments;     /* checkpoint after this many segments filled; default 8 */
-	uint32_t gc_free_low;       /* GC works while fewer free segments; default 4 */
+	uint32_t gc_free_low;       /* GC works while fewer free segments; 0 (default): 5%, >= 4 */
 };
 
 /* Fill @o with the defaults above (size 0: must be set to format). */

@@ -189,7 +189,7 @@ struct lsfs {
 	bool *gc_skip;
 	tnd_done_cb gc_cb;
 	void *gc_cb_arg;
-	bool gc_then_ckpt;
+	bool gc_stalled;               /* GC ran out of room; cleared when a segment frees */
 	struct tnd_timer tick;
 	bool tick_armed;
 	_Atomic bool home_seen;        /* some of our code has run on the home reactor */
@@ -695,7 +695,8 @@ static uint32_t pick_victim(struct lsfs *ls);
 /* Can waiting produce space: a checkpoint to free dead segments, GC work? */
 static bool space_may_come(struct lsfs *ls)
 {
-	return ls->ndead > 0 || ls->ckpt_busy || ls->gc_busy || pick_victim(ls) != LSFS_NONE32;
+	return ls->ndead > 0 || ls->ckpt_busy || ls->gc_busy ||
+	       (!ls->gc_stalled && pick_victim(ls) != LSFS_NONE32);
 }
 
 static void io_durable(struct lsfs_waiter *w, int status)
@@ -1276,6 +1277,7 @@ static void ckpt_apply_frees(struct lsfs *ls)
 			ls->segs[i].state = LSFS_SEG_FREE;
 			ls->ndead--;
 			ls->nfree++;
+			ls->gc_stalled = false;
 		}
 	}
 	ls->st.checkpoints++;
@@ -1377,7 +1379,10 @@ static void gc_continue(struct lsfs *ls)
 			return;
 		}
 		if (ret < 0) {
+			/* Until a checkpoint frees something, GC cannot help
+			 * writers waiting for space: let them fail. */
 			tnd_warn(LSFS_TAG, "gc: no room to move segment %u's blocks (%s)", v, strerror(-ret));
+			ls->gc_stalled = true;
 			break;
 		}
 		m = lsfs_map_get(&ls->map, lba);
@@ -1468,7 +1473,10 @@ static void gc_step(struct lsfs *ls)
 		ckpt_start(ls, NULL, NULL);
 		return;
 	}
-	uint32_t v = pick_victim(ls);
+	/* Out of room to move blocks into: a pass would only read the victim
+	 * and give up. Wait for a checkpoint to free segments (its end calls
+	 * us again); with nothing to free, writers get ENOSPC (pump). */
+	uint32_t v = ls->gc_stalled ? LSFS_NONE32 : pick_victim(ls);
 	if (v == LSFS_NONE32) {
 		if (forced) {
 			ls->gc_busy = true;
@@ -1819,8 +1827,9 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	tnd_volume_init(&ls->vol, &lsfs_ops, backing);
 	ls->home = home;
 	ls->opts = *opts;
+	/* GC keeps ~5% of the segments free by default (at least 4). */
 	if (!ls->opts.gc_free_low)
-		ls->opts.gc_free_low = 4;
+		ls->opts.gc_free_low = TND_MAX(4u, sb->seg_count / 20);
 	if (!ls->opts.ckpt_segments)
 		ls->opts.ckpt_segments = 8;
 	ls->sb = *sb;

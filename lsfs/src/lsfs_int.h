@@ -138,9 +138,15 @@ struct lsfs_ment {
 #define LSFS_LEAF_BITS 10
 #define LSFS_LEAF_N (1u << LSFS_LEAF_BITS)
 
+/* A leaf covers LSFS_LEAF_N chunks: sparse (sorted offsets + entries,
+ * 14 bytes a mapped chunk) until it is most of the way full, then dense
+ * (an array indexed by offset, 12 bytes a chunk). See map.c. */
 struct lsfs_leaf {
-	uint32_t used;
-	struct lsfs_ment e[LSFS_LEAF_N];
+	uint32_t used;                 /* mapped chunks */
+	uint32_t cap;                  /* sparse: room in idx[] and e[] */
+	bool dense;
+	uint16_t *idx;                 /* sparse only: sorted chunk offsets */
+	struct lsfs_ment *e;
 };
 
 struct lsfs_map {
@@ -148,7 +154,7 @@ struct lsfs_map {
 	uint64_t nleaves;
 	uint64_t nchunks;
 	uint64_t mapped;
-	uint64_t leaf_count;           /* allocated leaves */
+	uint64_t bytes;                /* heap bytes held by leaves and the top array */
 };
 
 static inline uint64_t lsfs_ment_pba(const struct lsfs_ment *e)

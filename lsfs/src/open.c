@@ -79,7 +79,7 @@ void tnd_lsfs_opts_default(struct tnd_lsfs_opts *o)
 	o->write_cache = true;
 	o->gc_interval_ms = 100;
 	o->ckpt_segments = 8;
-	o->gc_free_low = 4;
+	o->gc_free_low = 0;       /* 0: 5% of the segments, at least 4 */
 }
 
 static uint64_t layout_seg_off(uint32_t seg_count, uint32_t seg_size, uint64_t *ckpt_size)

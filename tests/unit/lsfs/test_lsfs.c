@@ -27,6 +27,7 @@
 #include "tnd_flat.h"
 #include "tnd_lsfs.h"
 #include "tnd_reactor.h"
+#include "lsfs_int.h"   /* the block map's own API, for map_against_shadow */
 #include "testvol.h"
 
 struct env {
@@ -705,9 +706,12 @@ static void threaded_submitters_on_flat_file(void **state)
 	}
 	double secs = TND_MAX(cl[0].secs, cl[1].secs);
 	printf("lsfs on flat file, 2 threads x QD16 random 4 KiB writes: %.0f writes/s, "
-	       "%.1f writes per backing write, %llu GC passes\n",
+	       "%.1f writes per backing write, %llu GC passes moved %llu blocks (%.2f per write), "
+	       "%llu checkpoints\n",
 	       (double)(cl[0].nwrites + cl[1].nwrites) / secs,
-	       (double)st.writes / (double)TND_MAX(st.batches, 1), (unsigned long long)st.gc_passes);
+	       (double)st.writes / (double)TND_MAX(st.batches, 1), (unsigned long long)st.gc_passes,
+	       (unsigned long long)st.gc_moved_blocks, (double)st.gc_moved_blocks / (double)st.writes,
+	       (unsigned long long)st.checkpoints);
 	/* Reopened, everything is there (the close left a checkpoint). */
 	fo.size = 0;
 	fo.passthrough = true;
@@ -730,6 +734,86 @@ static void threaded_submitters_on_flat_file(void **state)
 	tnd_volume_destroy(vol);
 	tnd_reactor_destroy(home);
 	unlink(path);
+}
+
+/* The block map against a plain array, through sparse/dense switches. */
+static void map_against_shadow(void **state)
+{
+	(void)state;
+	const uint64_t n = 8 * LSFS_LEAF_N;
+	struct lsfs_map m;
+	assert_int_equal(lsfs_map_init(&m, n), 0);
+	uint64_t *shadow = calloc(n, sizeof(uint64_t));
+	uint64_t rng = 3, mapped = 0;
+	for (int i = 0; i < 200000; i++) {
+		/* phases: fill a few leaves densely, then drain them */
+		uint64_t span = i < 100000 ? n : n / 2;
+		uint64_t c = test_rand(&rng) % span;
+		bool set = i < 100000 ? test_rand(&rng) % 4 != 0 : test_rand(&rng) % 4 == 0;
+		if (set) {
+			uint64_t pba = 100 + test_rand(&rng) % 1000000;
+			assert_int_equal(lsfs_map_reserve(&m, c, 1), 0);
+			assert_int_equal(lsfs_map_set(&m, c, pba, (uint32_t)pba * 7), shadow[c]);
+			mapped += !shadow[c];
+			shadow[c] = pba;
+		} else {
+			assert_int_equal(lsfs_map_clear(&m, c), shadow[c]);
+			mapped -= !!shadow[c];
+			shadow[c] = 0;
+		}
+		if (i % 20000 == 0 || i == 199999) {
+			uint64_t seen = 0;
+			for (uint64_t x = 0; x < n; x++) {
+				const struct lsfs_ment *e = lsfs_map_get(&m, x);
+				assert_int_equal(e ? lsfs_ment_pba(e) : 0, shadow[x]);
+				if (e)
+					assert_int_equal(e->crc, (uint32_t)shadow[x] * 7);
+			}
+			for (uint64_t x = 0; lsfs_map_next(&m, &x); x++, seen++)
+				assert_true(shadow[x] != 0);
+			assert_int_equal(seen, mapped);
+			assert_int_equal(m.mapped, mapped);
+		}
+	}
+	lsfs_map_free(&m);
+	free(shadow);
+}
+
+/* Map cost when writes are scattered thinly over a large LUN. */
+static void sparse_map_cost(void **state)
+{
+	(void)state;
+	struct lsfs_map m;
+	uint64_t chunks = (1ull << 40) / 4096;   /* a 1 TiB LUN */
+	assert_int_equal(lsfs_map_init(&m, chunks), 0);
+	uint64_t top = lsfs_map_bytes(&m);
+	uint64_t rng = 9;
+	const uint64_t n = 1u << 20;   /* 4 GiB written at random: 0.4% of the LUN */
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t c = test_rand(&rng) % chunks;
+		assert_int_equal(lsfs_map_reserve(&m, c, 1), 0);
+		lsfs_map_set(&m, c, 100 + i, 1);
+	}
+	double per = (double)(lsfs_map_bytes(&m) - top) / (double)m.mapped;
+	printf("lsfs map, 4 GiB of random 4 KiB blocks over a 1 TiB LUN (0.4%% full): %.2f bytes/block "
+	       "(+ %llu bytes of top array for the promise)\n", per, (unsigned long long)top);
+	assert_true(per <= 32.0);
+	lsfs_map_free(&m);
+
+	/* The same at 25 % of a 16 GiB LUN. */
+	chunks = (16ull << 30) / 4096;
+	assert_int_equal(lsfs_map_init(&m, chunks), 0);
+	top = lsfs_map_bytes(&m);
+	for (uint64_t i = 0; i < chunks / 4; i++) {
+		uint64_t c = test_rand(&rng) % chunks;
+		assert_int_equal(lsfs_map_reserve(&m, c, 1), 0);
+		lsfs_map_set(&m, c, 100 + i, 1);
+	}
+	per = (double)(lsfs_map_bytes(&m) - top) / (double)m.mapped;
+	printf("lsfs map, random 4 KiB blocks over a 16 GiB LUN (%.0f%% full): %.2f bytes/block\n",
+	       100.0 * (double)m.mapped / (double)chunks, per);
+	assert_true(per <= 20.0);
+	lsfs_map_free(&m);
 }
 
 static const char *tmp_image_path(char *buf, size_t len)
@@ -835,6 +919,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(write_larger_than_segment_buffers),
 		cmocka_unit_test(background_gc_and_checkpoints),
 		cmocka_unit_test(threaded_submitters_on_flat_file),
+		cmocka_unit_test(map_against_shadow),
+		cmocka_unit_test(sparse_map_cost),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
