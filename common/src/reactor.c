@@ -33,8 +33,10 @@ struct tnd_reactor {
 	atomic_bool stop;
 	bool thread_started;
 	pthread_t thread;
+	/* The thread that polls it, recorded once (release) and read from any
+	 * thread (acquire) by tnd_reactor_is_current(). */
 	pthread_t owner;
-	bool owner_set;
+	atomic_bool owner_set;
 
 	/* 1-based binary min-heap of armed timers, by deadline. */
 	struct tnd_timer **heap;
@@ -119,7 +121,8 @@ int tnd_reactor_flush(struct tnd_reactor *r)
 
 bool tnd_reactor_is_current(const struct tnd_reactor *r)
 {
-	return r->owner_set && pthread_equal(r->owner, pthread_self());
+	return atomic_load_explicit(&r->owner_set, memory_order_acquire) &&
+	       pthread_equal(r->owner, pthread_self());
 }
 
 void tnd_reactor_send(struct tnd_reactor *r, struct tnd_msg *msg)
@@ -258,8 +261,10 @@ static int reap(struct tnd_reactor *r)
 
 int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms)
 {
-	r->owner = pthread_self();
-	r->owner_set = true;
+	if (!atomic_load_explicit(&r->owner_set, memory_order_relaxed)) {
+		r->owner = pthread_self();
+		atomic_store_explicit(&r->owner_set, true, memory_order_release);
+	}
 
 	if (!r->efd_armed) {
 		struct io_uring_sqe *sqe = tnd_reactor_sqe(r, &r->efd_op);

@@ -5,10 +5,13 @@
 source "$(dirname "$0")/lib.sh"
 
 command -v iscsi-test-cu >/dev/null || skip "iscsi-test-cu not installed"
-start_tandemd
+# Two portals of the same target, so the MultipathIO suites run too.
+port2=$(free_port)
+start_tandemd --portal "127.0.0.1:$port2"
+url2="iscsi://127.0.0.1:$port2/$TND_IQN/0"
 log="$TND_TMP/cu.log"
 rc=0
-timeout 600 iscsi-test-cu --dataloss "$TND_URL" >"$log" 2>&1 || rc=$?
+timeout 600 iscsi-test-cu --dataloss "$TND_URL" "$url2" >"$log" 2>&1 || rc=$?
 grep -E "Run Summary|suites|tests|asserts" "$log" || true
 kill -0 "$TND_PID" 2>/dev/null || { tail -50 "$log"; fail "tandemd died during iscsi-test-cu"; }
 [ $rc -ne 124 ] || fail "iscsi-test-cu timed out (hang?)"
