@@ -7,10 +7,14 @@
  * PDUs with the C bit, each answered by an empty response until the last.
  * The identity keys (InitiatorName, SessionType, TargetName) are checked
  * once, on the first complete request; authentication runs through
- * auth_steps[] so that CHAP slots in as a second row whose step() runs
- * the challenge exchange over several security-stage PDUs. On the final
- * transition the session is registered (reinstating an older one of the
- * same initiator port) and gets its I_T nexus.
+ * auth_steps[]: None, or CHAP, whose step() runs the challenge exchange
+ * (iscsi_auth.c) over several security-stage PDUs, answering a transit
+ * request with T=0 until it is over. Which method a login may use is
+ * decided by the initiator's ACL before the keys are negotiated
+ * (auth_prepare). On the final transition the session is checked once
+ * more against the configuration (target still there, initiator still
+ * admitted, CHAP done if required), registered (reinstating an older one
+ * of the same initiator port), and gets its LUN view and I_T nexus.
  *
  * Text requests (full feature phase, and all a discovery session may do
  * besides Logout) answer SendTargets and renegotiable keys; an answer

@@ -152,6 +152,15 @@ static struct tnd_target_server *server(void)
 					   NULL, 0) == 0);
 	CHECK(tnd_target_server_map_lun(srv, "iqn.2026-11.io.tandem:fuzz", 0, "fuzz0",
 					&vol.base) == 0);
+	/* One initiator must use (mutual) CHAP and sees no LUN 0: the seeds
+	 * named after chap start its exchange. */
+	static const struct tnd_target_chap chap = { "fuzzuser", "fuzz-secret-12" };
+	static const struct tnd_target_chap mutual = { "fuzztarget", "fuzz-mutual-34" };
+	static const uint64_t lun1[] = { 1 };
+	struct tnd_target_acl acl = { .initiator = "iqn.2026-11.io.tandem:fuzz-chap",
+				      .luns = lun1, .nr_luns = 1, .chap = &chap,
+				      .mutual_chap = &mutual };
+	CHECK(tnd_target_server_set_acl(srv, "iqn.2026-11.io.tandem:fuzz", &acl) == 0);
 	CHECK(tnd_target_server_start(srv) == 0);
 	CHECK(tnd_reactor_start(r) == 0);
 	return srv;
