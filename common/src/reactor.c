@@ -33,9 +33,11 @@ struct tnd_reactor {
 	atomic_bool stop;
 	bool thread_started;
 	pthread_t thread;
-	/* The thread that polls it, recorded once (release) and read from any
-	 * thread (acquire) by tnd_reactor_is_current(). */
-	pthread_t owner;
+	/* The thread that last polled it, read from any thread by
+	 * tnd_reactor_is_current(). Atomic because the reactor may change hands
+	 * (a test polls it, then gives it a thread of its own). pthread_t is an
+	 * integer on Linux, so the atomic is lock-free. */
+	_Atomic pthread_t owner;
 	atomic_bool owner_set;
 
 	/* 1-based binary min-heap of armed timers, by deadline. */
@@ -122,7 +124,8 @@ int tnd_reactor_flush(struct tnd_reactor *r)
 bool tnd_reactor_is_current(const struct tnd_reactor *r)
 {
 	return atomic_load_explicit(&r->owner_set, memory_order_acquire) &&
-	       pthread_equal(r->owner, pthread_self());
+	       pthread_equal(atomic_load_explicit(&r->owner, memory_order_relaxed),
+			     pthread_self());
 }
 
 void tnd_reactor_send(struct tnd_reactor *r, struct tnd_msg *msg)
@@ -261,8 +264,10 @@ static int reap(struct tnd_reactor *r)
 
 int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms)
 {
-	if (!atomic_load_explicit(&r->owner_set, memory_order_relaxed)) {
-		r->owner = pthread_self();
+	pthread_t self = pthread_self();
+	if (!atomic_load_explicit(&r->owner_set, memory_order_relaxed) ||
+	    !pthread_equal(atomic_load_explicit(&r->owner, memory_order_relaxed), self)) {
+		atomic_store_explicit(&r->owner, self, memory_order_relaxed);
 		atomic_store_explicit(&r->owner_set, true, memory_order_release);
 	}
 

@@ -167,6 +167,40 @@ static void reactor_timers_fire_in_order_and_cancel(void **state)
 	tnd_reactor_destroy(r);
 }
 
+struct current_probe {
+	struct tnd_msg msg;
+	struct tnd_reactor *r;
+	int seen;        /* 1: current on the reactor thread, -1: not */
+};
+
+static void current_fn(struct tnd_msg *m)
+{
+	struct current_probe *p = tnd_container_of(m, struct current_probe, msg);
+	p->seen = tnd_reactor_is_current(p->r) ? 1 : -1;
+}
+
+/* A reactor polled by a test thread and then given a thread of its own is
+ * current on the new thread, and no longer on the old one. */
+static void reactor_changes_hands(void **state)
+{
+	(void)state;
+	struct tnd_reactor *r;
+	assert_int_equal(tnd_reactor_create(0, 64, &r), 0);
+	assert_false(tnd_reactor_is_current(r));
+	tnd_reactor_poll(r, 0);
+	assert_true(tnd_reactor_is_current(r));
+	assert_int_equal(tnd_reactor_start(r), 0);
+	struct current_probe p = { .msg.fn = current_fn, .r = r };
+	tnd_reactor_send(r, &p.msg);
+	for (int i = 0; i < 2000 && __atomic_load_n(&p.seen, __ATOMIC_ACQUIRE) == 0; i++)
+		usleep(1000);
+	assert_int_equal(__atomic_load_n(&p.seen, __ATOMIC_ACQUIRE), 1);
+	assert_false(tnd_reactor_is_current(r));
+	tnd_reactor_stop(r);
+	tnd_reactor_join(r);
+	tnd_reactor_destroy(r);
+}
+
 static const struct tnd_volume_ops ops_a = { .type = "a", .ctx_size = 24 };
 static const struct tnd_volume_ops ops_b = { .type = "b", .ctx_size = 40 };
 
@@ -194,6 +228,7 @@ int main(void)
 		cmocka_unit_test(reactor_messages_cross_threads),
 		cmocka_unit_test(reactor_timers_fire_in_order_and_cancel),
 		cmocka_unit_test(volume_ctx_slices_do_not_overlap),
+		cmocka_unit_test(reactor_changes_hands),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
