@@ -17,7 +17,17 @@
 #include <stdint.h>
 #include <stdbool.h>
 
-#define TND_VERSION "0.1.0"
+#define TND_VERSION_MAJOR 0
+#define TND_VERSION_MINOR 1
+#define TND_VERSION_PATCH 0
+#define TND_STR_(x) #x
+#define TND_STR(x) TND_STR_(x)
+#define TND_VERSION TND_STR(TND_VERSION_MAJOR) "." TND_STR(TND_VERSION_MINOR) "." \
+	TND_STR(TND_VERSION_PATCH)
+/* INQUIRY's four-character PRODUCT REVISION LEVEL: major, minor (2 digits), patch. */
+#define TND_REVISION_DIGITS \
+	{ '0' + TND_VERSION_MAJOR % 10, '0' + TND_VERSION_MINOR / 10 % 10, \
+	  '0' + TND_VERSION_MINOR % 10, '0' + TND_VERSION_PATCH % 10 }
 
 #define tnd_container_of(ptr, type, member) \
 	((type *)((char *)(ptr) - offsetof(type, member)))

@@ -664,7 +664,8 @@ int tnd_scsi_lu_create(const struct tnd_scsi_lu_desc *desc, struct tnd_scsi_lu *
 		snprintf(p, sizeof(p), "tandem %s", desc->vol->ops->type ? desc->vol->ops->type : "");
 		pad_copy(lu->product, 16, p);
 	}
-	pad_copy(lu->revision, 4, TND_VERSION);
+	static const char rev[4] = TND_REVISION_DIGITS;
+	memcpy(lu->revision, rev, sizeof(rev));
 	lu_make_identity(lu, desc->name);
 	atomic_init(&lu->reset_gen, 0);
 	atomic_init(&lu->mode_gen, 0);

@@ -328,7 +328,11 @@ static void inquiry_standard(void **state)
 	assert_int_equal(buf[7] & 0x02, 0x02); /* CmdQue */
 	assert_memory_equal(buf + 8, "TANDEM  ", 8);
 	assert_memory_equal(buf + 16, "tandem mem      ", 16);
-	assert_memory_equal(buf + 32, TND_VERSION, 4);
+	/* PRODUCT REVISION LEVEL: four digits, major / minor (2) / patch. */
+	static const char rev[4] = TND_REVISION_DIGITS;
+	assert_memory_equal(buf + 32, rev, 4);
+	for (int i = 32; i < 36; i++)
+		assert_true(buf[i] >= '0' && buf[i] <= '9');
 	assert_int_equal(tnd_get_be16(buf + 60), 0x0460); /* SPC-4 descriptor */
 	assert_int_equal(buf[66], 0xee);      /* nothing written past it */
 }
