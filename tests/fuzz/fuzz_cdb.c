@@ -28,17 +28,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/*
- * The SCSI layer is compiled into this file rather than only linked from
- * tnd_target: the fuzz build instruments fuzz_*.c alone, and libFuzzer
- * needs coverage of the CDB decoder to steer its mutations. (Symbols
- * defined here take the place of the library's copies.)
- */
-#include "../../target/src/scsi.c"
-#include "../../target/src/scsi_sense.c"
-#include "../../target/src/scsi_spc.c"
-#include "../../target/src/scsi_sbc.c"
-
+/* The library is built with -fsanitize=fuzzer-no-link in the fuzz build,
+ * so libFuzzer sees its coverage through plain linking. */
 #include "scsi.h"
 #include "tnd_common.h"
 #include "tnd_reactor.h"

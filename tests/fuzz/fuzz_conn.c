@@ -23,25 +23,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "iscsi_conn.h"
 #include "tnd_common.h"
 #include "tnd_reactor.h"
 #include "tnd_target.h"
 #include "tnd_volume.h"
-/*
- * The code under test is compiled into this file rather than only linked
- * from tnd_target: the fuzz build instruments fuzz_*.c alone, and
- * libFuzzer needs coverage of the transport itself to steer its mutations.
- * (Symbols defined here take the place of the library's copies.)
- */
-#include "../../target/src/iscsi_pdu.c"
-#include "../../target/src/iscsi_text.c"
-#include "../../target/src/iscsi_pool.c"
-#include "../../target/src/iscsi_conn.c"
-#include "../../target/src/iscsi_login.c"
-#include "../../target/src/iscsi_scsi.c"
-#include "../../target/src/server.c"
-#include "../../target/src/iscsi_cfg.c"
-#include "../../target/src/iscsi_auth.c"
+/* The library is built with -fsanitize=fuzzer-no-link in the fuzz build,
+ * so libFuzzer sees the transport's coverage through plain linking. */
 
 #define CHECK(x) do { if (!(x)) __builtin_trap(); } while (0)
 
