@@ -33,6 +33,7 @@ OUT=""
 DO_BUILD=1
 DO_DEPS=1
 QUICK=0
+NOTE=""
 
 usage() {
 	cat <<EOF
@@ -46,6 +47,7 @@ usage: bench/lsfs.sh [options]
   --out FILE         report path (default bench/results/<date>-<host>-lsfs.md)
   --no-build         use the binaries in \$TND_BUILD (default build/) as they are
   --no-deps          do not call packaging/deps.sh
+  --note TEXT        a line for the report's header (e.g. "shared 2-core VM")
 EOF
 }
 
@@ -60,6 +62,7 @@ while [ $# -gt 0 ]; do
 	--out) OUT=$2; shift ;;
 	--no-build) DO_BUILD=0 ;;
 	--no-deps) DO_DEPS=0 ;;
+	--note) NOTE=$2; shift ;;
 	-h|--help) usage; exit 0 ;;
 	*) echo "lsfs.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
 	esac
@@ -423,6 +426,7 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
 	echo "| libiscsi | $(pkg-config --modversion libiscsi 2>/dev/null || echo unknown) |"
 	echo "| generator | tandem-bench, same host, over 127.0.0.1 |"
 	echo
+	if [ -n "$NOTE" ]; then echo "**Machine: $NOTE.**"; echo; fi
 	echo "Client, target and the file system share the CPUs: on a small shared VM"
 	echo "the figures move with the neighbours' load and the generator competes with"
 	echo "tandemd for cycles."
