@@ -1,0 +1,547 @@
+#!/usr/bin/env bash
+# lsfs.sh — the lsfs goals of the lsfs issue, measured on this machine.
+#
+#  1. 4 KiB random writes, QD32, SYNCHRONIZE CACHE every 32 writes: an lsfs
+#     device vs a flat device of the same size on the same file system,
+#     alternating runs (A B, B A, ...), medians. Goal: lsfs >= 1.5x flat.
+#  2. GC write amplification under sustained 4 KiB random overwrites of a
+#     device whose LBAs are 80 % written; IOPS while cleaning vs before
+#     cleaning began. Goals: WA <= 2.0, IOPS >= 0.6x.
+#  3. Block map RAM per mapped 4 KiB block after the fill. Goal <= 16 B.
+#  4. Start-up time of a 10 GiB lsfs device with 1 GiB written, after
+#     SIGKILL (log replay) and after a clean SIGTERM.
+#
+# Everything goes through iSCSI over 127.0.0.1 (tandem-bench) and the
+# management API of a tandemd started here on free ports. Every process
+# started here is killed on exit and every file made here is removed.
+# See bench/README.md.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+SRC=$(cd "$HERE/.." && pwd)
+BUILD=${TND_BUILD:-$SRC/build}
+
+RUNS=5
+SECONDS_PER_RUN=10
+RAMP=2
+SIZE=1GiB          # part 1 devices, part 2 device
+GC_SECONDS=90      # part 2: random overwrite time after the fill
+GC_STEP=2          # part 2: length of one tandem-bench run in the overwrite phase
+BIG=10GiB          # part 4 device
+BIG_WRITE=1GiB     # part 4: bytes written before the restarts
+OUT=""
+DO_BUILD=1
+DO_DEPS=1
+QUICK=0
+NOTE=""
+
+usage() {
+	cat <<EOF
+usage: bench/lsfs.sh [options]
+  --quick            smoke check: 3 runs of 1+3 s, 256 MiB devices, 30 s of GC
+  --runs N           part 1 runs per device (default $RUNS)
+  --seconds S        part 1 measured seconds per run (default $SECONDS_PER_RUN)
+  --ramp S           part 1 unmeasured warm-up per run (default $RAMP)
+  --size SIZE        part 1 and 2 device size (default $SIZE)
+  --gc-seconds S     part 2 overwrite time (default $GC_SECONDS)
+  --out FILE         report path (default bench/results/<date>-<host>-lsfs.md)
+  --no-build         use the binaries in \$TND_BUILD (default build/) as they are
+  --no-deps          do not call packaging/deps.sh
+  --note TEXT        a line for the report's header (e.g. "shared 2-core VM")
+EOF
+}
+
+while [ $# -gt 0 ]; do
+	case $1 in
+	--quick) QUICK=1; RUNS=3; SECONDS_PER_RUN=3; RAMP=1; SIZE=256MiB; GC_SECONDS=30 ;;
+	--runs) RUNS=$2; shift ;;
+	--seconds) SECONDS_PER_RUN=$2; shift ;;
+	--ramp) RAMP=$2; shift ;;
+	--size) SIZE=$2; shift ;;
+	--gc-seconds) GC_SECONDS=$2; shift ;;
+	--out) OUT=$2; shift ;;
+	--no-build) DO_BUILD=0 ;;
+	--no-deps) DO_DEPS=0 ;;
+	--note) NOTE=$2; shift ;;
+	-h|--help) usage; exit 0 ;;
+	*) echo "lsfs.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+	esac
+	shift
+done
+case $RUNS in ''|*[!0-9]*|0) echo "lsfs.sh: --runs wants a positive number" >&2; exit 2 ;; esac
+
+size_bytes() {
+	local s=$1 n unit
+	n=${s%%[!0-9]*}
+	unit=${s#"$n"}
+	case $unit in
+	''|B) echo "$n" ;;
+	K|KiB|k) echo $((n << 10)) ;;
+	M|MiB) echo $((n << 20)) ;;
+	G|GiB) echo $((n << 30)) ;;
+	*) echo "lsfs.sh: bad size $s" >&2; return 1 ;;
+	esac
+}
+SIZE_BYTES=$(size_bytes "$SIZE")
+BIG_BYTES=$(size_bytes "$BIG")
+BIG_WRITE_BYTES=$(size_bytes "$BIG_WRITE")
+[ $((SIZE_BYTES % (4 << 20))) = 0 ] || { echo "lsfs.sh: --size must be a multiple of 4 MiB" >&2; exit 2; }
+
+# ---- dependencies and build ----------------------------------------------------
+if [ $DO_DEPS = 1 ]; then
+	"$SRC/packaging/deps.sh"
+fi
+if [ $DO_BUILD = 1 ]; then
+	cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build "$BUILD" -j "$(nproc)" --target tandem-bench --target tandemd
+fi
+BENCH="$BUILD/tools/tandem-bench/tandem-bench"
+TANDEMD="$BUILD/daemon/tandemd"
+for b in "$BENCH" "$TANDEMD"; do [ -x "$b" ] || { echo "lsfs.sh: $b not built" >&2; exit 1; }; done
+command -v curl >/dev/null || { echo "lsfs.sh: curl not installed" >&2; exit 1; }
+
+# ---- scratch space and cleanup ---------------------------------------------------
+WORK=$(mktemp -d /var/tmp/tnd-lsfs.XXXXXX)
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
+	sleep 0.5
+	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+	local p
+	for _ in $(seq 1 200); do
+		p=$(( (RANDOM % 30000) + 20000 ))
+		if ! ss -Htln "sport = :$p" | grep -q .; then echo "$p"; return 0; fi
+	done
+	return 1
+}
+# wait_port PORT PID [TRIES]: poll every 10 ms until something listens on PORT
+wait_port() {
+	local port=$1 pid=$2 tries=${3:-1000}
+	for _ in $(seq 1 "$tries"); do
+		ss -Htln "sport = :$port" | grep -q . && return 0
+		kill -0 "$pid" 2>/dev/null || return 1
+		sleep 0.01
+	done
+	return 1
+}
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+
+IQN="iqn.2026-11.io.tandem:lsfs-bench"
+TPID="" PORT="" MGMT="" DATA=""
+# start_tandemd DATA-DIR CONFIG: starts tandemd, sets TPID/PORT/MGMT/DATA and
+# START_MS (ms from exec to the portal accepting). Ports are kept across
+# restarts of the same data dir.
+start_tandemd() {
+	DATA=$1
+	[ -n "$PORT" ] || PORT=$(free_port)
+	[ -n "$MGMT" ] || MGMT=$(free_port)
+	local t0
+	t0=$(now_ms)
+	"$TANDEMD" --data-dir "$DATA" --portal "127.0.0.1:$PORT" --mgmt "127.0.0.1:$MGMT" \
+		--config "$2" >>"$DATA/tandemd.log" 2>&1 &
+	TPID=$!
+	PIDS+=("$TPID")
+	if ! wait_port "$PORT" "$TPID" 12000; then
+		tail -20 "$DATA/tandemd.log" >&2
+		echo "lsfs.sh: tandemd did not start" >&2
+		exit 1
+	fi
+	START_MS=$(( $(now_ms) - t0 ))
+	wait_port "$MGMT" "$TPID" 500 || true
+}
+stop_tandemd() {  # stop_tandemd SIGNAL
+	kill "-$1" "$TPID" 2>/dev/null || true
+	wait "$TPID" 2>/dev/null || true
+	TPID=""
+}
+url() { echo "iscsi://127.0.0.1:$PORT/$IQN/$1"; }
+devstats() {  # devstats NAME FILE: GET /v1/devices/NAME into FILE
+	curl -sf -H "Authorization: Bearer $(cat "$DATA/api.token")" \
+		"http://127.0.0.1:$MGMT/v1/devices/$1" >"$2"
+}
+# jget FILE KEY: first "KEY": number in FILE (JSON pretty-printed or not)
+jget() {
+	{ grep -o "\"$2\": *[-0-9.eE+]*" "$1" || true; } | head -n 1 | sed 's/.*: *//'
+}
+jnum() {  # jnum FILE KEY [LINE-PREFIX]: a number from tandem-bench's JSON
+	local line
+	if [ -n "${3:-}" ]; then line=$(grep "^  \"$3\":" "$1" || true); else line=$(cat "$1"); fi
+	{ echo "$line" | grep -o "\"$2\": [-0-9.eE+]*" || true; } | head -n 1 | awk '{print $2}'
+}
+FAILED=0
+bench() {  # bench OUT.json ARGS...: run tandem-bench, JSON into OUT.json
+	local out=$1 rc=0
+	shift
+	"$BENCH" "$@" --json >"$out" 2>"$WORK/bench.err" || rc=$?
+	if [ $rc != 0 ] || ! grep -q '"iops"' "$out"; then
+		echo "  tandem-bench $* exited $rc" >&2
+		sed 's/^/    /' "$WORK/bench.err" >&2
+		FAILED=1
+		return 1
+	fi
+}
+
+# ---- part 1-3: one tandemd with an lsfs, a flat and a GC device -------------------
+D1="$WORK/d1"
+mkdir -p "$D1"
+# The flat image is preallocated (as a flat image in service would be), so
+# its writes do not pay for block allocation; lsfs makes its own sparse file.
+fallocate -l "$SIZE_BYTES" "$D1/flat.img"
+cat >"$D1/tandem.json" <<EOF
+{
+  "devices": [
+    { "name": "lsfs", "type": "lsfs", "size": "$SIZE", "block_size": 512 },
+    { "name": "flat", "type": "flat", "path": "$D1/flat.img", "size": "$SIZE", "block_size": 512 },
+    { "name": "gc", "type": "lsfs", "size": "$SIZE", "block_size": 512 }
+  ],
+  "targets": [
+    { "iqn": "$IQN", "allow_any_initiator": true, "luns": { "0": "lsfs", "1": "flat", "2": "gc" } }
+  ]
+}
+EOF
+start_tandemd "$D1" "$D1/tandem.json"
+echo "lsfs.sh: tandemd pid $TPID, portal 127.0.0.1:$PORT, work dir $WORK"
+
+# Part 1 ------------------------------------------------------------------------------
+R1="$WORK/p1.tsv"   # device run iops p50 p99 target_cpu_s
+: >"$R1"
+echo "== 1: 4 KiB random write QD32, flush every 32: lsfs vs flat, $RUNS runs of ${RAMP}+${SECONDS_PER_RUN} s"
+for r in $(seq 1 "$RUNS"); do
+	if [ $((r % 2)) = 1 ]; then order="lsfs flat"; else order="flat lsfs"; fi
+	for dev in $order; do
+		case $dev in lsfs) lun=0 ;; flat) lun=1 ;; esac
+		j="$WORK/p1-$dev-$r.json"
+		bench "$j" --url "$(url $lun)" --bs 4k --qd 32 --rw write --pattern rand --flush-every 32 \
+			--time "$SECONDS_PER_RUN" --ramp "$RAMP" --seed "$r" --target-pid "$TPID" || continue
+		printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$dev" "$r" "$(jnum "$j" iops)" \
+			"$(jnum "$j" p50_us lat)" "$(jnum "$j" p99_us lat)" "$(jnum "$j" target_cpu_s)" >>"$R1"
+		printf '  %-5s run %d: %9.0f IOPS  p50 %8.1f us  p99 %8.1f us\n' "$dev" "$r" \
+			"$(jnum "$j" iops)" "$(jnum "$j" p50_us lat)" "$(jnum "$j" p99_us lat)"
+	done
+done
+median1() {  # median1 DEVICE COLUMN
+	awk -F'\t' -v d="$1" -v c="$2" '$1 == d && $c != "" { print $c }' "$R1" | sort -g |
+		awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit }
+			if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+# Part 2 and 3 -------------------------------------------------------------------------
+# Fill 80 % of the gc device's LBAs once, sequentially, then overwrite that
+# working set at random in back-to-back runs of GC_STEP seconds, reading the
+# counters after each run.
+WS=$(( SIZE_BYTES / 5 * 4 / (1 << 20) * (1 << 20) ))
+echo "== 2: fill $((WS >> 20)) MiB of the $SIZE gc device (256 KiB sequential writes)"
+bench "$WORK/fill.json" --url "$(url 2)" --bs 256k --qd 8 --rw write --pattern seq \
+	--size "$WS" --count $((WS / 262144)) --seed 7 || true
+sleep 0.5
+devstats gc "$WORK/gc-0.json"
+echo "   mapped_blocks $(jget "$WORK/gc-0.json" mapped_blocks), map_bytes $(jget "$WORK/gc-0.json" map_bytes)"
+
+R2="$WORK/p2.tsv"  # step secs iops client_bytes gc_passes gc_moved records segments free
+: >"$R2"
+echo "== 2: random 4 KiB overwrites of the $((WS >> 20)) MiB working set, QD32, ${GC_SECONDS} s in ${GC_STEP} s runs"
+# A first, short run sized to fit in the free segments above GC's low-water
+# mark (5 % of the segments, at least 4), so that it sees no cleaning: the
+# "before GC" IOPS. Later runs start when that room is used up.
+F0=$(jget "$WORK/gc-0.json" free_segments); S0=$(jget "$WORK/gc-0.json" segments)
+SEG0=$(jget "$WORK/gc-0.json" segment_size)
+low=$(( S0 / 20 )); [ "$low" -ge 4 ] || low=4
+PROBE=$(( (F0 - low - 2) * (SEG0 / 4096) / 2 ))
+step=0
+elapsed=0
+if [ "$PROBE" -ge 2000 ]; then
+	step=1
+	j="$WORK/gc-run-1.json"
+	if bench "$j" --url "$(url 2)" --bs 4k --qd 32 --rw write --pattern rand --size "$WS" \
+		--count "$PROBE" --seed 100; then
+		devstats gc "$WORK/gc-1.json"
+		cur="$WORK/gc-1.json"
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$step" "0 (probe, $PROBE writes)" "$(jnum "$j" iops)" \
+			"$(jget "$cur" write_bytes)" "$(jget "$cur" gc_passes)" "$(jget "$cur" gc_moved_blocks)" \
+			"$(jget "$cur" records)" "$(jget "$cur" segments)" "$(jget "$cur" free_segments)" \
+			"$(jget "$cur" checkpoints)" >>"$R2"
+		printf '  probe (%d writes): %8.0f IOPS  gc_passes %6s  free_segments %s\n' "$PROBE" \
+			"$(jnum "$j" iops)" "$(jget "$cur" gc_passes)" "$(jget "$cur" free_segments)"
+	fi
+fi
+while [ "$elapsed" -lt "$GC_SECONDS" ]; do
+	step=$((step + 1))
+	j="$WORK/gc-run-$step.json"
+	bench "$j" --url "$(url 2)" --bs 4k --qd 32 --rw write --pattern rand --size "$WS" \
+		--time "$GC_STEP" --seed $((100 + step)) || break
+	devstats gc "$WORK/gc-$step.json"
+	cur="$WORK/gc-$step.json"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$step" "$elapsed" "$(jnum "$j" iops)" \
+		"$(jget "$cur" write_bytes)" "$(jget "$cur" gc_passes)" "$(jget "$cur" gc_moved_blocks)" \
+		"$(jget "$cur" records)" "$(jget "$cur" segments)" "$(jget "$cur" free_segments)" \
+		"$(jget "$cur" checkpoints)" >>"$R2"
+	printf '  run %2d (t=%3d s): %8.0f IOPS  gc_passes %6s  gc_moved_blocks %9s  free_segments %s\n' \
+		"$step" "$elapsed" "$(jnum "$j" iops)" "$(jget "$cur" gc_passes)" \
+		"$(jget "$cur" gc_moved_blocks)" "$(jget "$cur" free_segments)"
+	elapsed=$((elapsed + GC_STEP))
+	prev=$cur
+done
+stop_tandemd TERM
+
+# Part 4 ---------------------------------------------------------------------------------
+echo "== 4: start-up of a $BIG lsfs device with $BIG_WRITE written"
+D4="$WORK/d4"
+mkdir -p "$D4"
+cat >"$D4/tandem.json" <<EOF
+{
+  "devices": [ { "name": "big", "type": "lsfs", "size": "$BIG", "block_size": 512 } ],
+  "targets": [ { "iqn": "$IQN", "allow_any_initiator": true, "luns": { "0": "big" } } ]
+}
+EOF
+PORT="" MGMT=""
+start_tandemd "$D4" "$D4/tandem.json"
+START_EMPTY_MS=$START_MS
+# Half the bytes in 256 KiB sequential writes, half in 4 KiB random ones.
+half=$((BIG_WRITE_BYTES / 2))
+bench "$WORK/big-seq.json" --url "$(url 0)" --bs 256k --qd 8 --rw write --pattern seq \
+	--size "$half" --count $((half / 262144)) --seed 11 || true
+bench "$WORK/big-rand.json" --url "$(url 0)" --bs 4k --qd 32 --rw write --pattern rand \
+	--count $((half / 4096)) --seed 12 || true
+devstats big "$WORK/big-0.json"
+echo "   written; mapped_blocks $(jget "$WORK/big-0.json" mapped_blocks), backing file $(du -m "$D4/big.lsfs" | cut -f1) MiB"
+# SIGKILL in the middle of more random writes, so that the log has a tail
+# written after the last checkpoint that the next start must replay.
+"$BENCH" --url "$(url 0)" --bs 4k --qd 32 --rw write --pattern rand --time 60 --seed 13 \
+	>/dev/null 2>&1 &
+LOADPID=$!
+PIDS+=("$LOADPID")
+sleep 2
+devstats big "$WORK/big-0k.json" || cp "$WORK/big-0.json" "$WORK/big-0k.json"
+stop_tandemd KILL
+wait "$LOADPID" 2>/dev/null || true
+start_tandemd "$D4" "$D4/tandem.json"
+START_KILL_MS=$START_MS
+echo "   after SIGKILL: portal accepting after ${START_KILL_MS} ms"
+devstats big "$WORK/big-1.json"
+stop_tandemd TERM
+start_tandemd "$D4" "$D4/tandem.json"
+START_TERM_MS=$START_MS
+echo "   after SIGTERM: portal accepting after ${START_TERM_MS} ms"
+devstats big "$WORK/big-2.json"
+stop_tandemd TERM
+echo "   (empty device, first start: ${START_EMPTY_MS} ms)"
+
+# ---- the figures --------------------------------------------------------------------------
+L_IOPS=$(median1 lsfs 3); F_IOPS=$(median1 flat 3)
+L_P99=$(median1 lsfs 5); F_P99=$(median1 flat 5)
+RATIO1=$(awk -v a="$L_IOPS" -v b="$F_IOPS" 'BEGIN { if (a == "nan" || b == "nan" || b <= 0) print "nan"; else printf "%.2f", a / b }')
+
+MAPPED=$(jget "$WORK/gc-0.json" mapped_blocks); MAPB=$(jget "$WORK/gc-0.json" map_bytes)
+BPB=$(awk -v m="$MAPPED" -v b="$MAPB" 'BEGIN { if (m > 0) printf "%.2f", b / m; else print "nan" }')
+BIG_MAPPED=$(jget "$WORK/big-0.json" mapped_blocks); BIG_MAPB=$(jget "$WORK/big-0.json" map_bytes)
+BIG_BPB=$(awk -v m="$BIG_MAPPED" -v b="$BIG_MAPB" 'BEGIN { if (m > 0) printf "%.2f", b / m; else print "nan" }')
+
+# Write amplification. The API shows one write_bytes per device, the
+# accounting layer's (client bytes): the flat backing file's own counter has
+# the same name and the upper layer wins (common/src/volume.c). So the bytes
+# lsfs writes to its backing file are counted from lsfs's counters: every
+# client 4 KiB block, every block GC moved, one 4 KiB header per record.
+# Checkpoints (map images) are not in that count; their number is shown.
+# Over the whole overwrite phase, and over its second half (steady state).
+C0_W=$(jget "$WORK/gc-0.json" write_bytes); C0_M=$(jget "$WORK/gc-0.json" gc_moved_blocks)
+C0_R=$(jget "$WORK/gc-0.json" records); C0_P=$(jget "$WORK/gc-0.json" gc_passes)
+C0_K=$(jget "$WORK/gc-0.json" checkpoints)
+wa_awk='{ dc = $4 - w0; dm = $6 - m0; dr = $7 - r0
+	if (dc > 0) printf "%.2f %.0f %.0f %.0f %.0f %.0f\n", (dc + 4096 * (dm + dr)) / dc, dc, dm, dr, $5 - p0, $10 - k0
+	else print "nan 0 0 0 0 0" }'
+read -r WA WA_DC WA_DM WA_DR WA_DP WA_DK < <(tail -n 1 "$R2" |
+	awk -F'\t' -v w0="$C0_W" -v m0="$C0_M" -v r0="$C0_R" -v p0="$C0_P" -v k0="$C0_K" "$wa_awk")
+# Checkpoints: each writes a 4 KiB header and a body of 16 bytes per segment
+# and 24 per mapped block (docs/on-disk-format.md), rounded up to 4 KiB
+# here. Estimated with the segment and mapped-block counts at the end.
+LAST_S=$(tail -n 1 "$R2" | cut -f8)
+LAST_MAPPED=$(jget "$(ls -v "$WORK"/gc-[0-9]*.json | tail -n 1)" mapped_blocks)
+CK_BYTES=$(( 4096 + ( (16 * LAST_S + 24 * LAST_MAPPED + 4095) / 4096 ) * 4096 ))
+WA_CK=$(awk -v dc="$WA_DC" -v dm="$WA_DM" -v dr="$WA_DR" -v dk="$WA_DK" -v ck="$CK_BYTES" \
+	'BEGIN { if (dc > 0) printf "%.2f", (dc + 4096 * (dm + dr) + dk * ck) / dc; else print "nan" }')
+nsteps=$(wc -l <"$R2")
+mid=$(( nsteps / 2 ))
+if [ "$mid" -ge 1 ]; then
+	read -r M_W M_P M_M M_R M_K < <(sed -n "${mid}p" "$R2" | awk -F'\t' '{ print $4, $5, $6, $7, $10 }')
+	read -r WA2 _ _ _ _ _ < <(tail -n 1 "$R2" |
+		awk -F'\t' -v w0="$M_W" -v m0="$M_M" -v r0="$M_R" -v p0="$M_P" -v k0="$M_K" "$wa_awk")
+else
+	WA2=nan
+fi
+# IOPS before cleaning: the runs during which gc_passes did not move. IOPS
+# while cleaning: the second half of the runs (all of them cleaning).
+read -r PRE_IOPS PRE_N < <(awk -F'\t' -v p0="$C0_P" '{ if ($5 == p0) { s += $3; n++ } }
+	END { if (n) printf "%.0f %d\n", s / n, n; else print "nan 0" }' "$R2")
+FIRST_IOPS=$(head -n 1 "$R2" | cut -f3)
+FIRST_GC=$(head -n 1 "$R2" | awk -F'\t' -v p0="$C0_P" '{ print $5 - p0 }')
+STEADY_IOPS=$(awk -F'\t' -v m="$mid" 'NR > m { print $3 }' "$R2" | sort -g |
+	awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit }
+		if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+# Baseline: before cleaning if some run saw no GC pass, else the first run
+# (then the baseline itself includes some cleaning, and the ratio flatters).
+if [ "$PRE_N" -gt 0 ]; then BASE_IOPS=$PRE_IOPS; BASE_WHAT="mean of the $PRE_N run(s) with no GC pass"
+else BASE_IOPS=$FIRST_IOPS; BASE_WHAT="first run (GC already ran $FIRST_GC passes in it: no run was free of GC)"; fi
+RATIO2=$(awk -v a="$STEADY_IOPS" -v b="$BASE_IOPS" 'BEGIN { if (a == "nan" || b == "nan" || b <= 0) print "nan"; else printf "%.2f", a / b }')
+
+verdict() {  # verdict VALUE OP GOAL
+	awk -v v="$1" -v op="$2" -v g="$3" 'BEGIN {
+		if (v == "nan" || v == "") { print "n/a"; exit }
+		ok = (op == ">=") ? (v + 0 >= g + 0) : (v + 0 <= g + 0)
+		print ok ? "met" : "**not met**" }'
+}
+
+host=$(hostname -s 2>/dev/null || hostname)
+date_s=$(date -u +%Y-%m-%d)
+suffix=""
+[ $QUICK = 1 ] && suffix="-quick"
+[ -n "$OUT" ] || OUT="$HERE/results/$date_s-$host-lsfs$suffix.md"
+mkdir -p "$(dirname "$OUT")"
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
+[ -n "$cpu_model" ] || cpu_model=$(uname -m)
+rev=$(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo unknown)
+fs=$(df -T "$WORK" | awk 'NR == 2 { print $2 " (" $1 ")" }')
+mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
+
+{
+	echo "# lsfs goals — $date_s on $host"
+	if [ $QUICK = 1 ]; then
+		echo
+		echo "**--quick run: a check of the harness, too short for conclusions.**"
+	fi
+	echo
+	echo "| | |"
+	echo "|---|---|"
+	echo "| CPU | $cpu_model ($(nproc) CPUs online) |"
+	echo "| kernel | $(uname -r) |"
+	echo "| file system | $fs, under /var/tmp |"
+	echo "| tandem | git $rev |"
+	echo "| libiscsi | $(pkg-config --modversion libiscsi 2>/dev/null || echo unknown) |"
+	echo "| generator | tandem-bench, same host, over 127.0.0.1 |"
+	echo
+	if [ -n "$NOTE" ]; then echo "**Machine: $NOTE.**"; echo; fi
+	echo "Client, target and the file system share the CPUs: on a small shared VM"
+	echo "the figures move with the neighbours' load and the generator competes with"
+	echo "tandemd for cycles."
+	echo
+	echo "## Summary"
+	echo
+	echo "| # | what | figure | goal | |"
+	echo "|---|---|---:|---|---|"
+	echo "| 1 | 4 KiB rand write QD32 + flush/32: lsfs / flat IOPS (medians $(printf '%.0f' "$L_IOPS") / $(printf '%.0f' "$F_IOPS")) | ${RATIO1}x | >= 1.5x | $(verdict "$RATIO1" ">=" 1.5) |"
+	echo "| 2a | GC write amplification incl. checkpoints (estimate; log only: $WA, its steady half: $WA2) | $WA_CK | <= 2.0 | $(verdict "$WA_CK" "<=" 2.0) |"
+	echo "| 2b | IOPS while cleaning / before cleaning ($STEADY_IOPS / $BASE_IOPS) | ${RATIO2}x | >= 0.6x | $(verdict "$RATIO2" ">=" 0.6) |"
+	echo "| 3 | block map bytes per mapped 4 KiB block after the fill ($MAPB / $MAPPED) | $BPB | <= 16 | $(verdict "$BPB" "<=" 16) |"
+	echo "| 4a | start-up, $BIG lsfs with $BIG_WRITE written, after SIGKILL (replay) | ${START_KILL_MS} ms | — | |"
+	echo "| 4b | start-up, same, after a clean SIGTERM | ${START_TERM_MS} ms | — | |"
+	echo
+	echo "## 1. Random writes with flushes, lsfs vs flat"
+	echo
+	echo "Two $SIZE devices in one tandemd, files on the same file system: \`lsfs\`"
+	echo "(default capacity, sparse backing file) and \`flat\` (image preallocated"
+	echo "with fallocate). \`tandem-bench --bs 4k --qd 32 --rw write --pattern rand"
+	echo "--flush-every 32\`, $RUNS runs of ${RAMP} s ramp + ${SECONDS_PER_RUN} s, order"
+	echo "alternating (lsfs flat, flat lsfs, ...). The lsfs device is written over"
+	echo "and over by these runs, so its later runs include GC work."
+	echo
+	echo "| device | median IOPS | median p99 us |"
+	echo "|---|---:|---:|"
+	echo "| lsfs | $(printf '%.0f' "$L_IOPS") | $L_P99 |"
+	echo "| flat | $(printf '%.0f' "$F_IOPS") | $F_P99 |"
+	echo
+	echo "## 2. GC under sustained random overwrites, 80 % of the LBAs written"
+	echo
+	echo "Device \`gc\`: $SIZE, default capacity (size + 1/8 + 64 MiB, so $(jget "$WORK/gc-0.json" segments) segments"
+	echo "of $(( $(jget "$WORK/gc-0.json" segment_size) >> 20 )) MiB). The first $((WS >> 20)) MiB of LBAs written once with 256 KiB"
+	echo "sequential writes; then \`--bs 4k --qd 32 --rw write --pattern rand --size $WS\`"
+	echo "(no flushes) in back-to-back runs of ${GC_STEP} s for ${GC_SECONDS} s, the counters read"
+	echo "between runs."
+	echo
+	echo "WA = (client bytes + 4 KiB x (gc_moved_blocks + records)) / client bytes,"
+	echo "from the deltas over the overwrite phase: client bytes is the device's"
+	echo "\`write_bytes\`; a record is one 4 KiB header block in the log. **The flat"
+	echo "backing file's own \`write_bytes\` is not visible in the API**: the"
+	echo "accounting layer above lsfs has a counter of the same name and wins"
+	echo "(common/src/volume.c, bottom-up merge), so the backing bytes are counted"
+	echo "from lsfs's counters instead. Checkpoints are added as an estimate:"
+	echo "$WA_DK checkpoints in the phase x $CK_BYTES bytes each (4 KiB header +"
+	echo "16 B per segment + 24 B per mapped block, docs/on-disk-format.md, with the"
+	echo "counts at the end of the phase)."
+	echo
+	echo "| | whole phase |"
+	echo "|---|---:|"
+	echo "| client bytes written | $(mib "$WA_DC") MiB |"
+	echo "| GC moved blocks | $WA_DM ($(mib $((WA_DM * 4096))) MiB) |"
+	echo "| records (4 KiB headers) | $WA_DR ($(mib $((WA_DR * 4096))) MiB) |"
+	echo "| GC passes | $WA_DP |"
+	echo "| checkpoints | $WA_DK (~$(mib $((WA_DK * CK_BYTES))) MiB) |"
+	echo "| WA, log only (client + moved + headers) | $WA (second half: $WA2) |"
+	echo "| WA, with checkpoints (estimate) | $WA_CK |"
+	echo
+	echo "IOPS before cleaning: $BASE_WHAT. While cleaning: median of the runs in"
+	echo "the second half. GC passes during the fill: $C0_P. Run 1 (if t says probe)"
+	echo "is a short run sized to fit in the free segments above GC's low-water mark."
+	echo
+	echo "| run | t (s) | IOPS | gc_passes | gc_moved_blocks | records | segments | free_segments | checkpoints |"
+	echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	awk -F'\t' '{ printf "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $5, $6, $7, $8, $9, $10 }' "$R2"
+	echo
+	echo "## 3. Block map RAM"
+	echo
+	echo "| device | state | mapped_blocks | map_bytes | bytes / block |"
+	echo "|---|---|---:|---:|---:|"
+	echo "| gc ($SIZE) | after the sequential fill | $MAPPED | $MAPB | $BPB |"
+	echo "| big ($BIG) | after $BIG_WRITE written (half seq, half random 4 KiB) | $BIG_MAPPED | $BIG_MAPB | $BIG_BPB |"
+	echo
+	echo "## 4. Start-up"
+	echo
+	echo "A $BIG lsfs device (default capacity, sparse backing file). Written: $((half >> 20)) MiB"
+	echo "in 256 KiB sequential writes, then $((half / 4096)) random 4 KiB writes over the"
+	echo "whole device, no flush. Then tandemd is killed with SIGKILL 2 s into a further"
+	echo "random-write load (so the log has an un-checkpointed tail: lsfs checkpoints"
+	echo "every 8 filled segments, so at most ~8 segments are replayed) and started"
+	echo "(the log since the last checkpoint is replayed), stopped with SIGTERM and"
+	echo "started again. Time: from starting tandemd to \`ss\` seeing the portal"
+	echo "listen (polled every 10 ms)."
+	echo
+	echo "| start | ms | mapped_blocks after |"
+	echo "|---|---:|---:|"
+	echo "| first start, empty device (formats it) | $START_EMPTY_MS | — |"
+	echo "| after SIGKILL | $START_KILL_MS | $(jget "$WORK/big-1.json" mapped_blocks) |"
+	echo "| after SIGTERM | $START_TERM_MS | $(jget "$WORK/big-2.json" mapped_blocks) |"
+	echo
+	echo "After the 1 GiB: mapped_blocks $BIG_MAPPED; backing file $(jget "$WORK/big-0.json" physical_bytes) bytes allocated."
+	echo "Just before the kill: mapped_blocks $(jget "$WORK/big-0k.json" mapped_blocks), checkpoints $(jget "$WORK/big-0k.json" checkpoints), client bytes $(jget "$WORK/big-0k.json" write_bytes)."
+	echo "The mapped_blocks after the SIGKILL start differ a little from the count"
+	echo "just before it: the load went on writing after the counters were read"
+	echo "(none of it flushed; the page cache survives a process kill)."
+	echo
+	echo "Reproduce: \`bench/lsfs.sh$( [ $QUICK = 1 ] && echo " --quick" ) --runs $RUNS --seconds $SECONDS_PER_RUN --ramp $RAMP --size $SIZE --gc-seconds $GC_SECONDS\`"
+	echo
+	echo "<details><summary>part 1: all runs</summary>"
+	echo
+	echo "| device | run | IOPS | p50 us | p99 us | target CPU s |"
+	echo "|---|---:|---:|---:|---:|---:|"
+	sed 's/\t/ | /g; s/^/| /; s/$/ |/' "$R1"
+	echo
+	echo "</details>"
+	echo
+	echo "<details><summary>tandemd log lines from lsfs (part 4)</summary>"
+	echo
+	echo '```'
+	grep -i 'lsfs\|replay\|checkpoint' "$D4/tandemd.log" | tail -n 30 || true
+	echo '```'
+	echo
+	echo "</details>"
+} >"$OUT"
+
+echo "lsfs.sh: report written to $OUT"
+awk '/^## Summary/ { p = 1 } p && /^## 1/ { exit } p' "$OUT"
+exit $FAILED
