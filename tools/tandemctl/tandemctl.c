@@ -774,11 +774,13 @@ static int cmd_lun_unmap(struct ctl *c, const struct args *a)
 	return 0;
 }
 
-static int cmd_lun_list(struct ctl *c, const struct args *a)
+/* GET /v1/targets/{iqn}/{what} and print it: JSON, or @print's table. */
+static int list_target_sub(struct ctl *c, const char *target, const char *what,
+			   void (*print)(const json_t *list))
 {
 	char path[512];
-	char *iqn = seg(c, a->pos[0]);
-	snprintf(path, sizeof(path), "/v1/targets/%s/luns", iqn);
+	char *iqn = seg(c, target);
+	snprintf(path, sizeof(path), "/v1/targets/%s/%s", iqn, what);
 	curl_free(iqn);
 	json_t *out;
 	if (call(c, "GET", path, NULL, &out))
@@ -786,9 +788,14 @@ static int cmd_lun_list(struct ctl *c, const struct args *a)
 	if (c->json)
 		print_json(out);
 	else
-		print_luns(json_object_get(out, "luns"));
+		print(json_object_get(out, what));
 	json_decref(out);
 	return 0;
+}
+
+static int cmd_lun_list(struct ctl *c, const struct args *a)
+{
+	return list_target_sub(c, a->pos[0], "luns", print_luns);
 }
 
 /* "chap" or "mutual_chap" from --[mutual-]chap-user and --[mutual-]chap-secret-file. */
@@ -864,19 +871,7 @@ static int cmd_acl_remove(struct ctl *c, const struct args *a)
 
 static int cmd_acl_list(struct ctl *c, const struct args *a)
 {
-	char path[512];
-	char *iqn = seg(c, a->pos[0]);
-	snprintf(path, sizeof(path), "/v1/targets/%s/acls", iqn);
-	curl_free(iqn);
-	json_t *out;
-	if (call(c, "GET", path, NULL, &out))
-		return 1;
-	if (c->json)
-		print_json(out);
-	else
-		print_acls(json_object_get(out, "acls"));
-	json_decref(out);
-	return 0;
+	return list_target_sub(c, a->pos[0], "acls", print_acls);
 }
 
 static int cmd_session_list(struct ctl *c, const struct args *a)
