@@ -54,6 +54,22 @@ enum tnd_io_type {
 	TND_IO_FLUSH,          /* make every completed write stable */
 	TND_IO_UNMAP,          /* deallocate; reads return zeros afterwards */
 	TND_IO_WRITE_ZEROES,   /* like UNMAP where the volume can, else writes zeros */
+	TND_IO_BLOCK_STATUS,   /* how far the allocation state of io->lba runs: below */
+};
+
+/*
+ * TND_IO_BLOCK_STATUS asks whether block io->lba is mapped (holds data the
+ * volume stores) or deallocated (reads as zeros, uses no space), and for how
+ * many blocks from there, at most io->nblocks, that stays so. The answer goes
+ * into the struct tnd_block_status that io->iov[0] points at (iovcnt 1); it
+ * moves no data. A volume that cannot tell answers -EOPNOTSUPP, and the
+ * caller must then treat the blocks as mapped: "mapped" is never wrong for
+ * what a read returns, "deallocated" must be exact. Layers that do not
+ * change where blocks live pass it down unchanged.
+ */
+struct tnd_block_status {
+	uint64_t nblocks;             /* >= 1: blocks from io->lba in this state */
+	bool mapped;
 };
 
 enum {

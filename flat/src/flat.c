@@ -180,6 +180,8 @@ static int flat_queue(struct flat_io *fi)
 		io_uring_prep_fallocate(sqe, fv->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 					fi->off, (off_t)fi->total);
 		break;
+	default:        /* flat_submit() refuses the rest */
+		return -EOPNOTSUPP;
 	}
 	return 0;
 }

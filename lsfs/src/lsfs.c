@@ -1514,6 +1514,44 @@ static void tick_fn(struct tnd_timer *t)
 	tnd_reactor_timer_arm(ls->home, &ls->tick, (uint64_t)ls->opts.gc_interval_ms * 1000000ull);
 }
 
+/* ---- block status ---- */
+
+/*
+ * Mapped or deallocated, from the map alone (no I/O). The map is kept per
+ * 4 KiB chunk, so runs start and end on chunk boundaries, clipped to the
+ * request. A mapped run is walked chunk by chunk, so it is capped at
+ * BLOCK_STATUS_SCAN chunks to keep one call short; the caller asks again.
+ */
+#define BLOCK_STATUS_SCAN (1u << 20)
+
+static void start_block_status(struct lsfs *ls, struct lsfs_ioctx *x)
+{
+	struct tnd_io *io = x->io;
+	uint32_t lbs = ls->sb.block_size;
+	if (io->iovcnt != 1 || io->iov[0].iov_len < sizeof(struct tnd_block_status) ||
+	    io->nblocks == 0 || io->lba >= ls->num_blocks) {
+		complete_io(x, -EINVAL);
+		return;
+	}
+	uint64_t end = io->lba + TND_MIN((uint64_t)io->nblocks, ls->num_blocks - io->lba);
+	uint64_t c0 = io->lba * lbs / LSFS_BLK;
+	uint64_t cend = (end * lbs + LSFS_BLK - 1) / LSFS_BLK;
+	bool mapped = lsfs_map_get(&ls->map, c0) != NULL;
+	uint64_t c = c0 + 1;
+	if (mapped) {
+		while (c < cend && c - c0 < BLOCK_STATUS_SCAN && lsfs_map_get(&ls->map, c))
+			c++;
+	} else {
+		if (!lsfs_map_next(&ls->map, &c) || c > cend)
+			c = cend;
+	}
+	uint64_t run_end = TND_MIN(c * LSFS_BLK / lbs, end);
+	struct tnd_block_status *bs = io->iov[0].iov_base;
+	bs->nblocks = run_end - io->lba;
+	bs->mapped = mapped;
+	complete_io(x, 0);
+}
+
 /* ---- the volume ops ---- */
 
 static void start_io(struct lsfs *ls, struct lsfs_ioctx *x)
@@ -1529,6 +1567,9 @@ static void start_io(struct lsfs *ls, struct lsfs_ioctx *x)
 		break;
 	case TND_IO_FLUSH:
 		start_flush_io(ls, x);
+		break;
+	case TND_IO_BLOCK_STATUS:
+		start_block_status(ls, x);
 		break;
 	default:
 		complete_io(x, -EOPNOTSUPP);

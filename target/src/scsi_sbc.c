@@ -131,7 +131,8 @@ static void task_submit(struct sbc_task *t, enum tnd_io_type type, uint64_t lba,
 	io->cb = task_io_done;
 	io->cb_arg = t;
 	t->step = next;
-	t->err_ctx = type == TND_IO_READ ? SCSI_ERR_READ : SCSI_ERR_WRITE;
+	t->err_ctx = type == TND_IO_READ || type == TND_IO_BLOCK_STATUS ? SCSI_ERR_READ
+									 : SCSI_ERR_WRITE;
 	int ret = tnd_volume_submit(t->vol, io);
 	if (ret < 0)
 		next(t, ret);
@@ -669,6 +670,74 @@ void sbc_write_same(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 
 /* ---- GET LBA STATUS ---- */
 
+/*
+ * GET LBA STATUS: one descriptor per run of mapped or deallocated blocks
+ * from the requested LBA on, as many as the allocation length holds (at
+ * most GLS_MAX_DESC), each asked of the volume with TND_IO_BLOCK_STATUS.
+ * A volume that cannot tell gets the rest of the medium as one mapped
+ * extent: "mapped or unknown" is what SBC-3 status 0 means, and it is
+ * never wrong about what a read returns.
+ */
+#define GLS_MAX_DESC 64u
+
+static void gls_step(struct sbc_task *t, int status);
+
+static void gls_query(struct sbc_task *t)
+{
+	struct tnd_block_status *bs = (struct tnd_block_status *)(t->buf + 8 + 16 * GLS_MAX_DESC);
+	task_submit(t, TND_IO_BLOCK_STATUS, t->lba, (uint32_t)TND_MIN(t->left, 0xffffffffull), bs,
+		    sizeof(*bs), 0, gls_step);
+}
+
+static void gls_finish(struct sbc_task *t)
+{
+	uint32_t len = 8 + 16 * t->idx;
+	tnd_put_be32(t->buf, len - 4);
+	scsi_data_in(t->cmd, t->buf, TND_MIN(len, t->bytes));
+	task_finish(t, 0);
+}
+
+static void gls_add(struct sbc_task *t, uint64_t n, bool mapped)
+{
+	uint8_t *prev = t->idx ? t->buf + 8 + 16 * (t->idx - 1) : NULL;
+	uint8_t state = mapped ? 0x0 : 0x1;
+	/* A volume may cut a long run in pieces: join them while they fit. */
+	if (prev && (prev[12] & 0xf) == state && tnd_get_be32(prev + 8) + n <= 0xffffffffull) {
+		tnd_put_be32(prev + 8, (uint32_t)(tnd_get_be32(prev + 8) + n));
+	} else {
+		uint8_t *d = t->buf + 8 + 16 * t->idx++;
+		tnd_put_be64(d, t->lba);
+		tnd_put_be32(d + 8, (uint32_t)TND_MIN(n, 0xffffffffull));
+		d[12] = state;
+		n = TND_MIN(n, 0xffffffffull);
+	}
+	t->lba += n;
+	t->left -= n;
+}
+
+static void gls_step(struct sbc_task *t, int status)
+{
+	const struct tnd_block_status *bs = t->iov.iov_base;
+	if (status == -EOPNOTSUPP && t->idx == 0) {
+		gls_add(t, t->left, true);
+		gls_finish(t);
+		return;
+	}
+	if (status < 0) {
+		task_finish(t, status);
+		return;
+	}
+	if (bs->nblocks == 0 || bs->nblocks > t->left) {
+		task_finish(t, -EIO);   /* a volume broke the contract */
+		return;
+	}
+	gls_add(t, bs->nblocks, bs->mapped);
+	if (t->left == 0 || t->idx >= t->nr)
+		gls_finish(t);
+	else
+		gls_query(t);
+}
+
 void sbc_get_lba_status(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 {
 	const uint8_t *cdb = cmd->cdb;
@@ -678,17 +747,29 @@ void sbc_get_lba_status(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 		scsi_check(cmd, SCSI_KEY_ILLEGAL_REQUEST, SCSI_ASC_LBA_OUT_OF_RANGE);
 		return;
 	}
-	/* The volume interface does not tell mapped from deallocated yet, so
-	 * we report the rest of the medium as one mapped extent: always true
-	 * in what a read returns, and never wrongly "deallocated". */
-	uint8_t b[24] = { 0 };
-	tnd_put_be32(b, sizeof(b) - 4);
-	tnd_put_be64(b + 8, lba);
-	uint64_t n = ctx->info.num_blocks - lba;
-	tnd_put_be32(b + 16, n > 0xffffffffull ? 0xffffffffu : (uint32_t)n);
-	b[20] = 0x00; /* mapped */
-	scsi_data_in(cmd, b, TND_MIN((uint32_t)sizeof(b), alloc));
-	scsi_complete(cmd);
+	if (alloc < 8) {
+		/* Room for no descriptor: the header alone, truncated. */
+		uint8_t h[8] = { 0 };
+		tnd_put_be32(h, 4 + 16);
+		scsi_data_in(cmd, h, alloc);
+		scsi_complete(cmd);
+		return;
+	}
+	struct sbc_task *t = task_new(cmd, ctx);
+	if (!t)
+		return;
+	t->buf = calloc(1, 8 + 16 * GLS_MAX_DESC + sizeof(struct tnd_block_status));
+	if (!t->buf) {
+		task_finish(t, -ENOMEM);
+		return;
+	}
+	t->lba = lba;
+	t->left = ctx->info.num_blocks - lba;
+	t->bytes = alloc;
+	/* At least one descriptor: it is what the command is for, and a
+	 * truncated one still tells the initiator about the first LBA. */
+	t->nr = TND_MAX(1u, TND_MIN((alloc - 8) / 16, GLS_MAX_DESC));
+	gls_query(t);
 }
 
 /* ---- COMPARE AND WRITE ---- */

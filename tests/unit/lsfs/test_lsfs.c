@@ -816,6 +816,74 @@ static void sparse_map_cost(void **state)
 	lsfs_map_free(&m);
 }
 
+/* Block status follows the map: written chunks mapped, never-written and
+ * unmapped ones deallocated, runs on 4 KiB chunk boundaries, clipped to
+ * the request and to the medium; walked to the end it tiles the volume. */
+static int block_status(struct env *e, uint64_t lba, uint32_t n, struct tnd_block_status *bs)
+{
+	return io_on(e->vol, e->r, NULL, TND_IO_BLOCK_STATUS, lba, n, bs, sizeof(*bs), 0);
+}
+
+static void block_status_follows_the_map(void **state)
+{
+	(void)state;
+	struct env e;
+	const uint32_t nblk = 4096;  /* 2 MiB of 512 B blocks = 512 chunks */
+	env_format(&e, 4u << 20, 512, (uint64_t)nblk * 512, 64u << 10);
+	assert_int_equal(env_open(&e), 0);
+	uint8_t *w = malloc(64 * 512);
+	fill(w, 64 * 512, 9);
+	bool shadow[512] = { false };
+	/* Chunks 8-15 by a 4 KiB-aligned write, chunk 20 by a one-sector write
+	 * (read-modify-write maps the whole chunk), 100-139 then unmap 110-119. */
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 64, 64, w, 0), 0);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 163, 1, w, 0), 0);
+	for (int k = 0; k < 5; k++)
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, 800 + 64 * k, 64, w, 0), 0);
+	assert_int_equal(io_sync(&e, TND_IO_UNMAP, 880, 80, NULL, 0), 0);
+	for (int c = 8; c < 16; c++)
+		shadow[c] = true;
+	shadow[20] = true;
+	for (int c = 100; c < 140; c++)
+		shadow[c] = c < 110 || c >= 120;
+
+	struct tnd_block_status bs;
+	/* In the middle of a chunk: the run starts there, ends on a boundary. */
+	assert_int_equal(block_status(&e, 65, nblk, &bs), 0);
+	assert_true(bs.mapped);
+	assert_int_equal(bs.nblocks, 128 - 65);
+	/* Clipped to the request. */
+	assert_int_equal(block_status(&e, 64, 10, &bs), 0);
+	assert_true(bs.mapped);
+	assert_int_equal(bs.nblocks, 10);
+	assert_int_equal(block_status(&e, 0, nblk, &bs), 0);
+	assert_false(bs.mapped);
+	assert_int_equal(bs.nblocks, 64);
+	/* Bad requests. */
+	assert_int_equal(block_status(&e, nblk, 1, &bs), -EINVAL);
+	assert_int_equal(block_status(&e, 0, 0, &bs), -EINVAL);
+
+	/* Walk the whole volume, before and after a reopen (checkpoint + map). */
+	for (int pass = 0; pass < 2; pass++) {
+		uint64_t lba = 0;
+		while (lba < nblk) {
+			assert_int_equal(block_status(&e, lba, nblk - (uint32_t)lba, &bs), 0);
+			assert_true(bs.nblocks >= 1 && lba + bs.nblocks <= nblk);
+			for (uint64_t b = lba; b < lba + bs.nblocks; b++)
+				assert_int_equal(shadow[b / 8], bs.mapped);
+			/* Maximal: the next run has the other state. */
+			if (lba + bs.nblocks < nblk)
+				assert_int_not_equal(shadow[(lba + bs.nblocks) / 8], bs.mapped);
+			lba += bs.nblocks;
+		}
+		env_close(&e);
+		assert_int_equal(env_check_errors(&e, true), 0);
+		assert_int_equal(env_open(&e), 0);
+	}
+	free(w);
+	env_free(&e);
+}
+
 static const char *tmp_image_path(char *buf, size_t len)
 {
 	const char *dir = getenv("TMPDIR");
@@ -921,6 +989,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(threaded_submitters_on_flat_file),
 		cmocka_unit_test(map_against_shadow),
 		cmocka_unit_test(sparse_map_cost),
+		cmocka_unit_test(block_status_follows_the_map),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -20,6 +20,14 @@ static void memvol_complete(struct tnd_msg *msg)
 	io->cb(io, m->status);
 }
 
+static bool block_is_zero(const uint8_t *p, uint32_t bs)
+{
+	for (uint32_t i = 0; i < bs; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
 static int memvol_do(struct memvol *mv, struct tnd_io *io)
 {
 	uint32_t bs = mv->info.block_size;
@@ -47,8 +55,23 @@ static int memvol_do(struct memvol *mv, struct tnd_io *io)
 	case TND_IO_WRITE_ZEROES:
 		memset(p, 0, len);
 		return 0;
+	case TND_IO_BLOCK_STATUS: {
+		if (!mv->block_status)
+			return -EOPNOTSUPP;
+		if (io->iovcnt != 1 || io->iov[0].iov_len < sizeof(struct tnd_block_status) ||
+		    io->nblocks == 0)
+			return -EINVAL;
+		struct tnd_block_status *st = io->iov[0].iov_base;
+		bool mapped = !block_is_zero(p, bs);
+		uint32_t n = 1;
+		while (n < io->nblocks && !block_is_zero(p + (size_t)n * bs, bs) == mapped)
+			n++;
+		st->nblocks = n;
+		st->mapped = mapped;
+		return 0;
+	}
 	default:
-		return -EINVAL;
+		return -EOPNOTSUPP;
 	}
 }
 

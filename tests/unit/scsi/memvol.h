@@ -25,6 +25,9 @@ struct memvol {
 	int fail_err;
 	enum tnd_io_type fail_type;
 	bool fail_submit;
+	/* TND_IO_BLOCK_STATUS: false answers -EOPNOTSUPP (a volume that cannot
+	 * tell); true calls a block deallocated exactly when it is all zeros. */
+	bool block_status;
 	/* The last I/O seen, and counts per type. */
 	struct {
 		enum tnd_io_type type;

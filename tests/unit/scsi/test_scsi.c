@@ -1529,6 +1529,51 @@ static void get_lba_status(void **state)
 	assert_sense(&t, 0x5, 0x21, 0x00);
 }
 
+/* A volume that knows: one descriptor per run, as many as fit. */
+static void get_lba_status_runs(void **state)
+{
+	struct fx *f = *state;
+	f->mv->block_status = true;
+	uint8_t blk[512];
+	memset(blk, 0x11, sizeof(blk));
+	/* Blocks 4-5 and 9 hold data; the rest of the medium is zeros. */
+	for (uint64_t lba = 4; lba < 6; lba++)
+		memcpy(f->mv->data + lba * 512, blk, 512);
+	memcpy(f->mv->data + 9 * 512, blk, 512);
+
+	uint8_t b[128];
+	struct tcmd t = RUN(f, b, 128, 0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 128, 0, 0);
+	assert_good(&t);
+	/* 2-3 deallocated, 4-5 mapped, 6-8 deallocated, 9 mapped, rest deallocated. */
+	static const struct { uint64_t lba; uint32_t n; uint8_t st; } want[] = {
+		{ 2, 2, 1 }, { 4, 2, 0 }, { 6, 3, 1 }, { 9, 1, 0 }, { 10, NBLOCKS - 10, 1 },
+	};
+	assert_int_equal(tnd_get_be32(b), 4 + 16 * 5);
+	assert_int_equal(t.c.in_len, 8 + 16 * 5);
+	for (unsigned i = 0; i < 5; i++) {
+		const uint8_t *d = b + 8 + 16 * i;
+		assert_int_equal(tnd_get_be64(d), want[i].lba);
+		assert_int_equal(tnd_get_be32(d + 8), want[i].n);
+		assert_int_equal(d[12] & 0xf, want[i].st);
+	}
+	/* Room for two descriptors: two, and the length says so. */
+	t = RUN(f, b, 40, 0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 40, 0, 0);
+	assert_good(&t);
+	assert_int_equal(tnd_get_be32(b), 4 + 16 * 2);
+	assert_int_equal(t.c.in_len, 40);
+	assert_int_equal(tnd_get_be64(b + 24), 4);
+	/* An allocation length shorter than one descriptor: truncated, GOOD. */
+	t = RUN(f, b, 12, 0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 12, 0, 0);
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 12);
+	assert_int_equal(tnd_get_be32(b), 20);
+	/* A volume error is a read error. */
+	f->mv->fail_type = TND_IO_BLOCK_STATUS;
+	f->mv->fail_err = -EIO;
+	t = RUN(f, b, 128, 0x9e, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 128, 0, 0);
+	assert_sense(&t, 0x3, 0x11, 0x00);
+}
+
 static void report_supported_opcodes(void **state)
 {
 	struct fx *f = *state;
@@ -1950,6 +1995,7 @@ int main(void)
 		T(unmap),
 		T(write_same),
 		T(get_lba_status),
+		T(get_lba_status_runs),
 		T(report_supported_opcodes),
 		T(compare_and_write),
 		T(compare_and_write_waits_for_lock),
