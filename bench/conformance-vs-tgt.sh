@@ -63,17 +63,19 @@ wait_port() {
 	return 1
 }
 
-# Totals of one iscsi-test-cu log: "total ran passed failed skipped-parts".
+outcomes() { awk -f "$SRC/tests/integration/cu-outcomes.awk" "$1"; }
+# Totals of one log: "total ran passed failed tests-with-skipped-parts".
 summarise() {
 	local log=$1 total ran passed failed skipped
 	read -r _ total ran passed failed _ < <(grep -E "^ +tests +[0-9]" "$log") || {
 		echo "? ? ? ? ?"; return; }
-	skipped=$(grep -c "Test: .*SKIPPED" "$log" || true)
+	skipped=$(outcomes "$log" | grep -c "S$" || true)
 	echo "$total $ran $passed $failed $skipped"
 }
-# Names of the tests that failed / had skipped parts, one per line.
-failed_names() { grep -E "^ +Test: .*\.\.\.FAILED" "$1" | sed -E 's/^ +Test: ([^ .]*).*/\1/' | sort -u || true; }
-skipped_names() { grep -E "Test: .*SKIPPED" "$1" | sed -E 's/^ *Test: ([^ .]*).*/\1/' | sort -u || true; }
+failed_names() { outcomes "$1" | awk -F'\t' '$2 ~ /F/{print $1}' | sort | uniq -c | sed 's/^ *//'; }
+skipped_names() { outcomes "$1" | awk -F'\t' '$2 ~ /S/{print $1}' | sort | uniq -c | sed 's/^ *//'; }
+# Why parts were skipped, most frequent first.
+skip_reasons() { grep -o "\[SKIPPED\].*" "$1" | sed 's/\[SKIPPED\] *//' | sort | uniq -c | sort -rn; }
 
 run_cu() {
 	local name=$1 url1=$2 url2=$3
@@ -144,6 +146,12 @@ read -r q_total q_ran q_pass q_fail q_skip < <(summarise "$WORK/tandem.log")
 		echo "With skipped parts:"
 		echo
 		skipped_names "$WORK/$sys.log" | sed 's/^/- /'
+		echo
+		echo "Skip notes (count, reason):"
+		echo
+		echo '```'
+		skip_reasons "$WORK/$sys.log"
+		echo '```'
 		echo
 		echo "</details>"
 		echo

@@ -20,6 +20,7 @@ iscsi-inq "$TND_URL" >/dev/null || fail "tandemd no longer answers after the sui
 stop_tandemd
 read -r _ total ran passed failed _ < <(grep -E "^ +tests +[0-9]" "$log") ||
 	fail "no run summary in the iscsi-test-cu log"
-skipped=$(grep -c "Test: .*SKIPPED" "$log" || true)
+skipped=$(awk -f "$TND_SRC/tests/integration/cu-outcomes.awk" "$log" | grep -c "S$" || true)
 echo "conformance: $total tests, $ran run, $passed passed, $failed failed, $skipped with skipped parts"
+grep -o "\[SKIPPED\].*" "$log" | sort | uniq -c | sort -rn || true
 [ "$failed" = 0 ] || { grep -B2 "FAILED" "$log" | tail -40; fail "$failed conformance tests failed"; }
