@@ -2222,7 +2222,7 @@ static void xcopy_dest_fua_when_wce_off(void **state)
 	scsi_lu_set_wce(x->lu2, NULL, false);
 	const uint8_t *naa[] = { f->lu->naa, x->lu2->naa };
 	struct xseg seg = { .src = 0, .dst = 1, .nblocks = 4, .src_lba = 0, .dst_lba = 0 };
-	uint8_t p[128];
+	uint8_t p[256];
 	uint32_t len = xlist(p, 1, naa, 2, &seg, 1);
 	struct tcmd t = run_xcopy_on(f, f->lu, p, len);
 	assert_good(&t);
@@ -2244,7 +2244,7 @@ static void xcopy_within_lu_overlapping(void **state)
 	memcpy(ref, f->mv->data, sz);
 	memmove(ref + 1000 * BS, ref + 0, 5000 * BS);
 	struct xseg up = { .src = 0, .dst = 0, .nblocks = 5000, .src_lba = 0, .dst_lba = 1000 };
-	uint8_t p[128];
+	uint8_t p[256];
 	uint32_t len = xlist(p, 1, naa, 1, &up, 1);
 	struct tcmd t = run_xcopy_on(f, f->lu, p, len);
 	assert_good(&t);
@@ -2368,7 +2368,7 @@ static void xcopy_unknown_naa_refused(void **state)
 	bogus[15] ^= 1;
 	const uint8_t *naa[] = { f->lu->naa, bogus };
 	struct xseg seg = { .src = 0, .dst = 1, .nblocks = 8, .src_lba = 0, .dst_lba = 0 };
-	uint8_t p[128];
+	uint8_t p[256];
 	uint32_t len = xlist(p, 1, naa, 2, &seg, 1);
 	struct tcmd t = run_xcopy_on(f, f->lu, p, len);
 	assert_copy_aborted(&t, 0x08, 0x04);
@@ -2402,7 +2402,7 @@ static void xcopy_lu_outside_view_refused(void **state)
 	/* dev1 exists but is masked from this nexus. */
 	f->view[1] = NULL;
 	const uint8_t *naa[] = { f->lu->naa, x->lu2->naa };
-	uint8_t p[128];
+	uint8_t p[256];
 
 	/* Neither as destination ... */
 	struct xseg into = { .src = 0, .dst = 1, .nblocks = 8, .src_lba = 0, .dst_lba = 0 };
@@ -2454,7 +2454,7 @@ static void xcopy_target_state_and_protection(void **state)
 	struct fx *f = x->f;
 	const uint8_t *naa[] = { f->lu->naa, x->lu2->naa };
 	struct xseg seg = { .src = 0, .dst = 1, .nblocks = 8, .src_lba = 0, .dst_lba = 0 };
-	uint8_t p[128];
+	uint8_t p[256];
 	uint32_t len = xlist(p, 1, naa, 2, &seg, 1);
 
 	/* A read-only destination: DATA PROTECT, as a WRITE would get. */
@@ -2487,7 +2487,7 @@ static void xcopy_errors_are_copy_aborted(void **state)
 	struct xfx *x = *state;
 	struct fx *f = x->f;
 	const uint8_t *naa[] = { f->lu->naa, x->lu2->naa };
-	uint8_t p[128], b[256];
+	uint8_t p[256], b[256];
 
 	/* The second segment runs past the destination's end. */
 	struct xseg seg[] = {
@@ -2561,7 +2561,7 @@ static void xcopy_cancelled_and_uses_lu(void **state)
 	struct fx *f = x->f;
 	const uint8_t *naa[] = { f->lu->naa, x->lu2->naa };
 	struct xseg seg = { .src = 0, .dst = 1, .nblocks = 6000, .src_lba = 0, .dst_lba = 0 };
-	uint8_t p[128];
+	uint8_t p[256];
 	uint32_t len = xlist(p, 1, naa, 2, &seg, 1);
 	uint8_t cdb[16] = { 0x83, 0x00 };
 	tnd_put_be32(cdb + 10, len);
