@@ -443,6 +443,9 @@ void xcopy_extended_copy(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 void xcopy_receive_copy_results(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 /* The EXTENDED COPY of @cmd may touch @lu (see tnd_scsi_cmd_uses_lu()). */
 bool xcopy_uses_lu(const struct scsi_xcopy *x, const struct tnd_scsi_lu *lu);
+/* The Third-party Copy VPD page body after @b's 4-byte header; returns
+ * the page's whole length. */
+unsigned xcopy_vpd_tpc(uint8_t *b, const struct tnd_volume_info *info);
 
 /* scsi_spc.c */
 void spc_test_unit_ready(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);

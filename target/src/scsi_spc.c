@@ -83,13 +83,14 @@ enum {
 	VPD_SUPPORTED = 0x00,
 	VPD_SERIAL = 0x80,
 	VPD_DEVICE_ID = 0x83,
+	VPD_THIRD_PARTY_COPY = 0x8f,
 	VPD_BLOCK_LIMITS = 0xb0,
 	VPD_BLOCK_CHARACTERISTICS = 0xb1,
 	VPD_LBP = 0xb2,
 };
 
 static const uint8_t vpd_pages[] = {
-	VPD_SUPPORTED, VPD_SERIAL, VPD_DEVICE_ID,
+	VPD_SUPPORTED, VPD_SERIAL, VPD_DEVICE_ID, VPD_THIRD_PARTY_COPY,
 	VPD_BLOCK_LIMITS, VPD_BLOCK_CHARACTERISTICS, VPD_LBP,
 };
 
@@ -236,6 +237,9 @@ void spc_inquiry(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	}
 	case VPD_DEVICE_ID:
 		n = vpd_device_id(b, ctx);
+		break;
+	case VPD_THIRD_PARTY_COPY:
+		n = xcopy_vpd_tpc(b, &ctx->info);
 		break;
 	case VPD_BLOCK_LIMITS:
 		n = vpd_block_limits(b, &ctx->info);

@@ -612,6 +612,65 @@ void xcopy_extended_copy(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	x_start_segment(x);
 }
 
+/* ---- the Third-party Copy VPD page (8Fh) ---- */
+
+/* Append a descriptor header of @type for @body bytes, padded to 4. */
+static unsigned tpc_desc(uint8_t *p, uint16_t type, unsigned body)
+{
+	unsigned len = (body + 3) & ~3u;
+	tnd_put_be16(p, type);
+	tnd_put_be16(p + 2, (uint16_t)len);
+	return 4 + len;
+}
+
+unsigned xcopy_vpd_tpc(uint8_t *b, const struct tnd_volume_info *info)
+{
+	/* What the page promises is what the parser enforces: the same
+	 * constants as OPERATING PARAMETERS. */
+	static const uint8_t cmds[] = {
+		SCSI_EXTENDED_COPY, 1, SCSI_XCOPY_LID1,
+		SCSI_RECEIVE_COPY_RESULTS, 3, SCSI_RCR_COPY_STATUS,
+		SCSI_RCR_OPERATING_PARAMETERS, SCSI_RCR_FAILED_SEGMENT_DETAILS,
+	};
+	static const uint8_t descs[] = { XCOPY_SEG_B2B, XCOPY_CSCD_ID };
+	uint8_t *p = b + 4;
+	unsigned n;
+
+	/* Supported Commands (0001h). */
+	memset(p, 0, 4 + ((1 + sizeof(cmds) + 3) & ~3u));
+	p[4] = sizeof(cmds);
+	memcpy(p + 5, cmds, sizeof(cmds));
+	p += tpc_desc(p, 0x0001, 1 + sizeof(cmds));
+
+	/* Parameter Data (0004h). */
+	memset(p, 0, 32);
+	tnd_put_be16(p + 8, XCOPY_MAX_CSCD);
+	tnd_put_be16(p + 10, XCOPY_MAX_SEGMENTS);
+	tnd_put_be32(p + 12, XCOPY_MAX_DESC_LIST);
+	p += tpc_desc(p, 0x0004, 28);
+
+	/* Supported Descriptors (0008h). */
+	memset(p, 0, 8);
+	p[4] = sizeof(descs);
+	memcpy(p + 5, descs, sizeof(descs));
+	p += tpc_desc(p, 0x0008, 1 + sizeof(descs));
+
+	/* Supported CSCD Descriptor IDs (000Ch): none. */
+	memset(p, 0, 8);
+	p += tpc_desc(p, 0x000c, 2);
+
+	/* General Copy Operations (8001h). */
+	memset(p, 0, 36);
+	tnd_put_be32(p + 4, XCOPY_MAX_RUNNING);
+	tnd_put_be32(p + 8, XCOPY_MAX_RUNNING);
+	tnd_put_be32(p + 12, XCOPY_MAX_SEGMENT_BYTES);
+	p[16] = (uint8_t)__builtin_ctz(info->block_size);
+	p += tpc_desc(p, 0x8001, 32);
+
+	n = (unsigned)(p - b);
+	return n;
+}
+
 /* ---- RECEIVE COPY RESULTS ---- */
 
 static void rcr_operating_parameters(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx,

@@ -28,7 +28,7 @@ def rw16(op, b1, lba, n):
 
 seed('tur', 0, [0] * 6)
 seed('inquiry', 0, [0x12, 0, 0, 0, 96, 0], 96)
-for p in (0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2):
+for p in (0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2):
     seed('vpd_%02x' % p, 0, [0x12, 1, p, 0, 255, 0], 255)
 seed('inquiry_nolu', 1, [0x12, 0, 0, 0, 96, 0], 96)
 seed('report_luns', 0, [0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0], 64)

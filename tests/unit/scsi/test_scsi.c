@@ -437,7 +437,7 @@ static void vpd_supported_and_serial(void **state)
 	assert_int_equal(buf[1], 0x00);
 	uint16_t n = tnd_get_be16(buf + 2);
 	assert_int_equal(t.c.in_len, 4 + n);
-	static const uint8_t want[] = { 0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2 };
+	static const uint8_t want[] = { 0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2 };
 	assert_int_equal(n, sizeof(want));
 	assert_memory_equal(buf + 4, want, sizeof(want));
 
@@ -2634,6 +2634,64 @@ static void rcr_operating_parameters(void **state)
 	assert_int_equal(r[5], 0xea);
 }
 
+/* The Third-party Copy VPD page says what the parser enforces. */
+static void vpd_third_party_copy(void **state)
+{
+	struct fx *f = *state;
+	uint8_t b[255];
+	struct tcmd t = RUN(f, b, 255, 0x12, 1, 0x8f, 0, 255, 0);
+	assert_good(&t);
+	assert_int_equal(b[1], 0x8f);
+	unsigned n = tnd_get_be16(b + 2);
+	assert_int_equal(t.c.in_len, 4 + n);
+	unsigned seen = 0;
+	for (unsigned off = 4; off < 4 + n;) {
+		const uint8_t *d = b + off;
+		unsigned type = tnd_get_be16(d), len = tnd_get_be16(d + 2);
+		assert_int_equal(len % 4, 0);
+		assert_true(off + 4 + len <= 4 + n);
+		switch (type) {
+		case 0x0001: {
+			/* 83h/00h, and 84h/00h, 03h, 04h. */
+			static const uint8_t cmds[] = { 0x83, 1, 0x00, 0x84, 3, 0x00, 0x03, 0x04 };
+			assert_int_equal(d[4], sizeof(cmds));
+			assert_memory_equal(d + 5, cmds, sizeof(cmds));
+			seen |= 1;
+			break;
+		}
+		case 0x0004:
+			assert_int_equal(len, 0x1c);
+			assert_int_equal(tnd_get_be16(d + 8), 8);
+			assert_int_equal(tnd_get_be16(d + 10), 16);
+			assert_int_equal(tnd_get_be32(d + 12), 1024);
+			assert_int_equal(tnd_get_be32(d + 16), 0);
+			seen |= 2;
+			break;
+		case 0x0008:
+			assert_int_equal(d[4], 2);
+			assert_int_equal(d[5], 0x02);
+			assert_int_equal(d[6], 0xe4);
+			seen |= 4;
+			break;
+		case 0x000c:
+			assert_int_equal(tnd_get_be16(d + 4), 0);
+			seen |= 8;
+			break;
+		case 0x8001:
+			assert_int_equal(len, 0x20);
+			assert_int_equal(tnd_get_be32(d + 4), 8);
+			assert_int_equal(tnd_get_be32(d + 12), 16u << 20);
+			assert_int_equal(d[16], 9);
+			seen |= 16;
+			break;
+		default:
+			fail_msg("unexpected descriptor %04x", type);
+		}
+		off += 4 + len;
+	}
+	assert_int_equal(seen, 31);
+}
+
 #define TX(fn) cmocka_unit_test_setup_teardown(fn, xsetup, xteardown)
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -2695,6 +2753,7 @@ int main(void)
 		T(rtpg_both_formats),
 		T(alua_states_refuse_commands),
 		T(rcr_operating_parameters),
+		T(vpd_third_party_copy),
 		TX(xcopy_copies_between_lus),
 		TX(xcopy_dest_fua_when_wce_off),
 		TX(xcopy_within_lu_overlapping),
