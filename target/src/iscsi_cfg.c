@@ -641,6 +641,36 @@ out_unlock:
 	return ret;
 }
 
+_Static_assert((int)TND_TARGET_ALUA_ACTIVE_OPTIMIZED == (int)TND_SCSI_ALUA_ACTIVE_OPTIMIZED &&
+		       (int)TND_TARGET_ALUA_ACTIVE_NON_OPTIMIZED ==
+			       (int)TND_SCSI_ALUA_ACTIVE_NON_OPTIMIZED &&
+		       (int)TND_TARGET_ALUA_STANDBY == (int)TND_SCSI_ALUA_STANDBY &&
+		       (int)TND_TARGET_ALUA_UNAVAILABLE == (int)TND_SCSI_ALUA_UNAVAILABLE &&
+		       (int)TND_TARGET_ALUA_TRANSITIONING == (int)TND_SCSI_ALUA_TRANSITIONING,
+	       "the public ALUA states are the SCSI layer's encoding");
+
+int tnd_target_server_set_alua_state(struct tnd_target_server *srv, const char *iqn,
+				     uint64_t lun, enum tnd_target_alua_state state)
+{
+	if (!iqn)
+		return -EINVAL;
+	int ret = change_begin(srv);
+	if (ret < 0)
+		return ret;
+	/* The LU object is shared by every snapshot that maps it, and its
+	 * state is an atomic: no new snapshot, no round. */
+	const struct iscsi_target *t = find_mut(srv, iqn);
+	ret = -ENOENT;
+	for (unsigned i = 0; t && i < t->nr_luns; i++)
+		if (t->luns[i].lun == lun) {
+			ret = tnd_scsi_lu_set_alua_state(t->luns[i].lu,
+							 (enum tnd_scsi_alua_state)state);
+			break;
+		}
+	pthread_mutex_unlock(&srv->cfg_lock);
+	return ret;
+}
+
 int tnd_target_server_unmap_lun(struct tnd_target_server *srv, const char *iqn, uint64_t lun)
 {
 	if (!iqn)

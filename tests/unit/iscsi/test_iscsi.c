@@ -1273,6 +1273,41 @@ static void live_map_lun_raises_ua(void **state)
 	live_stop(&l);
 }
 
+/* ALUA through the public API: the state reaches the session at once. */
+static void live_alua_state(void **state)
+{
+	struct live l;
+	struct gate_vol g;
+	gate_setup(&g, false);
+	live_start_gate(&l, &g, 1);
+	int fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:alua"), 0);
+	scsi_cmd_lun(fd, 0, 1, 0, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x062900);   /* power on */
+
+	assert_int_equal(tnd_target_server_set_alua_state(l.srv, test_target, 0,
+							  TND_TARGET_ALUA_STANDBY), 0);
+	assert_int_equal(tnd_target_server_set_alua_state(l.srv, test_target, 9,
+							  TND_TARGET_ALUA_STANDBY), -ENOENT);
+	assert_int_equal(tnd_target_server_set_alua_state(l.srv, "iqn.2026-11.test:none", 0,
+							  TND_TARGET_ALUA_STANDBY), -ENOENT);
+	assert_int_equal(tnd_target_server_set_alua_state(l.srv, test_target, 0,
+							  (enum tnd_target_alua_state)5), -EINVAL);
+	scsi_cmd_lun(fd, 0, 2, 1, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x062a06);   /* ASYMMETRIC ACCESS STATE CHANGED */
+	scsi_cmd_lun(fd, 0, 3, 2, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x02040b);   /* standby */
+
+	assert_int_equal(tnd_target_server_set_alua_state(l.srv, test_target, 0,
+							  TND_TARGET_ALUA_ACTIVE_OPTIMIZED), 0);
+	scsi_cmd_lun(fd, 0, 4, 3, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x062a06);
+	scsi_cmd_lun(fd, 0, 5, 4, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0);
+	close(fd);
+	live_stop(&l);
+}
+
 struct unmap_arg {
 	struct tnd_target_server *srv;
 	atomic_bool done;
@@ -1797,6 +1832,7 @@ int main(void)
 		cmocka_unit_test(nop_ping_unanswered_closes),
 		cmocka_unit_test(abort_task_waits_for_volume),
 		cmocka_unit_test(live_map_lun_raises_ua),
+		cmocka_unit_test(live_alua_state),
 		cmocka_unit_test(live_unmap_waits_for_io),
 		cmocka_unit_test(live_remove_target_waits_for_io),
 		cmocka_unit_test(live_remove_target_closes_sessions),
