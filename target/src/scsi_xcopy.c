@@ -396,10 +396,6 @@ static bool x_parse(struct tnd_scsi_cmd *cmd, const uint8_t *p, uint32_t len,
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_PARAM, 12, -1);
 		return false;
 	}
-	if (tlen % XCOPY_CSCD_LEN) {
-		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_PARAM, 2, -1);
-		return false;
-	}
 	if (tlen / XCOPY_CSCD_LEN > XCOPY_MAX_CSCD) {
 		scsi_check(cmd, SCSI_KEY_ILLEGAL_REQUEST, SCSI_ASC_TOO_MANY_TARGET_DESCRIPTORS);
 		return false;
@@ -419,12 +415,18 @@ static bool x_parse(struct tnd_scsi_cmd *cmd, const uint8_t *p, uint32_t len,
 		return false;
 	}
 
+	/* Every CSCD type we take is 32 bytes: a slot of another type (some
+	 * are 64) is refused for its type before its length matters. */
 	x->nr_cscd = tlen / XCOPY_CSCD_LEN;
-	for (unsigned i = 0; i < x->nr_cscd; i++) {
+	for (unsigned i = 0; i < (tlen + XCOPY_CSCD_LEN - 1) / XCOPY_CSCD_LEN; i++) {
 		uint32_t off = XCOPY_HDR_LEN + i * XCOPY_CSCD_LEN;
 		const uint8_t *d = p + off;
 		if (d[0] != XCOPY_CSCD_ID) {
 			scsi_check_field(cmd, SCSI_ASC_UNSUPPORTED_TARGET_DESCRIPTOR, off, -1);
+			return false;
+		}
+		if (tlen - i * XCOPY_CSCD_LEN < XCOPY_CSCD_LEN) {
+			scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_PARAM, 2, -1);
 			return false;
 		}
 		/* Byte 1: LU ID TYPE and NUL are ignored (SPC-4); the

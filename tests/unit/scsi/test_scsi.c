@@ -2288,6 +2288,13 @@ static void xcopy_bad_descriptors(void **state)
 	assert_sense(&t, 0x5, 0x26, 0x09);
 	assert_field_ptr(&t, false, 48);
 
+	/* A CSCD list length that is not whole descriptors. */
+	len = xlist(p, 1, naa, 2, seg, 1);
+	tnd_put_be16(p + 2, 40);
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+	assert_field_ptr(&t, false, 2);
+
 	/* Wrong segment descriptor length. */
 	len = xlist(p, 1, naa, 1, seg, 1);
 	tnd_put_be16(p + 50, 20);
