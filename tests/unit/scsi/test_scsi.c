@@ -2567,7 +2567,8 @@ static void xcopy_cancelled_and_uses_lu(void **state)
 	struct xfx *x = *state;
 	struct fx *f = x->f;
 	const uint8_t *naa[] = { f->lu->naa, x->lu2->naa };
-	struct xseg seg = { .src = 0, .dst = 1, .nblocks = 6000, .src_lba = 0, .dst_lba = 0 };
+	/* 8 MiB in 1 MiB chunks: still running after the few polls below. */
+	struct xseg seg = { .src = 0, .dst = 1, .nblocks = 16000, .src_lba = 0, .dst_lba = 0 };
 	uint8_t p[256];
 	uint32_t len = xlist(p, 1, naa, 2, &seg, 1);
 	uint8_t cdb[16] = { 0x83, 0x00 };
@@ -2592,6 +2593,13 @@ static void xcopy_cancelled_and_uses_lu(void **state)
 	assert_int_equal(t.calls, 0);
 	assert_true(tnd_scsi_cmd_uses_lu(&t.c, f->lu));
 	assert_true(tnd_scsi_cmd_uses_lu(&t.c, x->lu2));
+	/* While it runs: COPY STATUS says so, and its list id is taken. */
+	uint8_t b[64];
+	struct tcmd r = run_rcr(f, 0x00, 1, b, sizeof(b));
+	assert_good(&r);
+	assert_int_equal(b[4], 0x02);
+	r = run_xcopy_on(f, f->lu, p, len);
+	assert_sense(&r, 0x5, 0x00, 0x16);
 	t.c.cancelled = always_cancelled;
 	for (int i = 0; i < 1000 && t.calls == 0; i++)
 		tnd_reactor_poll(f->r, 10);
@@ -2599,8 +2607,44 @@ static void xcopy_cancelled_and_uses_lu(void **state)
 	assert_int_equal(t.c.status, TND_SAM_TASK_ABORTED);
 	assert_null(t.c.xcopy);
 	assert_false(tnd_scsi_cmd_uses_lu(&t.c, x->lu2));
-	/* Stopped after the first chunk's read: nothing written. */
-	assert_int_equal(x->mv2->count[TND_IO_WRITE], 0);
+	/* Stopped early: not everything was written. */
+	assert_true(x->mv2->count[TND_IO_WRITE] < 8);
+}
+
+/* Between LUs of different block sizes; DC says whose blocks count. */
+static void xcopy_mixed_block_sizes(void **state)
+{
+	struct xfx *x = *state;
+	struct fx *f = x->f;
+	struct memvol *mv4 = memvol_create(4096, 2048);
+	assert_non_null(mv4);
+	struct tnd_scsi_lu *lu4;
+	struct tnd_scsi_lu_desc d = { .name = "dev4k", .vol = &mv4->vol };
+	assert_int_equal(tnd_scsi_lu_create(&d, &lu4), 0);
+	f->view[2] = lu4;
+	const uint8_t *naa[] = { f->lu->naa, lu4->naa };
+	uint8_t p[256];
+	/* 24 source blocks of 512 = 3 blocks of 4 KiB, to 4 KiB block 5. */
+	struct xseg seg = { .src = 0, .dst = 1, .nblocks = 24, .src_lba = 7, .dst_lba = 5 };
+	uint32_t len = xlist(p, 1, naa, 2, &seg, 1);
+	tnd_put_be24(p + 16 + 32 + 29, 4096);
+	struct tcmd t = run_xcopy_on(f, f->lu, p, len);
+	assert_good(&t);
+	assert_memory_equal(mv4->data + 5 * 4096, f->mv->data + 7 * BS, 3 * 4096);
+	/* DC: the count is in destination (4 KiB) blocks: 2 of them back. */
+	struct xseg back = { .src = 1, .dst = 0, .nblocks = 2, .src_lba = 5, .dst_lba = 3000 };
+	len = xlist(p, 2, naa, 2, &back, 1);
+	tnd_put_be24(p + 16 + 32 + 29, 4096);
+	p[16 + 64 + 1] = 0x02;
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_sense(&t, 0x5, 0x26, 0x00);   /* 2 x 512 bytes: not whole 4 KiB blocks */
+	p[16 + 64 + 1] = 0x00;
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_good(&t);
+	assert_memory_equal(f->mv->data + 3000 * BS, mv4->data + 5 * 4096, 2 * 4096);
+	f->view[2] = NULL;
+	tnd_scsi_lu_destroy(lu4);
+	tnd_volume_destroy(&mv4->vol);
 }
 
 static void rcr_operating_parameters(void **state)
@@ -2770,6 +2814,7 @@ int main(void)
 		TX(xcopy_target_state_and_protection),
 		TX(xcopy_errors_are_copy_aborted),
 		TX(xcopy_cancelled_and_uses_lu),
+		TX(xcopy_mixed_block_sizes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
