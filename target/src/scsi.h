@@ -11,13 +11,14 @@
  * - struct tnd_scsi_lu: one logical unit = one device's volume plus its SCSI
  *   identity (vendor/product, serial, NAA designator derived from the
  *   device name) and the state every I_T nexus shares (reset generation for
- *   unit attentions, mode page state). Created by the daemon/target at
+ *   unit attentions, mode page state, the ALUA state on this node). Created by the daemon/target at
  *   configuration time, shared by sessions on every reactor: the fields
  *   touched on the I/O path are atomics, nothing takes a lock per command.
  * - struct tnd_scsi_nexus: one I_T nexus (an iSCSI session), owned by that
  *   session and used only on its reactor. Holds pending unit attentions
  *   (power on at creation; reset or parameter change observed through the
- *   LU's generation counters) and the sense data kept for REQUEST SENSE.
+ *   LU's generation counters), the sense data kept for REQUEST SENSE and
+ *   the results of its EXTENDED COPY commands.
  *
  * Buffers: the transport allocates cmd->data. For a write it holds the
  * data-out received (data_len bytes); for a read it is a buffer of data_len
