@@ -202,7 +202,10 @@ static int flat_submit(struct tnd_volume *vol, struct tnd_io *io)
 
 	if (io->type != TND_IO_FLUSH && (io->lba > nb || io->nblocks > nb - io->lba))
 		return -EINVAL;
-	if (io->type != TND_IO_READ && (fv->read_only || atomic_load(&fv->failed)))
+	/* A read-only image has nothing unstable: a FLUSH (the daemon's final
+	 * one, SYNCHRONIZE CACHE) succeeds; writes of any kind do not. */
+	if (io->type != TND_IO_READ &&
+	    (atomic_load(&fv->failed) || (fv->read_only && io->type != TND_IO_FLUSH)))
 		return -EROFS;
 
 	memset(fi, 0, sizeof(*fi));

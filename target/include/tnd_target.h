@@ -129,6 +129,26 @@ int tnd_target_server_remove_target(struct tnd_target_server *srv, const char *i
 /* Turn allow_any on or off for a target. */
 int tnd_target_server_set_allow_any(struct tnd_target_server *srv, const char *iqn, bool allow_any);
 
+/*
+ * ALUA (implicit, SPC-4 5.15): this node is one target port group; each
+ * LUN has an asymmetric access state in it, active/optimized at first.
+ * The HA layer moves it: standby and unavailable refuse the data path
+ * with NOT READY (04h/0Bh, 04h/0Ch) and keep discovery and REPORT TARGET
+ * PORT GROUPS working, so multipath sends I/O to the peer; transitioning
+ * answers 04h/0Ah. Every session of the LUN gets ASYMMETRIC ACCESS STATE
+ * CHANGED (2Ah/06h) on its next command. Takes effect at once (no
+ * round): 0, -ENOENT (no such target or LUN), -EINVAL (not a state).
+ */
+enum tnd_target_alua_state {
+	TND_TARGET_ALUA_ACTIVE_OPTIMIZED = 0x0,
+	TND_TARGET_ALUA_ACTIVE_NON_OPTIMIZED = 0x1,
+	TND_TARGET_ALUA_STANDBY = 0x2,
+	TND_TARGET_ALUA_UNAVAILABLE = 0x3,
+	TND_TARGET_ALUA_TRANSITIONING = 0xf,
+};
+int tnd_target_server_set_alua_state(struct tnd_target_server *srv, const char *iqn,
+				     uint64_t lun, enum tnd_target_alua_state state);
+
 /* ---- sessions --------------------------------------------------------------
  *
  * Sessions are listed as a JSON array of objects: id (a stable string),

@@ -26,8 +26,10 @@
  * a command on the LU is still at the SCSI layer, since the caller may
  * then destroy the volume. After a reactor has switched (so no new
  * command can find the LU), it counts its tasks executing on the LUs
- * being taken away and acknowledges only when that count falls to zero
- * (cmd_done calls tnd_iscsi_cfg_cmd_done()). Only then is the LU freed.
+ * being taken away (as the command's LU or, for EXTENDED COPY, as a copy
+ * target: tnd_scsi_cmd_uses_lu()), marks them, and acknowledges only
+ * when that count falls to zero (cmd_done of a marked task calls
+ * tnd_iscsi_cfg_cmd_done()). Only then is the LU freed.
  *
  * Before start there are no sessions: a change is applied directly.
  *
@@ -94,8 +96,10 @@ void tnd_iscsi_view_free(struct iscsi_conn *c)
 {
 	free(c->view);
 	free(c->view_ids);
+	free(c->view_lus);
 	c->view = NULL;
 	c->view_ids = NULL;
+	c->view_lus = NULL;
 	c->view_nr = 0;
 }
 
@@ -113,9 +117,11 @@ int tnd_iscsi_session_view(struct iscsi_conn *c)
 	/* One spare entry so that an empty view still allocates. */
 	struct iscsi_lun *v = malloc((n + 1) * sizeof(*v));
 	uint64_t *ids = malloc((n + 1) * sizeof(*ids));
-	if (!v || !ids) {
+	struct tnd_scsi_lu **lus = malloc((n + 1) * sizeof(*lus));
+	if (!v || !ids || !lus) {
 		free(v);
 		free(ids);
+		free(lus);
 		return -ENOMEM;
 	}
 	n = 0;
@@ -123,6 +129,7 @@ int tnd_iscsi_session_view(struct iscsi_conn *c)
 		if (!acl_shows(acl, t->luns[i].lun))
 			continue;
 		v[n] = t->luns[i];
+		lus[n] = t->luns[i].lu;
 		ids[n++] = t->luns[i].lun;
 	}
 	/* A different LU at the same number is a changed inventory too. */
@@ -131,6 +138,7 @@ int tnd_iscsi_session_view(struct iscsi_conn *c)
 	tnd_iscsi_view_free(c);
 	c->view = v;
 	c->view_ids = ids;
+	c->view_lus = lus;
 	c->view_nr = n;
 	return 0;
 }
@@ -352,23 +360,28 @@ static void round_free(struct iscsi_cfg_round *r)
 	free(r->msgs);
 }
 
-static bool draining_lu(const struct iscsi_cfg_round *r, const struct tnd_scsi_lu *lu)
-{
-	for (unsigned i = 0; i < r->nr_drain; i++)
-		if (r->drain[i] == lu)
-			return true;
-	return false;
-}
-
-void tnd_iscsi_cfg_cmd_done(struct iscsi_rctx *rc, const struct tnd_scsi_lu *lu)
+void tnd_iscsi_cfg_cmd_done(struct iscsi_rctx *rc)
 {
 	struct iscsi_cfg_round *r = rc->drain_round;
-	if (!r || !draining_lu(r, lu))
+	if (!r)
 		return;
 	if (--rc->drain_left == 0) {
 		rc->drain_round = NULL;
 		round_ack(r);
 	}
+}
+
+/*
+ * Whether executing task @t may touch an LU being taken away: its own LU
+ * or, for an EXTENDED COPY, any of its copy targets (which need not be
+ * the LU the command was sent to).
+ */
+static bool task_uses_draining(const struct iscsi_cfg_round *r, const struct iscsi_task *t)
+{
+	for (unsigned i = 0; i < r->nr_drain; i++)
+		if (tnd_scsi_cmd_uses_lu(&t->cmd, r->drain[i]))
+			return true;
+	return false;
 }
 
 /* Publish a snapshot on this reactor: see the essay at the top. */
@@ -400,7 +413,10 @@ static void apply_msg(struct tnd_msg *m)
 		}
 		for (unsigned b = 0; r->nr_drain && b < ISCSI_TASK_BUCKETS; b++)
 			for (struct iscsi_task *t = c->tasks[b]; t; t = t->hnext)
-				busy += t->state == TASK_EXEC && draining_lu(r, t->cmd.lu);
+				if (t->state == TASK_EXEC && task_uses_draining(r, t)) {
+					t->drain_counted = true;
+					busy++;
+				}
 		/* Frees it now if nothing of it is in flight (so no task of it
 		 * was counted); else its last completion does. */
 		if (closed)
@@ -621,6 +637,36 @@ int tnd_target_server_map_lun(struct tnd_target_server *srv, const char *iqn,
 err_free_target:
 	target_free(t);
 out_unlock:
+	pthread_mutex_unlock(&srv->cfg_lock);
+	return ret;
+}
+
+_Static_assert((int)TND_TARGET_ALUA_ACTIVE_OPTIMIZED == (int)TND_SCSI_ALUA_ACTIVE_OPTIMIZED &&
+		       (int)TND_TARGET_ALUA_ACTIVE_NON_OPTIMIZED ==
+			       (int)TND_SCSI_ALUA_ACTIVE_NON_OPTIMIZED &&
+		       (int)TND_TARGET_ALUA_STANDBY == (int)TND_SCSI_ALUA_STANDBY &&
+		       (int)TND_TARGET_ALUA_UNAVAILABLE == (int)TND_SCSI_ALUA_UNAVAILABLE &&
+		       (int)TND_TARGET_ALUA_TRANSITIONING == (int)TND_SCSI_ALUA_TRANSITIONING,
+	       "the public ALUA states are the SCSI layer's encoding");
+
+int tnd_target_server_set_alua_state(struct tnd_target_server *srv, const char *iqn,
+				     uint64_t lun, enum tnd_target_alua_state state)
+{
+	if (!iqn)
+		return -EINVAL;
+	int ret = change_begin(srv);
+	if (ret < 0)
+		return ret;
+	/* The LU object is shared by every snapshot that maps it, and its
+	 * state is an atomic: no new snapshot, no round. */
+	const struct iscsi_target *t = find_mut(srv, iqn);
+	ret = -ENOENT;
+	for (unsigned i = 0; t && i < t->nr_luns; i++)
+		if (t->luns[i].lun == lun) {
+			ret = tnd_scsi_lu_set_alua_state(t->luns[i].lu,
+							 (enum tnd_scsi_alua_state)state);
+			break;
+		}
 	pthread_mutex_unlock(&srv->cfg_lock);
 	return ret;
 }

@@ -218,6 +218,7 @@ struct iscsi_task {
 	bool discard;                 /* refused write: unsolicited data is dropped */
 	bool counted;                 /* takes a slot of the command window */
 	bool aborted;                 /* no response: TMF or connection close */
+	bool drain_counted;           /* counted by the configuration round draining */
 	struct iscsi_tmf *tmf;        /* the TMF waiting for this task */
 	unsigned refs;                /* 1 while alive + one per queued PDU using its data */
 	size_t buf_size;              /* what was taken from the pool */
@@ -321,6 +322,7 @@ struct iscsi_conn {
 	 * owned by the connection, replaced by configuration changes. */
 	struct iscsi_lun *view;
 	uint64_t *view_ids;           /* the same numbers, for REPORT LUNS */
+	struct tnd_scsi_lu **view_lus; /* their LUs, for EXTENDED COPY */
 	unsigned view_nr;
 	bool luns_changed;            /* REPORTED LUNS DATA HAS CHANGED pending */
 	struct tnd_iscsi_chap *chap;  /* CHAP exchange during login, else NULL */
@@ -436,7 +438,8 @@ void tnd_iscsi_view_free(struct iscsi_conn *c);
 /* The LU at @lun in @c's view, or NULL. */
 struct tnd_scsi_lu *tnd_iscsi_view_lu(const struct iscsi_conn *c, uint64_t lun);
 /* A command on @lu left the SCSI layer: counts down a pending drain. */
-void tnd_iscsi_cfg_cmd_done(struct iscsi_rctx *rc, const struct tnd_scsi_lu *lu);
+/* A task counted by the round draining LUs (drain_counted) finished. */
+void tnd_iscsi_cfg_cmd_done(struct iscsi_rctx *rc);
 int tnd_iscsi_cfg_init(struct tnd_target_server *srv);
 /* Free the configuration and every LU still mapped (server destroy). */
 void tnd_iscsi_cfg_destroy(struct tnd_target_server *srv);

@@ -246,6 +246,13 @@ static void respond_check(struct iscsi_task *t, uint8_t status, uint8_t key, uin
 
 static void cmd_done(struct tnd_scsi_cmd *cmd);
 
+/* The answer will be dropped: a long command may stop early. */
+static bool cmd_cancelled(const struct tnd_scsi_cmd *cmd)
+{
+	const struct iscsi_task *t = cmd->priv;
+	return t->aborted || t->conn->state == CONN_CLOSING;
+}
+
 /*
  * REPORTED LUNS DATA HAS CHANGED (SPC-4 6.33, SAM-5 5.14): after the LUN
  * inventory of a session changed, its next command to a LUN it has is
@@ -287,8 +294,10 @@ static void task_exec(struct iscsi_task *t)
 	/* The view may be replaced between callbacks; REPORT LUNS reads it
 	 * within tnd_scsi_exec(), before any. */
 	cmd->luns = c->view_ids;
+	cmd->view_lus = c->view_lus;
 	cmd->nr_luns = c->view_nr;
 	cmd->done = cmd_done;
+	cmd->cancelled = cmd_cancelled;
 	cmd->priv = t;
 	t->state = TASK_EXEC;
 	c->nr_exec++;
@@ -638,7 +647,10 @@ static void cmd_done(struct tnd_scsi_cmd *cmd)
 	struct iscsi_conn *c = t->conn;
 	c->nr_exec--;
 	c->inflight--;
-	tnd_iscsi_cfg_cmd_done(c->rc, cmd->lu);
+	if (t->drain_counted) {
+		t->drain_counted = false;
+		tnd_iscsi_cfg_cmd_done(c->rc);
+	}
 	struct iscsi_tmf *m = t->tmf;
 	if (t->aborted || c->state == CONN_CLOSING)
 		task_discard(c, t);

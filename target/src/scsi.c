@@ -38,19 +38,60 @@ static const struct scsi_op service_action_in_16[32] = {
 };
 
 static const struct scsi_op maintenance_in[32] = {
+	[SCSI_MI_REPORT_TARGET_PORT_GROUPS] = {
+		.name = "REPORT TARGET PORT GROUPS", .exec = alua_report_tpgs, .cdb_len = 12,
+		.flags = SCSI_OP_ALUA_ANY,
+		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 6, .len_size = 4,
+		.usage = { 0xa3, 0xea, 0x00, 0x00, 0x00, 0x00, FF4, 0x00, 0x00 },
+	},
 	[SCSI_MI_REPORT_SUPPORTED_OPCODES] = {
 		.name = "REPORT SUPPORTED OPERATION CODES", .exec = spc_report_opcodes,
 		.cdb_len = 12,
-		.flags = SCSI_OP_NO_LU,
+		.flags = SCSI_OP_NO_LU | SCSI_OP_ALUA_STANDBY,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 6, .len_size = 4,
 		.usage = { 0xa3, 0x0c, 0x87, 0xff, 0xff, 0xff, FF4, 0x00, 0x00 },
 	},
 	[SCSI_MI_REPORT_SUPPORTED_TMFS] = {
 		.name = "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS", .exec = spc_report_tmfs,
 		.cdb_len = 12,
-		.flags = SCSI_OP_NO_LU,
+		.flags = SCSI_OP_NO_LU | SCSI_OP_ALUA_STANDBY,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 6, .len_size = 4,
 		.usage = { 0xa3, 0x0d, 0x80, 0x00, 0x00, 0x00, FF4, 0x00, 0x00 },
+	},
+};
+
+static const struct scsi_op third_party_copy_out[32] = {
+	[SCSI_XCOPY_LID1] = {
+		/* Not SCSI_OP_WRITES: what it writes is the destination copy
+		 * target, whose read-only flag scsi_xcopy.c checks. */
+		.name = "EXTENDED COPY(LID1)", .exec = xcopy_extended_copy, .cdb_len = 16,
+		.xfer = SCSI_XFER_OUT_PARAM, .len_off = 10, .len_size = 4,
+		.usage = { 0x83, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, FF4,
+			   0x00, 0x00 },
+	},
+};
+
+static const struct scsi_op third_party_copy_in[32] = {
+	[SCSI_RCR_COPY_STATUS] = {
+		.name = "RECEIVE COPY STATUS(LID1)", .exec = xcopy_receive_copy_results,
+		.cdb_len = 16,
+		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 10, .len_size = 4,
+		.usage = { 0x84, 0x00, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, FF4,
+			   0x00, 0x00 },
+	},
+	[SCSI_RCR_OPERATING_PARAMETERS] = {
+		.name = "RECEIVE COPY OPERATING PARAMETERS", .exec = xcopy_receive_copy_results,
+		.cdb_len = 16,
+		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 10, .len_size = 4,
+		.usage = { 0x84, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, FF4,
+			   0x00, 0x00 },
+	},
+	[SCSI_RCR_FAILED_SEGMENT_DETAILS] = {
+		.name = "RECEIVE COPY FAILURE DETAILS(LID1)", .exec = xcopy_receive_copy_results,
+		.cdb_len = 16,
+		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 10, .len_size = 4,
+		.usage = { 0x84, 0x04, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, FF4,
+			   0x00, 0x00 },
 	},
 };
 
@@ -61,7 +102,7 @@ static const struct scsi_op ops[256] = {
 	},
 	[SCSI_REQUEST_SENSE] = {
 		.name = "REQUEST SENSE", .exec = spc_request_sense, .cdb_len = 6,
-		.flags = SCSI_OP_KEEPS_UA | SCSI_OP_NO_LU,
+		.flags = SCSI_OP_KEEPS_UA | SCSI_OP_NO_LU | SCSI_OP_ALUA_ANY,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 4, .len_size = 1,
 		.usage = { 0x03, 0x01, 0x00, 0x00, 0xff, 0x00 },
 	},
@@ -79,17 +120,19 @@ static const struct scsi_op ops[256] = {
 	},
 	[SCSI_INQUIRY] = {
 		.name = "INQUIRY", .exec = spc_inquiry, .cdb_len = 6,
-		.flags = SCSI_OP_KEEPS_UA,
+		.flags = SCSI_OP_KEEPS_UA | SCSI_OP_ALUA_ANY,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 3, .len_size = 2,
 		.usage = { 0x12, 0x01, 0xff, 0xff, 0xff, 0x00 },
 	},
 	[SCSI_MODE_SELECT_6] = {
 		.name = "MODE SELECT(6)", .exec = spc_mode_select, .cdb_len = 6,
+		.flags = SCSI_OP_ALUA_STANDBY,
 		.xfer = SCSI_XFER_OUT_PARAM, .len_off = 4, .len_size = 1,
 		.usage = { 0x15, 0x11, 0x00, 0x00, 0xff, 0x00 },
 	},
 	[SCSI_MODE_SENSE_6] = {
 		.name = "MODE SENSE(6)", .exec = spc_mode_sense, .cdb_len = 6,
+		.flags = SCSI_OP_ALUA_STANDBY,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 4, .len_size = 1,
 		.usage = { 0x1a, 0x08, 0xff, 0xff, 0xff, 0x00 },
 	},
@@ -146,11 +189,13 @@ static const struct scsi_op ops[256] = {
 	},
 	[SCSI_MODE_SELECT_10] = {
 		.name = "MODE SELECT(10)", .exec = spc_mode_select, .cdb_len = 10,
+		.flags = SCSI_OP_ALUA_STANDBY,
 		.xfer = SCSI_XFER_OUT_PARAM, .len_off = 7, .len_size = 2,
 		.usage = { 0x55, 0x11, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00 },
 	},
 	[SCSI_MODE_SENSE_10] = {
 		.name = "MODE SENSE(10)", .exec = spc_mode_sense, .cdb_len = 10,
+		.flags = SCSI_OP_ALUA_STANDBY,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 7, .len_size = 2,
 		.usage = { 0x5a, 0x18, 0xff, 0xff, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00 },
 	},
@@ -196,12 +241,18 @@ static const struct scsi_op ops[256] = {
 		.xfer = SCSI_XFER_CUSTOM, .xfer_fn = sbc_xfer_write_same,
 		.usage = { 0x93, 0x19, FF8, FF4, 0x1f, 0x00 },
 	},
+	[SCSI_EXTENDED_COPY] = {
+		.name = "THIRD-PARTY COPY OUT", .cdb_len = 16, .sa = third_party_copy_out,
+	},
+	[SCSI_RECEIVE_COPY_RESULTS] = {
+		.name = "THIRD-PARTY COPY IN", .cdb_len = 16, .sa = third_party_copy_in,
+	},
 	[SCSI_SERVICE_ACTION_IN_16] = {
 		.name = "SERVICE ACTION IN(16)", .cdb_len = 16, .sa = service_action_in_16,
 	},
 	[SCSI_REPORT_LUNS] = {
 		.name = "REPORT LUNS", .exec = spc_report_luns, .cdb_len = 12,
-		.flags = SCSI_OP_KEEPS_UA | SCSI_OP_NO_LU,
+		.flags = SCSI_OP_KEEPS_UA | SCSI_OP_NO_LU | SCSI_OP_ALUA_ANY,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 6, .len_size = 4,
 		.usage = { 0xa0, 0x00, 0xff, 0x00, 0x00, 0x00, FF4, 0x00, 0x00 },
 	},
@@ -238,6 +289,11 @@ const struct scsi_op *scsi_op_lookup(const uint8_t *cdb)
 	if (op->sa)
 		op = &op->sa[cdb[1] & 0x1f];
 	return op->exec ? op : NULL;
+}
+
+bool scsi_opcode_has_sa(uint8_t opcode)
+{
+	return ops[opcode].sa != NULL;
 }
 
 /* Walk the table in opcode, then service action order. */
@@ -342,6 +398,7 @@ static const uint16_t ua_asc[] = {
 	SCSI_ASC_LUN_RESET_OCCURRED,
 	SCSI_ASC_MODE_PARAMETERS_CHANGED,
 	SCSI_ASC_CAPACITY_CHANGED,
+	SCSI_ASC_ALUA_STATE_CHANGED,
 };
 
 bool scsi_itl_take_ua(struct scsi_itl *itl, uint16_t *asc)
@@ -370,6 +427,11 @@ static void itl_observe(struct scsi_itl *itl, const struct tnd_scsi_lu *lu,
 	if (g != itl->seen_mode_gen) {
 		itl->seen_mode_gen = g;
 		itl->ua |= SCSI_UA_MODE_CHANGED;
+	}
+	g = atomic_load_explicit(&lu->alua_gen, memory_order_acquire);
+	if (g != itl->seen_alua_gen) {
+		itl->seen_alua_gen = g;
+		itl->ua |= SCSI_UA_ALUA_CHANGED;
 	}
 	if (info->num_blocks != itl->seen_blocks) {
 		itl->seen_blocks = info->num_blocks;
@@ -412,6 +474,7 @@ static struct scsi_itl *nexus_itl(struct tnd_scsi_nexus *nx, const struct tnd_sc
 		.lu_epoch = lu->epoch,
 		.seen_reset_gen = atomic_load(&lu->reset_gen),
 		.seen_mode_gen = atomic_load(&lu->mode_gen),
+		.seen_alua_gen = atomic_load(&lu->alua_gen),
 		.seen_blocks = info->num_blocks,
 		.ua = SCSI_UA_POWER_ON,
 	};
@@ -423,6 +486,14 @@ static struct scsi_itl *nexus_itl(struct tnd_scsi_nexus *nx, const struct tnd_sc
 bool scsi_lu_wce(const struct tnd_scsi_lu *lu, const struct tnd_volume_info *info)
 {
 	return info->write_cache && atomic_load_explicit(&lu->wce, memory_order_acquire);
+}
+
+unsigned scsi_lu_write_flags(const struct tnd_scsi_lu *lu, const struct tnd_volume_info *info,
+			     bool fua)
+{
+	if (fua || (info->write_cache && !scsi_lu_wce(lu, info)))
+		return TND_IO_FUA;
+	return 0;
 }
 
 void scsi_lu_set_wce(struct tnd_scsi_lu *lu, struct scsi_itl *self, bool wce)
@@ -507,8 +578,10 @@ static bool cdb_reserved_ok(struct tnd_scsi_cmd *cmd, const struct scsi_op *op)
 {
 	for (unsigned i = 1; i < op->cdb_len; i++) {
 		uint8_t allowed = op->usage[i];
+		/* Byte 1 of a service-action CDB: the action (already looked
+		 * up) plus whatever bits 7-5 the action itself allows. */
 		if (i == 1 && ops[op->usage[0]].sa)
-			allowed = 0x1f;
+			allowed = 0x1f | (op->usage[1] & 0xe0);
 		uint8_t bad = cmd->cdb[i] & (uint8_t)~allowed;
 		if (bad) {
 			scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, i,
@@ -551,6 +624,7 @@ void tnd_scsi_exec(struct tnd_scsi_cmd *cmd)
 	cmd->io = NULL;
 	cmd->bounce = NULL;
 	cmd->stage = 0;
+	cmd->xcopy = NULL;
 
 	const struct scsi_op *op = NULL;
 	if (cmd->cdb_len >= 6) {
@@ -595,6 +669,8 @@ void tnd_scsi_exec(struct tnd_scsi_cmd *cmd)
 		return;
 	}
 	if (!cdb_reserved_ok(cmd, op))
+		return;
+	if (!alua_check(cmd, op, cmd->lu))
 		return;
 	if ((op->flags & SCSI_OP_WRITES) && ctx.info.read_only) {
 		scsi_check(cmd, SCSI_KEY_DATA_PROTECT, SCSI_ASC_WRITE_PROTECTED);
@@ -671,6 +747,8 @@ int tnd_scsi_lu_create(const struct tnd_scsi_lu_desc *desc, struct tnd_scsi_lu *
 	atomic_init(&lu->mode_gen, 0);
 	atomic_init(&lu->wce, true);
 	atomic_init(&lu->caw_head, NULL);
+	atomic_init(&lu->alua_state, TND_SCSI_ALUA_ACTIVE_OPTIMIZED);
+	atomic_init(&lu->alua_gen, 0);
 	*out = lu;
 	return 0;
 }
@@ -683,6 +761,33 @@ void tnd_scsi_lu_destroy(struct tnd_scsi_lu *lu)
 void tnd_scsi_lu_reset(struct tnd_scsi_lu *lu)
 {
 	atomic_fetch_add_explicit(&lu->reset_gen, 1, memory_order_acq_rel);
+}
+
+int tnd_scsi_lu_set_alua_state(struct tnd_scsi_lu *lu, enum tnd_scsi_alua_state state)
+{
+	switch (state) {
+	case TND_SCSI_ALUA_ACTIVE_OPTIMIZED:
+	case TND_SCSI_ALUA_ACTIVE_NON_OPTIMIZED:
+	case TND_SCSI_ALUA_STANDBY:
+	case TND_SCSI_ALUA_UNAVAILABLE:
+	case TND_SCSI_ALUA_TRANSITIONING:
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (atomic_exchange_explicit(&lu->alua_state, state, memory_order_acq_rel) != state)
+		atomic_fetch_add_explicit(&lu->alua_gen, 1, memory_order_acq_rel);
+	return 0;
+}
+
+enum tnd_scsi_alua_state tnd_scsi_lu_alua_state(const struct tnd_scsi_lu *lu)
+{
+	return (enum tnd_scsi_alua_state)scsi_lu_alua(lu);
+}
+
+bool tnd_scsi_cmd_uses_lu(const struct tnd_scsi_cmd *cmd, const struct tnd_scsi_lu *lu)
+{
+	return cmd->lu == lu || (cmd->xcopy && xcopy_uses_lu(cmd->xcopy, lu));
 }
 
 /* ---- nexus ---- */
@@ -701,6 +806,7 @@ int tnd_scsi_nexus_create(const char *initiator, const struct tnd_scsi_port *por
 		goto err_free_initiator;
 	nx->tpgt = port ? port->tpgt : 1;
 	nx->rel_port_id = port && port->rel_port_id ? port->rel_port_id : 1;
+	nx->port_group = port && port->port_group ? port->port_group : 1;
 	*out = nx;
 	return 0;
 

@@ -11,13 +11,14 @@
  * - struct tnd_scsi_lu: one logical unit = one device's volume plus its SCSI
  *   identity (vendor/product, serial, NAA designator derived from the
  *   device name) and the state every I_T nexus shares (reset generation for
- *   unit attentions, mode page state). Created by the daemon/target at
+ *   unit attentions, mode page state, the ALUA state on this node). Created by the daemon/target at
  *   configuration time, shared by sessions on every reactor: the fields
  *   touched on the I/O path are atomics, nothing takes a lock per command.
  * - struct tnd_scsi_nexus: one I_T nexus (an iSCSI session), owned by that
  *   session and used only on its reactor. Holds pending unit attentions
  *   (power on at creation; reset or parameter change observed through the
- *   LU's generation counters) and the sense data kept for REQUEST SENSE.
+ *   LU's generation counters), the sense data kept for REQUEST SENSE and
+ *   the results of its EXTENDED COPY commands.
  *
  * Buffers: the transport allocates cmd->data. For a write it holds the
  * data-out received (data_len bytes); for a read it is a buffer of data_len
@@ -49,6 +50,7 @@ struct tnd_reactor;
 struct tnd_scsi_lu;
 struct tnd_scsi_nexus;
 struct tnd_scsi_cmd;
+struct scsi_xcopy;
 
 /* SAM status codes. */
 enum {
@@ -90,7 +92,22 @@ struct tnd_scsi_cmd {
 	/* LUNs this nexus may see, for REPORT LUNS (sorted ascending). */
 	const uint64_t *luns;
 	unsigned nr_luns;
+	/*
+	 * The logical units behind luns[] (same order and count), or NULL.
+	 * EXTENDED COPY resolves its copy targets' designators among these
+	 * and cmd->lu only: a copy never reaches an LU outside the nexus's
+	 * view (the XCOPY ACL bypass, CVE-2020-28374). Read only within
+	 * tnd_scsi_exec(); the transport must keep every LU a command uses
+	 * (tnd_scsi_cmd_uses_lu()) alive until done().
+	 */
+	struct tnd_scsi_lu *const *view_lus;
 	tnd_scsi_done_cb done;
+	/*
+	 * Optional: true once the transport no longer wants the answer (task
+	 * aborted, session going away). Long commands (EXTENDED COPY) poll it
+	 * between steps and stop early; the answer is then dropped anyway.
+	 */
+	bool (*cancelled)(const struct tnd_scsi_cmd *cmd);
 	void *priv;                     /* the transport's; untouched here */
 
 	/* ---- set by the SCSI layer before done() ---- */
@@ -104,6 +121,7 @@ struct tnd_scsi_cmd {
 	struct tnd_io *io;
 	void *bounce;
 	uint32_t stage;
+	struct scsi_xcopy *xcopy;       /* EXTENDED COPY in progress */
 };
 
 /* The identity and options of a logical unit, given at creation. */
@@ -119,6 +137,26 @@ struct tnd_scsi_port {
 	const char *target_name;        /* the target IQN */
 	uint16_t tpgt;                  /* target portal group tag */
 	uint16_t rel_port_id;           /* relative target port identifier, >= 1 */
+	/* ALUA target port group of the port (one per node); 0 = 1. */
+	uint16_t port_group;
+};
+
+/*
+ * ALUA (SPC-4 5.15): asymmetric access states, as REPORT TARGET PORT
+ * GROUPS encodes them. Every LU starts active/optimized; the HA layer
+ * moves the LU's state on this node's target port group (one group per
+ * node), and commands are then refused as SPC-4 says for the state:
+ * standby and unavailable answer NOT READY, LOGICAL UNIT NOT ACCESSIBLE
+ * (04h/0Bh, 04h/0Ch) to everything but the discovery and reporting
+ * commands, transitioning answers 04h/0Ah. A change raises ASYMMETRIC
+ * ACCESS STATE CHANGED (2Ah/06h) on every nexus.
+ */
+enum tnd_scsi_alua_state {
+	TND_SCSI_ALUA_ACTIVE_OPTIMIZED = 0x0,
+	TND_SCSI_ALUA_ACTIVE_NON_OPTIMIZED = 0x1,
+	TND_SCSI_ALUA_STANDBY = 0x2,
+	TND_SCSI_ALUA_UNAVAILABLE = 0x3,
+	TND_SCSI_ALUA_TRANSITIONING = 0xf,
 };
 
 /* Create / destroy a logical unit. Returns 0 or -errno. */
@@ -131,6 +169,11 @@ void tnd_scsi_lu_destroy(struct tnd_scsi_lu *lu);
  */
 void tnd_scsi_lu_reset(struct tnd_scsi_lu *lu);
 
+/* Set / read @lu's ALUA state on this node's port group. Any thread;
+ * -EINVAL for a value that is not a state above. */
+int tnd_scsi_lu_set_alua_state(struct tnd_scsi_lu *lu, enum tnd_scsi_alua_state state);
+enum tnd_scsi_alua_state tnd_scsi_lu_alua_state(const struct tnd_scsi_lu *lu);
+
 /* Create an I_T nexus; @initiator is the initiator port name (IQN + ISID). */
 int tnd_scsi_nexus_create(const char *initiator, const struct tnd_scsi_port *port,
 			  struct tnd_scsi_nexus **out);
@@ -138,6 +181,13 @@ void tnd_scsi_nexus_destroy(struct tnd_scsi_nexus *nexus);
 
 /* Execute a command; see "Completion" above. */
 void tnd_scsi_exec(struct tnd_scsi_cmd *cmd);
+
+/*
+ * Whether @cmd, executing (between tnd_scsi_exec() and done()), may still
+ * touch @lu: its own LU, or a copy target of an EXTENDED COPY. The
+ * transport asks before it lets an unmapped LU be destroyed.
+ */
+bool tnd_scsi_cmd_uses_lu(const struct tnd_scsi_cmd *cmd, const struct tnd_scsi_lu *lu);
 
 /*
  * Decide the data direction and transfer length a CDB implies, without

@@ -11,6 +11,9 @@
  *                 SENSE, MODE SENSE/SELECT, REPORT SUPPORTED OPCODES/TMFs
  *   scsi_sbc.c    block commands: READ/WRITE/VERIFY, SYNCHRONIZE CACHE,
  *                 capacity, UNMAP, WRITE SAME, GET LBA STATUS, PRE-FETCH
+ *   scsi_alua.c   ALUA: REPORT TARGET PORT GROUPS, which commands each
+ *                 asymmetric access state refuses
+ *   scsi_xcopy.c  EXTENDED COPY (LID1) and RECEIVE COPY RESULTS
  *
  * Every exec function receives the command and a struct scsi_ctx built by
  * the dispatcher (the decoded op, the LU, the nexus's per-LU state and a
@@ -74,6 +77,8 @@ enum {
 	SCSI_SYNCHRONIZE_CACHE_16 = 0x91,
 	SCSI_WRITE_SAME_16 = 0x93,
 	SCSI_SERVICE_ACTION_IN_16 = 0x9e,
+	SCSI_EXTENDED_COPY = 0x83,      /* THIRD-PARTY COPY OUT */
+	SCSI_RECEIVE_COPY_RESULTS = 0x84, /* THIRD-PARTY COPY IN */
 	SCSI_REPORT_LUNS = 0xa0,
 	SCSI_MAINTENANCE_IN = 0xa3,
 	SCSI_READ_12 = 0xa8,
@@ -86,8 +91,13 @@ enum {
 enum {
 	SCSI_SAI_READ_CAPACITY_16 = 0x10,
 	SCSI_SAI_GET_LBA_STATUS = 0x12,
+	SCSI_MI_REPORT_TARGET_PORT_GROUPS = 0x0a,
 	SCSI_MI_REPORT_SUPPORTED_OPCODES = 0x0c,
 	SCSI_MI_REPORT_SUPPORTED_TMFS = 0x0d,
+	SCSI_XCOPY_LID1 = 0x00,
+	SCSI_RCR_COPY_STATUS = 0x00,
+	SCSI_RCR_OPERATING_PARAMETERS = 0x03,
+	SCSI_RCR_FAILED_SEGMENT_DETAILS = 0x04,
 };
 
 /* Sense keys. */
@@ -99,6 +109,7 @@ enum {
 	SCSI_KEY_ILLEGAL_REQUEST = 0x5,
 	SCSI_KEY_UNIT_ATTENTION = 0x6,
 	SCSI_KEY_DATA_PROTECT = 0x7,
+	SCSI_KEY_COPY_ABORTED = 0xa,
 	SCSI_KEY_ABORTED_COMMAND = 0xb,
 	SCSI_KEY_MISCOMPARE = 0xe,
 };
@@ -106,6 +117,11 @@ enum {
 /* Additional sense codes as (ASC << 8 | ASCQ). */
 enum {
 	SCSI_ASC_NONE = 0x0000,
+	SCSI_ASC_OPERATION_IN_PROGRESS = 0x0016,
+	SCSI_ASC_ALUA_TRANSITION = 0x040a,
+	SCSI_ASC_ALUA_STANDBY = 0x040b,
+	SCSI_ASC_ALUA_UNAVAILABLE = 0x040c,
+	SCSI_ASC_UNREACHABLE_COPY_TARGET = 0x0804,
 	SCSI_ASC_WRITE_ERROR = 0x0c00,
 	SCSI_ASC_UNRECOVERED_READ_ERROR = 0x1100,
 	SCSI_ASC_PARAMETER_LIST_LENGTH_ERROR = 0x1a00,
@@ -115,11 +131,16 @@ enum {
 	SCSI_ASC_INVALID_FIELD_IN_CDB = 0x2400,
 	SCSI_ASC_LUN_NOT_SUPPORTED = 0x2500,
 	SCSI_ASC_INVALID_FIELD_IN_PARAM = 0x2600,
+	SCSI_ASC_TOO_MANY_TARGET_DESCRIPTORS = 0x2606,
+	SCSI_ASC_UNSUPPORTED_TARGET_DESCRIPTOR = 0x2607,
+	SCSI_ASC_TOO_MANY_SEGMENT_DESCRIPTORS = 0x2608,
+	SCSI_ASC_UNSUPPORTED_SEGMENT_DESCRIPTOR = 0x2609,
 	SCSI_ASC_WRITE_PROTECTED = 0x2700,
 	SCSI_ASC_SPACE_ALLOC_FAILED_WP = 0x2707,
 	SCSI_ASC_POWER_ON_RESET = 0x2900,
 	SCSI_ASC_LUN_RESET_OCCURRED = 0x2903,
 	SCSI_ASC_MODE_PARAMETERS_CHANGED = 0x2a01,
+	SCSI_ASC_ALUA_STATE_CHANGED = 0x2a06,
 	SCSI_ASC_CAPACITY_CHANGED = 0x2a09,
 	SCSI_ASC_SAVING_PARAMS_UNSUPPORTED = 0x3900,
 	SCSI_ASC_INTERNAL_TARGET_FAILURE = 0x4400,
@@ -164,6 +185,10 @@ enum {
 	 * INVALID COMMAND OPERATION CODE otherwise, and not reported by
 	 * REPORT SUPPORTED OPERATION CODES. */
 	SCSI_OP_LBP = 1u << 4,
+	/* Runs while the LU's ALUA state is standby (SPC-4 5.15.2.4.4). */
+	SCSI_OP_ALUA_STANDBY = 1u << 5,
+	/* Runs in every ALUA state, unavailable and transitioning too. */
+	SCSI_OP_ALUA_ANY = 1u << 6,
 };
 
 struct scsi_op {
@@ -191,6 +216,8 @@ struct scsi_op {
 const struct scsi_op *scsi_op_lookup(const uint8_t *cdb);
 /* Iterate over every supported op (REPORT SUPPORTED OPERATION CODES). */
 const struct scsi_op *scsi_op_next(const struct scsi_op *prev);
+/* Whether @opcode has service actions (its byte 1 bits 4-0). */
+bool scsi_opcode_has_sa(uint8_t opcode);
 
 /* Pending unit attention conditions of one I_T_L, in reporting order. */
 enum {
@@ -198,6 +225,7 @@ enum {
 	SCSI_UA_LUN_RESET = 1u << 1,    /* 29/03 */
 	SCSI_UA_MODE_CHANGED = 1u << 2, /* 2A/01 */
 	SCSI_UA_CAPACITY = 1u << 3,     /* 2A/09 */
+	SCSI_UA_ALUA_CHANGED = 1u << 4, /* 2A/06 */
 };
 
 /* A nexus's view of one LU (the "L" of I_T_L). Owned by the nexus. */
@@ -206,6 +234,7 @@ struct scsi_itl {
 	uint64_t lu_epoch;              /* tells a new LU at a reused address */
 	unsigned seen_reset_gen;
 	unsigned seen_mode_gen;
+	unsigned seen_alua_gen;
 	uint64_t seen_blocks;
 	unsigned ua;                    /* SCSI_UA_* */
 };
@@ -241,6 +270,10 @@ struct tnd_scsi_lu {
 
 	atomic_uint reset_gen;
 	atomic_uint mode_gen;
+	/* ALUA: the state (enum tnd_scsi_alua_state) and how often it was
+	 * changed, for the unit attention and RTPG's STATUS CODE. */
+	atomic_uint alua_state;
+	atomic_uint alua_gen;
 	/* WCE as set by MODE SELECT; meaningful only while the volume has a
 	 * write cache (info.write_cache, asked per command: a cache layer may
 	 * switch between write-back and write-through). When false every
@@ -256,13 +289,37 @@ struct tnd_scsi_lu {
 	struct scsi_caw_waiter *caw_queue;
 };
 
+/*
+ * What RECEIVE COPY RESULTS reports of one EXTENDED COPY (LID1) of a
+ * nexus, by (LU, list identifier). Kept in the nexus: SPC-4 scopes list
+ * identifiers to the I_T nexus. @lu is compared, never dereferenced.
+ */
+#define SCSI_XCOPY_RECORDS 8
+struct scsi_copy_rec {
+	const struct tnd_scsi_lu *lu;   /* NULL: slot free */
+	uint64_t lu_epoch;
+	uint64_t age;                   /* for reuse: the oldest goes first */
+	uint8_t list_id;
+	bool running;
+	uint8_t status;                 /* TND_SAM_* once finished */
+	uint16_t segments;              /* segment descriptors processed */
+	uint64_t bytes;                 /* bytes written to copy targets */
+	uint8_t sense_len;              /* failed segment details */
+	uint8_t sense[TND_SCSI_SENSE_MAX];
+};
+
 struct tnd_scsi_nexus {
 	char *initiator;
 	char *target_name;
 	uint16_t tpgt;
 	uint16_t rel_port_id;
+	uint16_t port_group;
 	struct scsi_itl *itl;
 	unsigned nr_itl, cap_itl;
+	/* EXTENDED COPY: results by list id, and copies in progress. */
+	struct scsi_copy_rec copies[SCSI_XCOPY_RECORDS];
+	uint64_t copy_age;
+	unsigned copies_running;
 };
 
 /* What the dispatcher hands to every exec function. */
@@ -306,6 +363,14 @@ void scsi_check_errno(struct tnd_scsi_cmd *cmd, int err, enum scsi_err_ctx what)
 
 /* Build fixed sense (18 bytes) for (@key, @asc) into @buf. */
 unsigned scsi_build_sense(uint8_t *buf, uint8_t key, uint16_t asc);
+/*
+ * The sense a volume's -errno makes (as scsi_check_errno() would report
+ * it) into @buf; returns its length, 0 for the transient errors that are
+ * answered with BUSY and no sense.
+ */
+unsigned scsi_errno_sense(uint8_t *buf, int err, enum scsi_err_ctx what);
+/* Finish @cmd with CHECK CONDITION and the @len bytes of sense in @sense. */
+void scsi_check_sense(struct tnd_scsi_cmd *cmd, const uint8_t *sense, unsigned len);
 
 /*
  * Return @len bytes of data-in: copies what fits the transport's buffer
@@ -348,7 +413,39 @@ static inline uint32_t scsi_max_unmap_blocks(const struct tnd_volume_info *info)
 							       : SCSI_MAX_UNMAP_BLOCKS;
 }
 
+/* ALUA state of @lu now. */
+static inline unsigned scsi_lu_alua(const struct tnd_scsi_lu *lu)
+{
+	return atomic_load_explicit(&lu->alua_state, memory_order_acquire);
+}
+
+/* Whether a copy target in this ALUA state may be read and written. */
+static inline bool scsi_alua_active(unsigned state)
+{
+	return state == TND_SCSI_ALUA_ACTIVE_OPTIMIZED ||
+	       state == TND_SCSI_ALUA_ACTIVE_NON_OPTIMIZED;
+}
+
+/* WRITE flags a write to @lu needs so that WCE=0 holds (see sbc). */
+unsigned scsi_lu_write_flags(const struct tnd_scsi_lu *lu, const struct tnd_volume_info *info,
+			     bool fua);
+
 /* ---- exec functions ---- */
+
+/* scsi_alua.c */
+/* True: @op may run in @lu's ALUA state; else @cmd is finished with the
+ * sense the state calls for. */
+bool alua_check(struct tnd_scsi_cmd *cmd, const struct scsi_op *op, const struct tnd_scsi_lu *lu);
+void alua_report_tpgs(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+
+/* scsi_xcopy.c */
+void xcopy_extended_copy(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void xcopy_receive_copy_results(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+/* The EXTENDED COPY of @cmd may touch @lu (see tnd_scsi_cmd_uses_lu()). */
+bool xcopy_uses_lu(const struct scsi_xcopy *x, const struct tnd_scsi_lu *lu);
+/* The Third-party Copy VPD page body after @b's 4-byte header; returns
+ * the page's whole length. */
+unsigned xcopy_vpd_tpc(uint8_t *b, const struct tnd_volume_info *info);
 
 /* scsi_spc.c */
 void spc_test_unit_ready(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);

@@ -89,42 +89,57 @@ void scsi_check_miscompare(struct tnd_scsi_cmd *cmd, uint32_t offset)
 	cmd->done(cmd);
 }
 
-void scsi_check_errno(struct tnd_scsi_cmd *cmd, int err, enum scsi_err_ctx what)
+unsigned scsi_errno_sense(uint8_t *buf, int err, enum scsi_err_ctx what)
 {
 	switch (err) {
 	case -EIO:
-		if (what == SCSI_ERR_READ)
-			scsi_check(cmd, SCSI_KEY_MEDIUM_ERROR, SCSI_ASC_UNRECOVERED_READ_ERROR);
-		else
-			scsi_check(cmd, SCSI_KEY_MEDIUM_ERROR, SCSI_ASC_WRITE_ERROR);
-		return;
+		return scsi_build_sense(buf, SCSI_KEY_MEDIUM_ERROR,
+					what == SCSI_ERR_READ ? SCSI_ASC_UNRECOVERED_READ_ERROR
+							      : SCSI_ASC_WRITE_ERROR);
 	case -EILSEQ:
 		/* A block that fails its checksum is unreadable, whatever we
 		 * were doing when we found out. */
-		scsi_check(cmd, SCSI_KEY_MEDIUM_ERROR, SCSI_ASC_UNRECOVERED_READ_ERROR);
-		return;
+		return scsi_build_sense(buf, SCSI_KEY_MEDIUM_ERROR, SCSI_ASC_UNRECOVERED_READ_ERROR);
 	case -ENOSPC:
-		scsi_check(cmd, SCSI_KEY_DATA_PROTECT, SCSI_ASC_SPACE_ALLOC_FAILED_WP);
-		return;
+		return scsi_build_sense(buf, SCSI_KEY_DATA_PROTECT, SCSI_ASC_SPACE_ALLOC_FAILED_WP);
 	case -EROFS:
-		scsi_check(cmd, SCSI_KEY_DATA_PROTECT, SCSI_ASC_WRITE_PROTECTED);
-		return;
+		return scsi_build_sense(buf, SCSI_KEY_DATA_PROTECT, SCSI_ASC_WRITE_PROTECTED);
 	case -EINVAL:
 		/* The volume's word for "out of range": the size changed under
 		 * us between our check and its. */
-		scsi_check(cmd, SCSI_KEY_ILLEGAL_REQUEST, SCSI_ASC_LBA_OUT_OF_RANGE);
-		return;
+		return scsi_build_sense(buf, SCSI_KEY_ILLEGAL_REQUEST, SCSI_ASC_LBA_OUT_OF_RANGE);
 	case -ENOMEM:
 	case -EAGAIN:
 	case -EBUSY:
 		/* Transient shortage on our side: the initiator retries. */
-		cmd->status = TND_SAM_BUSY;
-		cmd->sense_len = 0;
-		cmd->in_len = 0;
-		cmd->done(cmd);
-		return;
+		return 0;
 	default:
-		scsi_check(cmd, SCSI_KEY_HARDWARE_ERROR, SCSI_ASC_INTERNAL_TARGET_FAILURE);
+		return scsi_build_sense(buf, SCSI_KEY_HARDWARE_ERROR,
+					SCSI_ASC_INTERNAL_TARGET_FAILURE);
+	}
+}
+
+void scsi_check_sense(struct tnd_scsi_cmd *cmd, const uint8_t *sense, unsigned len)
+{
+	cmd->status = TND_SAM_CHECK_CONDITION;
+	if (len > TND_SCSI_SENSE_MAX)
+		len = TND_SCSI_SENSE_MAX;
+	memcpy(cmd->sense, sense, len);
+	cmd->sense_len = (uint8_t)len;
+	cmd->in_len = 0;
+	cmd->done(cmd);
+}
+
+void scsi_check_errno(struct tnd_scsi_cmd *cmd, int err, enum scsi_err_ctx what)
+{
+	uint8_t b[TND_SCSI_SENSE_MAX];
+	unsigned n = scsi_errno_sense(b, err, what);
+	if (n) {
+		scsi_check_sense(cmd, b, n);
 		return;
 	}
+	cmd->status = TND_SAM_BUSY;
+	cmd->sense_len = 0;
+	cmd->in_len = 0;
+	cmd->done(cmd);
 }

@@ -31,6 +31,8 @@ enum {
 	INQ_HISUP = 0x10,
 	INQ_RDF_2 = 0x02,
 	INQ_CMDQUE = 0x02,
+	INQ_TPGS_IMPLICIT = 0x10, /* byte 5: implicit ALUA (SPC-4 6.6.2) */
+	INQ_3PC = 0x08,           /* byte 5: EXTENDED COPY is supported */
 };
 
 /* Version descriptors (SPC-4 table 30): SAM-5, SPC-4, SBC-3, iSCSI. */
@@ -43,6 +45,8 @@ static void inquiry_std(uint8_t *b, const struct tnd_scsi_lu *lu)
 	b[2] = INQ_VERSION_SPC4;
 	b[3] = INQ_HISUP | INQ_RDF_2;
 	b[4] = INQ_STD_LEN - 5;
+	if (lu)
+		b[5] = INQ_TPGS_IMPLICIT | INQ_3PC;
 	b[7] = INQ_CMDQUE;
 	if (lu) {
 		memcpy(b + 8, lu->vendor, 8);
@@ -79,13 +83,14 @@ enum {
 	VPD_SUPPORTED = 0x00,
 	VPD_SERIAL = 0x80,
 	VPD_DEVICE_ID = 0x83,
+	VPD_THIRD_PARTY_COPY = 0x8f,
 	VPD_BLOCK_LIMITS = 0xb0,
 	VPD_BLOCK_CHARACTERISTICS = 0xb1,
 	VPD_LBP = 0xb2,
 };
 
 static const uint8_t vpd_pages[] = {
-	VPD_SUPPORTED, VPD_SERIAL, VPD_DEVICE_ID,
+	VPD_SUPPORTED, VPD_SERIAL, VPD_DEVICE_ID, VPD_THIRD_PARTY_COPY,
 	VPD_BLOCK_LIMITS, VPD_BLOCK_CHARACTERISTICS, VPD_LBP,
 };
 
@@ -150,9 +155,9 @@ static unsigned vpd_device_id(uint8_t *b, const struct scsi_ctx *ctx)
 		tnd_put_be16(id + 2, nx->rel_port_id);
 		n += put_designator(b + n, DES_PROTO_ISCSI | DES_CODE_BINARY,
 				    DES_PIV | DES_ASSOC_PORT | DES_TYPE_REL_PORT, id, 4);
-		/* One target port group per portal group for now; ALUA
-		 * (the replication issue) will number them per node. */
-		tnd_put_be16(id + 2, nx->tpgt);
+		/* The ALUA target port group (one per node, see
+		 * scsi_alua.c), which is not the iSCSI portal group tag. */
+		tnd_put_be16(id + 2, nx->port_group);
 		n += put_designator(b + n, DES_PROTO_ISCSI | DES_CODE_BINARY,
 				    DES_PIV | DES_ASSOC_PORT | DES_TYPE_TPG, id, 4);
 	}
@@ -232,6 +237,9 @@ void spc_inquiry(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	}
 	case VPD_DEVICE_ID:
 		n = vpd_device_id(b, ctx);
+		break;
+	case VPD_THIRD_PARTY_COPY:
+		n = xcopy_vpd_tpc(b, &ctx->info);
 		break;
 	case VPD_BLOCK_LIMITS:
 		n = vpd_block_limits(b, &ctx->info);
@@ -581,7 +589,7 @@ enum {
 
 static bool op_has_sa(const struct scsi_op *op)
 {
-	return op->usage[0] == SCSI_SERVICE_ACTION_IN_16 || op->usage[0] == SCSI_MAINTENANCE_IN;
+	return scsi_opcode_has_sa(op->usage[0]);
 }
 
 /* Whether this LU runs @op (without an LU: everything we know). */
@@ -618,7 +626,7 @@ void spc_report_opcodes(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 			memset(d, 0, 8);
 			d[0] = op->usage[0];
 			if (op_has_sa(op)) {
-				tnd_put_be16(d + 2, op->usage[1]);
+				tnd_put_be16(d + 2, op->usage[1] & 0x1f);
 				d[5] |= RSOC_SERVACTV;
 			}
 			if (rctd)
@@ -632,8 +640,7 @@ void spc_report_opcodes(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	} else if (opt <= RSOC_ONE_ANY) {
 		uint8_t c[16] = { opcode, (uint8_t)(sa & 0x1f) };
 		const struct scsi_op *op = scsi_op_lookup(c);
-		bool is_sa_opcode = opcode == SCSI_SERVICE_ACTION_IN_16 ||
-				    opcode == SCSI_MAINTENANCE_IN;
+		bool is_sa_opcode = scsi_opcode_has_sa(opcode);
 		if (opt == RSOC_ONE && is_sa_opcode) {
 			scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 2, 2);
 			return;

@@ -213,6 +213,9 @@ static void run(struct world *w, struct tnd_scsi_nexus *nx, struct tnd_scsi_lu *
 	f.c.exp_len = len;
 	f.c.luns = luns;
 	f.c.nr_luns = 3;
+	/* Both LUs are in the view (EXTENDED COPY may name either). */
+	struct tnd_scsi_lu *view[3] = { w->lu[0], w->lu[1], NULL };
+	f.c.view_lus = view;
 	f.c.done = fuzz_done;
 
 	/* The PDU's direction: what the CDB implies, or (when the input asks)

@@ -28,7 +28,7 @@ def rw16(op, b1, lba, n):
 
 seed('tur', 0, [0] * 6)
 seed('inquiry', 0, [0x12, 0, 0, 0, 96, 0], 96)
-for p in (0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2):
+for p in (0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2):
     seed('vpd_%02x' % p, 0, [0x12, 1, p, 0, 255, 0], 255)
 seed('inquiry_nolu', 1, [0x12, 0, 0, 0, 96, 0], 96)
 seed('report_luns', 0, [0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0], 64)
@@ -86,3 +86,14 @@ seed('write_verify12', CLR, [0xae, 0x02, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0], 512, b'\
 seed('lu_reset', 0x10 | CLR, [0] * 6)
 seed('resize', 0x20, rw10(0x28, 0, 0, 1), 512, err=4)
 seed('cdb6_short', 0x40 | CLR, rw16(0x88, 0, 0, 1), 512)
+seed('rtpg', CLR, [0xa3, 0x0a, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0], 64)
+seed('rtpg_ext', CLR, [0xa3, 0x2a, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0], 64)
+seed('rcr_opparams', CLR, [0x84, 0x03] + [0] * 8 + [0, 0, 1, 0, 0, 0], 256)
+seed('rcr_status', CLR, [0x84, 0x00, 1] + [0] * 7 + [0, 0, 0, 64, 0, 0], 64)
+# EXTENDED COPY of one LUN onto itself: the CDB fuzzer's LU is always in
+# the view, but its NAA is not known here, so this reaches the parser and
+# the unreachable-target path; fuzz_xcopy covers the copy itself.
+xc = (bytes([1, 0, 0, 32]) + bytes(4) + struct.pack('>II', 28, 0) +
+      bytes([0xe4, 0, 0, 0, 1, 3, 0, 16]) + bytes(16) + bytes([0, 0, 2, 0]) +
+      bytes([2, 0, 0, 24, 0, 0, 0, 0, 0, 0, 0, 8]) + struct.pack('>QQ', 0, 16))
+seed('xcopy', CLR, [0x83, 0] + [0] * 8 + list(struct.pack('>I', len(xc))) + [0, 0], len(xc), xc)

@@ -141,6 +141,25 @@ static void flat_creates_sparse_and_reads_back(void **state)
 	tnd_volume_destroy(v);
 }
 
+/* A read-only image refuses writes but flushes fine: nothing of it is
+ * unstable, and tandemd's final flush at stop must not fail on it. */
+static void flat_read_only_flushes(void **state)
+{
+	struct fixture *f = *state;
+	struct tnd_volume *v;
+	struct tnd_flat_opts o = { .path = f->path, .size = 1 << 20, .block_size = 512 };
+	assert_int_equal(tnd_flat_open(&o, &v), 0);
+	tnd_volume_destroy(v);
+	o.read_only = true;
+	assert_int_equal(tnd_flat_open(&o, &v), 0);
+	char buf[512] = { 1 };
+	assert_int_equal(do_io(f, v, TND_IO_WRITE, 0, 0, 1, buf, sizeof(buf)), -EROFS);
+	assert_int_equal(do_io(f, v, TND_IO_UNMAP, 0, 0, 1, NULL, 0), -EROFS);
+	assert_int_equal(do_io(f, v, TND_IO_FLUSH, 0, 0, 0, NULL, 0), 0);
+	assert_int_equal(do_io(f, v, TND_IO_READ, 0, 0, 1, buf, sizeof(buf)), 0);
+	tnd_volume_destroy(v);
+}
+
 static void flat_refuses_bad_sizes(void **state)
 {
 	struct fixture *f = *state;
@@ -217,6 +236,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(flat_creates_sparse_and_reads_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(flat_refuses_bad_sizes, setup, teardown),
+		cmocka_unit_test_setup_teardown(flat_read_only_flushes, setup, teardown),
 		cmocka_unit_test_setup_teardown(flat_grows_online, setup, teardown),
 		cmocka_unit_test_setup_teardown(passthrough_uses_whole_file_and_unaligned_buffers, setup, teardown),
 	};

@@ -1273,6 +1273,41 @@ static void live_map_lun_raises_ua(void **state)
 	live_stop(&l);
 }
 
+/* ALUA through the public API: the state reaches the session at once. */
+static void live_alua_state(void **state)
+{
+	struct live l;
+	struct gate_vol g;
+	gate_setup(&g, false);
+	live_start_gate(&l, &g, 1);
+	int fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:alua"), 0);
+	scsi_cmd_lun(fd, 0, 1, 0, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x062900);   /* power on */
+
+	assert_int_equal(tnd_target_server_set_alua_state(l.srv, test_target, 0,
+							  TND_TARGET_ALUA_STANDBY), 0);
+	assert_int_equal(tnd_target_server_set_alua_state(l.srv, test_target, 9,
+							  TND_TARGET_ALUA_STANDBY), -ENOENT);
+	assert_int_equal(tnd_target_server_set_alua_state(l.srv, "iqn.2026-11.test:none", 0,
+							  TND_TARGET_ALUA_STANDBY), -ENOENT);
+	assert_int_equal(tnd_target_server_set_alua_state(l.srv, test_target, 0,
+							  (enum tnd_target_alua_state)5), -EINVAL);
+	scsi_cmd_lun(fd, 0, 2, 1, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x062a06);   /* ASYMMETRIC ACCESS STATE CHANGED */
+	scsi_cmd_lun(fd, 0, 3, 2, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x02040b);   /* standby */
+
+	assert_int_equal(tnd_target_server_set_alua_state(l.srv, test_target, 0,
+							  TND_TARGET_ALUA_ACTIVE_OPTIMIZED), 0);
+	scsi_cmd_lun(fd, 0, 4, 3, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x062a06);
+	scsi_cmd_lun(fd, 0, 5, 4, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0);
+	close(fd);
+	live_stop(&l);
+}
+
 struct unmap_arg {
 	struct tnd_target_server *srv;
 	atomic_bool done;
@@ -1355,6 +1390,90 @@ static void live_unmap_waits_for_io(void **state)
 	assert_int_equal(recv_status(fd), 0x052500);
 	uint64_t luns[4];
 	assert_int_equal(report_luns(fd, 4, 3, luns, 4), 0);
+	close(fd);
+	live_stop(&l);
+}
+
+/* The NAA designator of @lun from VPD page 83h (its first designator). */
+static void inquiry_naa(int fd, uint64_t lun, uint32_t itt, uint32_t cmd_sn, uint8_t *naa)
+{
+	uint8_t cdb[6] = { 0x12, 0x01, 0x83, 0x00, 0xff, 0x00 };
+	scsi_cmd_lun(fd, lun, itt, cmd_sn, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 255, cdb, 6);
+	uint8_t rsp[48];
+	static char data[1 << 16];
+	uint32_t n = recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_DATA_IN);
+	assert_true(n >= 24);
+	const uint8_t *d = (const uint8_t *)data + 4;
+	assert_int_equal(d[1] & 0x0f, 0x3);   /* NAA */
+	assert_int_equal(d[3], 16);
+	memcpy(naa, d + 4, 16);
+}
+
+/*
+ * An EXTENDED COPY sent to LUN 1 that reads LUN 0: unmapping LUN 0 must
+ * wait for it like for a command sent to LUN 0 itself, or the volume
+ * could be destroyed under the copy.
+ */
+static void live_unmap_waits_for_xcopy_source(void **state)
+{
+	struct live l;
+	struct gate_vol g, g1;
+	gate_setup(&g, false);
+	gate_setup(&g1, false);
+	live_start_gate(&l, &g, 1);
+	assert_int_equal(tnd_target_server_map_lun(l.srv, test_target, 1, "gate1", &g1.base), 0);
+	int fd = connect_to(l.port);
+	assert_int_equal(login_normal(fd, 1, "iqn.2026-11.test:xcopy"), 0);
+	scsi_cmd_lun(fd, 0, 1, 0, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x062900);
+	scsi_cmd_lun(fd, 1, 2, 1, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fd), 0x062900);
+	uint8_t naa0[16], naa1[16];
+	inquiry_naa(fd, 0, 3, 2, naa0);
+	inquiry_naa(fd, 1, 4, 3, naa1);
+
+	/* Copy 8 blocks LUN 0 -> LUN 1; the read of LUN 0 waits at its gate. */
+	atomic_store(&g.closed, true);
+	uint8_t p[16 + 64 + 28] = { 1, 0, 0, 64, 0, 0, 0, 0, 0, 0, 0, 28 };
+	for (int i = 0; i < 2; i++) {
+		uint8_t *c = p + 16 + 32 * i;
+		c[0] = 0xe4;
+		c[4] = 0x01;
+		c[5] = 0x03;
+		c[7] = 16;
+		memcpy(c + 8, i ? naa1 : naa0, 16);
+		tnd_put_be24(c + 29, 512);
+	}
+	uint8_t *sg = p + 16 + 64;
+	sg[0] = 0x02;
+	sg[3] = 24;
+	sg[7] = 1;
+	sg[11] = 8;
+	uint8_t cdb[16] = { 0x83, 0x00 };
+	tnd_put_be32(cdb + 10, sizeof(p));
+	uint8_t bhs[48] = { 0 };
+	bhs[0] = ISCSI_OP_SCSI_CMD;
+	bhs[1] = ISCSI_FLAG_FINAL | ISCSI_CMD_WRITE;
+	bhs[9] = 1;                                  /* sent to LUN 1 */
+	tnd_put_be32(bhs + 16, 5);
+	tnd_put_be32(bhs + 20, sizeof(p));
+	tnd_put_be32(bhs + 24, 4);
+	memcpy(bhs + 32, cdb, 16);
+	send_pdu(fd, bhs, (const char *)p, sizeof(p));
+	for (int i = 0; i < 200 && atomic_load(&g.held_count) == 0; i++)
+		usleep(10000);
+	assert_int_equal(atomic_load(&g.held_count), 1);
+
+	struct unmap_arg a = { .srv = l.srv };
+	pthread_t th;
+	assert_int_equal(pthread_create(&th, NULL, unmap_thread, &a), 0);
+	usleep(200000);
+	assert_false(atomic_load(&a.done));
+	tnd_reactor_send(l.r, &g.open_msg);
+	pthread_join(th, NULL);
+	assert_int_equal(a.ret, 0);
+	assert_int_equal(recv_status(fd), 0);       /* the copy finished */
 	close(fd);
 	live_stop(&l);
 }
@@ -1797,6 +1916,8 @@ int main(void)
 		cmocka_unit_test(nop_ping_unanswered_closes),
 		cmocka_unit_test(abort_task_waits_for_volume),
 		cmocka_unit_test(live_map_lun_raises_ua),
+		cmocka_unit_test(live_alua_state),
+		cmocka_unit_test(live_unmap_waits_for_xcopy_source),
 		cmocka_unit_test(live_unmap_waits_for_io),
 		cmocka_unit_test(live_remove_target_waits_for_io),
 		cmocka_unit_test(live_remove_target_closes_sessions),

@@ -34,6 +34,7 @@ struct fx {
 	struct tnd_scsi_lu *lu;
 	struct tnd_scsi_nexus *nx;
 	uint64_t luns[3];
+	struct tnd_scsi_lu *view[3];    /* the LUs behind luns[], for XCOPY */
 };
 
 struct tcmd {
@@ -81,6 +82,7 @@ static struct tcmd run_on(struct fx *f, struct tnd_scsi_nexus *nx, struct tnd_sc
 	t.c.exp_len = data_len;
 	t.c.dir = cdb_dir(lu, t.c.cdb, data_len);
 	t.c.luns = f->luns;
+	t.c.view_lus = f->view;
 	t.c.nr_luns = 3;
 	t.c.done = on_done;
 	tnd_scsi_exec(&t.c);
@@ -136,6 +138,7 @@ static struct fx *fx_new(uint32_t bs, uint64_t nblocks)
 	f->luns[0] = 0;
 	f->luns[1] = 1;
 	f->luns[2] = 300;
+	f->view[0] = f->lu;
 	return f;
 }
 
@@ -434,7 +437,7 @@ static void vpd_supported_and_serial(void **state)
 	assert_int_equal(buf[1], 0x00);
 	uint16_t n = tnd_get_be16(buf + 2);
 	assert_int_equal(t.c.in_len, 4 + n);
-	static const uint8_t want[] = { 0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2 };
+	static const uint8_t want[] = { 0x00, 0x80, 0x83, 0x8f, 0xb0, 0xb1, 0xb2 };
 	assert_int_equal(n, sizeof(want));
 	assert_memory_equal(buf + 4, want, sizeof(want));
 
@@ -1947,6 +1950,846 @@ static void lu_create_rejects_bad_input(void **state)
 	assert_int_equal(tnd_scsi_lu_create(&d, &lu), -EINVAL);
 }
 
+/* ---- ALUA ---- */
+
+static void inquiry_tpgs_implicit_and_3pc(void **state)
+{
+	struct fx *f = *state;
+	uint8_t b[96];
+	struct tcmd t = RUN(f, b, sizeof(b), 0x12, 0, 0, 0, 96, 0);
+	assert_good(&t);
+	/* TPGS = 01b (implicit ALUA only), 3PC: EXTENDED COPY offered. */
+	assert_int_equal(b[5] & 0x30, 0x10);
+	assert_int_equal(b[5] & 0x08, 0x08);
+}
+
+static struct tcmd run_rtpg(struct fx *f, struct tnd_scsi_nexus *nx, unsigned format,
+			    uint8_t *b, uint32_t alloc)
+{
+	uint8_t cdb[16] = { 0xa3, (uint8_t)(format << 5 | 0x0a) };
+	tnd_put_be32(cdb + 6, alloc);
+	return run_on(f, nx, f->lu, b, alloc, cdb, 16);
+}
+
+static void rtpg_both_formats(void **state)
+{
+	struct fx *f = *state;
+	uint8_t b[64];
+	memset(b, 0xee, sizeof(b));
+	struct tcmd t = run_rtpg(f, f->nx, 0, b, sizeof(b));
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 16);
+	assert_int_equal(tnd_get_be32(b), 12);
+	assert_int_equal(b[4], 0x00);                 /* active/optimized, not preferred */
+	assert_int_equal(b[5], 0x8f);                 /* T, U, S, AN, AO supported */
+	assert_int_equal(tnd_get_be16(b + 6), 1);     /* group 1: this node */
+	assert_int_equal(b[9], 0x00);                 /* status: never changed */
+	assert_int_equal(b[11], 1);                   /* one target port */
+	assert_int_equal(tnd_get_be16(b + 14), port.rel_port_id);
+
+	memset(b, 0xee, sizeof(b));
+	t = run_rtpg(f, f->nx, 1, b, sizeof(b));
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 20);
+	assert_int_equal(tnd_get_be32(b), 16);
+	assert_int_equal(b[4], 0x10);                 /* format type 001b */
+	assert_int_equal(b[8], 0x00);
+	assert_int_equal(tnd_get_be16(b + 10), 1);
+	assert_int_equal(b[15], 1);
+	assert_int_equal(tnd_get_be16(b + 18), port.rel_port_id);
+
+	/* Truncated to the allocation length. */
+	t = run_rtpg(f, f->nx, 0, b, 6);
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 6);
+	assert_int_equal(tnd_get_be32(b), 12);
+
+	t = run_rtpg(f, f->nx, 2, b, sizeof(b));
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_field_ptr(&t, true, 1);
+
+	/* The port group's number in VPD 83h is the same group. */
+	uint8_t v[256];
+	t = RUN(f, v, sizeof(v), 0x12, 0x01, 0x83, 0x01, 0x00, 0);
+	assert_good(&t);
+	bool found = false;
+	for (unsigned off = 4; off + 4 <= t.c.in_len; off += 4 + v[off + 3])
+		if ((v[off + 1] & 0x0f) == 0x5) {
+			assert_int_equal(tnd_get_be16(v + off + 6), 1);
+			found = true;
+		}
+	assert_true(found);
+}
+
+/* Run a TEST UNIT READY and expect the UA of a state change, once. */
+static void expect_alua_ua(struct fx *f)
+{
+	struct tcmd t = RUN(f, NULL, 0, 0x00, 0, 0, 0, 0, 0);
+	assert_sense(&t, 0x6, 0x2a, 0x06);
+}
+
+static void alua_states_refuse_commands(void **state)
+{
+	struct fx *f = *state;
+	uint8_t b[512];
+	struct tcmd t;
+
+	assert_int_equal(tnd_scsi_lu_alua_state(f->lu), TND_SCSI_ALUA_ACTIVE_OPTIMIZED);
+	assert_int_equal(tnd_scsi_lu_set_alua_state(f->lu, 7), -EINVAL);
+
+	/* Active/non-optimized: slower, but everything runs. */
+	assert_int_equal(tnd_scsi_lu_set_alua_state(f->lu, TND_SCSI_ALUA_ACTIVE_NON_OPTIMIZED), 0);
+	expect_alua_ua(f);
+	t = RUN(f, b, 512, 0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0);
+	assert_good(&t);
+	t = run_rtpg(f, f->nx, 0, b, 64);
+	assert_int_equal(b[4], 0x01);
+	assert_int_equal(b[9], 0x02);                 /* altered implicitly */
+
+	/* Standby: reads, writes and TEST UNIT READY are NOT READY, 04/0B;
+	 * discovery, mode pages and RTPG run. */
+	assert_int_equal(tnd_scsi_lu_set_alua_state(f->lu, TND_SCSI_ALUA_STANDBY), 0);
+	expect_alua_ua(f);
+	t = RUN(f, NULL, 0, 0x00, 0, 0, 0, 0, 0);
+	assert_sense(&t, 0x2, 0x04, 0x0b);
+	t = RUN(f, b, 512, 0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0);
+	assert_sense(&t, 0x2, 0x04, 0x0b);
+	memset(b, 0, 512);
+	t = RUN(f, b, 512, 0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0);
+	assert_sense(&t, 0x2, 0x04, 0x0b);
+	assert_int_equal(f->mv->count[TND_IO_WRITE], 0);
+	t = RUN(f, b, 8, 0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+	assert_sense(&t, 0x2, 0x04, 0x0b);
+	t = RUN(f, b, 96, 0x12, 0, 0, 0, 96, 0);
+	assert_good(&t);
+	t = RUN(f, b, 64, 0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0);
+	assert_good(&t);
+	t = RUN(f, b, 255, 0x1a, 0, 0x3f, 0, 255, 0);
+	assert_good(&t);
+	t = RUN(f, b, 18, 0x03, 0, 0, 0, 18, 0);
+	assert_good(&t);
+	t = run_rtpg(f, f->nx, 0, b, 64);
+	assert_good(&t);
+	assert_int_equal(b[4], 0x02);
+
+	/* Unavailable: mode pages no longer, 04/0C; INQUIRY and RTPG yes. */
+	assert_int_equal(tnd_scsi_lu_set_alua_state(f->lu, TND_SCSI_ALUA_UNAVAILABLE), 0);
+	expect_alua_ua(f);
+	t = RUN(f, b, 255, 0x1a, 0, 0x3f, 0, 255, 0);
+	assert_sense(&t, 0x2, 0x04, 0x0c);
+	t = RUN(f, NULL, 0, 0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+	assert_sense(&t, 0x2, 0x04, 0x0c);
+	t = RUN(f, b, 96, 0x12, 0, 0, 0, 96, 0);
+	assert_good(&t);
+	t = run_rtpg(f, f->nx, 1, b, 64);
+	assert_good(&t);
+	assert_int_equal(b[8], 0x03);
+
+	/* Transitioning: 04/0A. */
+	assert_int_equal(tnd_scsi_lu_set_alua_state(f->lu, TND_SCSI_ALUA_TRANSITIONING), 0);
+	expect_alua_ua(f);
+	t = RUN(f, NULL, 0, 0x00, 0, 0, 0, 0, 0);
+	assert_sense(&t, 0x2, 0x04, 0x0a);
+	t = run_rtpg(f, f->nx, 0, b, 64);
+	assert_good(&t);
+	assert_int_equal(b[4], 0x0f);
+
+	/* Back to active/optimized: one UA per nexus, then business. */
+	assert_int_equal(tnd_scsi_lu_set_alua_state(f->lu, TND_SCSI_ALUA_ACTIVE_OPTIMIZED), 0);
+	expect_alua_ua(f);
+	t = RUN(f, NULL, 0, 0x00, 0, 0, 0, 0, 0);
+	assert_good(&t);
+	/* Setting the same state again is no change and no UA. */
+	assert_int_equal(tnd_scsi_lu_set_alua_state(f->lu, TND_SCSI_ALUA_ACTIVE_OPTIMIZED), 0);
+	t = RUN(f, NULL, 0, 0x00, 0, 0, 0, 0, 0);
+	assert_good(&t);
+}
+
+/* ---- EXTENDED COPY ---- */
+
+#define XNBLOCKS 16384u   /* 8 MiB: several copy chunks */
+
+struct xfx {
+	struct fx *f;
+	struct memvol *mv2;
+	struct tnd_scsi_lu *lu2;
+};
+
+static void xfx_fill(struct memvol *mv, uint8_t seed)
+{
+	for (uint64_t i = 0; i < mv->info.num_blocks * mv->info.block_size; i++)
+		mv->data[i] = (uint8_t)(seed + i / mv->info.block_size * 7 + i);
+}
+
+static int xsetup(void **state)
+{
+	struct xfx *x = calloc(1, sizeof(*x));
+	assert_non_null(x);
+	x->f = fx_new(BS, XNBLOCKS);
+	x->mv2 = memvol_create(BS, XNBLOCKS);
+	assert_non_null(x->mv2);
+	struct tnd_scsi_lu_desc d = { .name = "dev1", .vol = &x->mv2->vol };
+	assert_int_equal(tnd_scsi_lu_create(&d, &x->lu2), 0);
+	xfx_fill(x->f->mv, 1);
+	xfx_fill(x->mv2, 100);
+	/* The nexus sees dev0 at LUN 0 and dev1 at LUN 1. */
+	x->f->view[1] = x->lu2;
+	fx_clear_ua(x->f, x->f->nx);
+	*state = x;
+	return 0;
+}
+
+static int xteardown(void **state)
+{
+	struct xfx *x = *state;
+	tnd_scsi_lu_destroy(x->lu2);
+	tnd_volume_destroy(&x->mv2->vol);
+	teardown((void **)&x->f);
+	free(x);
+	return 0;
+}
+
+/* Parameter list: header, @nc CSCDs of @naa[i], @ns block→block segments. */
+struct xseg {
+	uint16_t src, dst, nblocks;
+	uint64_t src_lba, dst_lba;
+};
+
+static uint32_t xlist(uint8_t *p, uint8_t list_id, const uint8_t *const *naa, unsigned nc,
+		      const struct xseg *seg, unsigned ns)
+{
+	memset(p, 0, 16 + nc * 32 + ns * 28);
+	p[0] = list_id;
+	tnd_put_be16(p + 2, (uint16_t)(nc * 32));
+	tnd_put_be32(p + 8, ns * 28);
+	uint8_t *d = p + 16;
+	for (unsigned i = 0; i < nc; i++, d += 32) {
+		d[0] = 0xe4;
+		d[4] = 0x01;       /* binary */
+		d[5] = 0x03;       /* LU association, NAA */
+		d[7] = 16;
+		memcpy(d + 8, naa[i], 16);
+		tnd_put_be24(d + 29, BS);
+	}
+	for (unsigned i = 0; i < ns; i++, d += 28) {
+		d[0] = 0x02;
+		tnd_put_be16(d + 2, 24);
+		tnd_put_be16(d + 4, seg[i].src);
+		tnd_put_be16(d + 6, seg[i].dst);
+		tnd_put_be16(d + 10, seg[i].nblocks);
+		tnd_put_be64(d + 12, seg[i].src_lba);
+		tnd_put_be64(d + 20, seg[i].dst_lba);
+	}
+	return 16 + nc * 32 + ns * 28;
+}
+
+static struct tcmd run_xcopy_on(struct fx *f, struct tnd_scsi_lu *lu, uint8_t *p, uint32_t len)
+{
+	uint8_t cdb[16] = { 0x83, 0x00 };
+	tnd_put_be32(cdb + 10, len);
+	return run_on(f, f->nx, lu, p, len, cdb, 16);
+}
+
+static struct tcmd run_rcr(struct fx *f, uint8_t sa, uint8_t list_id, uint8_t *b, uint32_t alloc)
+{
+	uint8_t cdb[16] = { 0x84, sa, list_id };
+	tnd_put_be32(cdb + 10, alloc);
+	return run_on(f, f->nx, f->lu, b, alloc, cdb, 16);
+}
+
+/* COPY ABORTED with @asc/@ascq; returns the sense for more checks. */
+static void assert_copy_aborted(const struct tcmd *t, uint8_t asc, uint8_t ascq)
+{
+	assert_int_equal(t->c.status, TND_SAM_CHECK_CONDITION);
+	if ((t->c.sense[2] & 0xf) != 0xa || t->c.sense[12] != asc || t->c.sense[13] != ascq)
+		fail_msg("want a/%02x/%02x got %x/%02x/%02x", asc, ascq, t->c.sense[2] & 0xf,
+			 t->c.sense[12], t->c.sense[13]);
+}
+
+static void xcopy_copies_between_lus(void **state)
+{
+	struct xfx *x = *state;
+	struct fx *f = x->f;
+	const uint8_t *naa[] = { f->lu->naa, x->lu2->naa };
+	struct xseg seg[] = {
+		{ .src = 0, .dst = 1, .nblocks = 3000, .src_lba = 10, .dst_lba = 5000 },
+		{ .src = 1, .dst = 0, .nblocks = 8, .src_lba = 0, .dst_lba = 16000 },
+	};
+	uint8_t expect1[8 * BS];
+	memcpy(expect1, x->mv2->data, sizeof(expect1));
+	uint8_t p[256];
+	uint32_t len = xlist(p, 7, naa, 2, seg, 2);
+	struct tcmd t = run_xcopy_on(f, f->lu, p, len);
+	assert_good(&t);
+	assert_memory_equal(x->mv2->data + 5000 * BS, f->mv->data + 10 * BS, 3000 * BS);
+	assert_memory_equal(f->mv->data + 16000 * BS, expect1, sizeof(expect1));
+	/* WCE on: plain writes. */
+	assert_int_equal(f->mv->last.flags & TND_IO_FUA, 0);
+
+	/* COPY STATUS of list 7: done, 2 segments, the bytes written. */
+	uint8_t b[64];
+	t = run_rcr(f, 0x00, 7, b, sizeof(b));
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 12);
+	assert_int_equal(tnd_get_be32(b), 8);
+	assert_int_equal(b[4], 0x00);
+	assert_int_equal(tnd_get_be16(b + 5), 2);
+	assert_int_equal(b[7], 0x00);
+	assert_int_equal(tnd_get_be32(b + 8), 3008 * BS);
+	/* No failure details for a copy that did not fail. */
+	t = run_rcr(f, 0x04, 7, b, sizeof(b));
+	assert_good(&t);
+	assert_int_equal(tnd_get_be32(b), 0);
+	/* Another list id: nothing held. */
+	t = run_rcr(f, 0x00, 8, b, sizeof(b));
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_field_ptr(&t, true, 2);
+
+	/* Sent to LU 1 (the copy manager need not be a copy target). */
+	t = run_on(f, f->nx, x->lu2, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+	assert_sense(&t, 0x6, 0x29, 0x00);
+	struct xseg s3 = { .src = 0, .dst = 0, .nblocks = 1, .src_lba = 1, .dst_lba = 2 };
+	len = xlist(p, 7, naa, 1, &s3, 1);
+	t = run_xcopy_on(f, x->lu2, p, len);
+	assert_good(&t);
+	assert_memory_equal(f->mv->data + 2 * BS, f->mv->data + 1 * BS, BS);
+
+	/* A parameter list of length 0 copies nothing and is no error. */
+	t = run_xcopy_on(f, f->lu, p, 0);
+	assert_good(&t);
+}
+
+static void xcopy_dest_fua_when_wce_off(void **state)
+{
+	struct xfx *x = *state;
+	struct fx *f = x->f;
+	x->mv2->info.write_cache = true;
+	scsi_lu_set_wce(x->lu2, NULL, false);
+	const uint8_t *naa[] = { f->lu->naa, x->lu2->naa };
+	struct xseg seg = { .src = 0, .dst = 1, .nblocks = 4, .src_lba = 0, .dst_lba = 0 };
+	uint8_t p[256];
+	uint32_t len = xlist(p, 1, naa, 2, &seg, 1);
+	struct tcmd t = run_xcopy_on(f, f->lu, p, len);
+	assert_good(&t);
+	assert_int_equal(x->mv2->last.type, TND_IO_WRITE);
+	assert_int_equal(x->mv2->last.flags & TND_IO_FUA, TND_IO_FUA);
+}
+
+static void xcopy_within_lu_overlapping(void **state)
+{
+	struct xfx *x = *state;
+	struct fx *f = x->f;
+	const uint8_t *naa[] = { f->lu->naa };
+	size_t sz = (size_t)XNBLOCKS * BS;
+	uint8_t *ref = malloc(sz);
+	assert_non_null(ref);
+
+	/* Destination above the source, overlapping, over several chunks:
+	 * the result is as if the whole source were read first. */
+	memcpy(ref, f->mv->data, sz);
+	memmove(ref + 1000 * BS, ref + 0, 5000 * BS);
+	struct xseg up = { .src = 0, .dst = 0, .nblocks = 5000, .src_lba = 0, .dst_lba = 1000 };
+	uint8_t p[256];
+	uint32_t len = xlist(p, 1, naa, 1, &up, 1);
+	struct tcmd t = run_xcopy_on(f, f->lu, p, len);
+	assert_good(&t);
+	assert_memory_equal(f->mv->data, ref, sz);
+
+	/* Destination below the source. */
+	memmove(ref + 100 * BS, ref + 2200 * BS, 6000 * BS);
+	struct xseg down = { .src = 0, .dst = 0, .nblocks = 6000, .src_lba = 2200, .dst_lba = 100 };
+	len = xlist(p, 2, naa, 1, &down, 1);
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_good(&t);
+	assert_memory_equal(f->mv->data, ref, sz);
+	free(ref);
+}
+
+static void xcopy_bad_descriptors(void **state)
+{
+	struct xfx *x = *state;
+	struct fx *f = x->f;
+	const uint8_t *naa[9];
+	for (unsigned i = 0; i < 9; i++)
+		naa[i] = f->lu->naa;
+	struct xseg seg[17];
+	for (unsigned i = 0; i < 17; i++)
+		seg[i] = (struct xseg){ .nblocks = 1, .src_lba = 0, .dst_lba = 1 };
+	uint8_t p[1024];
+	struct tcmd t;
+	uint32_t len;
+
+	/* Unsupported CSCD type (Fibre Channel N_Port_Name). */
+	len = xlist(p, 1, naa, 1, seg, 1);
+	p[16] = 0xe0;
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_sense(&t, 0x5, 0x26, 0x07);
+	assert_field_ptr(&t, false, 16);
+
+	/* Unsupported segment type (stream to stream). */
+	len = xlist(p, 1, naa, 1, seg, 1);
+	p[48] = 0x03;
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_sense(&t, 0x5, 0x26, 0x09);
+	assert_field_ptr(&t, false, 48);
+
+	/* A CSCD list length that is not whole descriptors. */
+	len = xlist(p, 1, naa, 2, seg, 1);
+	tnd_put_be16(p + 2, 40);
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+	assert_field_ptr(&t, false, 2);
+
+	/* Wrong segment descriptor length. */
+	len = xlist(p, 1, naa, 1, seg, 1);
+	tnd_put_be16(p + 50, 20);
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+
+	/* Too many CSCDs, too many segments. */
+	len = xlist(p, 1, naa, 9, seg, 1);
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_sense(&t, 0x5, 0x26, 0x06);
+	len = xlist(p, 1, naa, 1, seg, 17);
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_sense(&t, 0x5, 0x26, 0x08);
+
+	/* The list says more than the parameter list length holds. */
+	len = xlist(p, 1, naa, 1, seg, 1);
+	t = run_xcopy_on(f, f->lu, p, len - 1);
+	assert_sense(&t, 0x5, 0x1a, 0x00);
+	t = run_xcopy_on(f, f->lu, p, 15);
+	assert_sense(&t, 0x5, 0x1a, 0x00);
+	/* Descriptors beyond MAXIMUM DESCRIPTOR LIST LENGTH (1 KiB). */
+	len = xlist(p, 1, naa, 8, seg, 17);
+	tnd_put_be32(p + 8, 1024 - 8 * 32 + 28);
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_sense(&t, 0x5, 0x1a, 0x00);
+
+	/* Inline data, LIST ID USAGE 01b, list id with usage 11b. */
+	len = xlist(p, 1, naa, 1, seg, 1);
+	tnd_put_be32(p + 12, 4);
+	t = run_xcopy_on(f, f->lu, p, len + 4);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+	len = xlist(p, 1, naa, 1, seg, 1);
+	p[1] = 0x08;
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+	assert_field_ptr(&t, false, 1);
+	p[1] = 0x18;
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+	assert_field_ptr(&t, false, 0);
+	p[0] = 0;
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_good(&t);
+
+	/* A CSCD's block length that is not the LU's. */
+	len = xlist(p, 1, naa, 1, seg, 1);
+	tnd_put_be24(p + 16 + 29, 4096);
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+	assert_field_ptr(&t, false, 16 + 29);
+
+	/* A non-block peripheral type. */
+	len = xlist(p, 1, naa, 1, seg, 1);
+	p[17] = 0x01;
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+
+	/* The LID4 service action is not offered. */
+	uint8_t cdb[16] = { 0x83, 0x01 };
+	t = run_on(f, f->nx, f->lu, p, 0, cdb, 16);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_int_equal(f->mv->count[TND_IO_WRITE], 1); /* only the good one above */
+}
+
+/* Nothing of @mv was read or written. */
+static void assert_untouched(const struct memvol *mv)
+{
+	assert_int_equal(mv->count[TND_IO_READ], 0);
+	assert_int_equal(mv->count[TND_IO_WRITE], 0);
+}
+
+static void xcopy_unknown_naa_refused(void **state)
+{
+	struct xfx *x = *state;
+	struct fx *f = x->f;
+	uint8_t bogus[16];
+	memcpy(bogus, x->lu2->naa, 16);
+	bogus[15] ^= 1;
+	const uint8_t *naa[] = { f->lu->naa, bogus };
+	struct xseg seg = { .src = 0, .dst = 1, .nblocks = 8, .src_lba = 0, .dst_lba = 0 };
+	uint8_t p[256];
+	uint32_t len = xlist(p, 1, naa, 2, &seg, 1);
+	struct tcmd t = run_xcopy_on(f, f->lu, p, len);
+	assert_copy_aborted(&t, 0x08, 0x04);
+	assert_untouched(f->mv);
+	assert_untouched(x->mv2);
+
+	/* A designator that is not an NAA cannot name a copy target. */
+	naa[1] = x->lu2->naa;
+	len = xlist(p, 1, naa, 2, &seg, 1);
+	p[16 + 32 + 5] = 0x01;  /* T10 vendor id */
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_copy_aborted(&t, 0x08, 0x04);
+
+	/* A segment naming a CSCD index past the list. */
+	struct xseg bad = { .src = 0, .dst = 2, .nblocks = 8 };
+	len = xlist(p, 1, naa, 2, &bad, 1);
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_copy_aborted(&t, 0x08, 0x04);
+	assert_untouched(f->mv);
+	assert_untouched(x->mv2);
+}
+
+/* CVE-2020-28374: a copy target outside the nexus's LUN view. */
+static void xcopy_lu_outside_view_refused(void **state)
+{
+	struct xfx *x = *state;
+	struct fx *f = x->f;
+	uint8_t *before = malloc((size_t)XNBLOCKS * BS);
+	assert_non_null(before);
+	memcpy(before, x->mv2->data, (size_t)XNBLOCKS * BS);
+	/* dev1 exists but is masked from this nexus. */
+	f->view[1] = NULL;
+	const uint8_t *naa[] = { f->lu->naa, x->lu2->naa };
+	uint8_t p[256];
+
+	/* Neither as destination ... */
+	struct xseg into = { .src = 0, .dst = 1, .nblocks = 8, .src_lba = 0, .dst_lba = 0 };
+	uint32_t len = xlist(p, 1, naa, 2, &into, 1);
+	struct tcmd t = run_xcopy_on(f, f->lu, p, len);
+	assert_copy_aborted(&t, 0x08, 0x04);
+	/* ... nor as source, and the answer is the one for a designator
+	 * that names nothing at all. */
+	struct xseg from = { .src = 1, .dst = 0, .nblocks = 8, .src_lba = 0, .dst_lba = 0 };
+	len = xlist(p, 1, naa, 2, &from, 1);
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_copy_aborted(&t, 0x08, 0x04);
+	assert_untouched(x->mv2);
+	assert_untouched(f->mv);
+	assert_memory_equal(x->mv2->data, before, (size_t)XNBLOCKS * BS);
+
+	/* Without a view at all only the command's own LU is reachable. */
+	uint8_t cdb[16] = { 0x83, 0x00 };
+	len = xlist(p, 1, naa, 2, &into, 1);
+	tnd_put_be32(cdb + 10, len);
+	struct tcmd u;
+	memset(&u, 0, sizeof(u));
+	memcpy(u.c.cdb, cdb, 16);
+	u.c.cdb_len = 16;
+	u.c.lu = f->lu;
+	u.c.nexus = f->nx;
+	u.c.reactor = f->r;
+	u.c.data = p;
+	u.c.data_len = len;
+	u.c.exp_len = len;
+	u.c.dir = TND_SCSI_DIR_WRITE;
+	u.c.done = on_done;
+	tnd_scsi_exec(&u.c);
+	assert_int_equal(u.calls, 1);
+	assert_copy_aborted(&u, 0x08, 0x04);
+	assert_memory_equal(x->mv2->data, before, (size_t)XNBLOCKS * BS);
+
+	/* Unmasked again, the same list works. */
+	f->view[1] = x->lu2;
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_good(&t);
+	assert_memory_equal(x->mv2->data, f->mv->data, 8 * BS);
+	free(before);
+}
+
+static void xcopy_target_state_and_protection(void **state)
+{
+	struct xfx *x = *state;
+	struct fx *f = x->f;
+	const uint8_t *naa[] = { f->lu->naa, x->lu2->naa };
+	struct xseg seg = { .src = 0, .dst = 1, .nblocks = 8, .src_lba = 0, .dst_lba = 0 };
+	uint8_t p[256];
+	uint32_t len = xlist(p, 1, naa, 2, &seg, 1);
+
+	/* A read-only destination: DATA PROTECT, as a WRITE would get. */
+	x->mv2->info.read_only = true;
+	struct tcmd t = run_xcopy_on(f, f->lu, p, len);
+	assert_sense(&t, 0x7, 0x27, 0x00);
+	/* A read-only source is fine. */
+	struct xseg back = { .src = 1, .dst = 0, .nblocks = 8, .src_lba = 0, .dst_lba = 100 };
+	uint32_t len2 = xlist(p, 2, naa, 2, &back, 1);
+	t = run_xcopy_on(f, f->lu, p, len2);
+	assert_good(&t);
+	x->mv2->info.read_only = false;
+
+	/* A copy target in standby on this node is unreachable. */
+	assert_int_equal(tnd_scsi_lu_set_alua_state(x->lu2, TND_SCSI_ALUA_STANDBY), 0);
+	len = xlist(p, 1, naa, 2, &seg, 1);
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_copy_aborted(&t, 0x08, 0x04);
+	assert_int_equal(x->mv2->count[TND_IO_WRITE], 0);
+	/* And the copy manager itself in standby refuses the command. */
+	assert_int_equal(tnd_scsi_lu_set_alua_state(x->lu2, TND_SCSI_ALUA_ACTIVE_OPTIMIZED), 0);
+	assert_int_equal(tnd_scsi_lu_set_alua_state(f->lu, TND_SCSI_ALUA_STANDBY), 0);
+	expect_alua_ua(f);
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_sense(&t, 0x2, 0x04, 0x0b);
+}
+
+static void xcopy_errors_are_copy_aborted(void **state)
+{
+	struct xfx *x = *state;
+	struct fx *f = x->f;
+	const uint8_t *naa[] = { f->lu->naa, x->lu2->naa };
+	uint8_t p[256], b[256];
+
+	/* The second segment runs past the destination's end. */
+	struct xseg seg[] = {
+		{ .src = 0, .dst = 1, .nblocks = 4, .src_lba = 0, .dst_lba = 0 },
+		{ .src = 0, .dst = 1, .nblocks = 8, .src_lba = 0, .dst_lba = XNBLOCKS - 4 },
+	};
+	uint32_t len = xlist(p, 3, naa, 2, seg, 2);
+	struct tcmd t = run_xcopy_on(f, f->lu, p, len);
+	assert_copy_aborted(&t, 0x00, 0x00);
+	assert_int_equal(t.c.sense_len, 36);
+	assert_int_equal(t.c.sense[7], 28);
+	assert_int_equal(t.c.sense[8], 0);            /* no source sense */
+	assert_int_equal(t.c.sense[9], 18);           /* destination sense at 18 */
+	assert_int_equal(tnd_get_be16(t.c.sense + 10), 1);   /* segment 1 */
+	assert_int_equal(t.c.sense[15], 0x80);
+	assert_int_equal(tnd_get_be16(t.c.sense + 16), 16 + 64 + 28);
+	assert_int_equal(t.c.sense[18 + 2] & 0xf, 0x5);
+	assert_int_equal(t.c.sense[18 + 12], 0x21);
+	/* The first segment was copied. */
+	assert_memory_equal(x->mv2->data, f->mv->data, 4 * BS);
+
+	t = run_rcr(f, 0x00, 3, b, sizeof(b));
+	assert_good(&t);
+	assert_int_equal(b[4], 0x01);                 /* completed with errors */
+	assert_int_equal(tnd_get_be16(b + 5), 1);
+	assert_int_equal(tnd_get_be32(b + 8), 4 * BS);
+	t = run_rcr(f, 0x04, 3, b, sizeof(b));
+	assert_good(&t);
+	assert_int_equal(tnd_get_be32(b), 56 + 36);
+	assert_int_equal(b[56], TND_SAM_CHECK_CONDITION);
+	assert_int_equal(tnd_get_be16(b + 58), 36);
+	assert_int_equal(b[60 + 2] & 0xf, 0xa);
+	/* Delivered whole: discarded. */
+	t = run_rcr(f, 0x04, 3, b, sizeof(b));
+	assert_good(&t);
+	assert_int_equal(tnd_get_be32(b), 0);
+
+	/* A read error of the source: its sense comes as the source's. */
+	f->mv->fail_type = TND_IO_READ;
+	f->mv->fail_err = -EIO;
+	len = xlist(p, 4, naa, 2, seg, 1);
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_copy_aborted(&t, 0x00, 0x00);
+	assert_int_equal(t.c.sense[8], 18);
+	assert_int_equal(t.c.sense[9], 0);
+	assert_int_equal(t.c.sense[18 + 2] & 0xf, 0x3);
+	assert_int_equal(t.c.sense[18 + 12], 0x11);
+
+	/* A write error of the destination. */
+	x->mv2->fail_type = TND_IO_WRITE;
+	x->mv2->fail_err = -ENOSPC;
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_copy_aborted(&t, 0x00, 0x00);
+	assert_int_equal(t.c.sense[9], 18);
+	assert_int_equal(t.c.sense[18 + 2] & 0xf, 0x7);
+	assert_int_equal(t.c.sense[18 + 12], 0x27);
+	assert_int_equal(t.c.sense[18 + 13], 0x07);
+}
+
+static bool always_cancelled(const struct tnd_scsi_cmd *cmd)
+{
+	(void)cmd;
+	return true;
+}
+
+/* The transport drops the answer: the copy stops and frees itself;
+ * while it runs, the transport knows which LUs it holds. */
+static void xcopy_cancelled_and_uses_lu(void **state)
+{
+	struct xfx *x = *state;
+	struct fx *f = x->f;
+	const uint8_t *naa[] = { f->lu->naa, x->lu2->naa };
+	/* 8 MiB in 1 MiB chunks: still running after the few polls below. */
+	struct xseg seg = { .src = 0, .dst = 1, .nblocks = 16000, .src_lba = 0, .dst_lba = 0 };
+	uint8_t p[256];
+	uint32_t len = xlist(p, 1, naa, 2, &seg, 1);
+	uint8_t cdb[16] = { 0x83, 0x00 };
+	tnd_put_be32(cdb + 10, len);
+
+	struct tcmd t;
+	memset(&t, 0, sizeof(t));
+	memcpy(t.c.cdb, cdb, 16);
+	t.c.cdb_len = 16;
+	t.c.lu = f->lu;
+	t.c.nexus = f->nx;
+	t.c.reactor = f->r;
+	t.c.data = p;
+	t.c.data_len = len;
+	t.c.exp_len = len;
+	t.c.dir = TND_SCSI_DIR_WRITE;
+	t.c.luns = f->luns;
+	t.c.view_lus = f->view;
+	t.c.nr_luns = 3;
+	t.c.done = on_done;
+	tnd_scsi_exec(&t.c);
+	assert_int_equal(t.calls, 0);
+	assert_true(tnd_scsi_cmd_uses_lu(&t.c, f->lu));
+	assert_true(tnd_scsi_cmd_uses_lu(&t.c, x->lu2));
+	/* While it runs: COPY STATUS says so, and its list id is taken. */
+	uint8_t b[64];
+	struct tcmd r = run_rcr(f, 0x00, 1, b, sizeof(b));
+	assert_good(&r);
+	assert_int_equal(b[4], 0x02);
+	r = run_xcopy_on(f, f->lu, p, len);
+	assert_sense(&r, 0x5, 0x00, 0x16);
+	t.c.cancelled = always_cancelled;
+	for (int i = 0; i < 1000 && t.calls == 0; i++)
+		tnd_reactor_poll(f->r, 10);
+	assert_int_equal(t.calls, 1);
+	assert_int_equal(t.c.status, TND_SAM_TASK_ABORTED);
+	assert_null(t.c.xcopy);
+	assert_false(tnd_scsi_cmd_uses_lu(&t.c, x->lu2));
+	/* Stopped early: not everything was written. */
+	assert_true(x->mv2->count[TND_IO_WRITE] < 8);
+}
+
+/* Between LUs of different block sizes; DC says whose blocks count. */
+static void xcopy_mixed_block_sizes(void **state)
+{
+	struct xfx *x = *state;
+	struct fx *f = x->f;
+	struct memvol *mv4 = memvol_create(4096, 2048);
+	assert_non_null(mv4);
+	struct tnd_scsi_lu *lu4;
+	struct tnd_scsi_lu_desc d = { .name = "dev4k", .vol = &mv4->vol };
+	assert_int_equal(tnd_scsi_lu_create(&d, &lu4), 0);
+	f->view[2] = lu4;
+	const uint8_t *naa[] = { f->lu->naa, lu4->naa };
+	uint8_t p[256];
+	/* 24 source blocks of 512 = 3 blocks of 4 KiB, to 4 KiB block 5. */
+	struct xseg seg = { .src = 0, .dst = 1, .nblocks = 24, .src_lba = 7, .dst_lba = 5 };
+	uint32_t len = xlist(p, 1, naa, 2, &seg, 1);
+	tnd_put_be24(p + 16 + 32 + 29, 4096);
+	struct tcmd t = run_xcopy_on(f, f->lu, p, len);
+	assert_good(&t);
+	assert_memory_equal(mv4->data + 5 * 4096, f->mv->data + 7 * BS, 3 * 4096);
+	/* DC: the count is in destination (4 KiB) blocks: 2 of them back. */
+	struct xseg back = { .src = 1, .dst = 0, .nblocks = 2, .src_lba = 5, .dst_lba = 3000 };
+	len = xlist(p, 2, naa, 2, &back, 1);
+	tnd_put_be24(p + 16 + 32 + 29, 4096);
+	p[16 + 64 + 1] = 0x02;
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_sense(&t, 0x5, 0x26, 0x00);   /* 2 x 512 bytes: not whole 4 KiB blocks */
+	p[16 + 64 + 1] = 0x00;
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_good(&t);
+	assert_memory_equal(f->mv->data + 3000 * BS, mv4->data + 5 * 4096, 2 * 4096);
+	f->view[2] = NULL;
+	tnd_scsi_lu_destroy(lu4);
+	tnd_volume_destroy(&mv4->vol);
+}
+
+static void rcr_operating_parameters(void **state)
+{
+	struct fx *f = *state;
+	uint8_t b[128];
+	memset(b, 0xee, sizeof(b));
+	struct tcmd t = run_rcr(f, 0x03, 0, b, sizeof(b));
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 46);
+	assert_int_equal(tnd_get_be32(b), 42);
+	assert_int_equal(b[4] & 0x01, 0x01);          /* SNLID */
+	assert_int_equal(tnd_get_be16(b + 8), 8);     /* CSCD descriptors */
+	assert_int_equal(tnd_get_be16(b + 10), 16);   /* segment descriptors */
+	assert_int_equal(tnd_get_be32(b + 12), 1024); /* descriptor list length */
+	assert_int_equal(tnd_get_be32(b + 16), 16u << 20);
+	assert_int_equal(tnd_get_be32(b + 20), 0);    /* no inline data */
+	assert_int_equal(tnd_get_be32(b + 24), 0);    /* no held data */
+	assert_int_equal(tnd_get_be16(b + 34), 8);
+	assert_int_equal(b[36], 8);
+	assert_int_equal(b[37], 9);                   /* 512-byte granularity */
+	assert_int_equal(b[43], 2);
+	assert_int_equal(b[44], 0x02);
+	assert_int_equal(b[45], 0xe4);
+	/* No copy ran on this nexus: no status for any list id. */
+	t = run_rcr(f, 0x00, 1, b, sizeof(b));
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	t = run_rcr(f, 0x04, 1, b, sizeof(b));
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	/* Both opcodes show up in REPORT SUPPORTED OPERATION CODES. */
+	uint8_t r[32];
+	t = RUN(f, r, sizeof(r), 0xa3, 0x0c, 0x02, 0x83, 0x00, 0x00, 0, 0, 0, 32, 0, 0);
+	assert_good(&t);
+	assert_int_equal(r[1] & 0x07, 0x03);
+	t = RUN(f, r, sizeof(r), 0xa3, 0x0c, 0x02, 0xa3, 0x00, 0x0a, 0, 0, 0, 32, 0, 0);
+	assert_good(&t);
+	assert_int_equal(r[1] & 0x07, 0x03);
+	assert_int_equal(r[5], 0xea);
+}
+
+/* The Third-party Copy VPD page says what the parser enforces. */
+static void vpd_third_party_copy(void **state)
+{
+	struct fx *f = *state;
+	uint8_t b[255];
+	struct tcmd t = RUN(f, b, 255, 0x12, 1, 0x8f, 0, 255, 0);
+	assert_good(&t);
+	assert_int_equal(b[1], 0x8f);
+	unsigned n = tnd_get_be16(b + 2);
+	assert_int_equal(t.c.in_len, 4 + n);
+	unsigned seen = 0;
+	for (unsigned off = 4; off < 4 + n;) {
+		const uint8_t *d = b + off;
+		unsigned type = tnd_get_be16(d), len = tnd_get_be16(d + 2);
+		assert_int_equal(len % 4, 0);
+		assert_true(off + 4 + len <= 4 + n);
+		switch (type) {
+		case 0x0001: {
+			/* 83h/00h, and 84h/00h, 03h, 04h. */
+			static const uint8_t cmds[] = { 0x83, 1, 0x00, 0x84, 3, 0x00, 0x03, 0x04 };
+			assert_int_equal(d[4], sizeof(cmds));
+			assert_memory_equal(d + 5, cmds, sizeof(cmds));
+			seen |= 1;
+			break;
+		}
+		case 0x0004:
+			assert_int_equal(len, 0x1c);
+			assert_int_equal(tnd_get_be16(d + 8), 8);
+			assert_int_equal(tnd_get_be16(d + 10), 16);
+			assert_int_equal(tnd_get_be32(d + 12), 1024);
+			assert_int_equal(tnd_get_be32(d + 16), 0);
+			seen |= 2;
+			break;
+		case 0x0008:
+			assert_int_equal(d[4], 2);
+			assert_int_equal(d[5], 0x02);
+			assert_int_equal(d[6], 0xe4);
+			seen |= 4;
+			break;
+		case 0x000c:
+			assert_int_equal(tnd_get_be16(d + 4), 0);
+			seen |= 8;
+			break;
+		case 0x8001:
+			assert_int_equal(len, 0x20);
+			assert_int_equal(tnd_get_be32(d + 4), 8);
+			assert_int_equal(tnd_get_be32(d + 12), 16u << 20);
+			assert_int_equal(d[16], 9);
+			seen |= 16;
+			break;
+		default:
+			fail_msg("unexpected descriptor %04x", type);
+		}
+		off += 4 + len;
+	}
+	assert_int_equal(seen, 31);
+}
+
+#define TX(fn) cmocka_unit_test_setup_teardown(fn, xsetup, xteardown)
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -2003,6 +2846,21 @@ int main(void)
 		T(cdb_xfer),
 		T(build_sense),
 		T(lu_create_rejects_bad_input),
+		T(inquiry_tpgs_implicit_and_3pc),
+		T(rtpg_both_formats),
+		T(alua_states_refuse_commands),
+		T(rcr_operating_parameters),
+		T(vpd_third_party_copy),
+		TX(xcopy_copies_between_lus),
+		TX(xcopy_dest_fua_when_wce_off),
+		TX(xcopy_within_lu_overlapping),
+		TX(xcopy_bad_descriptors),
+		TX(xcopy_unknown_naa_refused),
+		TX(xcopy_lu_outside_view_refused),
+		TX(xcopy_target_state_and_protection),
+		TX(xcopy_errors_are_copy_aborted),
+		TX(xcopy_cancelled_and_uses_lu),
+		TX(xcopy_mixed_block_sizes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
