@@ -39,6 +39,11 @@ struct tnd_target_server_opts {
 	 * the connection, and so does a login not finished within three
 	 * intervals. */
 	unsigned nop_interval_s;
+	/* A directory for state the target keeps across restarts: persistent
+	 * reservations with APTPL=1 go to <state_dir>/pr/<device>.json (see
+	 * docs/architecture.md). Copied. NULL: APTPL is not supported (a PR
+	 * OUT asking for it gets INVALID FIELD IN PARAMETER LIST). */
+	const char *state_dir;
 };
 
 int tnd_target_server_create(const struct tnd_target_server_opts *opts,

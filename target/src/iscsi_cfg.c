@@ -605,7 +605,8 @@ int tnd_target_server_map_lun(struct tnd_target_server *srv, const char *iqn,
 	ret = -ENOMEM;
 	if (!t)
 		goto out_unlock;
-	struct tnd_scsi_lu_desc desc = { .name = dev_name, .vol = vol };
+	/* Loads the LU's APTPL reservation file, if any (mgmt thread). */
+	struct tnd_scsi_lu_desc desc = { .name = dev_name, .vol = vol, .state_dir = srv->state_dir };
 	struct tnd_scsi_lu *lu;
 	ret = tnd_scsi_lu_create(&desc, &lu);
 	if (ret < 0)

@@ -112,6 +112,9 @@ struct tnd_scsi_lu_desc {
 	struct tnd_volume *vol;         /* borrowed; outlives the LU */
 	const char *vendor;             /* 8 chars max; NULL = "TANDEM" */
 	const char *product;            /* 16 chars max; NULL = "tandem <type>" */
+	/* Where persistent reservations with APTPL are kept:
+	 * <state_dir>/pr/<name>.json. NULL: APTPL unsupported. */
+	const char *state_dir;
 };
 
 /* Identity of the target port a nexus came in through (VPD 0x83). */
@@ -127,7 +130,8 @@ void tnd_scsi_lu_destroy(struct tnd_scsi_lu *lu);
 
 /*
  * A LUN RESET (or TARGET WARM RESET) reached this LU: every nexus gets
- * a unit attention (29h/03h or 29h/00h) on its next command. Any thread.
+ * a unit attention (29h/03h or 29h/00h) on its next command, and a
+ * RESERVE(6) reservation is released (persistent ones stay). Any thread.
  */
 void tnd_scsi_lu_reset(struct tnd_scsi_lu *lu);
 

@@ -581,7 +581,7 @@ enum {
 
 static bool op_has_sa(const struct scsi_op *op)
 {
-	return op->usage[0] == SCSI_SERVICE_ACTION_IN_16 || op->usage[0] == SCSI_MAINTENANCE_IN;
+	return scsi_op_has_sa(op->usage[0]);
 }
 
 /* Whether this LU runs @op (without an LU: everything we know). */
@@ -632,8 +632,7 @@ void spc_report_opcodes(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	} else if (opt <= RSOC_ONE_ANY) {
 		uint8_t c[16] = { opcode, (uint8_t)(sa & 0x1f) };
 		const struct scsi_op *op = scsi_op_lookup(c);
-		bool is_sa_opcode = opcode == SCSI_SERVICE_ACTION_IN_16 ||
-				    opcode == SCSI_MAINTENANCE_IN;
+		bool is_sa_opcode = scsi_op_has_sa(opcode);
 		if (opt == RSOC_ONE && is_sa_opcode) {
 			scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, 2, 2);
 			return;
