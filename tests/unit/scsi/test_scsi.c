@@ -2522,6 +2522,57 @@ static void pr_opcodes_reported(void **state)
 	assert_int_equal(b[1] & 0x07, 0x01);
 }
 
+
+/*
+ * What a Windows failover cluster does (SPC-3 PR as Windows uses it): each
+ * node registers every path with its node key, the owner reserves Write
+ * Exclusive - Registrants Only, everyone polls READ KEYS / READ
+ * RESERVATION; a challenger takes the disk by PREEMPTing the owner's key,
+ * which throws out every path of the old owner.
+ */
+static void pr_windows_cluster_arbitration(void **state)
+{
+	struct fx *f = *state;
+	struct tnd_scsi_nexus *a2 = nexus_new(f, "iqn.1991-05.com.microsoft:node-a,i,0x400001370001");
+	struct tnd_scsi_nexus *b1 = nexus_new(f, "iqn.1991-05.com.microsoft:node-b,i,0x400001370000");
+	struct tnd_scsi_nexus *b2 = nexus_new(f, "iqn.1991-05.com.microsoft:node-b,i,0x400001370001");
+	const uint64_t ka = 0x1a2b3c4d00000001ull, kb = 0x1a2b3c4d00000002ull;
+	GOOD((prout(f, f->nx, 6, 0, 0, ka)));
+	GOOD((prout(f, a2, 6, 0, 0, ka)));
+	GOOD((prout(f, b1, 6, 0, 0, kb)));
+	GOOD((prout(f, b2, 6, 0, 0, kb)));
+	GOOD((prout(f, f->nx, 1, PR_WE_RO, ka, 0)));
+	/* CSV: every registered node writes. */
+	assert_int_equal(can_write(f, a2), 1);
+	assert_int_equal(can_write(f, b2), 1);
+	uint64_t key;
+	uint8_t type;
+	assert_true(read_reservation(f, b1, &key, &type));
+	assert_true(key == ka && type == PR_WE_RO);
+	/* Node B arbitrates and wins. */
+	GOOD((prout(f, b1, 4, PR_WE_RO, kb, ka)));
+	assert_true(read_reservation(f, b2, &key, &type));
+	assert_true(key == kb && type == PR_WE_RO);
+	uint32_t gen;
+	uint64_t keys[8];
+	unsigned n;
+	read_keys(f, b2, &gen, keys, &n);
+	assert_true(n == 2 && keys[0] == kb && keys[1] == kb);
+	/* Both paths of node A hear of it and can no longer write. */
+	SENSE((RUN(f, NULL, 0, 0, 0, 0, 0, 0, 0)), 0x6, 0x2a, 0x05);
+	SENSE((run_on(f, a2, f->lu, NULL, 0, CDB(0, 0, 0, 0, 0, 0))), 0x6, 0x2a, 0x05);
+	assert_int_equal(can_write(f, f->nx), 0);
+	assert_int_equal(can_write(f, a2), 0);
+	assert_int_equal(can_read(f, a2), 1);
+	assert_int_equal(can_write(f, b2), 1);
+	/* Node A re-registers and joins as a registrant again. */
+	GOOD((prout(f, f->nx, 6, 0, 0, ka)));
+	assert_int_equal(can_write(f, f->nx), 1);
+	tnd_scsi_nexus_destroy(a2);
+	tnd_scsi_nexus_destroy(b1);
+	tnd_scsi_nexus_destroy(b2);
+}
+
 /* ---- APTPL ---- */
 
 static char *tmp_state_dir(void)
@@ -2749,6 +2800,7 @@ int main(void)
 		T(pr_release_and_unit_attentions),
 		T(pr_preempt),
 		T(pr_register_and_move),
+		T(pr_windows_cluster_arbitration),
 		T(pr_out_parameter_errors),
 		T(reserve6_and_release6),
 		T(reserve6_released_by_reset_and_nexus_loss),
