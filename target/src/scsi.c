@@ -499,7 +499,7 @@ static struct scsi_itl *nexus_itl(struct tnd_scsi_nexus *nx, const struct tnd_sc
 		.ua = SCSI_UA_POWER_ON,
 		/* Not the current value: the first command works the
 		 * reservation verdict out. */
-		.seen_pr_gen = atomic_load(&lu->pr_gen) - 1,
+		.seen_pr_gen = scsi_pr_gen(lu) - 1,
 	};
 	return slot;
 }
@@ -760,14 +760,18 @@ int tnd_scsi_lu_create(const struct tnd_scsi_lu_desc *desc, struct tnd_scsi_lu *
 	atomic_init(&lu->mode_gen, 0);
 	atomic_init(&lu->wce, true);
 	atomic_init(&lu->caw_head, NULL);
-	atomic_init(&lu->pr_gen, 0);
-	int ret = scsi_pr_create(lu, desc->state_dir);
+	int ret = scsi_pr_create(lu, desc->state_dir, desc->share_with);
 	if (ret < 0) {
 		free(lu);
 		return ret;
 	}
 	*out = lu;
 	return 0;
+}
+
+const char *tnd_scsi_lu_name(const struct tnd_scsi_lu *lu)
+{
+	return lu->name;
 }
 
 void tnd_scsi_lu_destroy(struct tnd_scsi_lu *lu)

@@ -115,6 +115,11 @@ struct tnd_scsi_lu_desc {
 	/* Where persistent reservations with APTPL are kept:
 	 * <state_dir>/pr/<name>.json. NULL: APTPL unsupported. */
 	const char *state_dir;
+	/* Another LU of the same device (same name), e.g. the device mapped
+	 * in a second target: initiators see one logical unit through two
+	 * target ports, so the two share their reservation state (and then
+	 * state_dir is not used). Borrowed; NULL: none. */
+	struct tnd_scsi_lu *share_with;
 };
 
 /* Identity of the target port a nexus came in through (VPD 0x83). */
@@ -124,9 +129,12 @@ struct tnd_scsi_port {
 	uint16_t rel_port_id;           /* relative target port identifier, >= 1 */
 };
 
-/* Create / destroy a logical unit. Returns 0 or -errno. */
+/* Create / destroy a logical unit. Returns 0 or -errno (-EINVAL also
+ * when share_with is an LU of another name). */
 int tnd_scsi_lu_create(const struct tnd_scsi_lu_desc *desc, struct tnd_scsi_lu **out);
 void tnd_scsi_lu_destroy(struct tnd_scsi_lu *lu);
+/* The device name the LU was created with. */
+const char *tnd_scsi_lu_name(const struct tnd_scsi_lu *lu);
 
 /*
  * A LUN RESET (or TARGET WARM RESET) reached this LU: every nexus gets

@@ -8,10 +8,10 @@
  * key + the registered I_T nexus), the persistent reservation (type and,
  * except for the all-registrants types, the holder's registration), the
  * PRgeneration, the APTPL setting, the holder of a RESERVE(6) reservation,
- * and reservation unit attentions not yet picked up. It is a per-LU object;
- * a device mapped in two targets has two LUs and so two independent
- * states (and would share one APTPL file: last writer wins) — a known
- * limitation until PR state moves to a per-device object.
+ * and reservation unit attentions not yet picked up. It belongs to the
+ * device, not to one LU: a device mapped in two targets is one logical
+ * unit seen through two target ports, so its LUs share one refcounted
+ * struct scsi_pr (tnd_scsi_lu_desc.share_with) and one APTPL file.
  *
  * I_T nexus identity. A registration names its nexus by the initiator port
  * name (iSCSI name + ",i,0x" + ISID), the target name and the relative
@@ -21,8 +21,8 @@
  * target port of that initiator port.
  *
  * Threading. The LU is shared by reactors. Every change happens under
- * pr->lock and ends with an increment of lu->pr_gen. Per command a nexus
- * compares lu->pr_gen with the value its I_T_L saw last (one atomic load):
+ * pr->lock and ends with an increment of pr->gen. Per command a nexus
+ * compares pr->gen with the value its I_T_L saw last (one atomic load):
  * equal means its cached verdict (scsi_itl.pr_block: what it may not do)
  * is current; different means it takes the lock once to recompute the
  * verdict and collect the unit attentions queued for it. So with a
@@ -123,6 +123,8 @@ struct pr_ua {
 };
 
 struct scsi_pr {
+	atomic_uint refs;               /* LUs of the device */
+	atomic_uint gen;                /* bumped under lock after every change */
 	pthread_mutex_t lock;
 	uint32_t generation;            /* PRgeneration */
 	struct pr_reg *regs;            /* in registration order */
@@ -350,7 +352,12 @@ static void ua_take(struct scsi_pr *pr, const struct tnd_scsi_nexus *nx, unsigne
 /* A change every nexus must notice (verdicts, queued UAs). */
 static void pr_bump(struct tnd_scsi_lu *lu)
 {
-	atomic_fetch_add_explicit(&lu->pr_gen, 1, memory_order_release);
+	atomic_fetch_add_explicit(&lu->pr->gen, 1, memory_order_release);
+}
+
+unsigned scsi_pr_gen(const struct tnd_scsi_lu *lu)
+{
+	return atomic_load_explicit(&lu->pr->gen, memory_order_acquire);
 }
 
 /* Drop a RESERVE(6) whose holder is gone. True if one was dropped. */
@@ -392,15 +399,15 @@ static uint8_t verdict(const struct scsi_pr *pr, const struct tnd_scsi_nexus *nx
 
 void scsi_pr_observe(struct tnd_scsi_lu *lu, struct tnd_scsi_nexus *nx, struct scsi_itl *itl)
 {
-	unsigned g = atomic_load_explicit(&lu->pr_gen, memory_order_acquire);
+	struct scsi_pr *pr = lu->pr;
+	unsigned g = atomic_load_explicit(&pr->gen, memory_order_acquire);
 	if (g == itl->seen_pr_gen)
 		return;
-	struct scsi_pr *pr = lu->pr;
 	pthread_mutex_lock(&pr->lock);
 	ua_take(pr, nx, &itl->ua);
 	itl->pr_block = verdict(pr, nx);
 	/* Every bump happens under the lock: this is the state we saw. */
-	itl->seen_pr_gen = atomic_load_explicit(&lu->pr_gen, memory_order_relaxed);
+	itl->seen_pr_gen = atomic_load_explicit(&pr->gen, memory_order_relaxed);
 	pthread_mutex_unlock(&pr->lock);
 }
 
@@ -891,11 +898,20 @@ static void pr_load(struct scsi_pr *pr, const struct tnd_scsi_lu *lu)
 
 /* ---- LU create / destroy ---- */
 
-int scsi_pr_create(struct tnd_scsi_lu *lu, const char *state_dir)
+int scsi_pr_create(struct tnd_scsi_lu *lu, const char *state_dir, struct tnd_scsi_lu *twin)
 {
+	if (twin) {
+		if (strcmp(twin->name, lu->name) != 0)
+			return -EINVAL;
+		atomic_fetch_add_explicit(&twin->pr->refs, 1, memory_order_relaxed);
+		lu->pr = twin->pr;
+		return 0;
+	}
 	struct scsi_pr *pr = calloc(1, sizeof(*pr));
 	if (!pr)
 		return -ENOMEM;
+	atomic_init(&pr->refs, 1);
+	atomic_init(&pr->gen, 0);
 	pthread_mutex_init(&pr->lock, NULL);
 	pthread_mutex_init(&pr->save_lock, NULL);
 	lu->pr = pr;
@@ -929,6 +945,9 @@ void scsi_pr_destroy(struct tnd_scsi_lu *lu)
 	struct scsi_pr *pr = lu->pr;
 	if (!pr)
 		return;
+	lu->pr = NULL;
+	if (atomic_fetch_sub_explicit(&pr->refs, 1, memory_order_acq_rel) != 1)
+		return;
 	pr_clear_regs(pr);
 	while (pr->uas) {
 		struct pr_ua *u = pr->uas;
@@ -941,7 +960,6 @@ void scsi_pr_destroy(struct tnd_scsi_lu *lu)
 	pthread_mutex_destroy(&pr->save_lock);
 	pthread_mutex_destroy(&pr->lock);
 	free(pr);
-	lu->pr = NULL;
 }
 
 /* ---- PERSISTENT RESERVE OUT ---- */

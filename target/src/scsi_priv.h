@@ -257,7 +257,7 @@ struct scsi_itl {
 	uint64_t seen_blocks;
 	unsigned ua;                    /* SCSI_UA_* */
 	/* The reservation verdict for this I_T_L (SCSI_PR_BLOCK_*), valid
-	 * while the LU's pr_gen equals seen_pr_gen (scsi_pr.c). */
+	 * while scsi_pr_gen(lu) equals seen_pr_gen (scsi_pr.c). */
 	unsigned seen_pr_gen;
 	uint8_t pr_block;
 };
@@ -307,12 +307,11 @@ struct tnd_scsi_lu {
 	 * holder touches it (the hand-off message orders the accesses). */
 	struct scsi_caw_waiter *caw_queue;
 
-	/* Reservation state (scsi_pr.c), under its own mutex. pr_gen is
-	 * bumped under that mutex after every change a nexus must notice
-	 * (registrations, reservation, pending reservation UAs), so the
-	 * per-command check is one atomic load while nothing changes. */
+	/* Reservation state (scsi_pr.c), shared by the LUs of one device.
+	 * Its generation (scsi_pr_gen()) is bumped after every change a
+	 * nexus must notice, so the per-command check is one atomic load
+	 * while nothing changes. */
 	struct scsi_pr *pr;
-	atomic_uint pr_gen;
 };
 
 struct tnd_scsi_nexus {
@@ -426,9 +425,15 @@ struct scsi_pr_token *scsi_pr_token_new(void);
 /* The nexus is gone: mark the token dead and drop the nexus's reference. */
 void scsi_pr_token_kill(struct scsi_pr_token *t);
 
-/* Create the LU's reservation state (loading its APTPL file if any). */
-int scsi_pr_create(struct tnd_scsi_lu *lu, const char *state_dir);
+/*
+ * Give @lu its reservation state: @twin's (another LU of the same device,
+ * shared) or a new one, loading the device's APTPL file if any.
+ */
+int scsi_pr_create(struct tnd_scsi_lu *lu, const char *state_dir, struct tnd_scsi_lu *twin);
+/* Drop @lu's reference; the last LU of the device frees the state. */
 void scsi_pr_destroy(struct tnd_scsi_lu *lu);
+/* The reservation state's change generation (acquire). */
+unsigned scsi_pr_gen(const struct tnd_scsi_lu *lu);
 /* LUN reset: drops a RESERVE(6) reservation, keeps persistent ones. */
 void scsi_pr_lu_reset(struct tnd_scsi_lu *lu);
 /* Bring @itl's verdict and reservation UAs up to date (per command). */

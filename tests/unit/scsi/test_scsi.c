@@ -2006,6 +2006,16 @@ static int can_cmd(struct fx *f, struct tnd_scsi_nexus *nx, const uint8_t *cdb, 
 	return allowed(PTR(run_on(f, nx, f->lu, b, sizeof(b), cdb, n)));
 }
 
+static void clear_ua_on(struct fx *f, struct tnd_scsi_lu *lu, struct tnd_scsi_nexus *nx)
+{
+	for (int i = 0; i < 4; i++) {
+		struct tcmd t = run_on(f, nx, lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+		if (t.c.status == TND_SAM_GOOD)
+			return;
+	}
+	fail_msg("unit attentions do not clear");
+}
+
 static void read_keys(struct fx *f, struct tnd_scsi_nexus *nx, uint32_t *gen, uint64_t *keys,
 		      unsigned *n)
 {
@@ -2573,6 +2583,58 @@ static void pr_windows_cluster_arbitration(void **state)
 	tnd_scsi_nexus_destroy(b2);
 }
 
+
+/* One device mapped in two targets: one logical unit behind two target
+ * ports, so one reservation state. */
+static void pr_shared_by_the_lus_of_one_device(void **state)
+{
+	struct fx *f = *state;
+	struct tnd_scsi_lu *lu2, *bad;
+	struct tnd_scsi_lu_desc d = { .name = "dev0", .vol = &f->mv->vol, .share_with = f->lu };
+	assert_int_equal(tnd_scsi_lu_create(&d, &lu2), 0);
+	d.name = "dev1";
+	assert_int_equal(tnd_scsi_lu_create(&d, &bad), -EINVAL);
+	static const struct tnd_scsi_port port2 = {
+		.target_name = "iqn.2026-01.test:other", .tpgt = 1, .rel_port_id = 1,
+	};
+	/* The same initiator port through the other target is another
+	 * I_T nexus. */
+	struct tnd_scsi_nexus *nx2, *c2;
+	assert_int_equal(tnd_scsi_nexus_create("iqn.2026-01.test:host,i,0x1", &port2, &nx2), 0);
+	assert_int_equal(tnd_scsi_nexus_create("iqn.x:c,i,0x3", &port2, &c2), 0);
+	clear_ua_on(f, lu2, nx2);
+	clear_ua_on(f, lu2, c2);
+
+	GOOD((prout(f, f->nx, 6, 0, 0, 0xa)));
+	GOOD((prout_on(f, lu2, nx2, 6, 0, 0, 0xb, 0)));
+	GOOD((prout_on(f, lu2, nx2, 1, PR_WE_RO, 0xb, 0, 0)));
+	uint8_t buf[64];
+	GOOD((prin_on(f, f->lu, f->nx, 0, buf, sizeof(buf))));
+	assert_int_equal(tnd_get_be32(buf + 4), 16);
+	assert_true(tnd_get_be64(buf + 8) == 0xa && tnd_get_be64(buf + 16) == 0xb);
+	uint64_t key;
+	uint8_t type;
+	assert_true(read_reservation(f, f->nx, &key, &type));
+	assert_true(key == 0xb && type == PR_WE_RO);
+	/* Unregistered through either target: no writes. */
+	uint8_t blk[BS] = { 0 };
+	CONFLICT((run_on(f, c2, lu2, blk, BS, CDB(0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0))));
+	struct tnd_scsi_nexus *c1 = nexus_new(f, "iqn.x:c,i,0x3");
+	assert_int_equal(can_write(f, c1), 0);
+	assert_int_equal(can_write(f, f->nx), 1);
+	/* A PREEMPT through one target reaches the nexus on the other. */
+	GOOD((prout(f, f->nx, 4, PR_WE_RO, 0xa, 0xb)));
+	SENSE((run_on(f, nx2, lu2, NULL, 0, CDB(0, 0, 0, 0, 0, 0))), 0x6, 0x2a, 0x05);
+	CONFLICT((run_on(f, nx2, lu2, blk, BS, CDB(0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0))));
+	/* Either LU may go first; the state lives while one remains. */
+	tnd_scsi_lu_destroy(lu2);
+	assert_true(read_reservation(f, f->nx, &key, &type));
+	assert_true(key == 0xa);
+	tnd_scsi_nexus_destroy(nx2);
+	tnd_scsi_nexus_destroy(c2);
+	tnd_scsi_nexus_destroy(c1);
+}
+
 /* ---- APTPL ---- */
 
 static char *tmp_state_dir(void)
@@ -2595,16 +2657,6 @@ static struct tnd_scsi_lu *lu_with_state(struct fx *f, const char *dir)
 	struct tnd_scsi_lu_desc d = { .name = "dev0", .vol = &f->mv->vol, .state_dir = dir };
 	assert_int_equal(tnd_scsi_lu_create(&d, &lu), 0);
 	return lu;
-}
-
-static void clear_ua_on(struct fx *f, struct tnd_scsi_lu *lu, struct tnd_scsi_nexus *nx)
-{
-	for (int i = 0; i < 4; i++) {
-		struct tcmd t = run_on(f, nx, lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
-		if (t.c.status == TND_SAM_GOOD)
-			return;
-	}
-	fail_msg("unit attentions do not clear");
 }
 
 static void aptpl_saved_and_restored(void **state)
@@ -2801,6 +2853,7 @@ int main(void)
 		T(pr_preempt),
 		T(pr_register_and_move),
 		T(pr_windows_cluster_arbitration),
+		T(pr_shared_by_the_lus_of_one_device),
 		T(pr_out_parameter_errors),
 		T(reserve6_and_release6),
 		T(reserve6_released_by_reset_and_nexus_loss),
