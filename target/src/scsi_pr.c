@@ -531,8 +531,7 @@ static void tpid_put(uint8_t *p, const char *port_name)
 }
 
 /* The data of one PR IN service action, built under the lock. */
-static uint8_t *pr_in_build(const struct scsi_pr *pr, const struct tnd_scsi_lu *lu,
-			    unsigned sa, uint32_t *len)
+static uint8_t *pr_in_build(const struct scsi_pr *pr, unsigned sa, uint32_t *len)
 {
 	size_t cap = 8;
 	for (const struct pr_reg *r = pr->regs; r; r = r->next)
@@ -589,7 +588,6 @@ static uint8_t *pr_in_build(const struct scsi_pr *pr, const struct tnd_scsi_lu *
 		}
 		break;
 	}
-	(void)lu;
 	tnd_put_be32(b + 4, n - 8);
 	*len = n;
 	return b;
@@ -601,7 +599,7 @@ void spc_pr_in(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 	uint32_t alloc = tnd_get_be16(cmd->cdb + 7);
 	uint32_t len = 0;
 	pthread_mutex_lock(&pr->lock);
-	uint8_t *b = pr_in_build(pr, ctx->lu, cmd->cdb[1] & 0x1f, &len);
+	uint8_t *b = pr_in_build(pr, cmd->cdb[1] & 0x1f, &len);
 	pthread_mutex_unlock(&pr->lock);
 	if (!b) {
 		scsi_check_errno(cmd, -ENOMEM, SCSI_ERR_READ);
@@ -969,7 +967,6 @@ struct pr_out_res {
 	enum {
 		PRO_GOOD,
 		PRO_CONFLICT,
-		PRO_FIELD_CDB,          /* INVALID FIELD IN CDB at byte/bit */
 		PRO_FIELD_PARAM,        /* INVALID FIELD IN PARAMETER LIST at byte/bit */
 		PRO_BAD_RELEASE,        /* INVALID RELEASE OF PERSISTENT RESERVATION */
 		PRO_NO_RESOURCES,       /* INSUFFICIENT REGISTRATION RESOURCES */
@@ -1364,9 +1361,6 @@ void spc_pr_out(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx)
 		break;
 	case PRO_CONFLICT:
 		scsi_reservation_conflict(cmd);
-		break;
-	case PRO_FIELD_CDB:
-		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_CDB, res.byte, res.bit);
 		break;
 	case PRO_FIELD_PARAM:
 		scsi_check_field(cmd, SCSI_ASC_INVALID_FIELD_IN_PARAM, res.byte, res.bit);
