@@ -14,10 +14,14 @@
  *   unit attentions, mode page state). Created by the daemon/target at
  *   configuration time, shared by sessions on every reactor: the fields
  *   touched on the I/O path are atomics, nothing takes a lock per command.
+ *   Its reservation state (persistent reservations, RESERVE(6), APTPL
+ *   file) belongs to the device and is shared by the LUs of one device
+ *   (scsi_pr.c; desc->share_with).
  * - struct tnd_scsi_nexus: one I_T nexus (an iSCSI session), owned by that
  *   session and used only on its reactor. Holds pending unit attentions
  *   (power on at creation; reset or parameter change observed through the
  *   LU's generation counters) and the sense data kept for REQUEST SENSE.
+ *   Destroying it is I_T nexus loss: a RESERVE(6) it holds is released.
  *
  * Buffers: the transport allocates cmd->data. For a write it holds the
  * data-out received (data_len bytes); for a read it is a buffer of data_len
