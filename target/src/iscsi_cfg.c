@@ -670,6 +670,19 @@ out_unlock:
 	return ret;
 }
 
+int tnd_target_server_forget_device(struct tnd_target_server *srv, const char *dev_name)
+{
+	if (!dev_name || !dev_name[0])
+		return -EINVAL;
+	int ret = change_begin(srv);
+	if (ret < 0)
+		return ret;
+	/* Under cfg_lock: no LU of the device can appear meanwhile. */
+	ret = lu_of_device(srv->cfg, dev_name) ? -EBUSY : tnd_scsi_pr_forget(srv->state_dir, dev_name);
+	pthread_mutex_unlock(&srv->cfg_lock);
+	return ret;
+}
+
 int tnd_target_server_remove_target(struct tnd_target_server *srv, const char *iqn)
 {
 	if (!iqn)

@@ -139,6 +139,9 @@ int tnd_scsi_lu_create(const struct tnd_scsi_lu_desc *desc, struct tnd_scsi_lu *
 void tnd_scsi_lu_destroy(struct tnd_scsi_lu *lu);
 /* The device name the LU was created with. */
 const char *tnd_scsi_lu_name(const struct tnd_scsi_lu *lu);
+/* Remove device @name's APTPL reservation file under @state_dir (no LU of
+ * it may exist). 0 when done or absent, else -errno. */
+int tnd_scsi_pr_forget(const char *state_dir, const char *name);
 
 /*
  * A LUN RESET (or TARGET WARM RESET) reached this LU: every nexus gets

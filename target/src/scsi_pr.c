@@ -894,6 +894,17 @@ static void pr_load(struct scsi_pr *pr, const struct tnd_scsi_lu *lu)
 		 pr->nr_regs, pr->type ? " and a reservation" : "");
 }
 
+int tnd_scsi_pr_forget(const char *state_dir, const char *name)
+{
+	if (!state_dir || strchr(name, '/') || name[0] == '.')
+		return 0;
+	char dir[PATH_MAX], path[PATH_MAX];
+	if (snprintf(dir, sizeof(dir), "%s/pr", state_dir) >= (int)sizeof(dir) ||
+	    snprintf(path, sizeof(path), "%s/%s.json", dir, name) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	return remove_file(dir, path);
+}
+
 /* ---- LU create / destroy ---- */
 
 int scsi_pr_create(struct tnd_scsi_lu *lu, const char *state_dir, struct tnd_scsi_lu *twin)

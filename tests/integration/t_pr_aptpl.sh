@@ -5,6 +5,8 @@
 # While the Write Exclusive - Registrants Only reservation (what Windows
 # failover clustering takes) holds, a second, unregistered initiator gets
 # RESERVATION CONFLICT on a write and the registered holder writes fine.
+# A device mapped in two targets has one reservation state, and deleting the
+# device removes its file.
 source "$(dirname "$0")/lib.sh"
 
 PR="$PROGS/tnd-pr"
@@ -75,5 +77,31 @@ printf '{"format": "tandem-pr", "version": 1, "device": "%s", "generation": 3, "
 start_tandemd --data-dir "$data"
 expect_state "" "none"
 grep -q "ignoring persistent reservation file" "$TND_LOG" || fail "corrupt APTPL file not reported"
+stop_tandemd
+
+# ---- one device in two targets: one reservation state; deleting the
+# device forgets its APTPL file ----
+CTL="$TND_BUILD/tools/tandemctl/tandemctl"
+T2=iqn.2026-11.io.tandem:second
+MPORT=$(free_port)
+start_tandemd --data-dir "$data" --mgmt "127.0.0.1:$MPORT"
+wait_port "$MPORT" "$TND_PID" || fail "the management API did not come up"
+ctl() { "$CTL" --url "http://127.0.0.1:$MPORT" --data-dir "$data" "$@" >/dev/null; }
+ctl device create prdel --type flat --size 16MiB || fail "device create"
+ctl lun map "$TND_IQN" 1 prdel || fail "lun map 1"
+ctl target create "$T2" --allow-any-initiator || fail "target create"
+ctl lun map "$T2" 0 prdel || fail "lun map in the second target"
+URL1="iscsi://127.0.0.1:$TND_PORT/$TND_IQN/1"
+URL2="iscsi://127.0.0.1:$TND_PORT/$T2/0"
+"$PR" "$URL1" "$A" 7 register 0x77 aptpl || fail "register through target 1"
+"$PR" "$URL1" "$A" 7 reserve 0x77 $WERO || fail "reserve through target 1"
+keys=$("$PR" "$URL2" "$B" 9 keys) || fail "read keys through target 2"
+[ "$keys" = "0x0000000000000077" ] || fail "target 2 sees keys '$keys'"
+rc=0
+"$PR" "$URL2" "$B" 9 write 8 2>/dev/null || rc=$?
+[ $rc = 2 ] || fail "write through target 2 while reserved through target 1: want conflict, got $rc"
+[ -f "$data/pr/prdel.json" ] || fail "no APTPL file for prdel"
+ctl device delete prdel --force || fail "device delete"
+[ ! -e "$data/pr/prdel.json" ] || fail "the deleted device's APTPL file is still there"
 stop_tandemd
 echo "pr_aptpl: APTPL=1 survived SIGTERM and SIGKILL, APTPL=0 did not; conflicts as expected"

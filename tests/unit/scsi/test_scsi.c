@@ -2712,6 +2712,18 @@ static void aptpl_saved_and_restored(void **state)
 	clear_ua_on(f, lu, b);
 	t = prin_on(f, lu, b, 0, buf, sizeof(buf));
 	assert_int_equal(tnd_get_be32(buf + 4), 0);
+
+	/* A deleted device's reservations are forgotten. */
+	GOOD((prout_on(f, lu, b, 6, 0, 0, 0xb, 0x01)));
+	tnd_scsi_lu_destroy(lu);
+	assert_int_equal(access(path, F_OK), 0);
+	assert_int_equal(tnd_scsi_pr_forget(dir, "dev0"), 0);
+	assert_int_equal(access(path, F_OK), -1);
+	assert_int_equal(tnd_scsi_pr_forget(dir, "dev0"), 0);
+	lu = lu_with_state(f, dir);
+	clear_ua_on(f, lu, b);
+	t = prin_on(f, lu, b, 0, buf, sizeof(buf));
+	assert_int_equal(tnd_get_be32(buf + 4), 0);
 	tnd_scsi_lu_destroy(lu);
 
 	tnd_scsi_nexus_destroy(b);
