@@ -197,16 +197,16 @@ enum {
 	 */
 	/* Never conflicts with a persistent reservation (INQUIRY, TEST UNIT
 	 * READY, READ CAPACITY, PERSISTENT RESERVE IN, ...). */
-	SCSI_OP_PR_ALLOWED = 1u << 5,
+	SCSI_OP_PR_ALLOWED = 1u << 7,
 	/* Reads the medium: conflicts only with the Exclusive Access types. */
-	SCSI_OP_PR_READS = 1u << 6,
+	SCSI_OP_PR_READS = 1u << 8,
 	/* START STOP UNIT: allowed when START=1 and POWER CONDITION=0. */
-	SCSI_OP_PR_START = 1u << 7,
+	SCSI_OP_PR_START = 1u << 9,
 	/* Never conflicts with another nexus's RESERVE(6) reservation. */
-	SCSI_OP_SPC2_ALLOWED = 1u << 8,
+	SCSI_OP_SPC2_ALLOWED = 1u << 10,
 	/* The exec function applies the reservation rules itself
 	 * (PERSISTENT RESERVE OUT, RESERVE, RELEASE). */
-	SCSI_OP_RES_EXEC = 1u << 9,
+	SCSI_OP_RES_EXEC = 1u << 11,
 };
 
 struct scsi_op {
