@@ -274,6 +274,10 @@ static int be_device_delete(void *ctx, const char *name, bool force, struct tnd_
 			if (strcmp(tg->luns[l].device, name) == 0)
 				tnd_target_server_unmap_lun(d->srv, tg->iqn, tg->luns[l].lun);
 	}
+	ret = tnd_target_server_forget_device(d->srv, name);
+	if (ret < 0)
+		tnd_warn("tandemd", "device %s deleted; cannot remove its reservation file: %s",
+			 name, strerror(-ret));
 	char *path = strdup(c->path);
 	tnd_daemon_close_device(d, name);
 	if (own_file && path && unlink(path) < 0)

@@ -173,6 +173,7 @@ static int configure_target(struct tnd_daemon *d)
 	struct tnd_target_server_opts so = {
 		.reactors = d->reactors,
 		.nr_reactors = d->nr_reactors,
+		.state_dir = d->data_dir,
 	};
 	int ret = tnd_target_server_create(&so, &d->srv);
 	if (ret < 0)

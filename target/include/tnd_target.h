@@ -39,6 +39,11 @@ struct tnd_target_server_opts {
 	 * the connection, and so does a login not finished within three
 	 * intervals. */
 	unsigned nop_interval_s;
+	/* A directory for state the target keeps across restarts: persistent
+	 * reservations with APTPL=1 go to <state_dir>/pr/<device>.json (see
+	 * docs/architecture.md). Copied. NULL: APTPL is not supported (a PR
+	 * OUT asking for it gets INVALID FIELD IN PARAMETER LIST). */
+	const char *state_dir;
 };
 
 int tnd_target_server_create(const struct tnd_target_server_opts *opts,
@@ -125,6 +130,15 @@ int tnd_target_server_remove_acl(struct tnd_target_server *srv, const char *iqn,
  * waiting for in-flight commands waits as long as the volume takes.
  */
 int tnd_target_server_unmap_lun(struct tnd_target_server *srv, const char *iqn, uint64_t lun);
+/*
+ * Forget the persistent reservations kept for device @dev_name across
+ * restarts (its APTPL file under state_dir), for when the device itself is
+ * deleted: a new device of the same name must not inherit them. Unmapping
+ * alone keeps them, as a disk keeps them over a power cycle. 0 (also when
+ * there is nothing to forget), -EBUSY while the device is still mapped, or
+ * -errno.
+ */
+int tnd_target_server_forget_device(struct tnd_target_server *srv, const char *dev_name);
 int tnd_target_server_remove_target(struct tnd_target_server *srv, const char *iqn);
 /* Turn allow_any on or off for a target. */
 int tnd_target_server_set_allow_any(struct tnd_target_server *srv, const char *iqn, bool allow_any);

@@ -599,6 +599,16 @@ out_unlock:
 	return ret;
 }
 
+/* An LU of device @dev_name in any target of @cfg, or NULL. */
+static struct tnd_scsi_lu *lu_of_device(const struct iscsi_cfg *cfg, const char *dev_name)
+{
+	for (unsigned i = 0; i < cfg->nr_targets; i++)
+		for (unsigned l = 0; l < cfg->targets[i]->nr_luns; l++)
+			if (strcmp(tnd_scsi_lu_name(cfg->targets[i]->luns[l].lu), dev_name) == 0)
+				return cfg->targets[i]->luns[l].lu;
+	return NULL;
+}
+
 int tnd_target_server_map_lun(struct tnd_target_server *srv, const char *iqn,
 			      uint64_t lun, const char *dev_name, struct tnd_volume *vol)
 {
@@ -621,7 +631,11 @@ int tnd_target_server_map_lun(struct tnd_target_server *srv, const char *iqn,
 	ret = -ENOMEM;
 	if (!t)
 		goto out_unlock;
-	struct tnd_scsi_lu_desc desc = { .name = dev_name, .vol = vol };
+	/* The same device mapped elsewhere is the same logical unit behind
+	 * another target port: it shares that LU's reservation state. Else
+	 * the LU loads the device's APTPL reservation file, if any. */
+	struct tnd_scsi_lu_desc desc = { .name = dev_name, .vol = vol, .state_dir = srv->state_dir,
+					 .share_with = lu_of_device(srv->cfg, dev_name) };
 	struct tnd_scsi_lu *lu;
 	ret = tnd_scsi_lu_create(&desc, &lu);
 	if (ret < 0)
@@ -698,6 +712,19 @@ int tnd_target_server_unmap_lun(struct tnd_target_server *srv, const char *iqn, 
 	if (ret == 0)
 		tnd_scsi_lu_destroy(lu);
 out_unlock:
+	pthread_mutex_unlock(&srv->cfg_lock);
+	return ret;
+}
+
+int tnd_target_server_forget_device(struct tnd_target_server *srv, const char *dev_name)
+{
+	if (!dev_name || !dev_name[0])
+		return -EINVAL;
+	int ret = change_begin(srv);
+	if (ret < 0)
+		return ret;
+	/* Under cfg_lock: no LU of the device can appear meanwhile. */
+	ret = lu_of_device(srv->cfg, dev_name) ? -EBUSY : tnd_scsi_pr_forget(srv->state_dir, dev_name);
 	pthread_mutex_unlock(&srv->cfg_lock);
 	return ret;
 }

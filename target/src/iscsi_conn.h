@@ -141,6 +141,7 @@ struct tnd_target_server {
 	struct tnd_reactor **reactors;
 	unsigned nr_reactors;
 	unsigned nop_interval_s;
+	char *state_dir;              /* NULL: no APTPL */
 	struct iscsi_rctx *rctx;
 
 	struct iscsi_portal **portals;

@@ -27,11 +27,13 @@
 static const struct scsi_op service_action_in_16[32] = {
 	[SCSI_SAI_READ_CAPACITY_16] = {
 		.name = "READ CAPACITY(16)", .exec = sbc_read_capacity_16, .cdb_len = 16,
+		.flags = SCSI_OP_PR_ALLOWED,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 10, .len_size = 4,
 		.usage = { 0x9e, 0x10, FF8, FF4, 0x01, 0x00 },
 	},
 	[SCSI_SAI_GET_LBA_STATUS] = {
 		.name = "GET LBA STATUS", .exec = sbc_get_lba_status, .cdb_len = 16,
+		.flags = SCSI_OP_PR_READS,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 10, .len_size = 4,
 		.usage = { 0x9e, 0x12, FF8, FF4, 0x00, 0x00 },
 	},
@@ -40,21 +42,24 @@ static const struct scsi_op service_action_in_16[32] = {
 static const struct scsi_op maintenance_in[32] = {
 	[SCSI_MI_REPORT_TARGET_PORT_GROUPS] = {
 		.name = "REPORT TARGET PORT GROUPS", .exec = alua_report_tpgs, .cdb_len = 12,
-		.flags = SCSI_OP_ALUA_ANY,
+		/* Multipath must see paths under someone else's reservation. */
+		.flags = SCSI_OP_ALUA_ANY | SCSI_OP_PR_ALLOWED | SCSI_OP_SPC2_ALLOWED,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 6, .len_size = 4,
 		.usage = { 0xa3, 0xea, 0x00, 0x00, 0x00, 0x00, FF4, 0x00, 0x00 },
 	},
 	[SCSI_MI_REPORT_SUPPORTED_OPCODES] = {
 		.name = "REPORT SUPPORTED OPERATION CODES", .exec = spc_report_opcodes,
 		.cdb_len = 12,
-		.flags = SCSI_OP_NO_LU | SCSI_OP_ALUA_STANDBY,
+		.flags = SCSI_OP_NO_LU | SCSI_OP_ALUA_STANDBY | SCSI_OP_PR_ALLOWED |
+			 SCSI_OP_SPC2_ALLOWED,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 6, .len_size = 4,
 		.usage = { 0xa3, 0x0c, 0x87, 0xff, 0xff, 0xff, FF4, 0x00, 0x00 },
 	},
 	[SCSI_MI_REPORT_SUPPORTED_TMFS] = {
 		.name = "REPORT SUPPORTED TASK MANAGEMENT FUNCTIONS", .exec = spc_report_tmfs,
 		.cdb_len = 12,
-		.flags = SCSI_OP_NO_LU | SCSI_OP_ALUA_STANDBY,
+		.flags = SCSI_OP_NO_LU | SCSI_OP_ALUA_STANDBY | SCSI_OP_PR_ALLOWED |
+			 SCSI_OP_SPC2_ALLOWED,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 6, .len_size = 4,
 		.usage = { 0xa3, 0x0d, 0x80, 0x00, 0x00, 0x00, FF4, 0x00, 0x00 },
 	},
@@ -95,20 +100,56 @@ static const struct scsi_op third_party_copy_in[32] = {
 	},
 };
 
+#define PRIN(sa_, name_) [sa_] = {						\
+		.name = name_, .exec = spc_pr_in, .cdb_len = 10,		\
+		.flags = SCSI_OP_PR_ALLOWED | SCSI_OP_ALUA_STANDBY,		\
+		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 7, .len_size = 2,	\
+		.usage = { 0x5e, sa_, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00 }, \
+	}
+
+static const struct scsi_op persistent_reserve_in[32] = {
+	PRIN(SCSI_PRIN_READ_KEYS, "PERSISTENT RESERVE IN(READ KEYS)"),
+	PRIN(SCSI_PRIN_READ_RESERVATION, "PERSISTENT RESERVE IN(READ RESERVATION)"),
+	PRIN(SCSI_PRIN_REPORT_CAPABILITIES, "PERSISTENT RESERVE IN(REPORT CAPABILITIES)"),
+	PRIN(SCSI_PRIN_READ_FULL_STATUS, "PERSISTENT RESERVE IN(READ FULL STATUS)"),
+};
+
+/* SCOPE and TYPE (byte 2) are checked by the service action. */
+#define PROUT(sa_, name_) [sa_] = {						\
+		.name = name_, .exec = spc_pr_out, .cdb_len = 10,		\
+		.flags = SCSI_OP_RES_EXEC | SCSI_OP_ALUA_STANDBY,		\
+		.xfer = SCSI_XFER_OUT_PARAM, .len_off = 5, .len_size = 4,	\
+		.usage = { 0x5f, sa_, 0xff, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0x00 }, \
+	}
+
+static const struct scsi_op persistent_reserve_out[32] = {
+	PROUT(SCSI_PROUT_REGISTER, "PERSISTENT RESERVE OUT(REGISTER)"),
+	PROUT(SCSI_PROUT_RESERVE, "PERSISTENT RESERVE OUT(RESERVE)"),
+	PROUT(SCSI_PROUT_RELEASE, "PERSISTENT RESERVE OUT(RELEASE)"),
+	PROUT(SCSI_PROUT_CLEAR, "PERSISTENT RESERVE OUT(CLEAR)"),
+	PROUT(SCSI_PROUT_PREEMPT, "PERSISTENT RESERVE OUT(PREEMPT)"),
+	PROUT(SCSI_PROUT_PREEMPT_AND_ABORT, "PERSISTENT RESERVE OUT(PREEMPT AND ABORT)"),
+	PROUT(SCSI_PROUT_REGISTER_AND_IGNORE,
+	      "PERSISTENT RESERVE OUT(REGISTER AND IGNORE EXISTING KEY)"),
+	PROUT(SCSI_PROUT_REGISTER_AND_MOVE, "PERSISTENT RESERVE OUT(REGISTER AND MOVE)"),
+};
+
 static const struct scsi_op ops[256] = {
 	[SCSI_TEST_UNIT_READY] = {
 		.name = "TEST UNIT READY", .exec = spc_test_unit_ready, .cdb_len = 6,
+		.flags = SCSI_OP_PR_ALLOWED,
 		.usage = { 0x00, 0x00, 0x00, 0x00, 0x00, 0x00 },
 	},
 	[SCSI_REQUEST_SENSE] = {
 		.name = "REQUEST SENSE", .exec = spc_request_sense, .cdb_len = 6,
-		.flags = SCSI_OP_KEEPS_UA | SCSI_OP_NO_LU | SCSI_OP_ALUA_ANY,
+		.flags = SCSI_OP_KEEPS_UA | SCSI_OP_NO_LU | SCSI_OP_ALUA_ANY | SCSI_OP_PR_ALLOWED |
+			 SCSI_OP_SPC2_ALLOWED,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 4, .len_size = 1,
 		.usage = { 0x03, 0x01, 0x00, 0x00, 0xff, 0x00 },
 	},
 	[SCSI_READ_6] = {
 		.name = "READ(6)", .exec = sbc_rw, .cdb_len = 6,
-		.flags = SCSI_OP_ZERO_IS_256,
+		.flags = SCSI_OP_ZERO_IS_256 | SCSI_OP_PR_READS,
 		.xfer = SCSI_XFER_IN_BLOCKS, .len_off = 4, .len_size = 1,
 		.usage = { 0x08, 0x1f, 0xff, 0xff, 0xff, 0x00 },
 	},
@@ -120,7 +161,8 @@ static const struct scsi_op ops[256] = {
 	},
 	[SCSI_INQUIRY] = {
 		.name = "INQUIRY", .exec = spc_inquiry, .cdb_len = 6,
-		.flags = SCSI_OP_KEEPS_UA | SCSI_OP_ALUA_ANY,
+		.flags = SCSI_OP_KEEPS_UA | SCSI_OP_ALUA_ANY | SCSI_OP_PR_ALLOWED |
+			 SCSI_OP_SPC2_ALLOWED,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 3, .len_size = 2,
 		.usage = { 0x12, 0x01, 0xff, 0xff, 0xff, 0x00 },
 	},
@@ -130,6 +172,16 @@ static const struct scsi_op ops[256] = {
 		.xfer = SCSI_XFER_OUT_PARAM, .len_off = 4, .len_size = 1,
 		.usage = { 0x15, 0x11, 0x00, 0x00, 0xff, 0x00 },
 	},
+	[SCSI_RESERVE_6] = {
+		.name = "RESERVE(6)", .exec = spc_reserve, .cdb_len = 6,
+		.flags = SCSI_OP_RES_EXEC,
+		.usage = { 0x16, 0x00, 0x00, 0x00, 0x00, 0x00 },
+	},
+	[SCSI_RELEASE_6] = {
+		.name = "RELEASE(6)", .exec = spc_release, .cdb_len = 6,
+		.flags = SCSI_OP_RES_EXEC,
+		.usage = { 0x17, 0x00, 0x00, 0x00, 0x00, 0x00 },
+	},
 	[SCSI_MODE_SENSE_6] = {
 		.name = "MODE SENSE(6)", .exec = spc_mode_sense, .cdb_len = 6,
 		.flags = SCSI_OP_ALUA_STANDBY,
@@ -138,15 +190,18 @@ static const struct scsi_op ops[256] = {
 	},
 	[SCSI_START_STOP_UNIT] = {
 		.name = "START STOP UNIT", .exec = sbc_start_stop_unit, .cdb_len = 6,
+		.flags = SCSI_OP_PR_START,
 		.usage = { 0x1b, 0x01, 0x00, 0x0f, 0xf7, 0x00 },
 	},
 	[SCSI_READ_CAPACITY_10] = {
 		.name = "READ CAPACITY(10)", .exec = sbc_read_capacity_10, .cdb_len = 10,
+		.flags = SCSI_OP_PR_ALLOWED,
 		.xfer = SCSI_XFER_IN_FIXED, .fixed_len = 8,
 		.usage = { 0x25, 0x00, FF4, 0x00, 0x00, 0x01, 0x00 },
 	},
 	[SCSI_READ_10] = {
 		.name = "READ(10)", .exec = sbc_rw, .cdb_len = 10,
+		.flags = SCSI_OP_PR_READS,
 		.xfer = SCSI_XFER_IN_BLOCKS, .len_off = 7, .len_size = 2,
 		.usage = { 0x28, 0x1c, FF4, 0x1f, 0xff, 0xff, 0x00 },
 	},
@@ -164,11 +219,13 @@ static const struct scsi_op ops[256] = {
 	},
 	[SCSI_VERIFY_10] = {
 		.name = "VERIFY(10)", .exec = sbc_verify, .cdb_len = 10,
+		.flags = SCSI_OP_PR_READS,
 		.xfer = SCSI_XFER_CUSTOM, .xfer_fn = sbc_xfer_verify,
 		.usage = { 0x2f, 0x16, FF4, 0x1f, 0xff, 0xff, 0x00 },
 	},
 	[SCSI_PRE_FETCH_10] = {
 		.name = "PRE-FETCH(10)", .exec = sbc_pre_fetch, .cdb_len = 10,
+		.flags = SCSI_OP_PR_READS,
 		.usage = { 0x34, 0x02, FF4, 0x1f, 0xff, 0xff, 0x00 },
 	},
 	[SCSI_SYNCHRONIZE_CACHE_10] = {
@@ -193,14 +250,31 @@ static const struct scsi_op ops[256] = {
 		.xfer = SCSI_XFER_OUT_PARAM, .len_off = 7, .len_size = 2,
 		.usage = { 0x55, 0x11, 0x00, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00 },
 	},
+	[SCSI_RESERVE_10] = {
+		.name = "RESERVE(10)", .exec = spc_reserve, .cdb_len = 10,
+		.flags = SCSI_OP_RES_EXEC,
+		.usage = { 0x56, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00 },
+	},
+	[SCSI_RELEASE_10] = {
+		.name = "RELEASE(10)", .exec = spc_release, .cdb_len = 10,
+		.flags = SCSI_OP_RES_EXEC,
+		.usage = { 0x57, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00 },
+	},
 	[SCSI_MODE_SENSE_10] = {
 		.name = "MODE SENSE(10)", .exec = spc_mode_sense, .cdb_len = 10,
 		.flags = SCSI_OP_ALUA_STANDBY,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 7, .len_size = 2,
 		.usage = { 0x5a, 0x18, 0xff, 0xff, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00 },
 	},
+	[SCSI_PERSISTENT_RESERVE_IN] = {
+		.name = "PERSISTENT RESERVE IN", .cdb_len = 10, .sa = persistent_reserve_in,
+	},
+	[SCSI_PERSISTENT_RESERVE_OUT] = {
+		.name = "PERSISTENT RESERVE OUT", .cdb_len = 10, .sa = persistent_reserve_out,
+	},
 	[SCSI_READ_16] = {
 		.name = "READ(16)", .exec = sbc_rw, .cdb_len = 16,
+		.flags = SCSI_OP_PR_READS,
 		.xfer = SCSI_XFER_IN_BLOCKS, .len_off = 10, .len_size = 4,
 		.usage = { 0x88, 0x1c, FF8, FF4, 0x1f, 0x00 },
 	},
@@ -224,11 +298,13 @@ static const struct scsi_op ops[256] = {
 	},
 	[SCSI_VERIFY_16] = {
 		.name = "VERIFY(16)", .exec = sbc_verify, .cdb_len = 16,
+		.flags = SCSI_OP_PR_READS,
 		.xfer = SCSI_XFER_CUSTOM, .xfer_fn = sbc_xfer_verify,
 		.usage = { 0x8f, 0x16, FF8, FF4, 0x1f, 0x00 },
 	},
 	[SCSI_PRE_FETCH_16] = {
 		.name = "PRE-FETCH(16)", .exec = sbc_pre_fetch, .cdb_len = 16,
+		.flags = SCSI_OP_PR_READS,
 		.usage = { 0x90, 0x02, FF8, FF4, 0x1f, 0x00 },
 	},
 	[SCSI_SYNCHRONIZE_CACHE_16] = {
@@ -252,7 +328,8 @@ static const struct scsi_op ops[256] = {
 	},
 	[SCSI_REPORT_LUNS] = {
 		.name = "REPORT LUNS", .exec = spc_report_luns, .cdb_len = 12,
-		.flags = SCSI_OP_KEEPS_UA | SCSI_OP_NO_LU | SCSI_OP_ALUA_ANY,
+		.flags = SCSI_OP_KEEPS_UA | SCSI_OP_NO_LU | SCSI_OP_ALUA_ANY | SCSI_OP_PR_ALLOWED |
+			 SCSI_OP_SPC2_ALLOWED,
 		.xfer = SCSI_XFER_IN_ALLOC, .len_off = 6, .len_size = 4,
 		.usage = { 0xa0, 0x00, 0xff, 0x00, 0x00, 0x00, FF4, 0x00, 0x00 },
 	},
@@ -261,6 +338,7 @@ static const struct scsi_op ops[256] = {
 	},
 	[SCSI_READ_12] = {
 		.name = "READ(12)", .exec = sbc_rw, .cdb_len = 12,
+		.flags = SCSI_OP_PR_READS,
 		.xfer = SCSI_XFER_IN_BLOCKS, .len_off = 6, .len_size = 4,
 		.usage = { 0xa8, 0x1c, FF4, FF4, 0x1f, 0x00 },
 	},
@@ -278,6 +356,7 @@ static const struct scsi_op ops[256] = {
 	},
 	[SCSI_VERIFY_12] = {
 		.name = "VERIFY(12)", .exec = sbc_verify, .cdb_len = 12,
+		.flags = SCSI_OP_PR_READS,
 		.xfer = SCSI_XFER_CUSTOM, .xfer_fn = sbc_xfer_verify,
 		.usage = { 0xaf, 0x16, FF4, FF4, 0x1f, 0x00 },
 	},
@@ -399,6 +478,9 @@ static const uint16_t ua_asc[] = {
 	SCSI_ASC_MODE_PARAMETERS_CHANGED,
 	SCSI_ASC_CAPACITY_CHANGED,
 	SCSI_ASC_ALUA_STATE_CHANGED,
+	SCSI_ASC_RESERVATIONS_PREEMPTED,
+	SCSI_ASC_RESERVATIONS_RELEASED,
+	SCSI_ASC_REGISTRATIONS_PREEMPTED,
 };
 
 bool scsi_itl_take_ua(struct scsi_itl *itl, uint16_t *asc)
@@ -477,6 +559,9 @@ static struct scsi_itl *nexus_itl(struct tnd_scsi_nexus *nx, const struct tnd_sc
 		.seen_alua_gen = atomic_load(&lu->alua_gen),
 		.seen_blocks = info->num_blocks,
 		.ua = SCSI_UA_POWER_ON,
+		/* Not the current value: the first command works the
+		 * reservation verdict out. */
+		.seen_pr_gen = scsi_pr_gen(lu) - 1,
 	};
 	return slot;
 }
@@ -649,6 +734,7 @@ void tnd_scsi_exec(struct tnd_scsi_cmd *cmd)
 		return;
 	}
 	itl_observe(ctx.itl, cmd->lu, &ctx.info);
+	scsi_pr_observe(cmd->lu, cmd->nexus, ctx.itl);
 
 	/* A pending unit attention is the answer to anything but the three
 	 * commands an initiator uses to find out what is there. */
@@ -671,6 +757,8 @@ void tnd_scsi_exec(struct tnd_scsi_cmd *cmd)
 	if (!cdb_reserved_ok(cmd, op))
 		return;
 	if (!alua_check(cmd, op, cmd->lu))
+		return;
+	if (scsi_pr_conflict(cmd, &ctx))
 		return;
 	if ((op->flags & SCSI_OP_WRITES) && ctx.info.read_only) {
 		scsi_check(cmd, SCSI_KEY_DATA_PROTECT, SCSI_ASC_WRITE_PROTECTED);
@@ -749,17 +837,31 @@ int tnd_scsi_lu_create(const struct tnd_scsi_lu_desc *desc, struct tnd_scsi_lu *
 	atomic_init(&lu->caw_head, NULL);
 	atomic_init(&lu->alua_state, TND_SCSI_ALUA_ACTIVE_OPTIMIZED);
 	atomic_init(&lu->alua_gen, 0);
+	int ret = scsi_pr_create(lu, desc->state_dir, desc->share_with);
+	if (ret < 0) {
+		free(lu);
+		return ret;
+	}
 	*out = lu;
 	return 0;
 }
 
+const char *tnd_scsi_lu_name(const struct tnd_scsi_lu *lu)
+{
+	return lu->name;
+}
+
 void tnd_scsi_lu_destroy(struct tnd_scsi_lu *lu)
 {
+	if (!lu)
+		return;
+	scsi_pr_destroy(lu);
 	free(lu);
 }
 
 void tnd_scsi_lu_reset(struct tnd_scsi_lu *lu)
 {
+	scsi_pr_lu_reset(lu);
 	atomic_fetch_add_explicit(&lu->reset_gen, 1, memory_order_acq_rel);
 }
 
@@ -807,9 +909,14 @@ int tnd_scsi_nexus_create(const char *initiator, const struct tnd_scsi_port *por
 	nx->tpgt = port ? port->tpgt : 1;
 	nx->rel_port_id = port && port->rel_port_id ? port->rel_port_id : 1;
 	nx->port_group = port && port->port_group ? port->port_group : 1;
+	nx->pr_token = scsi_pr_token_new();
+	if (!nx->pr_token)
+		goto err_free_target_name;
 	*out = nx;
 	return 0;
 
+err_free_target_name:
+	free(nx->target_name);
 err_free_initiator:
 	free(nx->initiator);
 err_free_nexus:
@@ -821,6 +928,8 @@ void tnd_scsi_nexus_destroy(struct tnd_scsi_nexus *nx)
 {
 	if (!nx)
 		return;
+	/* Releases any RESERVE(6) it holds, whichever LU that is on. */
+	scsi_pr_token_kill(nx->pr_token);
 	free(nx->itl);
 	free(nx->target_name);
 	free(nx->initiator);

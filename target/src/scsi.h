@@ -14,11 +14,15 @@
  *   unit attentions, mode page state, the ALUA state on this node). Created by the daemon/target at
  *   configuration time, shared by sessions on every reactor: the fields
  *   touched on the I/O path are atomics, nothing takes a lock per command.
+ *   Its reservation state (persistent reservations, RESERVE(6), APTPL
+ *   file) belongs to the device and is shared by the LUs of one device
+ *   (scsi_pr.c; desc->share_with).
  * - struct tnd_scsi_nexus: one I_T nexus (an iSCSI session), owned by that
  *   session and used only on its reactor. Holds pending unit attentions
  *   (power on at creation; reset or parameter change observed through the
  *   LU's generation counters), the sense data kept for REQUEST SENSE and
- *   the results of its EXTENDED COPY commands.
+ *   the results of its EXTENDED COPY commands. Destroying it is I_T nexus
+ *   loss: a RESERVE(6) it holds is released.
  *
  * Buffers: the transport allocates cmd->data. For a write it holds the
  * data-out received (data_len bytes); for a read it is a buffer of data_len
@@ -130,6 +134,14 @@ struct tnd_scsi_lu_desc {
 	struct tnd_volume *vol;         /* borrowed; outlives the LU */
 	const char *vendor;             /* 8 chars max; NULL = "TANDEM" */
 	const char *product;            /* 16 chars max; NULL = "tandem <type>" */
+	/* Where persistent reservations with APTPL are kept:
+	 * <state_dir>/pr/<name>.json. NULL: APTPL unsupported. */
+	const char *state_dir;
+	/* Another LU of the same device (same name), e.g. the device mapped
+	 * in a second target: initiators see one logical unit through two
+	 * target ports, so the two share their reservation state (and then
+	 * state_dir is not used). Borrowed; NULL: none. */
+	struct tnd_scsi_lu *share_with;
 };
 
 /* Identity of the target port a nexus came in through (VPD 0x83). */
@@ -159,13 +171,20 @@ enum tnd_scsi_alua_state {
 	TND_SCSI_ALUA_TRANSITIONING = 0xf,
 };
 
-/* Create / destroy a logical unit. Returns 0 or -errno. */
+/* Create / destroy a logical unit. Returns 0 or -errno (-EINVAL also
+ * when share_with is an LU of another name). */
 int tnd_scsi_lu_create(const struct tnd_scsi_lu_desc *desc, struct tnd_scsi_lu **out);
 void tnd_scsi_lu_destroy(struct tnd_scsi_lu *lu);
+/* The device name the LU was created with. */
+const char *tnd_scsi_lu_name(const struct tnd_scsi_lu *lu);
+/* Remove device @name's APTPL reservation file under @state_dir (no LU of
+ * it may exist). 0 when done or absent, else -errno. */
+int tnd_scsi_pr_forget(const char *state_dir, const char *name);
 
 /*
  * A LUN RESET (or TARGET WARM RESET) reached this LU: every nexus gets
- * a unit attention (29h/03h or 29h/00h) on its next command. Any thread.
+ * a unit attention (29h/03h or 29h/00h) on its next command, and a
+ * RESERVE(6) reservation is released (persistent ones stay). Any thread.
  */
 void tnd_scsi_lu_reset(struct tnd_scsi_lu *lu);
 

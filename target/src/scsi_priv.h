@@ -14,6 +14,8 @@
  *   scsi_alua.c   ALUA: REPORT TARGET PORT GROUPS, which commands each
  *                 asymmetric access state refuses
  *   scsi_xcopy.c  EXTENDED COPY (LID1) and RECEIVE COPY RESULTS
+ *   scsi_pr.c     reservations: PERSISTENT RESERVE IN/OUT, RESERVE/RELEASE,
+ *                 the conflict check, reservation unit attentions, APTPL
  *
  * Every exec function receives the command and a struct scsi_ctx built by
  * the dispatcher (the decoded op, the LU, the nexus's per-LU state and a
@@ -55,6 +57,8 @@ enum {
 	SCSI_WRITE_6 = 0x0a,
 	SCSI_INQUIRY = 0x12,
 	SCSI_MODE_SELECT_6 = 0x15,
+	SCSI_RESERVE_6 = 0x16,
+	SCSI_RELEASE_6 = 0x17,
 	SCSI_MODE_SENSE_6 = 0x1a,
 	SCSI_START_STOP_UNIT = 0x1b,
 	SCSI_READ_CAPACITY_10 = 0x25,
@@ -67,7 +71,11 @@ enum {
 	SCSI_WRITE_SAME_10 = 0x41,
 	SCSI_UNMAP = 0x42,
 	SCSI_MODE_SELECT_10 = 0x55,
+	SCSI_RESERVE_10 = 0x56,
+	SCSI_RELEASE_10 = 0x57,
 	SCSI_MODE_SENSE_10 = 0x5a,
+	SCSI_PERSISTENT_RESERVE_IN = 0x5e,
+	SCSI_PERSISTENT_RESERVE_OUT = 0x5f,
 	SCSI_READ_16 = 0x88,
 	SCSI_COMPARE_AND_WRITE = 0x89,
 	SCSI_WRITE_16 = 0x8a,
@@ -98,6 +106,18 @@ enum {
 	SCSI_RCR_COPY_STATUS = 0x00,
 	SCSI_RCR_OPERATING_PARAMETERS = 0x03,
 	SCSI_RCR_FAILED_SEGMENT_DETAILS = 0x04,
+	SCSI_PRIN_READ_KEYS = 0x00,
+	SCSI_PRIN_READ_RESERVATION = 0x01,
+	SCSI_PRIN_REPORT_CAPABILITIES = 0x02,
+	SCSI_PRIN_READ_FULL_STATUS = 0x03,
+	SCSI_PROUT_REGISTER = 0x00,
+	SCSI_PROUT_RESERVE = 0x01,
+	SCSI_PROUT_RELEASE = 0x02,
+	SCSI_PROUT_CLEAR = 0x03,
+	SCSI_PROUT_PREEMPT = 0x04,
+	SCSI_PROUT_PREEMPT_AND_ABORT = 0x05,
+	SCSI_PROUT_REGISTER_AND_IGNORE = 0x06,
+	SCSI_PROUT_REGISTER_AND_MOVE = 0x07,
 };
 
 /* Sense keys. */
@@ -131,6 +151,7 @@ enum {
 	SCSI_ASC_INVALID_FIELD_IN_CDB = 0x2400,
 	SCSI_ASC_LUN_NOT_SUPPORTED = 0x2500,
 	SCSI_ASC_INVALID_FIELD_IN_PARAM = 0x2600,
+	SCSI_ASC_INVALID_RELEASE_OF_PR = 0x2604,
 	SCSI_ASC_TOO_MANY_TARGET_DESCRIPTORS = 0x2606,
 	SCSI_ASC_UNSUPPORTED_TARGET_DESCRIPTOR = 0x2607,
 	SCSI_ASC_TOO_MANY_SEGMENT_DESCRIPTORS = 0x2608,
@@ -140,10 +161,14 @@ enum {
 	SCSI_ASC_POWER_ON_RESET = 0x2900,
 	SCSI_ASC_LUN_RESET_OCCURRED = 0x2903,
 	SCSI_ASC_MODE_PARAMETERS_CHANGED = 0x2a01,
+	SCSI_ASC_RESERVATIONS_PREEMPTED = 0x2a03,
+	SCSI_ASC_RESERVATIONS_RELEASED = 0x2a04,
+	SCSI_ASC_REGISTRATIONS_PREEMPTED = 0x2a05,
 	SCSI_ASC_ALUA_STATE_CHANGED = 0x2a06,
 	SCSI_ASC_CAPACITY_CHANGED = 0x2a09,
 	SCSI_ASC_SAVING_PARAMS_UNSUPPORTED = 0x3900,
 	SCSI_ASC_INTERNAL_TARGET_FAILURE = 0x4400,
+	SCSI_ASC_INSUFFICIENT_REG_RESOURCES = 0x5504,
 };
 
 /* Limits we advertise in the Block Limits VPD page and enforce. */
@@ -189,13 +214,31 @@ enum {
 	SCSI_OP_ALUA_STANDBY = 1u << 5,
 	/* Runs in every ALUA state, unavailable and transitioning too. */
 	SCSI_OP_ALUA_ANY = 1u << 6,
+	/*
+	 * Reservations (scsi_pr.c; SPC-4 5.13.1 and SBC-3 4.17 tables). An op
+	 * with none of these conflicts with any reservation it is not
+	 * covered by, which is the right default for anything that changes
+	 * the medium or the LU's state.
+	 */
+	/* Never conflicts with a persistent reservation (INQUIRY, TEST UNIT
+	 * READY, READ CAPACITY, PERSISTENT RESERVE IN, ...). */
+	SCSI_OP_PR_ALLOWED = 1u << 7,
+	/* Reads the medium: conflicts only with the Exclusive Access types. */
+	SCSI_OP_PR_READS = 1u << 8,
+	/* START STOP UNIT: allowed when START=1 and POWER CONDITION=0. */
+	SCSI_OP_PR_START = 1u << 9,
+	/* Never conflicts with another nexus's RESERVE(6) reservation. */
+	SCSI_OP_SPC2_ALLOWED = 1u << 10,
+	/* The exec function applies the reservation rules itself
+	 * (PERSISTENT RESERVE OUT, RESERVE, RELEASE). */
+	SCSI_OP_RES_EXEC = 1u << 11,
 };
 
 struct scsi_op {
 	const char *name;
 	scsi_exec_fn exec;
 	uint8_t cdb_len;
-	uint8_t flags;                  /* SCSI_OP_* */
+	uint16_t flags;                 /* SCSI_OP_* */
 	/* Service-action opcodes: the per-action table, indexed by the
 	 * 5-bit SERVICE ACTION field in byte 1 (exec is NULL then). */
 	const struct scsi_op *sa;
@@ -226,6 +269,9 @@ enum {
 	SCSI_UA_MODE_CHANGED = 1u << 2, /* 2A/01 */
 	SCSI_UA_CAPACITY = 1u << 3,     /* 2A/09 */
 	SCSI_UA_ALUA_CHANGED = 1u << 4, /* 2A/06 */
+	SCSI_UA_RES_PREEMPTED = 1u << 5, /* 2A/03 */
+	SCSI_UA_RES_RELEASED = 1u << 6, /* 2A/04 */
+	SCSI_UA_REG_PREEMPTED = 1u << 7, /* 2A/05 */
 };
 
 /* A nexus's view of one LU (the "L" of I_T_L). Owned by the nexus. */
@@ -237,6 +283,10 @@ struct scsi_itl {
 	unsigned seen_alua_gen;
 	uint64_t seen_blocks;
 	unsigned ua;                    /* SCSI_UA_* */
+	/* The reservation verdict for this I_T_L (SCSI_PR_BLOCK_*), valid
+	 * while scsi_pr_gen(lu) equals seen_pr_gen (scsi_pr.c). */
+	unsigned seen_pr_gen;
+	uint8_t pr_block;
 };
 
 /*
@@ -287,6 +337,12 @@ struct tnd_scsi_lu {
 	/* Waiters already taken off the stack, oldest first; only the
 	 * holder touches it (the hand-off message orders the accesses). */
 	struct scsi_caw_waiter *caw_queue;
+
+	/* Reservation state (scsi_pr.c), shared by the LUs of one device.
+	 * Its generation (scsi_pr_gen()) is bumped after every change a
+	 * nexus must notice, so the per-command check is one atomic load
+	 * while nothing changes. */
+	struct scsi_pr *pr;
 };
 
 /*
@@ -320,6 +376,8 @@ struct tnd_scsi_nexus {
 	struct scsi_copy_rec copies[SCSI_XCOPY_RECORDS];
 	uint64_t copy_age;
 	unsigned copies_running;
+	/* Tells an LU holding this nexus's RESERVE(6) that it is gone. */
+	struct scsi_pr_token *pr_token;
 };
 
 /* What the dispatcher hands to every exec function. */
@@ -342,6 +400,8 @@ struct scsi_ctx {
 
 /* GOOD status; data already placed with scsi_data_in() if any. */
 void scsi_complete(struct tnd_scsi_cmd *cmd);
+/* RESERVATION CONFLICT status, no sense data. */
+void scsi_reservation_conflict(struct tnd_scsi_cmd *cmd);
 /* CHECK CONDITION with @key and @ascq (an SCSI_ASC_* value). */
 void scsi_check(struct tnd_scsi_cmd *cmd, uint8_t key, uint16_t asc);
 /*
@@ -429,6 +489,48 @@ static inline bool scsi_alua_active(unsigned state)
 /* WRITE flags a write to @lu needs so that WCE=0 holds (see sbc). */
 unsigned scsi_lu_write_flags(const struct tnd_scsi_lu *lu, const struct tnd_volume_info *info,
 			     bool fua);
+/* ---- reservations (scsi_pr.c) ---- */
+
+/* What the cached verdict of an I_T_L forbids. */
+enum {
+	SCSI_PR_BLOCK_WRITES = 1u << 0, /* every op but the allowed ones */
+	SCSI_PR_BLOCK_READS = 1u << 1,  /* SCSI_OP_PR_READS ops too */
+	SCSI_PR_SPC2_OTHER = 1u << 2,   /* another nexus holds RESERVE(6) */
+};
+
+/* A refcounted "this nexus is alive" flag shared with reserving LUs. */
+struct scsi_pr_token;
+struct scsi_pr_token *scsi_pr_token_new(void);
+/* The nexus is gone: mark the token dead and drop the nexus's reference. */
+void scsi_pr_token_kill(struct scsi_pr_token *t);
+
+/*
+ * Give @lu its reservation state: @twin's (another LU of the same device,
+ * shared) or a new one, loading the device's APTPL file if any.
+ */
+int scsi_pr_create(struct tnd_scsi_lu *lu, const char *state_dir, struct tnd_scsi_lu *twin);
+/* Drop @lu's reference; the last LU of the device frees the state. */
+void scsi_pr_destroy(struct tnd_scsi_lu *lu);
+/* The reservation state's change generation (acquire). */
+unsigned scsi_pr_gen(const struct tnd_scsi_lu *lu);
+/* LUN reset: drops a RESERVE(6) reservation, keeps persistent ones. */
+void scsi_pr_lu_reset(struct tnd_scsi_lu *lu);
+/* Bring @itl's verdict and reservation UAs up to date (per command). */
+void scsi_pr_observe(struct tnd_scsi_lu *lu, struct tnd_scsi_nexus *nx, struct scsi_itl *itl);
+/* True when @cmd conflicts with a reservation: it is then completed
+ * with RESERVATION CONFLICT. */
+bool scsi_pr_conflict(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+/*
+ * Whether a reservation on @lu keeps @nx from reading (@write false) or
+ * writing it, as a READ or WRITE from @nx would conflict: for EXTENDED
+ * COPY, whose copy targets are other LUs than the one it was sent to.
+ */
+bool scsi_pr_blocks_copy(struct tnd_scsi_lu *lu, const struct tnd_scsi_nexus *nx, bool write);
+
+void spc_pr_in(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void spc_pr_out(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void spc_reserve(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
+void spc_release(struct tnd_scsi_cmd *cmd, const struct scsi_ctx *ctx);
 
 /* ---- exec functions ---- */
 

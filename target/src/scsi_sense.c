@@ -53,6 +53,15 @@ void scsi_complete(struct tnd_scsi_cmd *cmd)
 	cmd->done(cmd);
 }
 
+void scsi_reservation_conflict(struct tnd_scsi_cmd *cmd)
+{
+	/* A status without sense data (SAM-5 5.3.1). */
+	cmd->status = TND_SAM_RESERVATION_CONFLICT;
+	cmd->sense_len = 0;
+	cmd->in_len = 0;
+	cmd->done(cmd);
+}
+
 void scsi_check(struct tnd_scsi_cmd *cmd, uint8_t key, uint16_t asc)
 {
 	cmd->status = TND_SAM_CHECK_CONDITION;

@@ -293,9 +293,6 @@ static void x_read_done(struct tnd_io *io, int status)
 	const struct xcopy_cscd *d = &x->cscd[s->dst];
 	struct tnd_volume_info info;
 	tnd_volume_info(d->lu->vol, &info);
-	/* HOOK(PR): a destination reserved by another I_T nexus must refuse
-	 * the write here (and the source read above) once persistent
-	 * reservations land: RESERVATION CONFLICT as the copy target's sense. */
 	x_submit(x, d->lu, TND_IO_WRITE, s->dst_lba + x->chunk_off / d->bs, x->n / d->bs,
 		 scsi_lu_write_flags(d->lu, &info, false), x_write_done);
 }
@@ -528,9 +525,15 @@ static bool x_resolve(struct tnd_scsi_cmd *cmd, const uint8_t *p, struct scsi_xc
 			scsi_check(cmd, SCSI_KEY_DATA_PROTECT, SCSI_ASC_WRITE_PROTECTED);
 			return false;
 		}
-		/* HOOK(PR): persistent reservations of the source and
-		 * destination LUs are checked here for the whole copy before it
-		 * starts (and again per I/O, see x_read_done()). */
+		/* The copy reads and writes for the initiator: a reservation
+		 * that would refuse its READ or WRITE refuses the copy, checked
+		 * for the whole copy before it starts. (One that appears while
+		 * the copy runs finds it in flight, as it would a WRITE.) */
+		if (g->bytes && (scsi_pr_blocks_copy(src->lu, cmd->nexus, false) ||
+				 scsi_pr_blocks_copy(dst->lu, cmd->nexus, true))) {
+			scsi_reservation_conflict(cmd);
+			return false;
+		}
 	}
 	return true;
 }

@@ -45,6 +45,8 @@ int tnd_target_server_create(const struct tnd_target_server_opts *opts,
 	srv->nr_reactors = opts->nr_reactors;
 	srv->nop_interval_s = opts->nop_interval_s ? opts->nop_interval_s : 5;
 	srv->next_tsih = 1;
+	if (opts->state_dir && !(srv->state_dir = strdup(opts->state_dir)))
+		goto err_free_srv;
 	srv->reactors = calloc(opts->nr_reactors, sizeof(*srv->reactors));
 	if (!srv->reactors)
 		goto err_free_srv;
@@ -74,6 +76,7 @@ err_destroy_pools:
 err_free_reactors:
 	free(srv->reactors);
 err_free_srv:
+	free(srv->state_dir);
 	free(srv);
 	return ret;
 }
@@ -502,5 +505,6 @@ void tnd_target_server_destroy(struct tnd_target_server *srv)
 	free(srv->rctx);
 	free(srv->reactors);
 	pthread_mutex_destroy(&srv->sess_lock);
+	free(srv->state_dir);
 	free(srv);
 }

@@ -18,9 +18,15 @@
  * CONDITION carries sense, and no volume I/O is left in flight.
  *
  * The volume completes through a message to the reactor this thread
- * polls, as the async contract asks. The reactor, volumes and LUs live
- * for the whole run (libFuzzer has no teardown hook); a fresh nexus per
- * input keeps inputs independent.
+ * polls, as the async contract asks. The reactor and volumes live for the
+ * whole run (libFuzzer has no teardown hook); fresh LUs (so fresh
+ * reservation state) and a fresh nexus per input keep inputs independent.
+ *
+ * Reservations: before a PERSISTENT RESERVE OUT other than a REGISTER, the
+ * harness registers this nexus with the input's RESERVATION KEY and a
+ * second nexus with key 2 that holds a Write Exclusive reservation, so
+ * RESERVE, RELEASE, CLEAR, PREEMPT and REGISTER AND MOVE get past the key
+ * check and meet real state.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -164,22 +170,31 @@ struct world {
 	struct tnd_scsi_lu *lu[2];
 };
 
-static struct world *world_get(void)
+static void world_new_lus(struct world *w)
 {
-	static struct world *w;
-	if (w)
-		return w;
-	w = calloc(1, sizeof(*w));
-	if (!w || tnd_reactor_create(0, 64, &w->r) < 0)
-		abort();
-	static const uint32_t bs[2] = { 512, 4096 };
 	static const char *const names[2] = { "fuzz512", "fuzz4k" };
 	for (int i = 0; i < 2; i++) {
-		w->vol[i] = fvol_create(bs[i], 64);
+		tnd_scsi_lu_destroy(w->lu[i]);
 		struct tnd_scsi_lu_desc d = { .name = names[i], .vol = &w->vol[i]->vol };
 		if (tnd_scsi_lu_create(&d, &w->lu[i]) < 0)
 			abort();
 	}
+}
+
+static struct world *world_get(void)
+{
+	static struct world *w;
+	if (w) {
+		world_new_lus(w);
+		return w;
+	}
+	w = calloc(1, sizeof(*w));
+	if (!w || tnd_reactor_create(0, 64, &w->r) < 0)
+		abort();
+	static const uint32_t bs[2] = { 512, 4096 };
+	for (int i = 0; i < 2; i++)
+		w->vol[i] = fvol_create(bs[i], 64);
+	world_new_lus(w);
 	return w;
 }
 
@@ -248,6 +263,17 @@ static void run(struct world *w, struct tnd_scsi_nexus *nx, struct tnd_scsi_lu *
 			abort();
 }
 
+/* PERSISTENT RESERVE OUT with a basic parameter list. */
+static void prout(struct world *w, struct tnd_scsi_nexus *nx, struct tnd_scsi_lu *lu,
+		  uint8_t sa, uint8_t type, uint64_t rk, uint64_t sark)
+{
+	uint8_t p[24] = { 0 };
+	tnd_put_be64(p, rk);
+	tnd_put_be64(p + 8, sark);
+	uint8_t cdb[16] = { 0x5f, sa, type, 0, 0, 0, 0, 0, sizeof(p), 0 };
+	run(w, nx, lu, cdb, 10, p, sizeof(p), false);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
@@ -285,6 +311,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
 	static const uint8_t tur[16] = { 0 };
 	if (flags & 0x02)
 		run(w, nx, lu, tur, 16, NULL, 0, false);
+	const uint8_t *cdb = in + 4;
+	struct tnd_scsi_nexus *other = NULL;
+	if (lu && cdb[0] == 0x5f && (cdb[1] & 0x1f) != 0 && (cdb[1] & 0x1f) != 6 && len >= 8) {
+		struct tnd_scsi_port p2 = port;
+		if (tnd_scsi_nexus_create("iqn.2026-01.fuzz:j,i,0x2", &p2, &other) < 0)
+			abort();
+		run(w, other, lu, tur, 16, NULL, 0, false);
+		run(w, nx, lu, tur, 16, NULL, 0, false);
+		prout(w, other, lu, 6, 0, 0, 2);
+		prout(w, other, lu, 1, 1, 2, 0);
+		prout(w, nx, lu, 6, 0, 0, tnd_get_be64(buf));
+	}
 	if (lu && (flags & 0x10))
 		tnd_scsi_lu_reset(lu);
 	if (flags & 0x20)
@@ -299,6 +337,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size)
 	run(w, nx, lu, tur, 16, NULL, 0, false);
 
 	free(buf);
+	tnd_scsi_nexus_destroy(other);
 	tnd_scsi_nexus_destroy(nx);
 	return 0;
 }

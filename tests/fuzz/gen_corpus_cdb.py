@@ -97,3 +97,36 @@ xc = (bytes([1, 0, 0, 32]) + bytes(4) + struct.pack('>II', 28, 0) +
       bytes([0xe4, 0, 0, 0, 1, 3, 0, 16]) + bytes(16) + bytes([0, 0, 2, 0]) +
       bytes([2, 0, 0, 24, 0, 0, 0, 0, 0, 0, 0, 8]) + struct.pack('>QQ', 0, 16))
 seed('xcopy', CLR, [0x83, 0] + [0] * 8 + list(struct.pack('>I', len(xc))) + [0, 0], len(xc), xc)
+
+
+# Reservations: PERSISTENT RESERVE IN/OUT, RESERVE/RELEASE(6).
+def prout(sa, typ, plen):
+    return [0x5f, sa, typ, 0, 0] + list(struct.pack('>I', plen)) + [0]
+
+
+def prparam(rk, sark, b20=0):
+    return struct.pack('>QQ4xBBxx', rk, sark, b20, 0)
+
+
+for sa in range(4):
+    seed('prin_%d' % sa, CLR, [0x5e, sa, 0, 0, 0, 0, 0, 0x01, 0x00, 0], 256)
+seed('prin_bad_sa', CLR, [0x5e, 0x09, 0, 0, 0, 0, 0, 0, 64, 0], 64)
+seed('prout_register', CLR, prout(0, 0, 24), 24, prparam(0, 0x1122))
+seed('prout_register_ignore_alltgpt', CLR, prout(6, 0, 24), 24, prparam(9, 0x33, 0x04))
+seed('prout_register_aptpl', CLR, prout(0, 0, 24), 24, prparam(0, 0x44, 0x01))
+seed('prout_register_spec_i_pt', CLR, prout(0, 0, 52), 52,
+     prparam(0, 0x44, 0x08) + struct.pack('>I', 24) + bytes([0x45, 0, 0, 20]) + b'iqn.x,i,0x1'.ljust(20, b'\0'))
+seed('prout_reserve_wero', CLR, prout(1, 5, 24), 24, prparam(0x10, 0))
+seed('prout_reserve_bad_type', CLR, prout(1, 2, 24), 24, prparam(0x10, 0))
+seed('prout_release', CLR, prout(2, 1, 24), 24, prparam(0x10, 0))
+seed('prout_clear', CLR, prout(3, 0, 24), 24, prparam(0x10, 0))
+seed('prout_preempt', CLR, prout(4, 3, 24), 24, prparam(0x10, 2))
+seed('prout_preempt_abort', CLR, prout(5, 8, 24), 24, prparam(0x10, 2))
+seed('prout_short_list', CLR, prout(0, 0, 20), 20, prparam(0, 1)[:20])
+name = b'iqn.2026-01.fuzz:k,i,0x3'
+tpid = bytes([0x45, 0, 0, 28]) + name.ljust(28, b'\0')
+seed('prout_move', CLR, prout(7, 0, 24 + len(tpid)), 24 + len(tpid),
+     struct.pack('>QQxBHI', 0x10, 0x55, 0x02, 1, len(tpid)) + tpid)
+seed('reserve6', CLR, [0x16, 0, 0, 0, 0, 0])
+seed('release6', CLR, [0x17, 0, 0, 0, 0, 0])
+seed('reserve10', 0x80 | CLR, [0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0])

@@ -14,8 +14,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -2790,6 +2792,946 @@ static void vpd_third_party_copy(void **state)
 
 #define TX(fn) cmocka_unit_test_setup_teardown(fn, xsetup, xteardown)
 
+/* ---- reservations ---- */
+
+/* The address of a command result, for the assert helpers. */
+#define PTR(expr) (&(struct tcmd[1]){ [0] = (expr) }[0])
+/* The assert helpers with the caller's line in the message. */
+#define GOOD(expr) do {								\
+		struct tcmd t_ = (expr);					\
+		if (t_.c.status != TND_SAM_GOOD)				\
+			fail_msg("line %d: status %02x sense %x/%02x/%02x", __LINE__, \
+				 t_.c.status, t_.c.sense[2] & 0xf, t_.c.sense[12],	\
+				 t_.c.sense[13]);				\
+	} while (0)
+#define CONFLICT(expr) do {							\
+		struct tcmd t_ = (expr);					\
+		if (t_.c.status != TND_SAM_RESERVATION_CONFLICT || t_.c.sense_len) \
+			fail_msg("line %d: want conflict, status %02x sense %x/%02x/%02x", \
+				 __LINE__, t_.c.status, t_.c.sense[2] & 0xf,	\
+				 t_.c.sense[12], t_.c.sense[13]);		\
+	} while (0)
+#define SENSE(expr, key, asc, ascq) do {					\
+		struct tcmd t_ = (expr);					\
+		if (t_.c.status != TND_SAM_CHECK_CONDITION || (t_.c.sense[2] & 0xf) != (key) || \
+		    t_.c.sense[12] != (asc) || t_.c.sense[13] != (ascq))	\
+			fail_msg("line %d: want %x/%02x/%02x, status %02x sense %x/%02x/%02x", \
+				 __LINE__, key, asc, ascq, t_.c.status,		\
+				 t_.c.sense[2] & 0xf, t_.c.sense[12], t_.c.sense[13]); \
+	} while (0)
+
+
+enum { PR_WE = 1, PR_EA = 3, PR_WE_RO = 5, PR_EA_RO = 6, PR_WE_AR = 7, PR_EA_AR = 8 };
+
+static struct tnd_scsi_nexus *nexus_new(struct fx *f, const char *name)
+{
+	struct tnd_scsi_nexus *nx;
+	assert_int_equal(tnd_scsi_nexus_create(name, &port, &nx), 0);
+	fx_clear_ua(f, nx);
+	return nx;
+}
+
+/* PERSISTENT RESERVE OUT with the basic 24-byte parameter list. */
+static struct tcmd prout_on(struct fx *f, struct tnd_scsi_lu *lu, struct tnd_scsi_nexus *nx,
+			    uint8_t sa, uint8_t type, uint64_t rk, uint64_t sark, uint8_t b20)
+{
+	uint8_t p[24] = { 0 };
+	tnd_put_be64(p, rk);
+	tnd_put_be64(p + 8, sark);
+	p[20] = b20;
+	uint8_t c[16] = { 0x5f, sa, type };
+	tnd_put_be32(c + 5, sizeof(p));
+	return run_on(f, nx, lu, p, sizeof(p), c, 16);
+}
+
+static struct tcmd prout(struct fx *f, struct tnd_scsi_nexus *nx, uint8_t sa, uint8_t type,
+			 uint64_t rk, uint64_t sark)
+{
+	return prout_on(f, f->lu, nx, sa, type, rk, sark, 0);
+}
+
+static struct tcmd prin_on(struct fx *f, struct tnd_scsi_lu *lu, struct tnd_scsi_nexus *nx,
+			   uint8_t sa, uint8_t *buf, uint16_t len)
+{
+	uint8_t c[16] = { 0x5e, sa };
+	tnd_put_be16(c + 7, len);
+	return run_on(f, nx, lu, buf, len, c, 16);
+}
+
+static void assert_conflict(const struct tcmd *t)
+{
+	if (t->c.status != TND_SAM_RESERVATION_CONFLICT)
+		fail_msg("want RESERVATION CONFLICT, got status %02x sense %x/%02x/%02x",
+			 t->c.status, t->c.sense[2] & 0xf, t->c.sense[12], t->c.sense[13]);
+	assert_int_equal(t->c.sense_len, 0);
+}
+
+/* 1: GOOD, 0: RESERVATION CONFLICT, anything else fails the test. */
+static int allowed(const struct tcmd *t)
+{
+	if (t->c.status == TND_SAM_GOOD)
+		return 1;
+	assert_conflict(t);
+	return 0;
+}
+
+static int can_read(struct fx *f, struct tnd_scsi_nexus *nx)
+{
+	uint8_t b[BS];
+	return allowed(PTR(run_on(f, nx, f->lu, b, BS, CDB(0x28, 0, 0, 0, 0, 5, 0, 0, 1, 0))));
+}
+
+static int can_write(struct fx *f, struct tnd_scsi_nexus *nx)
+{
+	uint8_t b[BS] = { 1 };
+	return allowed(PTR(run_on(f, nx, f->lu, b, BS, CDB(0x2a, 0, 0, 0, 0, 5, 0, 0, 1, 0))));
+}
+
+static int can_cmd(struct fx *f, struct tnd_scsi_nexus *nx, const uint8_t *cdb, unsigned n)
+{
+	uint8_t b[256];
+	return allowed(PTR(run_on(f, nx, f->lu, b, sizeof(b), cdb, n)));
+}
+
+static void clear_ua_on(struct fx *f, struct tnd_scsi_lu *lu, struct tnd_scsi_nexus *nx)
+{
+	for (int i = 0; i < 4; i++) {
+		struct tcmd t = run_on(f, nx, lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0));
+		if (t.c.status == TND_SAM_GOOD)
+			return;
+	}
+	fail_msg("unit attentions do not clear");
+}
+
+static void read_keys(struct fx *f, struct tnd_scsi_nexus *nx, uint32_t *gen, uint64_t *keys,
+		      unsigned *n)
+{
+	uint8_t b[256];
+	struct tcmd t = prin_on(f, f->lu, nx, 0, b, sizeof(b));
+	assert_good(&t);
+	*gen = tnd_get_be32(b);
+	uint32_t len = tnd_get_be32(b + 4);
+	assert_int_equal(len % 8, 0);
+	*n = len / 8;
+	assert_int_equal(t.c.in_len, 8 + len);
+	for (unsigned i = 0; i < *n; i++)
+		keys[i] = tnd_get_be64(b + 8 + 8 * i);
+}
+
+/* READ RESERVATION: false when none, else its key and type. */
+static bool read_reservation(struct fx *f, struct tnd_scsi_nexus *nx, uint64_t *key,
+			     uint8_t *type)
+{
+	uint8_t b[64];
+	struct tcmd t = prin_on(f, f->lu, nx, 1, b, sizeof(b));
+	assert_good(&t);
+	uint32_t len = tnd_get_be32(b + 4);
+	if (len == 0) {
+		assert_int_equal(t.c.in_len, 8);
+		return false;
+	}
+	assert_int_equal(len, 16);
+	*key = tnd_get_be64(b + 8);
+	*type = b[8 + 13] & 0x0f;
+	assert_int_equal(b[8 + 13] >> 4, 0);    /* LU scope */
+	return true;
+}
+
+/* A copy reads and writes for its initiator: reservations on the copy
+ * targets that would refuse its READ or WRITE refuse the copy. */
+static void xcopy_respects_reservations(void **state)
+{
+	struct xfx *x = *state;
+	struct fx *f = x->f;
+	const uint8_t *naa[] = { f->lu->naa, x->lu2->naa };
+	struct xseg to2 = { .src = 0, .dst = 1, .nblocks = 4, .src_lba = 0, .dst_lba = 100 };
+	struct xseg from2 = { .src = 1, .dst = 0, .nblocks = 4, .src_lba = 0, .dst_lba = 100 };
+	uint8_t p[256];
+	memset(f->mv->data, 0x5a, 4 * BS);
+	memset(x->mv2->data, 0xa5, 4 * BS);
+	uint8_t before[4 * BS];
+	memcpy(before, x->mv2->data + 100 * BS, sizeof(before));
+
+	struct tnd_scsi_nexus *other = nexus_new(f, "iqn.2026-01.test:other,i,0x1");
+	clear_ua_on(f, x->lu2, other);
+	GOOD((prout_on(f, x->lu2, other, 0x00, 0, 0, 0xabc, 0)));
+	GOOD((prout_on(f, x->lu2, other, 0x01, PR_WE, 0xabc, 0, 0)));
+	/* Write Exclusive held by another nexus: no writing LU 2, reading is fine. */
+	uint32_t len = xlist(p, 1, naa, 2, &to2, 1);
+	struct tcmd t = run_xcopy_on(f, f->lu, p, len);
+	assert_conflict(&t);
+	assert_memory_equal(x->mv2->data + 100 * BS, before, sizeof(before));
+	len = xlist(p, 2, naa, 2, &from2, 1);
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_good(&t);
+	assert_memory_equal(f->mv->data + 100 * BS, x->mv2->data, 4 * BS);
+	/* Exclusive Access: not even reading it. */
+	GOOD((prout_on(f, x->lu2, other, 0x02, PR_WE, 0xabc, 0, 0)));
+	GOOD((prout_on(f, x->lu2, other, 0x01, PR_EA, 0xabc, 0, 0)));
+	len = xlist(p, 3, naa, 2, &from2, 1);
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_conflict(&t);
+	/* Released: the copy goes through. */
+	GOOD((prout_on(f, x->lu2, other, 0x02, PR_EA, 0xabc, 0, 0)));
+	len = xlist(p, 4, naa, 2, &to2, 1);
+	t = run_xcopy_on(f, f->lu, p, len);
+	assert_good(&t);
+	assert_memory_equal(x->mv2->data + 100 * BS, f->mv->data, 4 * BS);
+	tnd_scsi_nexus_destroy(other);
+}
+
+static void pr_register_and_read_keys(void **state)
+{
+	struct fx *f = *state;
+	struct tnd_scsi_nexus *b = nexus_new(f, "iqn.x:b,i,0x2");
+	uint32_t gen;
+	uint64_t keys[8];
+	unsigned n;
+
+	read_keys(f, f->nx, &gen, keys, &n);
+	assert_int_equal(gen, 0);
+	assert_int_equal(n, 0);
+	/* Unregistered with a nonzero RESERVATION KEY: conflict. */
+	CONFLICT((prout(f, f->nx, 0, 0, 5, 0xa1)));
+	/* SARK 0 from an unregistered nexus: GOOD, nothing registered. */
+	GOOD((prout(f, f->nx, 0, 0, 0, 0)));
+	GOOD((prout(f, f->nx, 0, 0, 0, 0xa1)));
+	GOOD((prout(f, b, 6, 0, 0, 0xb1)));
+	read_keys(f, f->nx, &gen, keys, &n);
+	assert_int_equal(gen, 2);
+	assert_int_equal(n, 2);
+	assert_true(keys[0] == 0xa1 && keys[1] == 0xb1);
+	/* REGISTER with the wrong key conflicts; the right one re-keys. */
+	CONFLICT((prout(f, f->nx, 0, 0, 0xa2, 0xa3)));
+	GOOD((prout(f, f->nx, 0, 0, 0xa1, 0xa2)));
+	/* REGISTER AND IGNORE EXISTING KEY ignores the key. */
+	GOOD((prout(f, b, 6, 0, 0x999, 0xb2)));
+	read_keys(f, b, &gen, keys, &n);
+	assert_int_equal(gen, 4);
+	assert_true(n == 2 && keys[0] == 0xa2 && keys[1] == 0xb2);
+	/* Unregister. */
+	GOOD((prout(f, f->nx, 0, 0, 0xa2, 0)));
+	read_keys(f, b, &gen, keys, &n);
+	assert_int_equal(gen, 5);
+	assert_true(n == 1 && keys[0] == 0xb2);
+	/* Registrations and reservations are no unit attention for anyone. */
+	GOOD((RUN(f, NULL, 0, 0x00, 0, 0, 0, 0, 0)));
+	tnd_scsi_nexus_destroy(b);
+}
+
+/* SPC-4 5.13.1 / SBC-3 4.17: who may read and write under each type. */
+static void pr_conflict_matrix(void **state)
+{
+	struct fx *f = *state;
+	static const struct {
+		uint8_t type;
+		int reg_read, reg_write, unreg_read, unreg_write;
+	} m[] = {
+		{ PR_WE, 1, 0, 1, 0 },    { PR_EA, 0, 0, 0, 0 },    { PR_WE_RO, 1, 1, 1, 0 },
+		{ PR_EA_RO, 1, 1, 0, 0 }, { PR_WE_AR, 1, 1, 1, 0 }, { PR_EA_AR, 1, 1, 0, 0 },
+	};
+	struct tnd_scsi_nexus *reg = nexus_new(f, "iqn.x:reg,i,0x2");
+	struct tnd_scsi_nexus *unreg = nexus_new(f, "iqn.x:unreg,i,0x3");
+	for (unsigned i = 0; i < TND_ARRAY_SIZE(m); i++) {
+		GOOD((prout(f, f->nx, 6, 0, 0, 0x10)));
+		GOOD((prout(f, reg, 6, 0, 0, 0x20)));
+		GOOD((prout(f, f->nx, 1, m[i].type, 0x10, 0)));
+		/* The same reservation again is GOOD; another type conflicts,
+		 * and so does any RESERVE by a non-holder. */
+		GOOD((prout(f, f->nx, 1, m[i].type, 0x10, 0)));
+		CONFLICT((prout(f, f->nx, 1, m[i].type == 1 ? 3 : 1, 0x10, 0)));
+		if (m[i].type != PR_WE_AR && m[i].type != PR_EA_AR)
+			CONFLICT((prout(f, reg, 1, m[i].type, 0x20, 0)));
+
+		assert_int_equal(can_read(f, f->nx), 1);
+		assert_int_equal(can_write(f, f->nx), 1);
+		assert_int_equal(can_read(f, reg), m[i].reg_read);
+		assert_int_equal(can_write(f, reg), m[i].reg_write);
+		assert_int_equal(can_read(f, unreg), m[i].unreg_read);
+		assert_int_equal(can_write(f, unreg), m[i].unreg_write);
+		/* Always allowed: TEST UNIT READY, INQUIRY, READ CAPACITY,
+		 * REPORT LUNS, PERSISTENT RESERVE IN. */
+		assert_int_equal(can_cmd(f, unreg, CDB(0x00, 0, 0, 0, 0, 0)), 1);
+		assert_int_equal(can_cmd(f, unreg, CDB(0x12, 0, 0, 0, 96, 0)), 1);
+		assert_int_equal(can_cmd(f, unreg, CDB(0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0)), 1);
+		assert_int_equal(can_cmd(f, unreg, CDB(0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0)), 1);
+		assert_int_equal(can_cmd(f, unreg, CDB(0x5e, 0, 0, 0, 0, 0, 0, 0, 64, 0)), 1);
+		/* MODE SENSE and SYNCHRONIZE CACHE go as writes do. */
+		assert_int_equal(can_cmd(f, unreg, CDB(0x1a, 0, 0x3f, 0, 255, 0)), m[i].unreg_write);
+		assert_int_equal(can_cmd(f, reg, CDB(0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0)),
+				 m[i].reg_write);
+		/* START STOP UNIT: START=1 passes, a stop does not. */
+		assert_int_equal(can_cmd(f, unreg, CDB(0x1b, 0, 0, 0, 0x01, 0)), 1);
+		assert_int_equal(can_cmd(f, unreg, CDB(0x1b, 0, 0, 0, 0x00, 0)), m[i].unreg_write);
+
+		GOOD((prout(f, f->nx, 3, 0, 0x10, 0)));   /* CLEAR */
+		/* The registrant that was cleared away hears of it, the
+		 * nexus that cleared does not. */
+		SENSE((run_on(f, reg, f->lu, NULL, 0, CDB(0x00, 0, 0, 0, 0, 0))), 0x6, 0x2a, 0x03);
+		GOOD((RUN(f, NULL, 0, 0, 0, 0, 0, 0, 0)));
+		assert_int_equal(can_write(f, reg), 1);
+		assert_int_equal(can_write(f, unreg), 1);
+	}
+	tnd_scsi_nexus_destroy(reg);
+	tnd_scsi_nexus_destroy(unreg);
+}
+
+static void pr_read_full_status(void **state)
+{
+	struct fx *f = *state;
+	struct tnd_scsi_nexus *b = nexus_new(f, "iqn.2026-01.test:bee,i,0x400001370000");
+	GOOD((prout(f, f->nx, 0, 0, 0, 0x1111)));
+	/* ALL_TG_PT=1 registration for b. */
+	GOOD((prout_on(f, f->lu, b, 0, 0, 0, 0x2222, 0x04)));
+	GOOD((prout(f, f->nx, 1, PR_EA_RO, 0x1111, 0)));
+
+	uint64_t key;
+	uint8_t type;
+	assert_true(read_reservation(f, b, &key, &type));
+	assert_true(key == 0x1111 && type == PR_EA_RO);
+
+	uint8_t buf[512];
+	struct tcmd t = prin_on(f, f->lu, b, 3, buf, sizeof(buf));
+	assert_good(&t);
+	assert_int_equal(tnd_get_be32(buf), 2);           /* PRgeneration */
+	uint32_t len = tnd_get_be32(buf + 4);
+	assert_int_equal(t.c.in_len, 8 + len);
+	const uint8_t *d = buf + 8;
+	/* First: ours, the holder, on relative port 1. */
+	assert_true(tnd_get_be64(d) == 0x1111);
+	assert_int_equal(d[12], 0x01);                     /* R_HOLDER */
+	assert_int_equal(d[13], PR_EA_RO);
+	assert_int_equal(tnd_get_be16(d + 18), 1);
+	uint32_t tl = tnd_get_be32(d + 20);
+	assert_int_equal(tl % 4, 0);
+	assert_true(tl >= 24);
+	assert_int_equal(d[24], 0x45);                     /* format 01b, iSCSI */
+	assert_int_equal(tnd_get_be16(d + 26), tl - 4);
+	assert_string_equal((const char *)d + 28, "iqn.2026-01.test:host,i,0x1");
+	d += 24 + tl;
+	/* Second: b, all target ports, not a holder. */
+	assert_true(tnd_get_be64(d) == 0x2222);
+	assert_int_equal(d[12], 0x02);                     /* ALL_TG_PT */
+	assert_int_equal(d[13], 0);
+	tl = tnd_get_be32(d + 20);
+	assert_string_equal((const char *)d + 28, "iqn.2026-01.test:bee,i,0x400001370000");
+	assert_int_equal(d + 24 + tl - buf, 8 + len);
+	/* Truncated to the allocation length, with the full length kept. */
+	t = prin_on(f, f->lu, b, 3, buf, 10);
+	assert_good(&t);
+	assert_int_equal(t.c.in_len, 10);
+	assert_int_equal(tnd_get_be32(buf + 4), len);
+
+	/* All-registrants reservations report key 0 and every registrant
+	 * as a holder. */
+	GOOD((prout(f, f->nx, 2, PR_EA_RO, 0x1111, 0)));
+	SENSE((run_on(f, b, f->lu, NULL, 0, CDB(0, 0, 0, 0, 0, 0))), 0x6, 0x2a, 0x04);
+	GOOD((prout(f, b, 1, PR_WE_AR, 0x2222, 0)));
+	assert_true(read_reservation(f, f->nx, &key, &type));
+	assert_true(key == 0 && type == PR_WE_AR);
+	t = prin_on(f, f->lu, b, 3, buf, sizeof(buf));
+	assert_int_equal(buf[8 + 12], 0x01);
+	tnd_scsi_nexus_destroy(b);
+}
+
+static void pr_report_capabilities(void **state)
+{
+	struct fx *f = *state;
+	uint8_t b[8];
+	struct tcmd t = prin_on(f, f->lu, f->nx, 2, b, sizeof(b));
+	assert_good(&t);
+	assert_int_equal(tnd_get_be16(b), 8);
+	assert_int_equal(b[2] & 0x01, 0);                  /* PTPL_C: no state dir */
+	assert_true(b[2] & 0x04);                          /* ATP_C */
+	assert_int_equal(b[2] & 0x08, 0);                  /* SIP_C */
+	assert_true(b[3] & 0x80);                          /* TMV */
+	assert_int_equal(b[4], 0xea);
+	assert_int_equal(b[5], 0x01);
+	/* Reserved service actions: INVALID FIELD IN CDB at byte 1. */
+	t = prin_on(f, f->lu, f->nx, 4, b, sizeof(b));
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_field_ptr(&t, true, 1);
+	t = prout(f, f->nx, 8, 0, 0, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+}
+
+static void pr_release_and_unit_attentions(void **state)
+{
+	struct fx *f = *state;
+	struct tnd_scsi_nexus *b = nexus_new(f, "iqn.x:b,i,0x2");
+	struct tnd_scsi_nexus *c = nexus_new(f, "iqn.x:c,i,0x3");
+	GOOD((prout(f, f->nx, 6, 0, 0, 0xa)));
+	GOOD((prout(f, b, 6, 0, 0, 0xb)));
+	GOOD((prout(f, f->nx, 1, PR_WE_RO, 0xa, 0)));
+	/* RELEASE by a non-holder does nothing; with the wrong type by the
+	 * holder is INVALID RELEASE OF PERSISTENT RESERVATION; by an
+	 * unregistered nexus a conflict. */
+	GOOD((prout(f, b, 2, PR_WE_RO, 0xb, 0)));
+	SENSE((prout(f, f->nx, 2, PR_WE, 0xa, 0)), 0x5, 0x26, 0x04);
+	CONFLICT((prout(f, c, 2, PR_WE_RO, 0, 0)));
+	uint64_t key;
+	uint8_t type;
+	assert_true(read_reservation(f, c, &key, &type));
+	/* A real release: the other registrant gets RESERVATIONS RELEASED,
+	 * neither the releaser nor the unregistered nexus does. */
+	GOOD((prout(f, f->nx, 2, PR_WE_RO, 0xa, 0)));
+	assert_false(read_reservation(f, c, &key, &type));
+	SENSE((run_on(f, b, f->lu, NULL, 0, CDB(0, 0, 0, 0, 0, 0))), 0x6,
+		     0x2a, 0x04);
+	GOOD((run_on(f, b, f->lu, NULL, 0, CDB(0, 0, 0, 0, 0, 0))));
+	GOOD((RUN(f, NULL, 0, 0, 0, 0, 0, 0, 0)));
+	GOOD((run_on(f, c, f->lu, NULL, 0, CDB(0, 0, 0, 0, 0, 0))));
+
+	/* The holder of a registrants-only reservation unregistering ends it,
+	 * with RESERVATIONS RELEASED for the others. */
+	GOOD((prout(f, f->nx, 1, PR_EA_RO, 0xa, 0)));
+	GOOD((prout(f, f->nx, 0, 0, 0xa, 0)));
+	assert_false(read_reservation(f, c, &key, &type));
+	SENSE((run_on(f, b, f->lu, NULL, 0, CDB(0, 0, 0, 0, 0, 0))), 0x6,
+		     0x2a, 0x04);
+	/* An all-registrants reservation outlives its creator while anyone
+	 * is registered. */
+	GOOD((prout(f, f->nx, 6, 0, 0, 0xa)));
+	GOOD((prout(f, f->nx, 1, PR_EA_AR, 0xa, 0)));
+	GOOD((prout(f, f->nx, 0, 0, 0xa, 0)));
+	assert_true(read_reservation(f, c, &key, &type));
+	assert_true(key == 0 && type == PR_EA_AR);
+	assert_int_equal(can_read(f, c), 0);
+	GOOD((prout(f, b, 0, 0, 0xb, 0)));
+	assert_false(read_reservation(f, c, &key, &type));
+	assert_int_equal(can_read(f, c), 1);
+	tnd_scsi_nexus_destroy(b);
+	tnd_scsi_nexus_destroy(c);
+}
+
+static void pr_preempt(void **state)
+{
+	struct fx *f = *state;
+	struct tnd_scsi_nexus *b = nexus_new(f, "iqn.x:b,i,0x2");
+	struct tnd_scsi_nexus *c = nexus_new(f, "iqn.x:c,i,0x3");
+	uint32_t gen, gen0;
+	uint64_t keys[8], key;
+	unsigned n;
+	uint8_t type;
+	GOOD((prout(f, f->nx, 6, 0, 0, 0xa)));
+	GOOD((prout(f, b, 6, 0, 0, 0xb)));
+	GOOD((prout(f, c, 6, 0, 0, 0xc)));
+	GOOD((prout(f, f->nx, 1, PR_WE, 0xa, 0)));
+	read_keys(f, f->nx, &gen0, keys, &n);
+
+	/* Bad preempts: SARK 0 without an all-registrants reservation,
+	 * a key nobody has, and a wrong own key. */
+	SENSE((prout(f, b, 4, PR_EA, 0xb, 0)), 0x5, 0x26, 0x00);
+	CONFLICT((prout(f, b, 4, PR_EA, 0xb, 0x77)));
+	CONFLICT((prout(f, b, 4, PR_EA, 0xbad, 0xa)));
+
+	/* b takes the reservation over, as Exclusive Access. */
+	GOOD((prout(f, b, 4, PR_EA, 0xb, 0xa)));
+	read_keys(f, b, &gen, keys, &n);
+	assert_int_equal(gen, gen0 + 1);
+	assert_true(n == 2 && keys[0] == 0xb && keys[1] == 0xc);
+	assert_true(read_reservation(f, b, &key, &type));
+	assert_true(key == 0xb && type == PR_EA);
+	/* The preempted nexus hears REGISTRATIONS PREEMPTED, then conflicts;
+	 * c, still registered, hears RESERVATIONS RELEASED (type changed). */
+	SENSE((RUN(f, NULL, 0, 0x00, 0, 0, 0, 0, 0)), 0x6, 0x2a, 0x05);
+	assert_int_equal(can_read(f, f->nx), 0);
+	SENSE((run_on(f, c, f->lu, NULL, 0, CDB(0, 0, 0, 0, 0, 0))), 0x6,
+		     0x2a, 0x04);
+	assert_int_equal(can_read(f, c), 0);
+	assert_int_equal(can_write(f, b), 1);
+
+	/* PREEMPT AND ABORT of a registration only: the reservation stays. */
+	GOOD((prout(f, b, 5, PR_EA, 0xb, 0xc)));
+	read_keys(f, b, &gen, keys, &n);
+	assert_true(n == 1 && keys[0] == 0xb);
+	assert_true(read_reservation(f, b, &key, &type));
+	assert_true(key == 0xb && type == PR_EA);
+	SENSE((run_on(f, c, f->lu, NULL, 0, CDB(0, 0, 0, 0, 0, 0))), 0x6,
+		     0x2a, 0x05);
+	/* A PR OUT from a preempted nexus with its old key: conflict. */
+	CONFLICT((prout(f, c, 1, PR_EA, 0xc, 0)));
+
+	/* All-registrants: PREEMPT with SARK 0 removes everyone else. */
+	GOOD((prout(f, f->nx, 6, 0, 0, 0xa)));
+	GOOD((prout(f, b, 2, PR_EA, 0xb, 0)));
+	GOOD((prout(f, b, 1, PR_WE_AR, 0xb, 0)));
+	GOOD((prout(f, f->nx, 4, PR_WE_RO, 0xa, 0)));
+	read_keys(f, f->nx, &gen, keys, &n);
+	assert_true(n == 1 && keys[0] == 0xa);
+	assert_true(read_reservation(f, f->nx, &key, &type));
+	assert_true(key == 0xa && type == PR_WE_RO);
+	SENSE((run_on(f, b, f->lu, NULL, 0, CDB(0, 0, 0, 0, 0, 0))), 0x6,
+		     0x2a, 0x05);
+	tnd_scsi_nexus_destroy(b);
+	tnd_scsi_nexus_destroy(c);
+}
+
+static void pr_register_and_move(void **state)
+{
+	struct fx *f = *state;
+	const char *bname = "iqn.x:b,i,0x2";
+	struct tnd_scsi_nexus *b = nexus_new(f, bname);
+	GOOD((prout(f, f->nx, 6, 0, 0, 0xa)));
+	GOOD((prout(f, f->nx, 1, PR_WE, 0xa, 0)));
+
+	uint8_t p[24 + 24] = { 0 };
+	tnd_put_be64(p, 0xa);
+	tnd_put_be64(p + 8, 0xbb);
+	p[17] = 0x02;                                      /* UNREG */
+	tnd_put_be16(p + 18, 1);
+	tnd_put_be32(p + 20, 24);
+	p[24] = 0x45;
+	tnd_put_be16(p + 26, 20);
+	memcpy(p + 28, bname, strlen(bname));
+	uint8_t c[16] = { 0x5f, 7 };
+	tnd_put_be32(c + 5, sizeof(p));
+
+	/* Not the holder: conflict. */
+	struct tcmd t = run_on(f, b, f->lu, p, sizeof(p), c, 16);
+	assert_conflict(&t);
+	/* Bad TransportID format (00b: a name without ISID). */
+	p[24] = 0x05;
+	t = run_on(f, f->nx, f->lu, p, sizeof(p), c, 16);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+	assert_field_ptr(&t, false, 24);
+	p[24] = 0x45;
+	/* Parameter list length must match the TransportID length. */
+	tnd_put_be32(c + 5, sizeof(p) - 4);
+	t = run_on(f, f->nx, f->lu, p, sizeof(p), c, 16);
+	assert_sense(&t, 0x5, 0x1a, 0x00);
+	tnd_put_be32(c + 5, sizeof(p));
+
+	t = run_on(f, f->nx, f->lu, p, sizeof(p), c, 16);
+	assert_good(&t);
+	uint32_t gen;
+	uint64_t keys[4], key;
+	unsigned n;
+	uint8_t type;
+	read_keys(f, b, &gen, keys, &n);
+	assert_true(n == 1 && keys[0] == 0xbb);
+	assert_true(read_reservation(f, b, &key, &type));
+	assert_true(key == 0xbb && type == PR_WE);
+	assert_int_equal(can_write(f, b), 1);
+	assert_int_equal(can_write(f, f->nx), 0);
+	tnd_scsi_nexus_destroy(b);
+}
+
+static void pr_out_parameter_errors(void **state)
+{
+	struct fx *f = *state;
+	uint8_t p[32] = { 0 };
+	uint8_t c[16] = { 0x5f, 0 };
+	/* Parameter list length other than 24. */
+	tnd_put_be32(c + 5, 20);
+	SENSE((run_on(f, f->nx, f->lu, p, 20, c, 16)), 0x5, 0x1a, 0x00);
+	tnd_put_be32(c + 5, 32);
+	SENSE((run_on(f, f->nx, f->lu, p, 32, c, 16)), 0x5, 0x1a, 0x00);
+	/* Less data-out than the list length says. */
+	tnd_put_be32(c + 5, 24);
+	SENSE((run_on(f, f->nx, f->lu, p, 16, c, 16)), 0x5, 0x1a, 0x00);
+	/* SPEC_I_PT is not supported. */
+	struct tcmd t = prout_on(f, f->lu, f->nx, 0, 0, 0, 1, 0x08);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+	assert_field_ptr(&t, false, 20);
+	assert_int_equal(t.c.sense[15] & 0x0f, 0x08 | 3);  /* BPV, bit 3 */
+	/* APTPL without a state directory. */
+	t = prout_on(f, f->lu, f->nx, 0, 0, 0, 1, 0x01);
+	assert_sense(&t, 0x5, 0x26, 0x00);
+	assert_field_ptr(&t, false, 20);
+	/* Bad type and scope in a RESERVE. */
+	GOOD((prout(f, f->nx, 0, 0, 0, 1)));
+	t = prout(f, f->nx, 1, 2, 1, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_field_ptr(&t, true, 2);
+	t = prout(f, f->nx, 1, 0x11, 1, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_field_ptr(&t, true, 2);
+	uint32_t gen;
+	uint64_t keys[4];
+	unsigned n;
+	read_keys(f, f->nx, &gen, keys, &n);
+	assert_int_equal(gen, 1);                          /* failures change nothing */
+}
+
+static void reserve6_and_release6(void **state)
+{
+	struct fx *f = *state;
+	struct tnd_scsi_nexus *b = nexus_new(f, "iqn.x:b,i,0x2");
+	GOOD((RUN(f, NULL, 0, 0x16, 0, 0, 0, 0, 0)));
+	GOOD((RUN(f, NULL, 0, 0x16, 0, 0, 0, 0, 0)));   /* again */
+	CONFLICT((run_on(f, b, f->lu, NULL, 0, CDB(0x16, 0, 0, 0, 0, 0))));
+	/* Everything but INQUIRY, REPORT LUNS, REQUEST SENSE, RELEASE
+	 * conflicts for the other nexus, TEST UNIT READY and PR IN too. */
+	assert_int_equal(can_read(f, b), 0);
+	assert_int_equal(can_cmd(f, b, CDB(0x00, 0, 0, 0, 0, 0)), 0);
+	assert_int_equal(can_cmd(f, b, CDB(0x1a, 0, 0x3f, 0, 255, 0)), 0);
+	assert_int_equal(can_cmd(f, b, CDB(0x5e, 0, 0, 0, 0, 0, 0, 0, 64, 0)), 0);
+	assert_int_equal(can_cmd(f, b, CDB(0x12, 0, 0, 0, 96, 0)), 1);
+	assert_int_equal(can_cmd(f, b, CDB(0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 64, 0, 0)), 1);
+	assert_int_equal(can_cmd(f, b, CDB(0x03, 0, 0, 0, 18, 0)), 1);
+	/* PR OUT conflicts while RESERVE(6) is held by another. */
+	CONFLICT((prout(f, b, 6, 0, 0, 0xb)));
+	/* RELEASE from the other nexus: GOOD, nothing released. */
+	GOOD((run_on(f, b, f->lu, NULL, 0, CDB(0x17, 0, 0, 0, 0, 0))));
+	assert_int_equal(can_write(f, b), 0);
+	assert_int_equal(can_write(f, f->nx), 1);
+	GOOD((RUN(f, NULL, 0, 0x17, 0, 0, 0, 0, 0)));
+	assert_int_equal(can_write(f, b), 1);
+	/* RESERVE(10) is the same reservation. */
+	GOOD((run_on(f, b, f->lu, NULL, 0, CDB(0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0))));
+	assert_int_equal(can_write(f, f->nx), 0);
+	GOOD((run_on(f, b, f->lu, NULL, 0, CDB(0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0))));
+	/* Obsolete third-party fields are refused. */
+	struct tcmd t = RUN(f, NULL, 0, 0x16, 0x10, 0, 0, 0, 0);
+	assert_sense(&t, 0x5, 0x24, 0x00);
+	assert_field_ptr(&t, true, 1);
+
+	/* While anyone is registered, RESERVE and RELEASE conflict. */
+	GOOD((prout(f, b, 6, 0, 0, 0xb)));
+	CONFLICT((RUN(f, NULL, 0, 0x16, 0, 0, 0, 0, 0)));
+	CONFLICT((RUN(f, NULL, 0, 0x17, 0, 0, 0, 0, 0)));
+	GOOD((prout(f, b, 0, 0, 0xb, 0)));
+	tnd_scsi_nexus_destroy(b);
+}
+
+/* RESERVE(6) ends with a LUN reset and with its nexus; persistent
+ * reservations survive both. */
+static void reserve6_released_by_reset_and_nexus_loss(void **state)
+{
+	struct fx *f = *state;
+	struct tnd_scsi_nexus *b = nexus_new(f, "iqn.x:b,i,0x2");
+	GOOD((RUN(f, NULL, 0, 0x16, 0, 0, 0, 0, 0)));
+	assert_int_equal(can_write(f, b), 0);
+	tnd_scsi_lu_reset(f->lu);
+	SENSE((run_on(f, b, f->lu, NULL, 0, CDB(0, 0, 0, 0, 0, 0))), 0x6,
+		     0x29, 0x03);
+	assert_int_equal(can_write(f, b), 1);
+	SENSE((RUN(f, NULL, 0, 0, 0, 0, 0, 0, 0)), 0x6, 0x29, 0x03);
+
+	/* b reserves, then its session ends: released. */
+	GOOD((run_on(f, b, f->lu, NULL, 0, CDB(0x16, 0, 0, 0, 0, 0))));
+	assert_int_equal(can_write(f, f->nx), 0);
+	tnd_scsi_nexus_destroy(b);
+	assert_int_equal(can_write(f, f->nx), 1);
+	GOOD((RUN(f, NULL, 0, 0x16, 0, 0, 0, 0, 0)));
+	GOOD((RUN(f, NULL, 0, 0x17, 0, 0, 0, 0, 0)));
+
+	/* A persistent reservation is kept over a LUN reset. */
+	b = nexus_new(f, "iqn.x:b,i,0x2");
+	GOOD((prout(f, f->nx, 6, 0, 0, 0xa)));
+	GOOD((prout(f, f->nx, 1, PR_EA, 0xa, 0)));
+	tnd_scsi_lu_reset(f->lu);
+	SENSE((run_on(f, b, f->lu, NULL, 0, CDB(0, 0, 0, 0, 0, 0))), 0x6,
+		     0x29, 0x03);
+	assert_int_equal(can_read(f, b), 0);
+	uint64_t key;
+	uint8_t type;
+	assert_true(read_reservation(f, b, &key, &type));
+	/* And over the holder's session ending: registrations belong to
+	 * the I_T nexus name, so the same initiator port finds it again. */
+	tnd_scsi_nexus_destroy(f->nx);
+	f->nx = nexus_new(f, "iqn.2026-01.test:host,i,0x1");
+	assert_int_equal(can_write(f, f->nx), 1);
+	assert_int_equal(can_read(f, b), 0);
+	tnd_scsi_nexus_destroy(b);
+}
+
+static void pr_opcodes_reported(void **state)
+{
+	struct fx *f = *state;
+	uint8_t b[64];
+	static const uint8_t want[][2] = { { 0x5e, 0 }, { 0x5e, 3 }, { 0x5f, 0 }, { 0x5f, 7 } };
+	for (unsigned i = 0; i < TND_ARRAY_SIZE(want); i++) {
+		struct tcmd t = RUN(f, b, sizeof(b), 0xa3, 0x0c, 0x02, want[i][0], 0, want[i][1], 0,
+				    0, 0, sizeof(b), 0, 0);
+		assert_good(&t);
+		assert_int_equal(b[1] & 0x07, 0x03);       /* supported */
+		assert_int_equal(tnd_get_be16(b + 2), 10);
+		assert_int_equal(b[4], want[i][0]);
+	}
+	for (unsigned op = 0x16; op <= 0x17; op++) {
+		struct tcmd t = RUN(f, b, sizeof(b), 0xa3, 0x0c, 0x01, op, 0, 0, 0, 0, 0,
+				    sizeof(b), 0, 0);
+		assert_good(&t);
+		assert_int_equal(b[1] & 0x07, 0x03);
+	}
+	/* A service action we do not have. */
+	struct tcmd t = RUN(f, b, sizeof(b), 0xa3, 0x0c, 0x02, 0x5e, 0, 4, 0, 0, 0, sizeof(b), 0, 0);
+	assert_good(&t);
+	assert_int_equal(b[1] & 0x07, 0x01);
+}
+
+
+/*
+ * What a Windows failover cluster does (SPC-3 PR as Windows uses it): each
+ * node registers every path with its node key, the owner reserves Write
+ * Exclusive - Registrants Only, everyone polls READ KEYS / READ
+ * RESERVATION; a challenger takes the disk by PREEMPTing the owner's key,
+ * which throws out every path of the old owner.
+ */
+static void pr_windows_cluster_arbitration(void **state)
+{
+	struct fx *f = *state;
+	struct tnd_scsi_nexus *a2 = nexus_new(f, "iqn.1991-05.com.microsoft:node-a,i,0x400001370001");
+	struct tnd_scsi_nexus *b1 = nexus_new(f, "iqn.1991-05.com.microsoft:node-b,i,0x400001370000");
+	struct tnd_scsi_nexus *b2 = nexus_new(f, "iqn.1991-05.com.microsoft:node-b,i,0x400001370001");
+	const uint64_t ka = 0x1a2b3c4d00000001ull, kb = 0x1a2b3c4d00000002ull;
+	GOOD((prout(f, f->nx, 6, 0, 0, ka)));
+	GOOD((prout(f, a2, 6, 0, 0, ka)));
+	GOOD((prout(f, b1, 6, 0, 0, kb)));
+	GOOD((prout(f, b2, 6, 0, 0, kb)));
+	GOOD((prout(f, f->nx, 1, PR_WE_RO, ka, 0)));
+	/* CSV: every registered node writes. */
+	assert_int_equal(can_write(f, a2), 1);
+	assert_int_equal(can_write(f, b2), 1);
+	uint64_t key;
+	uint8_t type;
+	assert_true(read_reservation(f, b1, &key, &type));
+	assert_true(key == ka && type == PR_WE_RO);
+	/* Node B arbitrates and wins. */
+	GOOD((prout(f, b1, 4, PR_WE_RO, kb, ka)));
+	assert_true(read_reservation(f, b2, &key, &type));
+	assert_true(key == kb && type == PR_WE_RO);
+	uint32_t gen;
+	uint64_t keys[8];
+	unsigned n;
+	read_keys(f, b2, &gen, keys, &n);
+	assert_true(n == 2 && keys[0] == kb && keys[1] == kb);
+	/* Both paths of node A hear of it and can no longer write. */
+	SENSE((RUN(f, NULL, 0, 0, 0, 0, 0, 0, 0)), 0x6, 0x2a, 0x05);
+	SENSE((run_on(f, a2, f->lu, NULL, 0, CDB(0, 0, 0, 0, 0, 0))), 0x6, 0x2a, 0x05);
+	assert_int_equal(can_write(f, f->nx), 0);
+	assert_int_equal(can_write(f, a2), 0);
+	assert_int_equal(can_read(f, a2), 1);
+	assert_int_equal(can_write(f, b2), 1);
+	/* Node A re-registers and joins as a registrant again. */
+	GOOD((prout(f, f->nx, 6, 0, 0, ka)));
+	assert_int_equal(can_write(f, f->nx), 1);
+	tnd_scsi_nexus_destroy(a2);
+	tnd_scsi_nexus_destroy(b1);
+	tnd_scsi_nexus_destroy(b2);
+}
+
+
+/* One device mapped in two targets: one logical unit behind two target
+ * ports, so one reservation state. */
+static void pr_shared_by_the_lus_of_one_device(void **state)
+{
+	struct fx *f = *state;
+	struct tnd_scsi_lu *lu2, *bad;
+	struct tnd_scsi_lu_desc d = { .name = "dev0", .vol = &f->mv->vol, .share_with = f->lu };
+	assert_int_equal(tnd_scsi_lu_create(&d, &lu2), 0);
+	d.name = "dev1";
+	assert_int_equal(tnd_scsi_lu_create(&d, &bad), -EINVAL);
+	static const struct tnd_scsi_port port2 = {
+		.target_name = "iqn.2026-01.test:other", .tpgt = 1, .rel_port_id = 1,
+	};
+	/* The same initiator port through the other target is another
+	 * I_T nexus. */
+	struct tnd_scsi_nexus *nx2, *c2;
+	assert_int_equal(tnd_scsi_nexus_create("iqn.2026-01.test:host,i,0x1", &port2, &nx2), 0);
+	assert_int_equal(tnd_scsi_nexus_create("iqn.x:c,i,0x3", &port2, &c2), 0);
+	clear_ua_on(f, lu2, nx2);
+	clear_ua_on(f, lu2, c2);
+
+	GOOD((prout(f, f->nx, 6, 0, 0, 0xa)));
+	GOOD((prout_on(f, lu2, nx2, 6, 0, 0, 0xb, 0)));
+	GOOD((prout_on(f, lu2, nx2, 1, PR_WE_RO, 0xb, 0, 0)));
+	uint8_t buf[64];
+	GOOD((prin_on(f, f->lu, f->nx, 0, buf, sizeof(buf))));
+	assert_int_equal(tnd_get_be32(buf + 4), 16);
+	assert_true(tnd_get_be64(buf + 8) == 0xa && tnd_get_be64(buf + 16) == 0xb);
+	uint64_t key;
+	uint8_t type;
+	assert_true(read_reservation(f, f->nx, &key, &type));
+	assert_true(key == 0xb && type == PR_WE_RO);
+	/* Unregistered through either target: no writes. */
+	uint8_t blk[BS] = { 0 };
+	CONFLICT((run_on(f, c2, lu2, blk, BS, CDB(0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0))));
+	struct tnd_scsi_nexus *c1 = nexus_new(f, "iqn.x:c,i,0x3");
+	assert_int_equal(can_write(f, c1), 0);
+	assert_int_equal(can_write(f, f->nx), 1);
+	/* A PREEMPT through one target reaches the nexus on the other. */
+	GOOD((prout(f, f->nx, 4, PR_WE_RO, 0xa, 0xb)));
+	SENSE((run_on(f, nx2, lu2, NULL, 0, CDB(0, 0, 0, 0, 0, 0))), 0x6, 0x2a, 0x05);
+	CONFLICT((run_on(f, nx2, lu2, blk, BS, CDB(0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0))));
+	/* Either LU may go first; the state lives while one remains. */
+	tnd_scsi_lu_destroy(lu2);
+	assert_true(read_reservation(f, f->nx, &key, &type));
+	assert_true(key == 0xa);
+	tnd_scsi_nexus_destroy(nx2);
+	tnd_scsi_nexus_destroy(c2);
+	tnd_scsi_nexus_destroy(c1);
+}
+
+/* ---- APTPL ---- */
+
+static char *tmp_state_dir(void)
+{
+	char *d = strdup("/tmp/tnd-scsi-pr.XXXXXX");
+	assert_non_null(mkdtemp(d));
+	return d;
+}
+
+static void rm_state_dir(const char *d)
+{
+	char cmd[512];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d);
+	assert_int_equal(system(cmd), 0);
+}
+
+static struct tnd_scsi_lu *lu_with_state(struct fx *f, const char *dir)
+{
+	struct tnd_scsi_lu *lu;
+	struct tnd_scsi_lu_desc d = { .name = "dev0", .vol = &f->mv->vol, .state_dir = dir };
+	assert_int_equal(tnd_scsi_lu_create(&d, &lu), 0);
+	return lu;
+}
+
+static void aptpl_saved_and_restored(void **state)
+{
+	struct fx *f = *state;
+	char *dir = tmp_state_dir();
+	char path[512];
+	snprintf(path, sizeof(path), "%s/pr/dev0.json", dir);
+	struct tnd_scsi_lu *lu = lu_with_state(f, dir);
+	struct tnd_scsi_nexus *b = nexus_new(f, "iqn.x:b,i,0x2");
+	clear_ua_on(f, lu, f->nx);
+	clear_ua_on(f, lu, b);
+
+	uint8_t cap[8];
+	GOOD((prin_on(f, lu, f->nx, 2, cap, 8)));
+	assert_int_equal(cap[2] & 0x01, 1);                /* PTPL_C */
+	assert_int_equal(cap[3] & 0x01, 0);                /* PTPL_A */
+	/* Without APTPL nothing is written. */
+	GOOD((prout_on(f, lu, f->nx, 6, 0, 0, 0xa, 0)));
+	assert_int_equal(access(path, F_OK), -1);
+	/* With APTPL the state is on disk when the command completes. */
+	GOOD((prout_on(f, lu, b, 6, 0, 0, 0xb, 0x01)));
+	GOOD((prout_on(f, lu, f->nx, 1, PR_WE_RO, 0xa, 0, 0)));
+	assert_int_equal(access(path, F_OK), 0);
+	GOOD((prin_on(f, lu, f->nx, 2, cap, 8)));
+	assert_int_equal(cap[3] & 0x01, 1);                /* PTPL_A */
+	tnd_scsi_lu_destroy(lu);
+
+	/* "Restart": a new LU from the same directory. */
+	lu = lu_with_state(f, dir);
+	clear_ua_on(f, lu, f->nx);
+	clear_ua_on(f, lu, b);
+	uint8_t buf[256];
+	struct tcmd t = prin_on(f, lu, b, 0, buf, sizeof(buf));
+	assert_good(&t);
+	assert_int_equal(tnd_get_be32(buf), 2);         /* two REGISTERs */
+	assert_int_equal(tnd_get_be32(buf + 4), 16);
+	assert_true(tnd_get_be64(buf + 8) == 0xa && tnd_get_be64(buf + 16) == 0xb);
+	t = prin_on(f, lu, b, 1, buf, sizeof(buf));
+	assert_true(tnd_get_be64(buf + 8) == 0xa && buf[21] == PR_WE_RO);
+	/* And it still works: the holder writes, an unregistered nexus not. */
+	struct tnd_scsi_nexus *c = nexus_new(f, "iqn.x:c,i,0x3");
+	clear_ua_on(f, lu, c);
+	uint8_t blk[BS] = { 0 };
+	CONFLICT((run_on(f, c, lu, blk, BS, CDB(0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0))));
+	GOOD((run_on(f, f->nx, lu, blk, BS, CDB(0x2a, 0, 0, 0, 0, 0, 0, 0, 1, 0))));
+
+	/* A REGISTER with APTPL=0 turns it off: the file goes. */
+	GOOD((prout_on(f, lu, b, 0, 0, 0xb, 0xbc, 0)));
+	assert_int_equal(access(path, F_OK), -1);
+	tnd_scsi_lu_destroy(lu);
+	lu = lu_with_state(f, dir);
+	clear_ua_on(f, lu, b);
+	t = prin_on(f, lu, b, 0, buf, sizeof(buf));
+	assert_int_equal(tnd_get_be32(buf + 4), 0);
+
+	/* A deleted device's reservations are forgotten. */
+	GOOD((prout_on(f, lu, b, 6, 0, 0, 0xb, 0x01)));
+	tnd_scsi_lu_destroy(lu);
+	assert_int_equal(access(path, F_OK), 0);
+	assert_int_equal(tnd_scsi_pr_forget(dir, "dev0"), 0);
+	assert_int_equal(access(path, F_OK), -1);
+	assert_int_equal(tnd_scsi_pr_forget(dir, "dev0"), 0);
+	lu = lu_with_state(f, dir);
+	clear_ua_on(f, lu, b);
+	t = prin_on(f, lu, b, 0, buf, sizeof(buf));
+	assert_int_equal(tnd_get_be32(buf + 4), 0);
+	tnd_scsi_lu_destroy(lu);
+
+	tnd_scsi_nexus_destroy(b);
+	tnd_scsi_nexus_destroy(c);
+	rm_state_dir(dir);
+	free(dir);
+}
+
+static void aptpl_bad_files_ignored(void **state)
+{
+	struct fx *f = *state;
+	char *dir = tmp_state_dir();
+	char pdir[512], path[600];
+	snprintf(pdir, sizeof(pdir), "%s/pr", dir);
+	snprintf(path, sizeof(path), "%s/dev0.json", pdir);
+	assert_int_equal(mkdir(pdir, 0700), 0);
+	static const char *const bad[] = {
+		"",
+		"{",
+		"[]",
+		"{\"format\": \"tandem-pr\"}",
+		/* another device */
+		"{\"format\": \"tandem-pr\", \"version\": 1, \"device\": \"other\", \"generation\": 1,"
+		" \"registrations\": [{\"key\": \"0x1\", \"initiator\": \"iqn.x,i,0x1\", \"target\":"
+		" \"t\", \"relative_port\": 1, \"all_target_ports\": false}], \"reservation\": null}",
+		/* key 0 */
+		"{\"format\": \"tandem-pr\", \"version\": 1, \"device\": \"dev0\", \"generation\": 1,"
+		" \"registrations\": [{\"key\": \"0x0\", \"initiator\": \"iqn.x,i,0x1\", \"target\":"
+		" \"t\", \"relative_port\": 1, \"all_target_ports\": false}], \"reservation\": null}",
+		/* holder out of range */
+		"{\"format\": \"tandem-pr\", \"version\": 1, \"device\": \"dev0\", \"generation\": 1,"
+		" \"registrations\": [{\"key\": \"0x1\", \"initiator\": \"iqn.x,i,0x1\", \"target\":"
+		" \"t\", \"relative_port\": 1, \"all_target_ports\": false}],"
+		" \"reservation\": {\"type\": 1, \"holder\": 1}}",
+		/* bad type */
+		"{\"format\": \"tandem-pr\", \"version\": 1, \"device\": \"dev0\", \"generation\": 1,"
+		" \"registrations\": [{\"key\": \"0x1\", \"initiator\": \"iqn.x,i,0x1\", \"target\":"
+		" \"t\", \"relative_port\": 1, \"all_target_ports\": false}],"
+		" \"reservation\": {\"type\": 2, \"holder\": 0}}",
+		/* unknown member */
+		"{\"format\": \"tandem-pr\", \"version\": 1, \"device\": \"dev0\", \"generation\": 1,"
+		" \"registrations\": [{\"key\": \"0x1\", \"initiator\": \"iqn.x,i,0x1\", \"target\":"
+		" \"t\", \"relative_port\": 1, \"all_target_ports\": false, \"x\": 1}],"
+		" \"reservation\": null}",
+	};
+	for (unsigned i = 0; i < TND_ARRAY_SIZE(bad); i++) {
+		FILE *fp = fopen(path, "w");
+		assert_non_null(fp);
+		fputs(bad[i], fp);
+		fclose(fp);
+		struct tnd_scsi_lu *lu = lu_with_state(f, dir);
+		clear_ua_on(f, lu, f->nx);
+		uint8_t buf[64];
+		struct tcmd t = prin_on(f, lu, f->nx, 0, buf, sizeof(buf));
+		assert_good(&t);
+		if (tnd_get_be32(buf + 4) != 0)
+			fail_msg("bad file %u was trusted", i);
+		tnd_scsi_lu_destroy(lu);
+	}
+	/* A good one, for contrast. */
+	FILE *fp = fopen(path, "w");
+	assert_non_null(fp);
+	fputs("{\"format\": \"tandem-pr\", \"version\": 1, \"device\": \"dev0\", \"generation\": 9,"
+	      " \"registrations\": [{\"key\": \"0x1\", \"initiator\": \"iqn.x,i,0x1\", \"target\":"
+	      " \"t\", \"relative_port\": 1, \"all_target_ports\": false}],"
+	      " \"reservation\": {\"type\": 1, \"holder\": 0}}", fp);
+	fclose(fp);
+	struct tnd_scsi_lu *lu = lu_with_state(f, dir);
+	clear_ua_on(f, lu, f->nx);
+	uint8_t buf[64];
+	GOOD((prin_on(f, lu, f->nx, 1, buf, sizeof(buf))));
+	assert_int_equal(tnd_get_be32(buf), 9);
+	assert_true(tnd_get_be64(buf + 8) == 1 && buf[21] == PR_WE);
+	tnd_scsi_lu_destroy(lu);
+	rm_state_dir(dir);
+	free(dir);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -2861,6 +3803,22 @@ int main(void)
 		TX(xcopy_errors_are_copy_aborted),
 		TX(xcopy_cancelled_and_uses_lu),
 		TX(xcopy_mixed_block_sizes),
+		TX(xcopy_respects_reservations),
+		T(pr_register_and_read_keys),
+		T(pr_conflict_matrix),
+		T(pr_read_full_status),
+		T(pr_report_capabilities),
+		T(pr_release_and_unit_attentions),
+		T(pr_preempt),
+		T(pr_register_and_move),
+		T(pr_windows_cluster_arbitration),
+		T(pr_shared_by_the_lus_of_one_device),
+		T(pr_out_parameter_errors),
+		T(reserve6_and_release6),
+		T(reserve6_released_by_reset_and_nexus_loss),
+		T(pr_opcodes_reported),
+		T(aptpl_saved_and_restored),
+		T(aptpl_bad_files_ignored),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
