@@ -7,6 +7,23 @@
  * on files, possible on devices) are continued from where they stopped.
  * With O_DIRECT a buffer that is not sector-aligned goes through an
  * aligned bounce buffer instead of failing with EINVAL.
+ *
+ * One exception to "everything is an io_uring operation": a small buffered
+ * write to a regular file (no O_DIRECT, no FUA, at most INLINE_WRITE_MAX
+ * bytes) is copied into the page cache by pwritev2() on the reactor itself.
+ * io_uring can only do a buffered write without blocking when the file
+ * system supports non-blocking buffered writes (XFS, btrfs); on ext4 and
+ * tmpfs it hands every such write to a kernel worker thread, which costs a
+ * wake-up and two context switches per write — measured as a fifth of the
+ * target's CPU per 4 KiB write (bench/results/2026-11-22-perf.md). So the
+ * write is first tried with RWF_NOWAIT (where that is supported it never
+ * blocks; EAGAIN sends it to io_uring as before); where the file system
+ * answers EOPNOTSUPP, the volume remembers it and writes with a plain
+ * pwritev2(), which only sleeps under dirty-page throttling, where any
+ * writer is slowed. Its result is delivered through a NOP on the ring, so
+ * the completion still runs from the reactor's loop, never inside submit.
+ * Large writes stay on io_uring: their copy overlaps with the reactor's
+ * other work on a kernel worker.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,6 +34,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "tnd_common.h"
@@ -25,6 +43,8 @@
 #include "tnd_volume.h"
 
 #define DIO_ALIGN 4096u
+/* Largest buffered write done inline on the reactor (see above). */
+#define INLINE_WRITE_MAX (64u * 1024)
 
 struct flat_vol {
 	struct tnd_volume vol;
@@ -34,6 +54,8 @@ struct flat_vol {
 	bool direct;
 	bool read_only;
 	bool is_blockdev;
+	bool inline_writes;          /* buffered regular file: see the file comment */
+	atomic_bool nowait_unsupported; /* RWF_NOWAIT writes answered EOPNOTSUPP */
 	uint32_t block_size;
 	_Atomic uint64_t num_blocks;
 	atomic_bool failed;
@@ -52,6 +74,7 @@ struct flat_io {
 	struct iovec *owned_iov;
 	void *bounce;
 	struct iovec bounce_iov;
+	int inline_res;        /* result of an inline write, for its NOP */
 };
 
 static void flat_fail(struct flat_vol *fv, const char *what, int err)
@@ -151,6 +174,40 @@ static void flat_sync_done(struct tnd_uring_op *op, int res, unsigned flags)
 	flat_complete(fi, 0);
 }
 
+static void flat_inline_done(struct tnd_uring_op *op, int res, unsigned flags)
+{
+	(void)res;
+	struct flat_io *fi = tnd_container_of(op, struct flat_io, op);
+	flat_rw_done(op, fi->inline_res, flags);
+}
+
+/*
+ * Try the next part of a write inline (see the file comment). Returns true
+ * with fi->inline_res set when it was done (or failed for good), false
+ * when it must go through io_uring.
+ */
+static bool flat_write_inline(struct flat_io *fi)
+{
+	struct flat_vol *fv = fi->fv;
+	if (!fv->inline_writes || (fi->io->flags & TND_IO_FUA) ||
+	    fi->total - fi->done > INLINE_WRITE_MAX)
+		return false;
+	ssize_t n;
+	if (!atomic_load_explicit(&fv->nowait_unsupported, memory_order_relaxed)) {
+		n = pwritev2(fv->fd, fi->iov, fi->iovcnt, (off_t)fi->off, RWF_NOWAIT);
+		if (n >= 0) {
+			fi->inline_res = (int)n;
+			return true;
+		}
+		if (errno != EOPNOTSUPP)
+			return false; /* EAGAIN (would block) or a real error: io_uring reports it */
+		atomic_store_explicit(&fv->nowait_unsupported, true, memory_order_relaxed);
+	}
+	n = pwritev2(fv->fd, fi->iov, fi->iovcnt, (off_t)fi->off, 0);
+	fi->inline_res = n < 0 ? -errno : (int)n;
+	return true;
+}
+
 static int flat_queue(struct flat_io *fi)
 {
 	struct tnd_io *io = fi->io;
@@ -165,6 +222,11 @@ static int flat_queue(struct flat_io *fi)
 		io_uring_prep_readv(sqe, fv->fd, fi->iov, (unsigned)fi->iovcnt, fi->off);
 		break;
 	case TND_IO_WRITE:
+		if (flat_write_inline(fi)) {
+			fi->op.cb = flat_inline_done;
+			io_uring_prep_nop(sqe);
+			break;
+		}
 		fi->op.cb = flat_rw_done;
 		io_uring_prep_writev(sqe, fv->fd, fi->iov, (unsigned)fi->iovcnt, fi->off);
 		if (io->flags & TND_IO_FUA)
@@ -453,6 +515,7 @@ int tnd_flat_open(const struct tnd_flat_opts *opts, struct tnd_volume **out)
 		goto err_close_fd;
 	}
 	fv->num_blocks = size / bs;
+	fv->inline_writes = !fv->direct && !fv->is_blockdev && !fv->read_only;
 
 	tnd_volume_init(&fv->vol, opts->passthrough ? &passthrough_ops : &flat_ops, NULL);
 	*out = &fv->vol;
