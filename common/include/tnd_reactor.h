@@ -22,8 +22,8 @@
  * fn then owns it.
  *
  * Deferred work: tnd_reactor_defer() runs a function once, on the
- * reactor's thread, at the start of its next loop turn, before the ring is
- * submitted. It lets a producer that gets called many times in one turn
+ * reactor's thread, at the end of the current loop turn (after the turn's
+ * completions, messages and timers), before the ring is next submitted. It lets a producer that gets called many times in one turn
  * (a connection queueing one response per completed command) act once for
  * all of them (one sendmsg carrying every response), instead of once for
  * the first and again for the rest.
@@ -122,9 +122,10 @@ bool tnd_reactor_is_current(const struct tnd_reactor *r);
 void tnd_reactor_send(struct tnd_reactor *r, struct tnd_msg *msg);
 
 /*
- * Run d->fn(d) once at the start of @r's next loop turn, before it submits
- * (reactor thread only). Deferring an entry that is already queued does
- * nothing; fn may defer it again. The caller keeps @d alive until fn ran;
+ * Run d->fn(d) once at the end of @r's current loop turn, or at the start
+ * of the next when deferred between turns (reactor thread only). Deferring an entry that is already queued does
+ * nothing. What fn defers runs in the same turn, for a few rounds; an
+ * entry that defers itself again is run in the next turn at the latest. The caller keeps @d alive until fn ran;
  * entries still queued when the reactor is destroyed are dropped.
  */
 void tnd_reactor_defer(struct tnd_reactor *r, struct tnd_defer *d);

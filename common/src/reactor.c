@@ -179,19 +179,28 @@ void tnd_reactor_defer(struct tnd_reactor *r, struct tnd_defer *d)
 	r->defer_tail = &d->next;
 }
 
-/* Run what was deferred before this call; what those defer waits a turn. */
+/*
+ * Run what is deferred, including what those functions defer in turn (a
+ * completed write queues its response, whose send is deferred too), for a
+ * bounded number of rounds so an entry that keeps deferring itself cannot
+ * starve the ring; what is left runs next turn.
+ */
+#define DEFER_ROUNDS 4
+
 static int run_deferred(struct tnd_reactor *r)
 {
-	struct tnd_defer *d = r->defer_head;
 	int n = 0;
-	r->defer_head = NULL;
-	r->defer_tail = &r->defer_head;
-	while (d) {
-		struct tnd_defer *next = d->next;
-		d->queued = false;
-		d->fn(d);
-		d = next;
-		n++;
+	for (int round = 0; round < DEFER_ROUNDS && r->defer_head; round++) {
+		struct tnd_defer *d = r->defer_head;
+		r->defer_head = NULL;
+		r->defer_tail = &r->defer_head;
+		while (d) {
+			struct tnd_defer *next = d->next;
+			d->queued = false;
+			d->fn(d);
+			d = next;
+			n++;
+		}
 	}
 	return n;
 }
@@ -312,11 +321,13 @@ int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms)
 		r->efd_armed = true;
 	}
 
-	int deferred = run_deferred(r);
+	/* Work deferred from outside the loop (a submit from the polling
+	 * thread between turns) is an event: run it and do not sleep. */
+	int n = run_deferred(r);
 
 	int64_t wait_ns = timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000000;
-	if (atomic_load_explicit(&r->inbox, memory_order_relaxed) || io_uring_cq_ready(&r->ring) ||
-	    r->defer_head)
+	if (n > 0 || atomic_load_explicit(&r->inbox, memory_order_relaxed) ||
+	    io_uring_cq_ready(&r->ring) || r->defer_head)
 		wait_ns = 0;
 	if (r->heap_len > 0) {
 		uint64_t now = tnd_now_ns();
@@ -340,9 +351,12 @@ int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms)
 	if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
 		return ret;
 
-	int n = deferred + reap(r);
+	n += reap(r);
 	n += drain_inbox(r);
 	n += run_timers(r);
+	/* What this turn's completions deferred (responses to send, inline
+	 * writes to complete) runs now; its SQEs go out with the next submit. */
+	n += run_deferred(r);
 	return n;
 }
 

@@ -20,8 +20,9 @@
  * blocks; EAGAIN sends it to io_uring as before); where the file system
  * answers EOPNOTSUPP, the volume remembers it and writes with a plain
  * pwritev2(), which only sleeps under dirty-page throttling, where any
- * writer is slowed. Its result is delivered through a NOP on the ring, so
- * the completion still runs from the reactor's loop, never inside submit.
+ * writer is slowed. Its completion is deferred to the end of the reactor's
+ * loop turn (tnd_reactor_defer), so it never runs inside submit and costs no
+ * ring operation.
  * Large writes stay on io_uring: their copy overlaps with the reactor's
  * other work on a kernel worker.
  */
@@ -74,7 +75,8 @@ struct flat_io {
 	struct iovec *owned_iov;
 	void *bounce;
 	struct iovec bounce_iov;
-	int inline_res;        /* result of an inline write, for its NOP */
+	int inline_res;        /* result of an inline write */
+	struct tnd_defer inline_done; /* delivers it from the loop */
 };
 
 static void flat_fail(struct flat_vol *fv, const char *what, int err)
@@ -174,11 +176,10 @@ static void flat_sync_done(struct tnd_uring_op *op, int res, unsigned flags)
 	flat_complete(fi, 0);
 }
 
-static void flat_inline_done(struct tnd_uring_op *op, int res, unsigned flags)
+static void flat_inline_done(struct tnd_defer *d)
 {
-	(void)res;
-	struct flat_io *fi = tnd_container_of(op, struct flat_io, op);
-	flat_rw_done(op, fi->inline_res, flags);
+	struct flat_io *fi = tnd_container_of(d, struct flat_io, inline_done);
+	flat_rw_done(&fi->op, fi->inline_res, 0);
 }
 
 /*
@@ -212,6 +213,11 @@ static int flat_queue(struct flat_io *fi)
 {
 	struct tnd_io *io = fi->io;
 	struct flat_vol *fv = fi->fv;
+	if (io->type == TND_IO_WRITE && flat_write_inline(fi)) {
+		fi->inline_done.fn = flat_inline_done;
+		tnd_reactor_defer(io->reactor, &fi->inline_done);
+		return 0;
+	}
 	struct io_uring_sqe *sqe = tnd_reactor_sqe(io->reactor, &fi->op);
 	if (!sqe)
 		return -EBUSY;
@@ -222,11 +228,6 @@ static int flat_queue(struct flat_io *fi)
 		io_uring_prep_readv(sqe, fv->fd, fi->iov, (unsigned)fi->iovcnt, fi->off);
 		break;
 	case TND_IO_WRITE:
-		if (flat_write_inline(fi)) {
-			fi->op.cb = flat_inline_done;
-			io_uring_prep_nop(sqe);
-			break;
-		}
 		fi->op.cb = flat_rw_done;
 		io_uring_prep_writev(sqe, fv->fd, fi->iov, (unsigned)fi->iovcnt, fi->off);
 		if (io->flags & TND_IO_FUA)

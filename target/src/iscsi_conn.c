@@ -16,7 +16,7 @@
  * to ISCSI_TX_BATCH of them (header, data and trailer as iovecs, data
  * borrowed from the command buffer). A short send resumes where it
  * stopped, so the byte stream keeps the queue's order. The sendmsg is
- * built at the start of the reactor's next loop turn (tnd_reactor_defer),
+ * built at the end of the reactor's loop turn (tnd_reactor_defer),
  * not when the first PDU is queued, so every response completed in one turn
  * leaves in the same system call.
  *
@@ -103,7 +103,7 @@ void tnd_iscsi_tx_drop(struct iscsi_conn *c, struct iscsi_tx *tx)
 
 static void tx_kick(struct iscsi_conn *c);
 
-/* Build the next sendmsg at the start of the next loop turn. */
+/* Build the next sendmsg at the end of this loop turn. */
 static void tx_schedule(struct iscsi_conn *c)
 {
 	if (c->send_inflight || !c->txq || c->state == CONN_CLOSING || c->tx_defer.queued)
