@@ -8,29 +8,23 @@
  * With O_DIRECT a buffer that is not sector-aligned goes through an
  * aligned bounce buffer instead of failing with EINVAL.
  *
- * One exception to "everything is an io_uring operation": a small buffered
- * write to a regular file (no O_DIRECT, no FUA, at most INLINE_WRITE_MAX
- * bytes) is copied into the page cache by pwritev2() on the reactor itself.
- * io_uring can only do a buffered write without blocking when the file
- * system supports non-blocking buffered writes (XFS, btrfs); on ext4 and
- * tmpfs it hands every such write to a kernel worker thread, which costs a
- * wake-up and two context switches per write — measured as a fifth of the
- * target's CPU per 4 KiB write (bench/results/2026-11-22-perf.md). So the
- * write is first tried with RWF_NOWAIT (where that is supported it never
- * blocks; EAGAIN sends it to io_uring as before); where the file system
- * answers EOPNOTSUPP, the volume remembers it and writes with a plain
- * pwritev2(), which only sleeps under dirty-page throttling, where any
- * writer is slowed. Its completion is deferred to the end of the reactor's
- * loop turn (tnd_reactor_defer), so it never runs inside submit and costs no
- * ring operation.
- * Large writes stay on io_uring: their copy overlaps with the reactor's
- * other work on a kernel worker.
+ * One exception to "everything is an io_uring operation": a read from a
+ * regular file without O_DIRECT is first tried with preadv2(RWF_NOWAIT) on
+ * the reactor, which never blocks. A page-cache hit is copied right away
+ * (what io_uring would also do inline inside submit, minus a ring round
+ * trip, so a QD1 read costs one io_uring_enter instead of two); anything
+ * not cached (EAGAIN) goes to io_uring's asynchronous read. Its completion
+ * is deferred to the end of the reactor's loop turn (tnd_reactor_defer), so
+ * it never runs inside submit.
  *
- * Reads from such a file are likewise tried inline with
- * preadv2(RWF_NOWAIT), which never blocks: a page-cache hit is copied
- * right away (what io_uring would also do inline, minus a ring round trip,
- * so a QD1 read costs one io_uring_enter instead of two), and anything not
- * cached (EAGAIN) goes to io_uring's asynchronous read.
+ * Buffered writes are not done this way, on purpose. ext4 and tmpfs have no
+ * non-blocking buffered write, so io_uring hands each one to a kernel
+ * worker (a wake-up and a context switch per write). Doing them inline with
+ * pwritev2() cut the target's CPU per 4 KiB write by about a fifth, but on
+ * the 2-CPU bench machine the reactor, now doing the copy, was preempted by
+ * the load generator and by writeback workers mid-write, and IOPS fell by a
+ * quarter (bench/results/2026-11-22-perf.md). The worker keeps the copy off
+ * the reactor that every response of the connection waits for.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -50,8 +44,6 @@
 #include "tnd_volume.h"
 
 #define DIO_ALIGN 4096u
-/* Largest buffered write done inline on the reactor (see above). */
-#define INLINE_WRITE_MAX (64u * 1024)
 
 struct flat_vol {
 	struct tnd_volume vol;
@@ -61,8 +53,7 @@ struct flat_vol {
 	bool direct;
 	bool read_only;
 	bool is_blockdev;
-	bool inline_io;          /* buffered regular file: inline I/O, see above */
-	atomic_bool nowait_unsupported; /* RWF_NOWAIT writes answered EOPNOTSUPP */
+	bool inline_reads;           /* buffered regular file: see the file comment */
 	uint32_t block_size;
 	_Atomic uint64_t num_blocks;
 	atomic_bool failed;
@@ -81,7 +72,7 @@ struct flat_io {
 	struct iovec *owned_iov;
 	void *bounce;
 	struct iovec bounce_iov;
-	int inline_res;        /* result of an inline write */
+	int inline_res;        /* result of an inline read */
 	struct tnd_defer inline_done; /* delivers it from the loop */
 };
 
@@ -188,38 +179,11 @@ static void flat_inline_done(struct tnd_defer *d)
 	flat_rw_done(&fi->op, fi->inline_res, 0);
 }
 
-/*
- * Try the next part of a write inline (see the file comment). Returns true
- * with fi->inline_res set when it was done (or failed for good), false
- * when it must go through io_uring.
- */
-static bool flat_write_inline(struct flat_io *fi)
-{
-	struct flat_vol *fv = fi->fv;
-	if (!fv->inline_io || (fi->io->flags & TND_IO_FUA) ||
-	    fi->total - fi->done > INLINE_WRITE_MAX)
-		return false;
-	ssize_t n;
-	if (!atomic_load_explicit(&fv->nowait_unsupported, memory_order_relaxed)) {
-		n = pwritev2(fv->fd, fi->iov, fi->iovcnt, (off_t)fi->off, RWF_NOWAIT);
-		if (n >= 0) {
-			fi->inline_res = (int)n;
-			return true;
-		}
-		if (errno != EOPNOTSUPP)
-			return false; /* EAGAIN (would block) or a real error: io_uring reports it */
-		atomic_store_explicit(&fv->nowait_unsupported, true, memory_order_relaxed);
-	}
-	n = pwritev2(fv->fd, fi->iov, fi->iovcnt, (off_t)fi->off, 0);
-	fi->inline_res = n < 0 ? -errno : (int)n;
-	return true;
-}
-
 /* Try the next part of a read inline, without blocking (see the file comment). */
 static bool flat_read_inline(struct flat_io *fi)
 {
 	struct flat_vol *fv = fi->fv;
-	if (!fv->inline_io)
+	if (!fv->inline_reads)
 		return false;
 	ssize_t n = preadv2(fv->fd, fi->iov, fi->iovcnt, (off_t)fi->off, RWF_NOWAIT);
 	if (n <= 0)
@@ -232,8 +196,7 @@ static int flat_queue(struct flat_io *fi)
 {
 	struct tnd_io *io = fi->io;
 	struct flat_vol *fv = fi->fv;
-	if ((io->type == TND_IO_WRITE && flat_write_inline(fi)) ||
-	    (io->type == TND_IO_READ && flat_read_inline(fi))) {
+	if (io->type == TND_IO_READ && flat_read_inline(fi)) {
 		fi->inline_done.fn = flat_inline_done;
 		tnd_reactor_defer(io->reactor, &fi->inline_done);
 		return 0;
@@ -536,7 +499,7 @@ int tnd_flat_open(const struct tnd_flat_opts *opts, struct tnd_volume **out)
 		goto err_close_fd;
 	}
 	fv->num_blocks = size / bs;
-	fv->inline_io = !fv->direct && !fv->is_blockdev;
+	fv->inline_reads = !fv->direct && !fv->is_blockdev;
 
 	tnd_volume_init(&fv->vol, opts->passthrough ? &passthrough_ops : &flat_ops, NULL);
 	*out = &fv->vol;
