@@ -20,7 +20,10 @@
  * retry would report success for data that is gone.
  *
  * Threads: the volume has no per-reactor state; any reactor may submit and
- * its own ring carries the I/O. Counters are relaxed atomics.
+ * its own ring carries the I/O, except that a buffered read the page cache
+ * can serve without blocking is copied on the reactor itself (RWF_NOWAIT;
+ * see flat.c). Either way the callback runs from the submitting reactor's
+ * loop, never inside submit. Counters are relaxed atomics.
  */
 #ifndef TND_FLAT_H
 #define TND_FLAT_H
