@@ -21,6 +21,13 @@
  * the reactor's thread. The sender owns the message memory until fn runs;
  * fn then owns it.
  *
+ * Deferred work: tnd_reactor_defer() runs a function once, on the
+ * reactor's thread, at the end of the current loop turn (after the turn's
+ * completions, messages and timers), before the ring is next submitted. It lets a producer that gets called many times in one turn
+ * (a connection queueing one response per completed command) act once for
+ * all of them (one sendmsg carrying every response), instead of once for
+ * the first and again for the rest.
+ *
  * Timers are kept in user space (a min-heap) and bound the ring's wait, so
  * that cancelling a timer is a plain function call with no kernel round
  * trip. They are for seconds-scale work (NOP-In pings, GC ticks), not for
@@ -52,6 +59,15 @@ typedef void (*tnd_msg_fn)(struct tnd_msg *msg);
 struct tnd_msg {
 	struct tnd_msg *next;   /* private to the reactor */
 	tnd_msg_fn fn;
+};
+
+struct tnd_defer;
+typedef void (*tnd_defer_fn)(struct tnd_defer *d);
+
+struct tnd_defer {
+	struct tnd_defer *next; /* private */
+	bool queued;            /* private */
+	tnd_defer_fn fn;
 };
 
 struct tnd_timer;
@@ -104,6 +120,15 @@ bool tnd_reactor_is_current(const struct tnd_reactor *r);
 
 /* Run msg->fn(msg) on @r's thread. Safe from any thread; never fails. */
 void tnd_reactor_send(struct tnd_reactor *r, struct tnd_msg *msg);
+
+/*
+ * Run d->fn(d) once at the end of @r's current loop turn, or at the start
+ * of the next when deferred between turns (reactor thread only). Deferring an entry that is already queued does
+ * nothing. What fn defers runs in the same turn, for a few rounds; an
+ * entry that defers itself again is run in the next turn at the latest. The caller keeps @d alive until fn ran;
+ * entries still queued when the reactor is destroyed are dropped.
+ */
+void tnd_reactor_defer(struct tnd_reactor *r, struct tnd_defer *d);
 
 /* Arm @t to fire once after @delay_ns (re-arming moves it). Reactor thread only. */
 void tnd_reactor_timer_arm(struct tnd_reactor *r, struct tnd_timer *t, uint64_t delay_ns);

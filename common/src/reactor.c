@@ -40,6 +40,9 @@ struct tnd_reactor {
 	_Atomic pthread_t owner;
 	atomic_bool owner_set;
 
+	/* Deferred work for the next loop turn, FIFO. */
+	struct tnd_defer *defer_head, **defer_tail;
+
 	/* 1-based binary min-heap of armed timers, by deadline. */
 	struct tnd_timer **heap;
 	unsigned heap_len;
@@ -68,6 +71,7 @@ int tnd_reactor_create(unsigned index, unsigned entries, struct tnd_reactor **ou
 		return -ENOMEM;
 	r->index = index;
 	r->efd_op.cb = efd_read_done;
+	r->defer_tail = &r->defer_head;
 
 	int ret = io_uring_queue_init(entries, &r->ring, 0);
 	if (ret < 0)
@@ -159,6 +163,44 @@ static int drain_inbox(struct tnd_reactor *r)
 		rev->fn(rev);
 		rev = next;
 		n++;
+	}
+	return n;
+}
+
+/* ---- deferred work ---- */
+
+void tnd_reactor_defer(struct tnd_reactor *r, struct tnd_defer *d)
+{
+	if (d->queued)
+		return;
+	d->queued = true;
+	d->next = NULL;
+	*r->defer_tail = d;
+	r->defer_tail = &d->next;
+}
+
+/*
+ * Run what is deferred, including what those functions defer in turn (a
+ * completed write queues its response, whose send is deferred too), for a
+ * bounded number of rounds so an entry that keeps deferring itself cannot
+ * starve the ring; what is left runs next turn.
+ */
+#define DEFER_ROUNDS 4
+
+static int run_deferred(struct tnd_reactor *r)
+{
+	int n = 0;
+	for (int round = 0; round < DEFER_ROUNDS && r->defer_head; round++) {
+		struct tnd_defer *d = r->defer_head;
+		r->defer_head = NULL;
+		r->defer_tail = &r->defer_head;
+		while (d) {
+			struct tnd_defer *next = d->next;
+			d->queued = false;
+			d->fn(d);
+			d = next;
+			n++;
+		}
 	}
 	return n;
 }
@@ -279,8 +321,13 @@ int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms)
 		r->efd_armed = true;
 	}
 
+	/* Work deferred from outside the loop (a submit from the polling
+	 * thread between turns) is an event: run it and do not sleep. */
+	int n = run_deferred(r);
+
 	int64_t wait_ns = timeout_ms < 0 ? -1 : (int64_t)timeout_ms * 1000000;
-	if (atomic_load_explicit(&r->inbox, memory_order_relaxed) || io_uring_cq_ready(&r->ring))
+	if (n > 0 || atomic_load_explicit(&r->inbox, memory_order_relaxed) ||
+	    io_uring_cq_ready(&r->ring) || r->defer_head)
 		wait_ns = 0;
 	if (r->heap_len > 0) {
 		uint64_t now = tnd_now_ns();
@@ -304,9 +351,12 @@ int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms)
 	if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
 		return ret;
 
-	int n = reap(r);
+	n += reap(r);
 	n += drain_inbox(r);
 	n += run_timers(r);
+	/* What this turn's completions deferred (responses to send, inline
+	 * writes to complete) runs now; its SQEs go out with the next submit. */
+	n += run_deferred(r);
 	return n;
 }
 

@@ -15,7 +15,10 @@
  * Send. PDUs are queued in order on txq; one sendmsg at a time carries up
  * to ISCSI_TX_BATCH of them (header, data and trailer as iovecs, data
  * borrowed from the command buffer). A short send resumes where it
- * stopped, so the byte stream keeps the queue's order.
+ * stopped, so the byte stream keeps the queue's order. The sendmsg is
+ * built at the end of the reactor's loop turn (tnd_reactor_defer),
+ * not when the first PDU is queued, so every response completed in one turn
+ * leaves in the same system call.
  *
  * Dispatch. rx_ops[] is indexed by opcode with one named slot per request
  * type; each says in which phases it is legal and which handler runs.
@@ -100,6 +103,23 @@ void tnd_iscsi_tx_drop(struct iscsi_conn *c, struct iscsi_tx *tx)
 
 static void tx_kick(struct iscsi_conn *c);
 
+/* Build the next sendmsg at the end of this loop turn. */
+static void tx_schedule(struct iscsi_conn *c)
+{
+	if (c->send_inflight || !c->txq || c->state == CONN_CLOSING || c->tx_defer.queued)
+		return;
+	c->inflight++; /* the connection outlives the deferred kick */
+	tnd_reactor_defer(c->rc->reactor, &c->tx_defer);
+}
+
+static void tx_deferred(struct tnd_defer *d)
+{
+	struct iscsi_conn *c = tnd_container_of(d, struct iscsi_conn, tx_defer);
+	c->inflight--;
+	tx_kick(c);
+	tnd_iscsi_conn_maybe_free(c);
+}
+
 static void send_done(struct tnd_uring_op *op, int res, unsigned flags)
 {
 	struct iscsi_conn *c = tnd_container_of(op, struct iscsi_conn, send_op);
@@ -153,7 +173,7 @@ static void send_done(struct tnd_uring_op *op, int res, unsigned flags)
 		tnd_iscsi_conn_maybe_free(c);
 		return;
 	}
-	tx_kick(c);
+	tx_schedule(c);
 	if (c->rx_paused && !tx_backlogged(c)) {
 		c->rx_paused = false;
 		process_rx(c);
@@ -221,7 +241,7 @@ void tnd_iscsi_tx_queue(struct iscsi_conn *c, struct iscsi_tx *tx)
 	else
 		c->txq = tx;
 	c->txq_tail = tx;
-	tx_kick(c);
+	tx_schedule(c);
 }
 
 void tnd_iscsi_update_window(struct iscsi_conn *c)
@@ -645,6 +665,7 @@ void tnd_iscsi_conn_start(struct iscsi_conn *c)
 {
 	c->recv_op.cb = recv_done;
 	c->send_op.cb = send_done;
+	c->tx_defer.fn = tx_deferred;
 	c->nop_timer.fn = nop_timer_fired;
 	c->lim.max_data = TND_ISCSI_DEFAULT_DSL;
 	c->next_ttt = 1;

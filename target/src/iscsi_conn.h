@@ -298,6 +298,7 @@ struct iscsi_conn {
 	unsigned tx_count;            /* queued PDUs */
 	size_t tx_owned_bytes;        /* bytes of answers we allocated, queued */
 	bool rx_paused;               /* backpressure: waiting for the queue to drain */
+	struct tnd_defer tx_defer;     /* a sendmsg to build at the next loop turn */
 	struct msghdr msg;
 	struct iovec iov[ISCSI_TX_BATCH * 3];
 

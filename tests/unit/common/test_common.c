@@ -76,6 +76,77 @@ static void reactor_runs_completions(void **state)
 	tnd_reactor_destroy(r);
 }
 
+struct defer_ctx {
+	struct tnd_defer d;
+	struct tnd_reactor *r;
+	int calls;
+	struct defer_ctx *next;
+	int *order;             /* shared counter: when each one ran */
+	int ran_at;
+};
+
+static void defer_fn(struct tnd_defer *d)
+{
+	struct defer_ctx *c = tnd_container_of(d, struct defer_ctx, d);
+	c->calls++;
+	c->ran_at = (*c->order)++;
+	if (c->next)
+		tnd_reactor_defer(c->r, &c->next->d);
+}
+
+/* Deferred work runs once, in order, within one poll, without sleeping. */
+static void reactor_defer_runs_once_per_turn(void **state)
+{
+	(void)state;
+	struct tnd_reactor *r;
+	assert_int_equal(tnd_reactor_create(0, 64, &r), 0);
+	int order = 0;
+	struct defer_ctx a = { .d.fn = defer_fn, .r = r, .order = &order };
+	struct defer_ctx b = { .d.fn = defer_fn, .r = r, .order = &order };
+	struct defer_ctx c = { .d.fn = defer_fn, .r = r, .order = &order };
+	a.next = &c;    /* a defers c while running */
+	tnd_reactor_defer(r, &a.d);
+	tnd_reactor_defer(r, &b.d);
+	tnd_reactor_defer(r, &a.d); /* already queued: no second run */
+	/* Deferred between turns, it is an event: poll(-1) must not sleep. */
+	assert_int_equal(tnd_reactor_poll(r, -1), 3);
+	assert_int_equal(a.calls, 1);
+	assert_int_equal(b.calls, 1);
+	assert_int_equal(c.calls, 1);
+	assert_int_equal(a.ran_at, 0);
+	assert_int_equal(b.ran_at, 1);
+	assert_int_equal(c.ran_at, 2);
+	/* Nothing left: the next turn runs none of them again. */
+	assert_int_equal(tnd_reactor_poll(r, 0), 0);
+	assert_int_equal(a.calls + b.calls + c.calls, 3);
+	tnd_reactor_destroy(r);
+}
+
+static void defer_self_fn(struct tnd_defer *d)
+{
+	struct defer_ctx *c = tnd_container_of(d, struct defer_ctx, d);
+	c->calls++;
+	tnd_reactor_defer(c->r, d);
+}
+
+/* An entry that always defers itself cannot keep one turn going forever. */
+static void reactor_defer_self_is_bounded(void **state)
+{
+	(void)state;
+	struct tnd_reactor *r;
+	assert_int_equal(tnd_reactor_create(0, 64, &r), 0);
+	int order = 0;
+	struct defer_ctx a = { .d.fn = defer_self_fn, .r = r, .order = &order };
+	tnd_reactor_defer(r, &a.d);
+	int n = tnd_reactor_poll(r, -1);
+	assert_true(n >= 1);
+	int after_one = a.calls;
+	assert_true(after_one >= 1);
+	assert_true(tnd_reactor_poll(r, -1) >= 1);
+	assert_true(a.calls > after_one);
+	tnd_reactor_destroy(r);
+}
+
 struct count_msg {
 	struct tnd_msg msg;
 	int *counter;
@@ -226,6 +297,8 @@ int main(void)
 		cmocka_unit_test(size_parsing),
 		cmocka_unit_test(reactor_runs_completions),
 		cmocka_unit_test(reactor_messages_cross_threads),
+		cmocka_unit_test(reactor_defer_runs_once_per_turn),
+		cmocka_unit_test(reactor_defer_self_is_bounded),
 		cmocka_unit_test(reactor_timers_fire_in_order_and_cancel),
 		cmocka_unit_test(volume_ctx_slices_do_not_overlap),
 		cmocka_unit_test(reactor_changes_hands),

@@ -160,6 +160,88 @@ static void flat_read_only_flushes(void **state)
 	tnd_volume_destroy(v);
 }
 
+static void fill(uint8_t *b, size_t n, unsigned seed)
+{
+	for (size_t i = 0; i < n; i++)
+		b[i] = (uint8_t)(i * 31 + seed);
+}
+
+/*
+ * Reads and writes of every shape (split iovecs, large, FUA, from the page
+ * cache or not) land the same bytes, and none calls back inside submit.
+ */
+static void flat_io_shapes_agree(void **state)
+{
+	struct fixture *f = *state;
+	struct tnd_volume *v;
+	struct tnd_flat_opts o = { .path = f->path, .size = 8 << 20, .block_size = 512 };
+	assert_int_equal(tnd_flat_open(&o, &v), 0);
+
+	enum { SMALL = 4096, LARGE = 256 * 1024 };
+	uint8_t *small = malloc(SMALL), *large = malloc(LARGE), *fua = malloc(SMALL);
+	uint8_t *rbuf = malloc(LARGE);
+	fill(small, SMALL, 1);
+	fill(large, LARGE, 2);
+	fill(fua, SMALL, 3);
+
+	/* Completions come from the loop, not from inside submit. */
+	struct tnd_io *io = calloc(1, tnd_volume_io_size(v));
+	struct iovec iov[2] = { { small, 1024 }, { small + 1024, SMALL - 1024 } };
+	struct waiter w = { 0 };
+	*io = (struct tnd_io){ .type = TND_IO_WRITE, .lba = 8, .nblocks = SMALL / 512,
+			       .iov = iov, .iovcnt = 2, .reactor = f->r, .cb = io_done,
+			       .cb_arg = &w };
+	assert_int_equal(tnd_volume_submit(v, io), 0);
+	assert_int_equal(w.calls, 0);
+	while (w.calls == 0)
+		tnd_reactor_poll(f->r, 1000);
+	assert_int_equal(w.calls, 1);
+	assert_int_equal(w.status, 0);
+	free(io);
+
+	assert_int_equal(do_io(f, v, TND_IO_WRITE, 0, 1024, LARGE / 512, large, LARGE), 0);
+	assert_int_equal(do_io(f, v, TND_IO_WRITE, TND_IO_FUA, 4000, SMALL / 512, fua, SMALL), 0);
+
+	/* From the page cache, still completed from the loop. */
+	io = calloc(1, tnd_volume_io_size(v));
+	struct iovec riov[2] = { { rbuf, 512 }, { rbuf + 512, SMALL - 512 } };
+	w = (struct waiter){ 0 };
+	*io = (struct tnd_io){ .type = TND_IO_READ, .lba = 8, .nblocks = SMALL / 512,
+			       .iov = riov, .iovcnt = 2, .reactor = f->r, .cb = io_done,
+			       .cb_arg = &w };
+	assert_int_equal(tnd_volume_submit(v, io), 0);
+	assert_int_equal(w.calls, 0);
+	while (w.calls == 0)
+		tnd_reactor_poll(f->r, 1000);
+	assert_int_equal(w.calls, 1);
+	assert_int_equal(w.status, 0);
+	free(io);
+	assert_memory_equal(rbuf, small, SMALL);
+	assert_int_equal(do_io(f, v, TND_IO_READ, 0, 1024, LARGE / 512, rbuf, LARGE), 0);
+	assert_memory_equal(rbuf, large, LARGE);
+	assert_int_equal(do_io(f, v, TND_IO_READ, 0, 4000, SMALL / 512, rbuf, SMALL), 0);
+	assert_memory_equal(rbuf, fua, SMALL);
+
+	/* Out of the page cache: read from the file again. */
+	assert_int_equal(do_io(f, v, TND_IO_FLUSH, 0, 0, 0, NULL, 0), 0);
+	int fd = open(f->path, O_RDONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+	close(fd);
+	memset(rbuf, 0, LARGE);
+	assert_int_equal(do_io(f, v, TND_IO_READ, 0, 1024, LARGE / 512, rbuf, LARGE), 0);
+	assert_memory_equal(rbuf, large, LARGE);
+	memset(rbuf, 0, SMALL);
+	assert_int_equal(do_io(f, v, TND_IO_READ, 0, 8, SMALL / 512, rbuf, SMALL), 0);
+	assert_memory_equal(rbuf, small, SMALL);
+
+	tnd_volume_destroy(v);
+	free(small);
+	free(large);
+	free(fua);
+	free(rbuf);
+}
+
 static void flat_refuses_bad_sizes(void **state)
 {
 	struct fixture *f = *state;
@@ -235,6 +317,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(flat_creates_sparse_and_reads_back, setup, teardown),
+		cmocka_unit_test_setup_teardown(flat_io_shapes_agree, setup, teardown),
 		cmocka_unit_test_setup_teardown(flat_refuses_bad_sizes, setup, teardown),
 		cmocka_unit_test_setup_teardown(flat_read_only_flushes, setup, teardown),
 		cmocka_unit_test_setup_teardown(flat_grows_online, setup, teardown),
