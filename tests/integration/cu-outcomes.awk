@@ -6,7 +6,7 @@
 # the current one. Used by t_conformance.sh and bench/conformance-vs-tgt.sh.
 /^Suite: / { s = $2 }
 /^  Test: / { n++; name[n] = s "." $2 }
-n && /\.\.\.FAILED/ { f[n] = 1 }
+n && (/\.\.\.FAILED/ || /^    [0-9]+\. [^ ]+:[0-9]+ /) { f[n] = 1 }
 n && /\[SKIPPED\]/ { k[n] = 1 }
 END {
 	for (i = 1; i <= n; i++)
