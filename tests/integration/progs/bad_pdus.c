@@ -354,6 +354,22 @@ static void c_nop_before_login(struct raw *r)
 	raw_send(r, bhs, NULL, 0, 0, NULL, 0, false);
 }
 
+/* A WRITE(10) of one block of 0xee to LBA 1, with its data as immediate
+ * data, before any login: tgt's known failure was to execute it. The
+ * healthy session at the end reads LBA 1 back and checks it was not. */
+static void c_scsi_write_before_login(struct raw *r)
+{
+	uint8_t bhs[48] = { 0x01, 0xa0 };   /* SCSI Command, F and W */
+	uint8_t data[512];
+	memset(data, 0xee, sizeof(data));
+	tnd_put_be32(bhs + 16, 1);          /* ITT */
+	tnd_put_be32(bhs + 20, sizeof(data)); /* expected data transfer length */
+	tnd_put_be32(bhs + 24, 1);          /* CmdSN */
+	uint8_t cdb[10] = { 0x2a, 0, 0, 0, 0, 1, 0, 0, 1, 0 };
+	memcpy(bhs + 32, cdb, sizeof(cdb));
+	raw_send(r, bhs, NULL, 0, sizeof(data), data, sizeof(data), false);
+}
+
 static void send_login_text(struct raw *r, uint8_t flags, const char *text, size_t len, uint8_t vmin)
 {
 	uint8_t bhs[48];
@@ -637,6 +653,7 @@ static void c_half_header(struct raw *r)
 static const struct bad_case cases[] = {
 	{ "unknown opcode before login", false, false, c_unknown_opcode_before_login, O_LOGIN_FAIL, 0x020b },
 	{ "NOP-Out before login", false, false, c_nop_before_login, O_LOGIN_FAIL, 0x020b },
+	{ "SCSI WRITE before login", false, false, c_scsi_write_before_login, O_LOGIN_FAIL, 0x020b },
 	{ "unsupported version", false, false, c_version, O_LOGIN_FAIL, 0x0205 },
 	{ "missing InitiatorName", false, false, c_no_initiator_name, O_LOGIN_FAIL, 0x0207 },
 	{ "missing TargetName", false, false, c_no_target_name, O_LOGIN_FAIL, 0x0207 },
@@ -707,6 +724,21 @@ static int healthy_session(void)
 		goto out_logout;
 	}
 	scsi_free_scsi_task(t);
+	/* The WRITE sent before login never reached the medium. */
+	t = iscsi_read10_sync(iscsi, u->lun, 1, BS, BS, 0, 0, 0, 0, 0);
+	if (!t || t->status != SCSI_STATUS_GOOD || t->datain.size != BS) {
+		fprintf(stderr, "read of LBA 1 failed: %s\n", iscsi_get_error(iscsi));
+		if (t)
+			scsi_free_scsi_task(t);
+		goto out_logout;
+	}
+	static const unsigned char ee[BS] = { [0 ... BS - 1] = 0xee };
+	bool written = memcmp(t->datain.data, ee, BS) == 0;
+	scsi_free_scsi_task(t);
+	if (written) {
+		fprintf(stderr, "a WRITE sent before login was executed\n");
+		goto out_logout;
+	}
 	ret = 0;
 out_logout:
 	iscsi_logout_sync(iscsi);
@@ -748,7 +780,8 @@ int main(int argc, char **argv)
 			failed++;
 	}
 	int h = healthy_session();
-	printf("%-4s healthy libiscsi session writes and reads back 32 KiB\n", h == 0 ? "ok" : "FAIL");
+	printf("%-4s healthy libiscsi session writes and reads back 32 KiB, LBA 1 untouched\n",
+	       h == 0 ? "ok" : "FAIL");
 	if (h == 0)
 		passed++;
 	else
