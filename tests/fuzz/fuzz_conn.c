@@ -85,6 +85,9 @@ static int ram_submit(struct tnd_volume *v, struct tnd_io *io)
 			break;
 		case TND_IO_FLUSH:
 			break;
+		default:        /* BLOCK_STATUS: cannot tell, as the contract allows */
+			status = -EOPNOTSUPP;
+			break;
 		}
 	}
 	struct done_msg *d = malloc(sizeof(*d));
