@@ -100,6 +100,15 @@ struct tnd_lsfs_opts {
 	uint32_t gc_interval_ms;    /* background GC/checkpoint tick; default 100; 0 = manual */
 	uint32_t ckpt_segments;     /* checkpoint after this many segments filled; default 8 */
 	uint32_t gc_free_low;       /* GC works while fewer free segments; 0 (default): 5%, >= 4 */
+	/*
+	 * Store new 4 KiB blocks LZ4-compressed when that saves at least one
+	 * 512 B sector (default false). Opening a store with it on marks the
+	 * store (an incompatible feature bit, set once, for good) so that an
+	 * older build refuses it; a store formatted with it on also gets a
+	 * checkpoint area with room for more mapped blocks than it has slots.
+	 * Turning it off later affects new writes only.
+	 */
+	bool compress;
 };
 
 /* Fill @o with the defaults above (size 0: must be set to format). */
@@ -137,6 +146,12 @@ struct tnd_lsfs_stats {
 	uint64_t checkpoints;
 	uint64_t mapped_blocks;       /* 4 KiB chunks with data */
 	uint64_t map_bytes;           /* RAM used by the block map */
+	uint64_t logical_bytes_written;  /* bytes of WRITE commands accepted */
+	uint64_t physical_bytes;      /* 512 B sectors the mapped payloads occupy, in bytes */
+	uint64_t zero_blocks;         /* 4 KiB chunks written as all zero: unmapped, not stored */
+	uint64_t compressed_blocks;   /* chunks written LZ4-compressed */
+	uint64_t raw_blocks;          /* chunks written as they are */
+	uint64_t map_capacity;        /* most chunks a checkpoint can map */
 	uint32_t segments, free_segments;
 	uint32_t segment_size;
 };

@@ -2,15 +2,16 @@
  * The offline checker behind `tandem-check`: recover exactly as open does
  * (without writing), then cross-check everything that recovery trusts.
  *
- *   superblocks   both copies valid (one bad copy is an error: nothing in
- *                 normal operation damages one)
+ *   superblocks   both copies valid and equal (a torn or older copy is a
+ *                 warning: an interrupted superblock update leaves one,
+ *                 and open repairs it)
  *   checkpoints   the newest is valid; the stored segment live counts
  *                 agree with its own map
  *   log           every record in every used segment parses; every payload
  *                 that a map entry points at has the CRC the map says, and
  *                 its record names that block
- *   map           no two blocks share a physical slot, none points into a
- *                 free segment
+ *   map           no two blocks share a payload, none points into a free
+ *                 segment; every LZ4 payload decompresses to one block
  *
  * A torn record at the end of the log, or an older checkpoint area that is
  * torn, is what a crash leaves and only a warning.
@@ -21,12 +22,14 @@
 #include <string.h>
 
 #include "lsfs_int.h"
+#include "tnd_compress.h"
 
 struct ck_state {
 	struct lsfs_recovery *rec;
 	struct tnd_lsfs_check_result *res;
 	FILE *out;
-	uint8_t *verified;             /* per data pba: the map entry was confirmed */
+	uint8_t *verified;             /* per data sector: the map entry was confirmed */
+	uint8_t *scratch;              /* 4 KiB: decompression target */
 	uint64_t first_pba;
 };
 
@@ -65,18 +68,21 @@ static void check_segment(struct ck_state *s, uint32_t seg, uint8_t *buf)
 		    off + (uint64_t)(1 + rh.npayload) * LSFS_BLK > sb->seg_size)
 			break;
 		s->res->records++;
-		uint32_t pay = 0;
+		uint32_t sec = 0;
 		for (uint32_t i = 0; i < rh.ndesc; i++) {
 			struct lsfs_desc d;
 			lsfs_desc_decode(hdr, i, &d);
 			if (!d.stored_len)
 				continue;
-			uint64_t pba = base + off / LSFS_BLK + 1 + pay++;
-			const uint8_t *p = buf + (pba - base) * LSFS_BLK;
+			uint32_t pos = off + LSFS_BLK + sec * LSFS_SECTOR;
+			sec += lsfs_len_sectors(d.stored_len);
+			uint64_t pba = base + pos / LSFS_BLK;
+			uint64_t loc = pba << 3 | (pos % LSFS_BLK) / LSFS_SECTOR;
+			const uint8_t *p = buf + pos;
 			bool crc_ok = tnd_crc32c(0, p, d.stored_len) == d.crc;
 			const struct lsfs_ment *m = (d.flags & LSFS_DESC_KIND_MASK) == LSFS_DESC_DATA
 				? lsfs_map_get(&rec->map, d.lba) : NULL;
-			bool live = m && lsfs_ment_pba(m) == pba;
+			bool live = m && lsfs_ment_loc(m) == loc;
 			if (!live) {
 				if (!crc_ok)
 					problem(s, false, "segment %u record %llu: dead block %llu fails its CRC",
@@ -88,7 +94,21 @@ static void check_segment(struct ck_state *s, uint32_t seg, uint8_t *buf)
 					(unsigned long long)d.lba, seg, (unsigned long long)pba);
 				continue;
 			}
-			s->verified[pba - s->first_pba] = 1;
+			if (lsfs_aux_len(m->aux) != d.stored_len ||
+			    lsfs_aux_lz4(m->aux) != !!(d.flags & LSFS_DESC_F_LZ4)) {
+				problem(s, true, "block %llu (segment %u, pba %llu): map and record disagree "
+					"on its length or compression", (unsigned long long)d.lba, seg,
+					(unsigned long long)pba);
+				continue;
+			}
+			if (lsfs_aux_lz4(m->aux) &&
+			    tnd_decompress(p, d.stored_len, s->scratch, LSFS_BLK) < 0) {
+				problem(s, true, "block %llu (segment %u, pba %llu): LZ4 payload does not "
+					"decompress to one block", (unsigned long long)d.lba, seg,
+					(unsigned long long)pba);
+				continue;
+			}
+			s->verified[(loc - (s->first_pba << 3))] = 1;
 		}
 		expect = rh.rec_seq + 1;
 		off += (1 + rh.npayload) * LSFS_BLK;
@@ -127,11 +147,14 @@ static int check_on(struct tnd_volume *backing, struct tnd_reactor *r, FILE *rep
 	const struct lsfs_sb *sb = &rec.sb;
 	res->replayed_records = rec.replayed;
 	res->mapped_blocks = rec.map.mapped;
+	/* The copies are rewritten one at a time (when a feature bit is set),
+	 * so a crash can leave one torn or older; open rewrites both. */
 	for (int i = 0; i < 2; i++)
 		if (rec.sb_valid[i])
-			problem(&s, true, "superblock copy %d is damaged", i);
+			problem(&s, false, "superblock copy %d is damaged or torn (the next open rewrites it)", i);
 	if (rec.sb_differ)
-		problem(&s, true, "the two superblock copies differ");
+		problem(&s, false, "the two superblock copies differ (an interrupted update; the next "
+			"open rewrites the older)");
 	for (int i = 0; i < 2; i++)
 		if (rec.ck_valid[i] && i != rec.ck_area)
 			problem(&s, false, "checkpoint area %d holds no valid checkpoint (torn or unused)", i);
@@ -140,19 +163,24 @@ static int check_on(struct tnd_volume *backing, struct tnd_reactor *r, FILE *rep
 			problem(&s, true, "checkpoint: segment %u usage %u, its map says %u",
 				i, rec.ck_live[i], rec.ck_map_live[i]);
 
-	uint64_t nslots = (uint64_t)sb->seg_count * (sb->seg_size / LSFS_BLK);
+	/* Payloads start on 512 B sectors: track them per sector. */
+	uint64_t nsec = (uint64_t)sb->seg_count * (sb->seg_size / LSFS_SECTOR);
 	s.first_pba = lsfs_seg_base_pba(sb, 0);
-	s.verified = calloc(nslots, 1);
-	uint8_t *seen = calloc(nslots, 1);
+	s.verified = calloc(nsec, 1);
+	s.scratch = lsfs_alloc_blocks(LSFS_BLK);
+	uint8_t *seen = calloc(nsec, 1);
 	uint8_t *buf = lsfs_alloc_blocks(sb->seg_size);
-	if (!s.verified || !seen || !buf) {
+	if (!s.verified || !seen || !buf || !s.scratch) {
 		ret = -ENOMEM;
 		goto out_free_bufs;
 	}
+	uint64_t phys_sec = 0;
 	for (uint64_t c = 0; lsfs_map_next(&rec.map, &c); c++) {
-		uint64_t pba = lsfs_ment_pba(lsfs_map_get(&rec.map, c));
-		uint64_t slot = pba - s.first_pba;
-		uint32_t seg = (uint32_t)(slot / (sb->seg_size / LSFS_BLK));
+		const struct lsfs_ment *e = lsfs_map_get(&rec.map, c);
+		uint64_t pba = lsfs_ment_pba(e);
+		uint64_t slot = lsfs_ment_loc(e) - (s.first_pba << 3);
+		uint32_t seg = (uint32_t)((pba - s.first_pba) / (sb->seg_size / LSFS_BLK));
+		phys_sec += lsfs_len_sectors(lsfs_aux_len(e->aux));
 		if (seen[slot]++)
 			problem(&s, true, "pba %llu is mapped by more than one block (again by %llu)",
 				(unsigned long long)pba, (unsigned long long)c);
@@ -169,8 +197,9 @@ static int check_on(struct tnd_volume *backing, struct tnd_reactor *r, FILE *rep
 		check_segment(&s, i, buf);
 	}
 	for (uint64_t c = 0; lsfs_map_next(&rec.map, &c); c++) {
-		uint64_t pba = lsfs_ment_pba(lsfs_map_get(&rec.map, c));
-		if (!s.verified[pba - s.first_pba])
+		const struct lsfs_ment *e = lsfs_map_get(&rec.map, c);
+		uint64_t pba = lsfs_ment_pba(e);
+		if (!s.verified[lsfs_ment_loc(e) - (s.first_pba << 3)])
 			problem(&s, true, "block %llu -> pba %llu: no intact record holds it",
 				(unsigned long long)c, (unsigned long long)pba);
 	}
@@ -178,9 +207,11 @@ static int check_on(struct tnd_volume *backing, struct tnd_reactor *r, FILE *rep
 		uint32_t used = 0;
 		for (uint32_t i = 0; i < sb->seg_count; i++)
 			used += rec.segs[i].state == LSFS_SEG_USED || rec.segs[i].in_chain;
-		fprintf(report, "segments: %u used, %u free; map: %llu blocks = %llu KiB of data\n",
+		fprintf(report, "segments: %u used, %u free; map: %llu blocks = %llu KiB of data "
+			"stored in %llu KiB%s\n",
 			used, sb->seg_count - used, (unsigned long long)rec.map.mapped,
-			(unsigned long long)rec.map.mapped * 4);
+			(unsigned long long)rec.map.mapped * 4, (unsigned long long)phys_sec / 2,
+			sb->incompat & LSFS_INCOMPAT_PACKED ? " (packed, LZ4)" : "");
 	}
 	if (report)
 		fprintf(report, "%s: %llu segments, %llu records, %llu blocks mapped, %llu replayed; "
@@ -194,6 +225,7 @@ out_free_bufs:
 	free(buf);
 	free(seen);
 	free(s.verified);
+	free(s.scratch);
 out_free_rec:
 	lsfs_recovery_free(&rec);
 	return ret;

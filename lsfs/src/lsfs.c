@@ -41,6 +41,7 @@
 #include <string.h>
 
 #include "lsfs_int.h"
+#include "tnd_compress.h"
 
 #define LSFS_NBUF 3
 #define LSFS_GC_RESERVE 2u            /* segments only GC may take */
@@ -97,6 +98,8 @@ struct rd_slot {
 	uint32_t crc;
 	uint32_t seg;
 	uint64_t pba;
+	uint16_t aux;                  /* the map entry's: where in pba, length, LZ4 */
+	uint32_t boff;                 /* first bounce block */
 };
 
 struct lsfs_ioctx {
@@ -115,8 +118,9 @@ struct lsfs_ioctx {
 	uint64_t c0, c1;               /* chunk range */
 	uint64_t cursor;               /* next chunk to append */
 	uint64_t last_rec;
-	uint8_t *edge;                 /* 2 x 4 KiB: old content of head/tail chunk */
-	uint64_t edge_pba[2];          /* which version edge[] holds; 0: none read */
+	uint8_t *edge;                 /* 2 x 4 KiB old content of head/tail chunk, then
+					* 2 x 8 KiB for their stored bytes as read */
+	uint64_t edge_loc[2];          /* which payload edge[] holds (lsfs_ment_loc); 0: none */
 	struct rd_slot *slots;
 	uint8_t *bounce;
 	uint32_t nslots;
@@ -149,7 +153,8 @@ struct lsfs {
 	uint64_t tail_seg_seq;
 	bool rec_open;
 	uint32_t rec_off;
-	uint32_t rec_ndesc, rec_npay;
+	uint32_t rec_ndesc;
+	uint32_t rec_sec;              /* payload sectors in the open record */
 	uint64_t rec_seq;
 
 	/* pipeline */
@@ -183,7 +188,7 @@ struct lsfs {
 	bool gc_wait_buf;
 	uint32_t gc_victim;
 	uint8_t *gc_buf;
-	uint64_t *gc_moves;            /* (pba << 0) of live blocks found in the victim */
+	uint64_t *gc_locs;             /* lsfs_ment_loc of live payloads found in the victim */
 	uint64_t *gc_lbas;
 	uint32_t gc_nmoves, gc_next;
 	bool *gc_skip;
@@ -194,6 +199,13 @@ struct lsfs {
 	bool tick_armed;
 	_Atomic bool home_seen;        /* some of our code has run on the home reactor */
 	struct close_req *close_req;
+
+	/* write stages: zero detection, compression */
+	struct tnd_compress_ctx *cctx; /* NULL: compression off */
+	uint8_t *zbuf;                 /* 4 KiB: a chunk's new content, gathered */
+	uint8_t *cbuf;                 /* 4 KiB: its compressed form */
+	uint8_t *dbuf;                 /* 4 KiB: a decompressed chunk on the read path */
+	uint64_t map_cap;              /* most chunks a checkpoint can map */
 
 	struct tnd_lsfs_stats st;
 };
@@ -425,10 +437,12 @@ static void reserve_next(struct lsfs *ls)
 	ls->next_seg = s;
 }
 
-static void seg_lost_block(struct lsfs *ls, uint64_t pba)
+/* A chunk stopped using the payload @old (a map entry) describes. */
+static void seg_lost_block(struct lsfs *ls, const struct lsfs_ment *old)
 {
-	uint32_t s = seg_of(ls, pba);
+	uint32_t s = seg_of(ls, lsfs_ment_pba(old));
 	ls->segs[s].live--;
+	ls->segs[s].live_sec -= lsfs_len_sectors(lsfs_aux_len(old->aux));
 	if (ls->segs[s].live == 0 && ls->segs[s].state == LSFS_SEG_USED) {
 		ls->segs[s].state = LSFS_SEG_DEAD;
 		ls->ndead++;
@@ -446,7 +460,7 @@ static void seal_record(struct lsfs *ls)
 		.seg_seq = b->seg_seq,
 		.prev_seg_seq = ls->cur_prev_seq,
 		.ndesc = ls->rec_ndesc,
-		.npayload = ls->rec_npay,
+		.npayload = (ls->rec_sec + 7) / 8,
 		.next_seg = ls->next_seg,
 	};
 	memcpy(r.uuid, ls->sb.uuid, 16);
@@ -507,7 +521,7 @@ static int open_segment(struct lsfs *ls)
 	struct lsfs_seginfo *s = &ls->segs[seg];
 	s->state = LSFS_SEG_OPEN;
 	s->seq = ++ls->max_seg_seq;
-	s->live = 0;
+	s->live = s->live_sec = 0;
 	/* An older buffer may still hold this segment's previous life. */
 	for (int i = 0; i < LSFS_NBUF; i++)
 		if (ls->bufs[i].active && ls->bufs[i].seg == seg && &ls->bufs[i] != nb)
@@ -527,11 +541,14 @@ static int open_segment(struct lsfs *ls)
 }
 
 /*
- * Make room in the open record for one descriptor and, with @payload, one
- * payload block: seal a full record, close a full segment, open the next.
+ * Make room in the open record for one descriptor and @len bytes of
+ * payload (0: none): seal a full record, close a full segment, open the
+ * next. Payloads are packed at sector granularity, so the record ends at
+ * its payload sectors rounded up to a block.
  */
-static int make_room(struct lsfs *ls, bool payload)
+static int make_room(struct lsfs *ls, uint32_t len)
 {
+	uint32_t nsec = lsfs_len_sectors(len);
 	for (;;) {
 		struct lsfs_buf *b = ls->cur;
 		if (b) {
@@ -539,8 +556,11 @@ static int make_room(struct lsfs *ls, bool payload)
 				seal_record(ls);
 				continue;
 			}
-			uint32_t need = (ls->rec_open ? 0 : LSFS_BLK) + (payload ? LSFS_BLK : 0);
-			if (b->fill + need <= ls->sb.seg_size)
+			uint64_t start = ls->rec_open ? ls->rec_off : b->fill;
+			uint64_t sec = (ls->rec_open ? ls->rec_sec : 0) + nsec;
+			uint64_t end = start + LSFS_BLK +
+				       (sec * LSFS_SECTOR + LSFS_BLK - 1) / LSFS_BLK * LSFS_BLK;
+			if (end <= ls->sb.seg_size)
 				break;
 			close_segment(ls);
 		}
@@ -555,19 +575,31 @@ static int make_room(struct lsfs *ls, bool payload)
 		b->fill += LSFS_BLK;
 		ls->rec_seq = ls->next_rec_seq++;
 		ls->rec_ndesc = 0;
-		ls->rec_npay = 0;
+		ls->rec_sec = 0;
 		ls->rec_open = true;
 	}
 	return 0;
 }
 
-static uint8_t *data_slot(struct lsfs *ls, uint64_t *pba)
+/*
+ * Take @len bytes of payload space in the open record (make_room first):
+ * the next free sector. Bytes between payloads and after the last one
+ * are zero (new blocks are cleared as the record grows into them).
+ */
+static uint8_t *data_slot(struct lsfs *ls, uint32_t len, uint64_t *pba, uint32_t *sector)
 {
 	struct lsfs_buf *b = ls->cur;
-	uint8_t *p = b->data + b->fill;
-	*pba = lsfs_seg_base_pba(&ls->sb, b->seg) + b->fill / LSFS_BLK;
-	b->fill += LSFS_BLK;
-	return p;
+	uint32_t pos = ls->rec_off + LSFS_BLK + ls->rec_sec * LSFS_SECTOR;
+	ls->rec_sec += lsfs_len_sectors(len);
+	uint32_t end = ls->rec_off + LSFS_BLK +
+		       (ls->rec_sec * LSFS_SECTOR + LSFS_BLK - 1) / LSFS_BLK * LSFS_BLK;
+	if (end > b->fill) {
+		memset(b->data + b->fill, 0, end - b->fill);
+		b->fill = end;
+	}
+	*pba = lsfs_seg_base_pba(&ls->sb, b->seg) + pos / LSFS_BLK;
+	*sector = (pos % LSFS_BLK) / LSFS_SECTOR;
+	return b->data + pos;
 }
 
 static void add_desc(struct lsfs *ls, uint64_t lba, uint32_t crc, uint16_t flags,
@@ -575,23 +607,124 @@ static void add_desc(struct lsfs *ls, uint64_t lba, uint32_t crc, uint16_t flags
 {
 	struct lsfs_desc d = { .lba = lba, .crc = crc, .flags = flags, .stored_len = stored_len, .arg = arg };
 	lsfs_desc_encode(&d, ls->cur->data + ls->rec_off, ls->rec_ndesc++);
-	if (stored_len)
-		ls->rec_npay++;
 }
 
-static void map_update(struct lsfs *ls, uint64_t c, uint64_t pba, uint32_t crc)
+/* A TRIM of @n chunks from @c; it extends the record's last descriptor
+ * when that is a TRIM ending at @c (runs of zero chunks cost one). */
+static void add_trim(struct lsfs *ls, uint64_t c, uint64_t n)
 {
-	ls->segs[seg_of(ls, pba)].live++;
-	uint64_t old = lsfs_map_set(&ls->map, c, pba, crc);
-	if (old)
-		seg_lost_block(ls, old);
+	uint8_t *hdr = ls->cur->data + ls->rec_off;
+	if (ls->rec_ndesc) {
+		struct lsfs_desc d;
+		lsfs_desc_decode(hdr, ls->rec_ndesc - 1, &d);
+		if (d.flags == LSFS_DESC_TRIM && d.lba + d.arg == c) {
+			d.arg += n;
+			lsfs_desc_encode(&d, hdr, ls->rec_ndesc - 1);
+			return;
+		}
+	}
+	add_desc(ls, c, 0, LSFS_DESC_TRIM, 0, n);
+}
+
+static void map_update(struct lsfs *ls, uint64_t c, uint64_t pba, uint32_t crc, uint16_t aux)
+{
+	struct lsfs_seginfo *si = &ls->segs[seg_of(ls, pba)];
+	si->live++;
+	si->live_sec += lsfs_len_sectors(lsfs_aux_len(aux));
+	struct lsfs_ment old;
+	if (lsfs_map_set(&ls->map, c, pba, crc, aux, &old))
+		seg_lost_block(ls, &old);
 }
 
 static void trim_range(struct lsfs *ls, uint64_t c, uint64_t n)
 {
 	uint64_t end = c + n;
-	for (uint64_t x = c; lsfs_map_next(&ls->map, &x) && x < end; x++)
-		seg_lost_block(ls, lsfs_map_clear(&ls->map, x));
+	for (uint64_t x = c; lsfs_map_next(&ls->map, &x) && x < end; x++) {
+		struct lsfs_ment old;
+		lsfs_map_clear(&ls->map, x, &old);
+		seg_lost_block(ls, &old);
+	}
+}
+
+/* The stored bytes of @m's payload when they are still in RAM, else NULL. */
+static const uint8_t *ram_payload(struct lsfs *ls, const struct lsfs_ment *m)
+{
+	const uint8_t *p = ram_block(ls, lsfs_ment_pba(m));
+	return p ? p + lsfs_aux_sector(m->aux) * LSFS_SECTOR : NULL;
+}
+
+/*
+ * Turn the stored bytes @p of a payload laid out as @aux into the chunk's
+ * 4 KiB at @out, checking them against @crc first. 0 or -EILSEQ (counted
+ * as a CRC error: a payload that fails to decompress is as damaged as one
+ * that fails its CRC).
+ */
+static int decode_payload(struct lsfs *ls, uint32_t crc, uint16_t aux, const uint8_t *p, uint8_t *out)
+{
+	uint32_t len = lsfs_aux_len(aux);
+	if (tnd_crc32c(0, p, len) != crc ||
+	    (lsfs_aux_lz4(aux) ? tnd_decompress(p, len, out, LSFS_BLK) < 0 : (memcpy(out, p, LSFS_BLK), 0))) {
+		ls->st.crc_errors++;
+		return -EILSEQ;
+	}
+	return 0;
+}
+
+/* The @len bytes at @off of @iov when they are contiguous there, else NULL. */
+static const uint8_t *iov_span(const struct iovec *iov, int cnt, uint64_t off, size_t len)
+{
+	for (int i = 0; i < cnt; i++) {
+		if (off < iov[i].iov_len)
+			return iov[i].iov_len - off >= len ? (const uint8_t *)iov[i].iov_base + off : NULL;
+		off -= iov[i].iov_len;
+	}
+	return NULL;
+}
+
+/*
+ * The write pipeline's stages for one chunk whose new content is @src
+ * (borrowed, 4 KiB): an all-zero chunk becomes a TRIM (unmapped reads as
+ * zeros); else it is compressed when that is on and saves a sector; the
+ * payload is appended and the map updated. 0 or make_room's -errno.
+ */
+static int store_chunk(struct lsfs *ls, uint64_t c, const uint8_t *src)
+{
+	if (tnd_compress_is_zero(src, LSFS_BLK)) {
+		int ret = make_room(ls, 0);
+		if (ret < 0)
+			return ret;
+		add_trim(ls, c, 1);
+		trim_range(ls, c, 1);
+		ls->st.zero_blocks++;
+		return 0;
+	}
+	const uint8_t *pay = src;
+	uint32_t len = LSFS_BLK;
+	bool lz4 = false;
+	if (ls->cctx) {
+		size_t clen = 0;
+		int r = tnd_compress_block(ls->cctx, src, LSFS_BLK, ls->cbuf, LSFS_LZ4_MAX, &clen);
+		if (r == TND_COMPRESS_COMPRESSED && clen > 0 && clen <= LSFS_LZ4_MAX) {
+			pay = ls->cbuf;
+			len = (uint32_t)clen;
+			lz4 = true;
+		}
+	}
+	int ret = make_room(ls, len);
+	if (ret < 0)
+		return ret;
+	uint64_t pba;
+	uint32_t sector;
+	uint8_t *slot = data_slot(ls, len, &pba, &sector);
+	memcpy(slot, pay, len);
+	uint32_t crc = tnd_crc32c(0, slot, len);
+	add_desc(ls, c, crc, (uint16_t)(LSFS_DESC_DATA | (lz4 ? LSFS_DESC_F_LZ4 : 0)), (uint16_t)len, 0);
+	map_update(ls, c, pba, crc, lsfs_aux_make(lz4, sector, len));
+	if (lz4)
+		ls->st.compressed_blocks++;
+	else
+		ls->st.raw_blocks++;
+	return 0;
 }
 
 static void schedule_kick(struct lsfs *ls);
@@ -616,51 +749,53 @@ static int append_io(struct lsfs *ls, struct lsfs_ioctx *x)
 			uint64_t n = 1;
 			while (c + n < x->c1 && (c + n + 1) * LSFS_BLK <= x->b1)
 				n++;
-			int ret = make_room(ls, false);
+			int ret = make_room(ls, 0);
 			if (ret < 0)
 				return ret;
-			add_desc(ls, c, 0, LSFS_DESC_TRIM, 0, n);
+			add_trim(ls, c, n);
 			trim_range(ls, c, n);
 			x->cursor += n;
 			x->last_rec = ls->rec_seq;
 			continue;
 		}
-		int ret = make_room(ls, true);
+		/* The chunk's new content, whole, in one place (partial chunks
+		 * are merged with the old content, from RAM or from edge[]). */
+		const uint8_t *src;
+		if (full) {
+			src = iov_span(io->iov, io->iovcnt, s - x->b0, LSFS_BLK);
+			if (!src) {
+				copy_from_iov(io->iov, io->iovcnt, s - x->b0, ls->zbuf, LSFS_BLK);
+				src = ls->zbuf;
+			}
+		} else {
+			const struct lsfs_ment *m = lsfs_map_get(&ls->map, c);
+			uint8_t *chunk = ls->zbuf;
+			if (m) {
+				const uint8_t *p = ram_payload(ls, m);
+				if (p) {
+					int ret = decode_payload(ls, m->crc, m->aux, p, chunk);
+					if (ret < 0)
+						return ret;
+				} else {
+					int k = c == x->c0 ? 0 : 1;
+					if (x->edge_loc[k] != lsfs_ment_loc(m))
+						return 1;
+					memcpy(chunk, x->edge + k * LSFS_BLK, LSFS_BLK);
+				}
+			} else {
+				memset(chunk, 0, LSFS_BLK);
+			}
+			if (is_write)
+				copy_from_iov(io->iov, io->iovcnt, s - x->b0, chunk + (s - cs), e - s);
+			else
+				memset(chunk + (s - cs), 0, e - s);
+			src = chunk;
+		}
+		int ret = store_chunk(ls, c, src);
 		if (ret < 0)
 			return ret;
-		/* After make_room: it may have recycled a buffer. */
-		const uint8_t *base = NULL;
-		if (!full) {
-			const struct lsfs_ment *m = lsfs_map_get(&ls->map, c);
-			if (m) {
-				uint64_t pba = lsfs_ment_pba(m);
-				base = ram_block(ls, pba);
-				if (!base) {
-					int k = c == x->c0 ? 0 : 1;
-					if (x->edge_pba[k] != pba)
-						return 1;
-					base = x->edge + k * LSFS_BLK;
-				}
-			}
-		}
-		uint64_t pba;
-		uint8_t *slot = data_slot(ls, &pba);
-		if (full) {
-			copy_from_iov(io->iov, io->iovcnt, s - x->b0, slot, LSFS_BLK);
-		} else {
-			if (base)
-				memcpy(slot, base, LSFS_BLK);
-			else
-				memset(slot, 0, LSFS_BLK);
-			if (is_write)
-				copy_from_iov(io->iov, io->iovcnt, s - x->b0, slot + (s - cs), e - s);
-			else
-				memset(slot + (s - cs), 0, e - s);
+		if (!full)
 			ls->st.rmw++;
-		}
-		uint32_t crc = tnd_crc32c(0, slot, LSFS_BLK);
-		add_desc(ls, c, crc, LSFS_DESC_DATA, LSFS_BLK, 0);
-		map_update(ls, c, pba, crc);
 		x->cursor++;
 		x->last_rec = ls->rec_seq;
 	}
@@ -688,6 +823,24 @@ static bool space_for(struct lsfs *ls, struct lsfs_ioctx *x)
 	uint64_t n = is_write ? x->c1 - x->c0 : 2;
 	uint64_t need = n + n / (LSFS_REC_MAX_DESC - 1) + 2;
 	return need <= free_blocks(ls, is_write ? LSFS_GC_RESERVE : 0);
+}
+
+/*
+ * The checkpoint area has room for ls->map_cap map entries. Without
+ * packing no more chunks can be mapped than there are data slots, which
+ * is what it is sized for; with compression more could, so a write that
+ * would map more chunks than a checkpoint can hold fails with -ENOSPC
+ * (the store is full of metadata; GC cannot help, UNMAP can).
+ */
+static bool map_room(struct lsfs *ls, struct lsfs_ioctx *x)
+{
+	uint64_t n = x->c1 - x->c0;
+	if (ls->map.mapped + n <= ls->map_cap)
+		return true;
+	uint64_t fresh = 0;
+	for (uint64_t c = x->c0; c < x->c1; c++)
+		fresh += lsfs_map_get(&ls->map, c) == NULL;
+	return ls->map.mapped + fresh <= ls->map_cap;
 }
 
 static uint32_t pick_victim(struct lsfs *ls);
@@ -740,6 +893,11 @@ static void pump(struct lsfs *ls)
 	while (ls->aq_head && !ls->failed && !ls->gc_wait_buf) {
 		struct lsfs_ioctx *x = ls->aq_head;
 		if (!x->space_ok) {
+			if (x->io->type == TND_IO_WRITE && !map_room(ls, x)) {
+				aq_pop(ls);
+				complete_io(x, -ENOSPC);
+				continue;
+			}
 			if (!space_for(ls, x)) {
 				if (space_may_come(ls)) {
 					gc_step(ls);
@@ -792,25 +950,26 @@ static void enqueue(struct lsfs *ls, struct lsfs_ioctx *x)
 	pump(ls);
 }
 
+#define EDGE_RAW(x, k) ((x)->edge + 2 * LSFS_BLK + (size_t)(k) * 2 * LSFS_BLK)
+
 static void prep_read_done(struct lsfs_child *c, int status)
 {
 	struct lsfs *ls = c->ls;
 	struct lsfs_ioctx *x = c->arg;
 	int k = (int)(c->u64 & 1);
-	uint64_t pba = c->u64 >> 1;
-	ls->readers[seg_of(ls, pba)]--;
+	uint64_t loc = c->u64 >> 1;
+	ls->readers[seg_of(ls, loc >> 3)]--;
 	if (status < 0) {
 		x->status = -EIO;
 	} else {
 		const struct lsfs_ment *m = lsfs_map_get(&ls->map, k == 0 ? x->c0 : x->c1 - 1);
 		/* Only a still-current copy is checked; a stale one is re-read. */
-		if (m && lsfs_ment_pba(m) == pba) {
-			if (tnd_crc32c(0, x->edge + k * LSFS_BLK, LSFS_BLK) != m->crc) {
-				ls->st.crc_errors++;
+		if (m && lsfs_ment_loc(m) == loc) {
+			const uint8_t *p = EDGE_RAW(x, k) + (loc & 7) * LSFS_SECTOR;
+			if (decode_payload(ls, m->crc, m->aux, p, x->edge + k * LSFS_BLK) < 0)
 				x->status = -EILSEQ;
-			} else {
-				x->edge_pba[k] = pba;
-			}
+			else
+				x->edge_loc[k] = loc;
 		}
 	}
 	if (--x->pending)
@@ -826,7 +985,7 @@ static void prep_io(struct lsfs *ls, struct lsfs_ioctx *x)
 {
 	x->stage = IO_PREP;
 	if (!x->edge) {
-		x->edge = lsfs_alloc_blocks(2 * LSFS_BLK);
+		x->edge = lsfs_alloc_blocks(6 * LSFS_BLK);
 		if (!x->edge) {
 			complete_io(x, -ENOMEM);
 			return;
@@ -844,13 +1003,14 @@ static void prep_io(struct lsfs *ls, struct lsfs_ioctx *x)
 		const struct lsfs_ment *m = lsfs_map_get(&ls->map, c);
 		if (!m)
 			continue;
-		uint64_t pba = lsfs_ment_pba(m);
-		if (ram_block(ls, pba) || x->edge_pba[k] == pba)
+		uint64_t pba = lsfs_ment_pba(m), loc = lsfs_ment_loc(m);
+		if (ram_payload(ls, m) || x->edge_loc[k] == loc)
 			continue;
 		x->pending++;
 		ls->readers[seg_of(ls, pba)]++;
-		int ret = child_submit(ls, TND_IO_READ, pba * LSFS_BLK, x->edge + k * LSFS_BLK, LSFS_BLK,
-				       prep_read_done, x, pba << 1 | (uint64_t)k);
+		int ret = child_submit(ls, TND_IO_READ, pba * LSFS_BLK, EDGE_RAW(x, k),
+				       (size_t)lsfs_aux_blocks(m->aux) * LSFS_BLK, prep_read_done, x,
+				       loc << 1 | (uint64_t)k);
 		if (ret < 0) {
 			ls->readers[seg_of(ls, pba)]--;
 			x->pending--;
@@ -883,6 +1043,7 @@ static void start_write(struct lsfs *ls, struct lsfs_ioctx *x)
 			complete_io(x, -EINVAL);
 			return;
 		}
+		ls->st.logical_bytes_written += (uint64_t)io->nblocks * lbs;
 	} else {
 		ls->st.unmaps++;
 	}
@@ -1042,6 +1203,24 @@ static void start_flush_io(struct lsfs *ls, struct lsfs_ioctx *x)
 
 /* ---- reads ---- */
 
+/* Check and decode the stored bytes @p of a payload laid out as @aux and
+ * give the caller bytes [s, e) of the chunk. 0 or -EILSEQ. */
+static int deliver(struct lsfs *ls, struct tnd_io *io, uint64_t iov_off, uint32_t crc, uint16_t aux,
+		   const uint8_t *p, uint32_t s, uint32_t e)
+{
+	if (lsfs_aux_lz4(aux)) {
+		int ret = decode_payload(ls, crc, aux, p, ls->dbuf);
+		if (ret < 0)
+			return ret;
+		p = ls->dbuf;
+	} else if (tnd_crc32c(0, p, LSFS_BLK) != crc) {
+		ls->st.crc_errors++;
+		return -EILSEQ;
+	}
+	copy_to_iov(io->iov, io->iovcnt, iov_off, p + s, e - s);
+	return 0;
+}
+
 static void read_done(struct lsfs_child *c, int status)
 {
 	struct lsfs *ls = c->ls;
@@ -1053,17 +1232,14 @@ static void read_done(struct lsfs_child *c, int status)
 	struct tnd_io *io = x->io;
 	for (uint32_t i = 0; i < x->nslots; i++) {
 		struct rd_slot *sl = &x->slots[i];
-		const uint8_t *p = x->bounce + (size_t)i * LSFS_BLK;
+		const uint8_t *p = x->bounce + (size_t)sl->boff * LSFS_BLK + lsfs_aux_sector(sl->aux) * LSFS_SECTOR;
 		ls->readers[sl->seg]--;
 		if (x->status == -EIO)
 			continue;
-		if (tnd_crc32c(0, p, LSFS_BLK) != sl->crc) {
-			ls->st.crc_errors++;
+		if (deliver(ls, io, sl->iov_off, sl->crc, sl->aux, p, sl->s, sl->e) < 0) {
 			tnd_warn(LSFS_TAG, "CRC mismatch reading physical block %llu", (unsigned long long)sl->pba);
 			x->status = -EILSEQ;
-			continue;
 		}
-		copy_to_iov(io->iov, io->iovcnt, sl->iov_off, p + sl->s, sl->e - sl->s);
 	}
 	complete_io(x, x->status);
 }
@@ -1082,20 +1258,23 @@ static void start_read(struct lsfs *ls, struct lsfs_ioctx *x)
 	x->b1 = (io->lba + io->nblocks) * lbs;
 	x->c0 = x->b0 / LSFS_BLK;
 	x->c1 = (x->b1 + LSFS_BLK - 1) / LSFS_BLK;
-	uint32_t ndisk = 0;
+	uint32_t ndisk = 0, nblk = 0;
 	for (uint64_t c = x->c0; c < x->c1; c++) {
 		const struct lsfs_ment *m = lsfs_map_get(&ls->map, c);
-		if (m && !ram_block(ls, lsfs_ment_pba(m)))
+		if (m && !ram_payload(ls, m)) {
 			ndisk++;
+			nblk += lsfs_aux_blocks(m->aux);
+		}
 	}
 	if (ndisk) {
 		x->slots = calloc(ndisk, sizeof(*x->slots));
-		x->bounce = lsfs_alloc_blocks((size_t)ndisk * LSFS_BLK);
+		x->bounce = lsfs_alloc_blocks((size_t)nblk * LSFS_BLK);
 		if (!x->slots || !x->bounce) {
 			complete_io(x, -ENOMEM);
 			return;
 		}
 	}
+	uint32_t boff = 0;
 	for (uint64_t c = x->c0; c < x->c1; c++) {
 		uint64_t cs = c * LSFS_BLK;
 		uint64_t s = TND_MAX(cs, x->b0), e = TND_MIN(cs + LSFS_BLK, x->b1);
@@ -1106,19 +1285,17 @@ static void start_read(struct lsfs *ls, struct lsfs_ioctx *x)
 			continue;
 		}
 		uint64_t pba = lsfs_ment_pba(m);
-		const uint8_t *p = ram_block(ls, pba);
+		const uint8_t *p = ram_payload(ls, m);
 		if (p) {
-			if (tnd_crc32c(0, p, LSFS_BLK) != m->crc) {
-				ls->st.crc_errors++;
+			if (deliver(ls, io, iov_off, m->crc, m->aux, p, (uint32_t)(s - cs), (uint32_t)(e - cs)) < 0)
 				x->status = -EILSEQ;
-			} else {
-				copy_to_iov(io->iov, io->iovcnt, iov_off, p + (s - cs), e - s);
-			}
 			continue;
 		}
 		struct rd_slot *sl = &x->slots[x->nslots++];
 		*sl = (struct rd_slot){ .iov_off = iov_off, .s = (uint32_t)(s - cs), .e = (uint32_t)(e - cs),
-					.crc = m->crc, .seg = seg_of(ls, pba), .pba = pba };
+					.crc = m->crc, .seg = seg_of(ls, pba), .pba = pba, .aux = m->aux,
+					.boff = boff };
+		boff += lsfs_aux_blocks(m->aux);
 		/* Pin the segment: it must not be reused under this read. */
 		ls->readers[sl->seg]++;
 	}
@@ -1126,15 +1303,20 @@ static void start_read(struct lsfs *ls, struct lsfs_ioctx *x)
 		complete_io(x, x->status);
 		return;
 	}
-	/* One backing read per run of physically adjacent blocks. */
+	/* One backing read per run of physically adjacent blocks (the bounce
+	 * blocks of a run are adjacent too). */
 	x->pending = 1;
 	for (uint32_t i = 0; i < x->nslots;) {
 		uint32_t n = 1;
-		while (i + n < x->nslots && x->slots[i + n].pba == x->slots[i].pba + n)
+		uint32_t blocks = lsfs_aux_blocks(x->slots[i].aux);
+		while (i + n < x->nslots && x->slots[i + n].pba == x->slots[i].pba + blocks) {
+			blocks += lsfs_aux_blocks(x->slots[i + n].aux);
 			n++;
+		}
 		x->pending++;
 		int ret = child_submit(ls, TND_IO_READ, x->slots[i].pba * LSFS_BLK,
-				       x->bounce + (size_t)i * LSFS_BLK, (size_t)n * LSFS_BLK, read_done, x, 0);
+				       x->bounce + (size_t)x->slots[i].boff * LSFS_BLK, (size_t)blocks * LSFS_BLK,
+				       read_done, x, 0);
 		if (ret < 0) {
 			x->pending--;
 			x->status = -EIO;
@@ -1226,6 +1408,13 @@ static int ckpt_build(struct lsfs *ls)
 	uint64_t nmapped = ls->map.mapped;
 	uint64_t body_len = (uint64_t)sb->seg_count * LSFS_CKPT_SEG_ENT + nmapped * LSFS_CKPT_MAP_ENT;
 	size_t len = (LSFS_BLK + body_len + LSFS_BLK - 1) & ~(size_t)(LSFS_BLK - 1);
+	if (len > sb->ckpt_size) {
+		/* map_room() keeps this from happening; never spill into the
+		 * other area. */
+		tnd_err(LSFS_TAG, "checkpoint of %llu map entries does not fit its area",
+			(unsigned long long)nmapped);
+		return -EOVERFLOW;
+	}
 	uint8_t *buf = lsfs_alloc_blocks(len);
 	if (!buf)
 		return -ENOMEM;
@@ -1322,16 +1511,18 @@ static uint32_t pick_victim(struct lsfs *ls)
 {
 	uint32_t best = LSFS_NONE32;
 	double best_score = 0;
-	uint32_t cap = ls->seg_blocks - 1;
+	/* In sectors: compressed payloads use less than a slot each. */
+	uint32_t cap = (ls->seg_blocks - 1) * (LSFS_BLK / LSFS_SECTOR);
 	for (uint32_t i = 0; i < ls->sb.seg_count; i++) {
 		const struct lsfs_seginfo *s = &ls->segs[i];
-		if (s->state != LSFS_SEG_USED || ls->gc_skip[i] || s->live + 2 > cap)
+		if (s->state != LSFS_SEG_USED || ls->gc_skip[i] ||
+		    s->live_sec + 2 * (LSFS_BLK / LSFS_SECTOR) > cap)
 			continue;
 		/* GC reads the victim from disk: all of it must be there. */
 		const struct lsfs_buf *b = buf_of_seg(ls, i);
 		if (b && b->done < b->fill)
 			continue;
-		double u = (double)s->live / cap;
+		double u = (double)s->live_sec / cap;
 		double age = (double)(ls->max_seg_seq - s->seq + 1);
 		double score = (1 - u) * age / (1 + u);
 		if (best == LSFS_NONE32 || score > best_score) {
@@ -1366,13 +1557,14 @@ static void gc_continue(struct lsfs *ls)
 	uint64_t base = lsfs_seg_base_pba(&ls->sb, v);
 	while (ls->gc_next < ls->gc_nmoves && !ls->failed) {
 		uint64_t lba = ls->gc_lbas[ls->gc_next];
-		uint64_t pba = ls->gc_moves[ls->gc_next];
+		uint64_t loc = ls->gc_locs[ls->gc_next];
 		const struct lsfs_ment *m = lsfs_map_get(&ls->map, lba);
-		if (!m || lsfs_ment_pba(m) != pba) {
+		if (!m || lsfs_ment_loc(m) != loc) {
 			ls->gc_next++;
 			continue;
 		}
-		int ret = make_room(ls, true);
+		uint32_t len = lsfs_aux_len(m->aux);
+		int ret = make_room(ls, len);
 		if (ret == -EAGAIN) {
 			ls->gc_wait_buf = true;
 			schedule_kick(ls);
@@ -1387,11 +1579,14 @@ static void gc_continue(struct lsfs *ls)
 		}
 		m = lsfs_map_get(&ls->map, lba);
 		uint32_t crc = m->crc;
+		bool lz4 = lsfs_aux_lz4(m->aux);
 		uint64_t npba;
-		uint8_t *slot = data_slot(ls, &npba);
-		memcpy(slot, ls->gc_buf + (pba - base) * LSFS_BLK, LSFS_BLK);
-		add_desc(ls, lba, crc, LSFS_DESC_DATA, LSFS_BLK, 0);
-		map_update(ls, lba, npba, crc);
+		uint32_t nsector;
+		uint8_t *slot = data_slot(ls, len, &npba, &nsector);
+		/* The stored bytes move as they are, compressed or not. */
+		memcpy(slot, ls->gc_buf + ((loc >> 3) - base) * LSFS_BLK + (loc & 7) * LSFS_SECTOR, len);
+		add_desc(ls, lba, crc, (uint16_t)(LSFS_DESC_DATA | (lz4 ? LSFS_DESC_F_LZ4 : 0)), (uint16_t)len, 0);
+		map_update(ls, lba, npba, crc, lsfs_aux_make(lz4, nsector, len));
 		ls->gc_next++;
 		ls->st.gc_moved_blocks++;
 	}
@@ -1429,19 +1624,21 @@ static void gc_read_done(struct lsfs_child *c, int status)
 		    (off && rh.rec_seq != expect) ||
 		    off + (uint64_t)(1 + rh.npayload) * LSFS_BLK > sb->seg_size)
 			break;
-		uint32_t pay = 0;
+		uint32_t sec = 0;
 		for (uint32_t i = 0; i < rh.ndesc; i++) {
 			struct lsfs_desc d;
 			lsfs_desc_decode(hdr, i, &d);
 			if (!d.stored_len)
 				continue;
-			uint64_t pba = base + off / LSFS_BLK + 1 + pay++;
+			uint32_t pos = off + LSFS_BLK + sec * LSFS_SECTOR;
+			sec += lsfs_len_sectors(d.stored_len);
 			if ((d.flags & LSFS_DESC_KIND_MASK) != LSFS_DESC_DATA)
 				continue;
+			uint64_t loc = (base + pos / LSFS_BLK) << 3 | (pos % LSFS_BLK) / LSFS_SECTOR;
 			const struct lsfs_ment *m = lsfs_map_get(&ls->map, d.lba);
-			if (m && lsfs_ment_pba(m) == pba) {
+			if (m && lsfs_ment_loc(m) == loc) {
 				ls->gc_lbas[n] = d.lba;
-				ls->gc_moves[n] = pba;
+				ls->gc_locs[n] = loc;
 				n++;
 			}
 		}
@@ -1610,6 +1807,16 @@ void tnd_lsfs_get_stats(struct tnd_volume *vol, struct tnd_lsfs_stats *out)
 	out->segments = ls->sb.seg_count;
 	out->free_segments = ls->nfree;
 	out->segment_size = ls->sb.seg_size;
+	uint64_t sec = 0;
+	for (uint32_t i = 0; i < ls->sb.seg_count; i++)
+		sec += ls->segs[i].live_sec;
+	out->physical_bytes = sec * LSFS_SECTOR;
+	out->map_capacity = ls->map_cap;
+}
+
+static const char *ls_compress_name(struct tnd_volume *vol)
+{
+	return to_lsfs(vol)->cctx ? "lz4" : "none";
 }
 
 static void lsfs_stats_json(struct tnd_volume *vol, json_t *out)
@@ -1623,8 +1830,15 @@ static void lsfs_stats_json(struct tnd_volume *vol, json_t *out)
 	NUM(reads); NUM(writes); NUM(flushes); NUM(unmaps); NUM(crc_errors); NUM(batches);
 	NUM(backing_flushes); NUM(records); NUM(rmw); NUM(gc_passes); NUM(gc_moved_blocks);
 	NUM(gc_freed_segments); NUM(checkpoints); NUM(mapped_blocks); NUM(map_bytes);
-	NUM(segments); NUM(free_segments); NUM(segment_size);
+	NUM(segments); NUM(free_segments); NUM(segment_size); NUM(logical_bytes_written);
+	NUM(physical_bytes); NUM(zero_blocks); NUM(compressed_blocks); NUM(raw_blocks);
+	NUM(map_capacity);
 #undef NUM
+	json_object_set_new(o, "compress", json_string(ls_compress_name(vol)));
+	/* Mapped data over the space its payloads take: what compression saves. */
+	json_object_set_new(o, "compression_ratio",
+			    json_real(st.physical_bytes ? (double)st.mapped_blocks * LSFS_BLK /
+							  (double)st.physical_bytes : 1.0));
 	json_object_set_new(out, "lsfs", o);
 }
 
@@ -1643,7 +1857,7 @@ static int lsfs_resize(struct tnd_volume *vol, uint64_t num_blocks)
 	/* The new size is a record: replay sees it before any write past the
 	 * old end, since those come later in the log. */
 	home_enter(ls);
-	ret = make_room(ls, false);
+	ret = make_room(ls, 0);
 	if (ret < 0)
 		return ret == -EAGAIN ? -EBUSY : ret;
 	add_desc(ls, 0, 0, LSFS_DESC_SIZE, 0, num_blocks);
@@ -1667,7 +1881,11 @@ static void lsfs_free(struct lsfs *ls)
 	free(ls->ckpt_frees);
 	free(ls->ckpt_buf);
 	free(ls->gc_buf);
-	free(ls->gc_moves);
+	free(ls->gc_locs);
+	free(ls->zbuf);
+	free(ls->cbuf);
+	free(ls->dbuf);
+	tnd_compress_ctx_destroy(ls->cctx);
 	free(ls->gc_lbas);
 	free(ls->gc_skip);
 	free(ls);
@@ -1838,11 +2056,41 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	ls->readers = calloc(sb->seg_count, sizeof(*ls->readers));
 	ls->ckpt_frees = calloc(sb->seg_count, sizeof(*ls->ckpt_frees));
 	ls->gc_skip = calloc(sb->seg_count, sizeof(*ls->gc_skip));
-	ls->gc_moves = calloc(ls->seg_blocks, sizeof(*ls->gc_moves));
-	ls->gc_lbas = calloc(ls->seg_blocks, sizeof(*ls->gc_lbas));
-	if (!ls->readers || !ls->ckpt_frees || !ls->gc_skip || !ls->gc_moves || !ls->gc_lbas) {
+	/* A packed segment holds up to eight payloads per block. */
+	size_t max_pay = (size_t)ls->seg_blocks * (LSFS_BLK / LSFS_SECTOR);
+	ls->gc_locs = calloc(max_pay, sizeof(*ls->gc_locs));
+	ls->gc_lbas = calloc(max_pay, sizeof(*ls->gc_lbas));
+	ls->zbuf = lsfs_alloc_blocks(LSFS_BLK);
+	ls->cbuf = lsfs_alloc_blocks(LSFS_BLK);
+	ls->dbuf = lsfs_alloc_blocks(LSFS_BLK);
+	if (!ls->readers || !ls->ckpt_frees || !ls->gc_skip || !ls->gc_locs || !ls->gc_lbas ||
+	    !ls->zbuf || !ls->cbuf || !ls->dbuf) {
 		lsfs_free(ls);
 		return -ENOMEM;
+	}
+	ls->map_cap = lsfs_ckpt_capacity(sb);
+	if (opts->compress) {
+		int ret = tnd_compress_ctx_create(NULL, &ls->cctx);
+		if (ret < 0) {
+			lsfs_free(ls);
+			return ret;
+		}
+		/* Older builds must refuse the store before it holds the
+		 * first packed record. */
+		if (!(ls->sb.incompat & LSFS_INCOMPAT_PACKED)) {
+			ls->sb.incompat |= LSFS_INCOMPAT_PACKED;
+			rec->sb_differ = false;
+			rec->sb_valid[0] = rec->sb_valid[1] = 0;
+			ret = lsfs_sb_write(backing, r, &ls->sb);
+			if (ret < 0) {
+				tnd_err(LSFS_TAG, "marking the store for compression failed (%s)",
+					strerror(-ret));
+				lsfs_free(ls);
+				return ret;
+			}
+			tnd_info(LSFS_TAG, "store marked as holding compressed records "
+				 "(older builds will refuse it)");
+		}
 	}
 	/* Take the recovered map and segment table. */
 	ls->map = rec->map;
@@ -1876,6 +2124,14 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	ls->ckpt_seq = rec->ck.ckpt_seq;
 	ls->tick.fn = tick_fn;
 
+	/* An interrupted superblock update left one copy torn or older. */
+	if (rec->sb_valid[0] || rec->sb_valid[1] || rec->sb_differ) {
+		int ret = lsfs_sb_write(backing, r, &ls->sb);
+		if (ret < 0) {
+			lsfs_free(ls);
+			return ret;
+		}
+	}
 	/* A fresh checkpoint pins the recovered state and frees dead segments. */
 	int ret = ckpt_sync(ls, r);
 	if (ret < 0) {

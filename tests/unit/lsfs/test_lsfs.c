@@ -753,11 +753,11 @@ static void map_against_shadow(void **state)
 		if (set) {
 			uint64_t pba = 100 + test_rand(&rng) % 1000000;
 			assert_int_equal(lsfs_map_reserve(&m, c, 1), 0);
-			assert_int_equal(lsfs_map_set(&m, c, pba, (uint32_t)pba * 7), shadow[c]);
+			assert_int_equal(lsfs_map_set(&m, c, pba, (uint32_t)pba * 7, 0, NULL), shadow[c]);
 			mapped += !shadow[c];
 			shadow[c] = pba;
 		} else {
-			assert_int_equal(lsfs_map_clear(&m, c), shadow[c]);
+			assert_int_equal(lsfs_map_clear(&m, c, NULL), shadow[c]);
 			mapped -= !!shadow[c];
 			shadow[c] = 0;
 		}
@@ -792,7 +792,7 @@ static void sparse_map_cost(void **state)
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t c = test_rand(&rng) % chunks;
 		assert_int_equal(lsfs_map_reserve(&m, c, 1), 0);
-		lsfs_map_set(&m, c, 100 + i, 1);
+		lsfs_map_set(&m, c, 100 + i, 1, 0, NULL);
 	}
 	double per = (double)(lsfs_map_bytes(&m) - top) / (double)m.mapped;
 	printf("lsfs map, 4 GiB of random 4 KiB blocks over a 1 TiB LUN (0.4%% full): %.2f bytes/block "
@@ -807,7 +807,7 @@ static void sparse_map_cost(void **state)
 	for (uint64_t i = 0; i < chunks / 4; i++) {
 		uint64_t c = test_rand(&rng) % chunks;
 		assert_int_equal(lsfs_map_reserve(&m, c, 1), 0);
-		lsfs_map_set(&m, c, 100 + i, 1);
+		lsfs_map_set(&m, c, 100 + i, 1, 0, NULL);
 	}
 	per = (double)(lsfs_map_bytes(&m) - top) / (double)m.mapped;
 	printf("lsfs map, random 4 KiB blocks over a 16 GiB LUN (%.0f%% full): %.2f bytes/block\n",
