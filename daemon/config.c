@@ -145,7 +145,7 @@ static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char
 			size_t errlen)
 {
 	static const char *const keys[] = { "name", "type", "path", "size", "block_size",
-					    "read_only", "capacity", "write_cache", NULL };
+					    "read_only", "capacity", "write_cache", "compress", NULL };
 	char where[48];
 	snprintf(where, sizeof(where), "devices[%zu]", i);
 	if (!json_is_object(d))
@@ -188,8 +188,16 @@ static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char
 		return ret;
 	dev->write_cache = true;
 	if (dev->type != TND_DEV_LSFS &&
-	    (json_object_get(d, "capacity") || json_object_get(d, "write_cache")))
-		return ERR("%s: capacity and write_cache apply to lsfs devices only", where);
+	    (json_object_get(d, "capacity") || json_object_get(d, "write_cache") ||
+	     json_object_get(d, "compress")))
+		return ERR("%s: capacity, write_cache and compress apply to lsfs devices only", where);
+	json_t *cz = json_object_get(d, "compress");
+	if (cz) {
+		const char *cs = json_string_value(cz);
+		if (!cs || (strcmp(cs, "lz4") != 0 && strcmp(cs, "none") != 0))
+			return ERR("%s.compress: must be \"lz4\" or \"none\"", where);
+		dev->compress = strcmp(cs, "lz4") == 0;
+	}
 	if ((ret = get_size(d, "capacity", &dev->capacity, where, err, errlen)))
 		return ret;
 	if ((ret = get_bool(d, "write_cache", &dev->write_cache, where, err, errlen)))

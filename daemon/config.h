@@ -38,6 +38,7 @@ struct tnd_config_device {
 	/* lsfs only */
 	uint64_t capacity;      /* backing bytes; 0 = size + 1/8 + 64 MiB */
 	bool write_cache;       /* WCE=1: acked writes stable after FLUSH/FUA */
+	bool compress;          /* lsfs: LZ4 for new writes ("compress": "lz4") */
 };
 
 struct tnd_config_lun {

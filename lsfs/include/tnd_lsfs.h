@@ -147,7 +147,7 @@ struct tnd_lsfs_stats {
 	uint64_t mapped_blocks;       /* 4 KiB chunks with data */
 	uint64_t map_bytes;           /* RAM used by the block map */
 	uint64_t logical_bytes_written;  /* bytes of WRITE commands accepted */
-	uint64_t physical_bytes;      /* 512 B sectors the mapped payloads occupy, in bytes */
+	uint64_t stored_bytes;        /* bytes the mapped payloads occupy (whole 512 B sectors) */
 	uint64_t zero_blocks;         /* 4 KiB chunks written as all zero: unmapped, not stored */
 	uint64_t compressed_blocks;   /* chunks written LZ4-compressed */
 	uint64_t raw_blocks;          /* chunks written as they are */

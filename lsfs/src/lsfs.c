@@ -1810,7 +1810,7 @@ void tnd_lsfs_get_stats(struct tnd_volume *vol, struct tnd_lsfs_stats *out)
 	uint64_t sec = 0;
 	for (uint32_t i = 0; i < ls->sb.seg_count; i++)
 		sec += ls->segs[i].live_sec;
-	out->physical_bytes = sec * LSFS_SECTOR;
+	out->stored_bytes = sec * LSFS_SECTOR;
 	out->map_capacity = ls->map_cap;
 }
 
@@ -1831,14 +1831,14 @@ static void lsfs_stats_json(struct tnd_volume *vol, json_t *out)
 	NUM(backing_flushes); NUM(records); NUM(rmw); NUM(gc_passes); NUM(gc_moved_blocks);
 	NUM(gc_freed_segments); NUM(checkpoints); NUM(mapped_blocks); NUM(map_bytes);
 	NUM(segments); NUM(free_segments); NUM(segment_size); NUM(logical_bytes_written);
-	NUM(physical_bytes); NUM(zero_blocks); NUM(compressed_blocks); NUM(raw_blocks);
+	NUM(stored_bytes); NUM(zero_blocks); NUM(compressed_blocks); NUM(raw_blocks);
 	NUM(map_capacity);
 #undef NUM
 	json_object_set_new(o, "compress", json_string(ls_compress_name(vol)));
 	/* Mapped data over the space its payloads take: what compression saves. */
 	json_object_set_new(o, "compression_ratio",
-			    json_real(st.physical_bytes ? (double)st.mapped_blocks * LSFS_BLK /
-							  (double)st.physical_bytes : 1.0));
+			    json_real(st.stored_bytes ? (double)st.mapped_blocks * LSFS_BLK /
+							  (double)st.stored_bytes : 1.0));
 	json_object_set_new(out, "lsfs", o);
 }
 
@@ -1991,6 +1991,15 @@ static void lsfs_destroy(struct tnd_volume *vol)
 			;
 		sem_destroy(&cr.done);
 	}
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(vol, &st);
+	tnd_info(LSFS_TAG, "closing: %llu bytes written, %llu mapped stored in %llu (compression "
+		 "%.2fx, %s), %llu all-zero blocks not stored, %llu CRC errors",
+		 (unsigned long long)st.logical_bytes_written,
+		 (unsigned long long)st.mapped_blocks * LSFS_BLK, (unsigned long long)st.stored_bytes,
+		 st.stored_bytes ? (double)st.mapped_blocks * LSFS_BLK / (double)st.stored_bytes : 1.0,
+		 ls->cctx ? "lz4" : "off", (unsigned long long)st.zero_blocks,
+		 (unsigned long long)st.crc_errors);
 	struct tnd_reactor *r;
 	if (!ls->failed && tnd_reactor_create(0, 64, &r) == 0) {
 		int ret = ckpt_sync(ls, r);

@@ -964,7 +964,7 @@ static void compress_roundtrip(uint32_t lbs)
 	assert_int_equal(st.zero_blocks, zeros);
 	assert_int_equal(st.mapped_blocks, nchunks - zeros);
 	assert_true(st.compressed_blocks > 0);
-	assert_true(st.physical_bytes < st.mapped_blocks * 4096 * 3 / 4);
+	assert_true(st.stored_bytes < st.mapped_blocks * 4096 * 3 / 4);
 	assert_int_equal(st.logical_bytes_written, (uint64_t)nchunks * 4096);
 	/* Overwrites: whole chunks of other kinds, and unaligned pieces. */
 	for (int i = 0; i < 400; i++) {
@@ -1046,7 +1046,7 @@ static void plain_store_is_written_as_before(void **state)
 	tnd_lsfs_get_stats(e.vol, &st);
 	assert_int_equal(st.mapped_blocks, 2);
 	assert_int_equal(st.zero_blocks, 1);
-	assert_int_equal(st.physical_bytes, 2 * 4096);
+	assert_int_equal(st.stored_bytes, 2 * 4096);
 	env_close(&e);
 	for (int i = 0; i < 2; i++)
 		assert_int_equal(tnd_get_be64(e.img + i * 4096 + 16), 0);
