@@ -14,6 +14,14 @@
  * dead segments so the segments can be reused. The exact on-disk format is
  * in docs/on-disk-format.md.
  *
+ * Write stages. A chunk whose new content is all zero is not stored (it
+ * is unmapped and reads back as zeros). With opts.compress, every other
+ * chunk is LZ4-compressed (compress/) when that saves at least one 512 B
+ * sector, and payloads are packed at sector granularity, so the map
+ * entry also says where in its block a payload starts, how long it is
+ * and whether it is LZ4. Reads check the CRC32C of the stored bytes, then
+ * decompress. Dedup is not integrated yet.
+ *
  * Units. The map works in 4 KiB chunks. A volume formatted with 512 B
  * logical blocks maps 8 of them per chunk and turns a write that covers
  * part of a chunk into read-modify-write of that chunk. Every payload read
