@@ -117,6 +117,20 @@ struct tnd_lsfs_opts {
 	 * Turning it off later affects new writes only.
 	 */
 	bool compress;
+	/*
+	 * Inline dedup of 4 KiB blocks (default false): a block whose XXH3-128
+	 * fingerprint the index knows is compared byte for byte with the
+	 * stored one and, when equal, shared instead of stored again. Like
+	 * compress it marks the store (its own feature bit) on first open
+	 * with it, and a store formatted with it gets the larger checkpoint
+	 * area (up to 8 mapped blocks per 4 KiB slot, for dedup and
+	 * compression together). dedup_index_bytes is the fingerprint index's
+	 * RAM budget (24 bytes per indexed block; 0: 24 per data slot of the
+	 * store, at most 64 MiB); when it is full the index evicts cold
+	 * entries, dedup finds less, memory stays put.
+	 */
+	bool dedup;
+	uint64_t dedup_index_bytes;
 };
 
 /* Fill @o with the defaults above (size 0: must be set to format). */
@@ -160,6 +174,14 @@ struct tnd_lsfs_stats {
 	uint64_t compressed_blocks;   /* chunks written LZ4-compressed */
 	uint64_t raw_blocks;          /* chunks written as they are */
 	uint64_t map_capacity;        /* most chunks a checkpoint can map */
+	uint64_t dedup_hits;          /* chunks written as a share of a stored payload */
+	uint64_t dedup_saturated;     /* shares refused at the reference count limit */
+	uint64_t verify_mismatches;   /* index candidates whose bytes differed */
+	uint64_t shared_payloads;     /* payloads mapped by more than one chunk */
+	uint64_t unique_blocks;       /* payloads mapped (mapped_blocks less the extra shares) */
+	uint64_t index_entries;       /* blocks in the fingerprint index */
+	uint64_t index_bytes;         /* RAM of the index (its whole budget) */
+	uint64_t refs_bytes;          /* RAM of the reference-count table */
 	uint32_t segments, free_segments;
 	uint32_t segment_size;
 };
@@ -184,6 +206,7 @@ struct tnd_lsfs_check_result {
 	uint64_t records;             /* records parsed in live segments */
 	uint64_t mapped_blocks;
 	uint64_t replayed_records;
+	uint64_t shared_blocks;       /* payloads mapped by more than one block (dedup) */
 };
 
 /*

@@ -10,8 +10,12 @@
  *   log           every record in every used segment parses; every payload
  *                 that a map entry points at has the CRC the map says, and
  *                 its record names that block
- *   map           no two blocks share a payload, none points into a free
- *                 segment; every LZ4 payload decompresses to one block
+ *   map           no two blocks share a payload (unless the store has the
+ *                 DEDUP feature; then all sharers agree on its CRC and
+ *                 layout, and no payload has more than LSFS_REF_MAX of
+ *                 them: the reference counts are the map's), none points
+ *                 into a free segment; every LZ4 payload decompresses to
+ *                 one block
  *
  * A torn record at the end of the log, or an older checkpoint area that is
  * torn, is what a crash leaves and only a warning.
@@ -24,14 +28,43 @@
 #include "lsfs_int.h"
 #include "tnd_compress.h"
 
+/* One map entry by payload address: the map sorted by where it points. */
+struct ck_ref {
+	uint64_t loc;                  /* lsfs_ment_loc */
+	uint64_t chunk;
+};
+
 struct ck_state {
 	struct lsfs_recovery *rec;
 	struct tnd_lsfs_check_result *res;
 	FILE *out;
-	uint8_t *verified;             /* per data sector: the map entry was confirmed */
+	struct ck_ref *refs;           /* every mapped chunk, sorted by (loc, chunk) */
+	uint64_t nrefs;
+	uint8_t *verified;             /* per refs[]: an intact record holds its payload */
 	uint8_t *scratch;              /* 4 KiB: decompression target */
-	uint64_t first_pba;
 };
+
+static int ref_cmp(const void *a, const void *b)
+{
+	const struct ck_ref *x = a, *y = b;
+	if (x->loc != y->loc)
+		return x->loc < y->loc ? -1 : 1;
+	return x->chunk < y->chunk ? -1 : x->chunk > y->chunk;
+}
+
+/* Index of the first reference to @loc, or nrefs. */
+static uint64_t ref_find(const struct ck_state *s, uint64_t loc)
+{
+	uint64_t lo = 0, hi = s->nrefs;
+	while (lo < hi) {
+		uint64_t mid = lo + (hi - lo) / 2;
+		if (s->refs[mid].loc < loc)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < s->nrefs && s->refs[lo].loc == loc ? lo : s->nrefs;
+}
 
 static void problem(struct ck_state *s, bool error, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -72,7 +105,7 @@ static void check_segment(struct ck_state *s, uint32_t seg, uint8_t *buf)
 		for (uint32_t i = 0; i < rh.ndesc; i++) {
 			struct lsfs_desc d;
 			lsfs_desc_decode(hdr, i, &d);
-			if (!d.stored_len)
+			if (!lsfs_desc_payload(&d))
 				continue;
 			uint32_t pos = off + LSFS_BLK + sec * LSFS_SECTOR;
 			sec += lsfs_len_sectors(d.stored_len);
@@ -80,10 +113,13 @@ static void check_segment(struct ck_state *s, uint32_t seg, uint8_t *buf)
 			uint64_t loc = pba << 3 | (pos % LSFS_BLK) / LSFS_SECTOR;
 			const uint8_t *p = buf + pos;
 			bool crc_ok = tnd_crc32c(0, p, d.stored_len) == d.crc;
-			const struct lsfs_ment *m = (d.flags & LSFS_DESC_KIND_MASK) == LSFS_DESC_DATA
-				? lsfs_map_get(&rec->map, d.lba) : NULL;
-			bool live = m && lsfs_ment_loc(m) == loc;
-			if (!live) {
+			/* Live when some chunk maps this payload: the one the
+			 * record names, or (dedup) any other. */
+			uint64_t ri = (d.flags & LSFS_DESC_KIND_MASK) == LSFS_DESC_DATA
+				? ref_find(s, loc) : s->nrefs;
+			const struct lsfs_ment *m = ri < s->nrefs
+				? lsfs_map_get(&rec->map, s->refs[ri].chunk) : NULL;
+			if (!m) {
 				if (!crc_ok)
 					problem(s, false, "segment %u record %llu: dead block %llu fails its CRC",
 						seg, (unsigned long long)rh.rec_seq, (unsigned long long)d.lba);
@@ -108,7 +144,7 @@ static void check_segment(struct ck_state *s, uint32_t seg, uint8_t *buf)
 					(unsigned long long)pba);
 				continue;
 			}
-			s->verified[(loc - (s->first_pba << 3))] = 1;
+			s->verified[ri] = 1;
 		}
 		expect = rh.rec_seq + 1;
 		off += (1 + rh.npayload) * LSFS_BLK;
@@ -163,30 +199,53 @@ static int check_on(struct tnd_volume *backing, struct tnd_reactor *r, FILE *rep
 			problem(&s, true, "checkpoint: segment %u usage %u, its map says %u",
 				i, rec.ck_live[i], rec.ck_map_live[i]);
 
-	/* Payloads start on 512 B sectors: track them per sector. */
-	uint64_t nsec = (uint64_t)sb->seg_count * (sb->seg_size / LSFS_SECTOR);
-	s.first_pba = lsfs_seg_base_pba(sb, 0);
-	s.verified = calloc(nsec, 1);
+	/* The map by payload address: shares show up as neighbours. */
+	s.nrefs = rec.map.mapped;
+	s.refs = malloc((s.nrefs ? s.nrefs : 1) * sizeof(*s.refs));
+	s.verified = calloc(s.nrefs ? s.nrefs : 1, 1);
 	s.scratch = lsfs_alloc_blocks(LSFS_BLK);
-	uint8_t *seen = calloc(nsec, 1);
 	uint8_t *buf = lsfs_alloc_blocks(sb->seg_size);
-	if (!s.verified || !seen || !buf || !s.scratch) {
+	if (!s.refs || !s.verified || !buf || !s.scratch) {
 		ret = -ENOMEM;
 		goto out_free_bufs;
 	}
-	uint64_t phys_sec = 0;
-	for (uint64_t c = 0; lsfs_map_next(&rec.map, &c); c++) {
-		const struct lsfs_ment *e = lsfs_map_get(&rec.map, c);
+	uint64_t n = 0;
+	for (uint64_t c = 0; lsfs_map_next(&rec.map, &c) && n < s.nrefs; c++)
+		s.refs[n++] = (struct ck_ref){ .loc = lsfs_ment_loc(lsfs_map_get(&rec.map, c)), .chunk = c };
+	qsort(s.refs, n, sizeof(*s.refs), ref_cmp);
+	uint64_t phys_sec = 0, shared = 0, extra = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		const struct lsfs_ment *e = lsfs_map_get(&rec.map, s.refs[i].chunk);
 		uint64_t pba = lsfs_ment_pba(e);
-		uint64_t slot = lsfs_ment_loc(e) - (s.first_pba << 3);
-		uint32_t seg = (uint32_t)((pba - s.first_pba) / (sb->seg_size / LSFS_BLK));
-		phys_sec += lsfs_len_sectors(lsfs_aux_len(e->aux));
-		if (seen[slot]++)
-			problem(&s, true, "pba %llu is mapped by more than one block (again by %llu)",
-				(unsigned long long)pba, (unsigned long long)c);
+		uint32_t seg = (uint32_t)((pba - lsfs_seg_base_pba(sb, 0)) / (sb->seg_size / LSFS_BLK));
 		if (rec.segs[seg].state != LSFS_SEG_USED && !rec.segs[seg].in_chain)
-			problem(&s, true, "block %llu maps into free segment %u", (unsigned long long)c, seg);
+			problem(&s, true, "block %llu maps into free segment %u",
+				(unsigned long long)s.refs[i].chunk, seg);
+		if (i == 0 || s.refs[i - 1].loc != s.refs[i].loc) {
+			phys_sec += lsfs_len_sectors(lsfs_aux_len(e->aux));
+			uint64_t k = i + 1;
+			while (k < n && s.refs[k].loc == s.refs[i].loc)
+				k++;
+			if (k - i > 1) {
+				shared++;
+				extra += k - i - 1;
+			}
+			if (k - i > 1 && !(sb->incompat & LSFS_INCOMPAT_DEDUP))
+				problem(&s, true, "pba %llu is mapped by more than one block (again by %llu)",
+					(unsigned long long)pba, (unsigned long long)s.refs[i + 1].chunk);
+			if (k - i > LSFS_REF_MAX)
+				problem(&s, true, "pba %llu is shared by %llu blocks, more than %u",
+					(unsigned long long)pba, (unsigned long long)(k - i), LSFS_REF_MAX);
+			continue;
+		}
+		/* Every sharer must agree with the first on what is stored. */
+		const struct lsfs_ment *f = lsfs_map_get(&rec.map, s.refs[i - 1].chunk);
+		if (f->crc != e->crc || f->aux != e->aux)
+			problem(&s, true, "blocks %llu and %llu share pba %llu but disagree on its "
+				"CRC or layout", (unsigned long long)s.refs[i - 1].chunk,
+				(unsigned long long)s.refs[i].chunk, (unsigned long long)pba);
 	}
+	res->shared_blocks = shared;
 	for (uint32_t i = 0; i < sb->seg_count; i++) {
 		if (rec.segs[i].state != LSFS_SEG_USED && !rec.segs[i].in_chain)
 			continue;
@@ -196,13 +255,17 @@ static int check_on(struct tnd_volume *backing, struct tnd_reactor *r, FILE *rep
 			goto out_free_bufs;
 		check_segment(&s, i, buf);
 	}
-	for (uint64_t c = 0; lsfs_map_next(&rec.map, &c); c++) {
-		const struct lsfs_ment *e = lsfs_map_get(&rec.map, c);
-		uint64_t pba = lsfs_ment_pba(e);
-		if (!s.verified[lsfs_ment_loc(e) - (s.first_pba << 3)])
+	for (uint64_t i = 0; i < n; i++) {
+		if (i > 0 && s.refs[i - 1].loc == s.refs[i].loc)
+			continue;
+		if (!s.verified[i])
 			problem(&s, true, "block %llu -> pba %llu: no intact record holds it",
-				(unsigned long long)c, (unsigned long long)pba);
+				(unsigned long long)s.refs[i].chunk,
+				(unsigned long long)(s.refs[i].loc >> 3));
 	}
+	if (report && shared)
+		fprintf(report, "dedup: %llu payloads shared by %llu more blocks\n",
+			(unsigned long long)shared, (unsigned long long)extra);
 	if (report) {
 		uint32_t used = 0;
 		for (uint32_t i = 0; i < sb->seg_count; i++)
@@ -223,7 +286,7 @@ static int check_on(struct tnd_volume *backing, struct tnd_reactor *r, FILE *rep
 	ret = 0;
 out_free_bufs:
 	free(buf);
-	free(seen);
+	free(s.refs);
 	free(s.verified);
 	free(s.scratch);
 out_free_rec:

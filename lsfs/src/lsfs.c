@@ -42,6 +42,7 @@
 
 #include "lsfs_int.h"
 #include "tnd_compress.h"
+#include "tnd_dedup.h"
 
 #define LSFS_NBUF 3
 #define LSFS_GC_RESERVE 2u            /* segments only GC may take */
@@ -102,6 +103,16 @@ struct rd_slot {
 	uint32_t boff;                 /* first bounce block */
 };
 
+/* Dedup state of one full chunk of a write, from dd_prep() to the append. */
+struct dd_chunk {
+	struct tnd_dedup_fp fp;
+	uint64_t val;                  /* the index's candidate: dd_val(loc, aux) */
+	uint64_t seg_seq;              /* the candidate segment's life when looked up */
+	uint8_t *raw;                  /* its stored bytes as read (from its block), or NULL */
+	bool have_fp;
+	bool cand;
+};
+
 struct lsfs_ioctx {
 	struct tnd_msg msg;
 	struct lsfs_waiter w;
@@ -124,6 +135,8 @@ struct lsfs_ioctx {
 	struct rd_slot *slots;
 	uint8_t *bounce;
 	uint32_t nslots;
+	struct dd_chunk *dd;           /* per chunk of a write with dedup on, or NULL */
+	uint8_t *ddbuf;                /* 8 KiB per candidate read from disk */
 };
 
 struct lsfs {
@@ -189,7 +202,11 @@ struct lsfs {
 	uint32_t gc_victim;
 	uint8_t *gc_buf;
 	uint64_t *gc_locs;             /* lsfs_ment_loc of live payloads found in the victim */
-	uint64_t *gc_lbas;
+	uint64_t *gc_lbas;             /* the chunk mapping each */
+	uint32_t gc_cap;               /* room in gc_locs/gc_lbas */
+	uint64_t gc_grp_old;           /* dedup: the shared payload being moved ... */
+	uint64_t gc_grp_new;           /* ... its new address (0: not moved yet) */
+	uint64_t gc_grp_lba;           /* ... and the chunk that got the copy */
 	uint32_t gc_nmoves, gc_next;
 	bool *gc_skip;
 	tnd_done_cb gc_cb;
@@ -206,6 +223,9 @@ struct lsfs {
 	uint8_t *cbuf;                 /* 4 KiB: its compressed form */
 	uint8_t *dbuf;                 /* 4 KiB: a decompressed chunk on the read path */
 	uint64_t map_cap;              /* most chunks a checkpoint can map */
+	struct tnd_dedup *ddx;         /* fingerprint index; NULL: dedup off */
+	struct tnd_dedup_refs *refs;   /* shares per payload address (DEDUP stores) */
+	uint64_t shared_extra;         /* map entries beyond the first per payload */
 
 	struct tnd_lsfs_stats st;
 };
@@ -373,9 +393,13 @@ static void complete_io(struct lsfs_ioctx *x, int status)
 	free(x->edge);
 	free(x->slots);
 	free(x->bounce);
+	free(x->dd);
+	free(x->ddbuf);
 	x->edge = NULL;
 	x->slots = NULL;
 	x->bounce = NULL;
+	x->dd = NULL;
+	x->ddbuf = NULL;
 	x->status = status;
 	/* Never call back from inside submit, and always on the submitter. */
 	if (io->reactor != x->ls->home || x->in_submit) {
@@ -437,12 +461,33 @@ static void reserve_next(struct lsfs *ls)
 	ls->next_seg = s;
 }
 
-/* A chunk stopped using the payload @old (a map entry) describes. */
+/* The dedup index's value for a payload: its address and layout. */
+static uint64_t dd_val(uint64_t loc, uint16_t aux)
+{
+	return loc | (uint64_t)aux << 48;
+}
+
+/*
+ * A chunk stopped using the payload @old (a map entry) describes. With
+ * dedup the payload's space is only given up with its last reference.
+ */
 static void seg_lost_block(struct lsfs *ls, const struct lsfs_ment *old)
 {
 	uint32_t s = seg_of(ls, lsfs_ment_pba(old));
 	ls->segs[s].live--;
-	ls->segs[s].live_sec -= lsfs_len_sectors(lsfs_aux_len(old->aux));
+	bool last = true;
+	if (ls->refs) {
+		uint64_t loc = lsfs_ment_loc(old);
+		if (tnd_dedup_ref_get(ls->refs, loc) >= 2) {
+			tnd_dedup_ref_dec(ls->refs, loc);
+			ls->shared_extra--;
+			last = false;
+		} else if (ls->ddx) {
+			tnd_dedup_remove_pba(ls->ddx, dd_val(loc, old->aux));
+		}
+	}
+	if (last)
+		ls->segs[s].live_sec -= lsfs_len_sectors(lsfs_aux_len(old->aux));
 	if (ls->segs[s].live == 0 && ls->segs[s].state == LSFS_SEG_USED) {
 		ls->segs[s].state = LSFS_SEG_DEAD;
 		ls->ndead++;
@@ -626,11 +671,17 @@ static void add_trim(struct lsfs *ls, uint64_t c, uint64_t n)
 	add_desc(ls, c, 0, LSFS_DESC_TRIM, 0, n);
 }
 
-static void map_update(struct lsfs *ls, uint64_t c, uint64_t pba, uint32_t crc, uint16_t aux)
+/* Map chunk @c to a payload: a new one, or (@shared, its reference
+ * already counted) one that other chunks map too. */
+static void map_update(struct lsfs *ls, uint64_t c, uint64_t pba, uint32_t crc, uint16_t aux,
+		       bool shared)
 {
 	struct lsfs_seginfo *si = &ls->segs[seg_of(ls, pba)];
 	si->live++;
-	si->live_sec += lsfs_len_sectors(lsfs_aux_len(aux));
+	if (shared)
+		ls->shared_extra++;
+	else
+		si->live_sec += lsfs_len_sectors(lsfs_aux_len(aux));
 	struct lsfs_ment old;
 	if (lsfs_map_set(&ls->map, c, pba, crc, aux, &old))
 		seg_lost_block(ls, &old);
@@ -685,9 +736,10 @@ static const uint8_t *iov_span(const struct iovec *iov, int cnt, uint64_t off, s
  * The write pipeline's stages for one chunk whose new content is @src
  * (borrowed, 4 KiB): an all-zero chunk becomes a TRIM (unmapped reads as
  * zeros); else it is compressed when that is on and saves a sector; the
- * payload is appended and the map updated. 0 or make_room's -errno.
+ * payload is appended and the map updated; with dedup it is indexed under
+ * @fp (NULL: computed here). 0 or make_room's -errno.
  */
-static int store_chunk(struct lsfs *ls, uint64_t c, const uint8_t *src)
+static int store_chunk(struct lsfs *ls, uint64_t c, const uint8_t *src, const struct tnd_dedup_fp *fp)
 {
 	if (tnd_compress_is_zero(src, LSFS_BLK)) {
 		int ret = make_room(ls, 0);
@@ -719,12 +771,83 @@ static int store_chunk(struct lsfs *ls, uint64_t c, const uint8_t *src)
 	memcpy(slot, pay, len);
 	uint32_t crc = tnd_crc32c(0, slot, len);
 	add_desc(ls, c, crc, (uint16_t)(LSFS_DESC_DATA | (lz4 ? LSFS_DESC_F_LZ4 : 0)), (uint16_t)len, 0);
-	map_update(ls, c, pba, crc, lsfs_aux_make(lz4, sector, len));
+	uint16_t aux = lsfs_aux_make(lz4, sector, len);
+	map_update(ls, c, pba, crc, aux, false);
 	if (lz4)
 		ls->st.compressed_blocks++;
 	else
 		ls->st.raw_blocks++;
+	if (ls->ddx) {
+		struct tnd_dedup_fp f;
+		if (!fp) {
+			tnd_dedup_fingerprint(src, LSFS_BLK, &f);
+			fp = &f;
+		}
+		tnd_dedup_insert(ls->ddx, fp, dd_val(pba << 3 | sector, aux));
+	}
 	return 0;
+}
+
+/*
+ * Dedup: share the payload the index suggests for the chunk @src, if it
+ * is still what was looked up (the index still names it, its segment is
+ * in the same life) and holds exactly these bytes. 1: shared; 0: store
+ * the chunk (no candidate, a mismatch, a saturated count); or make_room's
+ * -errno. The candidate's bytes come from RAM, or from the read dd_prep()
+ * made; a candidate that shows up only now (written since, typically by
+ * this very write) is used only while it is in RAM.
+ */
+static int try_share(struct lsfs *ls, uint64_t c, const uint8_t *src, struct dd_chunk *dd)
+{
+	if (!dd->have_fp)
+		return 0;
+	uint64_t v;
+	if (tnd_dedup_lookup(ls->ddx, &dd->fp, &v) < 0)
+		return 0;
+	uint64_t loc = v & ((UINT64_C(1) << 48) - 1);
+	uint16_t aux = (uint16_t)(v >> 48);
+	uint64_t pba = loc >> 3;
+	uint32_t seg = seg_of(ls, pba);
+	const struct lsfs_seginfo *si = &ls->segs[seg];
+	if ((si->state != LSFS_SEG_USED && si->state != LSFS_SEG_OPEN) ||
+	    (ls->gc_busy && seg == ls->gc_victim))
+		return 0;
+	const uint8_t *p = ram_block(ls, pba);
+	if (p)
+		p += (loc & 7) * LSFS_SECTOR;
+	else if (dd->cand && dd->val == v && dd->raw && dd->seg_seq == si->seq)
+		p = dd->raw + (loc & 7) * LSFS_SECTOR;
+	else
+		return 0;
+	uint32_t len = lsfs_aux_len(aux);
+	const uint8_t *data = p;
+	if (lsfs_aux_lz4(aux)) {
+		if (tnd_decompress(p, len, ls->dbuf, LSFS_BLK) < 0)
+			data = NULL;
+		else
+			data = ls->dbuf;
+	}
+	if (!data || memcmp(data, src, LSFS_BLK) != 0) {
+		/* The fingerprint matched, the bytes did not. */
+		tnd_dedup_reject(ls->ddx, &dd->fp, v);
+		return 0;
+	}
+	uint32_t crc = tnd_crc32c(0, p, len);
+	int ret = make_room(ls, 0);
+	if (ret < 0)
+		return ret;
+	if (tnd_dedup_ref_inc(ls->refs, loc) < 0) {
+		/* Saturated (or no memory for the count): a new copy, which
+		 * the index then names instead. */
+		ls->st.dedup_saturated++;
+		return 0;
+	}
+	add_desc(ls, c, crc, (uint16_t)(LSFS_DESC_DATA | LSFS_DESC_F_DEDUP |
+					(lsfs_aux_lz4(aux) ? LSFS_DESC_F_LZ4 : 0)), (uint16_t)len, loc);
+	map_update(ls, c, pba, crc, aux, true);
+	tnd_dedup_confirm(ls->ddx, &dd->fp, v);
+	ls->st.dedup_hits++;
+	return 1;
 }
 
 static void schedule_kick(struct lsfs *ls);
@@ -791,7 +914,18 @@ static int append_io(struct lsfs *ls, struct lsfs_ioctx *x)
 				memset(chunk + (s - cs), 0, e - s);
 			src = chunk;
 		}
-		int ret = store_chunk(ls, c, src);
+		struct dd_chunk *dd = full && x->dd ? &x->dd[c - x->c0] : NULL;
+		if (dd) {
+			int r = try_share(ls, c, src, dd);
+			if (r < 0)
+				return r;
+			if (r == 1) {
+				x->cursor++;
+				x->last_rec = ls->rec_seq;
+				continue;
+			}
+		}
+		int ret = store_chunk(ls, c, src, dd && dd->have_fp ? &dd->fp : NULL);
 		if (ret < 0)
 			return ret;
 		if (!full)
@@ -1025,6 +1159,106 @@ static void prep_io(struct lsfs *ls, struct lsfs_ioctx *x)
 		enqueue(ls, x);
 }
 
+static void dd_continue(struct lsfs *ls, struct lsfs_ioctx *x)
+{
+	if (x->b0 % LSFS_BLK || x->b1 % LSFS_BLK)
+		prep_io(ls, x);
+	else
+		enqueue(ls, x);
+}
+
+static void dd_read_done(struct lsfs_child *c, int status)
+{
+	struct lsfs *ls = c->ls;
+	struct lsfs_ioctx *x = c->arg;
+	struct dd_chunk *dd = &x->dd[c->u64];
+	ls->readers[seg_of(ls, (dd->val & ((UINT64_C(1) << 48) - 1)) >> 3)]--;
+	if (status < 0)
+		dd->raw = NULL;   /* no share; the write itself goes on */
+	if (--x->pending)
+		return;
+	dd_continue(ls, x);
+}
+
+/*
+ * Dedup's stage before the append queue: fingerprint every full chunk of
+ * a write, look it up, and read the candidates that are only on disk, so
+ * that the append can compare bytes without waiting. Nothing here can
+ * fail the write: without memory or a read, the chunks are just stored.
+ */
+static void dd_prep(struct lsfs *ls, struct lsfs_ioctx *x)
+{
+	struct tnd_io *io = x->io;
+	uint64_t n = x->c1 - x->c0;
+	x->dd = calloc(n, sizeof(*x->dd));
+	if (!x->dd) {
+		dd_continue(ls, x);
+		return;
+	}
+	uint32_t ncand = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		struct dd_chunk *dd = &x->dd[i];
+		uint64_t cs = (x->c0 + i) * LSFS_BLK;
+		if (cs < x->b0 || cs + LSFS_BLK > x->b1)
+			continue;
+		const uint8_t *src = iov_span(io->iov, io->iovcnt, cs - x->b0, LSFS_BLK);
+		if (!src) {
+			copy_from_iov(io->iov, io->iovcnt, cs - x->b0, ls->zbuf, LSFS_BLK);
+			src = ls->zbuf;
+		}
+		if (tnd_compress_is_zero(src, LSFS_BLK))
+			continue;
+		tnd_dedup_fingerprint(src, LSFS_BLK, &dd->fp);
+		dd->have_fp = true;
+		uint64_t v;
+		if (tnd_dedup_lookup(ls->ddx, &dd->fp, &v) < 0)
+			continue;
+		uint64_t pba = (v & ((UINT64_C(1) << 48) - 1)) >> 3;
+		const struct lsfs_seginfo *si = &ls->segs[seg_of(ls, pba)];
+		if (si->state != LSFS_SEG_USED && si->state != LSFS_SEG_OPEN)
+			continue;
+		dd->val = v;
+		dd->seg_seq = si->seq;
+		dd->cand = true;
+		ncand++;
+	}
+	/* Each candidate's stored bytes: copied now when they are in RAM
+	 * (the segment buffer may be recycled before the append), else read. */
+	if (ncand) {
+		x->ddbuf = lsfs_alloc_blocks((size_t)ncand * 2 * LSFS_BLK);
+		if (!x->ddbuf)
+			ncand = 0;
+	}
+	x->pending = 1;   /* held while issuing */
+	uint32_t k = 0;
+	for (uint64_t i = 0; i < n && ncand; i++) {
+		struct dd_chunk *dd = &x->dd[i];
+		uint64_t pba = (dd->val & ((UINT64_C(1) << 48) - 1)) >> 3;
+		if (!dd->cand)
+			continue;
+		size_t len = (size_t)lsfs_aux_blocks((uint16_t)(dd->val >> 48)) * LSFS_BLK;
+		dd->raw = x->ddbuf + (size_t)k++ * 2 * LSFS_BLK;
+		const uint8_t *ram = ram_block(ls, pba);
+		if (ram) {
+			memcpy(dd->raw, ram, len);
+			continue;
+		}
+		uint32_t seg = seg_of(ls, pba);
+		x->pending++;
+		ls->readers[seg]++;
+		int ret = child_submit(ls, TND_IO_READ, pba * LSFS_BLK, dd->raw, len,
+				       dd_read_done, x, i);
+		if (ret < 0) {
+			ls->readers[seg]--;
+			x->pending--;
+			dd->raw = NULL;
+		}
+	}
+	if (--x->pending)
+		return;
+	dd_continue(ls, x);
+}
+
 static void start_write(struct lsfs *ls, struct lsfs_ioctx *x)
 {
 	struct tnd_io *io = x->io;
@@ -1062,10 +1296,10 @@ static void start_write(struct lsfs *ls, struct lsfs_ioctx *x)
 		complete_io(x, ret);
 		return;
 	}
-	if (x->b0 % LSFS_BLK || x->b1 % LSFS_BLK)
-		prep_io(ls, x);
+	if (ls->ddx && io->type == TND_IO_WRITE)
+		dd_prep(ls, x);
 	else
-		enqueue(ls, x);
+		dd_continue(ls, x);
 }
 
 /* ---- the log writer: one backing write in flight ---- */
@@ -1563,8 +1797,16 @@ static void gc_continue(struct lsfs *ls)
 			ls->gc_next++;
 			continue;
 		}
+		if (loc != ls->gc_grp_old) {
+			ls->gc_grp_old = loc;
+			ls->gc_grp_new = 0;
+		}
+		/* A shared payload moves once; its other sharers follow it,
+		 * as long as the chunk that got the copy still maps it. */
+		const struct lsfs_ment *g = ls->gc_grp_new ? lsfs_map_get(&ls->map, ls->gc_grp_lba) : NULL;
+		bool follow = g && lsfs_ment_loc(g) == ls->gc_grp_new;
 		uint32_t len = lsfs_aux_len(m->aux);
-		int ret = make_room(ls, len);
+		int ret = make_room(ls, follow ? 0 : len);
 		if (ret == -EAGAIN) {
 			ls->gc_wait_buf = true;
 			schedule_kick(ls);
@@ -1580,13 +1822,44 @@ static void gc_continue(struct lsfs *ls)
 		m = lsfs_map_get(&ls->map, lba);
 		uint32_t crc = m->crc;
 		bool lz4 = lsfs_aux_lz4(m->aux);
+		if (follow && tnd_dedup_ref_inc(ls->refs, ls->gc_grp_new) >= 0) {
+			add_desc(ls, lba, crc, (uint16_t)(LSFS_DESC_DATA | LSFS_DESC_F_DEDUP |
+							(lz4 ? LSFS_DESC_F_LZ4 : 0)),
+				 (uint16_t)len, ls->gc_grp_new);
+			map_update(ls, lba, ls->gc_grp_new >> 3, crc, g->aux, true);
+			ls->gc_next++;
+			ls->st.gc_moved_blocks++;
+			continue;
+		}
+		if (follow) {
+			/* No count to add to: give this sharer its own copy. */
+			ret = make_room(ls, len);
+			if (ret < 0) {
+				ls->gc_stalled = ret != -EAGAIN;
+				ls->gc_wait_buf = ret == -EAGAIN;
+				if (ret == -EAGAIN) {
+					schedule_kick(ls);
+					return;
+				}
+				break;
+			}
+			m = lsfs_map_get(&ls->map, lba);
+		}
+		uint16_t old_aux = m->aux;
 		uint64_t npba;
 		uint32_t nsector;
 		uint8_t *slot = data_slot(ls, len, &npba, &nsector);
 		/* The stored bytes move as they are, compressed or not. */
 		memcpy(slot, ls->gc_buf + ((loc >> 3) - base) * LSFS_BLK + (loc & 7) * LSFS_SECTOR, len);
 		add_desc(ls, lba, crc, (uint16_t)(LSFS_DESC_DATA | (lz4 ? LSFS_DESC_F_LZ4 : 0)), (uint16_t)len, 0);
-		map_update(ls, lba, npba, crc, lsfs_aux_make(lz4, nsector, len));
+		uint16_t naux = lsfs_aux_make(lz4, nsector, len);
+		map_update(ls, lba, npba, crc, naux, false);
+		if (ls->refs) {
+			ls->gc_grp_new = npba << 3 | nsector;
+			ls->gc_grp_lba = lba;
+			if (ls->ddx)
+				tnd_dedup_move_pba(ls->ddx, dd_val(loc, old_aux), dd_val(ls->gc_grp_new, naux));
+		}
 		ls->gc_next++;
 		ls->st.gc_moved_blocks++;
 	}
@@ -1602,6 +1875,64 @@ static void gc_continue(struct lsfs *ls)
 	gc_finish(ls);
 }
 
+/*
+ * With dedup a payload may be mapped by chunks its record does not name,
+ * so the records cannot list the victim's referrers: one pass over the
+ * map collects every chunk that maps into the victim, sorted by payload
+ * address so that the sharers of one payload come together. O(mapped
+ * chunks) per pass (docs/on-disk-format.md: the alternative is a
+ * persistent indirection for shared payloads).
+ */
+struct gc_pair {
+	uint64_t loc, lba;
+};
+
+static int gc_pair_cmp(const void *a, const void *b)
+{
+	const struct gc_pair *x = a, *y = b;
+	if (x->loc != y->loc)
+		return x->loc < y->loc ? -1 : 1;
+	return x->lba < y->lba ? -1 : x->lba > y->lba;
+}
+
+static int gc_collect_from_map(struct lsfs *ls, uint32_t v)
+{
+	uint32_t need = ls->segs[v].live;
+	struct gc_pair *pairs = malloc(((size_t)need + 1) * sizeof(*pairs));
+	if (!pairs)
+		return -ENOMEM;
+	if (need > ls->gc_cap) {
+		uint64_t *a = realloc(ls->gc_locs, (size_t)need * sizeof(*a));
+		if (a)
+			ls->gc_locs = a;
+		uint64_t *b = a ? realloc(ls->gc_lbas, (size_t)need * sizeof(*b)) : NULL;
+		if (b)
+			ls->gc_lbas = b;
+		if (!a || !b) {
+			free(pairs);
+			return -ENOMEM;
+		}
+		ls->gc_cap = need;
+	}
+	uint64_t base = lsfs_seg_base_pba(&ls->sb, v), end = base + ls->seg_blocks;
+	uint32_t n = 0;
+	for (uint64_t c = 0; n < need && lsfs_map_next(&ls->map, &c); c++) {
+		const struct lsfs_ment *m = lsfs_map_get(&ls->map, c);
+		uint64_t pba = lsfs_ment_pba(m);
+		if (pba >= base && pba < end)
+			pairs[n++] = (struct gc_pair){ .loc = lsfs_ment_loc(m), .lba = c };
+	}
+	qsort(pairs, n, sizeof(*pairs), gc_pair_cmp);
+	for (uint32_t i = 0; i < n; i++) {
+		ls->gc_locs[i] = pairs[i].loc;
+		ls->gc_lbas[i] = pairs[i].lba;
+	}
+	free(pairs);
+	ls->gc_nmoves = n;
+	ls->gc_next = 0;
+	return 0;
+}
+
 static void gc_read_done(struct lsfs_child *c, int status)
 {
 	struct lsfs *ls = c->ls;
@@ -1611,6 +1942,16 @@ static void gc_read_done(struct lsfs_child *c, int status)
 		tnd_warn(LSFS_TAG, "gc: reading segment %u failed (%s); skipping it", v, strerror(-status));
 		ls->gc_skip[v] = true;
 		gc_finish(ls);
+		return;
+	}
+	ls->gc_grp_old = ls->gc_grp_new = 0;
+	if (ls->refs) {
+		if (gc_collect_from_map(ls, v) < 0) {
+			ls->gc_skip[v] = true;
+			gc_finish(ls);
+			return;
+		}
+		gc_continue(ls);
 		return;
 	}
 	const struct lsfs_sb *sb = &ls->sb;
@@ -1628,7 +1969,7 @@ static void gc_read_done(struct lsfs_child *c, int status)
 		for (uint32_t i = 0; i < rh.ndesc; i++) {
 			struct lsfs_desc d;
 			lsfs_desc_decode(hdr, i, &d);
-			if (!d.stored_len)
+			if (!lsfs_desc_payload(&d))
 				continue;
 			uint32_t pos = off + LSFS_BLK + sec * LSFS_SECTOR;
 			sec += lsfs_len_sectors(d.stored_len);
@@ -1812,6 +2153,20 @@ void tnd_lsfs_get_stats(struct tnd_volume *vol, struct tnd_lsfs_stats *out)
 		sec += ls->segs[i].live_sec;
 	out->stored_bytes = sec * LSFS_SECTOR;
 	out->map_capacity = ls->map_cap;
+	out->unique_blocks = ls->map.mapped - ls->shared_extra;
+	if (ls->refs) {
+		struct tnd_dedup_refs_stats rs;
+		tnd_dedup_refs_get_stats(ls->refs, &rs);
+		out->shared_payloads = rs.entries;
+		out->refs_bytes = rs.bytes;
+	}
+	if (ls->ddx) {
+		struct tnd_dedup_stats ds;
+		tnd_dedup_get_stats(ls->ddx, &ds);
+		out->verify_mismatches = ds.verify_mismatches;
+		out->index_entries = ds.entries;
+		out->index_bytes = ds.bytes;
+	}
 }
 
 static const char *ls_compress_name(struct tnd_volume *vol)
@@ -1832,12 +2187,17 @@ static void lsfs_stats_json(struct tnd_volume *vol, json_t *out)
 	NUM(gc_freed_segments); NUM(checkpoints); NUM(mapped_blocks); NUM(map_bytes);
 	NUM(segments); NUM(free_segments); NUM(segment_size); NUM(logical_bytes_written);
 	NUM(stored_bytes); NUM(zero_blocks); NUM(compressed_blocks); NUM(raw_blocks);
-	NUM(map_capacity);
+	NUM(map_capacity); NUM(dedup_hits); NUM(dedup_saturated); NUM(verify_mismatches);
+	NUM(shared_payloads); NUM(unique_blocks); NUM(index_entries); NUM(index_bytes); NUM(refs_bytes);
 #undef NUM
+	json_object_set_new(o, "dedup", json_boolean(to_lsfs(vol)->ddx != NULL));
+	/* Mapped blocks per stored payload: what dedup saves. */
+	json_object_set_new(o, "dedup_ratio", json_real(st.unique_blocks ? (double)st.mapped_blocks /
+							(double)st.unique_blocks : 1.0));
 	json_object_set_new(o, "compress", json_string(ls_compress_name(vol)));
-	/* Mapped data over the space its payloads take: what compression saves. */
+	/* Unique data over the space its payloads take: what compression saves. */
 	json_object_set_new(o, "compression_ratio",
-			    json_real(st.stored_bytes ? (double)st.mapped_blocks * LSFS_BLK /
+			    json_real(st.stored_bytes ? (double)st.unique_blocks * LSFS_BLK /
 							  (double)st.stored_bytes : 1.0));
 	json_object_set_new(out, "lsfs", o);
 }
@@ -1882,6 +2242,8 @@ static void lsfs_free(struct lsfs *ls)
 	free(ls->ckpt_buf);
 	free(ls->gc_buf);
 	free(ls->gc_locs);
+	tnd_dedup_destroy(ls->ddx);
+	tnd_dedup_refs_destroy(ls->refs);
 	free(ls->zbuf);
 	free(ls->cbuf);
 	free(ls->dbuf);
@@ -2043,6 +2405,83 @@ int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg)
 	return ckpt_start(to_lsfs(vol), cb, arg);
 }
 
+static int u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * The reference counts are not stored anywhere: they are the map's. A
+ * payload mapped by k chunks has count k; the table keeps those with k >=
+ * 2. Rebuilt here from the recovered map (sorted payload addresses), and
+ * each segment's live sectors count a shared payload once.
+ */
+static int refs_rebuild(struct lsfs *ls)
+{
+	uint64_t n = ls->map.mapped;
+	uint64_t *locs = malloc((n ? n : 1) * sizeof(*locs));
+	if (!locs)
+		return -ENOMEM;
+	uint64_t k = 0;
+	for (uint64_t c = 0; k < n && lsfs_map_next(&ls->map, &c); c++)
+		locs[k++] = lsfs_ment_loc(lsfs_map_get(&ls->map, c)) << 16 | lsfs_map_get(&ls->map, c)->aux;
+	qsort(locs, k, sizeof(*locs), u64_cmp);
+	int ret = 0;
+	for (uint64_t i = 0; i < k && ret == 0;) {
+		uint64_t j = i + 1;
+		while (j < k && locs[j] >> 16 == locs[i] >> 16)
+			j++;
+		if (j - i > 1) {
+			uint64_t loc = locs[i] >> 16;
+			ret = tnd_dedup_ref_set(ls->refs, loc, (unsigned)TND_MIN(j - i, (uint64_t)UINT32_MAX));
+			ls->shared_extra += j - i - 1;
+			ls->segs[seg_of(ls, loc >> 3)].live_sec -=
+				(uint32_t)(j - i - 1) * lsfs_len_sectors(lsfs_aux_len((uint16_t)locs[i]));
+		}
+		i = j;
+	}
+	free(locs);
+	if (ret == -EOVERFLOW)
+		tnd_err(LSFS_TAG, "a payload is shared by more than %u blocks (run tandem-check)",
+			LSFS_REF_MAX);
+	return ret == -EOVERFLOW ? -EUCLEAN : ret;
+}
+
+/* Dedup's tables, and the feature bits before the first shared record. */
+static int dedup_setup(struct lsfs *ls, struct tnd_volume *backing, struct tnd_reactor *r,
+		       struct lsfs_recovery *rec)
+{
+	if (!ls->opts.dedup && !(ls->sb.incompat & LSFS_INCOMPAT_DEDUP))
+		return 0;
+	int ret = tnd_dedup_refs_create(&ls->refs);
+	if (ret == 0)
+		ret = refs_rebuild(ls);
+	if (ret < 0 || !ls->opts.dedup)
+		return ret;
+	uint64_t budget = ls->opts.dedup_index_bytes;
+	if (!budget)
+		budget = TND_MIN((uint64_t)ls->sb.seg_count * (ls->seg_blocks - 1) * TND_DEDUP_SLOT_BYTES,
+				 64ull << 20);
+	budget = TND_MAX(budget, (uint64_t)TND_DEDUP_MIN_BUDGET);
+	ret = tnd_dedup_create(budget, &ls->ddx);
+	if (ret < 0)
+		return ret;
+	uint64_t want = LSFS_INCOMPAT_PACKED | LSFS_INCOMPAT_DEDUP;
+	if ((ls->sb.incompat & want) != want) {
+		ls->sb.incompat |= want;
+		rec->sb_differ = false;
+		rec->sb_valid[0] = rec->sb_valid[1] = 0;
+		ret = lsfs_sb_write(backing, r, &ls->sb);
+		if (ret < 0) {
+			tnd_err(LSFS_TAG, "marking the store for dedup failed (%s)", strerror(-ret));
+			return ret;
+		}
+		tnd_info(LSFS_TAG, "store marked as holding shared blocks (older builds will refuse it)");
+	}
+	return 0;
+}
+
 int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, struct tnd_reactor *r,
 		       const struct tnd_lsfs_opts *opts, struct lsfs_recovery *rec,
 		       struct tnd_volume **out)
@@ -2069,6 +2508,7 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	size_t max_pay = (size_t)ls->seg_blocks * (LSFS_BLK / LSFS_SECTOR);
 	ls->gc_locs = calloc(max_pay, sizeof(*ls->gc_locs));
 	ls->gc_lbas = calloc(max_pay, sizeof(*ls->gc_lbas));
+	ls->gc_cap = (uint32_t)max_pay;
 	ls->zbuf = lsfs_alloc_blocks(LSFS_BLK);
 	ls->cbuf = lsfs_alloc_blocks(LSFS_BLK);
 	ls->dbuf = lsfs_alloc_blocks(LSFS_BLK);
@@ -2133,6 +2573,11 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	ls->ckpt_seq = rec->ck.ckpt_seq;
 	ls->tick.fn = tick_fn;
 
+	int dret = dedup_setup(ls, backing, r, rec);
+	if (dret < 0) {
+		lsfs_free(ls);
+		return dret;
+	}
 	/* An interrupted superblock update left one copy torn or older. */
 	if (rec->sb_valid[0] || rec->sb_valid[1] || rec->sb_differ) {
 		int ret = lsfs_sb_write(backing, r, &ls->sb);

@@ -51,7 +51,10 @@ struct lsfs_sb {
  * starts. Set before the first such record is written.
  */
 #define LSFS_INCOMPAT_PACKED 0x1ull
-#define LSFS_INCOMPAT_KNOWN LSFS_INCOMPAT_PACKED
+/* DEDUP: DATA descriptors may share another chunk's payload (flag DEDUP,
+ * no payload of their own); several map entries may name one payload. */
+#define LSFS_INCOMPAT_DEDUP 0x2ull
+#define LSFS_INCOMPAT_KNOWN (LSFS_INCOMPAT_PACKED | LSFS_INCOMPAT_DEDUP)
 
 void lsfs_sb_encode(const struct lsfs_sb *sb, uint8_t *blk);
 /* Write both copies (sb_seq + 1), each followed by a flush. */
@@ -72,7 +75,8 @@ enum lsfs_desc_kind {
 };
 #define LSFS_DESC_KIND_MASK 0x00ffu
 #define LSFS_DESC_F_LZ4     0x0100u    /* payload is LZ4, stored_len <= 4096 - 512 */
-#define LSFS_DESC_F_DEDUP   0x0200u    /* reserved: arg is the pba of a shared block */
+#define LSFS_DESC_F_DEDUP   0x0200u    /* no payload: arg is the sector address of a
+					* stored one (pba * 8 + sector) to share */
 
 struct lsfs_desc {
 	uint64_t lba;
@@ -81,6 +85,12 @@ struct lsfs_desc {
 	uint16_t stored_len;           /* bytes on disk; 4096 plain; 0 no payload */
 	uint64_t arg;
 };
+
+/* Bytes of payload that follow in the record for @d (DEDUP: none). */
+static inline uint32_t lsfs_desc_payload(const struct lsfs_desc *d)
+{
+	return d->flags & LSFS_DESC_F_DEDUP ? 0 : d->stored_len;
+}
 
 struct lsfs_rec {
 	uint64_t rec_seq;
@@ -165,6 +175,8 @@ struct lsfs_ment {
 };
 
 #define LSFS_AUX_LZ4 0x8000u
+/* Most chunks that may share one payload (the dedup refcount limit). */
+#define LSFS_REF_MAX 65535u
 
 static inline uint16_t lsfs_aux_make(bool lz4, uint32_t sector, uint32_t len)
 {

@@ -166,7 +166,8 @@ int lsfs_rec_decode(const uint8_t *blk, const uint8_t uuid[16], struct lsfs_rec 
 		return -EUCLEAN;
 	/* Known: plain DATA (4096 bytes), LZ4 DATA (1..3584 bytes: the
 	 * one-sector rule), TRIM and SIZE (no payload); anything else,
-	 * including the reserved DEDUP bit, makes the record invalid.
+	 * makes the record invalid. DEDUP DATA descriptors carry the shared
+	 * payload's length and LZ4 flag but no payload of their own.
 	 * Payloads are packed at sector granularity, so the payload area is
 	 * the sum of their sectors rounded up to whole blocks; with only
 	 * plain payloads that is one block each, as in format 1.0. */
@@ -184,6 +185,15 @@ int lsfs_rec_decode(const uint8_t *blk, const uint8_t uuid[16], struct lsfs_rec 
 			if (d.stored_len == 0 || d.stored_len > LSFS_LZ4_MAX)
 				return -EUCLEAN;
 			sec += lsfs_len_sectors(d.stored_len);
+			break;
+		/* DEDUP: the shared payload's length and flag, no payload here. */
+		case LSFS_DESC_DATA | LSFS_DESC_F_DEDUP:
+			if (d.stored_len != LSFS_BLK)
+				return -EUCLEAN;
+			break;
+		case LSFS_DESC_DATA | LSFS_DESC_F_DEDUP | LSFS_DESC_F_LZ4:
+			if (d.stored_len == 0 || d.stored_len > LSFS_LZ4_MAX)
+				return -EUCLEAN;
 			break;
 		case LSFS_DESC_TRIM:
 		case LSFS_DESC_SIZE:

@@ -96,7 +96,7 @@ static uint64_t layout_seg_off(uint32_t seg_count, uint32_t seg_size, uint64_t n
 	uint64_t slots = (uint64_t)seg_count * (seg_size / LSFS_BLK - 1);
 	uint64_t entries = slots;
 	if (packed)
-		entries = TND_MAX(slots, TND_MIN(nchunks, 8 * slots));
+		entries = TND_MAX(slots, TND_MIN(nchunks, 8 * slots));   /* compression and/or dedup */
 	*ckpt_size = lsfs_ckpt_area_size_for(seg_count, entries);
 	return 2 * LSFS_BLK + 2 * *ckpt_size;
 }
@@ -153,8 +153,8 @@ static int format_on(struct tnd_volume *backing, struct tnd_reactor *r,
 	uint32_t seg_count = (uint32_t)TND_MIN(total / seg_size, (uint64_t)UINT32_MAX - 1);
 	uint64_t ckpt_size = 0, seg_off = 0;
 	while (seg_count >= LSFS_MIN_SEGMENTS) {
-		seg_off = layout_seg_off(seg_count, seg_size, opts->size / LSFS_BLK, opts->compress,
-					 &ckpt_size);
+		seg_off = layout_seg_off(seg_count, seg_size, opts->size / LSFS_BLK,
+					 opts->compress || opts->dedup, &ckpt_size);
 		if (seg_off + (uint64_t)seg_count * seg_size <= total)
 			break;
 		seg_count--;
@@ -176,7 +176,8 @@ static int format_on(struct tnd_volume *backing, struct tnd_reactor *r,
 		.seg_off = seg_off,
 		.seg_count = seg_count,
 		.sb_seq = 1,
-		.incompat = opts->compress ? LSFS_INCOMPAT_PACKED : 0,
+		.incompat = (opts->compress || opts->dedup ? LSFS_INCOMPAT_PACKED : 0) |
+			    (opts->dedup ? LSFS_INCOMPAT_DEDUP : 0),
 	};
 	if (getrandom(sb.uuid, sizeof(sb.uuid), 0) != sizeof(sb.uuid))
 		return -EIO;
@@ -458,7 +459,25 @@ static int apply_record(struct lsfs_recovery *rec, const uint8_t *hdr, const str
 		case LSFS_DESC_DATA: {
 			uint64_t pba = hdr_pba + 1 + sec / 8;
 			uint16_t aux = lsfs_aux_make(d.flags & LSFS_DESC_F_LZ4, sec % 8, d.stored_len);
-			sec += lsfs_len_sectors(d.stored_len);
+			if (d.flags & LSFS_DESC_F_DEDUP) {
+				/* A share of a payload stored earlier in the log. */
+				pba = d.arg >> 3;
+				aux = lsfs_aux_make(d.flags & LSFS_DESC_F_LZ4, d.arg & 7, d.stored_len);
+				uint64_t first = lsfs_seg_base_pba(sb, 0);
+				uint32_t sb_blocks = sb->seg_size / LSFS_BLK;
+				if (!(sb->incompat & LSFS_INCOMPAT_DEDUP) || pba < first ||
+				    pba >= lsfs_seg_base_pba(sb, sb->seg_count) ||
+				    (pba - first) / sb_blocks !=
+				    (pba + lsfs_aux_blocks(aux) - 1 - first) / sb_blocks) {
+					say(rec, "record %llu: block %llu shares an impossible address %llu; "
+					    "ignored", (unsigned long long)rh->rec_seq,
+					    (unsigned long long)d.lba, (unsigned long long)d.arg);
+					rec->warnings++;
+					break;
+				}
+			} else {
+				sec += lsfs_len_sectors(d.stored_len);
+			}
 			if (d.lba >= nchunks) {
 				say(rec, "record %llu: block %llu beyond the volume size",
 				    (unsigned long long)rh->rec_seq, (unsigned long long)d.lba);
@@ -523,7 +542,7 @@ static uint32_t replay_segment(struct lsfs_recovery *rec, uint32_t seg, uint8_t 
 		for (uint32_t i = 0; i < rh.ndesc && whole; i++) {
 			struct lsfs_desc d;
 			lsfs_desc_decode(hdr, i, &d);
-			if (!d.stored_len)
+			if (!lsfs_desc_payload(&d))
 				continue;
 			const uint8_t *p = segbuf + off + LSFS_BLK + (size_t)sec * LSFS_SECTOR;
 			sec += lsfs_len_sectors(d.stored_len);

@@ -1104,6 +1104,136 @@ static void corrupt_compressed_payload_reads_eilseq(void **state)
 	env_free(&e);
 }
 
+
+/*
+ * Dedup (with and without compression): eight copies of one random
+ * region are stored about once; duplicates inside one write and against
+ * blocks only on disk are found; overwrites, unmaps and GC passes keep
+ * every block's bytes, across reopen; the checker is clean and sees the
+ * shared payloads.
+ */
+static void dedup_roundtrip(uint32_t lbs, bool compress)
+{
+	struct env e;
+	const uint32_t nchunks = 1024;
+	env_format(&e, 16u << 20, lbs, (uint64_t)nchunks * 4096, 64u << 10);
+	e.o.dedup = true;
+	e.o.compress = compress;
+	assert_int_equal(env_open(&e), 0);
+	uint32_t per = 4096 / lbs;
+	uint8_t *shadow = calloc(nchunks, 4096);
+	uint8_t *buf = malloc(64 * 4096);
+	/* One 256 KiB region of random and text blocks, written eight times. */
+	for (int k = 0; k < 64; k++)
+		kind_fill(buf + k * 4096, 4096, k % 3 == 0 ? 1 : 0, 1000 + (uint64_t)k);
+	for (uint32_t copy = 0; copy < 8; copy++) {
+		uint64_t c0 = copy * 100;
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, c0 * per, 64 * per, buf, 0), 0);
+		memcpy(shadow + c0 * 4096, buf, 64 * 4096);
+		if (copy == 3) {
+			/* Push the first copies out of RAM: later copies must
+			 * find them on disk. */
+			bool done = false;
+			assert_int_equal(tnd_lsfs_checkpoint_run(e.vol, done_flag, &done), 0);
+			wait_flag(&e, &done);
+		}
+	}
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.mapped_blocks, 8 * 64);
+	assert_int_equal(st.dedup_hits, 7 * 64);
+	assert_int_equal(st.unique_blocks, 64);
+	assert_true(st.stored_bytes <= 64 * 4096);
+	assert_true(st.index_entries >= 64);
+	/* Duplicates inside one write. */
+	for (int k = 0; k < 16; k++)
+		memcpy(buf + k * 4096, shadow + 5 * 4096, 4096);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 900 * (uint64_t)per, 16 * per, buf, 0), 0);
+	memcpy(shadow + 900 * 4096, buf, 16 * 4096);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.dedup_hits, 7 * 64 + 16);
+	/* Overwrites (some duplicating, some not), unmaps, GC. */
+	uint64_t rng = 5;
+	for (int i = 0; i < 500; i++) {
+		uint32_t n = 1 + (uint32_t)(test_rand(&rng) % (8 * per));
+		uint64_t lba = test_rand(&rng) % ((uint64_t)nchunks * per - n);
+		uint64_t k = test_rand(&rng) % 10;
+		if (k < 4) {
+			/* a copy of a piece of the shadow elsewhere */
+			uint64_t from = test_rand(&rng) % ((uint64_t)nchunks * per - n);
+			memcpy(buf, shadow + from * lbs, (size_t)n * lbs);
+		} else if (k < 8) {
+			kind_fill(buf, (size_t)n * lbs, (int)(k % 4), rng);
+		}
+		if (k < 8) {
+			assert_int_equal(io_sync(&e, TND_IO_WRITE, lba, n, buf, 0), 0);
+			memcpy(shadow + lba * lbs, buf, (size_t)n * lbs);
+		} else {
+			assert_int_equal(io_sync(&e, TND_IO_UNMAP, lba, n, NULL, 0), 0);
+			memset(shadow + lba * lbs, 0, (size_t)n * lbs);
+		}
+		if (i % 25 == 0) {
+			bool done = false;
+			assert_int_equal(tnd_lsfs_gc_run(e.vol, done_flag, &done), 0);
+			wait_flag(&e, &done);
+		}
+	}
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_true(st.gc_moved_blocks > 0);
+	uint8_t *all = malloc((size_t)nchunks * 4096);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 0, nchunks * per, all, 0), 0);
+	assert_memory_equal(all, shadow, (size_t)nchunks * 4096);
+	uint64_t unique = st.unique_blocks, mapped = st.mapped_blocks, stored = st.stored_bytes;
+	env_close(&e);
+	struct tnd_volume *ram;
+	assert_int_equal(ram_vol_wrap(e.img, e.size, 512, &ram), 0);
+	struct tnd_lsfs_check_result res;
+	assert_int_equal(tnd_lsfs_check(ram, stderr, &res), 0);
+	tnd_volume_destroy(ram);
+	assert_int_equal(res.errors, 0);
+	assert_true(res.shared_blocks > 0);
+	/* Reopen (dedup off now): the counts come back from the map. */
+	e.o.dedup = false;
+	assert_int_equal(env_open(&e), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.unique_blocks, unique);
+	assert_int_equal(st.mapped_blocks, mapped);
+	assert_int_equal(st.stored_bytes, stored);
+	memset(all, 0x5a, (size_t)nchunks * 4096);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 0, nchunks * per, all, 0), 0);
+	assert_memory_equal(all, shadow, (size_t)nchunks * 4096);
+	/* Dropping every copy but one, then GC: the survivor reads back. */
+	for (uint32_t copy = 1; copy < 8; copy++)
+		assert_int_equal(io_sync(&e, TND_IO_UNMAP, (uint64_t)copy * 100 * per, 64 * per, NULL, 0), 0);
+	for (uint32_t copy = 1; copy < 8; copy++)
+		memset(shadow + (size_t)copy * 100 * 4096, 0, 64 * 4096);
+	for (int i = 0; i < 10; i++) {
+		bool done = false;
+		assert_int_equal(tnd_lsfs_gc_run(e.vol, done_flag, &done), 0);
+		wait_flag(&e, &done);
+	}
+	assert_int_equal(io_sync(&e, TND_IO_READ, 0, nchunks * per, all, 0), 0);
+	assert_memory_equal(all, shadow, (size_t)nchunks * 4096);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+	free(all);
+	free(buf);
+	free(shadow);
+	env_free(&e);
+}
+
+static void dedup_4k_roundtrip(void **state)
+{
+	(void)state;
+	dedup_roundtrip(4096, false);
+}
+
+static void dedup_compress_512_roundtrip(void **state)
+{
+	(void)state;
+	dedup_roundtrip(512, true);
+}
+
 int main(int argc, char **argv)
 {
 	tnd_log_set_level(TND_LOG_ERROR);
@@ -1131,6 +1261,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(plain_store_is_written_as_before),
 		cmocka_unit_test(unknown_feature_bit_is_refused),
 		cmocka_unit_test(corrupt_compressed_payload_reads_eilseq),
+		cmocka_unit_test(dedup_4k_roundtrip),
+		cmocka_unit_test(dedup_compress_512_roundtrip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
