@@ -17,10 +17,13 @@
  * refused) without losing anything durable.
  *
  * Every campaign runs twice: on a plain store with incompressible data,
- * and with compression on (LZ4, packed payloads) over a mix of random,
- * text-like, mostly-zero, half-compressible and all-zero blocks, some
- * stores formatted with compression and some formatted plain and switched
- * on at open (the crash points then include marking the superblock).
+ * and with compression on (LZ4, packed payloads), dedup on in two thirds
+ * of the runs (a tiny fingerprint index, so it also evicts), over a mix
+ * of random, text-like, mostly-zero, half-compressible, duplicate and
+ * all-zero blocks; some stores formatted with the features and some
+ * formatted plain and switched on at open (the crash points then include
+ * marking the superblock). The checker runs on every crash image, so the
+ * reference counts (the map's) are checked after every recovery.
  *
  * `test_crash` runs the normal campaign (>= 20,000 crash states for each
  * of the two); `test_crash soak` runs a much longer one. Exit 0 pass, 1
@@ -58,6 +61,7 @@ struct cfg {
 	int fail_err;              /* error campaign: fail this point with this */
 	uint64_t fail_at;
 	int compress;              /* 0 off; 1 formatted with it; 2 formatted plain, opened with it */
+	int dedup;                 /* the same for dedup */
 };
 
 struct model {
@@ -103,8 +107,10 @@ struct op {
 /*
  * Version @ver of logical block @unit: the first 8 bytes name both (so a
  * foreign or stale block is recognised), the rest is random, or with
- * @mixed one of four kinds chosen by the version: random, text-like,
- * nearly all zero, half random and half repeated.
+ * @mixed one of five kinds chosen by the version: random, text-like,
+ * nearly all zero, half random and half repeated, and one of three
+ * duplicate blocks that are the same for every unit (dedup shares them;
+ * they name only their class).
  */
 static void pattern(uint64_t unit, uint32_t ver, uint32_t lbs, uint8_t *out, bool mixed)
 {
@@ -112,8 +118,9 @@ static void pattern(uint64_t unit, uint32_t ver, uint32_t lbs, uint8_t *out, boo
 		memset(out, 0, lbs);
 		return;
 	}
-	uint64_t s = unit << 32 | ver;
-	unsigned kind = mixed ? ver % 4 : 0;
+	unsigned kind = mixed ? ver % 5 : 0;
+	uint64_t head = kind == 4 ? 0xd0d0d0d0ull << 32 | ver % 3 : unit << 32 | ver;
+	uint64_t s = head;
 	for (uint32_t i = 0; i < lbs; i += 8) {
 		uint64_t w = test_rand(&s);
 		if (kind == 1) {
@@ -128,7 +135,6 @@ static void pattern(uint64_t unit, uint32_t ver, uint32_t lbs, uint8_t *out, boo
 			w = kind == 2 ? 0 : 0x0101010101010101ull * (ver & 0xff);
 		memcpy(out + i, &w, 8);
 	}
-	uint64_t head = unit << 32 | ver;
 	memcpy(out, &head, 8);
 }
 
@@ -155,6 +161,18 @@ static bool allowed(struct model *m, uint64_t unit, const uint8_t *data, char *w
 	uint8_t exp[4096];
 	uint64_t w;
 	memcpy(&w, data, 8);
+	if (w >> 32 == 0xd0d0d0d0u) {
+		/* A duplicate block names only its class: try every allowed
+		 * version byte for byte. */
+		for (int32_t i = -1; i < (int32_t)h->n; i++) {
+			pattern(unit, i < 0 ? h->durable : h->c[i].ver, m->lbs, exp, m->cfg.compress);
+			if (memcmp(exp, data, m->lbs) == 0)
+				return true;
+		}
+		snprintf(why, whylen, "duplicate block of class %u not allowed (durable %u, %u later)",
+			 (uint32_t)w, h->durable, h->n);
+		return false;
+	}
 	uint32_t ver = (uint32_t)w;
 	bool zero = true;
 	for (uint32_t i = 0; i < m->lbs && zero; i++)
@@ -464,6 +482,8 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 	m->opts.gc_interval_ms = 0;
 	m->opts.gc_free_low = 4;
 	m->opts.compress = cfg->compress == 1;
+	m->opts.dedup = cfg->dedup == 1;
+	m->opts.dedup_index_bytes = 8192;   /* small: evictions happen */
 
 	struct tnd_volume *ram, *fault;
 	ram_vol_create(m->dev_size, 512, &ram);
@@ -472,6 +492,7 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 		exit(1);
 	}
 	m->opts.compress = cfg->compress != 0;
+	m->opts.dedup = cfg->dedup != 0;
 	fault_vol_create(ram, &fault);
 	m->fv = fault_vol_of(fault);
 	/* Crashes during the first open (its checkpoint) count too. */
@@ -514,6 +535,7 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 	totals->compressed_blocks += st.compressed_blocks;
 	totals->raw_blocks += st.raw_blocks;
 	totals->zero_blocks += st.zero_blocks;
+	totals->dedup_hits += st.dedup_hits;
 	fault_crash_image(m->fv, CRASH_DROP_ALL, &m->rng, m->img);
 	verify_image(m);
 	fault_crash_image(m->fv, CRASH_KEEP_ALL, &m->rng, m->img);
@@ -550,6 +572,7 @@ static void fix_crc(uint8_t *blk)
 
 static uint64_t corruption_campaign(uint64_t n, uint64_t seed, bool compress, uint64_t *violations)
 {
+	/* (compress here means both features) */
 	struct tnd_reactor *r;
 	tnd_reactor_create(0, 64, &r);
 	struct tnd_lsfs_opts o;
@@ -558,6 +581,7 @@ static uint64_t corruption_campaign(uint64_t n, uint64_t seed, bool compress, ui
 	o.segment_size = SEG_SIZE;
 	o.gc_interval_ms = 0;
 	o.compress = compress;
+	o.dedup = compress;
 	uint8_t *base = calloc(1, DEV_SIZE), *img = malloc(DEV_SIZE);
 	struct tnd_volume *ram, *vol;
 	ram_vol_wrap(base, DEV_SIZE, 512, &ram);
@@ -570,7 +594,7 @@ static uint64_t corruption_campaign(uint64_t n, uint64_t seed, bool compress, ui
 		uint32_t k = 1 + (uint32_t)(test_rand(&rng) % 4);
 		uint64_t lba = test_rand(&rng) % (nchunks - k);
 		for (uint32_t j = 0; j < k; j++)
-			pattern(lba + j, (uint32_t)i + 1, 4096, buf + j * 4096, true);
+			pattern(lba + j, (uint32_t)i + 1 + j % 2 * 5, 4096, buf + j * 4096, true);
 		vol_rw(vol, r, test_rand(&rng) % 8 ? TND_IO_WRITE : TND_IO_UNMAP, lba, k, buf, 4096);
 	}
 	/* Leave a log to replay: snapshot the image while still open. */
@@ -669,7 +693,8 @@ int main(int argc, char **argv)
 			struct cfg c = { .name = lz4 ? "fail-lz4" : "fail", .lbs = p % 3 ? 4096 : 512,
 					 .wc = p % 4 != 0, .nops = 60, .every = 4, .seed = 1000 + p,
 					 .fail_err = p % 2 ? -EIO : -ENOSPC, .fail_at = p,
-					 .compress = lz4 ? 1 + (int)(p % 2) : 0 };
+					 .compress = lz4 ? 1 + (int)(p % 2) : 0,
+					 .dedup = lz4 ? (int)(p % 3) : 0 };
 			uint64_t n = run(&c, &violations, &tot);
 			err_states += n;
 			states += n;
@@ -688,8 +713,10 @@ int main(int argc, char **argv)
 			};
 			for (size_t i = 0; i < TND_ARRAY_SIZE(shorts) && violations == 0; i++) {
 				shorts[i].seed = seed++;
-				if (lz4)
+				if (lz4) {
 					shorts[i].compress = 1 + (int)(i % 2);
+					shorts[i].dedup = (int)((i + seed) % 3);
+				}
 				states += run(&shorts[i], &violations, &tot);
 			}
 		}
@@ -708,9 +735,10 @@ int main(int argc, char **argv)
 	       (unsigned long long)tot.writes, (unsigned long long)tot.batches, (unsigned long long)tot.rmw,
 	       (unsigned long long)tot.gc_passes, (unsigned long long)tot.gc_moved_blocks,
 	       (unsigned long long)tot.gc_freed_segments, (unsigned long long)tot.checkpoints);
-	printf("  compression: %llu blocks stored LZ4, %llu raw, %llu all-zero blocks not stored\n",
+	printf("  compression and dedup: %llu blocks stored LZ4, %llu raw, %llu all-zero blocks not "
+	       "stored, %llu shared\n",
 	       (unsigned long long)tot.compressed_blocks, (unsigned long long)tot.raw_blocks,
-	       (unsigned long long)tot.zero_blocks);
+	       (unsigned long long)tot.zero_blocks, (unsigned long long)tot.dedup_hits);
 	printf("  corruption: %llu damaged images opened and checked without a crash\n",
 	       (unsigned long long)corrupt);
 	return violations ? 1 : 0;
