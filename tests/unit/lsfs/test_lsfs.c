@@ -5,7 +5,9 @@
  * are refused; a full store answers -ENOSPC and recovers after UNMAP and
  * GC; a failed backing write fail-stops the device; I/O from another
  * reactor is forwarded; the volume grows online; a real file through the
- * flat volume works and passes the checker.
+ * flat volume works and passes the checker; compression and dedup keep
+ * every byte (test_lsfs_fp12: with fingerprints cut to 12 bits, so the
+ * byte-for-byte verify is what keeps them).
  *
  * `test_lsfs --make-image PATH [corrupt]` writes a small lsfs image file
  * (optionally with one payload byte flipped) for the tandem-check test.
@@ -28,6 +30,7 @@
 #include "tnd_lsfs.h"
 #include "tnd_reactor.h"
 #include "lsfs_int.h"   /* the block map's own API, for map_against_shadow */
+#include "tnd_dedup.h"  /* tnd_dedup_fp_bits(): the fp12 build expects collisions */
 #include "testvol.h"
 
 struct env {
@@ -1140,18 +1143,20 @@ static void dedup_roundtrip(uint32_t lbs, bool compress)
 	}
 	struct tnd_lsfs_stats st;
 	tnd_lsfs_get_stats(e.vol, &st);
+	bool exact = tnd_dedup_fp_bits() > 16;   /* else colliding entries replace each other */
 	assert_int_equal(st.mapped_blocks, 8 * 64);
-	assert_int_equal(st.dedup_hits, 7 * 64);
-	assert_int_equal(st.unique_blocks, 64);
-	assert_true(st.stored_bytes <= 64 * 4096);
-	assert_true(st.index_entries >= 64);
+	assert_true(exact ? st.dedup_hits == 7 * 64 : st.dedup_hits >= 7 * 64 * 3 / 4);
+	assert_int_equal(st.unique_blocks, st.mapped_blocks - st.dedup_hits);
+	assert_true(!exact || st.stored_bytes <= 64 * 4096);
+	assert_true(st.index_entries >= (exact ? 64 : 16));
 	/* Duplicates inside one write. */
 	for (int k = 0; k < 16; k++)
 		memcpy(buf + k * 4096, shadow + 5 * 4096, 4096);
 	assert_int_equal(io_sync(&e, TND_IO_WRITE, 900 * (uint64_t)per, 16 * per, buf, 0), 0);
 	memcpy(shadow + 900 * 4096, buf, 16 * 4096);
+	uint64_t hits = st.dedup_hits;
 	tnd_lsfs_get_stats(e.vol, &st);
-	assert_int_equal(st.dedup_hits, 7 * 64 + 16);
+	assert_true(exact ? st.dedup_hits == hits + 16 : st.dedup_hits >= hits + 8);
 	/* Overwrites (some duplicating, some not), unmaps, GC. */
 	uint64_t rng = 5;
 	for (int i = 0; i < 500; i++) {
@@ -1180,6 +1185,12 @@ static void dedup_roundtrip(uint32_t lbs, bool compress)
 	}
 	tnd_lsfs_get_stats(e.vol, &st);
 	assert_true(st.gc_moved_blocks > 0);
+	/* With 12-bit fingerprints hundreds of blocks collide: every false
+	 * hint was caught by the compare (and the reads below are right). */
+	if (tnd_dedup_fp_bits() <= 16)
+		assert_true(st.verify_mismatches > 0);
+	else
+		assert_int_equal(st.verify_mismatches, 0);
 	uint8_t *all = malloc((size_t)nchunks * 4096);
 	assert_int_equal(io_sync(&e, TND_IO_READ, 0, nchunks * per, all, 0), 0);
 	assert_memory_equal(all, shadow, (size_t)nchunks * 4096);
