@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Compression and zero elision through iSCSI: an lsfs device created through
-# the API with "compress": "lz4" takes random, duplicate, all-zero,
-# text-like and mixed data with qemu-img over iscsi://; everything reads
-# back byte for byte, also after a restart (replay/checkpoint of packed
-# records) and after the store is checked offline; GET /v1/devices/{name}
-# reports plausible figures: text compresses (ratio > 1.15 overall, of which more than half is random), zeros
-# are not stored, random data is stored raw.
+# Dedup, compression and zero elision through iSCSI: an lsfs device created
+# through the API with "dedup": true and "compress": "lz4" takes random,
+# duplicate, all-zero, text-like and mixed data with qemu-img over
+# iscsi://; everything reads back byte for byte, also after a restart
+# (replay/checkpoint of packed and shared records) and passes tandem-check;
+# GET /v1/devices/{name} reports plausible figures: duplicates are shared
+# (dedup ratio > 1.5), text compresses, zeros are not stored, random data
+# is stored raw.
 source "$(dirname "$0")/lib.sh"
 
 command -v qemu-img >/dev/null || skip "qemu-img not installed"
@@ -33,11 +34,12 @@ stats() {
 field() { grep -o "\"$1\": *[0-9.e+-]*" | head -1 | sed 's/.*: *//'; }
 
 start_with_mgmt
-ctl device create cz --size 64MiB --compress lz4 || fail "device create --compress lz4"
+ctl device create cz --size 64MiB --compress lz4 --dedup || fail "device create --compress lz4 --dedup"
 ctl device create cz2 --size 4MiB --compress zstd 2>/dev/null && fail "compress zstd accepted"
 ctl target create "$T" --allow-any-initiator || fail "target create"
 ctl lun map "$T" 0 cz || fail "lun map"
 stats | grep -q '"compress": *"lz4"' || fail "the device does not say compress lz4: $(stats)"
+stats | grep -q '"dedup": *true' || fail "the device does not say dedup true: $(stats)"
 
 # The patterns, 8 MiB each, at 8 MiB offsets: random, duplicate (one
 # random MiB eight times), zeros, text, mixed (text, random and zero 64 KiB
@@ -85,17 +87,26 @@ ratio=$(echo "$s" | field compression_ratio)
 zero=$(echo "$s" | field zero_blocks)
 comp=$(echo "$s" | field compressed_blocks)
 raw=$(echo "$s" | field raw_blocks)
+hits=$(echo "$s" | field dedup_hits)
+dratio=$(echo "$s" | field dedup_ratio)
+mism=$(echo "$s" | field verify_mismatches)
 # qemu-img may skip zero areas itself; whatever was written as zeros was
 # not stored, and nothing zero is mapped: at most 40 - 8 - (zero part of
 # mixed) MiB is mapped.
 [ "$mapped" -le $(((40 - 8) * MIB)) ] || fail "zero blocks are mapped: logical_bytes $mapped"
 [ "$mapped" -ge $(((40 - 8 - 3) * MIB)) ] || fail "too little mapped: logical_bytes $mapped"
-[ "$comp" -gt 2048 ] || fail "only $comp blocks compressed"
-# Random data (8 + 8 + a third of mixed MiB) is stored raw.
-[ "$raw" -ge 4096 ] || fail "only $raw blocks stored raw"
-[ "$stored" -lt "$mapped" ] || fail "stored_bytes $stored not below logical_bytes $mapped"
-awk -v r="$ratio" 'BEGIN { exit !(r > 1.15) }' || fail "compression ratio $ratio too low"
-echo "compress: mapped $mapped stored $stored ratio $ratio zero $zero lz4 $comp raw $raw"
+# The eight duplicate MiB repeat the first random MiB, and the mixed part
+# repeats pieces of the random and text parts: all shared.
+[ "$hits" -ge $((8 * 256 + 2 * 40 * 16)) ] || fail "only $hits blocks deduplicated"
+awk -v r="$dratio" 'BEGIN { exit !(r > 1.5) }' || fail "dedup ratio $dratio too low"
+[ "$mism" = 0 ] || fail "$mism verify mismatches with full fingerprints"
+# What is stored once: 8 MiB random, 8 MiB text (compressed).
+[ "$comp" -ge 2048 ] || fail "only $comp blocks compressed"
+[ "$raw" -ge 2048 ] || fail "only $raw blocks stored raw"
+[ "$stored" -lt $((12 * MIB)) ] || fail "stored_bytes $stored: more than one copy stored"
+awk -v r="$ratio" 'BEGIN { exit !(r > 1.3) }' || fail "compression ratio $ratio too low"
+echo "dedup+compress: mapped $mapped stored $stored dedup $dratio ($hits shared) compression $ratio" \
+	"zero $zero lz4 $comp raw $raw"
 
 # qemu-img leaves zero areas out; write zeros as data (not WRITE SAME) over
 # the first random MiB: those blocks are not stored, and read back zero.
@@ -127,4 +138,4 @@ qemu-img convert -f raw -O raw "$URL" "$back" || fail "second read failed"
 cmp -n $((40 * MIB)) "$img" "$back" || fail "data differs after overwriting"
 stop_tandemd
 "$CHECK" "$DATA/cz.lsfs" || fail "tandem-check is not clean after overwriting"
-echo "compress: ok"
+echo "dedup_compress: ok"
