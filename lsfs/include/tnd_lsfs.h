@@ -20,7 +20,10 @@
  * sector, and payloads are packed at sector granularity, so the map
  * entry also says where in its block a payload starts, how long it is
  * and whether it is LZ4. Reads check the CRC32C of the stored bytes, then
- * decompress. Dedup is not integrated yet.
+ * decompress. With opts.dedup, a full chunk whose fingerprint the index
+ * knows and whose bytes equal the stored payload's is mapped to that
+ * payload instead of being stored again (reference counts are derived from
+ * the map; see docs/on-disk-format.md).
  *
  * Units. The map works in 4 KiB chunks. A volume formatted with 512 B
  * logical blocks maps 8 of them per chunk and turns a write that covers
