@@ -1853,12 +1853,14 @@ static void gc_continue(struct lsfs *ls)
 		memcpy(slot, ls->gc_buf + ((loc >> 3) - base) * LSFS_BLK + (loc & 7) * LSFS_SECTOR, len);
 		add_desc(ls, lba, crc, (uint16_t)(LSFS_DESC_DATA | (lz4 ? LSFS_DESC_F_LZ4 : 0)), (uint16_t)len, 0);
 		uint16_t naux = lsfs_aux_make(lz4, nsector, len);
+		/* The index follows the payload (before the old address loses
+		 * its last reference, which would drop the entry). */
+		if (ls->ddx)
+			tnd_dedup_move_pba(ls->ddx, dd_val(loc, old_aux), dd_val(npba << 3 | nsector, naux));
 		map_update(ls, lba, npba, crc, naux, false);
 		if (ls->refs) {
 			ls->gc_grp_new = npba << 3 | nsector;
 			ls->gc_grp_lba = lba;
-			if (ls->ddx)
-				tnd_dedup_move_pba(ls->ddx, dd_val(loc, old_aux), dd_val(ls->gc_grp_new, naux));
 		}
 		ls->gc_next++;
 		ls->st.gc_moved_blocks++;
@@ -2359,9 +2361,19 @@ static void lsfs_destroy(struct tnd_volume *vol)
 		 "%.2fx, %s), %llu all-zero blocks not stored, %llu CRC errors",
 		 (unsigned long long)st.logical_bytes_written,
 		 (unsigned long long)st.mapped_blocks * LSFS_BLK, (unsigned long long)st.stored_bytes,
-		 st.stored_bytes ? (double)st.mapped_blocks * LSFS_BLK / (double)st.stored_bytes : 1.0,
+		 st.stored_bytes ? (double)st.unique_blocks * LSFS_BLK / (double)st.stored_bytes : 1.0,
 		 ls->cctx ? "lz4" : "off", (unsigned long long)st.zero_blocks,
 		 (unsigned long long)st.crc_errors);
+	if (ls->refs)
+		tnd_info(LSFS_TAG, "closing: dedup %.2fx (%llu blocks in %llu payloads, %llu shared), "
+			 "%llu blocks written as shares, %llu verify mismatches, %llu saturated; index "
+			 "%llu entries in %llu bytes, reference table %llu bytes",
+			 st.unique_blocks ? (double)st.mapped_blocks / (double)st.unique_blocks : 1.0,
+			 (unsigned long long)st.mapped_blocks, (unsigned long long)st.unique_blocks,
+			 (unsigned long long)st.shared_payloads, (unsigned long long)st.dedup_hits,
+			 (unsigned long long)st.verify_mismatches, (unsigned long long)st.dedup_saturated,
+			 (unsigned long long)st.index_entries, (unsigned long long)st.index_bytes,
+			 (unsigned long long)st.refs_bytes);
 	struct tnd_reactor *r;
 	if (!ls->failed && tnd_reactor_create(0, 64, &r) == 0) {
 		int ret = ckpt_sync(ls, r);

@@ -38,8 +38,9 @@ ctl device create cz --size 64MiB --compress lz4 --dedup || fail "device create 
 ctl device create cz2 --size 4MiB --compress zstd 2>/dev/null && fail "compress zstd accepted"
 ctl target create "$T" --allow-any-initiator || fail "target create"
 ctl lun map "$T" 0 cz || fail "lun map"
-stats | grep -q '"compress": *"lz4"' || fail "the device does not say compress lz4: $(stats)"
-stats | grep -q '"dedup": *true' || fail "the device does not say dedup true: $(stats)"
+s=$(stats)
+grep -q '"compress": *"lz4"' <<<"$s" || fail "the device does not say compress lz4: $s"
+grep -q '"dedup": *true' <<<"$s" || fail "the device does not say dedup true: $s"
 
 # The patterns, 8 MiB each, at 8 MiB offsets: random, duplicate (one
 # random MiB eight times), zeros, text, mixed (text, random and zero 64 KiB
