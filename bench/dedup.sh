@@ -118,22 +118,25 @@ cat >"$DATA/tandem.json" <<EOF
     { "name": "dd", "type": "lsfs", "size": "$DD_SIZE", "dedup": true, "compress": "lz4" },
     { "name": "cz", "type": "lsfs", "size": "$((TAR_MIB + 64))MiB", "compress": "lz4" },
     { "name": "on", "type": "lsfs", "size": "1GiB", "dedup": true, "compress": "lz4" },
-    { "name": "off", "type": "lsfs", "size": "1GiB" },
-    { "name": "ram", "type": "lsfs", "size": "1GiB", "dedup": true, "dedup_index_bytes": "1MiB" }
+    { "name": "off", "type": "lsfs", "size": "1GiB" }
   ],
   "targets": [
     { "iqn": "$IQN", "allow_any_initiator": true,
-      "luns": { "0": "dd", "1": "cz", "2": "on", "3": "off", "4": "ram" } }
+      "luns": { "0": "dd", "1": "cz", "2": "on", "3": "off" } }
   ]
 }
 EOF
-"$TANDEMD" --data-dir "$DATA" --portal "127.0.0.1:$PORT" --mgmt "127.0.0.1:$MGMT" \
-	--config "$DATA/tandem.json" >>"$DATA/tandemd.log" 2>&1 &
-TPID=$!
-PIDS+=("$TPID")
-wait_port "$PORT" "$TPID" 12000 || { tail -20 "$DATA/tandemd.log" >&2; echo "dedup.sh: tandemd did not start" >&2; exit 1; }
-wait_port "$MGMT" "$TPID" 500 || true
-echo "dedup.sh: tandemd pid $TPID, portal 127.0.0.1:$PORT, work dir $WORK"
+start() {  # start DATA-DIR: tandemd with DATA-DIR/tandem.json
+	DATA=$1
+	"$TANDEMD" --data-dir "$DATA" --portal "127.0.0.1:$PORT" --mgmt "127.0.0.1:$MGMT" \
+		--config "$DATA/tandem.json" >>"$DATA/tandemd.log" 2>&1 &
+	TPID=$!
+	PIDS+=("$TPID")
+	wait_port "$PORT" "$TPID" 12000 || { tail -20 "$DATA/tandemd.log" >&2; echo "dedup.sh: tandemd did not start" >&2; exit 1; }
+	wait_port "$MGMT" "$TPID" 500 || true
+	echo "dedup.sh: tandemd pid $TPID, portal 127.0.0.1:$PORT, work dir $WORK"
+}
+start "$DATA"
 
 url() { echo "iscsi://127.0.0.1:$PORT/$IQN/$1"; }
 devstats() {
@@ -214,6 +217,19 @@ median3() {  # median3 WORKLOAD DEV
 }
 
 # Part 4 ---------------------------------------------------------------------------
+# A fresh tandemd with one device: in the first one, memory freed by the
+# earlier parts would be reused and hide the growth.
+kill -TERM "$TPID" 2>/dev/null || true
+wait "$TPID" 2>/dev/null || true
+D2="$WORK/data2"
+mkdir -p "$D2"
+cat >"$D2/tandem.json" <<EOF
+{
+  "devices": [ { "name": "ram", "type": "lsfs", "size": "1GiB", "dedup": true, "dedup_index_bytes": "1MiB" } ],
+  "targets": [ { "iqn": "$IQN", "allow_any_initiator": true, "luns": { "4": "ram" } } ]
+}
+EOF
+start "$D2"
 echo "== 4: index RAM: 1 MiB index on device ram, unique 4 KiB blocks until it is full"
 # Warm up (segment buffers, the map's first leaves), then measure.
 "$BENCH" --url "$(url 4)" --qd 8 --rw write --bs 256k --pattern seq --size 16MiB \

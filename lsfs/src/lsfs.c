@@ -113,6 +113,20 @@ struct dd_chunk {
 	bool cand;
 };
 
+/*
+ * Recently verified candidates' stored bytes, by index value: a block
+ * written over and over (a template, a zeroed-then-stamped pattern) is
+ * compared against this copy instead of being read from disk for every
+ * write. Valid while the payload's segment is in the same life.
+ */
+#define DD_CACHE_N 64u
+
+struct dd_cache_ent {
+	uint64_t val;                  /* dd_val; 0: empty */
+	uint64_t seg_seq;
+	uint8_t *raw;                  /* 2 x 4 KiB from the payload's block */
+};
+
 struct lsfs_ioctx {
 	struct tnd_msg msg;
 	struct lsfs_waiter w;
@@ -226,6 +240,7 @@ struct lsfs {
 	struct tnd_dedup *ddx;         /* fingerprint index; NULL: dedup off */
 	struct tnd_dedup_refs *refs;   /* shares per payload address (DEDUP stores) */
 	uint64_t shared_extra;         /* map entries beyond the first per payload */
+	struct dd_cache_ent *dd_cache; /* DD_CACHE_N entries, with ddx */
 
 	struct tnd_lsfs_stats st;
 };
@@ -1167,14 +1182,27 @@ static void dd_continue(struct lsfs *ls, struct lsfs_ioctx *x)
 		enqueue(ls, x);
 }
 
+static struct dd_cache_ent *dd_cache_slot(struct lsfs *ls, uint64_t val)
+{
+	uint64_t h = val * 0x9e3779b97f4a7c15ull;
+	return &ls->dd_cache[(h >> 32) % DD_CACHE_N];
+}
+
 static void dd_read_done(struct lsfs_child *c, int status)
 {
 	struct lsfs *ls = c->ls;
 	struct lsfs_ioctx *x = c->arg;
 	struct dd_chunk *dd = &x->dd[c->u64];
-	ls->readers[seg_of(ls, (dd->val & ((UINT64_C(1) << 48) - 1)) >> 3)]--;
-	if (status < 0)
+	uint32_t seg = seg_of(ls, (dd->val & ((UINT64_C(1) << 48) - 1)) >> 3);
+	ls->readers[seg]--;
+	if (status < 0) {
 		dd->raw = NULL;   /* no share; the write itself goes on */
+	} else if (ls->segs[seg].seq == dd->seg_seq) {
+		struct dd_cache_ent *ce = dd_cache_slot(ls, dd->val);
+		ce->val = dd->val;
+		ce->seg_seq = dd->seg_seq;
+		memcpy(ce->raw, dd->raw, 2 * LSFS_BLK);
+	}
 	if (--x->pending)
 		return;
 	dd_continue(ls, x);
@@ -1241,6 +1269,11 @@ static void dd_prep(struct lsfs *ls, struct lsfs_ioctx *x)
 		const uint8_t *ram = ram_block(ls, pba);
 		if (ram) {
 			memcpy(dd->raw, ram, len);
+			continue;
+		}
+		const struct dd_cache_ent *ce = dd_cache_slot(ls, dd->val);
+		if (ce->val == dd->val && ce->seg_seq == dd->seg_seq) {
+			memcpy(dd->raw, ce->raw, len);
 			continue;
 		}
 		uint32_t seg = seg_of(ls, pba);
@@ -2246,6 +2279,9 @@ static void lsfs_free(struct lsfs *ls)
 	free(ls->gc_locs);
 	tnd_dedup_destroy(ls->ddx);
 	tnd_dedup_refs_destroy(ls->refs);
+	if (ls->dd_cache)
+		free(ls->dd_cache[0].raw);
+	free(ls->dd_cache);
 	free(ls->zbuf);
 	free(ls->cbuf);
 	free(ls->dbuf);
@@ -2479,6 +2515,12 @@ static int dedup_setup(struct lsfs *ls, struct tnd_volume *backing, struct tnd_r
 	ret = tnd_dedup_create(budget, &ls->ddx);
 	if (ret < 0)
 		return ret;
+	ls->dd_cache = calloc(DD_CACHE_N, sizeof(*ls->dd_cache));
+	uint8_t *cache_raw = ls->dd_cache ? lsfs_alloc_blocks((size_t)DD_CACHE_N * 2 * LSFS_BLK) : NULL;
+	if (!cache_raw)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < DD_CACHE_N; i++)
+		ls->dd_cache[i].raw = cache_raw + (size_t)i * 2 * LSFS_BLK;
 	uint64_t want = LSFS_INCOMPAT_PACKED | LSFS_INCOMPAT_DEDUP;
 	if ((ls->sb.incompat & want) != want) {
 		ls->sb.incompat |= want;
