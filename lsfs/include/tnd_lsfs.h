@@ -68,8 +68,9 @@
  * more for GC, and during a checkpoint a copy of the map (24 bytes per
  * mapped block). With dedup: the fingerprint index (its whole budget,
  * opts.dedup_index_bytes, 24 bytes per indexed block), the reference
- * table (11-21 bytes per shared payload), and per write in flight 8 KiB
- * per full chunk that has a candidate (its stored bytes, for the compare).
+ * table (11-21 bytes per shared payload), a 512 KiB cache of recently
+ * verified candidates, and per write in flight 8 KiB per full chunk that
+ * has a candidate (its stored bytes, for the compare).
  *
  * Ownership. tnd_lsfs_open() takes ownership of @backing when it succeeds
  * (tnd_volume_destroy() of the lsfs volume destroys it); on failure the
