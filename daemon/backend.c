@@ -115,6 +115,11 @@ static json_t *device_json(struct tnd_daemon *d, const struct tnd_config_device 
 	if (c->type == TND_DEV_LSFS) {
 		json_object_set_new(o, "capacity", json_integer((json_int_t)c->capacity));
 		json_object_set_new(o, "write_cache", json_boolean(c->write_cache));
+		json_object_set_new(o, "compress", json_string(c->compress ? "lz4" : "none"));
+		json_object_set_new(o, "dedup", json_boolean(c->dedup));
+		if (c->dedup_index_bytes)
+			json_object_set_new(o, "dedup_index_bytes",
+					    json_integer((json_int_t)c->dedup_index_bytes));
 	}
 	struct tnd_daemon_dev *dev = tnd_daemon_find_dev(d, c->name);
 	json_t *stats = dev ? tnd_daemon_device_stats(d, dev) : NULL;
@@ -656,7 +661,12 @@ static const struct tnd_mgmt_backend_ops backend_ops = {
 	.config_snapshot = be_config_snapshot,
 };
 
+static const char *const compress_choices[] = { "lz4", "none", NULL };
+
 static const struct tnd_mgmt_dev_option lsfs_options[] = {
+	{ .key = "compress", .kind = TND_MGMT_OPT_STRING, .choices = compress_choices },
+	{ .key = "dedup", .kind = TND_MGMT_OPT_BOOL },
+	{ .key = "dedup_index_bytes", .kind = TND_MGMT_OPT_SIZE },
 	{ .key = "path", .kind = TND_MGMT_OPT_STRING },
 	{ .key = "capacity", .kind = TND_MGMT_OPT_SIZE },
 	{ .key = "write_cache", .kind = TND_MGMT_OPT_BOOL },

@@ -145,7 +145,8 @@ static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char
 			size_t errlen)
 {
 	static const char *const keys[] = { "name", "type", "path", "size", "block_size",
-					    "read_only", "capacity", "write_cache", NULL };
+					    "read_only", "capacity", "write_cache", "compress", "dedup",
+					    "dedup_index_bytes", NULL };
 	char where[48];
 	snprintf(where, sizeof(where), "devices[%zu]", i);
 	if (!json_is_object(d))
@@ -188,8 +189,24 @@ static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char
 		return ret;
 	dev->write_cache = true;
 	if (dev->type != TND_DEV_LSFS &&
-	    (json_object_get(d, "capacity") || json_object_get(d, "write_cache")))
-		return ERR("%s: capacity and write_cache apply to lsfs devices only", where);
+	    (json_object_get(d, "capacity") || json_object_get(d, "write_cache") ||
+	     json_object_get(d, "compress") || json_object_get(d, "dedup") ||
+	     json_object_get(d, "dedup_index_bytes")))
+		return ERR("%s: capacity, write_cache, compress and dedup apply to lsfs devices only",
+			   where);
+	if ((ret = get_bool(d, "dedup", &dev->dedup, where, err, errlen)))
+		return ret;
+	if ((ret = get_size(d, "dedup_index_bytes", &dev->dedup_index_bytes, where, err, errlen)))
+		return ret;
+	if (dev->dedup_index_bytes && dev->dedup_index_bytes < 4096)
+		return ERR("%s.dedup_index_bytes: at least 4096", where);
+	json_t *cz = json_object_get(d, "compress");
+	if (cz) {
+		const char *cs = json_string_value(cz);
+		if (!cs || (strcmp(cs, "lz4") != 0 && strcmp(cs, "none") != 0))
+			return ERR("%s.compress: must be \"lz4\" or \"none\"", where);
+		dev->compress = strcmp(cs, "lz4") == 0;
+	}
 	if ((ret = get_size(d, "capacity", &dev->capacity, where, err, errlen)))
 		return ret;
 	if ((ret = get_bool(d, "write_cache", &dev->write_cache, where, err, errlen)))

@@ -38,6 +38,9 @@ struct tnd_config_device {
 	/* lsfs only */
 	uint64_t capacity;      /* backing bytes; 0 = size + 1/8 + 64 MiB */
 	bool write_cache;       /* WCE=1: acked writes stable after FLUSH/FUA */
+	bool compress;          /* lsfs: LZ4 for new writes ("compress": "lz4") */
+	bool dedup;             /* lsfs: inline dedup of new writes */
+	uint64_t dedup_index_bytes; /* lsfs: the fingerprint index's RAM budget; 0: default */
 };
 
 struct tnd_config_lun {

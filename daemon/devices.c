@@ -60,6 +60,9 @@ static int open_lsfs(struct tnd_daemon *d, const struct tnd_config_device *dev,
 	lo.size = dev->size;
 	lo.block_size = dev->block_size;
 	lo.write_cache = dev->write_cache;
+	lo.compress = dev->compress;
+	lo.dedup = dev->dedup;
+	lo.dedup_index_bytes = dev->dedup_index_bytes;
 	lo.create_if_blank = !dev->read_only;
 	ret = tnd_lsfs_open(backing, home, &lo, out);
 	if (ret < 0) {
@@ -242,13 +245,17 @@ json_t *tnd_daemon_device_stats(struct tnd_daemon *d, struct tnd_daemon_dev *dev
 	if (lsfs) {
 		json_int_t mapped = json_integer_value(json_object_get(lsfs, "mapped_blocks"));
 		json_object_set_new(s, "logical_bytes", json_integer(mapped * block));
+		json_object_set(s, "logical_bytes_written", json_object_get(lsfs, "logical_bytes_written"));
+		json_object_set(s, "stored_bytes", json_object_get(lsfs, "stored_bytes"));
+		json_object_set(s, "compression_ratio", json_object_get(lsfs, "compression_ratio"));
+		json_object_set(s, "dedup_ratio", json_object_get(lsfs, "dedup_ratio"));
 	} else if (!json_object_get(s, "logical_bytes")) {
 		json_object_set(s, "logical_bytes", json_object_get(s, "physical_bytes") ?
 				json_object_get(s, "physical_bytes") : json_object_get(s, "size"));
 	}
 	if (!json_object_get(s, "physical_bytes"))
 		json_object_set(s, "physical_bytes", json_object_get(s, "logical_bytes"));
-	/* No dedup or compression in these stacks yet: the ratios are 1. */
+	/* No dedup or compression outside lsfs: those ratios are 1. */
 	if (!json_object_get(s, "dedup_ratio"))
 		json_object_set_new(s, "dedup_ratio", json_real(1.0));
 	if (!json_object_get(s, "compression_ratio"))

@@ -14,6 +14,17 @@
  * dead segments so the segments can be reused. The exact on-disk format is
  * in docs/on-disk-format.md.
  *
+ * Write stages. A chunk whose new content is all zero is not stored (it
+ * is unmapped and reads back as zeros). With opts.compress, every other
+ * chunk is LZ4-compressed (compress/) when that saves at least one 512 B
+ * sector, and payloads are packed at sector granularity, so the map
+ * entry also says where in its block a payload starts, how long it is
+ * and whether it is LZ4. Reads check the CRC32C of the stored bytes, then
+ * decompress. With opts.dedup, a full chunk whose fingerprint the index
+ * knows and whose bytes equal the stored payload's is mapped to that
+ * payload instead of being stored again (reference counts are derived from
+ * the map; see docs/on-disk-format.md).
+ *
  * Units. The map works in 4 KiB chunks. A volume formatted with 512 B
  * logical blocks maps 8 of them per chunk and turns a write that covers
  * part of a chunk into read-modify-write of that chunk. Every payload read
@@ -55,7 +66,11 @@
  * 0.4 % of one; plus 8 bytes per promised 4 MiB), up to three segment
  * buffers of segment_size each, one
  * more for GC, and during a checkpoint a copy of the map (24 bytes per
- * mapped block).
+ * mapped block). With dedup: the fingerprint index (its whole budget,
+ * opts.dedup_index_bytes, 24 bytes per indexed block), the reference
+ * table (11-21 bytes per shared payload), a 512 KiB cache of recently
+ * verified candidates, and per write in flight 8 KiB per full chunk that
+ * has a candidate (its stored bytes, for the compare).
  *
  * Ownership. tnd_lsfs_open() takes ownership of @backing when it succeeds
  * (tnd_volume_destroy() of the lsfs volume destroys it); on failure the
@@ -100,6 +115,29 @@ struct tnd_lsfs_opts {
 	uint32_t gc_interval_ms;    /* background GC/checkpoint tick; default 100; 0 = manual */
 	uint32_t ckpt_segments;     /* checkpoint after this many segments filled; default 8 */
 	uint32_t gc_free_low;       /* GC works while fewer free segments; 0 (default): 5%, >= 4 */
+	/*
+	 * Store new 4 KiB blocks LZ4-compressed when that saves at least one
+	 * 512 B sector (default false). Opening a store with it on marks the
+	 * store (an incompatible feature bit, set once, for good) so that an
+	 * older build refuses it; a store formatted with it on also gets a
+	 * checkpoint area with room for more mapped blocks than it has slots.
+	 * Turning it off later affects new writes only.
+	 */
+	bool compress;
+	/*
+	 * Inline dedup of 4 KiB blocks (default false): a block whose XXH3-128
+	 * fingerprint the index knows is compared byte for byte with the
+	 * stored one and, when equal, shared instead of stored again. Like
+	 * compress it marks the store (its own feature bit) on first open
+	 * with it, and a store formatted with it gets the larger checkpoint
+	 * area (up to 8 mapped blocks per 4 KiB slot, for dedup and
+	 * compression together). dedup_index_bytes is the fingerprint index's
+	 * RAM budget (24 bytes per indexed block; 0: 24 per data slot of the
+	 * store, at most 64 MiB); when it is full the index evicts cold
+	 * entries, dedup finds less, memory stays put.
+	 */
+	bool dedup;
+	uint64_t dedup_index_bytes;
 };
 
 /* Fill @o with the defaults above (size 0: must be set to format). */
@@ -137,6 +175,20 @@ struct tnd_lsfs_stats {
 	uint64_t checkpoints;
 	uint64_t mapped_blocks;       /* 4 KiB chunks with data */
 	uint64_t map_bytes;           /* RAM used by the block map */
+	uint64_t logical_bytes_written;  /* bytes of WRITE commands accepted */
+	uint64_t stored_bytes;        /* bytes the mapped payloads occupy (whole 512 B sectors) */
+	uint64_t zero_blocks;         /* 4 KiB chunks written as all zero: unmapped, not stored */
+	uint64_t compressed_blocks;   /* chunks written LZ4-compressed */
+	uint64_t raw_blocks;          /* chunks written as they are */
+	uint64_t map_capacity;        /* most chunks a checkpoint can map */
+	uint64_t dedup_hits;          /* chunks written as a share of a stored payload */
+	uint64_t dedup_saturated;     /* shares refused at the reference count limit */
+	uint64_t verify_mismatches;   /* index candidates whose bytes differed */
+	uint64_t shared_payloads;     /* payloads mapped by more than one chunk */
+	uint64_t unique_blocks;       /* payloads mapped (mapped_blocks less the extra shares) */
+	uint64_t index_entries;       /* blocks in the fingerprint index */
+	uint64_t index_bytes;         /* RAM of the index (its whole budget) */
+	uint64_t refs_bytes;          /* RAM of the reference-count table */
 	uint32_t segments, free_segments;
 	uint32_t segment_size;
 };
@@ -161,6 +213,7 @@ struct tnd_lsfs_check_result {
 	uint64_t records;             /* records parsed in live segments */
 	uint64_t mapped_blocks;
 	uint64_t replayed_records;
+	uint64_t shared_blocks;       /* payloads mapped by more than one block (dedup) */
 };
 
 /*

@@ -41,6 +41,8 @@
 #include <string.h>
 
 #include "lsfs_int.h"
+#include "tnd_compress.h"
+#include "tnd_dedup.h"
 
 #define LSFS_NBUF 3
 #define LSFS_GC_RESERVE 2u            /* segments only GC may take */
@@ -97,6 +99,32 @@ struct rd_slot {
 	uint32_t crc;
 	uint32_t seg;
 	uint64_t pba;
+	uint16_t aux;                  /* the map entry's: where in pba, length, LZ4 */
+	uint32_t boff;                 /* first bounce block */
+};
+
+/* Dedup state of one full chunk of a write, from dd_prep() to the append. */
+struct dd_chunk {
+	struct tnd_dedup_fp fp;
+	uint64_t val;                  /* the index's candidate: dd_val(loc, aux) */
+	uint64_t seg_seq;              /* the candidate segment's life when looked up */
+	uint8_t *raw;                  /* its stored bytes as read (from its block), or NULL */
+	bool have_fp;
+	bool cand;
+};
+
+/*
+ * Recently verified candidates' stored bytes, by index value: a block
+ * written over and over (a template, a zeroed-then-stamped pattern) is
+ * compared against this copy instead of being read from disk for every
+ * write. Valid while the payload's segment is in the same life.
+ */
+#define DD_CACHE_N 64u
+
+struct dd_cache_ent {
+	uint64_t val;                  /* dd_val; 0: empty */
+	uint64_t seg_seq;
+	uint8_t *raw;                  /* 2 x 4 KiB from the payload's block */
 };
 
 struct lsfs_ioctx {
@@ -115,11 +143,14 @@ struct lsfs_ioctx {
 	uint64_t c0, c1;               /* chunk range */
 	uint64_t cursor;               /* next chunk to append */
 	uint64_t last_rec;
-	uint8_t *edge;                 /* 2 x 4 KiB: old content of head/tail chunk */
-	uint64_t edge_pba[2];          /* which version edge[] holds; 0: none read */
+	uint8_t *edge;                 /* 2 x 4 KiB old content of head/tail chunk, then
+					* 2 x 8 KiB for their stored bytes as read */
+	uint64_t edge_loc[2];          /* which payload edge[] holds (lsfs_ment_loc); 0: none */
 	struct rd_slot *slots;
 	uint8_t *bounce;
 	uint32_t nslots;
+	struct dd_chunk *dd;           /* per chunk of a write with dedup on, or NULL */
+	uint8_t *ddbuf;                /* 8 KiB per candidate read from disk */
 };
 
 struct lsfs {
@@ -149,7 +180,8 @@ struct lsfs {
 	uint64_t tail_seg_seq;
 	bool rec_open;
 	uint32_t rec_off;
-	uint32_t rec_ndesc, rec_npay;
+	uint32_t rec_ndesc;
+	uint32_t rec_sec;              /* payload sectors in the open record */
 	uint64_t rec_seq;
 
 	/* pipeline */
@@ -183,8 +215,12 @@ struct lsfs {
 	bool gc_wait_buf;
 	uint32_t gc_victim;
 	uint8_t *gc_buf;
-	uint64_t *gc_moves;            /* (pba << 0) of live blocks found in the victim */
-	uint64_t *gc_lbas;
+	uint64_t *gc_locs;             /* lsfs_ment_loc of live payloads found in the victim */
+	uint64_t *gc_lbas;             /* the chunk mapping each */
+	uint32_t gc_cap;               /* room in gc_locs/gc_lbas */
+	uint64_t gc_grp_old;           /* dedup: the shared payload being moved ... */
+	uint64_t gc_grp_new;           /* ... its new address (0: not moved yet) */
+	uint64_t gc_grp_lba;           /* ... and the chunk that got the copy */
 	uint32_t gc_nmoves, gc_next;
 	bool *gc_skip;
 	tnd_done_cb gc_cb;
@@ -194,6 +230,17 @@ struct lsfs {
 	bool tick_armed;
 	_Atomic bool home_seen;        /* some of our code has run on the home reactor */
 	struct close_req *close_req;
+
+	/* write stages: zero detection, compression */
+	struct tnd_compress_ctx *cctx; /* NULL: compression off */
+	uint8_t *zbuf;                 /* 4 KiB: a chunk's new content, gathered */
+	uint8_t *cbuf;                 /* 4 KiB: its compressed form */
+	uint8_t *dbuf;                 /* 4 KiB: a decompressed chunk on the read path */
+	uint64_t map_cap;              /* most chunks a checkpoint can map */
+	struct tnd_dedup *ddx;         /* fingerprint index; NULL: dedup off */
+	struct tnd_dedup_refs *refs;   /* shares per payload address (DEDUP stores) */
+	uint64_t shared_extra;         /* map entries beyond the first per payload */
+	struct dd_cache_ent *dd_cache; /* DD_CACHE_N entries, with ddx */
 
 	struct tnd_lsfs_stats st;
 };
@@ -361,9 +408,13 @@ static void complete_io(struct lsfs_ioctx *x, int status)
 	free(x->edge);
 	free(x->slots);
 	free(x->bounce);
+	free(x->dd);
+	free(x->ddbuf);
 	x->edge = NULL;
 	x->slots = NULL;
 	x->bounce = NULL;
+	x->dd = NULL;
+	x->ddbuf = NULL;
 	x->status = status;
 	/* Never call back from inside submit, and always on the submitter. */
 	if (io->reactor != x->ls->home || x->in_submit) {
@@ -425,10 +476,33 @@ static void reserve_next(struct lsfs *ls)
 	ls->next_seg = s;
 }
 
-static void seg_lost_block(struct lsfs *ls, uint64_t pba)
+/* The dedup index's value for a payload: its address and layout. */
+static uint64_t dd_val(uint64_t loc, uint16_t aux)
 {
-	uint32_t s = seg_of(ls, pba);
+	return loc | (uint64_t)aux << 48;
+}
+
+/*
+ * A chunk stopped using the payload @old (a map entry) describes. With
+ * dedup the payload's space is only given up with its last reference.
+ */
+static void seg_lost_block(struct lsfs *ls, const struct lsfs_ment *old)
+{
+	uint32_t s = seg_of(ls, lsfs_ment_pba(old));
 	ls->segs[s].live--;
+	bool last = true;
+	if (ls->refs) {
+		uint64_t loc = lsfs_ment_loc(old);
+		if (tnd_dedup_ref_get(ls->refs, loc) >= 2) {
+			tnd_dedup_ref_dec(ls->refs, loc);
+			ls->shared_extra--;
+			last = false;
+		} else if (ls->ddx) {
+			tnd_dedup_remove_pba(ls->ddx, dd_val(loc, old->aux));
+		}
+	}
+	if (last)
+		ls->segs[s].live_sec -= lsfs_len_sectors(lsfs_aux_len(old->aux));
 	if (ls->segs[s].live == 0 && ls->segs[s].state == LSFS_SEG_USED) {
 		ls->segs[s].state = LSFS_SEG_DEAD;
 		ls->ndead++;
@@ -446,7 +520,7 @@ static void seal_record(struct lsfs *ls)
 		.seg_seq = b->seg_seq,
 		.prev_seg_seq = ls->cur_prev_seq,
 		.ndesc = ls->rec_ndesc,
-		.npayload = ls->rec_npay,
+		.npayload = (ls->rec_sec + 7) / 8,
 		.next_seg = ls->next_seg,
 	};
 	memcpy(r.uuid, ls->sb.uuid, 16);
@@ -507,7 +581,7 @@ static int open_segment(struct lsfs *ls)
 	struct lsfs_seginfo *s = &ls->segs[seg];
 	s->state = LSFS_SEG_OPEN;
 	s->seq = ++ls->max_seg_seq;
-	s->live = 0;
+	s->live = s->live_sec = 0;
 	/* An older buffer may still hold this segment's previous life. */
 	for (int i = 0; i < LSFS_NBUF; i++)
 		if (ls->bufs[i].active && ls->bufs[i].seg == seg && &ls->bufs[i] != nb)
@@ -527,11 +601,14 @@ static int open_segment(struct lsfs *ls)
 }
 
 /*
- * Make room in the open record for one descriptor and, with @payload, one
- * payload block: seal a full record, close a full segment, open the next.
+ * Make room in the open record for one descriptor and @len bytes of
+ * payload (0: none): seal a full record, close a full segment, open the
+ * next. Payloads are packed at sector granularity, so the record ends at
+ * its payload sectors rounded up to a block.
  */
-static int make_room(struct lsfs *ls, bool payload)
+static int make_room(struct lsfs *ls, uint32_t len)
 {
+	uint32_t nsec = lsfs_len_sectors(len);
 	for (;;) {
 		struct lsfs_buf *b = ls->cur;
 		if (b) {
@@ -539,8 +616,11 @@ static int make_room(struct lsfs *ls, bool payload)
 				seal_record(ls);
 				continue;
 			}
-			uint32_t need = (ls->rec_open ? 0 : LSFS_BLK) + (payload ? LSFS_BLK : 0);
-			if (b->fill + need <= ls->sb.seg_size)
+			uint64_t start = ls->rec_open ? ls->rec_off : b->fill;
+			uint64_t sec = (ls->rec_open ? ls->rec_sec : 0) + nsec;
+			uint64_t end = start + LSFS_BLK +
+				       (sec * LSFS_SECTOR + LSFS_BLK - 1) / LSFS_BLK * LSFS_BLK;
+			if (end <= ls->sb.seg_size)
 				break;
 			close_segment(ls);
 		}
@@ -555,19 +635,31 @@ static int make_room(struct lsfs *ls, bool payload)
 		b->fill += LSFS_BLK;
 		ls->rec_seq = ls->next_rec_seq++;
 		ls->rec_ndesc = 0;
-		ls->rec_npay = 0;
+		ls->rec_sec = 0;
 		ls->rec_open = true;
 	}
 	return 0;
 }
 
-static uint8_t *data_slot(struct lsfs *ls, uint64_t *pba)
+/*
+ * Take @len bytes of payload space in the open record (make_room first):
+ * the next free sector. Bytes between payloads and after the last one
+ * are zero (new blocks are cleared as the record grows into them).
+ */
+static uint8_t *data_slot(struct lsfs *ls, uint32_t len, uint64_t *pba, uint32_t *sector)
 {
 	struct lsfs_buf *b = ls->cur;
-	uint8_t *p = b->data + b->fill;
-	*pba = lsfs_seg_base_pba(&ls->sb, b->seg) + b->fill / LSFS_BLK;
-	b->fill += LSFS_BLK;
-	return p;
+	uint32_t pos = ls->rec_off + LSFS_BLK + ls->rec_sec * LSFS_SECTOR;
+	ls->rec_sec += lsfs_len_sectors(len);
+	uint32_t end = ls->rec_off + LSFS_BLK +
+		       (ls->rec_sec * LSFS_SECTOR + LSFS_BLK - 1) / LSFS_BLK * LSFS_BLK;
+	if (end > b->fill) {
+		memset(b->data + b->fill, 0, end - b->fill);
+		b->fill = end;
+	}
+	*pba = lsfs_seg_base_pba(&ls->sb, b->seg) + pos / LSFS_BLK;
+	*sector = (pos % LSFS_BLK) / LSFS_SECTOR;
+	return b->data + pos;
 }
 
 static void add_desc(struct lsfs *ls, uint64_t lba, uint32_t crc, uint16_t flags,
@@ -575,23 +667,202 @@ static void add_desc(struct lsfs *ls, uint64_t lba, uint32_t crc, uint16_t flags
 {
 	struct lsfs_desc d = { .lba = lba, .crc = crc, .flags = flags, .stored_len = stored_len, .arg = arg };
 	lsfs_desc_encode(&d, ls->cur->data + ls->rec_off, ls->rec_ndesc++);
-	if (stored_len)
-		ls->rec_npay++;
 }
 
-static void map_update(struct lsfs *ls, uint64_t c, uint64_t pba, uint32_t crc)
+/* A TRIM of @n chunks from @c; it extends the record's last descriptor
+ * when that is a TRIM ending at @c (runs of zero chunks cost one). */
+static void add_trim(struct lsfs *ls, uint64_t c, uint64_t n)
 {
-	ls->segs[seg_of(ls, pba)].live++;
-	uint64_t old = lsfs_map_set(&ls->map, c, pba, crc);
-	if (old)
-		seg_lost_block(ls, old);
+	uint8_t *hdr = ls->cur->data + ls->rec_off;
+	if (ls->rec_ndesc) {
+		struct lsfs_desc d;
+		lsfs_desc_decode(hdr, ls->rec_ndesc - 1, &d);
+		if (d.flags == LSFS_DESC_TRIM && d.lba + d.arg == c) {
+			d.arg += n;
+			lsfs_desc_encode(&d, hdr, ls->rec_ndesc - 1);
+			return;
+		}
+	}
+	add_desc(ls, c, 0, LSFS_DESC_TRIM, 0, n);
+}
+
+/* Map chunk @c to a payload: a new one, or (@shared, its reference
+ * already counted) one that other chunks map too. */
+static void map_update(struct lsfs *ls, uint64_t c, uint64_t pba, uint32_t crc, uint16_t aux,
+		       bool shared)
+{
+	struct lsfs_seginfo *si = &ls->segs[seg_of(ls, pba)];
+	si->live++;
+	if (shared)
+		ls->shared_extra++;
+	else
+		si->live_sec += lsfs_len_sectors(lsfs_aux_len(aux));
+	struct lsfs_ment old;
+	if (lsfs_map_set(&ls->map, c, pba, crc, aux, &old))
+		seg_lost_block(ls, &old);
 }
 
 static void trim_range(struct lsfs *ls, uint64_t c, uint64_t n)
 {
 	uint64_t end = c + n;
-	for (uint64_t x = c; lsfs_map_next(&ls->map, &x) && x < end; x++)
-		seg_lost_block(ls, lsfs_map_clear(&ls->map, x));
+	for (uint64_t x = c; lsfs_map_next(&ls->map, &x) && x < end; x++) {
+		struct lsfs_ment old;
+		lsfs_map_clear(&ls->map, x, &old);
+		seg_lost_block(ls, &old);
+	}
+}
+
+/* The stored bytes of @m's payload when they are still in RAM, else NULL. */
+static const uint8_t *ram_payload(struct lsfs *ls, const struct lsfs_ment *m)
+{
+	const uint8_t *p = ram_block(ls, lsfs_ment_pba(m));
+	return p ? p + lsfs_aux_sector(m->aux) * LSFS_SECTOR : NULL;
+}
+
+/*
+ * Turn the stored bytes @p of a payload laid out as @aux into the chunk's
+ * 4 KiB at @out, checking them against @crc first. 0 or -EILSEQ (counted
+ * as a CRC error: a payload that fails to decompress is as damaged as one
+ * that fails its CRC).
+ */
+static int decode_payload(struct lsfs *ls, uint32_t crc, uint16_t aux, const uint8_t *p, uint8_t *out)
+{
+	uint32_t len = lsfs_aux_len(aux);
+	if (tnd_crc32c(0, p, len) != crc ||
+	    (lsfs_aux_lz4(aux) ? tnd_decompress(p, len, out, LSFS_BLK) < 0 : (memcpy(out, p, LSFS_BLK), 0))) {
+		ls->st.crc_errors++;
+		return -EILSEQ;
+	}
+	return 0;
+}
+
+/* The @len bytes at @off of @iov when they are contiguous there, else NULL. */
+static const uint8_t *iov_span(const struct iovec *iov, int cnt, uint64_t off, size_t len)
+{
+	for (int i = 0; i < cnt; i++) {
+		if (off < iov[i].iov_len)
+			return iov[i].iov_len - off >= len ? (const uint8_t *)iov[i].iov_base + off : NULL;
+		off -= iov[i].iov_len;
+	}
+	return NULL;
+}
+
+/*
+ * The write pipeline's stages for one chunk whose new content is @src
+ * (borrowed, 4 KiB): an all-zero chunk becomes a TRIM (unmapped reads as
+ * zeros); else it is compressed when that is on and saves a sector; the
+ * payload is appended and the map updated; with dedup it is indexed under
+ * @fp (NULL: computed here). 0 or make_room's -errno.
+ */
+static int store_chunk(struct lsfs *ls, uint64_t c, const uint8_t *src, const struct tnd_dedup_fp *fp)
+{
+	if (tnd_compress_is_zero(src, LSFS_BLK)) {
+		int ret = make_room(ls, 0);
+		if (ret < 0)
+			return ret;
+		add_trim(ls, c, 1);
+		trim_range(ls, c, 1);
+		ls->st.zero_blocks++;
+		return 0;
+	}
+	const uint8_t *pay = src;
+	uint32_t len = LSFS_BLK;
+	bool lz4 = false;
+	if (ls->cctx) {
+		size_t clen = 0;
+		int r = tnd_compress_block(ls->cctx, src, LSFS_BLK, ls->cbuf, LSFS_LZ4_MAX, &clen);
+		if (r == TND_COMPRESS_COMPRESSED && clen > 0 && clen <= LSFS_LZ4_MAX) {
+			pay = ls->cbuf;
+			len = (uint32_t)clen;
+			lz4 = true;
+		}
+	}
+	int ret = make_room(ls, len);
+	if (ret < 0)
+		return ret;
+	uint64_t pba;
+	uint32_t sector;
+	uint8_t *slot = data_slot(ls, len, &pba, &sector);
+	memcpy(slot, pay, len);
+	uint32_t crc = tnd_crc32c(0, slot, len);
+	add_desc(ls, c, crc, (uint16_t)(LSFS_DESC_DATA | (lz4 ? LSFS_DESC_F_LZ4 : 0)), (uint16_t)len, 0);
+	uint16_t aux = lsfs_aux_make(lz4, sector, len);
+	map_update(ls, c, pba, crc, aux, false);
+	if (lz4)
+		ls->st.compressed_blocks++;
+	else
+		ls->st.raw_blocks++;
+	if (ls->ddx) {
+		struct tnd_dedup_fp f;
+		if (!fp) {
+			tnd_dedup_fingerprint(src, LSFS_BLK, &f);
+			fp = &f;
+		}
+		tnd_dedup_insert(ls->ddx, fp, dd_val(pba << 3 | sector, aux));
+	}
+	return 0;
+}
+
+/*
+ * Dedup: share the payload the index suggests for the chunk @src, if it
+ * is still what was looked up (the index still names it, its segment is
+ * in the same life) and holds exactly these bytes. 1: shared; 0: store
+ * the chunk (no candidate, a mismatch, a saturated count); or make_room's
+ * -errno. The candidate's bytes come from RAM, or from the read dd_prep()
+ * made; a candidate that shows up only now (written since, typically by
+ * this very write) is used only while it is in RAM.
+ */
+static int try_share(struct lsfs *ls, uint64_t c, const uint8_t *src, struct dd_chunk *dd)
+{
+	if (!dd->have_fp)
+		return 0;
+	uint64_t v;
+	if (tnd_dedup_lookup(ls->ddx, &dd->fp, &v) < 0)
+		return 0;
+	uint64_t loc = v & ((UINT64_C(1) << 48) - 1);
+	uint16_t aux = (uint16_t)(v >> 48);
+	uint64_t pba = loc >> 3;
+	uint32_t seg = seg_of(ls, pba);
+	const struct lsfs_seginfo *si = &ls->segs[seg];
+	if ((si->state != LSFS_SEG_USED && si->state != LSFS_SEG_OPEN) ||
+	    (ls->gc_busy && seg == ls->gc_victim))
+		return 0;
+	const uint8_t *p = ram_block(ls, pba);
+	if (p)
+		p += (loc & 7) * LSFS_SECTOR;
+	else if (dd->cand && dd->val == v && dd->raw && dd->seg_seq == si->seq)
+		p = dd->raw + (loc & 7) * LSFS_SECTOR;
+	else
+		return 0;
+	uint32_t len = lsfs_aux_len(aux);
+	const uint8_t *data = p;
+	if (lsfs_aux_lz4(aux)) {
+		if (tnd_decompress(p, len, ls->dbuf, LSFS_BLK) < 0)
+			data = NULL;
+		else
+			data = ls->dbuf;
+	}
+	if (!data || memcmp(data, src, LSFS_BLK) != 0) {
+		/* The fingerprint matched, the bytes did not. */
+		tnd_dedup_reject(ls->ddx, &dd->fp, v);
+		return 0;
+	}
+	uint32_t crc = tnd_crc32c(0, p, len);
+	int ret = make_room(ls, 0);
+	if (ret < 0)
+		return ret;
+	if (tnd_dedup_ref_inc(ls->refs, loc) < 0) {
+		/* Saturated (or no memory for the count): a new copy, which
+		 * the index then names instead. */
+		ls->st.dedup_saturated++;
+		return 0;
+	}
+	add_desc(ls, c, crc, (uint16_t)(LSFS_DESC_DATA | LSFS_DESC_F_DEDUP |
+					(lsfs_aux_lz4(aux) ? LSFS_DESC_F_LZ4 : 0)), (uint16_t)len, loc);
+	map_update(ls, c, pba, crc, aux, true);
+	tnd_dedup_confirm(ls->ddx, &dd->fp, v);
+	ls->st.dedup_hits++;
+	return 1;
 }
 
 static void schedule_kick(struct lsfs *ls);
@@ -616,51 +887,64 @@ static int append_io(struct lsfs *ls, struct lsfs_ioctx *x)
 			uint64_t n = 1;
 			while (c + n < x->c1 && (c + n + 1) * LSFS_BLK <= x->b1)
 				n++;
-			int ret = make_room(ls, false);
+			int ret = make_room(ls, 0);
 			if (ret < 0)
 				return ret;
-			add_desc(ls, c, 0, LSFS_DESC_TRIM, 0, n);
+			add_trim(ls, c, n);
 			trim_range(ls, c, n);
 			x->cursor += n;
 			x->last_rec = ls->rec_seq;
 			continue;
 		}
-		int ret = make_room(ls, true);
-		if (ret < 0)
-			return ret;
-		/* After make_room: it may have recycled a buffer. */
-		const uint8_t *base = NULL;
-		if (!full) {
+		/* The chunk's new content, whole, in one place (partial chunks
+		 * are merged with the old content, from RAM or from edge[]). */
+		const uint8_t *src;
+		if (full) {
+			src = iov_span(io->iov, io->iovcnt, s - x->b0, LSFS_BLK);
+			if (!src) {
+				copy_from_iov(io->iov, io->iovcnt, s - x->b0, ls->zbuf, LSFS_BLK);
+				src = ls->zbuf;
+			}
+		} else {
 			const struct lsfs_ment *m = lsfs_map_get(&ls->map, c);
+			uint8_t *chunk = ls->zbuf;
 			if (m) {
-				uint64_t pba = lsfs_ment_pba(m);
-				base = ram_block(ls, pba);
-				if (!base) {
+				const uint8_t *p = ram_payload(ls, m);
+				if (p) {
+					int ret = decode_payload(ls, m->crc, m->aux, p, chunk);
+					if (ret < 0)
+						return ret;
+				} else {
 					int k = c == x->c0 ? 0 : 1;
-					if (x->edge_pba[k] != pba)
+					if (x->edge_loc[k] != lsfs_ment_loc(m))
 						return 1;
-					base = x->edge + k * LSFS_BLK;
+					memcpy(chunk, x->edge + k * LSFS_BLK, LSFS_BLK);
 				}
+			} else {
+				memset(chunk, 0, LSFS_BLK);
+			}
+			if (is_write)
+				copy_from_iov(io->iov, io->iovcnt, s - x->b0, chunk + (s - cs), e - s);
+			else
+				memset(chunk + (s - cs), 0, e - s);
+			src = chunk;
+		}
+		struct dd_chunk *dd = full && x->dd ? &x->dd[c - x->c0] : NULL;
+		if (dd) {
+			int r = try_share(ls, c, src, dd);
+			if (r < 0)
+				return r;
+			if (r == 1) {
+				x->cursor++;
+				x->last_rec = ls->rec_seq;
+				continue;
 			}
 		}
-		uint64_t pba;
-		uint8_t *slot = data_slot(ls, &pba);
-		if (full) {
-			copy_from_iov(io->iov, io->iovcnt, s - x->b0, slot, LSFS_BLK);
-		} else {
-			if (base)
-				memcpy(slot, base, LSFS_BLK);
-			else
-				memset(slot, 0, LSFS_BLK);
-			if (is_write)
-				copy_from_iov(io->iov, io->iovcnt, s - x->b0, slot + (s - cs), e - s);
-			else
-				memset(slot + (s - cs), 0, e - s);
+		int ret = store_chunk(ls, c, src, dd && dd->have_fp ? &dd->fp : NULL);
+		if (ret < 0)
+			return ret;
+		if (!full)
 			ls->st.rmw++;
-		}
-		uint32_t crc = tnd_crc32c(0, slot, LSFS_BLK);
-		add_desc(ls, c, crc, LSFS_DESC_DATA, LSFS_BLK, 0);
-		map_update(ls, c, pba, crc);
 		x->cursor++;
 		x->last_rec = ls->rec_seq;
 	}
@@ -688,6 +972,24 @@ static bool space_for(struct lsfs *ls, struct lsfs_ioctx *x)
 	uint64_t n = is_write ? x->c1 - x->c0 : 2;
 	uint64_t need = n + n / (LSFS_REC_MAX_DESC - 1) + 2;
 	return need <= free_blocks(ls, is_write ? LSFS_GC_RESERVE : 0);
+}
+
+/*
+ * The checkpoint area has room for ls->map_cap map entries. Without
+ * packing no more chunks can be mapped than there are data slots, which
+ * is what it is sized for; with compression more could, so a write that
+ * would map more chunks than a checkpoint can hold fails with -ENOSPC
+ * (the store is full of metadata; GC cannot help, UNMAP can).
+ */
+static bool map_room(struct lsfs *ls, struct lsfs_ioctx *x)
+{
+	uint64_t n = x->c1 - x->c0;
+	if (ls->map.mapped + n <= ls->map_cap)
+		return true;
+	uint64_t fresh = 0;
+	for (uint64_t c = x->c0; c < x->c1; c++)
+		fresh += lsfs_map_get(&ls->map, c) == NULL;
+	return ls->map.mapped + fresh <= ls->map_cap;
 }
 
 static uint32_t pick_victim(struct lsfs *ls);
@@ -740,6 +1042,11 @@ static void pump(struct lsfs *ls)
 	while (ls->aq_head && !ls->failed && !ls->gc_wait_buf) {
 		struct lsfs_ioctx *x = ls->aq_head;
 		if (!x->space_ok) {
+			if (x->io->type == TND_IO_WRITE && !map_room(ls, x)) {
+				aq_pop(ls);
+				complete_io(x, -ENOSPC);
+				continue;
+			}
 			if (!space_for(ls, x)) {
 				if (space_may_come(ls)) {
 					gc_step(ls);
@@ -792,25 +1099,26 @@ static void enqueue(struct lsfs *ls, struct lsfs_ioctx *x)
 	pump(ls);
 }
 
+#define EDGE_RAW(x, k) ((x)->edge + 2 * LSFS_BLK + (size_t)(k) * 2 * LSFS_BLK)
+
 static void prep_read_done(struct lsfs_child *c, int status)
 {
 	struct lsfs *ls = c->ls;
 	struct lsfs_ioctx *x = c->arg;
 	int k = (int)(c->u64 & 1);
-	uint64_t pba = c->u64 >> 1;
-	ls->readers[seg_of(ls, pba)]--;
+	uint64_t loc = c->u64 >> 1;
+	ls->readers[seg_of(ls, loc >> 3)]--;
 	if (status < 0) {
 		x->status = -EIO;
 	} else {
 		const struct lsfs_ment *m = lsfs_map_get(&ls->map, k == 0 ? x->c0 : x->c1 - 1);
 		/* Only a still-current copy is checked; a stale one is re-read. */
-		if (m && lsfs_ment_pba(m) == pba) {
-			if (tnd_crc32c(0, x->edge + k * LSFS_BLK, LSFS_BLK) != m->crc) {
-				ls->st.crc_errors++;
+		if (m && lsfs_ment_loc(m) == loc) {
+			const uint8_t *p = EDGE_RAW(x, k) + (loc & 7) * LSFS_SECTOR;
+			if (decode_payload(ls, m->crc, m->aux, p, x->edge + k * LSFS_BLK) < 0)
 				x->status = -EILSEQ;
-			} else {
-				x->edge_pba[k] = pba;
-			}
+			else
+				x->edge_loc[k] = loc;
 		}
 	}
 	if (--x->pending)
@@ -826,7 +1134,7 @@ static void prep_io(struct lsfs *ls, struct lsfs_ioctx *x)
 {
 	x->stage = IO_PREP;
 	if (!x->edge) {
-		x->edge = lsfs_alloc_blocks(2 * LSFS_BLK);
+		x->edge = lsfs_alloc_blocks(6 * LSFS_BLK);
 		if (!x->edge) {
 			complete_io(x, -ENOMEM);
 			return;
@@ -844,13 +1152,14 @@ static void prep_io(struct lsfs *ls, struct lsfs_ioctx *x)
 		const struct lsfs_ment *m = lsfs_map_get(&ls->map, c);
 		if (!m)
 			continue;
-		uint64_t pba = lsfs_ment_pba(m);
-		if (ram_block(ls, pba) || x->edge_pba[k] == pba)
+		uint64_t pba = lsfs_ment_pba(m), loc = lsfs_ment_loc(m);
+		if (ram_payload(ls, m) || x->edge_loc[k] == loc)
 			continue;
 		x->pending++;
 		ls->readers[seg_of(ls, pba)]++;
-		int ret = child_submit(ls, TND_IO_READ, pba * LSFS_BLK, x->edge + k * LSFS_BLK, LSFS_BLK,
-				       prep_read_done, x, pba << 1 | (uint64_t)k);
+		int ret = child_submit(ls, TND_IO_READ, pba * LSFS_BLK, EDGE_RAW(x, k),
+				       (size_t)lsfs_aux_blocks(m->aux) * LSFS_BLK, prep_read_done, x,
+				       loc << 1 | (uint64_t)k);
 		if (ret < 0) {
 			ls->readers[seg_of(ls, pba)]--;
 			x->pending--;
@@ -863,6 +1172,124 @@ static void prep_io(struct lsfs *ls, struct lsfs_ioctx *x)
 		complete_io(x, x->status);
 	else
 		enqueue(ls, x);
+}
+
+static void dd_continue(struct lsfs *ls, struct lsfs_ioctx *x)
+{
+	if (x->b0 % LSFS_BLK || x->b1 % LSFS_BLK)
+		prep_io(ls, x);
+	else
+		enqueue(ls, x);
+}
+
+static struct dd_cache_ent *dd_cache_slot(struct lsfs *ls, uint64_t val)
+{
+	uint64_t h = val * 0x9e3779b97f4a7c15ull;
+	return &ls->dd_cache[(h >> 32) % DD_CACHE_N];
+}
+
+static void dd_read_done(struct lsfs_child *c, int status)
+{
+	struct lsfs *ls = c->ls;
+	struct lsfs_ioctx *x = c->arg;
+	struct dd_chunk *dd = &x->dd[c->u64];
+	uint32_t seg = seg_of(ls, (dd->val & ((UINT64_C(1) << 48) - 1)) >> 3);
+	ls->readers[seg]--;
+	if (status < 0) {
+		dd->raw = NULL;   /* no share; the write itself goes on */
+	} else if (ls->segs[seg].seq == dd->seg_seq) {
+		struct dd_cache_ent *ce = dd_cache_slot(ls, dd->val);
+		ce->val = dd->val;
+		ce->seg_seq = dd->seg_seq;
+		memcpy(ce->raw, dd->raw, 2 * LSFS_BLK);
+	}
+	if (--x->pending)
+		return;
+	dd_continue(ls, x);
+}
+
+/*
+ * Dedup's stage before the append queue: fingerprint every full chunk of
+ * a write, look it up, and read the candidates that are only on disk, so
+ * that the append can compare bytes without waiting. Nothing here can
+ * fail the write: without memory or a read, the chunks are just stored.
+ */
+static void dd_prep(struct lsfs *ls, struct lsfs_ioctx *x)
+{
+	struct tnd_io *io = x->io;
+	uint64_t n = x->c1 - x->c0;
+	x->dd = calloc(n, sizeof(*x->dd));
+	if (!x->dd) {
+		dd_continue(ls, x);
+		return;
+	}
+	uint32_t ncand = 0;
+	for (uint64_t i = 0; i < n; i++) {
+		struct dd_chunk *dd = &x->dd[i];
+		uint64_t cs = (x->c0 + i) * LSFS_BLK;
+		if (cs < x->b0 || cs + LSFS_BLK > x->b1)
+			continue;
+		const uint8_t *src = iov_span(io->iov, io->iovcnt, cs - x->b0, LSFS_BLK);
+		if (!src) {
+			copy_from_iov(io->iov, io->iovcnt, cs - x->b0, ls->zbuf, LSFS_BLK);
+			src = ls->zbuf;
+		}
+		if (tnd_compress_is_zero(src, LSFS_BLK))
+			continue;
+		tnd_dedup_fingerprint(src, LSFS_BLK, &dd->fp);
+		dd->have_fp = true;
+		uint64_t v;
+		if (tnd_dedup_lookup(ls->ddx, &dd->fp, &v) < 0)
+			continue;
+		uint64_t pba = (v & ((UINT64_C(1) << 48) - 1)) >> 3;
+		const struct lsfs_seginfo *si = &ls->segs[seg_of(ls, pba)];
+		if (si->state != LSFS_SEG_USED && si->state != LSFS_SEG_OPEN)
+			continue;
+		dd->val = v;
+		dd->seg_seq = si->seq;
+		dd->cand = true;
+		ncand++;
+	}
+	/* Each candidate's stored bytes: copied now when they are in RAM
+	 * (the segment buffer may be recycled before the append), else read. */
+	if (ncand) {
+		x->ddbuf = lsfs_alloc_blocks((size_t)ncand * 2 * LSFS_BLK);
+		if (!x->ddbuf)
+			ncand = 0;
+	}
+	x->pending = 1;   /* held while issuing */
+	uint32_t k = 0;
+	for (uint64_t i = 0; i < n && ncand; i++) {
+		struct dd_chunk *dd = &x->dd[i];
+		uint64_t pba = (dd->val & ((UINT64_C(1) << 48) - 1)) >> 3;
+		if (!dd->cand)
+			continue;
+		size_t len = (size_t)lsfs_aux_blocks((uint16_t)(dd->val >> 48)) * LSFS_BLK;
+		dd->raw = x->ddbuf + (size_t)k++ * 2 * LSFS_BLK;
+		const uint8_t *ram = ram_block(ls, pba);
+		if (ram) {
+			memcpy(dd->raw, ram, len);
+			continue;
+		}
+		const struct dd_cache_ent *ce = dd_cache_slot(ls, dd->val);
+		if (ce->val == dd->val && ce->seg_seq == dd->seg_seq) {
+			memcpy(dd->raw, ce->raw, len);
+			continue;
+		}
+		uint32_t seg = seg_of(ls, pba);
+		x->pending++;
+		ls->readers[seg]++;
+		int ret = child_submit(ls, TND_IO_READ, pba * LSFS_BLK, dd->raw, len,
+				       dd_read_done, x, i);
+		if (ret < 0) {
+			ls->readers[seg]--;
+			x->pending--;
+			dd->raw = NULL;
+		}
+	}
+	if (--x->pending)
+		return;
+	dd_continue(ls, x);
 }
 
 static void start_write(struct lsfs *ls, struct lsfs_ioctx *x)
@@ -883,6 +1310,7 @@ static void start_write(struct lsfs *ls, struct lsfs_ioctx *x)
 			complete_io(x, -EINVAL);
 			return;
 		}
+		ls->st.logical_bytes_written += (uint64_t)io->nblocks * lbs;
 	} else {
 		ls->st.unmaps++;
 	}
@@ -901,10 +1329,10 @@ static void start_write(struct lsfs *ls, struct lsfs_ioctx *x)
 		complete_io(x, ret);
 		return;
 	}
-	if (x->b0 % LSFS_BLK || x->b1 % LSFS_BLK)
-		prep_io(ls, x);
+	if (ls->ddx && io->type == TND_IO_WRITE)
+		dd_prep(ls, x);
 	else
-		enqueue(ls, x);
+		dd_continue(ls, x);
 }
 
 /* ---- the log writer: one backing write in flight ---- */
@@ -1042,6 +1470,24 @@ static void start_flush_io(struct lsfs *ls, struct lsfs_ioctx *x)
 
 /* ---- reads ---- */
 
+/* Check and decode the stored bytes @p of a payload laid out as @aux and
+ * give the caller bytes [s, e) of the chunk. 0 or -EILSEQ. */
+static int deliver(struct lsfs *ls, struct tnd_io *io, uint64_t iov_off, uint32_t crc, uint16_t aux,
+		   const uint8_t *p, uint32_t s, uint32_t e)
+{
+	if (lsfs_aux_lz4(aux)) {
+		int ret = decode_payload(ls, crc, aux, p, ls->dbuf);
+		if (ret < 0)
+			return ret;
+		p = ls->dbuf;
+	} else if (tnd_crc32c(0, p, LSFS_BLK) != crc) {
+		ls->st.crc_errors++;
+		return -EILSEQ;
+	}
+	copy_to_iov(io->iov, io->iovcnt, iov_off, p + s, e - s);
+	return 0;
+}
+
 static void read_done(struct lsfs_child *c, int status)
 {
 	struct lsfs *ls = c->ls;
@@ -1053,17 +1499,14 @@ static void read_done(struct lsfs_child *c, int status)
 	struct tnd_io *io = x->io;
 	for (uint32_t i = 0; i < x->nslots; i++) {
 		struct rd_slot *sl = &x->slots[i];
-		const uint8_t *p = x->bounce + (size_t)i * LSFS_BLK;
+		const uint8_t *p = x->bounce + (size_t)sl->boff * LSFS_BLK + lsfs_aux_sector(sl->aux) * LSFS_SECTOR;
 		ls->readers[sl->seg]--;
 		if (x->status == -EIO)
 			continue;
-		if (tnd_crc32c(0, p, LSFS_BLK) != sl->crc) {
-			ls->st.crc_errors++;
+		if (deliver(ls, io, sl->iov_off, sl->crc, sl->aux, p, sl->s, sl->e) < 0) {
 			tnd_warn(LSFS_TAG, "CRC mismatch reading physical block %llu", (unsigned long long)sl->pba);
 			x->status = -EILSEQ;
-			continue;
 		}
-		copy_to_iov(io->iov, io->iovcnt, sl->iov_off, p + sl->s, sl->e - sl->s);
 	}
 	complete_io(x, x->status);
 }
@@ -1082,20 +1525,23 @@ static void start_read(struct lsfs *ls, struct lsfs_ioctx *x)
 	x->b1 = (io->lba + io->nblocks) * lbs;
 	x->c0 = x->b0 / LSFS_BLK;
 	x->c1 = (x->b1 + LSFS_BLK - 1) / LSFS_BLK;
-	uint32_t ndisk = 0;
+	uint32_t ndisk = 0, nblk = 0;
 	for (uint64_t c = x->c0; c < x->c1; c++) {
 		const struct lsfs_ment *m = lsfs_map_get(&ls->map, c);
-		if (m && !ram_block(ls, lsfs_ment_pba(m)))
+		if (m && !ram_payload(ls, m)) {
 			ndisk++;
+			nblk += lsfs_aux_blocks(m->aux);
+		}
 	}
 	if (ndisk) {
 		x->slots = calloc(ndisk, sizeof(*x->slots));
-		x->bounce = lsfs_alloc_blocks((size_t)ndisk * LSFS_BLK);
+		x->bounce = lsfs_alloc_blocks((size_t)nblk * LSFS_BLK);
 		if (!x->slots || !x->bounce) {
 			complete_io(x, -ENOMEM);
 			return;
 		}
 	}
+	uint32_t boff = 0;
 	for (uint64_t c = x->c0; c < x->c1; c++) {
 		uint64_t cs = c * LSFS_BLK;
 		uint64_t s = TND_MAX(cs, x->b0), e = TND_MIN(cs + LSFS_BLK, x->b1);
@@ -1106,19 +1552,17 @@ static void start_read(struct lsfs *ls, struct lsfs_ioctx *x)
 			continue;
 		}
 		uint64_t pba = lsfs_ment_pba(m);
-		const uint8_t *p = ram_block(ls, pba);
+		const uint8_t *p = ram_payload(ls, m);
 		if (p) {
-			if (tnd_crc32c(0, p, LSFS_BLK) != m->crc) {
-				ls->st.crc_errors++;
+			if (deliver(ls, io, iov_off, m->crc, m->aux, p, (uint32_t)(s - cs), (uint32_t)(e - cs)) < 0)
 				x->status = -EILSEQ;
-			} else {
-				copy_to_iov(io->iov, io->iovcnt, iov_off, p + (s - cs), e - s);
-			}
 			continue;
 		}
 		struct rd_slot *sl = &x->slots[x->nslots++];
 		*sl = (struct rd_slot){ .iov_off = iov_off, .s = (uint32_t)(s - cs), .e = (uint32_t)(e - cs),
-					.crc = m->crc, .seg = seg_of(ls, pba), .pba = pba };
+					.crc = m->crc, .seg = seg_of(ls, pba), .pba = pba, .aux = m->aux,
+					.boff = boff };
+		boff += lsfs_aux_blocks(m->aux);
 		/* Pin the segment: it must not be reused under this read. */
 		ls->readers[sl->seg]++;
 	}
@@ -1126,15 +1570,20 @@ static void start_read(struct lsfs *ls, struct lsfs_ioctx *x)
 		complete_io(x, x->status);
 		return;
 	}
-	/* One backing read per run of physically adjacent blocks. */
+	/* One backing read per run of physically adjacent blocks (the bounce
+	 * blocks of a run are adjacent too). */
 	x->pending = 1;
 	for (uint32_t i = 0; i < x->nslots;) {
 		uint32_t n = 1;
-		while (i + n < x->nslots && x->slots[i + n].pba == x->slots[i].pba + n)
+		uint32_t blocks = lsfs_aux_blocks(x->slots[i].aux);
+		while (i + n < x->nslots && x->slots[i + n].pba == x->slots[i].pba + blocks) {
+			blocks += lsfs_aux_blocks(x->slots[i + n].aux);
 			n++;
+		}
 		x->pending++;
 		int ret = child_submit(ls, TND_IO_READ, x->slots[i].pba * LSFS_BLK,
-				       x->bounce + (size_t)i * LSFS_BLK, (size_t)n * LSFS_BLK, read_done, x, 0);
+				       x->bounce + (size_t)x->slots[i].boff * LSFS_BLK, (size_t)blocks * LSFS_BLK,
+				       read_done, x, 0);
 		if (ret < 0) {
 			x->pending--;
 			x->status = -EIO;
@@ -1226,6 +1675,13 @@ static int ckpt_build(struct lsfs *ls)
 	uint64_t nmapped = ls->map.mapped;
 	uint64_t body_len = (uint64_t)sb->seg_count * LSFS_CKPT_SEG_ENT + nmapped * LSFS_CKPT_MAP_ENT;
 	size_t len = (LSFS_BLK + body_len + LSFS_BLK - 1) & ~(size_t)(LSFS_BLK - 1);
+	if (len > sb->ckpt_size) {
+		/* map_room() keeps this from happening; never spill into the
+		 * other area. */
+		tnd_err(LSFS_TAG, "checkpoint of %llu map entries does not fit its area",
+			(unsigned long long)nmapped);
+		return -EOVERFLOW;
+	}
 	uint8_t *buf = lsfs_alloc_blocks(len);
 	if (!buf)
 		return -ENOMEM;
@@ -1322,16 +1778,18 @@ static uint32_t pick_victim(struct lsfs *ls)
 {
 	uint32_t best = LSFS_NONE32;
 	double best_score = 0;
-	uint32_t cap = ls->seg_blocks - 1;
+	/* In sectors: compressed payloads use less than a slot each. */
+	uint32_t cap = (ls->seg_blocks - 1) * (LSFS_BLK / LSFS_SECTOR);
 	for (uint32_t i = 0; i < ls->sb.seg_count; i++) {
 		const struct lsfs_seginfo *s = &ls->segs[i];
-		if (s->state != LSFS_SEG_USED || ls->gc_skip[i] || s->live + 2 > cap)
+		if (s->state != LSFS_SEG_USED || ls->gc_skip[i] ||
+		    s->live_sec + 2 * (LSFS_BLK / LSFS_SECTOR) > cap)
 			continue;
 		/* GC reads the victim from disk: all of it must be there. */
 		const struct lsfs_buf *b = buf_of_seg(ls, i);
 		if (b && b->done < b->fill)
 			continue;
-		double u = (double)s->live / cap;
+		double u = (double)s->live_sec / cap;
 		double age = (double)(ls->max_seg_seq - s->seq + 1);
 		double score = (1 - u) * age / (1 + u);
 		if (best == LSFS_NONE32 || score > best_score) {
@@ -1366,13 +1824,22 @@ static void gc_continue(struct lsfs *ls)
 	uint64_t base = lsfs_seg_base_pba(&ls->sb, v);
 	while (ls->gc_next < ls->gc_nmoves && !ls->failed) {
 		uint64_t lba = ls->gc_lbas[ls->gc_next];
-		uint64_t pba = ls->gc_moves[ls->gc_next];
+		uint64_t loc = ls->gc_locs[ls->gc_next];
 		const struct lsfs_ment *m = lsfs_map_get(&ls->map, lba);
-		if (!m || lsfs_ment_pba(m) != pba) {
+		if (!m || lsfs_ment_loc(m) != loc) {
 			ls->gc_next++;
 			continue;
 		}
-		int ret = make_room(ls, true);
+		if (loc != ls->gc_grp_old) {
+			ls->gc_grp_old = loc;
+			ls->gc_grp_new = 0;
+		}
+		/* A shared payload moves once; its other sharers follow it,
+		 * as long as the chunk that got the copy still maps it. */
+		const struct lsfs_ment *g = ls->gc_grp_new ? lsfs_map_get(&ls->map, ls->gc_grp_lba) : NULL;
+		bool follow = g && lsfs_ment_loc(g) == ls->gc_grp_new;
+		uint32_t len = lsfs_aux_len(m->aux);
+		int ret = make_room(ls, follow ? 0 : len);
 		if (ret == -EAGAIN) {
 			ls->gc_wait_buf = true;
 			schedule_kick(ls);
@@ -1387,11 +1854,47 @@ static void gc_continue(struct lsfs *ls)
 		}
 		m = lsfs_map_get(&ls->map, lba);
 		uint32_t crc = m->crc;
+		bool lz4 = lsfs_aux_lz4(m->aux);
+		if (follow && tnd_dedup_ref_inc(ls->refs, ls->gc_grp_new) >= 0) {
+			add_desc(ls, lba, crc, (uint16_t)(LSFS_DESC_DATA | LSFS_DESC_F_DEDUP |
+							(lz4 ? LSFS_DESC_F_LZ4 : 0)),
+				 (uint16_t)len, ls->gc_grp_new);
+			map_update(ls, lba, ls->gc_grp_new >> 3, crc, g->aux, true);
+			ls->gc_next++;
+			ls->st.gc_moved_blocks++;
+			continue;
+		}
+		if (follow) {
+			/* No count to add to: give this sharer its own copy. */
+			ret = make_room(ls, len);
+			if (ret < 0) {
+				ls->gc_stalled = ret != -EAGAIN;
+				ls->gc_wait_buf = ret == -EAGAIN;
+				if (ret == -EAGAIN) {
+					schedule_kick(ls);
+					return;
+				}
+				break;
+			}
+			m = lsfs_map_get(&ls->map, lba);
+		}
+		uint16_t old_aux = m->aux;
 		uint64_t npba;
-		uint8_t *slot = data_slot(ls, &npba);
-		memcpy(slot, ls->gc_buf + (pba - base) * LSFS_BLK, LSFS_BLK);
-		add_desc(ls, lba, crc, LSFS_DESC_DATA, LSFS_BLK, 0);
-		map_update(ls, lba, npba, crc);
+		uint32_t nsector;
+		uint8_t *slot = data_slot(ls, len, &npba, &nsector);
+		/* The stored bytes move as they are, compressed or not. */
+		memcpy(slot, ls->gc_buf + ((loc >> 3) - base) * LSFS_BLK + (loc & 7) * LSFS_SECTOR, len);
+		add_desc(ls, lba, crc, (uint16_t)(LSFS_DESC_DATA | (lz4 ? LSFS_DESC_F_LZ4 : 0)), (uint16_t)len, 0);
+		uint16_t naux = lsfs_aux_make(lz4, nsector, len);
+		/* The index follows the payload (before the old address loses
+		 * its last reference, which would drop the entry). */
+		if (ls->ddx)
+			tnd_dedup_move_pba(ls->ddx, dd_val(loc, old_aux), dd_val(npba << 3 | nsector, naux));
+		map_update(ls, lba, npba, crc, naux, false);
+		if (ls->refs) {
+			ls->gc_grp_new = npba << 3 | nsector;
+			ls->gc_grp_lba = lba;
+		}
 		ls->gc_next++;
 		ls->st.gc_moved_blocks++;
 	}
@@ -1407,6 +1910,64 @@ static void gc_continue(struct lsfs *ls)
 	gc_finish(ls);
 }
 
+/*
+ * With dedup a payload may be mapped by chunks its record does not name,
+ * so the records cannot list the victim's referrers: one pass over the
+ * map collects every chunk that maps into the victim, sorted by payload
+ * address so that the sharers of one payload come together. O(mapped
+ * chunks) per pass (docs/on-disk-format.md: the alternative is a
+ * persistent indirection for shared payloads).
+ */
+struct gc_pair {
+	uint64_t loc, lba;
+};
+
+static int gc_pair_cmp(const void *a, const void *b)
+{
+	const struct gc_pair *x = a, *y = b;
+	if (x->loc != y->loc)
+		return x->loc < y->loc ? -1 : 1;
+	return x->lba < y->lba ? -1 : x->lba > y->lba;
+}
+
+static int gc_collect_from_map(struct lsfs *ls, uint32_t v)
+{
+	uint32_t need = ls->segs[v].live;
+	struct gc_pair *pairs = malloc(((size_t)need + 1) * sizeof(*pairs));
+	if (!pairs)
+		return -ENOMEM;
+	if (need > ls->gc_cap) {
+		uint64_t *a = realloc(ls->gc_locs, (size_t)need * sizeof(*a));
+		if (a)
+			ls->gc_locs = a;
+		uint64_t *b = a ? realloc(ls->gc_lbas, (size_t)need * sizeof(*b)) : NULL;
+		if (b)
+			ls->gc_lbas = b;
+		if (!a || !b) {
+			free(pairs);
+			return -ENOMEM;
+		}
+		ls->gc_cap = need;
+	}
+	uint64_t base = lsfs_seg_base_pba(&ls->sb, v), end = base + ls->seg_blocks;
+	uint32_t n = 0;
+	for (uint64_t c = 0; n < need && lsfs_map_next(&ls->map, &c); c++) {
+		const struct lsfs_ment *m = lsfs_map_get(&ls->map, c);
+		uint64_t pba = lsfs_ment_pba(m);
+		if (pba >= base && pba < end)
+			pairs[n++] = (struct gc_pair){ .loc = lsfs_ment_loc(m), .lba = c };
+	}
+	qsort(pairs, n, sizeof(*pairs), gc_pair_cmp);
+	for (uint32_t i = 0; i < n; i++) {
+		ls->gc_locs[i] = pairs[i].loc;
+		ls->gc_lbas[i] = pairs[i].lba;
+	}
+	free(pairs);
+	ls->gc_nmoves = n;
+	ls->gc_next = 0;
+	return 0;
+}
+
 static void gc_read_done(struct lsfs_child *c, int status)
 {
 	struct lsfs *ls = c->ls;
@@ -1416,6 +1977,16 @@ static void gc_read_done(struct lsfs_child *c, int status)
 		tnd_warn(LSFS_TAG, "gc: reading segment %u failed (%s); skipping it", v, strerror(-status));
 		ls->gc_skip[v] = true;
 		gc_finish(ls);
+		return;
+	}
+	ls->gc_grp_old = ls->gc_grp_new = 0;
+	if (ls->refs) {
+		if (gc_collect_from_map(ls, v) < 0) {
+			ls->gc_skip[v] = true;
+			gc_finish(ls);
+			return;
+		}
+		gc_continue(ls);
 		return;
 	}
 	const struct lsfs_sb *sb = &ls->sb;
@@ -1429,19 +2000,21 @@ static void gc_read_done(struct lsfs_child *c, int status)
 		    (off && rh.rec_seq != expect) ||
 		    off + (uint64_t)(1 + rh.npayload) * LSFS_BLK > sb->seg_size)
 			break;
-		uint32_t pay = 0;
+		uint32_t sec = 0;
 		for (uint32_t i = 0; i < rh.ndesc; i++) {
 			struct lsfs_desc d;
 			lsfs_desc_decode(hdr, i, &d);
-			if (!d.stored_len)
+			if (!lsfs_desc_payload(&d))
 				continue;
-			uint64_t pba = base + off / LSFS_BLK + 1 + pay++;
+			uint32_t pos = off + LSFS_BLK + sec * LSFS_SECTOR;
+			sec += lsfs_len_sectors(d.stored_len);
 			if ((d.flags & LSFS_DESC_KIND_MASK) != LSFS_DESC_DATA)
 				continue;
+			uint64_t loc = (base + pos / LSFS_BLK) << 3 | (pos % LSFS_BLK) / LSFS_SECTOR;
 			const struct lsfs_ment *m = lsfs_map_get(&ls->map, d.lba);
-			if (m && lsfs_ment_pba(m) == pba) {
+			if (m && lsfs_ment_loc(m) == loc) {
 				ls->gc_lbas[n] = d.lba;
-				ls->gc_moves[n] = pba;
+				ls->gc_locs[n] = loc;
 				n++;
 			}
 		}
@@ -1651,6 +2224,30 @@ void tnd_lsfs_get_stats(struct tnd_volume *vol, struct tnd_lsfs_stats *out)
 	out->segments = ls->sb.seg_count;
 	out->free_segments = ls->nfree;
 	out->segment_size = ls->sb.seg_size;
+	uint64_t sec = 0;
+	for (uint32_t i = 0; i < ls->sb.seg_count; i++)
+		sec += ls->segs[i].live_sec;
+	out->stored_bytes = sec * LSFS_SECTOR;
+	out->map_capacity = ls->map_cap;
+	out->unique_blocks = ls->map.mapped - ls->shared_extra;
+	if (ls->refs) {
+		struct tnd_dedup_refs_stats rs;
+		tnd_dedup_refs_get_stats(ls->refs, &rs);
+		out->shared_payloads = rs.entries;
+		out->refs_bytes = rs.bytes;
+	}
+	if (ls->ddx) {
+		struct tnd_dedup_stats ds;
+		tnd_dedup_get_stats(ls->ddx, &ds);
+		out->verify_mismatches = ds.verify_mismatches;
+		out->index_entries = ds.entries;
+		out->index_bytes = ds.bytes;
+	}
+}
+
+static const char *ls_compress_name(struct tnd_volume *vol)
+{
+	return to_lsfs(vol)->cctx ? "lz4" : "none";
 }
 
 static void lsfs_stats_json(struct tnd_volume *vol, json_t *out)
@@ -1664,8 +2261,20 @@ static void lsfs_stats_json(struct tnd_volume *vol, json_t *out)
 	NUM(reads); NUM(writes); NUM(flushes); NUM(unmaps); NUM(crc_errors); NUM(batches);
 	NUM(backing_flushes); NUM(records); NUM(rmw); NUM(gc_passes); NUM(gc_moved_blocks);
 	NUM(gc_freed_segments); NUM(checkpoints); NUM(mapped_blocks); NUM(map_bytes);
-	NUM(segments); NUM(free_segments); NUM(segment_size);
+	NUM(segments); NUM(free_segments); NUM(segment_size); NUM(logical_bytes_written);
+	NUM(stored_bytes); NUM(zero_blocks); NUM(compressed_blocks); NUM(raw_blocks);
+	NUM(map_capacity); NUM(dedup_hits); NUM(dedup_saturated); NUM(verify_mismatches);
+	NUM(shared_payloads); NUM(unique_blocks); NUM(index_entries); NUM(index_bytes); NUM(refs_bytes);
 #undef NUM
+	json_object_set_new(o, "dedup", json_boolean(to_lsfs(vol)->ddx != NULL));
+	/* Mapped blocks per stored payload: what dedup saves. */
+	json_object_set_new(o, "dedup_ratio", json_real(st.unique_blocks ? (double)st.mapped_blocks /
+							(double)st.unique_blocks : 1.0));
+	json_object_set_new(o, "compress", json_string(ls_compress_name(vol)));
+	/* Unique data over the space its payloads take: what compression saves. */
+	json_object_set_new(o, "compression_ratio",
+			    json_real(st.stored_bytes ? (double)st.unique_blocks * LSFS_BLK /
+							  (double)st.stored_bytes : 1.0));
 	json_object_set_new(out, "lsfs", o);
 }
 
@@ -1684,7 +2293,7 @@ static int lsfs_resize(struct tnd_volume *vol, uint64_t num_blocks)
 	/* The new size is a record: replay sees it before any write past the
 	 * old end, since those come later in the log. */
 	home_enter(ls);
-	ret = make_room(ls, false);
+	ret = make_room(ls, 0);
 	if (ret < 0)
 		return ret == -EAGAIN ? -EBUSY : ret;
 	add_desc(ls, 0, 0, LSFS_DESC_SIZE, 0, num_blocks);
@@ -1708,7 +2317,16 @@ static void lsfs_free(struct lsfs *ls)
 	free(ls->ckpt_frees);
 	free(ls->ckpt_buf);
 	free(ls->gc_buf);
-	free(ls->gc_moves);
+	free(ls->gc_locs);
+	tnd_dedup_destroy(ls->ddx);
+	tnd_dedup_refs_destroy(ls->refs);
+	if (ls->dd_cache)
+		free(ls->dd_cache[0].raw);
+	free(ls->dd_cache);
+	free(ls->zbuf);
+	free(ls->cbuf);
+	free(ls->dbuf);
+	tnd_compress_ctx_destroy(ls->cctx);
 	free(ls->gc_lbas);
 	free(ls->gc_skip);
 	free(ls);
@@ -1814,6 +2432,25 @@ static void lsfs_destroy(struct tnd_volume *vol)
 			;
 		sem_destroy(&cr.done);
 	}
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(vol, &st);
+	tnd_info(LSFS_TAG, "closing: %llu bytes written, %llu mapped stored in %llu (compression "
+		 "%.2fx, %s), %llu all-zero blocks not stored, %llu CRC errors",
+		 (unsigned long long)st.logical_bytes_written,
+		 (unsigned long long)st.mapped_blocks * LSFS_BLK, (unsigned long long)st.stored_bytes,
+		 st.stored_bytes ? (double)st.unique_blocks * LSFS_BLK / (double)st.stored_bytes : 1.0,
+		 ls->cctx ? "lz4" : "off", (unsigned long long)st.zero_blocks,
+		 (unsigned long long)st.crc_errors);
+	if (ls->refs)
+		tnd_info(LSFS_TAG, "closing: dedup %.2fx (%llu blocks in %llu payloads, %llu shared), "
+			 "%llu blocks written as shares, %llu verify mismatches, %llu saturated; index "
+			 "%llu entries in %llu bytes, reference table %llu bytes",
+			 st.unique_blocks ? (double)st.mapped_blocks / (double)st.unique_blocks : 1.0,
+			 (unsigned long long)st.mapped_blocks, (unsigned long long)st.unique_blocks,
+			 (unsigned long long)st.shared_payloads, (unsigned long long)st.dedup_hits,
+			 (unsigned long long)st.verify_mismatches, (unsigned long long)st.dedup_saturated,
+			 (unsigned long long)st.index_entries, (unsigned long long)st.index_bytes,
+			 (unsigned long long)st.refs_bytes);
 	struct tnd_reactor *r;
 	if (!ls->failed && tnd_reactor_create(0, 64, &r) == 0) {
 		int ret = ckpt_sync(ls, r);
@@ -1857,6 +2494,89 @@ int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg)
 	return ckpt_start(to_lsfs(vol), cb, arg);
 }
 
+static int u64_cmp(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * The reference counts are not stored anywhere: they are the map's. A
+ * payload mapped by k chunks has count k; the table keeps those with k >=
+ * 2. Rebuilt here from the recovered map (sorted payload addresses), and
+ * each segment's live sectors count a shared payload once.
+ */
+static int refs_rebuild(struct lsfs *ls)
+{
+	uint64_t n = ls->map.mapped;
+	uint64_t *locs = malloc((n ? n : 1) * sizeof(*locs));
+	if (!locs)
+		return -ENOMEM;
+	uint64_t k = 0;
+	for (uint64_t c = 0; k < n && lsfs_map_next(&ls->map, &c); c++)
+		locs[k++] = lsfs_ment_loc(lsfs_map_get(&ls->map, c)) << 16 | lsfs_map_get(&ls->map, c)->aux;
+	qsort(locs, k, sizeof(*locs), u64_cmp);
+	int ret = 0;
+	for (uint64_t i = 0; i < k && ret == 0;) {
+		uint64_t j = i + 1;
+		while (j < k && locs[j] >> 16 == locs[i] >> 16)
+			j++;
+		if (j - i > 1) {
+			uint64_t loc = locs[i] >> 16;
+			ret = tnd_dedup_ref_set(ls->refs, loc, (unsigned)TND_MIN(j - i, (uint64_t)UINT32_MAX));
+			ls->shared_extra += j - i - 1;
+			ls->segs[seg_of(ls, loc >> 3)].live_sec -=
+				(uint32_t)(j - i - 1) * lsfs_len_sectors(lsfs_aux_len((uint16_t)locs[i]));
+		}
+		i = j;
+	}
+	free(locs);
+	if (ret == -EOVERFLOW)
+		tnd_err(LSFS_TAG, "a payload is shared by more than %u blocks (run tandem-check)",
+			LSFS_REF_MAX);
+	return ret == -EOVERFLOW ? -EUCLEAN : ret;
+}
+
+/* Dedup's tables, and the feature bits before the first shared record. */
+static int dedup_setup(struct lsfs *ls, struct tnd_volume *backing, struct tnd_reactor *r,
+		       struct lsfs_recovery *rec)
+{
+	if (!ls->opts.dedup && !(ls->sb.incompat & LSFS_INCOMPAT_DEDUP))
+		return 0;
+	int ret = tnd_dedup_refs_create(&ls->refs);
+	if (ret == 0)
+		ret = refs_rebuild(ls);
+	if (ret < 0 || !ls->opts.dedup)
+		return ret;
+	uint64_t budget = ls->opts.dedup_index_bytes;
+	if (!budget)
+		budget = TND_MIN((uint64_t)ls->sb.seg_count * (ls->seg_blocks - 1) * TND_DEDUP_SLOT_BYTES,
+				 64ull << 20);
+	budget = TND_MAX(budget, (uint64_t)TND_DEDUP_MIN_BUDGET);
+	ret = tnd_dedup_create(budget, &ls->ddx);
+	if (ret < 0)
+		return ret;
+	ls->dd_cache = calloc(DD_CACHE_N, sizeof(*ls->dd_cache));
+	uint8_t *cache_raw = ls->dd_cache ? lsfs_alloc_blocks((size_t)DD_CACHE_N * 2 * LSFS_BLK) : NULL;
+	if (!cache_raw)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < DD_CACHE_N; i++)
+		ls->dd_cache[i].raw = cache_raw + (size_t)i * 2 * LSFS_BLK;
+	uint64_t want = LSFS_INCOMPAT_PACKED | LSFS_INCOMPAT_DEDUP;
+	if ((ls->sb.incompat & want) != want) {
+		ls->sb.incompat |= want;
+		rec->sb_differ = false;
+		rec->sb_valid[0] = rec->sb_valid[1] = 0;
+		ret = lsfs_sb_write(backing, r, &ls->sb);
+		if (ret < 0) {
+			tnd_err(LSFS_TAG, "marking the store for dedup failed (%s)", strerror(-ret));
+			return ret;
+		}
+		tnd_info(LSFS_TAG, "store marked as holding shared blocks (older builds will refuse it)");
+	}
+	return 0;
+}
+
 int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, struct tnd_reactor *r,
 		       const struct tnd_lsfs_opts *opts, struct lsfs_recovery *rec,
 		       struct tnd_volume **out)
@@ -1879,11 +2599,42 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	ls->readers = calloc(sb->seg_count, sizeof(*ls->readers));
 	ls->ckpt_frees = calloc(sb->seg_count, sizeof(*ls->ckpt_frees));
 	ls->gc_skip = calloc(sb->seg_count, sizeof(*ls->gc_skip));
-	ls->gc_moves = calloc(ls->seg_blocks, sizeof(*ls->gc_moves));
-	ls->gc_lbas = calloc(ls->seg_blocks, sizeof(*ls->gc_lbas));
-	if (!ls->readers || !ls->ckpt_frees || !ls->gc_skip || !ls->gc_moves || !ls->gc_lbas) {
+	/* A packed segment holds up to eight payloads per block. */
+	size_t max_pay = (size_t)ls->seg_blocks * (LSFS_BLK / LSFS_SECTOR);
+	ls->gc_locs = calloc(max_pay, sizeof(*ls->gc_locs));
+	ls->gc_lbas = calloc(max_pay, sizeof(*ls->gc_lbas));
+	ls->gc_cap = (uint32_t)max_pay;
+	ls->zbuf = lsfs_alloc_blocks(LSFS_BLK);
+	ls->cbuf = lsfs_alloc_blocks(LSFS_BLK);
+	ls->dbuf = lsfs_alloc_blocks(LSFS_BLK);
+	if (!ls->readers || !ls->ckpt_frees || !ls->gc_skip || !ls->gc_locs || !ls->gc_lbas ||
+	    !ls->zbuf || !ls->cbuf || !ls->dbuf) {
 		lsfs_free(ls);
 		return -ENOMEM;
+	}
+	ls->map_cap = lsfs_ckpt_capacity(sb);
+	if (opts->compress) {
+		int ret = tnd_compress_ctx_create(NULL, &ls->cctx);
+		if (ret < 0) {
+			lsfs_free(ls);
+			return ret;
+		}
+		/* Older builds must refuse the store before it holds the
+		 * first packed record. */
+		if (!(ls->sb.incompat & LSFS_INCOMPAT_PACKED)) {
+			ls->sb.incompat |= LSFS_INCOMPAT_PACKED;
+			rec->sb_differ = false;
+			rec->sb_valid[0] = rec->sb_valid[1] = 0;
+			ret = lsfs_sb_write(backing, r, &ls->sb);
+			if (ret < 0) {
+				tnd_err(LSFS_TAG, "marking the store for compression failed (%s)",
+					strerror(-ret));
+				lsfs_free(ls);
+				return ret;
+			}
+			tnd_info(LSFS_TAG, "store marked as holding compressed records "
+				 "(older builds will refuse it)");
+		}
 	}
 	/* Take the recovered map and segment table. */
 	ls->map = rec->map;
@@ -1917,6 +2668,19 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	ls->ckpt_seq = rec->ck.ckpt_seq;
 	ls->tick.fn = tick_fn;
 
+	int dret = dedup_setup(ls, backing, r, rec);
+	if (dret < 0) {
+		lsfs_free(ls);
+		return dret;
+	}
+	/* An interrupted superblock update left one copy torn or older. */
+	if (rec->sb_valid[0] || rec->sb_valid[1] || rec->sb_differ) {
+		int ret = lsfs_sb_write(backing, r, &ls->sb);
+		if (ret < 0) {
+			lsfs_free(ls);
+			return ret;
+		}
+	}
 	/* A fresh checkpoint pins the recovered state and frees dead segments. */
 	int ret = ckpt_sync(ls, r);
 	if (ret < 0) {

@@ -44,10 +44,21 @@ struct lsfs_sb {
 	uint64_t sb_seq;
 };
 
-/* Known incompatible feature bits; none yet. */
-#define LSFS_INCOMPAT_KNOWN 0ull
+/*
+ * Incompatible feature bits. PACKED: records may hold LZ4 payloads, and
+ * payloads are packed at 512 B sector granularity (so a plain one need not
+ * start on a 4 KiB boundary); map entries say where in a block a payload
+ * starts. Set before the first such record is written.
+ */
+#define LSFS_INCOMPAT_PACKED 0x1ull
+/* DEDUP: DATA descriptors may share another chunk's payload (flag DEDUP,
+ * no payload of their own); several map entries may name one payload. */
+#define LSFS_INCOMPAT_DEDUP 0x2ull
+#define LSFS_INCOMPAT_KNOWN (LSFS_INCOMPAT_PACKED | LSFS_INCOMPAT_DEDUP)
 
 void lsfs_sb_encode(const struct lsfs_sb *sb, uint8_t *blk);
+/* Write both copies (sb_seq + 1), each followed by a flush. */
+int lsfs_sb_write(struct tnd_volume *backing, struct tnd_reactor *r, struct lsfs_sb *sb);
 /* 0, -EUCLEAN (not ours/damaged) or -EPROTONOSUPPORT (newer format). */
 int lsfs_sb_decode(const uint8_t *blk, struct lsfs_sb *sb);
 
@@ -63,8 +74,9 @@ enum lsfs_desc_kind {
 	LSFS_DESC_SIZE = 2,            /* arg: new logical size in blocks; no payload */
 };
 #define LSFS_DESC_KIND_MASK 0x00ffu
-#define LSFS_DESC_F_LZ4     0x0100u    /* reserved: payload is LZ4, stored_len < 4096 */
-#define LSFS_DESC_F_DEDUP   0x0200u    /* reserved: arg is the pba of a shared block */
+#define LSFS_DESC_F_LZ4     0x0100u    /* payload is LZ4, stored_len <= 4096 - 512 */
+#define LSFS_DESC_F_DEDUP   0x0200u    /* no payload: arg is the sector address of a
+					* stored one (pba * 8 + sector) to share */
 
 struct lsfs_desc {
 	uint64_t lba;
@@ -74,15 +86,30 @@ struct lsfs_desc {
 	uint64_t arg;
 };
 
+/* Bytes of payload that follow in the record for @d (DEDUP: none). */
+static inline uint32_t lsfs_desc_payload(const struct lsfs_desc *d)
+{
+	return d->flags & LSFS_DESC_F_DEDUP ? 0 : d->stored_len;
+}
+
 struct lsfs_rec {
 	uint64_t rec_seq;
 	uint64_t seg_seq;
 	uint64_t prev_seg_seq;         /* seg_seq of the segment before in the log */
 	uint32_t ndesc;
-	uint32_t npayload;             /* 4 KiB payload blocks after the header */
+	uint32_t npayload;             /* 4 KiB blocks of (packed) payload after the header */
 	uint32_t next_seg;             /* hint: segment the log continues in, or NONE */
 	uint8_t uuid[16];
 };
+
+#define LSFS_SECTOR 512u
+#define LSFS_LZ4_MAX (LSFS_BLK - LSFS_SECTOR)   /* the one-sector rule */
+
+/* Sectors a payload of @len stored bytes occupies. */
+static inline uint32_t lsfs_len_sectors(uint32_t len)
+{
+	return (len + LSFS_SECTOR - 1) / LSFS_SECTOR;
+}
 
 void lsfs_rec_encode_head(const struct lsfs_rec *r, uint8_t *blk);
 void lsfs_desc_encode(const struct lsfs_desc *d, uint8_t *blk, uint32_t i);
@@ -123,17 +150,74 @@ enum lsfs_seg_state {
 	LSFS_SEG_NEXT = 4,             /* in RAM only: reserved as the next open segment */
 };
 
-/* Layout helpers: sizes of the checkpoint area for a geometry. */
+/* Layout helpers: sizes of the checkpoint area for a geometry (the
+ * minimum: one map entry per data slot), and for @entries map entries. */
 uint64_t lsfs_ckpt_area_size(uint32_t seg_count, uint32_t seg_size);
+uint64_t lsfs_ckpt_area_size_for(uint32_t seg_count, uint64_t entries);
+/* Map entries a checkpoint area of the superblock's size can hold. */
+uint64_t lsfs_ckpt_capacity(const struct lsfs_sb *sb);
 
 /* ---- the block map: chunk -> pba (4 KiB units) + CRC, 12 bytes an entry ---- */
 
+/*
+ * aux says how the payload lies at pba. 0: a plain 4096-byte payload that
+ * is the whole block pba (all that format 1.0 has). Otherwise bit 15 is
+ * LZ4, bits 12..14 the 512 B sector of block pba where the payload starts,
+ * bits 0..11 its stored length - 1; a payload may run on into block pba+1
+ * (same record, same segment). A non-LZ4 payload is always 4096 bytes, so
+ * aux 0 cannot be mistaken for anything else.
+ */
 struct lsfs_ment {
 	uint32_t crc;
 	uint32_t pba_lo;
 	uint16_t pba_hi;
-	uint16_t aux;                  /* reserved: stored length / flags for LZ4, dedup */
+	uint16_t aux;
 };
+
+#define LSFS_AUX_LZ4 0x8000u
+/* Most chunks that may share one payload (the dedup refcount limit). */
+#define LSFS_REF_MAX 65535u
+
+static inline uint16_t lsfs_aux_make(bool lz4, uint32_t sector, uint32_t len)
+{
+	if (!lz4 && sector == 0 && len == LSFS_BLK)
+		return 0;
+	return (uint16_t)((lz4 ? LSFS_AUX_LZ4 : 0) | sector << 12 | (len - 1));
+}
+
+static inline uint32_t lsfs_aux_sector(uint16_t aux)
+{
+	return (aux >> 12) & 7u;
+}
+
+static inline uint32_t lsfs_aux_len(uint16_t aux)
+{
+	return aux ? (aux & 0xfffu) + 1 : LSFS_BLK;
+}
+
+static inline bool lsfs_aux_lz4(uint16_t aux)
+{
+	return aux & LSFS_AUX_LZ4;
+}
+
+/* Is @aux (as read from disk) one this build can have written? */
+static inline bool lsfs_aux_valid(uint32_t aux)
+{
+	if (aux > 0xffffu)
+		return false;
+	if (aux == 0)
+		return true;
+	uint32_t len = (aux & 0xfffu) + 1;
+	if (aux & LSFS_AUX_LZ4)
+		return len <= LSFS_LZ4_MAX;
+	return len == LSFS_BLK;
+}
+
+/* Blocks from pba that hold the payload: 1 or 2. */
+static inline uint32_t lsfs_aux_blocks(uint16_t aux)
+{
+	return (lsfs_aux_sector(aux) * LSFS_SECTOR + lsfs_aux_len(aux) + LSFS_BLK - 1) / LSFS_BLK;
+}
 
 #define LSFS_LEAF_BITS 10
 #define LSFS_LEAF_N (1u << LSFS_LEAF_BITS)
@@ -162,6 +246,12 @@ static inline uint64_t lsfs_ment_pba(const struct lsfs_ment *e)
 	return (uint64_t)e->pba_hi << 32 | e->pba_lo;
 }
 
+/* Where the payload starts, in sectors: unique per stored payload. */
+static inline uint64_t lsfs_ment_loc(const struct lsfs_ment *e)
+{
+	return lsfs_ment_pba(e) << 3 | lsfs_aux_sector(e->aux);
+}
+
 int lsfs_map_init(struct lsfs_map *m, uint64_t nchunks);
 int lsfs_map_grow(struct lsfs_map *m, uint64_t nchunks);
 void lsfs_map_free(struct lsfs_map *m);
@@ -169,9 +259,11 @@ void lsfs_map_free(struct lsfs_map *m);
 const struct lsfs_ment *lsfs_map_get(const struct lsfs_map *m, uint64_t chunk);
 /* Make sure the leaves for [c, c+n) exist, so that a set cannot fail. */
 int lsfs_map_reserve(struct lsfs_map *m, uint64_t c, uint64_t n);
-/* Returns the old pba (0 when it was unmapped). The leaf must exist. */
-uint64_t lsfs_map_set(struct lsfs_map *m, uint64_t chunk, uint64_t pba, uint32_t crc);
-uint64_t lsfs_map_clear(struct lsfs_map *m, uint64_t chunk);
+/* Returns the old pba (0 when it was unmapped) and, with @old, the old
+ * entry. The leaf must exist. */
+uint64_t lsfs_map_set(struct lsfs_map *m, uint64_t chunk, uint64_t pba, uint32_t crc, uint16_t aux,
+		      struct lsfs_ment *old);
+uint64_t lsfs_map_clear(struct lsfs_map *m, uint64_t chunk, struct lsfs_ment *old);
 /* First mapped chunk >= *c; false when none. */
 bool lsfs_map_next(const struct lsfs_map *m, uint64_t *c);
 uint64_t lsfs_map_bytes(const struct lsfs_map *m);
@@ -186,7 +278,8 @@ int lsfs_sync_io(struct tnd_volume *v, struct tnd_reactor *r, enum tnd_io_type t
 
 struct lsfs_seginfo {
 	uint64_t seq;
-	uint32_t live;
+	uint32_t live;                 /* mapped chunks stored here */
+	uint32_t live_sec;             /* in RAM only: 512 B sectors they occupy */
 	uint8_t state;                 /* enum lsfs_seg_state */
 	bool in_chain;                 /* replayed (written after the checkpoint) */
 };

@@ -1,5 +1,6 @@
 /*
- * The block map: 4 KiB chunk -> physical 4 KiB slot and payload CRC32C.
+ * The block map: 4 KiB chunk -> physical 4 KiB slot (plus where in it the
+ * payload starts, its length and whether it is LZ4: aux) and payload CRC32C.
  *
  * A two-level table: a top array with one pointer per 1024 chunks (4 MiB
  * of address space), then leaves allocated on first use and freed when
@@ -187,12 +188,19 @@ static void leaf_sparsify(struct lsfs_map *m, struct lsfs_leaf *l)
 	m->bytes += leaf_bytes(l);
 }
 
-uint64_t lsfs_map_set(struct lsfs_map *m, uint64_t c, uint64_t pba, uint32_t crc)
+uint64_t lsfs_map_set(struct lsfs_map *m, uint64_t c, uint64_t pba, uint32_t crc, uint16_t aux,
+		      struct lsfs_ment *oldp)
 {
 	struct lsfs_leaf *l = m->leaves[c >> LSFS_LEAF_BITS];
 	uint32_t off = (uint32_t)(c & (LSFS_LEAF_N - 1));
 	struct lsfs_ment *e = leaf_find(l, off);
 	uint64_t old = e ? lsfs_ment_pba(e) : 0;
+	if (oldp) {
+		if (e)
+			*oldp = *e;
+		else
+			memset(oldp, 0, sizeof(*oldp));
+	}
 	if (!e) {
 		if (!l->dense && l->used + 1 >= LSFS_DENSE_AT)
 			leaf_densify(m, l);
@@ -213,12 +221,14 @@ uint64_t lsfs_map_set(struct lsfs_map *m, uint64_t c, uint64_t pba, uint32_t crc
 	e->crc = crc;
 	e->pba_lo = (uint32_t)pba;
 	e->pba_hi = (uint16_t)(pba >> 32);
-	e->aux = 0;
+	e->aux = aux;
 	return old;
 }
 
-uint64_t lsfs_map_clear(struct lsfs_map *m, uint64_t c)
+uint64_t lsfs_map_clear(struct lsfs_map *m, uint64_t c, struct lsfs_ment *oldp)
 {
+	if (oldp)
+		memset(oldp, 0, sizeof(*oldp));
 	if (c >= m->nchunks)
 		return 0;
 	uint64_t li = c >> LSFS_LEAF_BITS;
@@ -230,6 +240,8 @@ uint64_t lsfs_map_clear(struct lsfs_map *m, uint64_t c)
 	if (!e)
 		return 0;
 	uint64_t old = lsfs_ment_pba(e);
+	if (oldp)
+		*oldp = *e;
 	if (l->dense) {
 		memset(e, 0, sizeof(*e));
 	} else {

@@ -93,12 +93,22 @@ int lsfs_sb_decode(const uint8_t *blk, struct lsfs_sb *sb)
 	return 0;
 }
 
+uint64_t lsfs_ckpt_area_size_for(uint32_t seg_count, uint64_t entries)
+{
+	uint64_t len = LSFS_BLK + (uint64_t)seg_count * LSFS_CKPT_SEG_ENT + entries * LSFS_CKPT_MAP_ENT;
+	return (len + LSFS_BLK - 1) & ~(uint64_t)(LSFS_BLK - 1);
+}
+
 uint64_t lsfs_ckpt_area_size(uint32_t seg_count, uint32_t seg_size)
 {
 	/* Every data slot of every segment could be mapped at once. */
-	uint64_t slots = (uint64_t)seg_count * (seg_size / LSFS_BLK - 1);
-	uint64_t len = LSFS_BLK + (uint64_t)seg_count * LSFS_CKPT_SEG_ENT + slots * LSFS_CKPT_MAP_ENT;
-	return (len + LSFS_BLK - 1) & ~(uint64_t)(LSFS_BLK - 1);
+	return lsfs_ckpt_area_size_for(seg_count, (uint64_t)seg_count * (seg_size / LSFS_BLK - 1));
+}
+
+uint64_t lsfs_ckpt_capacity(const struct lsfs_sb *sb)
+{
+	return (sb->ckpt_size - LSFS_BLK - (uint64_t)sb->seg_count * LSFS_CKPT_SEG_ENT) /
+	       LSFS_CKPT_MAP_ENT;
 }
 
 void lsfs_rec_encode_head(const struct lsfs_rec *r, uint8_t *blk)
@@ -154,10 +164,14 @@ int lsfs_rec_decode(const uint8_t *blk, const uint8_t uuid[16], struct lsfs_rec 
 	memcpy(r->uuid, blk + 48, 16);
 	if (r->ndesc > LSFS_REC_MAX_DESC || r->npayload > r->ndesc)
 		return -EUCLEAN;
-	/* Format 1.0 knows plain DATA (one full payload block), TRIM and SIZE
-	 * (none); anything else, including the reserved LZ4 and DEDUP bits,
-	 * makes the record invalid. The payload count must agree. */
-	uint32_t np = 0;
+	/* Known: plain DATA (4096 bytes), LZ4 DATA (1..3584 bytes: the
+	 * one-sector rule), TRIM and SIZE (no payload); anything else,
+	 * makes the record invalid. DEDUP DATA descriptors carry the shared
+	 * payload's length and LZ4 flag but no payload of their own.
+	 * Payloads are packed at sector granularity, so the payload area is
+	 * the sum of their sectors rounded up to whole blocks; with only
+	 * plain payloads that is one block each, as in format 1.0. */
+	uint64_t sec = 0;
 	for (uint32_t i = 0; i < r->ndesc; i++) {
 		struct lsfs_desc d;
 		lsfs_desc_decode(blk, i, &d);
@@ -165,7 +179,21 @@ int lsfs_rec_decode(const uint8_t *blk, const uint8_t uuid[16], struct lsfs_rec 
 		case LSFS_DESC_DATA:
 			if (d.stored_len != LSFS_BLK)
 				return -EUCLEAN;
-			np++;
+			sec += LSFS_BLK / LSFS_SECTOR;
+			break;
+		case LSFS_DESC_DATA | LSFS_DESC_F_LZ4:
+			if (d.stored_len == 0 || d.stored_len > LSFS_LZ4_MAX)
+				return -EUCLEAN;
+			sec += lsfs_len_sectors(d.stored_len);
+			break;
+		/* DEDUP: the shared payload's length and flag, no payload here. */
+		case LSFS_DESC_DATA | LSFS_DESC_F_DEDUP:
+			if (d.stored_len != LSFS_BLK)
+				return -EUCLEAN;
+			break;
+		case LSFS_DESC_DATA | LSFS_DESC_F_DEDUP | LSFS_DESC_F_LZ4:
+			if (d.stored_len == 0 || d.stored_len > LSFS_LZ4_MAX)
+				return -EUCLEAN;
 			break;
 		case LSFS_DESC_TRIM:
 		case LSFS_DESC_SIZE:
@@ -176,7 +204,7 @@ int lsfs_rec_decode(const uint8_t *blk, const uint8_t uuid[16], struct lsfs_rec 
 			return -EUCLEAN;
 		}
 	}
-	return np == r->npayload ? 0 : -EUCLEAN;
+	return (sec + 7) / 8 == r->npayload ? 0 : -EUCLEAN;
 }
 
 void lsfs_ckpt_encode_head(const struct lsfs_ckpt *c, uint8_t *blk)

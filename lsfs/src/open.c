@@ -82,9 +82,22 @@ void tnd_lsfs_opts_default(struct tnd_lsfs_opts *o)
 	o->gc_free_low = 0;       /* 0: 5% of the segments, at least 4 */
 }
 
-static uint64_t layout_seg_off(uint32_t seg_count, uint32_t seg_size, uint64_t *ckpt_size)
+/*
+ * Without packing, a checkpoint never holds more map entries than there
+ * are data slots. With compression a slot can hold up to eight chunks, so
+ * a store formatted for it gets room for as many entries as the logical
+ * size has chunks, up to eight per slot (about 0.6 % of the store per
+ * area and per factor). Whatever the area holds is the limit on mapped
+ * chunks the volume enforces (see map_room in lsfs.c).
+ */
+static uint64_t layout_seg_off(uint32_t seg_count, uint32_t seg_size, uint64_t nchunks, bool packed,
+			       uint64_t *ckpt_size)
 {
-	*ckpt_size = lsfs_ckpt_area_size(seg_count, seg_size);
+	uint64_t slots = (uint64_t)seg_count * (seg_size / LSFS_BLK - 1);
+	uint64_t entries = slots;
+	if (packed)
+		entries = TND_MAX(slots, TND_MIN(nchunks, 8 * slots));   /* compression and/or dedup */
+	*ckpt_size = lsfs_ckpt_area_size_for(seg_count, entries);
 	return 2 * LSFS_BLK + 2 * *ckpt_size;
 }
 
@@ -140,7 +153,8 @@ static int format_on(struct tnd_volume *backing, struct tnd_reactor *r,
 	uint32_t seg_count = (uint32_t)TND_MIN(total / seg_size, (uint64_t)UINT32_MAX - 1);
 	uint64_t ckpt_size = 0, seg_off = 0;
 	while (seg_count >= LSFS_MIN_SEGMENTS) {
-		seg_off = layout_seg_off(seg_count, seg_size, &ckpt_size);
+		seg_off = layout_seg_off(seg_count, seg_size, opts->size / LSFS_BLK,
+					 opts->compress || opts->dedup, &ckpt_size);
 		if (seg_off + (uint64_t)seg_count * seg_size <= total)
 			break;
 		seg_count--;
@@ -162,6 +176,8 @@ static int format_on(struct tnd_volume *backing, struct tnd_reactor *r,
 		.seg_off = seg_off,
 		.seg_count = seg_count,
 		.sb_seq = 1,
+		.incompat = (opts->compress || opts->dedup ? LSFS_INCOMPAT_PACKED : 0) |
+			    (opts->dedup ? LSFS_INCOMPAT_DEDUP : 0),
 	};
 	if (getrandom(sb.uuid, sizeof(sb.uuid), 0) != sizeof(sb.uuid))
 		return -EIO;
@@ -183,6 +199,28 @@ static int format_on(struct tnd_volume *backing, struct tnd_reactor *r,
 	ret = lsfs_sync_io(backing, r, TND_IO_WRITE, 0, blk, 2 * LSFS_BLK);
 	if (ret == 0)
 		ret = lsfs_sync_io(backing, r, TND_IO_FLUSH, 0, NULL, 0);
+	free(blk);
+	return ret;
+}
+
+/*
+ * Rewrite both superblock copies from @sb with the next sb_seq, one copy
+ * at a time with a flush after each: a tear leaves one valid copy, old or
+ * new, and the larger sb_seq wins.
+ */
+int lsfs_sb_write(struct tnd_volume *backing, struct tnd_reactor *r, struct lsfs_sb *sb)
+{
+	uint8_t *blk = lsfs_alloc_blocks(LSFS_BLK);
+	if (!blk)
+		return -ENOMEM;
+	sb->sb_seq++;
+	lsfs_sb_encode(sb, blk);
+	int ret = 0;
+	for (int i = 0; i < 2 && ret == 0; i++) {
+		ret = lsfs_sync_io(backing, r, TND_IO_WRITE, (uint64_t)i * LSFS_BLK, blk, LSFS_BLK);
+		if (ret == 0)
+			ret = lsfs_sync_io(backing, r, TND_IO_FLUSH, 0, NULL, 0);
+	}
 	free(blk);
 	return ret;
 }
@@ -297,12 +335,24 @@ static int load_ckpt_body(struct lsfs_recovery *rec, const uint8_t *body)
 		uint64_t lba = tnd_get_be64(m);
 		uint64_t pba = tnd_get_be64(m + 8);
 		uint32_t crc = tnd_get_be32(m + 16);
+		uint32_t aux = tnd_get_be32(m + 20);
 		if (lba >= nchunks || pba < first || pba >= end) {
 			say(rec, "checkpoint: map entry %llu -> %llu out of range",
 			    (unsigned long long)lba, (unsigned long long)pba);
 			return -EUCLEAN;
 		}
+		if (!lsfs_aux_valid(aux) || (aux && !(sb->incompat & LSFS_INCOMPAT_PACKED))) {
+			say(rec, "checkpoint: map entry %llu has an impossible layout %#x",
+			    (unsigned long long)lba, aux);
+			return -EUCLEAN;
+		}
 		uint32_t seg = (uint32_t)((pba - first) / (sb->seg_size / LSFS_BLK));
+		uint32_t seg_last = (uint32_t)((pba + lsfs_aux_blocks((uint16_t)aux) - 1 - first) /
+					       (sb->seg_size / LSFS_BLK));
+		if (seg_last != seg || pba + lsfs_aux_blocks((uint16_t)aux) > end) {
+			say(rec, "checkpoint: block %llu runs past its segment", (unsigned long long)lba);
+			return -EUCLEAN;
+		}
 		if (rec->segs[seg].state != LSFS_SEG_USED) {
 			say(rec, "checkpoint: block %llu maps into free segment %u",
 			    (unsigned long long)lba, seg);
@@ -312,7 +362,7 @@ static int load_ckpt_body(struct lsfs_recovery *rec, const uint8_t *body)
 		if (ret < 0)
 			return ret;
 		rec->ck_map_live[seg]++;
-		if (lsfs_map_set(&rec->map, lba, pba, crc)) {
+		if (lsfs_map_set(&rec->map, lba, pba, crc, (uint16_t)aux, NULL)) {
 			say(rec, "checkpoint: block %llu mapped twice", (unsigned long long)lba);
 			return -EUCLEAN;
 		}
@@ -400,14 +450,34 @@ static int apply_record(struct lsfs_recovery *rec, const uint8_t *hdr, const str
 			uint64_t hdr_pba)
 {
 	const struct lsfs_sb *sb = &rec->sb;
-	uint32_t pay = 0;
+	uint32_t sec = 0;                 /* payload sectors before this one */
 	for (uint32_t i = 0; i < rh->ndesc; i++) {
 		struct lsfs_desc d;
 		lsfs_desc_decode(hdr, i, &d);
 		uint64_t nchunks = rec->map.nchunks;
 		switch (d.flags & LSFS_DESC_KIND_MASK) {
 		case LSFS_DESC_DATA: {
-			uint64_t pba = hdr_pba + 1 + pay++;
+			uint64_t pba = hdr_pba + 1 + sec / 8;
+			uint16_t aux = lsfs_aux_make(d.flags & LSFS_DESC_F_LZ4, sec % 8, d.stored_len);
+			if (d.flags & LSFS_DESC_F_DEDUP) {
+				/* A share of a payload stored earlier in the log. */
+				pba = d.arg >> 3;
+				aux = lsfs_aux_make(d.flags & LSFS_DESC_F_LZ4, d.arg & 7, d.stored_len);
+				uint64_t first = lsfs_seg_base_pba(sb, 0);
+				uint32_t sb_blocks = sb->seg_size / LSFS_BLK;
+				if (!(sb->incompat & LSFS_INCOMPAT_DEDUP) || pba < first ||
+				    pba >= lsfs_seg_base_pba(sb, sb->seg_count) ||
+				    (pba - first) / sb_blocks !=
+				    (pba + lsfs_aux_blocks(aux) - 1 - first) / sb_blocks) {
+					say(rec, "record %llu: block %llu shares an impossible address %llu; "
+					    "ignored", (unsigned long long)rh->rec_seq,
+					    (unsigned long long)d.lba, (unsigned long long)d.arg);
+					rec->warnings++;
+					break;
+				}
+			} else {
+				sec += lsfs_len_sectors(d.stored_len);
+			}
 			if (d.lba >= nchunks) {
 				say(rec, "record %llu: block %llu beyond the volume size",
 				    (unsigned long long)rh->rec_seq, (unsigned long long)d.lba);
@@ -417,13 +487,13 @@ static int apply_record(struct lsfs_recovery *rec, const uint8_t *hdr, const str
 			int ret = lsfs_map_reserve(&rec->map, d.lba, 1);
 			if (ret < 0)
 				return ret;
-			lsfs_map_set(&rec->map, d.lba, pba, d.crc);
+			lsfs_map_set(&rec->map, d.lba, pba, d.crc, aux, NULL);
 			break;
 		}
 		case LSFS_DESC_TRIM: {
 			uint64_t end = d.lba + d.arg < d.lba ? nchunks : TND_MIN(d.lba + d.arg, nchunks);
 			for (uint64_t c = d.lba; c < end && lsfs_map_next(&rec->map, &c) && c < end; c++)
-				lsfs_map_clear(&rec->map, c);
+				lsfs_map_clear(&rec->map, c, NULL);
 			break;
 		}
 		case LSFS_DESC_SIZE: {
@@ -468,13 +538,14 @@ static uint32_t replay_segment(struct lsfs_recovery *rec, uint32_t seg, uint8_t 
 		/* A record is applied whole or not at all: any payload that
 		 * fails its CRC means the write was torn, and the log ends. */
 		bool whole = true;
-		uint32_t pay = 0;
+		uint32_t sec = 0;
 		for (uint32_t i = 0; i < rh.ndesc && whole; i++) {
 			struct lsfs_desc d;
 			lsfs_desc_decode(hdr, i, &d);
-			if (!d.stored_len)
+			if (!lsfs_desc_payload(&d))
 				continue;
-			const uint8_t *p = segbuf + off + (size_t)(1 + pay++) * LSFS_BLK;
+			const uint8_t *p = segbuf + off + LSFS_BLK + (size_t)sec * LSFS_SECTOR;
+			sec += lsfs_len_sectors(d.stored_len);
 			whole = tnd_crc32c(0, p, d.stored_len) == d.crc;
 		}
 		if (!whole)
@@ -596,11 +667,13 @@ int lsfs_recover(struct tnd_volume *b, struct tnd_reactor *r, struct lsfs_recove
 	    (unsigned long long)rec->next_rec_seq);
 	/* Live counts follow from the map. */
 	for (uint32_t i = 0; i < sb->seg_count; i++)
-		rec->segs[i].live = 0;
+		rec->segs[i].live = rec->segs[i].live_sec = 0;
 	uint64_t c = 0;
 	while (lsfs_map_next(&rec->map, &c)) {
-		uint64_t pba = lsfs_ment_pba(lsfs_map_get(&rec->map, c));
-		rec->segs[seg_of_pba(sb, pba)].live++;
+		const struct lsfs_ment *e = lsfs_map_get(&rec->map, c);
+		struct lsfs_seginfo *si = &rec->segs[seg_of_pba(sb, lsfs_ment_pba(e))];
+		si->live++;
+		si->live_sec += lsfs_len_sectors(lsfs_aux_len(e->aux));
 		c++;
 	}
 	return 0;

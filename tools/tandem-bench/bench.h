@@ -104,6 +104,13 @@ enum bench_pattern {
 	BENCH_PAT_SEQ,
 };
 
+/* What unverified writes carry (--data). */
+enum bench_data {
+	BENCH_DATA_RANDOM,        /* incompressible, every 4 KiB unique */
+	BENCH_DATA_TEXT,          /* text-like (LZ4 about 2-3x), every 4 KiB unique */
+	BENCH_DATA_DUP,           /* one random 4 KiB block, over and over */
+};
+
 struct bench_opts {
 	const char **urls;        /* borrowed from argv */
 	int nurls;
@@ -113,6 +120,7 @@ struct bench_opts {
 	enum bench_rw rw;
 	int mix;                  /* read percent for BENCH_RW_MIXED */
 	enum bench_pattern pattern;
+	enum bench_data data;
 	uint64_t flush_every;     /* 0: never */
 	double time_s;            /* 0 with count 0: default 10 s */
 	double ramp_s;

@@ -120,7 +120,7 @@ static int submit_write(struct bench_slot *sl)
 			w->next_gen = 1;   /* 0 means "unknown" in lun->gen */
 		sl->gen = w->next_gen;
 		bench_pattern_fill(sl->buf, bs, slot_sector(sl), b->o->seed, sl->gen);
-	} else {
+	} else if (b->o->data != BENCH_DATA_DUP) {
 		/* Unverified data is random from setup; stamping a counter into
 		 * every 4 KiB keeps each written block unique, so a deduplicating
 		 * target cannot turn the benchmark into a no-op. */
@@ -553,11 +553,25 @@ static int session_init_slots(struct bench *b, struct bench_session *s)
 		sl->sess = s;
 		if (posix_memalign((void **)&sl->buf, 4096, o->bs) != 0)
 			return -ENOMEM;
-		/* Random, hence incompressible: a compressing target gets no
-		 * free ride from the benchmark's data. */
+		/* Random by default, hence incompressible: a compressing
+		 * target gets no free ride from the benchmark's data unless
+		 * --data asks for one. */
+		static const char words[] = "the quick brown fox jumps over the lazy dog; "
+					    "tandem stores blocks in a log. ";
+		uint64_t dup = 0x9e3779b97f4a7c15ull;
 		for (uint32_t off = 0; off + 8 <= o->bs; off += 8) {
 			uint64_t v = bench_rng_next(&s->rng);
+			if (o->data == BENCH_DATA_DUP) {
+				/* the same 4 KiB everywhere */
+				v = off % 4096 * 0x100000001b3ull ^ dup;
+				v ^= v >> 29;
+				v *= 0xbf58476d1ce4e5b9ull;
+			}
 			memcpy(sl->buf + off, &v, sizeof(v));
+			if (o->data == BENCH_DATA_TEXT)
+				for (int k = 0; k < 8; k++)
+					sl->buf[off + k] = (uint8_t)words[(off + k + (v & 7)) %
+									  (sizeof(words) - 1)];
 		}
 		s->free_slots[s->nfree++] = o->qd - 1 - i;
 	}

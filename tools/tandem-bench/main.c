@@ -54,6 +54,9 @@ static void usage(FILE *f)
 "  --mix PCT             read percentage for --rw mixed (default 70)\n"
 "  --pattern rand|seq    (default rand); seq streams of one LUN start\n"
 "                        evenly spread over the working set\n"
+"  --data random|text|dup  what unverified writes carry: random (default,\n"
+"                        incompressible), text-like (compresses about 2-3x\n"
+"                        with LZ4), or one 4 KiB block everywhere (dedup)\n"
 "  --flush-every N       SYNCHRONIZE CACHE after every N completed writes,\n"
 "                        per session (default 0: never)\n"
 "  --size SIZE           working set from LBA 0 (default: whole LUN)\n"
@@ -92,7 +95,7 @@ enum opt_id {
 	OPT_URL = 256, OPT_SESSIONS, OPT_BS, OPT_QD, OPT_RW, OPT_MIX, OPT_PATTERN,
 	OPT_FLUSH_EVERY, OPT_TIME, OPT_RAMP, OPT_COUNT, OPT_SIZE, OPT_SEED,
 	OPT_VERIFY, OPT_TARGET_PID, OPT_HDR_DIGEST, OPT_DATA_DIGEST, OPT_INITIATOR,
-	OPT_JSON, OPT_MAX_ERRORS, OPT_THREADS, OPT_HELP,
+	OPT_JSON, OPT_MAX_ERRORS, OPT_THREADS, OPT_DATA, OPT_HELP,
 };
 
 static const struct option long_opts[] = {
@@ -117,6 +120,7 @@ static const struct option long_opts[] = {
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "max-errors", required_argument, NULL, OPT_MAX_ERRORS },
 	{ "threads", required_argument, NULL, OPT_THREADS },
+	{ "data", required_argument, NULL, OPT_DATA },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -168,6 +172,9 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 	};
 	static const char *const pat_names[] = {
 		[BENCH_PAT_RAND] = "rand", [BENCH_PAT_SEQ] = "seq",
+	};
+	static const char *const data_names[] = {
+		[BENCH_DATA_RANDOM] = "random", [BENCH_DATA_TEXT] = "text", [BENCH_DATA_DUP] = "dup",
 	};
 	uint64_t v;
 	int c, bad = 0;
@@ -221,6 +228,14 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 			break;
 		case OPT_FLUSH_EVERY:
 			ok = parse_u64(a, &o->flush_every);
+			break;
+		case OPT_DATA:
+			ok = -EINVAL;
+			for (size_t i = 0; i < TND_ARRAY_SIZE(data_names); i++)
+				if (strcmp(a, data_names[i]) == 0) {
+					o->data = (enum bench_data)i;
+					ok = 0;
+				}
 			break;
 		case OPT_TIME:
 			ok = parse_seconds(a, &o->time_s);

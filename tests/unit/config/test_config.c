@@ -58,6 +58,20 @@ static void full_config_parses(void **state)
 	assert_string_equal(c->devices[0].path, "/d/imgs/a.img");
 	assert_string_equal(c->devices[1].path, "/dev/sdz");
 	tnd_config_free(c);
+
+	/* compress: off unless asked for, "lz4" or "none". */
+	assert_int_equal(tnd_config_parse("{\"devices\":[{\"name\":\"z\",\"size\":4096,"
+					  "\"compress\":\"lz4\",\"dedup\":true,\"dedup_index_bytes\":\"1MiB\"},"
+					  "{\"name\":\"y\",\"size\":4096},"
+					  "{\"name\":\"x\",\"size\":4096,\"compress\":\"none\"}]}",
+					  &c, err, sizeof(err)), 0);
+	assert_true(c->devices[0].compress);
+	assert_true(c->devices[0].dedup);
+	assert_int_equal(c->devices[0].dedup_index_bytes, 1u << 20);
+	assert_false(c->devices[1].compress);
+	assert_false(c->devices[1].dedup);
+	assert_false(c->devices[2].compress);
+	tnd_config_free(c);
 }
 
 static void bad_configs_name_the_field(void **state)
@@ -82,6 +96,12 @@ static void bad_configs_name_the_field(void **state)
 		{ "{\"devices\":[{\"name\":\"a\",\"size\":512}]}", "multiple of 4 KiB" },
 		{ "{\"devices\":[{\"name\":\"a\",\"size\":\"65TiB\"}]}", "at most 64 TiB" },
 		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"write_cache\":\"no\"}]}", "write_cache" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"compress\":\"zstd\"}]}", "devices[0].compress" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"compress\":true}]}", "devices[0].compress" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"dedup\":\"yes\"}]}", "devices[0].dedup" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"dedup_index_bytes\":100}]}", "at least 4096" },
+		{ "{\"devices\":[{\"name\":\"a\",\"type\":\"flat\",\"size\":4096,\"dedup\":true}]}", "lsfs devices only" },
+		{ "{\"devices\":[{\"name\":\"a\",\"type\":\"flat\",\"size\":4096,\"compress\":\"lz4\"}]}", "lsfs devices only" },
 		{ "{\"targets\":[{\"iqn\":\"IQN.bad\"}]}", "targets[0].iqn" },
 		{ "{\"targets\":[{\"iqn\":\"iqn.2026-11.x:y\",\"luns\":{\"0\":\"nope\"}}]}", "no device named" },
 		{ "{\"targets\":[{\"iqn\":\"iqn.2026-11.x:y\",\"luns\":{\"x\":\"a\"}}]}", "targets[0].luns.x" },

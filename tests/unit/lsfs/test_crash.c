@@ -16,8 +16,18 @@
  * at every point of a short workload: the device must fail-stop (writes
  * refused) without losing anything durable.
  *
- * `test_crash` runs the normal campaign (>= 20,000 crash states);
- * `test_crash soak` runs a much longer one. Exit 0 pass, 1 fail.
+ * Every campaign runs twice: on a plain store with incompressible data,
+ * and with compression on (LZ4, packed payloads), dedup on in two thirds
+ * of the runs (a tiny fingerprint index, so it also evicts), over a mix
+ * of random, text-like, mostly-zero, half-compressible, duplicate and
+ * all-zero blocks; some stores formatted with the features and some
+ * formatted plain and switched on at open (the crash points then include
+ * marking the superblock). The checker runs on every crash image, so the
+ * reference counts (the map's) are checked after every recovery.
+ *
+ * `test_crash` runs the normal campaign (>= 20,000 crash states for each
+ * of the two); `test_crash soak` runs a much longer one. Exit 0 pass, 1
+ * fail.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -50,6 +60,8 @@ struct cfg {
 	uint64_t seed;
 	int fail_err;              /* error campaign: fail this point with this */
 	uint64_t fail_at;
+	int compress;              /* 0 off; 1 formatted with it; 2 formatted plain, opened with it */
+	int dedup;                 /* the same for dedup */
 };
 
 struct model {
@@ -92,17 +104,38 @@ struct op {
 #define SEG_SIZE (32u << 10)
 #define LOGICAL (192u << 10)
 
-static void pattern(uint64_t unit, uint32_t ver, uint32_t lbs, uint8_t *out)
+/*
+ * Version @ver of logical block @unit: the first 8 bytes name both (so a
+ * foreign or stale block is recognised), the rest is random, or with
+ * @mixed one of five kinds chosen by the version: random, text-like,
+ * nearly all zero, half random and half repeated, and one of three
+ * duplicate blocks that are the same for every unit (dedup shares them;
+ * they name only their class).
+ */
+static void pattern(uint64_t unit, uint32_t ver, uint32_t lbs, uint8_t *out, bool mixed)
 {
 	if (ver == 0) {
 		memset(out, 0, lbs);
 		return;
 	}
-	uint64_t s = unit << 32 | ver;
+	unsigned kind = mixed ? ver % 5 : 0;
+	uint64_t head = kind == 4 ? 0xd0d0d0d0ull << 32 | ver % 3 : unit << 32 | ver;
+	uint64_t s = head;
 	for (uint32_t i = 0; i < lbs; i += 8) {
-		uint64_t w = i == 0 ? (unit << 32 | ver) : test_rand(&s);
+		uint64_t w = test_rand(&s);
+		if (kind == 1) {
+			static const char words[] = "the quick log structured store packs every sector ";
+			for (int b = 0; b < 8; b++)
+				out[i + b] = (uint8_t)words[(i + b + ver) % (sizeof(words) - 1)];
+			if (i % 256 == 128)
+				memcpy(out + i, &w, 2);
+			continue;
+		}
+		if ((kind == 2 && i + 8 < lbs) || (kind == 3 && i >= lbs / 2))
+			w = kind == 2 ? 0 : 0x0101010101010101ull * (ver & 0xff);
 		memcpy(out + i, &w, 8);
 	}
+	memcpy(out, &head, 8);
 }
 
 static void add_cand(struct uhist *h, uint32_t ver)
@@ -128,6 +161,18 @@ static bool allowed(struct model *m, uint64_t unit, const uint8_t *data, char *w
 	uint8_t exp[4096];
 	uint64_t w;
 	memcpy(&w, data, 8);
+	if (w >> 32 == 0xd0d0d0d0u) {
+		/* A duplicate block names only its class: try every allowed
+		 * version byte for byte. */
+		for (int32_t i = -1; i < (int32_t)h->n; i++) {
+			pattern(unit, i < 0 ? h->durable : h->c[i].ver, m->lbs, exp, m->cfg.compress);
+			if (memcmp(exp, data, m->lbs) == 0)
+				return true;
+		}
+		snprintf(why, whylen, "duplicate block of class %u not allowed (durable %u, %u later)",
+			 (uint32_t)w, h->durable, h->n);
+		return false;
+	}
 	uint32_t ver = (uint32_t)w;
 	bool zero = true;
 	for (uint32_t i = 0; i < m->lbs && zero; i++)
@@ -145,7 +190,7 @@ static bool allowed(struct model *m, uint64_t unit, const uint8_t *data, char *w
 		snprintf(why, whylen, "version %u not allowed (durable %u, %u later)", ver, h->durable, h->n);
 		return false;
 	}
-	pattern(unit, ver, m->lbs, exp);
+	pattern(unit, ver, m->lbs, exp, m->cfg.compress);
 	if (memcmp(exp, data, m->lbs) != 0) {
 		snprintf(why, whylen, "torn content of version %u", ver);
 		return false;
@@ -380,11 +425,14 @@ static void issue(struct model *m)
 		}
 		o->buf = malloc((size_t)o->n * m->lbs);
 		if (o->type != TND_IO_READ) {
+			/* With compression, some writes carry all-zero data. */
+			bool zeros = m->cfg.compress && test_rand(&m->rng) % 8 == 0;
 			o->vers = calloc(o->n, sizeof(*o->vers));
 			for (uint32_t i = 0; i < o->n; i++) {
-				o->vers[i] = o->type == TND_IO_WRITE ? ++m->next_ver : 0;
+				o->vers[i] = o->type == TND_IO_WRITE && !zeros ? ++m->next_ver : 0;
 				add_cand(&m->h[o->lba + i], o->vers[i]);
-				pattern(o->lba + i, o->vers[i], m->lbs, o->buf + (size_t)i * m->lbs);
+				pattern(o->lba + i, o->vers[i], m->lbs, o->buf + (size_t)i * m->lbs,
+					m->cfg.compress);
 			}
 		}
 		for (uint32_t i = 0; i < o->n; i++)
@@ -433,6 +481,9 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 	m->opts.write_cache = cfg->wc;
 	m->opts.gc_interval_ms = 0;
 	m->opts.gc_free_low = 4;
+	m->opts.compress = cfg->compress == 1;
+	m->opts.dedup = cfg->dedup == 1;
+	m->opts.dedup_index_bytes = 8192;   /* small: evictions happen */
 
 	struct tnd_volume *ram, *fault;
 	ram_vol_create(m->dev_size, 512, &ram);
@@ -440,6 +491,8 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 		fprintf(stderr, "format failed\n");
 		exit(1);
 	}
+	m->opts.compress = cfg->compress != 0;
+	m->opts.dedup = cfg->dedup != 0;
 	fault_vol_create(ram, &fault);
 	m->fv = fault_vol_of(fault);
 	/* Crashes during the first open (its checkpoint) count too. */
@@ -479,6 +532,10 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 	totals->batches += st.batches;
 	totals->writes += st.writes;
 	totals->rmw += st.rmw;
+	totals->compressed_blocks += st.compressed_blocks;
+	totals->raw_blocks += st.raw_blocks;
+	totals->zero_blocks += st.zero_blocks;
+	totals->dedup_hits += st.dedup_hits;
 	fault_crash_image(m->fv, CRASH_DROP_ALL, &m->rng, m->img);
 	verify_image(m);
 	fault_crash_image(m->fv, CRASH_KEEP_ALL, &m->rng, m->img);
@@ -513,8 +570,9 @@ static void fix_crc(uint8_t *blk)
 	tnd_put_be32(blk + 4092, tnd_crc32c(0, blk, 4092));
 }
 
-static uint64_t corruption_campaign(uint64_t n, uint64_t seed, uint64_t *violations)
+static uint64_t corruption_campaign(uint64_t n, uint64_t seed, bool compress, uint64_t *violations)
 {
+	/* (compress here means both features) */
 	struct tnd_reactor *r;
 	tnd_reactor_create(0, 64, &r);
 	struct tnd_lsfs_opts o;
@@ -522,6 +580,8 @@ static uint64_t corruption_campaign(uint64_t n, uint64_t seed, uint64_t *violati
 	o.size = LOGICAL;
 	o.segment_size = SEG_SIZE;
 	o.gc_interval_ms = 0;
+	o.compress = compress;
+	o.dedup = compress;
 	uint8_t *base = calloc(1, DEV_SIZE), *img = malloc(DEV_SIZE);
 	struct tnd_volume *ram, *vol;
 	ram_vol_wrap(base, DEV_SIZE, 512, &ram);
@@ -534,7 +594,7 @@ static uint64_t corruption_campaign(uint64_t n, uint64_t seed, uint64_t *violati
 		uint32_t k = 1 + (uint32_t)(test_rand(&rng) % 4);
 		uint64_t lba = test_rand(&rng) % (nchunks - k);
 		for (uint32_t j = 0; j < k; j++)
-			pattern(lba + j, (uint32_t)i + 1, 4096, buf + j * 4096);
+			pattern(lba + j, (uint32_t)i + 1 + j % 2 * 5, 4096, buf + j * 4096, true);
 		vol_rw(vol, r, test_rand(&rng) % 8 ? TND_IO_WRITE : TND_IO_UNMAP, lba, k, buf, 4096);
 	}
 	/* Leave a log to replay: snapshot the image while still open. */
@@ -614,7 +674,8 @@ int main(int argc, char **argv)
 	if (argc > 3 && strcmp(argv[1], "corrupt") == 0) {
 		/* test_lsfs_crash corrupt N SEED: only the corruption campaign */
 		uint64_t v = 0;
-		uint64_t n = corruption_campaign(strtoull(argv[2], NULL, 0), strtoull(argv[3], NULL, 0), &v);
+		uint64_t n = corruption_campaign(strtoull(argv[2], NULL, 0), strtoull(argv[3], NULL, 0),
+						 argc > 4 && strcmp(argv[4], "lz4") == 0, &v);
 		printf("corruption: %llu images, %llu violations\n", (unsigned long long)n, (unsigned long long)v);
 		return v ? 1 : 0;
 	}
@@ -622,43 +683,62 @@ int main(int argc, char **argv)
 	uint64_t states = 0, violations = 0, target = soak ? 500000 : 20000;
 	uint64_t seed = 1;
 	struct tnd_lsfs_stats tot = { 0 };
+	uint64_t err_states = 0, by_feature[2] = { 0, 0 };
 
-	/* Error campaign: one failing write or flush at every point of a
-	 * short workload. */
-	uint64_t err_states = 0;
-	for (uint64_t p = 0; p < (soak ? 400 : 60); p++) {
-		struct cfg c = { .name = "fail", .lbs = p % 3 ? 4096 : 512, .wc = p % 4 != 0, .nops = 60,
-				 .every = 4, .seed = 1000 + p, .fail_err = p % 2 ? -EIO : -ENOSPC,
-				 .fail_at = p };
-		err_states += run(&c, &violations, &tot);
-	}
-	states += err_states;
-
-	/* Crash campaign: every point of short workloads, sampled points of
-	 * long ones; 4 KiB and 512 B blocks, with and without write cache. */
-	while (states < target && violations == 0) {
-		struct cfg shorts[] = {
-			{ .name = "short-4k-wc", .lbs = 4096, .wc = true, .nops = 120, .every = 1 },
-			{ .name = "short-512-wc", .lbs = 512, .wc = true, .nops = 120, .every = 1 },
-			{ .name = "short-4k-nowc", .lbs = 4096, .wc = false, .nops = 120, .every = 1 },
-			{ .name = "long-4k-wc", .lbs = 4096, .wc = true, .nops = 1500, .every = 12 },
-			{ .name = "long-512-wc", .lbs = 512, .wc = true, .nops = 1500, .every = 12 },
-		};
-		for (size_t i = 0; i < TND_ARRAY_SIZE(shorts) && violations == 0; i++) {
-			shorts[i].seed = seed++;
-			states += run(&shorts[i], &violations, &tot);
+	for (int lz4 = 0; lz4 < 2 && violations == 0; lz4++) {
+		uint64_t st0 = states;
+		/* Error campaign: one failing write or flush at every point of
+		 * a short workload. */
+		for (uint64_t p = 0; p < (soak ? 400 : 60); p++) {
+			struct cfg c = { .name = lz4 ? "fail-lz4" : "fail", .lbs = p % 3 ? 4096 : 512,
+					 .wc = p % 4 != 0, .nops = 60, .every = 4, .seed = 1000 + p,
+					 .fail_err = p % 2 ? -EIO : -ENOSPC, .fail_at = p,
+					 .compress = lz4 ? 1 + (int)(p % 2) : 0,
+					 .dedup = lz4 ? (int)(p % 3) : 0 };
+			uint64_t n = run(&c, &violations, &tot);
+			err_states += n;
+			states += n;
 		}
+
+		/* Crash campaign: every point of short workloads, sampled
+		 * points of long ones; 4 KiB and 512 B blocks, with and without
+		 * write cache. */
+		while (states - st0 < target && violations == 0) {
+			struct cfg shorts[] = {
+				{ .name = "short-4k-wc", .lbs = 4096, .wc = true, .nops = 120, .every = 1 },
+				{ .name = "short-512-wc", .lbs = 512, .wc = true, .nops = 120, .every = 1 },
+				{ .name = "short-4k-nowc", .lbs = 4096, .wc = false, .nops = 120, .every = 1 },
+				{ .name = "long-4k-wc", .lbs = 4096, .wc = true, .nops = 1500, .every = 12 },
+				{ .name = "long-512-wc", .lbs = 512, .wc = true, .nops = 1500, .every = 12 },
+			};
+			for (size_t i = 0; i < TND_ARRAY_SIZE(shorts) && violations == 0; i++) {
+				shorts[i].seed = seed++;
+				if (lz4) {
+					shorts[i].compress = 1 + (int)(i % 2);
+					shorts[i].dedup = (int)((i + seed) % 3);
+				}
+				states += run(&shorts[i], &violations, &tot);
+			}
+		}
+		by_feature[lz4] = states - st0;
 	}
-	uint64_t corrupt = corruption_campaign(soak ? 50000 : 3000, 77, &violations);
+	uint64_t corrupt = corruption_campaign(soak ? 50000 : 1500, 77, false, &violations);
+	corrupt += corruption_campaign(soak ? 50000 : 1500, 78, true, &violations);
 	double secs = (double)(tnd_now_ns() - t0) / 1e9;
-	printf("lsfs crash test: %llu crash states (%llu with injected errors), %llu violations, %.1f s\n",
-	       (unsigned long long)states, (unsigned long long)err_states,
+	printf("lsfs crash test: %llu crash states (%llu plain, %llu with compression; %llu with "
+	       "injected errors), %llu violations, %.1f s\n",
+	       (unsigned long long)states, (unsigned long long)by_feature[0],
+	       (unsigned long long)by_feature[1], (unsigned long long)err_states,
 	       (unsigned long long)violations, secs);
 	printf("  workload: %llu writes in %llu backing writes, %llu read-modify-writes, %llu GC passes "
 	       "moving %llu blocks and freeing %llu segments, %llu checkpoints\n",
 	       (unsigned long long)tot.writes, (unsigned long long)tot.batches, (unsigned long long)tot.rmw,
 	       (unsigned long long)tot.gc_passes, (unsigned long long)tot.gc_moved_blocks,
 	       (unsigned long long)tot.gc_freed_segments, (unsigned long long)tot.checkpoints);
+	printf("  compression and dedup: %llu blocks stored LZ4, %llu raw, %llu all-zero blocks not "
+	       "stored, %llu shared\n",
+	       (unsigned long long)tot.compressed_blocks, (unsigned long long)tot.raw_blocks,
+	       (unsigned long long)tot.zero_blocks, (unsigned long long)tot.dedup_hits);
 	printf("  corruption: %llu damaged images opened and checked without a crash\n",
 	       (unsigned long long)corrupt);
 	return violations ? 1 : 0;

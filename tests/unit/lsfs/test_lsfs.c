@@ -5,7 +5,9 @@
  * are refused; a full store answers -ENOSPC and recovers after UNMAP and
  * GC; a failed backing write fail-stops the device; I/O from another
  * reactor is forwarded; the volume grows online; a real file through the
- * flat volume works and passes the checker.
+ * flat volume works and passes the checker; compression and dedup keep
+ * every byte (test_lsfs_fp12: with fingerprints cut to 12 bits, so the
+ * byte-for-byte verify is what keeps them).
  *
  * `test_lsfs --make-image PATH [corrupt]` writes a small lsfs image file
  * (optionally with one payload byte flipped) for the tandem-check test.
@@ -28,6 +30,7 @@
 #include "tnd_lsfs.h"
 #include "tnd_reactor.h"
 #include "lsfs_int.h"   /* the block map's own API, for map_against_shadow */
+#include "tnd_dedup.h"  /* tnd_dedup_fp_bits(): the fp12 build expects collisions */
 #include "testvol.h"
 
 struct env {
@@ -149,6 +152,38 @@ static void wait_flag(struct env *e, bool *flag)
 {
 	while (!*flag)
 		tnd_reactor_poll(e->r, -1);
+}
+
+/*
+ * Test data of a kind: 0 random, 1 text-like (compresses well), 2 all
+ * zero, 3 half random and half repeated (saves about half), 4 a fixed
+ * random block (the same bytes every time it is asked for).
+ */
+static void kind_fill(uint8_t *b, size_t len, int kind, uint64_t seed)
+{
+	static const char text[] = "lsfs stores each 4 KiB block compressed when it saves a sector. ";
+	switch (kind) {
+	case 0:
+		fill(b, len, seed);
+		break;
+	case 1:
+		for (size_t i = 0; i < len; i++)
+			b[i] = (uint8_t)text[(i * 7 / 5 + seed) % (sizeof(text) - 1)];
+		memcpy(b, &seed, sizeof(seed));
+		break;
+	case 2:
+		memset(b, 0, len);
+		break;
+	case 3:
+		fill(b, len, seed);
+		for (size_t i = 0; i < len; i++)
+			if (i % 4096 >= 2048)
+				b[i] = (uint8_t)(seed | 1);
+		break;
+	default:
+		fill(b, len, 4242);
+		break;
+	}
 }
 
 /* ---- tests ---- */
@@ -753,11 +788,11 @@ static void map_against_shadow(void **state)
 		if (set) {
 			uint64_t pba = 100 + test_rand(&rng) % 1000000;
 			assert_int_equal(lsfs_map_reserve(&m, c, 1), 0);
-			assert_int_equal(lsfs_map_set(&m, c, pba, (uint32_t)pba * 7), shadow[c]);
+			assert_int_equal(lsfs_map_set(&m, c, pba, (uint32_t)pba * 7, 0, NULL), shadow[c]);
 			mapped += !shadow[c];
 			shadow[c] = pba;
 		} else {
-			assert_int_equal(lsfs_map_clear(&m, c), shadow[c]);
+			assert_int_equal(lsfs_map_clear(&m, c, NULL), shadow[c]);
 			mapped -= !!shadow[c];
 			shadow[c] = 0;
 		}
@@ -792,7 +827,7 @@ static void sparse_map_cost(void **state)
 	for (uint64_t i = 0; i < n; i++) {
 		uint64_t c = test_rand(&rng) % chunks;
 		assert_int_equal(lsfs_map_reserve(&m, c, 1), 0);
-		lsfs_map_set(&m, c, 100 + i, 1);
+		lsfs_map_set(&m, c, 100 + i, 1, 0, NULL);
 	}
 	double per = (double)(lsfs_map_bytes(&m) - top) / (double)m.mapped;
 	printf("lsfs map, 4 GiB of random 4 KiB blocks over a 1 TiB LUN (0.4%% full): %.2f bytes/block "
@@ -807,7 +842,7 @@ static void sparse_map_cost(void **state)
 	for (uint64_t i = 0; i < chunks / 4; i++) {
 		uint64_t c = test_rand(&rng) % chunks;
 		assert_int_equal(lsfs_map_reserve(&m, c, 1), 0);
-		lsfs_map_set(&m, c, 100 + i, 1);
+		lsfs_map_set(&m, c, 100 + i, 1, 0, NULL);
 	}
 	per = (double)(lsfs_map_bytes(&m) - top) / (double)m.mapped;
 	printf("lsfs map, random 4 KiB blocks over a 16 GiB LUN (%.0f%% full): %.2f bytes/block\n",
@@ -967,6 +1002,317 @@ static void flat_file_backing_passes_checker(void **state)
 	unlink(path);
 }
 
+
+/*
+ * Compression switched on for a store formatted plain: the store gets its
+ * feature bit; random, text, zero, half-compressible and repeated blocks
+ * read back byte for byte on 4 KiB and 512 B volumes (with unaligned
+ * overwrites of compressed chunks), through GC, checkpoints and reopen;
+ * zero blocks are not stored; compressed ones take less space; the
+ * checker is clean.
+ */
+static void compress_roundtrip(uint32_t lbs)
+{
+	struct env e;
+	const uint32_t nchunks = 512;
+	env_format(&e, 8u << 20, lbs, (uint64_t)nchunks * 4096, 64u << 10);
+	e.o.compress = true;
+	assert_int_equal(env_open(&e), 0);
+	uint32_t per = 4096 / lbs;
+	uint8_t *shadow = calloc(nchunks, 4096);
+	uint8_t *buf = malloc(16 * 4096);
+	uint64_t rng = 99;
+	uint32_t zeros = 0;
+	for (uint32_t c = 0; c < nchunks; c += 4) {
+		int kind = (int)((c / 4) % 5);
+		kind_fill(buf, 4 * 4096, kind, c);
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, (uint64_t)c * per, 4 * per, buf, 0), 0);
+		memcpy(shadow + (size_t)c * 4096, buf, 4 * 4096);
+		zeros += kind == 2 ? 4 : 0;
+	}
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.zero_blocks, zeros);
+	assert_int_equal(st.mapped_blocks, nchunks - zeros);
+	assert_true(st.compressed_blocks > 0);
+	assert_true(st.stored_bytes < st.mapped_blocks * 4096 * 3 / 4);
+	assert_int_equal(st.logical_bytes_written, (uint64_t)nchunks * 4096);
+	/* Overwrites: whole chunks of other kinds, and unaligned pieces. */
+	for (int i = 0; i < 400; i++) {
+		uint32_t n = 1 + (uint32_t)(test_rand(&rng) % (12 * per));
+		uint64_t lba = test_rand(&rng) % ((uint64_t)nchunks * per - n);
+		uint64_t k = test_rand(&rng) % 10;
+		if (k < 8) {
+			kind_fill(buf, (size_t)n * lbs, (int)(k % 5), rng);
+			assert_int_equal(io_sync(&e, TND_IO_WRITE, lba, n, buf, 0), 0);
+			memcpy(shadow + lba * lbs, buf, (size_t)n * lbs);
+		} else {
+			assert_int_equal(io_sync(&e, k == 8 ? TND_IO_UNMAP : TND_IO_WRITE_ZEROES, lba, n,
+						 NULL, 0), 0);
+			memset(shadow + lba * lbs, 0, (size_t)n * lbs);
+		}
+		if (i % 40 == 0) {
+			bool done = false;
+			assert_int_equal(tnd_lsfs_gc_run(e.vol, done_flag, &done), 0);
+			wait_flag(&e, &done);
+		}
+	}
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_true(st.gc_moved_blocks > 0);
+	uint8_t *all = malloc((size_t)nchunks * 4096);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 0, nchunks * per, all, 0), 0);
+	assert_memory_equal(all, shadow, (size_t)nchunks * 4096);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+	/* The feature bit is in both superblock copies. */
+	for (int i = 0; i < 2; i++)
+		assert_true(tnd_get_be64(e.img + i * 4096 + 16) & 1);
+	/* Reopened with compression off: the data reads back, new writes
+	 * are stored plain. */
+	e.o.compress = false;
+	assert_int_equal(env_open(&e), 0);
+	memset(all, 0x5a, (size_t)nchunks * 4096);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 0, nchunks * per, all, 0), 0);
+	assert_memory_equal(all, shadow, (size_t)nchunks * 4096);
+	kind_fill(buf, 4096, 1, 5);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 0, per, buf, 0), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.compressed_blocks, 0);
+	assert_int_equal(st.raw_blocks, 1);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+	free(all);
+	free(buf);
+	free(shadow);
+	env_free(&e);
+}
+
+static void compress_4k_roundtrip_gc_reopen(void **state)
+{
+	(void)state;
+	compress_roundtrip(4096);
+}
+
+static void compress_512_unaligned_roundtrip(void **state)
+{
+	(void)state;
+	compress_roundtrip(512);
+}
+
+/* Without compression the format is 1.0's: no feature bit, every payload
+ * a whole aligned block, all-zero blocks still not stored. */
+static void plain_store_is_written_as_before(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 2u << 20, 4096, 1u << 20, 64u << 10);
+	assert_int_equal(env_open(&e), 0);
+	uint8_t w[3 * 4096], r[3 * 4096];
+	kind_fill(w, sizeof(w), 1, 7);
+	memset(w + 4096, 0, 4096);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 3, 3, w, 0), 0);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 3, 3, r, 0), 0);
+	assert_memory_equal(w, r, sizeof(r));
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.mapped_blocks, 2);
+	assert_int_equal(st.zero_blocks, 1);
+	assert_int_equal(st.stored_bytes, 2 * 4096);
+	env_close(&e);
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(tnd_get_be64(e.img + i * 4096 + 16), 0);
+	uint8_t *p = memmem(e.img, e.size, w, 4096);
+	assert_non_null(p);
+	assert_int_equal((p - e.img) % 4096, 0);
+	assert_int_equal(env_check_errors(&e, true), 0);
+	env_free(&e);
+}
+
+/* An incompatible feature this build does not know: refused, untouched. */
+static void unknown_feature_bit_is_refused(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 2u << 20, 4096, 1u << 20, 64u << 10);
+	for (int i = 0; i < 2; i++) {
+		uint8_t *sb = e.img + i * 4096;
+		tnd_put_be64(sb + 16, tnd_get_be64(sb + 16) | 0x20);
+		tnd_put_be32(sb + 4092, tnd_crc32c(0, sb, 4092));
+	}
+	uint8_t *copy = malloc(e.size);
+	memcpy(copy, e.img, e.size);
+	assert_int_equal(env_open(&e), -EPROTONOSUPPORT);
+	assert_memory_equal(copy, e.img, e.size);
+	free(copy);
+	env_free(&e);
+}
+
+/* A compressed payload with a flipped byte answers -EILSEQ, like a plain one. */
+static void corrupt_compressed_payload_reads_eilseq(void **state)
+{
+	(void)state;
+	struct env e;
+	memset(&e, 0, sizeof(e));
+	env_format(&e, 2u << 20, 4096, 1u << 20, 64u << 10);
+	e.o.compress = true;
+	assert_int_equal(env_open(&e), 0);
+	uint8_t w[4096], r[4096];
+	kind_fill(w, sizeof(w), 3, 11);   /* half random: the random half survives LZ4 */
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 5, 1, w, TND_IO_FUA), 0);
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.compressed_blocks, 1);
+	env_close(&e);
+	uint8_t *p = memmem(e.img, e.size, w + 64, 256);
+	assert_non_null(p);
+	p[10] ^= 1;
+	assert_true(env_check_errors(&e, false) > 0);
+	assert_int_equal(env_open(&e), 0);
+	memset(r, 0x77, sizeof(r));
+	assert_int_equal(io_sync(&e, TND_IO_READ, 5, 1, r, 0), -EILSEQ);
+	for (size_t i = 0; i < sizeof(r); i++)
+		assert_int_equal(r[i], 0x77);
+	env_free(&e);
+}
+
+
+/*
+ * Dedup (with and without compression): eight copies of one random
+ * region are stored about once; duplicates inside one write and against
+ * blocks only on disk are found; overwrites, unmaps and GC passes keep
+ * every block's bytes, across reopen; the checker is clean and sees the
+ * shared payloads.
+ */
+static void dedup_roundtrip(uint32_t lbs, bool compress)
+{
+	struct env e;
+	const uint32_t nchunks = 1024;
+	env_format(&e, 16u << 20, lbs, (uint64_t)nchunks * 4096, 64u << 10);
+	e.o.dedup = true;
+	e.o.compress = compress;
+	assert_int_equal(env_open(&e), 0);
+	uint32_t per = 4096 / lbs;
+	uint8_t *shadow = calloc(nchunks, 4096);
+	uint8_t *buf = malloc(64 * 4096);
+	/* One 256 KiB region of random and text blocks, written eight times. */
+	for (int k = 0; k < 64; k++)
+		kind_fill(buf + k * 4096, 4096, k % 3 == 0 ? 1 : 0, 1000 + (uint64_t)k);
+	for (uint32_t copy = 0; copy < 8; copy++) {
+		uint64_t c0 = copy * 100;
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, c0 * per, 64 * per, buf, 0), 0);
+		memcpy(shadow + c0 * 4096, buf, 64 * 4096);
+		if (copy == 3) {
+			/* Push the first copies out of RAM: later copies must
+			 * find them on disk. */
+			bool done = false;
+			assert_int_equal(tnd_lsfs_checkpoint_run(e.vol, done_flag, &done), 0);
+			wait_flag(&e, &done);
+		}
+	}
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	bool exact = tnd_dedup_fp_bits() > 16;   /* else colliding entries replace each other */
+	assert_int_equal(st.mapped_blocks, 8 * 64);
+	assert_true(exact ? st.dedup_hits == 7 * 64 : st.dedup_hits >= 7 * 64 * 3 / 4);
+	assert_int_equal(st.unique_blocks, st.mapped_blocks - st.dedup_hits);
+	assert_true(!exact || st.stored_bytes <= 64 * 4096);
+	assert_true(st.index_entries >= (exact ? 64 : 16));
+	/* Duplicates inside one write. */
+	for (int k = 0; k < 16; k++)
+		memcpy(buf + k * 4096, shadow + 5 * 4096, 4096);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 900 * (uint64_t)per, 16 * per, buf, 0), 0);
+	memcpy(shadow + 900 * 4096, buf, 16 * 4096);
+	uint64_t hits = st.dedup_hits;
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_true(exact ? st.dedup_hits == hits + 16 : st.dedup_hits >= hits + 8);
+	/* Overwrites (some duplicating, some not), unmaps, GC. */
+	uint64_t rng = 5;
+	for (int i = 0; i < 500; i++) {
+		uint32_t n = 1 + (uint32_t)(test_rand(&rng) % (8 * per));
+		uint64_t lba = test_rand(&rng) % ((uint64_t)nchunks * per - n);
+		uint64_t k = test_rand(&rng) % 10;
+		if (k < 4) {
+			/* a copy of a piece of the shadow elsewhere */
+			uint64_t from = test_rand(&rng) % ((uint64_t)nchunks * per - n);
+			memcpy(buf, shadow + from * lbs, (size_t)n * lbs);
+		} else if (k < 8) {
+			kind_fill(buf, (size_t)n * lbs, (int)(k % 4), rng);
+		}
+		if (k < 8) {
+			assert_int_equal(io_sync(&e, TND_IO_WRITE, lba, n, buf, 0), 0);
+			memcpy(shadow + lba * lbs, buf, (size_t)n * lbs);
+		} else {
+			assert_int_equal(io_sync(&e, TND_IO_UNMAP, lba, n, NULL, 0), 0);
+			memset(shadow + lba * lbs, 0, (size_t)n * lbs);
+		}
+		if (i % 25 == 0) {
+			bool done = false;
+			assert_int_equal(tnd_lsfs_gc_run(e.vol, done_flag, &done), 0);
+			wait_flag(&e, &done);
+		}
+	}
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_true(st.gc_moved_blocks > 0);
+	/* With 12-bit fingerprints hundreds of blocks collide: every false
+	 * hint was caught by the compare (and the reads below are right). */
+	if (tnd_dedup_fp_bits() <= 16)
+		assert_true(st.verify_mismatches > 0);
+	else
+		assert_int_equal(st.verify_mismatches, 0);
+	uint8_t *all = malloc((size_t)nchunks * 4096);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 0, nchunks * per, all, 0), 0);
+	assert_memory_equal(all, shadow, (size_t)nchunks * 4096);
+	uint64_t unique = st.unique_blocks, mapped = st.mapped_blocks, stored = st.stored_bytes;
+	env_close(&e);
+	struct tnd_volume *ram;
+	assert_int_equal(ram_vol_wrap(e.img, e.size, 512, &ram), 0);
+	struct tnd_lsfs_check_result res;
+	assert_int_equal(tnd_lsfs_check(ram, stderr, &res), 0);
+	tnd_volume_destroy(ram);
+	assert_int_equal(res.errors, 0);
+	assert_true(res.shared_blocks > 0);
+	/* Reopen (dedup off now): the counts come back from the map. */
+	e.o.dedup = false;
+	assert_int_equal(env_open(&e), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.unique_blocks, unique);
+	assert_int_equal(st.mapped_blocks, mapped);
+	assert_int_equal(st.stored_bytes, stored);
+	memset(all, 0x5a, (size_t)nchunks * 4096);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 0, nchunks * per, all, 0), 0);
+	assert_memory_equal(all, shadow, (size_t)nchunks * 4096);
+	/* Dropping every copy but one, then GC: the survivor reads back. */
+	for (uint32_t copy = 1; copy < 8; copy++)
+		assert_int_equal(io_sync(&e, TND_IO_UNMAP, (uint64_t)copy * 100 * per, 64 * per, NULL, 0), 0);
+	for (uint32_t copy = 1; copy < 8; copy++)
+		memset(shadow + (size_t)copy * 100 * 4096, 0, 64 * 4096);
+	for (int i = 0; i < 10; i++) {
+		bool done = false;
+		assert_int_equal(tnd_lsfs_gc_run(e.vol, done_flag, &done), 0);
+		wait_flag(&e, &done);
+	}
+	assert_int_equal(io_sync(&e, TND_IO_READ, 0, nchunks * per, all, 0), 0);
+	assert_memory_equal(all, shadow, (size_t)nchunks * 4096);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+	free(all);
+	free(buf);
+	free(shadow);
+	env_free(&e);
+}
+
+static void dedup_4k_roundtrip(void **state)
+{
+	(void)state;
+	dedup_roundtrip(4096, false);
+}
+
+static void dedup_compress_512_roundtrip(void **state)
+{
+	(void)state;
+	dedup_roundtrip(512, true);
+}
+
 int main(int argc, char **argv)
 {
 	tnd_log_set_level(TND_LOG_ERROR);
@@ -990,6 +1336,13 @@ int main(int argc, char **argv)
 		cmocka_unit_test(map_against_shadow),
 		cmocka_unit_test(sparse_map_cost),
 		cmocka_unit_test(block_status_follows_the_map),
+		cmocka_unit_test(compress_4k_roundtrip_gc_reopen),
+		cmocka_unit_test(compress_512_unaligned_roundtrip),
+		cmocka_unit_test(plain_store_is_written_as_before),
+		cmocka_unit_test(unknown_feature_bit_is_refused),
+		cmocka_unit_test(corrupt_compressed_payload_reads_eilseq),
+		cmocka_unit_test(dedup_4k_roundtrip),
+		cmocka_unit_test(dedup_compress_512_roundtrip),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
