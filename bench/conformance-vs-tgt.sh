@@ -32,36 +32,8 @@ for c in tgtd tgtadm iscsi-test-cu; do
 done
 [ -n "$OUT" ] || OUT="$SRC/bench/results/$(date +%F)-$(hostname -s)-conformance.md"
 
-WORK=$(mktemp -d /var/tmp/tnd-conf.XXXXXX)
-PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
-	sleep 0.5
-	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-	local p
-	for _ in $(seq 1 200); do
-		p=$(( (RANDOM % 30000) + 20000 ))
-		if ! ss -Htln "sport = :$p" | grep -q .; then echo "$p"; return 0; fi
-	done
-	return 1
-}
-wait_port() {
-	local port=$1 pid=$2
-	for _ in $(seq 1 200); do
-		ss -Htln "sport = :$port" | grep -q . && return 0
-		kill -0 "$pid" 2>/dev/null || return 1
-		sleep 0.05
-	done
-	return 1
-}
+source "$SRC/bench/lib.sh"
+bench_workdir conf
 
 outcomes() { awk -f "$SRC/tests/integration/cu-outcomes.awk" "$1"; }
 # Totals of one log: "total ran passed failed tests-with-skipped-parts".

@@ -75,36 +75,8 @@ BCOMP="$BUILD/tests/unit/compress/bench_compress"
 for b in "$BENCH" "$TANDEMD" "$BCOMP"; do [ -x "$b" ] || { echo "dedup.sh: $b not built" >&2; exit 1; }; done
 for c in curl qemu-img tar; do command -v $c >/dev/null || { echo "dedup.sh: $c not installed" >&2; exit 1; }; done
 
-WORK=$(mktemp -d /var/tmp/tnd-dedup.XXXXXX)
-PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
-	sleep 0.5
-	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-	local p
-	for _ in $(seq 1 200); do
-		p=$(( (RANDOM % 30000) + 20000 ))
-		if ! ss -Htln "sport = :$p" | grep -q .; then echo "$p"; return 0; fi
-	done
-	return 1
-}
-wait_port() {
-	local port=$1 pid=$2 tries=${3:-1000}
-	for _ in $(seq 1 "$tries"); do
-		ss -Htln "sport = :$port" | grep -q . && return 0
-		kill -0 "$pid" 2>/dev/null || return 1
-		sleep 0.01
-	done
-	return 1
-}
+source "$SRC/bench/lib.sh"
+bench_workdir dedup
 
 IQN="iqn.2026-11.io.tandem:dedup-bench"
 PORT=$(free_port)

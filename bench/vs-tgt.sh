@@ -137,36 +137,8 @@ case " $SYSTEMS " in *" tgt-"*)
 esac
 
 # ---- scratch space and cleanup ---------------------------------------------------
-WORK=$(mktemp -d /var/tmp/tnd-vs-tgt.XXXXXX)
-PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
-	sleep 0.5
-	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-	local p
-	for _ in $(seq 1 200); do
-		p=$(( (RANDOM % 30000) + 20000 ))
-		if ! ss -Htln "sport = :$p" | grep -q .; then echo "$p"; return 0; fi
-	done
-	return 1
-}
-wait_port() {
-	local port=$1 pid=$2
-	for _ in $(seq 1 200); do
-		ss -Htln "sport = :$port" | grep -q . && return 0
-		kill -0 "$pid" 2>/dev/null || return 1
-		sleep 0.05
-	done
-	return 1
-}
+source "$SRC/bench/lib.sh"
+bench_workdir vs-tgt
 
 # One image, fully allocated and random (no holes for either target to skip,
 # nothing for a compressing store to squeeze), copied for each target.

@@ -1,0 +1,47 @@
+# bench/lib.sh — what every bench script needs, sourced after it has set
+# its own options. Not a script of its own.
+#
+#   bench_workdir NAME   make WORK=/var/tmp/tnd-NAME.XXXXXX and arrange that on
+#                        exit every pid in PIDS gets SIGTERM, then SIGKILL
+#                        half a second later, is reaped, and WORK is removed
+#   free_port            a TCP port nobody listens on (best effort)
+#   wait_port PORT PID [TRIES]
+#                        poll every 10 ms (TRIES, default 1000) until something
+#                        listens on PORT; fails early if PID died
+#
+# Bench scripts run tandemd, tgtd and generators on loopback only.
+
+bench_workdir() {
+	WORK=$(mktemp -d "/var/tmp/tnd-$1.XXXXXX")
+	PIDS=()
+	trap bench_cleanup EXIT
+	trap 'exit 130' INT TERM
+}
+
+bench_cleanup() {
+	local p
+	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
+	sleep 0.5
+	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true; done
+	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
+	rm -rf "$WORK"
+}
+
+free_port() {
+	local p
+	for _ in $(seq 1 200); do
+		p=$(( (RANDOM % 30000) + 20000 ))
+		if ! ss -Htln "sport = :$p" | grep -q .; then echo "$p"; return 0; fi
+	done
+	return 1
+}
+
+wait_port() {
+	local port=$1 pid=$2 tries=${3:-1000}
+	for _ in $(seq 1 "$tries"); do
+		ss -Htln "sport = :$port" | grep -q . && return 0
+		kill -0 "$pid" 2>/dev/null || return 1
+		sleep 0.01
+	done
+	return 1
+}
