@@ -98,8 +98,11 @@ struct tnd_lsfs_opts {
 	bool create_if_blank;       /* tnd_lsfs_open() formats a blank backing store */
 	bool write_cache;           /* WCE=1 (see above); default true */
 	uint32_t gc_interval_ms;    /* background GC/checkpoint tick; default 100; 0 = manual */
-	uint32_t ckpt_segments;     /* checkpoint after this many segments filled; default 8 */
-	uint32_t gc_free_low;       /* GC works while fewer free segments; 0 (default): 5%, >= 4 */
+	uint32_t ckpt_segments;     /* checkpoint after at least this many segments filled; default 8 */
+	uint32_t ckpt_ratio;        /* ... and once the log written since the last checkpoint is
+				       this many times that checkpoint's size; default 32 */
+	uint32_t gc_free_low;       /* GC works while fewer free segments; 0 (default): 2%, >= 4 */
+	uint32_t batch_linger_us;   /* hold a small record this long for more writes; default 0 */
 };
 
 /* Fill @o with the defaults above (size 0: must be set to format). */
@@ -135,6 +138,12 @@ struct tnd_lsfs_stats {
 	uint64_t rmw;                 /* partial-chunk writes (512 B volumes) */
 	uint64_t gc_passes, gc_moved_blocks, gc_freed_segments;
 	uint64_t checkpoints;
+	uint64_t reclaimed_segments;  /* dead segments reused after a flush, without a checkpoint */
+	/* Write amplification = backing_bytes_written / client_bytes_written. */
+	uint64_t client_bytes_written; /* bytes of client WRITEs that completed */
+	uint64_t backing_bytes_written; /* every byte lsfs wrote to its backing volume */
+	uint64_t gc_bytes_written;    /* of those: payloads GC moved */
+	uint64_t ckpt_bytes_written;  /* of those: checkpoints */
 	uint64_t mapped_blocks;       /* 4 KiB chunks with data */
 	uint64_t map_bytes;           /* RAM used by the block map */
 	uint32_t segments, free_segments;

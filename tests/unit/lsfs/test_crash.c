@@ -476,6 +476,7 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 	totals->gc_moved_blocks += st.gc_moved_blocks;
 	totals->gc_freed_segments += st.gc_freed_segments;
 	totals->checkpoints += st.checkpoints;
+	totals->reclaimed_segments += st.reclaimed_segments;
 	totals->batches += st.batches;
 	totals->writes += st.writes;
 	totals->rmw += st.rmw;
@@ -655,10 +656,12 @@ int main(int argc, char **argv)
 	       (unsigned long long)states, (unsigned long long)err_states,
 	       (unsigned long long)violations, secs);
 	printf("  workload: %llu writes in %llu backing writes, %llu read-modify-writes, %llu GC passes "
-	       "moving %llu blocks and freeing %llu segments, %llu checkpoints\n",
+	       "moving %llu blocks and freeing %llu segments, %llu checkpoints, %llu dead segments "
+	       "reused after a flush\n",
 	       (unsigned long long)tot.writes, (unsigned long long)tot.batches, (unsigned long long)tot.rmw,
 	       (unsigned long long)tot.gc_passes, (unsigned long long)tot.gc_moved_blocks,
-	       (unsigned long long)tot.gc_freed_segments, (unsigned long long)tot.checkpoints);
+	       (unsigned long long)tot.gc_freed_segments, (unsigned long long)tot.checkpoints,
+	       (unsigned long long)tot.reclaimed_segments);
 	printf("  corruption: %llu damaged images opened and checked without a crash\n",
 	       (unsigned long long)corrupt);
 	return violations ? 1 : 0;
