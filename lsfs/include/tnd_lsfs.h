@@ -11,8 +11,15 @@
  * scattered) says where the newest copy of each block lives;
  * checkpoints write that map out so that opening replays only the log
  * written since. Garbage collection moves the live blocks out of mostly
- * dead segments so the segments can be reused. The exact on-disk format is
- * in docs/on-disk-format.md.
+ * dead segments so the segments can be reused (most of them after a
+ * backing flush, without waiting for a checkpoint). Checkpoints are
+ * spaced by the log written since the last one, ckpt_ratio times that
+ * checkpoint's size, so that their share of the bytes written stays
+ * around 1/ckpt_ratio; the replay after a crash is as long. Small
+ * records are held back briefly (batch_linger_us) for more writes to
+ * join, because each record costs a 4 KiB header. Write amplification is
+ * backing_bytes_written / client_bytes_written in the stats. The exact
+ * on-disk format is in docs/on-disk-format.md.
  *
  * Units. The map works in 4 KiB chunks. A volume formatted with 512 B
  * logical blocks maps 8 of them per chunk and turns a write that covers
@@ -100,9 +107,12 @@ struct tnd_lsfs_opts {
 	uint32_t gc_interval_ms;    /* background GC/checkpoint tick; default 100; 0 = manual */
 	uint32_t ckpt_segments;     /* checkpoint after at least this many segments filled; default 8 */
 	uint32_t ckpt_ratio;        /* ... and once the log written since the last checkpoint is
-				       this many times that checkpoint's size; default 32 */
+				       this many times that checkpoint's size; default 32; at the
+				       latest after a quarter of the segments */
 	uint32_t gc_free_low;       /* GC works while fewer free segments; 0 (default): 2%, >= 4 */
-	uint32_t batch_linger_us;   /* hold a small record this long for more writes; default 0 */
+	uint32_t batch_linger_us;   /* an idle writer holds a small record up to this long while
+				       more writes keep joining it (never for FUA, write-through
+				       or a waiting checkpoint); default 100; 0 = never */
 };
 
 /* Fill @o with the defaults above (size 0: must be set to format). */
@@ -153,8 +163,9 @@ struct tnd_lsfs_stats {
 void tnd_lsfs_get_stats(struct tnd_volume *vol, struct tnd_lsfs_stats *out);
 
 /*
- * Start a garbage collection pass (followed by the checkpoint that frees
- * what it emptied) / a checkpoint now; home reactor only. @cb(arg) runs on
+ * Start a garbage collection pass (followed by what frees the segments it
+ * emptied: a backing flush, or a checkpoint when replay would still read
+ * them) / a checkpoint now; home reactor only. @cb(arg) runs on
  * the home reactor when it has finished, possibly before this call returns
  * when there was nothing to do. For tests and for an operator's "compact
  * now". Returns 0, or -EBUSY when one is already running, -EROFS when the

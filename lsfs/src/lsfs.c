@@ -18,9 +18,40 @@
  *
  * Segments. FREE -> NEXT (reserved as the successor, named in every record
  * of the segment before it) -> OPEN -> USED -> DEAD (no live block) ->
- * FREE. The last step happens only when a checkpoint taken after the
- * segment died is durable: before that, replay from the older checkpoint
- * still needs its records, and a reused segment would be read as garbage.
+ * FREE. The last step, reuse, needs care: after a crash, recovery starts
+ * from the newest durable checkpoint C (the base) and replays the log
+ * written after C's tail, and neither may be spoilt by the new life of a
+ * segment. A dead segment S becomes FREE in one of two ways:
+ *
+ *  - by a checkpoint taken after S died, once it is durable (S is free in
+ *    it, and nothing it maps or replays is in S); or
+ *  - by reclaim, without a checkpoint, when (a) S was opened before C's
+ *    tail segment (S.seg_seq < C.replay_seg_seq, base_replay_seq here),
+ *    and (b) the record that took S's last live block (dead_rec) is
+ *    durable. Why that is enough: by (a) replay from C never reads S's
+ *    old records (the log after C's tail is in segments opened later);
+ *    C's map may still point into S, but every such entry was superseded
+ *    (overwritten, moved by GC, or unmapped by a TRIM descriptor) by a
+ *    record after C, the last of them at dead_rec at the latest, and by
+ *    (b) that record and everything before it in the log is durable, so
+ *    replay applies all of them before it can reach anything written into
+ *    S's new life (which comes later in the log). A TRIM or an overwrite
+ *    can therefore not be lost, nor a stale block resurrected: the records
+ *    that carry them live in segments opened after C, which (a) keeps
+ *    from reuse until a newer checkpoint is durable, and that checkpoint
+ *    has applied them. Recovery may also pick a newer checkpoint C' that
+ *    was written but not yet known durable: S is either free in C'
+ *    (it died before C' was taken) or its killer is after C''s tail and
+ *    durable, the same argument. Replay must accept S as a successor even
+ *    though C lists it as used: open.c does, when the map replayed so far
+ *    holds no block in S.
+ *   Reclaim keeps the invariant recovery's sequence-number jump relies on:
+ *   a segment opened after the base checkpoint has a seg_seq above
+ *   base_replay_seq, so it is reused at most once before a newer durable
+ *   checkpoint. Reclaim costs a backing flush (shared with anyone else's),
+ *   not a copy of the whole map; checkpoints are then scheduled only to
+ *   bound replay (see ckpt_due), and dead segments that replay would read
+ *   (ndead_locked: hot data that died young) wait for one.
  *
  * Garbage collection reads a whole victim segment in one backing read,
  * walks its records, and appends every block the map still points at

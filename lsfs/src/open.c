@@ -84,7 +84,7 @@ void tnd_lsfs_opts_default(struct tnd_lsfs_opts *o)
 	o->ckpt_segments = 8;
 	o->ckpt_ratio = 32;
 	o->gc_free_low = 0;       /* 0: 2% of the segments, at least 4 */
-	o->batch_linger_us = 0;
+	o->batch_linger_us = 100;
 }
 
 static uint64_t layout_seg_off(uint32_t seg_count, uint32_t seg_size, uint64_t *ckpt_size)
