@@ -277,12 +277,12 @@ run_gc() {  # run_gc NAME LUN [tandem-bench args]: the fill, then the overwrite 
 	echo "   mapped_blocks $(jget "$WORK/gc-$name-0.json" mapped_blocks), map_bytes $(jget "$WORK/gc-$name-0.json" map_bytes)"
 	echo "== 2 ($name): random 4 KiB overwrites $* of the $((WS >> 20)) MiB working set, QD32, ${GC_SECONDS} s in ${GC_STEP} s runs"
 	# A first, short run sized to fit in the free segments above GC's
-	# low-water mark (2 % of the segments, at least 4), so that it sees no
+	# low-water mark (1 % of the segments, 4..64), so that it sees no
 	# cleaning: the "before GC" IOPS. Later runs start when that room is used up.
 	local f0 s0 seg0 low probe
 	f0=$(jget "$WORK/gc-$name-0.json" free_segments); s0=$(jget "$WORK/gc-$name-0.json" segments)
 	seg0=$(jget "$WORK/gc-$name-0.json" segment_size)
-	low=$(( s0 / 50 )); [ "$low" -ge 4 ] || low=4
+	low=$(( s0 / 100 )); [ "$low" -ge 4 ] || low=4; [ "$low" -le 64 ] || low=64
 	probe=$(( (f0 - low - 2) * (seg0 / 4096) / 2 ))
 	if [ "$probe" -ge 2000 ]; then
 		step=1

@@ -107,12 +107,12 @@ struct tnd_lsfs_opts {
 	uint32_t gc_interval_ms;    /* background GC/checkpoint tick; default 100; 0 = manual */
 	uint32_t ckpt_segments;     /* checkpoint after at least this many segments filled; default 8 */
 	uint32_t ckpt_ratio;        /* ... and once the log written since the last checkpoint is
-				       this many times that checkpoint's size; default 32; at the
+				       this many times that checkpoint's size; default 64; at the
 				       latest after a quarter of the segments */
-	uint32_t gc_free_low;       /* GC works while fewer free segments; 0 (default): 2%, >= 4 */
+	uint32_t gc_free_low;       /* GC works while fewer free segments; 0 (default): 1%, 4..64 */
 	uint32_t batch_linger_us;   /* an idle writer holds a small record up to this long while
 				       more writes keep joining it (never for FUA, write-through
-				       or a waiting checkpoint); default 100; 0 = never */
+				       or a waiting checkpoint); default 200; 0 = never */
 };
 
 /* Fill @o with the defaults above (size 0: must be set to format). */
@@ -181,6 +181,8 @@ struct tnd_lsfs_check_result {
 	uint64_t records;             /* records parsed in live segments */
 	uint64_t mapped_blocks;
 	uint64_t replayed_records;
+	uint64_t reused_segments;     /* replay went on in segments the checkpoint lists as used
+					 (reused after a flush, without a checkpoint) */
 };
 
 /*

@@ -1570,17 +1570,21 @@ static void reclaim_kick(struct lsfs *ls)
 
 /*
  * Dead segments inside the durable checkpoint's replay wait for the next
- * checkpoint. Taking one early for space only pays when it frees a good
- * deal more than it writes, or when nothing else can make room.
+ * checkpoint. Taking one early for space pays when it writes less per
+ * byte it frees than cleaning the best victim would (its live blocks per
+ * dead one), or when nothing else can make room.
  */
 static bool ckpt_for_space(struct lsfs *ls)
 {
 	if (ls->ndead_locked == 0 || ls->ckpt_busy)
 		return false;
-	if ((uint64_t)ls->ndead_locked * ls->sb.seg_size >= 2 * ls->last_ckpt_bytes)
-		return true;
-	return ls->nreclaim_pending == 0 && !ls->reclaim_busy &&
-	       (ls->gc_stalled || pick_victim(ls) == LSFS_NONE32);
+	uint32_t v = ls->gc_stalled ? LSFS_NONE32 : pick_victim(ls);
+	if (v == LSFS_NONE32)
+		return ls->nreclaim_pending == 0 && !ls->reclaim_busy;
+	uint32_t cap = ls->seg_blocks - 1, live = ls->segs[v].live;
+	double gc_cost = (double)live / (double)(cap - live);
+	double ckpt_cost = (double)ls->last_ckpt_bytes / ((double)ls->ndead_locked * ls->sb.seg_size);
+	return ckpt_cost < gc_cost;
 }
 
 /* ---- garbage collection ---- */
@@ -2152,15 +2156,16 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	tnd_volume_init(&ls->vol, &lsfs_ops, backing);
 	ls->home = home;
 	ls->opts = *opts;
-	/* GC keeps ~2% of the segments free by default (at least 4): dead
-	 * segments come back after a flush, so little headroom is needed,
-	 * and every free segment held back raises the live share GC cleans. */
+	/* GC keeps 1% of the segments free by default (at least 4, at most
+	 * 64): dead segments come back after a flush, so little headroom is
+	 * needed, and every free segment held back raises the live share of
+	 * the segments GC cleans. */
 	if (!ls->opts.gc_free_low)
-		ls->opts.gc_free_low = TND_MAX(4u, sb->seg_count / 50);
+		ls->opts.gc_free_low = TND_MAX(4u, TND_MIN(64u, sb->seg_count / 100));
 	if (!ls->opts.ckpt_segments)
 		ls->opts.ckpt_segments = 8;
 	if (!ls->opts.ckpt_ratio)
-		ls->opts.ckpt_ratio = 32;
+		ls->opts.ckpt_ratio = 64;
 	ls->sb = *sb;
 	ls->seg_blocks = sb->seg_size / LSFS_BLK;
 	ls->num_blocks = rec->num_blocks;

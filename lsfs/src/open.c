@@ -82,9 +82,9 @@ void tnd_lsfs_opts_default(struct tnd_lsfs_opts *o)
 	o->write_cache = true;
 	o->gc_interval_ms = 100;
 	o->ckpt_segments = 8;
-	o->ckpt_ratio = 32;
-	o->gc_free_low = 0;       /* 0: 2% of the segments, at least 4 */
-	o->batch_linger_us = 100;
+	o->ckpt_ratio = 64;
+	o->gc_free_low = 0;       /* 0: 1% of the segments, 4..64 */
+	o->batch_linger_us = 200;
 }
 
 static uint64_t layout_seg_off(uint32_t seg_count, uint32_t seg_size, uint64_t *ckpt_size)
@@ -562,6 +562,7 @@ static int replay(struct tnd_volume *b, struct tnd_reactor *r, struct lsfs_recov
 		off = 0;
 		seg_seq = next_seq;
 		hint = LSFS_NONE32;
+		rec->reused += rec->segs[seg].state == LSFS_SEG_USED;
 		rec->segs[seg].seq = seg_seq;
 		rec->segs[seg].state = LSFS_SEG_USED;
 		if (seg_seq > rec->max_seg_seq)

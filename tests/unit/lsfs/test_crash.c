@@ -68,6 +68,7 @@ struct model {
 	uint64_t rng;
 	int inflight;
 	uint64_t states;
+	uint64_t reused_states;    /* states whose replay went on in a reused segment */
 	uint64_t violations;
 	bool gc_busy, ckpt_busy;
 	bool errors_seen;
@@ -214,6 +215,8 @@ static void verify_image(struct model *m)
 		if (m->violations <= 3)
 			tnd_lsfs_check(ram, stderr, &res);
 	}
+	if (ret == 0 && res.reused_segments)
+		m->reused_states++;
 	struct tnd_volume *vol;
 	ret = tnd_lsfs_open(ram, m->v, &m->opts, &vol);
 	if (ret < 0) {
@@ -412,6 +415,8 @@ static void issue(struct model *m)
 	}
 }
 
+static uint64_t reused_states;
+
 static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs_stats *totals)
 {
 	struct model *m = calloc(1, sizeof(*m));
@@ -497,6 +502,7 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 	free(m->img);
 	uint64_t states = m->states;
 	*violations += m->violations;
+	reused_states += m->reused_states;
 	free(m);
 	return states;
 }
@@ -664,5 +670,12 @@ int main(int argc, char **argv)
 	       (unsigned long long)tot.reclaimed_segments);
 	printf("  corruption: %llu damaged images opened and checked without a crash\n",
 	       (unsigned long long)corrupt);
+	printf("  %llu crash states replayed into segments reused after a flush (the checkpoint "
+	       "listed them as used)\n", (unsigned long long)reused_states);
+	/* The workload must reach that path, or the test proves nothing about it. */
+	if (reused_states == 0) {
+		printf("  no crash state replayed into a reused segment\n");
+		return 1;
+	}
 	return violations ? 1 : 0;
 }
