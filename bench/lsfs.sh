@@ -466,9 +466,6 @@ verdict() {  # verdict VALUE OP GOAL
 		print ok ? "met" : "**not met**" }'
 }
 
-gc_section gc 2 "uniform random overwrites" ""
-gc_section gcs 2s "skewed overwrites, 80 % of the writes to 20 % of the blocks" "--hot 80"
-
 host=$(hostname -s 2>/dev/null || hostname)
 date_s=$(date -u +%Y-%m-%d)
 suffix=""
@@ -480,6 +477,8 @@ cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 rev=$(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo unknown)
 fs=$(df -T "$WORK" | awk 'NR == 2 { print $2 " (" $1 ")" }')
 mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
+gc_section gc 2 "uniform random overwrites" ""
+gc_section gcs 2s "skewed overwrites, 80 % of the writes to 20 % of the blocks" "--hot 80"
 
 {
 	echo "# lsfs goals — $date_s on $host"
