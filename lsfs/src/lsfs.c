@@ -235,6 +235,7 @@ struct lsfs {
 	bool gc_busy;
 	bool gc_wait_buf;
 	uint32_t gc_victim;
+	bool gc_pinned;                /* readers[gc_victim] held for the whole pass */
 	uint8_t *gc_buf;
 	uint64_t *gc_moves;            /* (pba << 0) of live blocks found in the victim */
 	uint64_t *gc_lbas;
@@ -1621,6 +1622,10 @@ static uint32_t pick_victim(struct lsfs *ls)
 
 static void gc_finish(struct lsfs *ls)
 {
+	if (ls->gc_pinned) {
+		ls->readers[ls->gc_victim]--;
+		ls->gc_pinned = false;
+	}
 	ls->gc_busy = false;
 	ls->gc_wait_buf = false;
 	ls->st.gc_passes++;
@@ -1701,7 +1706,6 @@ static void gc_read_done(struct lsfs_child *c, int status)
 {
 	struct lsfs *ls = c->ls;
 	uint32_t v = ls->gc_victim;
-	ls->readers[v]--;
 	if (status < 0) {
 		tnd_warn(LSFS_TAG, "gc: reading segment %u failed (%s); skipping it", v, strerror(-status));
 		ls->gc_skip[v] = true;
@@ -1767,8 +1771,8 @@ static void gc_step(struct lsfs *ls)
 			ckpt_start(ls, NULL, NULL);
 			return;
 		}
-		if (ls->nfree > before && waiting) {
-			pump(ls);               /* it calls us again if that was not enough */
+		if (ls->nfree > before && waiting && space_for(ls, ls->aq_head)) {
+			pump(ls);               /* a no-op when pump called us: it goes on */
 			return;
 		}
 		low = ls->nfree + ls->nreclaim_pending < ls->opts.gc_free_low;
@@ -1795,11 +1799,16 @@ static void gc_step(struct lsfs *ls)
 	}
 	ls->gc_busy = true;
 	ls->gc_victim = v;
+	/* Pinned until the pass ends, not only while it is read: a victim
+	 * emptied by writers while the pass waits for a buffer must not be
+	 * reused under the moves still listed. */
 	ls->readers[v]++;
+	ls->gc_pinned = true;
 	int ret = child_submit(ls, TND_IO_READ, ls->sb.seg_off + (uint64_t)v * ls->sb.seg_size,
 			       ls->gc_buf, ls->sb.seg_size, gc_read_done, NULL, 0);
 	if (ret < 0) {
 		ls->readers[v]--;
+		ls->gc_pinned = false;
 		ls->gc_busy = false;
 	}
 }

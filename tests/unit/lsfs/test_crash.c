@@ -594,11 +594,13 @@ static uint64_t corruption_campaign(uint64_t n, uint64_t seed, uint64_t *violati
 		uint8_t *all = malloc((size_t)nb * info.block_size);
 		vol_rw(vol, r, TND_IO_READ, 0, nb, all, info.block_size);
 		memset(all, 0x33, (size_t)nb * info.block_size);
-		vol_rw(vol, r, TND_IO_WRITE, 0, TND_MIN(nb, 4), all, info.block_size);
+		int wr = vol_rw(vol, r, TND_IO_WRITE, 0, TND_MIN(nb, 4), all, info.block_size);
 		int rr = vol_rw(vol, r, TND_IO_READ, 0, TND_MIN(nb, 4), all, info.block_size);
 		for (uint32_t j = 0; rr == 0 && j < TND_MIN(nb, 4) * info.block_size; j++)
 			if (all[j] != 0x33) {
-				fprintf(stderr, "corruption: a store that opened returned wrong data\n");
+				fprintf(stderr, "corruption: image %llu: a store that opened returned wrong data "
+					"(byte %u: 0x%02x; the write returned %d)\n", (unsigned long long)i, j,
+					all[j], wr);
 				(*violations)++;
 				break;
 			}
