@@ -204,7 +204,7 @@ struct lsfs {
 	uint64_t ckpt_seq;
 	uint8_t *ckpt_buf;
 	size_t ckpt_len;
-	uint64_t *ckpt_frees;          /* seg_seq of segments dead in the snapshot, else 0 */
+	uint64_t *ckpt_frees;          /* seg_seq + 1 of segments dead in the snapshot, else 0 */
 	uint64_t ckpt_replay_seq;      /* replay_seg_seq of the snapshot in flight */
 	uint64_t base_replay_seq;      /* ... of the newest durable checkpoint */
 	uint64_t last_ckpt_bytes;      /* size of the newest checkpoint */
@@ -1387,7 +1387,7 @@ static int ckpt_build(struct lsfs *ls)
 	for (uint32_t i = 0; i < sb->seg_count; i++, p += LSFS_CKPT_SEG_ENT) {
 		const struct lsfs_seginfo *s = &ls->segs[i];
 		bool used = s->state == LSFS_SEG_USED || s->state == LSFS_SEG_OPEN;
-		ls->ckpt_frees[i] = s->state == LSFS_SEG_DEAD ? s->seq : 0;
+		ls->ckpt_frees[i] = s->state == LSFS_SEG_DEAD ? s->seq + 1 : 0;
 		tnd_put_be64(p, s->seq);
 		tnd_put_be32(p + 8, used ? s->live : 0);
 		tnd_put_be32(p + 12, used ? LSFS_SEG_USED : LSFS_SEG_FREE);
@@ -1434,7 +1434,7 @@ static void ckpt_apply_frees(struct lsfs *ls)
 	ls->base_replay_seq = ls->ckpt_replay_seq;
 	for (uint32_t i = 0; i < ls->sb.seg_count; i++) {
 		if (ls->ckpt_frees[i] && ls->segs[i].state == LSFS_SEG_DEAD &&
-		    ls->segs[i].seq == ls->ckpt_frees[i]) {
+		    ls->segs[i].seq + 1 == ls->ckpt_frees[i]) {
 			ls->segs[i].state = LSFS_SEG_FREE;
 			ls->ndead--;
 			ls->nfree++;
