@@ -1742,6 +1742,28 @@ static void gc_read_done(struct lsfs_child *c, int status)
 		expect = rh.rec_seq + 1;
 		off += (1 + rh.npayload) * LSFS_BLK;
 	}
+	/*
+	 * Mapped blocks the records do not account for: the log after the
+	 * checkpoint was damaged before the records that moved them out were
+	 * replayed, and the segment has been written again since (reuse after
+	 * a flush). Their bytes are gone; the map's CRC makes every read of
+	 * them a MEDIUM ERROR. Move them by the map, bytes and CRC as they
+	 * are, so that they stay errors rather than pinning the segment (and
+	 * its space) forever. One scan of the map, only on this rare path.
+	 */
+	if (n < ls->segs[v].live) {
+		tnd_warn(LSFS_TAG, "gc: segment %u holds %u mapped blocks its records do not explain; "
+			 "moving them as they are (reads of them fail their CRC)", v, ls->segs[v].live - n);
+		n = 0;
+		for (uint64_t k = 0; n < ls->seg_blocks && lsfs_map_next(&ls->map, &k); k++) {
+			uint64_t pba = lsfs_ment_pba(lsfs_map_get(&ls->map, k));
+			if (seg_of(ls, pba) == v && pba > base) {
+				ls->gc_lbas[n] = k;
+				ls->gc_moves[n] = pba;
+				n++;
+			}
+		}
+	}
 	ls->gc_nmoves = n;
 	ls->gc_next = 0;
 	gc_continue(ls);
