@@ -36,6 +36,7 @@ DO_DEPS=1
 QUICK=0
 NOTE=""
 PARTS="1,2,2s,4"
+COMPRESS=none      # parts 2-3: the GC devices' compress option
 
 usage() {
 	cat <<EOF
@@ -52,6 +53,9 @@ usage: bench/lsfs.sh [options]
   --note TEXT        a line for the report's header (e.g. "shared 2-core VM")
   --parts LIST       which parts to run, comma-separated from 1,2,2s,4 (default $PARTS;
                      3 comes with 2 or 2s)
+  --compress lz4     parts 2-3: GC devices store LZ4 (compress "lz4") and every write
+                     carries text-like data (tandem-bench --data text, about 2-3x with
+                     LZ4); WA is still backing bytes over client bytes, so it can be < 1
 EOF
 }
 
@@ -68,6 +72,7 @@ while [ $# -gt 0 ]; do
 	--no-deps) DO_DEPS=0 ;;
 	--note) NOTE=$2; shift ;;
 	--parts) PARTS=$2; shift ;;
+	--compress) COMPRESS=$2; shift ;;
 	-h|--help) usage; exit 0 ;;
 	*) echo "lsfs.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
 	esac
@@ -77,6 +82,10 @@ case $RUNS in ''|*[!0-9]*|0) echo "lsfs.sh: --runs wants a positive number" >&2;
 for p in ${PARTS//,/ }; do
 	case $p in 1|2|2s|4) ;; *) echo "lsfs.sh: --parts: unknown part $p" >&2; exit 2 ;; esac
 done
+case $COMPRESS in none|lz4) ;; *) echo "lsfs.sh: --compress wants lz4 or none" >&2; exit 2 ;; esac
+# What the GC devices' writes carry: random (incompressible) unless --compress.
+GC_DATA=random
+[ "$COMPRESS" = none ] || GC_DATA=text
 has_part() { case ",$PARTS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 size_bytes() {
@@ -209,8 +218,8 @@ cat >"$D1/tandem.json" <<EOF
   "devices": [
     { "name": "lsfs", "type": "lsfs", "size": "$SIZE", "block_size": 512 },
     { "name": "flat", "type": "flat", "path": "$D1/flat.img", "size": "$SIZE", "block_size": 512 },
-    { "name": "gc", "type": "lsfs", "size": "$SIZE", "block_size": 512 },
-    { "name": "gcs", "type": "lsfs", "size": "$SIZE", "block_size": 512 }
+    { "name": "gc", "type": "lsfs", "size": "$SIZE", "block_size": 512, "compress": "$COMPRESS" },
+    { "name": "gcs", "type": "lsfs", "size": "$SIZE", "block_size": 512, "compress": "$COMPRESS" }
   ],
   "targets": [
     { "iqn": "$IQN", "allow_any_initiator": true,
@@ -271,7 +280,7 @@ run_gc() {  # run_gc NAME LUN [tandem-bench args]: the fill, then the overwrite 
 	: >"$r2"
 	echo "== 2 ($name): fill $((WS >> 20)) MiB of the $SIZE device (256 KiB sequential writes)"
 	bench "$WORK/fill-$name.json" --url "$(url "$lun")" --bs 256k --qd 8 --rw write --pattern seq \
-		--size "$WS" --count $((WS / 262144)) --seed 7 || true
+		--size "$WS" --count $((WS / 262144)) --seed 7 --data "$GC_DATA" || true
 	sleep 0.5
 	devstats "$name" "$WORK/gc-$name-0.json"
 	echo "   mapped_blocks $(jget "$WORK/gc-$name-0.json" mapped_blocks), map_bytes $(jget "$WORK/gc-$name-0.json" map_bytes)"
@@ -288,7 +297,7 @@ run_gc() {  # run_gc NAME LUN [tandem-bench args]: the fill, then the overwrite 
 		step=1
 		j="$WORK/gc-$name-run-1.json"
 		if bench "$j" --url "$(url "$lun")" --bs 4k --qd 32 --rw write --pattern rand --size "$WS" \
-			--count "$probe" --seed 100 "$@"; then
+			--count "$probe" --seed 100 --data "$GC_DATA" "$@"; then
 			cur="$WORK/gc-$name-1.json"
 			devstats "$name" "$cur"
 			gc_row "$step" "0 (probe, $probe writes)" "$j" "$cur" >>"$r2"
@@ -300,7 +309,7 @@ run_gc() {  # run_gc NAME LUN [tandem-bench args]: the fill, then the overwrite 
 		step=$((step + 1))
 		j="$WORK/gc-$name-run-$step.json"
 		bench "$j" --url "$(url "$lun")" --bs 4k --qd 32 --rw write --pattern rand --size "$WS" \
-			--time "$GC_STEP" --seed $((100 + step)) "$@" || break
+			--time "$GC_STEP" --seed $((100 + step)) --data "$GC_DATA" "$@" || break
 		cur="$WORK/gc-$name-$step.json"
 		devstats "$name" "$cur"
 		gc_row "$step" "$elapsed" "$j" "$cur" >>"$r2"
@@ -495,6 +504,7 @@ gc_section gcs 2s "skewed overwrites, 80 % of the writes to 20 % of the blocks" 
 	echo "| tandem | git $rev |"
 	echo "| libiscsi | $(pkg-config --modversion libiscsi 2>/dev/null || echo unknown) |"
 	echo "| generator | tandem-bench, same host, over 127.0.0.1 |"
+	echo "| GC devices (parts 2-3) | compress $COMPRESS, tandem-bench --data $GC_DATA |"
 	echo
 	if [ -n "$NOTE" ]; then echo "**Machine: $NOTE.**"; echo; fi
 	echo "Client, target and the file system share the CPUs: on a small shared VM"
