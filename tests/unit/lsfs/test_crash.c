@@ -25,6 +25,13 @@
  * marking the superblock). The checker runs on every crash image, so the
  * reference counts (the map's) are checked after every recovery.
  *
+ * Dead segments come back after a backing flush, without a checkpoint, so
+ * replay must follow the log into segments the checkpoint lists as used;
+ * each of the two runs must have crash states that do (with the features
+ * on, those segments held packed and shared payloads whose referrers were
+ * all superseded), or it fails: a test that never reaches the path proves
+ * nothing about it.
+ *
  * `test_crash` runs the normal campaign (>= 20,000 crash states for each
  * of the two); `test_crash soak` runs a much longer one. Exit 0 pass, 1
  * fail.
