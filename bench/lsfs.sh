@@ -6,7 +6,8 @@
 #     alternating runs (A B, B A, ...), medians. Goal: lsfs >= 1.5x flat.
 #  2. GC write amplification under sustained 4 KiB random overwrites of a
 #     device whose LBAs are 80 % written; IOPS while cleaning vs before
-#     cleaning began. Goals: WA <= 2.0, IOPS >= 0.6x.
+#     cleaning began. Goals: WA <= 2.0, IOPS >= 0.6x. Part 2s: the same
+#     with a skewed load (80 % of the writes to 20 % of the blocks).
 #  3. Block map RAM per mapped 4 KiB block after the fill. Goal <= 16 B.
 #  4. Start-up time of a 10 GiB lsfs device with 1 GiB written, after
 #     SIGKILL (log replay) and after a clean SIGTERM.
@@ -34,6 +35,8 @@ DO_BUILD=1
 DO_DEPS=1
 QUICK=0
 NOTE=""
+PARTS="1,2,2s,4"
+COMPRESS=none      # parts 2-3: the GC devices' compress option
 
 usage() {
 	cat <<EOF
@@ -48,6 +51,11 @@ usage: bench/lsfs.sh [options]
   --no-build         use the binaries in \$TND_BUILD (default build/) as they are
   --no-deps          do not call packaging/deps.sh
   --note TEXT        a line for the report's header (e.g. "shared 2-core VM")
+  --parts LIST       which parts to run, comma-separated from 1,2,2s,4 (default $PARTS;
+                     3 comes with 2 or 2s)
+  --compress lz4     parts 2-3: GC devices store LZ4 (compress "lz4") and every write
+                     carries text-like data (tandem-bench --data text, about 2-3x with
+                     LZ4); WA is still backing bytes over client bytes, so it can be < 1
 EOF
 }
 
@@ -63,12 +71,22 @@ while [ $# -gt 0 ]; do
 	--no-build) DO_BUILD=0 ;;
 	--no-deps) DO_DEPS=0 ;;
 	--note) NOTE=$2; shift ;;
+	--parts) PARTS=$2; shift ;;
+	--compress) COMPRESS=$2; shift ;;
 	-h|--help) usage; exit 0 ;;
 	*) echo "lsfs.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
 	esac
 	shift
 done
 case $RUNS in ''|*[!0-9]*|0) echo "lsfs.sh: --runs wants a positive number" >&2; exit 2 ;; esac
+for p in ${PARTS//,/ }; do
+	case $p in 1|2|2s|4) ;; *) echo "lsfs.sh: --parts: unknown part $p" >&2; exit 2 ;; esac
+done
+case $COMPRESS in none|lz4) ;; *) echo "lsfs.sh: --compress wants lz4 or none" >&2; exit 2 ;; esac
+# What the GC devices' writes carry: random (incompressible) unless --compress.
+GC_DATA=random
+[ "$COMPRESS" = none ] || GC_DATA=text
+has_part() { case ",$PARTS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 size_bytes() {
 	local s=$1 n unit
@@ -200,10 +218,12 @@ cat >"$D1/tandem.json" <<EOF
   "devices": [
     { "name": "lsfs", "type": "lsfs", "size": "$SIZE", "block_size": 512 },
     { "name": "flat", "type": "flat", "path": "$D1/flat.img", "size": "$SIZE", "block_size": 512 },
-    { "name": "gc", "type": "lsfs", "size": "$SIZE", "block_size": 512 }
+    { "name": "gc", "type": "lsfs", "size": "$SIZE", "block_size": 512, "compress": "$COMPRESS" },
+    { "name": "gcs", "type": "lsfs", "size": "$SIZE", "block_size": 512, "compress": "$COMPRESS" }
   ],
   "targets": [
-    { "iqn": "$IQN", "allow_any_initiator": true, "luns": { "0": "lsfs", "1": "flat", "2": "gc" } }
+    { "iqn": "$IQN", "allow_any_initiator": true,
+      "luns": { "0": "lsfs", "1": "flat", "2": "gc", "3": "gcs" } }
   ]
 }
 EOF
@@ -213,8 +233,9 @@ echo "lsfs.sh: tandemd pid $TPID, portal 127.0.0.1:$PORT, work dir $WORK"
 # Part 1 ------------------------------------------------------------------------------
 R1="$WORK/p1.tsv"   # device run iops p50 p99 target_cpu_s
 : >"$R1"
-echo "== 1: 4 KiB random write QD32, flush every 32: lsfs vs flat, $RUNS runs of ${RAMP}+${SECONDS_PER_RUN} s"
+has_part 1 && echo "== 1: 4 KiB random write QD32, flush every 32: lsfs vs flat, $RUNS runs of ${RAMP}+${SECONDS_PER_RUN} s"
 for r in $(seq 1 "$RUNS"); do
+	has_part 1 || break
 	if [ $((r % 2)) = 1 ]; then order="lsfs flat"; else order="flat lsfs"; fi
 	for dev in $order; do
 		case $dev in lsfs) lun=0 ;; flat) lun=1 ;; esac
@@ -234,64 +255,79 @@ median1() {  # median1 DEVICE COLUMN
 }
 
 # Part 2 and 3 -------------------------------------------------------------------------
-# Fill 80 % of the gc device's LBAs once, sequentially, then overwrite that
-# working set at random in back-to-back runs of GC_STEP seconds, reading the
-# counters after each run.
+# Fill 80 % of a GC device's LBAs once, sequentially, then overwrite that
+# working set at random (uniform: device gc; 80/20 with --hot 80: device
+# gcs) in back-to-back runs of GC_STEP seconds, reading the counters after
+# each run. Columns of $WORK/p2-NAME.tsv: step t iops write_bytes gc_passes
+# gc_moved_blocks records segments free_segments checkpoints
+# backing_bytes_written client_bytes_written gc_bytes_written
+# ckpt_bytes_written reclaimed_segments
 WS=$(( SIZE_BYTES / 5 * 4 / (1 << 20) * (1 << 20) ))
-echo "== 2: fill $((WS >> 20)) MiB of the $SIZE gc device (256 KiB sequential writes)"
-bench "$WORK/fill.json" --url "$(url 2)" --bs 256k --qd 8 --rw write --pattern seq \
-	--size "$WS" --count $((WS / 262144)) --seed 7 || true
-sleep 0.5
-devstats gc "$WORK/gc-0.json"
-echo "   mapped_blocks $(jget "$WORK/gc-0.json" mapped_blocks), map_bytes $(jget "$WORK/gc-0.json" map_bytes)"
-
-R2="$WORK/p2.tsv"  # step secs iops client_bytes gc_passes gc_moved records segments free
-: >"$R2"
-echo "== 2: random 4 KiB overwrites of the $((WS >> 20)) MiB working set, QD32, ${GC_SECONDS} s in ${GC_STEP} s runs"
-# A first, short run sized to fit in the free segments above GC's low-water
-# mark (5 % of the segments, at least 4), so that it sees no cleaning: the
-# "before GC" IOPS. Later runs start when that room is used up.
-F0=$(jget "$WORK/gc-0.json" free_segments); S0=$(jget "$WORK/gc-0.json" segments)
-SEG0=$(jget "$WORK/gc-0.json" segment_size)
-low=$(( S0 / 20 )); [ "$low" -ge 4 ] || low=4
-PROBE=$(( (F0 - low - 2) * (SEG0 / 4096) / 2 ))
-step=0
-elapsed=0
-if [ "$PROBE" -ge 2000 ]; then
-	step=1
-	j="$WORK/gc-run-1.json"
-	if bench "$j" --url "$(url 2)" --bs 4k --qd 32 --rw write --pattern rand --size "$WS" \
-		--count "$PROBE" --seed 100; then
-		devstats gc "$WORK/gc-1.json"
-		cur="$WORK/gc-1.json"
-		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$step" "0 (probe, $PROBE writes)" "$(jnum "$j" iops)" \
-			"$(jget "$cur" write_bytes)" "$(jget "$cur" gc_passes)" "$(jget "$cur" gc_moved_blocks)" \
-			"$(jget "$cur" records)" "$(jget "$cur" segments)" "$(jget "$cur" free_segments)" \
-			"$(jget "$cur" checkpoints)" >>"$R2"
-		printf '  probe (%d writes): %8.0f IOPS  gc_passes %6s  free_segments %s\n' "$PROBE" \
-			"$(jnum "$j" iops)" "$(jget "$cur" gc_passes)" "$(jget "$cur" free_segments)"
+gc_row() {  # gc_row STEP T BENCH-JSON STATS-JSON
+	local k row
+	row="$1	$2	$(jnum "$3" iops)"
+	for k in write_bytes gc_passes gc_moved_blocks records segments free_segments checkpoints \
+		backing_bytes_written client_bytes_written gc_bytes_written ckpt_bytes_written \
+		reclaimed_segments; do
+		row="$row	$(jget "$4" "$k")"
+	done
+	echo "$row"
+}
+run_gc() {  # run_gc NAME LUN [tandem-bench args]: the fill, then the overwrite phase
+	local name=$1 lun=$2
+	shift 2
+	local r2="$WORK/p2-$name.tsv" j cur step=0 elapsed=0
+	: >"$r2"
+	echo "== 2 ($name): fill $((WS >> 20)) MiB of the $SIZE device (256 KiB sequential writes)"
+	bench "$WORK/fill-$name.json" --url "$(url "$lun")" --bs 256k --qd 8 --rw write --pattern seq \
+		--size "$WS" --count $((WS / 262144)) --seed 7 --data "$GC_DATA" || true
+	sleep 0.5
+	devstats "$name" "$WORK/gc-$name-0.json"
+	echo "   mapped_blocks $(jget "$WORK/gc-$name-0.json" mapped_blocks), map_bytes $(jget "$WORK/gc-$name-0.json" map_bytes)"
+	echo "== 2 ($name): random 4 KiB overwrites $* of the $((WS >> 20)) MiB working set, QD32, ${GC_SECONDS} s in ${GC_STEP} s runs"
+	# A first, short run sized to fit in the free segments above GC's
+	# low-water mark (1 % of the segments, 4..64), so that it sees no
+	# cleaning: the "before GC" IOPS. Later runs start when that room is used up.
+	local f0 s0 seg0 low probe
+	f0=$(jget "$WORK/gc-$name-0.json" free_segments); s0=$(jget "$WORK/gc-$name-0.json" segments)
+	seg0=$(jget "$WORK/gc-$name-0.json" segment_size)
+	low=$(( s0 / 100 )); [ "$low" -ge 4 ] || low=4; [ "$low" -le 64 ] || low=64
+	probe=$(( (f0 - low - 2) * (seg0 / 4096) / 2 ))
+	if [ "$probe" -ge 2000 ]; then
+		step=1
+		j="$WORK/gc-$name-run-1.json"
+		if bench "$j" --url "$(url "$lun")" --bs 4k --qd 32 --rw write --pattern rand --size "$WS" \
+			--count "$probe" --seed 100 --data "$GC_DATA" "$@"; then
+			cur="$WORK/gc-$name-1.json"
+			devstats "$name" "$cur"
+			gc_row "$step" "0 (probe, $probe writes)" "$j" "$cur" >>"$r2"
+			printf '  probe (%d writes): %8.0f IOPS  gc_passes %6s  free_segments %s\n' "$probe" \
+				"$(jnum "$j" iops)" "$(jget "$cur" gc_passes)" "$(jget "$cur" free_segments)"
+		fi
 	fi
-fi
-while [ "$elapsed" -lt "$GC_SECONDS" ]; do
-	step=$((step + 1))
-	j="$WORK/gc-run-$step.json"
-	bench "$j" --url "$(url 2)" --bs 4k --qd 32 --rw write --pattern rand --size "$WS" \
-		--time "$GC_STEP" --seed $((100 + step)) || break
-	devstats gc "$WORK/gc-$step.json"
-	cur="$WORK/gc-$step.json"
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$step" "$elapsed" "$(jnum "$j" iops)" \
-		"$(jget "$cur" write_bytes)" "$(jget "$cur" gc_passes)" "$(jget "$cur" gc_moved_blocks)" \
-		"$(jget "$cur" records)" "$(jget "$cur" segments)" "$(jget "$cur" free_segments)" \
-		"$(jget "$cur" checkpoints)" >>"$R2"
-	printf '  run %2d (t=%3d s): %8.0f IOPS  gc_passes %6s  gc_moved_blocks %9s  free_segments %s\n' \
-		"$step" "$elapsed" "$(jnum "$j" iops)" "$(jget "$cur" gc_passes)" \
-		"$(jget "$cur" gc_moved_blocks)" "$(jget "$cur" free_segments)"
-	elapsed=$((elapsed + GC_STEP))
-	prev=$cur
-done
+	while [ "$elapsed" -lt "$GC_SECONDS" ]; do
+		step=$((step + 1))
+		j="$WORK/gc-$name-run-$step.json"
+		bench "$j" --url "$(url "$lun")" --bs 4k --qd 32 --rw write --pattern rand --size "$WS" \
+			--time "$GC_STEP" --seed $((100 + step)) --data "$GC_DATA" "$@" || break
+		cur="$WORK/gc-$name-$step.json"
+		devstats "$name" "$cur"
+		gc_row "$step" "$elapsed" "$j" "$cur" >>"$r2"
+		printf '  run %2d (t=%3d s): %8.0f IOPS  gc_passes %6s  gc_moved_blocks %9s  free_segments %s\n' \
+			"$step" "$elapsed" "$(jnum "$j" iops)" "$(jget "$cur" gc_passes)" \
+			"$(jget "$cur" gc_moved_blocks)" "$(jget "$cur" free_segments)"
+		elapsed=$((elapsed + GC_STEP))
+	done
+}
+if has_part 2; then run_gc gc 2; fi
+if has_part 2s; then run_gc gcs 3 --hot 80; fi
 stop_tandemd TERM
 
 # Part 4 ---------------------------------------------------------------------------------
+START_EMPTY_MS=nan START_KILL_MS=nan START_TERM_MS=nan
+half=$((BIG_WRITE_BYTES / 2))
+D4="$WORK/d4"
+if has_part 4; then
 echo "== 4: start-up of a $BIG lsfs device with $BIG_WRITE written"
 D4="$WORK/d4"
 mkdir -p "$D4"
@@ -333,63 +369,104 @@ echo "   after SIGTERM: portal accepting after ${START_TERM_MS} ms"
 devstats big "$WORK/big-2.json"
 stop_tandemd TERM
 echo "   (empty device, first start: ${START_EMPTY_MS} ms)"
+fi
 
 # ---- the figures --------------------------------------------------------------------------
 L_IOPS=$(median1 lsfs 3); F_IOPS=$(median1 flat 3)
 L_P99=$(median1 lsfs 5); F_P99=$(median1 flat 5)
 RATIO1=$(awk -v a="$L_IOPS" -v b="$F_IOPS" 'BEGIN { if (a == "nan" || b == "nan" || b <= 0) print "nan"; else printf "%.2f", a / b }')
 
-MAPPED=$(jget "$WORK/gc-0.json" mapped_blocks); MAPB=$(jget "$WORK/gc-0.json" map_bytes)
+G0="$WORK/gc-gc-0.json"; [ -s "$G0" ] || G0="$WORK/gc-gcs-0.json"
+MAPPED=$(jget "$G0" mapped_blocks 2>/dev/null || true); MAPB=$(jget "$G0" map_bytes 2>/dev/null || true)
 BPB=$(awk -v m="$MAPPED" -v b="$MAPB" 'BEGIN { if (m > 0) printf "%.2f", b / m; else print "nan" }')
 BIG_MAPPED=$(jget "$WORK/big-0.json" mapped_blocks); BIG_MAPB=$(jget "$WORK/big-0.json" map_bytes)
 BIG_BPB=$(awk -v m="$BIG_MAPPED" -v b="$BIG_MAPB" 'BEGIN { if (m > 0) printf "%.2f", b / m; else print "nan" }')
 
-# Write amplification. The API shows one write_bytes per device, the
-# accounting layer's (client bytes): the flat backing file's own counter has
-# the same name and the upper layer wins (common/src/volume.c). So the bytes
-# lsfs writes to its backing file are counted from lsfs's counters: every
-# client 4 KiB block, every block GC moved, one 4 KiB header per record.
-# Checkpoints (map images) are not in that count; their number is shown.
-# Over the whole overwrite phase, and over its second half (steady state).
-C0_W=$(jget "$WORK/gc-0.json" write_bytes); C0_M=$(jget "$WORK/gc-0.json" gc_moved_blocks)
-C0_R=$(jget "$WORK/gc-0.json" records); C0_P=$(jget "$WORK/gc-0.json" gc_passes)
-C0_K=$(jget "$WORK/gc-0.json" checkpoints)
-wa_awk='{ dc = $4 - w0; dm = $6 - m0; dr = $7 - r0
-	if (dc > 0) printf "%.2f %.0f %.0f %.0f %.0f %.0f\n", (dc + 4096 * (dm + dr)) / dc, dc, dm, dr, $5 - p0, $10 - k0
-	else print "nan 0 0 0 0 0" }'
-read -r WA WA_DC WA_DM WA_DR WA_DP WA_DK < <(tail -n 1 "$R2" |
-	awk -F'\t' -v w0="$C0_W" -v m0="$C0_M" -v r0="$C0_R" -v p0="$C0_P" -v k0="$C0_K" "$wa_awk")
-# Checkpoints: each writes a 4 KiB header and a body of 16 bytes per segment
-# and 24 per mapped block (docs/on-disk-format.md), rounded up to 4 KiB
-# here. Estimated with the segment and mapped-block counts at the end.
-LAST_S=$(tail -n 1 "$R2" | cut -f8)
-LAST_MAPPED=$(jget "$(ls -v "$WORK"/gc-[0-9]*.json | tail -n 1)" mapped_blocks)
-CK_BYTES=$(( 4096 + ( (16 * LAST_S + 24 * LAST_MAPPED + 4095) / 4096 ) * 4096 ))
-WA_CK=$(awk -v dc="$WA_DC" -v dm="$WA_DM" -v dr="$WA_DR" -v dk="$WA_DK" -v ck="$CK_BYTES" \
-	'BEGIN { if (dc > 0) printf "%.2f", (dc + 4096 * (dm + dr) + dk * ck) / dc; else print "nan" }')
-nsteps=$(wc -l <"$R2")
-mid=$(( nsteps / 2 ))
-if [ "$mid" -ge 1 ]; then
-	read -r M_W M_P M_M M_R M_K < <(sed -n "${mid}p" "$R2" | awk -F'\t' '{ print $4, $5, $6, $7, $10 }')
-	read -r WA2 _ _ _ _ _ < <(tail -n 1 "$R2" |
-		awk -F'\t' -v w0="$M_W" -v m0="$M_M" -v r0="$M_R" -v p0="$M_P" -v k0="$M_K" "$wa_awk")
-else
-	WA2=nan
-fi
-# IOPS before cleaning: the runs during which gc_passes did not move. IOPS
-# while cleaning: the second half of the runs (all of them cleaning).
-read -r PRE_IOPS PRE_N < <(awk -F'\t' -v p0="$C0_P" '{ if ($5 == p0) { s += $3; n++ } }
-	END { if (n) printf "%.0f %d\n", s / n, n; else print "nan 0" }' "$R2")
-FIRST_IOPS=$(head -n 1 "$R2" | cut -f3)
-FIRST_GC=$(head -n 1 "$R2" | awk -F'\t' -v p0="$C0_P" '{ print $5 - p0 }')
-STEADY_IOPS=$(awk -F'\t' -v m="$mid" 'NR > m { print $3 }' "$R2" | sort -g |
-	awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit }
-		if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
-# Baseline: before cleaning if some run saw no GC pass, else the first run
-# (then the baseline itself includes some cleaning, and the ratio flatters).
-if [ "$PRE_N" -gt 0 ]; then BASE_IOPS=$PRE_IOPS; BASE_WHAT="mean of the $PRE_N run(s) with no GC pass"
-else BASE_IOPS=$FIRST_IOPS; BASE_WHAT="first run (GC already ran $FIRST_GC passes in it: no run was free of GC)"; fi
-RATIO2=$(awk -v a="$STEADY_IOPS" -v b="$BASE_IOPS" 'BEGIN { if (a == "nan" || b == "nan" || b <= 0) print "nan"; else printf "%.2f", a / b }')
+# Write amplification, from lsfs's own counters in the API:
+# backing_bytes_written (every byte lsfs wrote to its backing file: log
+# records with their 4 KiB headers, GC's moves, checkpoints) over
+# client_bytes_written (bytes of completed client WRITEs), as deltas over
+# the overwrite phase, and over its second half (steady state). The shares:
+# GC's moved payloads, checkpoints, record headers (4 KiB x records).
+gc_figures() {  # gc_figures NAME: sets G_* for the report
+	local r2="$WORK/p2-$1.tsv" f0="$WORK/gc-$1-0.json" nsteps mid
+	G_RUNS=$(wc -l <"$r2")
+	read -r G_WA G_DC G_DB G_DG G_DK G_DR G_DP G_NK G_RC < <(tail -n 1 "$r2" | awk -F'\t' \
+		-v b0="$(jget "$f0" backing_bytes_written)" -v c0="$(jget "$f0" client_bytes_written)" \
+		-v g0="$(jget "$f0" gc_bytes_written)" -v k0="$(jget "$f0" ckpt_bytes_written)" \
+		-v r0="$(jget "$f0" records)" -v p0="$(jget "$f0" gc_passes)" \
+		-v n0="$(jget "$f0" checkpoints)" -v x0="$(jget "$f0" reclaimed_segments)" \
+		'{ dc = $12 - c0; if (dc <= 0) { print "nan 0 0 0 0 0 0 0 0"; exit }
+		   printf "%.3f %.0f %.0f %.0f %.0f %.0f %.0f %.0f %.0f\n", ($11 - b0) / dc, dc, $11 - b0,
+			$13 - g0, $14 - k0, $7 - r0, $5 - p0, $10 - n0, $15 - x0 }')
+	G_SH_GC=$(awk -v a="$G_DG" -v c="$G_DC" 'BEGIN { if (c > 0) printf "%.3f", a / c; else print "nan" }')
+	G_SH_CK=$(awk -v a="$G_DK" -v c="$G_DC" 'BEGIN { if (c > 0) printf "%.3f", a / c; else print "nan" }')
+	G_SH_HD=$(awk -v a="$G_DR" -v c="$G_DC" 'BEGIN { if (c > 0) printf "%.3f", a * 4096 / c; else print "nan" }')
+	G_BPR=$(awk -v r="$G_DR" -v c="$G_DC" 'BEGIN { if (r > 0) printf "%.1f", c / 4096 / r; else print "nan" }')
+	nsteps=$G_RUNS
+	mid=$(( nsteps / 2 ))
+	G_WA2=nan
+	if [ "$mid" -ge 1 ]; then
+		G_WA2=$(awk -F'\t' -v m="$mid" 'NR == m { b0 = $11; c0 = $12 } END {
+			if ($12 - c0 > 0) printf "%.3f", ($11 - b0) / ($12 - c0); else print "nan" }' "$r2")
+	fi
+	# IOPS before cleaning: the runs during which gc_passes did not move.
+	# While cleaning: the median of the second half of the runs.
+	local p0 pre_n first_gc
+	p0=$(jget "$f0" gc_passes)
+	read -r G_PRE G_PRE_N < <(awk -F'\t' -v p0="$p0" '{ if ($5 == p0) { s += $3; n++ } }
+		END { if (n) printf "%.0f %d\n", s / n, n; else print "nan 0" }' "$r2")
+	G_STEADY=$(awk -F'\t' -v m="$mid" 'NR > m { print $3 }' "$r2" | sort -g |
+		awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit }
+			if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }')
+	if [ "$G_PRE_N" -gt 0 ]; then
+		G_BASE=$G_PRE; G_BASE_WHAT="mean of the $G_PRE_N run(s) with no GC pass"
+	else
+		first_gc=$(head -n 1 "$r2" | awk -F'\t' -v p0="$p0" '{ print $5 - p0 }')
+		G_BASE=$(head -n 1 "$r2" | cut -f3)
+		G_BASE_WHAT="first run (GC already ran $first_gc passes in it: no run was free of GC)"
+	fi
+	G_RATIO=$(awk -v a="$G_STEADY" -v b="$G_BASE" 'BEGIN { if (a == "nan" || b == "nan" || b <= 0) print "nan"; else printf "%.2f", a / b }')
+	G_P0=$p0
+}
+# The report's section for one GC scenario; summary rows in SUM2.
+SUM2=""
+gc_section() {  # gc_section NAME TAG TITLE WORKLOAD
+	local name=$1 tag=$2
+	[ -s "$WORK/p2-$name.tsv" ] || return 0
+	gc_figures "$name"
+	SUM2="$SUM2| ${tag}a | GC write amplification, $3 (steady half: $G_WA2; GC $G_SH_GC, checkpoints $G_SH_CK, headers $G_SH_HD) | $G_WA | <= 2.0 | $(verdict "$G_WA" "<=" 2.0) |
+| ${tag}b | IOPS while cleaning / before cleaning, $3 ($G_STEADY / $G_BASE) | ${G_RATIO}x | >= 0.6x | $(verdict "$G_RATIO" ">=" 0.6) |
+"
+	{
+		echo "### $tag. $3"
+		echo
+		echo "Device \`$name\`: $SIZE, default capacity ($(jget "$WORK/gc-$name-0.json" segments) segments"
+		echo "of $(( $(jget "$WORK/gc-$name-0.json" segment_size) >> 20 )) MiB). The first $((WS >> 20)) MiB of LBAs written once with 256 KiB"
+		echo "sequential writes; then \`--bs 4k --qd 32 --rw write --pattern rand --size $WS $4\`"
+		echo "(no flushes) in back-to-back runs of ${GC_STEP} s for ${GC_SECONDS} s, the counters read"
+		echo "between runs."
+		echo
+		echo "| over the overwrite phase | |"
+		echo "|---|---:|"
+		echo "| client bytes written (\`client_bytes_written\`) | $(mib "$G_DC") MiB |"
+		echo "| backing bytes written (\`backing_bytes_written\`) | $(mib "$G_DB") MiB |"
+		echo "| of which GC's moved payloads (\`gc_bytes_written\`) | $(mib "$G_DG") MiB ($G_SH_GC x client) |"
+		echo "| of which checkpoints (\`ckpt_bytes_written\`) | $(mib "$G_DK") MiB in $G_NK checkpoints ($G_SH_CK x client) |"
+		echo "| of which record headers (4 KiB x \`records\`) | $(mib $((G_DR * 4096))) MiB in $G_DR records, $G_BPR client blocks per record ($G_SH_HD x client) |"
+		echo "| GC passes / dead segments reused after a flush | $G_DP / $G_RC |"
+		echo "| **WA = backing / client** | **$G_WA** (second half: $G_WA2) |"
+		echo
+		echo "IOPS before cleaning: $G_BASE_WHAT. While cleaning: median of the runs in"
+		echo "the second half. GC passes during the fill: $G_P0. Run 1 (if t says probe)"
+		echo "is a short run sized to fit in the free segments above GC's low-water mark."
+		echo
+		echo "| run | t (s) | IOPS | gc_passes | gc_moved_blocks | records | free_segments | checkpoints | backing MiB | client MiB |"
+		echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+		awk -F'\t' '{ printf "| %s | %s | %.0f | %s | %s | %s | %s | %s | %.0f | %.0f |\n", $1, $2, $3, $5, $6, $7, $9, $10, $11 / 1048576, $12 / 1048576 }' "$WORK/p2-$name.tsv"
+		echo
+	} >"$WORK/sec-$name.md"
+}
 
 verdict() {  # verdict VALUE OP GOAL
 	awk -v v="$1" -v op="$2" -v g="$3" 'BEGIN {
@@ -409,6 +486,8 @@ cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 rev=$(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo unknown)
 fs=$(df -T "$WORK" | awk 'NR == 2 { print $2 " (" $1 ")" }')
 mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
+gc_section gc 2 "uniform random overwrites" ""
+gc_section gcs 2s "skewed overwrites, 80 % of the writes to 20 % of the blocks" "--hot 80"
 
 {
 	echo "# lsfs goals — $date_s on $host"
@@ -425,6 +504,7 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
 	echo "| tandem | git $rev |"
 	echo "| libiscsi | $(pkg-config --modversion libiscsi 2>/dev/null || echo unknown) |"
 	echo "| generator | tandem-bench, same host, over 127.0.0.1 |"
+	echo "| GC devices (parts 2-3) | compress $COMPRESS, tandem-bench --data $GC_DATA |"
 	echo
 	if [ -n "$NOTE" ]; then echo "**Machine: $NOTE.**"; echo; fi
 	echo "Client, target and the file system share the CPUs: on a small shared VM"
@@ -436,8 +516,7 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
 	echo "| # | what | figure | goal | |"
 	echo "|---|---|---:|---|---|"
 	echo "| 1 | 4 KiB rand write QD32 + flush/32: lsfs / flat IOPS (medians $(printf '%.0f' "$L_IOPS") / $(printf '%.0f' "$F_IOPS")) | ${RATIO1}x | >= 1.5x | $(verdict "$RATIO1" ">=" 1.5) |"
-	echo "| 2a | GC write amplification incl. checkpoints (estimate; log only: $WA, its steady half: $WA2) | $WA_CK | <= 2.0 | $(verdict "$WA_CK" "<=" 2.0) |"
-	echo "| 2b | IOPS while cleaning / before cleaning ($STEADY_IOPS / $BASE_IOPS) | ${RATIO2}x | >= 0.6x | $(verdict "$RATIO2" ">=" 0.6) |"
+	printf '%s' "$SUM2"
 	echo "| 3 | block map bytes per mapped 4 KiB block after the fill ($MAPB / $MAPPED) | $BPB | <= 16 | $(verdict "$BPB" "<=" 16) |"
 	echo "| 4a | start-up, $BIG lsfs with $BIG_WRITE written, after SIGKILL (replay) | ${START_KILL_MS} ms | — | |"
 	echo "| 4b | start-up, same, after a clean SIGTERM | ${START_TERM_MS} ms | — | |"
@@ -456,43 +535,14 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
 	echo "| lsfs | $(printf '%.0f' "$L_IOPS") | $L_P99 |"
 	echo "| flat | $(printf '%.0f' "$F_IOPS") | $F_P99 |"
 	echo
-	echo "## 2. GC under sustained random overwrites, 80 % of the LBAs written"
+	echo "## 2. GC under sustained overwrites, 80 % of the LBAs written"
 	echo
-	echo "Device \`gc\`: $SIZE, default capacity (size + 1/8 + 64 MiB, so $(jget "$WORK/gc-0.json" segments) segments"
-	echo "of $(( $(jget "$WORK/gc-0.json" segment_size) >> 20 )) MiB). The first $((WS >> 20)) MiB of LBAs written once with 256 KiB"
-	echo "sequential writes; then \`--bs 4k --qd 32 --rw write --pattern rand --size $WS\`"
-	echo "(no flushes) in back-to-back runs of ${GC_STEP} s for ${GC_SECONDS} s, the counters read"
-	echo "between runs."
+	echo "WA = backing bytes / client bytes, both from lsfs's own counters in the API"
+	echo "(\`backing_bytes_written\`: everything lsfs wrote to its backing file, i.e. records"
+	echo "with their 4 KiB headers, GC's moves and checkpoints; \`client_bytes_written\`:"
+	echo "completed client WRITEs), deltas over the overwrite phase."
 	echo
-	echo "WA = (client bytes + 4 KiB x (gc_moved_blocks + records)) / client bytes,"
-	echo "from the deltas over the overwrite phase: client bytes is the device's"
-	echo "\`write_bytes\`; a record is one 4 KiB header block in the log. **The flat"
-	echo "backing file's own \`write_bytes\` is not visible in the API**: the"
-	echo "accounting layer above lsfs has a counter of the same name and wins"
-	echo "(common/src/volume.c, bottom-up merge), so the backing bytes are counted"
-	echo "from lsfs's counters instead. Checkpoints are added as an estimate:"
-	echo "$WA_DK checkpoints in the phase x $CK_BYTES bytes each (4 KiB header +"
-	echo "16 B per segment + 24 B per mapped block, docs/on-disk-format.md, with the"
-	echo "counts at the end of the phase)."
-	echo
-	echo "| | whole phase |"
-	echo "|---|---:|"
-	echo "| client bytes written | $(mib "$WA_DC") MiB |"
-	echo "| GC moved blocks | $WA_DM ($(mib $((WA_DM * 4096))) MiB) |"
-	echo "| records (4 KiB headers) | $WA_DR ($(mib $((WA_DR * 4096))) MiB) |"
-	echo "| GC passes | $WA_DP |"
-	echo "| checkpoints | $WA_DK (~$(mib $((WA_DK * CK_BYTES))) MiB) |"
-	echo "| WA, log only (client + moved + headers) | $WA (second half: $WA2) |"
-	echo "| WA, with checkpoints (estimate) | $WA_CK |"
-	echo
-	echo "IOPS before cleaning: $BASE_WHAT. While cleaning: median of the runs in"
-	echo "the second half. GC passes during the fill: $C0_P. Run 1 (if t says probe)"
-	echo "is a short run sized to fit in the free segments above GC's low-water mark."
-	echo
-	echo "| run | t (s) | IOPS | gc_passes | gc_moved_blocks | records | segments | free_segments | checkpoints |"
-	echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-	awk -F'\t' '{ printf "| %s | %s | %.0f | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $5, $6, $7, $8, $9, $10 }' "$R2"
-	echo
+	for n in gc gcs; do [ -s "$WORK/sec-$n.md" ] && cat "$WORK/sec-$n.md"; done
 	echo "## 3. Block map RAM"
 	echo
 	echo "| device | state | mapped_blocks | map_bytes | bytes / block |"
@@ -506,7 +556,8 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
 	echo "in 256 KiB sequential writes, then $((half / 4096)) random 4 KiB writes over the"
 	echo "whole device, no flush. Then tandemd is killed with SIGKILL 2 s into a further"
 	echo "random-write load (so the log has an un-checkpointed tail: lsfs checkpoints"
-	echo "every 8 filled segments, so at most ~8 segments are replayed) and started"
+	echo "once the log since the last one is 64 times that checkpoint's size, at least"
+	echo "8 segments apart, so replay can be that long) and started"
 	echo "(the log since the last checkpoint is replayed), stopped with SIGTERM and"
 	echo "started again. Time: from starting tandemd to \`ss\` seeing the portal"
 	echo "listen (polled every 10 ms)."
@@ -536,7 +587,7 @@ mib() { awk -v b="$1" 'BEGIN { printf "%.0f", b / 1048576 }'; }
 	echo "<details><summary>tandemd log lines from lsfs (part 4)</summary>"
 	echo
 	echo '```'
-	grep -i 'lsfs\|replay\|checkpoint' "$D4/tandemd.log" | tail -n 30 || true
+	grep -i 'lsfs\|replay\|checkpoint' "$D4/tandemd.log" 2>/dev/null | tail -n 30 || true
 	echo '```'
 	echo
 	echo "</details>"

@@ -11,8 +11,15 @@
  * scattered) says where the newest copy of each block lives;
  * checkpoints write that map out so that opening replays only the log
  * written since. Garbage collection moves the live blocks out of mostly
- * dead segments so the segments can be reused. The exact on-disk format is
- * in docs/on-disk-format.md.
+ * dead segments so the segments can be reused (most of them after a
+ * backing flush, without waiting for a checkpoint). Checkpoints are
+ * spaced by the log written since the last one, ckpt_ratio times that
+ * checkpoint's size, so that their share of the bytes written stays
+ * around 1/ckpt_ratio; the replay after a crash is as long. Small
+ * records are held back briefly (batch_linger_us) for more writes to
+ * join, because each record costs a 4 KiB header. Write amplification is
+ * backing_bytes_written / client_bytes_written in the stats. The exact
+ * on-disk format is in docs/on-disk-format.md.
  *
  * Write stages. A chunk whose new content is all zero is not stored (it
  * is unmapped and reads back as zeros). With opts.compress, every other
@@ -113,8 +120,14 @@ struct tnd_lsfs_opts {
 	bool create_if_blank;       /* tnd_lsfs_open() formats a blank backing store */
 	bool write_cache;           /* WCE=1 (see above); default true */
 	uint32_t gc_interval_ms;    /* background GC/checkpoint tick; default 100; 0 = manual */
-	uint32_t ckpt_segments;     /* checkpoint after this many segments filled; default 8 */
-	uint32_t gc_free_low;       /* GC works while fewer free segments; 0 (default): 5%, >= 4 */
+	uint32_t ckpt_segments;     /* checkpoint after at least this many segments filled; default 8 */
+	uint32_t ckpt_ratio;        /* ... and once the log written since the last checkpoint is
+				       this many times that checkpoint's size; default 64; at the
+				       latest after a quarter of the segments */
+	uint32_t gc_free_low;       /* GC works while fewer free segments; 0 (default): 1%, 4..64 */
+	uint32_t batch_linger_us;   /* an idle writer holds a small record up to this long while
+				       more writes keep joining it (never for FUA, write-through
+				       or a waiting checkpoint); default 200; 0 = never */
 	/*
 	 * Store new 4 KiB blocks LZ4-compressed when that saves at least one
 	 * 512 B sector (default false). Opening a store with it on marks the
@@ -173,6 +186,12 @@ struct tnd_lsfs_stats {
 	uint64_t rmw;                 /* partial-chunk writes (512 B volumes) */
 	uint64_t gc_passes, gc_moved_blocks, gc_freed_segments;
 	uint64_t checkpoints;
+	uint64_t reclaimed_segments;  /* dead segments reused after a flush, without a checkpoint */
+	/* Write amplification = backing_bytes_written / client_bytes_written. */
+	uint64_t client_bytes_written; /* bytes of client WRITEs that completed */
+	uint64_t backing_bytes_written; /* every byte lsfs wrote to its backing volume */
+	uint64_t gc_bytes_written;    /* of those: payloads GC moved */
+	uint64_t ckpt_bytes_written;  /* of those: checkpoints */
 	uint64_t mapped_blocks;       /* 4 KiB chunks with data */
 	uint64_t map_bytes;           /* RAM used by the block map */
 	uint64_t logical_bytes_written;  /* bytes of WRITE commands accepted */
@@ -196,8 +215,9 @@ struct tnd_lsfs_stats {
 void tnd_lsfs_get_stats(struct tnd_volume *vol, struct tnd_lsfs_stats *out);
 
 /*
- * Start a garbage collection pass (followed by the checkpoint that frees
- * what it emptied) / a checkpoint now; home reactor only. @cb(arg) runs on
+ * Start a garbage collection pass (followed by what frees the segments it
+ * emptied: a backing flush, or a checkpoint when replay would still read
+ * them) / a checkpoint now; home reactor only. @cb(arg) runs on
  * the home reactor when it has finished, possibly before this call returns
  * when there was nothing to do. For tests and for an operator's "compact
  * now". Returns 0, or -EBUSY when one is already running, -EROFS when the
@@ -214,6 +234,8 @@ struct tnd_lsfs_check_result {
 	uint64_t mapped_blocks;
 	uint64_t replayed_records;
 	uint64_t shared_blocks;       /* payloads mapped by more than one block (dedup) */
+	uint64_t reused_segments;     /* replay went on in segments the checkpoint lists as used
+					 (reused after a flush, without a checkpoint) */
 };
 
 /*

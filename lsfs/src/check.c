@@ -182,6 +182,7 @@ static int check_on(struct tnd_volume *backing, struct tnd_reactor *r, FILE *rep
 		goto out_free_rec;
 	const struct lsfs_sb *sb = &rec.sb;
 	res->replayed_records = rec.replayed;
+	res->reused_segments = rec.reused;
 	res->mapped_blocks = rec.map.mapped;
 	/* The copies are rewritten one at a time (when a feature bit is set),
 	 * so a crash can leave one torn or older; open rewrites both. */
@@ -277,11 +278,12 @@ static int check_on(struct tnd_volume *backing, struct tnd_reactor *r, FILE *rep
 			sb->incompat & LSFS_INCOMPAT_PACKED ? " (packed, LZ4)" : "");
 	}
 	if (report)
-		fprintf(report, "%s: %llu segments, %llu records, %llu blocks mapped, %llu replayed; "
-			"%llu errors, %llu warnings\n",
+		fprintf(report, "%s: %llu segments, %llu records, %llu blocks mapped, %llu replayed "
+			"(%llu in reused segments); %llu errors, %llu warnings\n",
 			res->errors ? "NOT CLEAN" : "clean", (unsigned long long)sb->seg_count,
 			(unsigned long long)res->records, (unsigned long long)res->mapped_blocks,
-			(unsigned long long)res->replayed_records, (unsigned long long)res->errors,
+			(unsigned long long)res->replayed_records, (unsigned long long)res->reused_segments,
+			(unsigned long long)res->errors,
 			(unsigned long long)res->warnings);
 	ret = 0;
 out_free_bufs:

@@ -18,16 +18,75 @@
  *
  * Segments. FREE -> NEXT (reserved as the successor, named in every record
  * of the segment before it) -> OPEN -> USED -> DEAD (no live block) ->
- * FREE. The last step happens only when a checkpoint taken after the
- * segment died is durable: before that, replay from the older checkpoint
- * still needs its records, and a reused segment would be read as garbage.
+ * FREE. The last step, reuse, needs care: after a crash, recovery starts
+ * from the newest durable checkpoint C (the base) and replays the log
+ * written after C's tail, and neither may be spoilt by the new life of a
+ * segment. A dead segment S becomes FREE in one of two ways:
  *
- * Garbage collection reads a whole victim segment in one backing read,
- * walks its records, and appends every block the map still points at
- * (checked right before the append, so a block overwritten meanwhile is
- * not resurrected). The payload and its CRC move unchanged: a block that
- * was already corrupt stays unreadable rather than being blessed with a
- * new CRC.
+ *  - by a checkpoint taken after S died, once it is durable (S is free in
+ *    it, and nothing it maps or replays is in S); or
+ *  - by reclaim, without a checkpoint, when (a) S was opened before C's
+ *    tail segment (S.seg_seq < C.replay_seg_seq, base_replay_seq here),
+ *    and (b) the record that took S's last live block (dead_rec) is
+ *    durable. Why that is enough: by (a) replay from C never reads S's
+ *    old records (the log after C's tail is in segments opened later);
+ *    C's map may still point into S, but every such entry was superseded
+ *    (overwritten, moved by GC, or unmapped by a TRIM descriptor) by a
+ *    record after C, the last of them at dead_rec at the latest, and by
+ *    (b) that record and everything before it in the log is durable, so
+ *    replay applies all of them before it can reach anything written into
+ *    S's new life (which comes later in the log). A TRIM or an overwrite
+ *    can therefore not be lost, nor a stale block resurrected: the records
+ *    that carry them live in segments opened after C, which (a) keeps
+ *    from reuse until a newer checkpoint is durable, and that checkpoint
+ *    has applied them. Recovery may also pick a newer checkpoint C' that
+ *    was written but not yet known durable: S is either free in C'
+ *    (it died before C' was taken) or its killer is after C''s tail and
+ *    durable, the same argument. Replay must accept S as a successor even
+ *    though C lists it as used: open.c does, when the map replayed so far
+ *    holds no block in S.
+ *   Reclaim keeps the invariant recovery's sequence-number jump relies on:
+ *   a segment opened after the base checkpoint has a seg_seq above
+ *   base_replay_seq, so it is reused at most once before a newer durable
+ *   checkpoint. Reclaim costs a backing flush (shared with anyone else's),
+ *   not a copy of the whole map; checkpoints are then scheduled only to
+ *   bound replay (see ckpt_due), and dead segments that replay would read
+ *   (ndead_locked: hot data that died young) wait for one.
+ *
+ * Reclaim with compression and dedup. The argument above is about map
+ * entries, never payload bytes (replay applies descriptors and reads no
+ * payload), so it holds when "live" counts the right thing: a segment's
+ * live is the number of chunks whose map entry points into it, a payload
+ * shared by n chunks counting n, whether they got it by a DATA or by a
+ * DEDUP descriptor (live_sec, its stored sectors with shared payloads
+ * counted once, only ranks GC victims). So S is DEAD, and dead_rec set,
+ * only when the last chunk, sharers included, has been written elsewhere,
+ * unmapped or moved, and each of those steps is a descriptor in the log;
+ * replay's successor test counts the same way (open.c: every DATA, DEDUP
+ * and TRIM descriptor adjusts the live count of the segment it leaves and
+ * enters). A packed block holds payloads of one segment only, so sector
+ * packing changes nothing here. The writer never makes a new reference
+ * into a dead segment: the index forgets a payload with its last
+ * reference, and try_share() also checks the candidate's segment is
+ * USED/OPEN in the same life (seg_seq) and not the GC victim.
+ *
+ * Garbage collection reads a whole victim segment in one backing read
+ * and collects the chunks that still map into it: from its records, or,
+ * with dedup (a shared payload's sharers are named by records elsewhere),
+ * by one pass over the map, sorted by payload so that a shared payload
+ * moves once and its sharers follow it with DEDUP descriptors. Each move
+ * is checked against the map right before the append, so a block
+ * overwritten meanwhile is not resurrected. The victim stays pinned
+ * (readers) for the whole pass: emptied by writers while the pass waits
+ * for a buffer, it must not be reused under the listed moves (its new life
+ * could put a payload at a listed address). The stored bytes, LZ4 or not,
+ * their length and CRC move unchanged: a block that was already corrupt
+ * stays unreadable rather than being blessed with a new CRC. The same
+ * holds for mapped blocks a victim's records cannot explain (a damaged
+ * log replayed short of the records that had moved them, the segment
+ * written again since): GC then collects by the map pass and moves them
+ * as they are, packed or shared ones too, so reads of them keep failing
+ * their CRC instead of the segment being skipped forever.
  *
  * Partial chunks (512 B volumes) are merged with the chunk's current
  * content at append time: from RAM when it is there, else from a copy read
@@ -163,6 +222,7 @@ struct lsfs {
 	struct lsfs_map map;
 	struct lsfs_seginfo *segs;
 	uint32_t *readers;             /* in-flight reads per segment: no reuse meanwhile */
+	uint64_t *dead_rec;            /* DEAD segments: the record that emptied it */
 	uint32_t nfree;
 	uint32_t ndead;
 	bool failed;
@@ -204,16 +264,38 @@ struct lsfs {
 	uint64_t ckpt_seq;
 	uint8_t *ckpt_buf;
 	size_t ckpt_len;
-	bool *ckpt_frees;
+	uint64_t *ckpt_frees;          /* seg_seq + 1 of segments dead in the snapshot, else 0 */
+	uint64_t ckpt_replay_seq;      /* replay_seg_seq of the snapshot in flight */
+	uint64_t base_replay_seq;      /* ... of the newest durable checkpoint */
+	uint64_t last_ckpt_bytes;      /* size of the newest checkpoint */
+	uint64_t log_since_ckpt;       /* log bytes issued since the last snapshot */
 	struct lsfs_waiter ckpt_w;
 	tnd_done_cb ckpt_cb;
 	void *ckpt_cb_arg;
 	uint32_t segs_since_ckpt;
 
+	/* reclaiming dead segments by a flush instead of a checkpoint */
+	bool reclaim_busy;
+	struct lsfs_waiter reclaim_w;
+	uint32_t nreclaim_pending;     /* dead, old enough, waiting for their killer to be durable */
+	uint32_t ndead_locked;         /* dead, but in the newest durable checkpoint's replay */
+	tnd_done_cb reclaim_cb;
+	void *reclaim_cb_arg;
+
+	/* batching small records */
+	struct tnd_timer linger;
+	bool linger_armed;
+	bool rec_urgent;               /* the open record holds a write someone waits to be durable */
+	uint32_t linger_ndesc;         /* descriptors in the open record when the timer was armed */
+	uint64_t linger_start;
+	uint32_t linger_misses;        /* recent lingers that caught nothing */
+	uint32_t linger_skip;          /* records to seal at once before trying again */
+
 	/* gc */
 	bool gc_busy;
 	bool gc_wait_buf;
 	uint32_t gc_victim;
+	bool gc_pinned;                /* readers[gc_victim] held for the whole pass */
 	uint8_t *gc_buf;
 	uint64_t *gc_locs;             /* lsfs_ment_loc of live payloads found in the victim */
 	uint64_t *gc_lbas;             /* the chunk mapping each */
@@ -255,6 +337,9 @@ static void gc_finish(struct lsfs *ls);
 static int ckpt_start(struct lsfs *ls, tnd_done_cb cb, void *arg);
 static void ckpt_apply_frees(struct lsfs *ls);
 static void start_io(struct lsfs *ls, struct lsfs_ioctx *x);
+static void reclaim_kick(struct lsfs *ls);
+static bool linger_hold(struct lsfs *ls);
+static void linger_stop(struct lsfs *ls);
 
 static struct lsfs *to_lsfs(struct tnd_volume *v)
 {
@@ -391,6 +476,8 @@ static int child_submit(struct lsfs *ls, enum tnd_io_type type, uint64_t off, vo
 	int ret = tnd_volume_submit(b, &c->io);
 	if (ret < 0)
 		free(c);
+	else if (type == TND_IO_WRITE)
+		ls->st.backing_bytes_written += len;
 	return ret;
 }
 
@@ -506,6 +593,8 @@ static void seg_lost_block(struct lsfs *ls, const struct lsfs_ment *old)
 	if (ls->segs[s].live == 0 && ls->segs[s].state == LSFS_SEG_USED) {
 		ls->segs[s].state = LSFS_SEG_DEAD;
 		ls->ndead++;
+		/* The descriptor that emptied it is in the open record. */
+		ls->dead_rec[s] = ls->rec_open ? ls->rec_seq : ls->next_rec_seq - 1;
 	}
 }
 
@@ -530,6 +619,7 @@ static void seal_record(struct lsfs *ls)
 	b->sealed_end = b->fill;
 	b->sealed_seq = ls->rec_seq;
 	ls->rec_open = false;
+	ls->rec_urgent = false;
 	ls->st.records++;
 }
 
@@ -543,6 +633,7 @@ static void close_segment(struct lsfs *ls)
 	if (s->live == 0) {
 		s->state = LSFS_SEG_DEAD;
 		ls->ndead++;
+		ls->dead_rec[b->seg] = ls->next_rec_seq - 1;
 	} else {
 		s->state = LSFS_SEG_USED;
 	}
@@ -997,7 +1088,7 @@ static uint32_t pick_victim(struct lsfs *ls);
 /* Can waiting produce space: a checkpoint to free dead segments, GC work? */
 static bool space_may_come(struct lsfs *ls)
 {
-	return ls->ndead > 0 || ls->ckpt_busy || ls->gc_busy ||
+	return ls->ndead > 0 || ls->ckpt_busy || ls->gc_busy || ls->reclaim_busy ||
 	       (!ls->gc_stalled && pick_victim(ls) != LSFS_NONE32);
 }
 
@@ -1010,6 +1101,8 @@ static void io_durable(struct lsfs_waiter *w, int status)
 static void io_written(struct lsfs_waiter *w, int status)
 {
 	struct lsfs_ioctx *x = tnd_container_of(w, struct lsfs_ioctx, w);
+	if (status == 0 && x->io->type == TND_IO_WRITE)
+		x->ls->st.client_bytes_written += (uint64_t)x->io->nblocks * x->ls->sb.block_size;
 	if (status < 0 || !x->durable) {
 		complete_io(x, status);
 		return;
@@ -1048,13 +1141,14 @@ static void pump(struct lsfs *ls)
 				continue;
 			}
 			if (!space_for(ls, x)) {
-				if (space_may_come(ls)) {
-					gc_step(ls);
-					break;
+				if (!space_may_come(ls)) {
+					aq_pop(ls);
+					complete_io(x, -ENOSPC);
+					continue;
 				}
-				aq_pop(ls);
-				complete_io(x, -ENOSPC);
-				continue;
+				gc_step(ls);     /* may free dead segments at once */
+				if (!space_for(ls, x))
+					break;
 			}
 			x->space_ok = true;
 		}
@@ -1082,6 +1176,10 @@ static void pump(struct lsfs *ls)
 		x->w.need = x->last_rec;
 		x->w.fn = io_written;
 		wq_push(&ls->wait_written, &x->w);
+		if (x->durable) {
+			ls->rec_urgent = true;   /* no lingering: someone waits for the disk */
+			linger_stop(ls);
+		}
 		schedule_kick(ls);
 	}
 	ls->pumping = false;
@@ -1370,12 +1468,15 @@ static void kick(struct lsfs *ls)
 			b = bi;
 	}
 	if (!b && ls->rec_open) {
+		if (linger_hold(ls))
+			return;
 		seal_record(ls);
 		b = ls->cur;
 	}
 	if (!b)
 		return;
 	uint32_t start = b->issued;
+	ls->log_since_ckpt += b->sealed_end - start;
 	ls->write_busy = true;
 	ls->wend = b->sealed_end;
 	ls->wseq = b->sealed_seq;
@@ -1412,6 +1513,79 @@ static void schedule_kick(struct lsfs *ls)
 	tnd_reactor_send(ls->home, &ls->kick_msg);
 }
 
+/*
+ * Batching. Every record costs a 4 KiB header, so a record of 5 blocks
+ * writes 20 % more than its data (and fills segments that much faster,
+ * which GC pays for again). When the writer is idle and the open record
+ * is small, it may wait up to batch_linger_us for more writes to join, as
+ * long as they keep coming (a 50 us gap ends it). Never when someone waits
+ * for the record to be durable (FUA, write-through, a checkpoint), and it
+ * backs off when lingering catches nothing (a lone writer at queue depth
+ * 1 then pays for one probe in 64 records).
+ */
+#define LSFS_LINGER_GAP_NS 50000ull
+
+static void linger_fn(struct tnd_timer *t)
+{
+	struct lsfs *ls = tnd_container_of(t, struct lsfs, linger);
+	ls->linger_armed = false;
+	if (!ls->rec_open || ls->write_busy || ls->failed)
+		return;
+	uint64_t now = tnd_now_ns();
+	bool grew = ls->rec_ndesc > ls->linger_ndesc;
+	if (grew && !ls->rec_urgent && !ls->closing &&
+	    now - ls->linger_start < (uint64_t)ls->opts.batch_linger_us * 1000 &&
+	    ls->rec_ndesc < LSFS_REC_MAX_DESC / 2) {
+		ls->linger_ndesc = ls->rec_ndesc;
+		ls->linger_armed = true;
+		tnd_reactor_timer_arm(ls->home, &ls->linger, LSFS_LINGER_GAP_NS);
+		return;
+	}
+	if (!grew && now - ls->linger_start < 2 * LSFS_LINGER_GAP_NS) {
+		if (++ls->linger_misses >= 4) {
+			ls->linger_misses = 0;
+			ls->linger_skip = 64;
+		}
+	} else {
+		ls->linger_misses = 0;
+	}
+	seal_record(ls);
+	kick(ls);
+	close_check(ls);
+}
+
+/* kick() is about to seal a small open record: wait for more instead? */
+static bool linger_hold(struct lsfs *ls)
+{
+	if (ls->linger_armed)
+		return true;
+	if (!ls->opts.batch_linger_us || ls->rec_urgent || ls->closing ||
+	    ls->rec_ndesc >= LSFS_REC_MAX_DESC / 2)
+		return false;
+	if (ls->linger_skip) {
+		ls->linger_skip--;
+		return false;
+	}
+	ls->linger_armed = true;
+	ls->linger_ndesc = ls->rec_ndesc;
+	ls->linger_start = tnd_now_ns();
+	tnd_reactor_timer_arm(ls->home, &ls->linger, LSFS_LINGER_GAP_NS);
+	return true;
+}
+
+/* Seal and send what lingers now (urgent waiter, closing). */
+static void linger_stop(struct lsfs *ls)
+{
+	if (!ls->linger_armed)
+		return;
+	tnd_reactor_timer_cancel(ls->home, &ls->linger);
+	ls->linger_armed = false;
+	if (ls->rec_open && !ls->write_busy && !ls->failed) {
+		seal_record(ls);
+		kick(ls);
+	}
+}
+
 static void flush_done(struct lsfs_child *c, int status)
 {
 	struct lsfs *ls = c->ls;
@@ -1426,6 +1600,13 @@ static void flush_done(struct lsfs_child *c, int status)
 	while ((w = wq_pop_upto(&ls->wait_durable, ls->durable_seq)) != NULL)
 		w->fn(w, 0);
 	maybe_flush(ls);
+	/* Someone's flush may have made dead segments reusable. */
+	if (ls->nreclaim_pending && !ls->reclaim_busy) {
+		uint32_t before = ls->nfree;
+		reclaim_kick(ls);
+		if (ls->nfree > before)
+			pump(ls);
+	}
 }
 
 static void maybe_flush(struct lsfs *ls)
@@ -1644,6 +1825,7 @@ static void ckpt_data_durable(struct lsfs_waiter *w, int status)
 		return;
 	}
 	uint64_t off = ls->sb.ckpt_off + (ls->ckpt_seq & 1) * ls->sb.ckpt_size;
+	ls->st.ckpt_bytes_written += ls->ckpt_len;
 	int ret = child_submit(ls, TND_IO_WRITE, off, ls->ckpt_buf, ls->ckpt_len, ckpt_written, NULL, 0);
 	if (ret < 0) {
 		fail_stop(ls, ret, "checkpoint write");
@@ -1689,7 +1871,7 @@ static int ckpt_build(struct lsfs *ls)
 	for (uint32_t i = 0; i < sb->seg_count; i++, p += LSFS_CKPT_SEG_ENT) {
 		const struct lsfs_seginfo *s = &ls->segs[i];
 		bool used = s->state == LSFS_SEG_USED || s->state == LSFS_SEG_OPEN;
-		ls->ckpt_frees[i] = s->state == LSFS_SEG_DEAD;
+		ls->ckpt_frees[i] = s->state == LSFS_SEG_DEAD ? s->seq + 1 : 0;
 		tnd_put_be64(p, s->seq);
 		tnd_put_be32(p + 8, used ? s->live : 0);
 		tnd_put_be32(p + 12, used ? LSFS_SEG_USED : LSFS_SEG_FREE);
@@ -1720,16 +1902,23 @@ static int ckpt_build(struct lsfs *ls)
 	lsfs_ckpt_encode_head(&ck, buf);
 	ls->ckpt_buf = buf;
 	ls->ckpt_len = len;
+	ls->ckpt_replay_seq = ck.replay_seg_seq;
+	ls->last_ckpt_bytes = len;
 	ls->segs_since_ckpt = 0;
+	ls->log_since_ckpt = 0;
 	return 0;
 }
 
 /* Segments that were dead in the snapshot are not needed by any replay
- * once it is durable: they can be written again. */
+ * once it is durable: they can be written again (unless they already
+ * were, by reclaim, and died again since: their seg_seq tells). Replay
+ * from now on starts at the snapshot's tail. */
 static void ckpt_apply_frees(struct lsfs *ls)
 {
+	ls->base_replay_seq = ls->ckpt_replay_seq;
 	for (uint32_t i = 0; i < ls->sb.seg_count; i++) {
-		if (ls->ckpt_frees[i] && ls->segs[i].state == LSFS_SEG_DEAD) {
+		if (ls->ckpt_frees[i] && ls->segs[i].state == LSFS_SEG_DEAD &&
+		    ls->segs[i].seq + 1 == ls->ckpt_frees[i]) {
 			ls->segs[i].state = LSFS_SEG_FREE;
 			ls->ndead--;
 			ls->nfree++;
@@ -1764,6 +1953,124 @@ static int ckpt_start(struct lsfs *ls, tnd_done_cb cb, void *arg)
 		schedule_kick(ls);
 	}
 	return 0;
+}
+
+/* ---- reclaiming dead segments without a checkpoint ---- */
+
+/*
+ * Free every dead segment that replay from the newest durable checkpoint
+ * never reads (it was opened before that checkpoint's tail: seg_seq <
+ * base_replay_seq) and whose killer record is durable; see the essay at
+ * the top for why that is safe. Counts the dead segments still waiting
+ * for a flush (nreclaim_pending) or for a checkpoint (ndead_locked), and
+ * returns the record a flush must cover to free the former (0: none).
+ */
+static uint64_t reclaim_scan(struct lsfs *ls)
+{
+	uint64_t need = 0;
+	uint32_t pending = 0, locked = 0;
+	for (uint32_t i = 0; ls->ndead > 0 && i < ls->sb.seg_count; i++) {
+		struct lsfs_seginfo *s = &ls->segs[i];
+		if (s->state != LSFS_SEG_DEAD)
+			continue;
+		if (s->seq >= ls->base_replay_seq) {
+			locked++;
+		} else if (ls->dead_rec[i] > ls->durable_seq) {
+			pending++;
+			need = TND_MAX(need, ls->dead_rec[i]);
+		} else {
+			s->state = LSFS_SEG_FREE;
+			ls->ndead--;
+			ls->nfree++;
+			ls->gc_stalled = false;
+			ls->st.reclaimed_segments++;
+		}
+	}
+	ls->nreclaim_pending = pending;
+	ls->ndead_locked = locked;
+	return need;
+}
+
+static void reclaim_durable(struct lsfs_waiter *w, int status)
+{
+	struct lsfs *ls = tnd_container_of(w, struct lsfs, reclaim_w);
+	ls->reclaim_busy = false;
+	if (status == 0)
+		reclaim_scan(ls);
+	tnd_done_cb cb = ls->reclaim_cb;
+	if (cb && status == 0 && ls->nreclaim_pending) {
+		reclaim_kick(ls);             /* more died meanwhile: the caller waits for all */
+		if (ls->reclaim_busy)
+			cb = NULL;
+	}
+	if (cb) {
+		ls->reclaim_cb = NULL;
+		cb(ls->reclaim_cb_arg);
+	}
+	pump(ls);
+	gc_step(ls);
+}
+
+static void reclaim_written(struct lsfs_waiter *w, int status)
+{
+	struct lsfs *ls = tnd_container_of(w, struct lsfs, reclaim_w);
+	if (status < 0) {
+		reclaim_durable(w, status);
+		return;
+	}
+	/* The durable queue is ordered by need: never jump ahead of it. */
+	if (ls->wait_durable.tail && ls->wait_durable.tail->need > w->need)
+		w->need = ls->wait_durable.tail->need;
+	w->fn = reclaim_durable;
+	wq_push(&ls->wait_durable, w);
+	maybe_flush(ls);
+}
+
+/*
+ * Free what can be freed now; for dead segments whose killer is not yet
+ * durable, get a backing flush going (one flush frees them all).
+ */
+static void reclaim_kick(struct lsfs *ls)
+{
+	uint64_t need = reclaim_scan(ls);
+	if (!need || ls->reclaim_busy || ls->failed)
+		return;
+	ls->reclaim_busy = true;
+	struct lsfs_waiter *w = &ls->reclaim_w;
+	w->need = need;
+	if (need <= ls->written_seq) {
+		if (ls->wait_durable.tail && ls->wait_durable.tail->need > w->need)
+			w->need = ls->wait_durable.tail->need;
+		w->fn = reclaim_durable;
+		wq_push(&ls->wait_durable, w);
+		maybe_flush(ls);
+	} else {
+		if (ls->wait_written.tail && ls->wait_written.tail->need > w->need)
+			w->need = ls->wait_written.tail->need;
+		w->fn = reclaim_written;
+		wq_push(&ls->wait_written, w);
+		schedule_kick(ls);
+	}
+}
+
+/*
+ * Dead segments inside the durable checkpoint's replay wait for the next
+ * checkpoint. Taking one early for space pays when it writes less per
+ * byte it frees than cleaning the best victim would (its live blocks per
+ * dead one), or when nothing else can make room.
+ */
+static bool ckpt_for_space(struct lsfs *ls)
+{
+	if (ls->ndead_locked == 0 || ls->ckpt_busy)
+		return false;
+	uint32_t v = ls->gc_stalled ? LSFS_NONE32 : pick_victim(ls);
+	if (v == LSFS_NONE32)
+		return ls->nreclaim_pending == 0 && !ls->reclaim_busy;
+	/* In sectors, as pick_victim: packed payloads fill less than a slot. */
+	uint32_t cap = (ls->seg_blocks - 1) * (LSFS_BLK / LSFS_SECTOR), live = ls->segs[v].live_sec;
+	double gc_cost = (double)live / (double)(cap - live);
+	double ckpt_cost = (double)ls->last_ckpt_bytes / ((double)ls->ndead_locked * ls->sb.seg_size);
+	return ckpt_cost < gc_cost;
 }
 
 /* ---- garbage collection ---- */
@@ -1802,6 +2109,10 @@ static uint32_t pick_victim(struct lsfs *ls)
 
 static void gc_finish(struct lsfs *ls)
 {
+	if (ls->gc_pinned) {
+		ls->readers[ls->gc_victim]--;
+		ls->gc_pinned = false;
+	}
 	ls->gc_busy = false;
 	ls->gc_wait_buf = false;
 	ls->st.gc_passes++;
@@ -1809,8 +2120,20 @@ static void gc_finish(struct lsfs *ls)
 	void *arg = ls->gc_cb_arg;
 	ls->gc_cb = NULL;
 	if (cb) {
-		/* An explicit pass ends with the checkpoint that frees. */
-		if (ls->ndead == 0 || ls->failed || ckpt_start(ls, cb, arg) < 0)
+		/* An explicit pass ends when what it emptied is free: after a
+		 * flush, or a checkpoint when replay still reads it. */
+		bool waits = false;
+		if (!ls->failed && ls->ndead > 0) {
+			reclaim_kick(ls);
+			if (ls->reclaim_busy && !ls->reclaim_cb) {
+				ls->reclaim_cb = cb;
+				ls->reclaim_cb_arg = arg;
+				waits = true;
+			} else if (ls->ndead_locked > 0) {
+				waits = ckpt_start(ls, cb, arg) == 0;
+			}
+		}
+		if (!waits)
 			cb(arg);
 	}
 	pump(ls);
@@ -1897,6 +2220,9 @@ static void gc_continue(struct lsfs *ls)
 		}
 		ls->gc_next++;
 		ls->st.gc_moved_blocks++;
+		/* What the move appends: its payload, packed (a sharer that
+		 * follows appends a descriptor only). */
+		ls->st.gc_bytes_written += (uint64_t)lsfs_len_sectors(len) * LSFS_SECTOR;
 	}
 	schedule_kick(ls);
 	if (ls->segs[v].state == LSFS_SEG_DEAD)
@@ -1972,7 +2298,6 @@ static void gc_read_done(struct lsfs_child *c, int status)
 {
 	struct lsfs *ls = c->ls;
 	uint32_t v = ls->gc_victim;
-	ls->readers[v]--;
 	if (status < 0) {
 		tnd_warn(LSFS_TAG, "gc: reading segment %u failed (%s); skipping it", v, strerror(-status));
 		ls->gc_skip[v] = true;
@@ -2021,6 +2346,29 @@ static void gc_read_done(struct lsfs_child *c, int status)
 		expect = rh.rec_seq + 1;
 		off += (1 + rh.npayload) * LSFS_BLK;
 	}
+	/*
+	 * Mapped blocks the records do not account for: the log after the
+	 * checkpoint was damaged before the records that moved them out were
+	 * replayed, and the segment has been written again since (reuse after
+	 * a flush). Their bytes are gone; the map's CRC makes every read of
+	 * them a MEDIUM ERROR (or a failed decompression, for an LZ4 payload).
+	 * Move them by the map, stored bytes, length and CRC as they are, so
+	 * that they stay errors rather than pinning the segment (and its
+	 * space) forever: the same map pass dedup's GC always makes, so a
+	 * packed or shared payload moves like any other (once, its sharers
+	 * following). Without dedup live counts chunks and payloads alike.
+	 */
+	if (n < ls->segs[v].live) {
+		tnd_warn(LSFS_TAG, "gc: segment %u holds %u mapped blocks its records do not explain; "
+			 "moving them as they are (reads of them fail their CRC)", v, ls->segs[v].live - n);
+		if (gc_collect_from_map(ls, v) < 0) {
+			ls->gc_skip[v] = true;
+			gc_finish(ls);
+			return;
+		}
+		gc_continue(ls);
+		return;
+	}
 	ls->gc_nmoves = n;
 	ls->gc_next = 0;
 	gc_continue(ls);
@@ -2038,13 +2386,27 @@ static void gc_step(struct lsfs *ls)
 		return;
 	}
 	bool waiting = ls->aq_head && !ls->aq_head->space_ok;
-	bool low = ls->nfree < ls->opts.gc_free_low;
+	/* Dead segments a flush will free count as free. */
+	bool low = ls->nfree + ls->nreclaim_pending < ls->opts.gc_free_low;
 	bool forced = ls->gc_cb != NULL;
 	if (!waiting && !low && !forced)
 		return;
-	if (ls->ndead > 0 && (waiting || low) && !ls->ckpt_busy) {
-		ckpt_start(ls, NULL, NULL);
-		return;
+	if (ls->ndead > 0 && (waiting || low)) {
+		uint32_t before = ls->nfree;
+		reclaim_kick(ls);
+		if (ckpt_for_space(ls)) {
+			ckpt_start(ls, NULL, NULL);
+			return;
+		}
+		if (ls->nfree > before && waiting && space_for(ls, ls->aq_head)) {
+			pump(ls);               /* a no-op when pump called us: it goes on */
+			return;
+		}
+		low = ls->nfree + ls->nreclaim_pending < ls->opts.gc_free_low;
+		/* A flush on its way frees enough (its end calls us again):
+		 * cleaning more now would only clean fuller segments. */
+		if (!low && !forced && ls->reclaim_busy)
+			return;
 	}
 	/* Out of room to move blocks into: a pass would only read the victim
 	 * and give up. Wait for a checkpoint to free segments (its end calls
@@ -2064,13 +2426,40 @@ static void gc_step(struct lsfs *ls)
 	}
 	ls->gc_busy = true;
 	ls->gc_victim = v;
+	/* Pinned until the pass ends, not only while it is read: a victim
+	 * emptied by writers while the pass waits for a buffer must not be
+	 * reused under the moves still listed. */
 	ls->readers[v]++;
+	ls->gc_pinned = true;
 	int ret = child_submit(ls, TND_IO_READ, ls->sb.seg_off + (uint64_t)v * ls->sb.seg_size,
 			       ls->gc_buf, ls->sb.seg_size, gc_read_done, NULL, 0);
 	if (ret < 0) {
 		ls->readers[v]--;
+		ls->gc_pinned = false;
 		ls->gc_busy = false;
 	}
+}
+
+/*
+ * A checkpoint costs a copy of the whole map, so it is scheduled by the
+ * log written since the last one relative to that cost (ckpt_ratio) and
+ * at least ckpt_segments segments apart; dead segments no longer wait
+ * for it (reclaim). It still bounds replay at start-up and the dead
+ * segments replay would read (ndead_locked): at the latest after a
+ * quarter of the segments. The cost is the checkpoint actually written
+ * (last_ckpt_bytes: its map entries), not its area: a compress/dedup
+ * store's larger area (up to 8 mapped blocks per slot) only leaves room,
+ * and a dedup store whose chunks outnumber its payloads pays for every
+ * mapped chunk, so it checkpoints less often per log byte, still within
+ * the quarter bound on replay.
+ */
+static bool ckpt_due(const struct lsfs *ls)
+{
+	uint32_t most = TND_MAX(ls->opts.ckpt_segments, ls->sb.seg_count / 4);
+	if (ls->segs_since_ckpt >= most)
+		return true;
+	return ls->segs_since_ckpt >= ls->opts.ckpt_segments &&
+	       ls->log_since_ckpt >= (uint64_t)ls->opts.ckpt_ratio * ls->last_ckpt_bytes;
 }
 
 static void tick_fn(struct tnd_timer *t)
@@ -2081,8 +2470,7 @@ static void tick_fn(struct tnd_timer *t)
 		return;
 	}
 	gc_step(ls);
-	if (!ls->ckpt_busy && (ls->segs_since_ckpt >= ls->opts.ckpt_segments ||
-			       (ls->ndead > 0 && ls->nfree < ls->opts.gc_free_low)))
+	if (!ls->ckpt_busy && ckpt_due(ls))
 		ckpt_start(ls, NULL, NULL);
 	tnd_reactor_timer_arm(ls->home, &ls->tick, (uint64_t)ls->opts.gc_interval_ms * 1000000ull);
 }
@@ -2260,7 +2648,9 @@ static void lsfs_stats_json(struct tnd_volume *vol, json_t *out)
 #define NUM(f) json_object_set_new(o, #f, json_integer((json_int_t)st.f))
 	NUM(reads); NUM(writes); NUM(flushes); NUM(unmaps); NUM(crc_errors); NUM(batches);
 	NUM(backing_flushes); NUM(records); NUM(rmw); NUM(gc_passes); NUM(gc_moved_blocks);
-	NUM(gc_freed_segments); NUM(checkpoints); NUM(mapped_blocks); NUM(map_bytes);
+	NUM(gc_freed_segments); NUM(checkpoints); NUM(reclaimed_segments); NUM(mapped_blocks);
+	NUM(map_bytes); NUM(client_bytes_written); NUM(backing_bytes_written); NUM(gc_bytes_written);
+	NUM(ckpt_bytes_written);
 	NUM(segments); NUM(free_segments); NUM(segment_size); NUM(logical_bytes_written);
 	NUM(stored_bytes); NUM(zero_blocks); NUM(compressed_blocks); NUM(raw_blocks);
 	NUM(map_capacity); NUM(dedup_hits); NUM(dedup_saturated); NUM(verify_mismatches);
@@ -2304,7 +2694,8 @@ static int lsfs_resize(struct tnd_volume *vol, uint64_t num_blocks)
 
 static bool busy(const struct lsfs *ls)
 {
-	return ls->kick_pending || ls->write_busy || ls->flush_busy || ls->ckpt_busy || ls->gc_busy;
+	return ls->kick_pending || ls->write_busy || ls->flush_busy || ls->ckpt_busy || ls->gc_busy ||
+	       ls->reclaim_busy || ls->linger_armed;
 }
 
 static void lsfs_free(struct lsfs *ls)
@@ -2314,6 +2705,7 @@ static void lsfs_free(struct lsfs *ls)
 	lsfs_map_free(&ls->map);
 	free(ls->segs);
 	free(ls->readers);
+	free(ls->dead_rec);
 	free(ls->ckpt_frees);
 	free(ls->ckpt_buf);
 	free(ls->gc_buf);
@@ -2356,6 +2748,7 @@ static int ckpt_sync(struct lsfs *ls, struct tnd_reactor *r)
 				       bb->data + bb->issued, bb->sealed_end - bb->issued);
 		if (ret < 0)
 			return ret;
+		ls->st.backing_bytes_written += bb->sealed_end - bb->issued;
 		bb->issued = bb->done = bb->sealed_end;
 		if (bb->sealed_seq > ls->written_seq)
 			ls->written_seq = bb->sealed_seq;
@@ -2369,6 +2762,8 @@ static int ckpt_sync(struct lsfs *ls, struct tnd_reactor *r)
 		return ret;
 	uint64_t off = ls->sb.ckpt_off + (ls->ckpt_seq & 1) * ls->sb.ckpt_size;
 	ret = lsfs_sync_io(b, r, TND_IO_WRITE, off, ls->ckpt_buf, ls->ckpt_len);
+	ls->st.backing_bytes_written += ls->ckpt_len;
+	ls->st.ckpt_bytes_written += ls->ckpt_len;
 	if (ret == 0)
 		ret = lsfs_sync_io(b, r, TND_IO_FLUSH, 0, NULL, 0);
 	free(ls->ckpt_buf);
@@ -2409,6 +2804,7 @@ static void close_msg(struct tnd_msg *m)
 	struct lsfs *ls = cr->ls;
 	tnd_reactor_timer_cancel(ls->home, &ls->tick);
 	ls->closing = true;
+	linger_stop(ls);
 	ls->close_req = cr;
 	close_check(ls);
 }
@@ -2422,6 +2818,7 @@ static void lsfs_destroy(struct tnd_volume *vol)
 	} else if (tnd_reactor_is_current(ls->home)) {
 		tnd_reactor_timer_cancel(ls->home, &ls->tick);
 		ls->closing = true;
+		linger_stop(ls);
 		while (busy(ls))
 			tnd_reactor_poll(ls->home, -1);
 	} else {
@@ -2479,7 +2876,7 @@ int tnd_lsfs_gc_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg)
 	struct lsfs *ls = to_lsfs(vol);
 	if (ls->failed)
 		return -EROFS;
-	if (ls->gc_busy || ls->gc_cb)
+	if (ls->gc_busy || ls->gc_cb || ls->reclaim_cb)
 		return -EBUSY;
 	home_enter(ls);
 	ls->gc_cb = cb;
@@ -2588,16 +2985,22 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	tnd_volume_init(&ls->vol, &lsfs_ops, backing);
 	ls->home = home;
 	ls->opts = *opts;
-	/* GC keeps ~5% of the segments free by default (at least 4). */
+	/* GC keeps 1% of the segments free by default (at least 4, at most
+	 * 64): dead segments come back after a flush, so little headroom is
+	 * needed, and every free segment held back raises the live share of
+	 * the segments GC cleans. */
 	if (!ls->opts.gc_free_low)
-		ls->opts.gc_free_low = TND_MAX(4u, sb->seg_count / 20);
+		ls->opts.gc_free_low = TND_MAX(4u, TND_MIN(64u, sb->seg_count / 100));
 	if (!ls->opts.ckpt_segments)
 		ls->opts.ckpt_segments = 8;
+	if (!ls->opts.ckpt_ratio)
+		ls->opts.ckpt_ratio = 64;
 	ls->sb = *sb;
 	ls->seg_blocks = sb->seg_size / LSFS_BLK;
 	ls->num_blocks = rec->num_blocks;
 	ls->readers = calloc(sb->seg_count, sizeof(*ls->readers));
 	ls->ckpt_frees = calloc(sb->seg_count, sizeof(*ls->ckpt_frees));
+	ls->dead_rec = calloc(sb->seg_count, sizeof(*ls->dead_rec));
 	ls->gc_skip = calloc(sb->seg_count, sizeof(*ls->gc_skip));
 	/* A packed segment holds up to eight payloads per block. */
 	size_t max_pay = (size_t)ls->seg_blocks * (LSFS_BLK / LSFS_SECTOR);
@@ -2607,7 +3010,7 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	ls->zbuf = lsfs_alloc_blocks(LSFS_BLK);
 	ls->cbuf = lsfs_alloc_blocks(LSFS_BLK);
 	ls->dbuf = lsfs_alloc_blocks(LSFS_BLK);
-	if (!ls->readers || !ls->ckpt_frees || !ls->gc_skip || !ls->gc_locs || !ls->gc_lbas ||
+	if (!ls->readers || !ls->ckpt_frees || !ls->dead_rec || !ls->gc_skip || !ls->gc_locs || !ls->gc_lbas ||
 	    !ls->zbuf || !ls->cbuf || !ls->dbuf) {
 		lsfs_free(ls);
 		return -ENOMEM;
@@ -2667,6 +3070,7 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	ls->next_seg = LSFS_NONE32;
 	ls->ckpt_seq = rec->ck.ckpt_seq;
 	ls->tick.fn = tick_fn;
+	ls->linger.fn = linger_fn;
 
 	int dret = dedup_setup(ls, backing, r, rec);
 	if (dret < 0) {

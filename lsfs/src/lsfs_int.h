@@ -299,6 +299,7 @@ struct lsfs_recovery {
 	uint32_t tail_off;
 	uint64_t tail_seg_seq;
 	uint64_t replayed;
+	uint32_t reused;               /* successors the checkpoint listed as used */
 	int sb_valid[2];               /* 0 ok, else -errno per copy */
 	bool sb_differ;                /* both valid but not identical */
 	int ck_valid[2];

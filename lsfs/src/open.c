@@ -12,7 +12,10 @@
  * whose first record names this one as its predecessor (prev_seg_seq) and
  * carries the next sequence number. Each record also names the segment
  * reserved to follow (a hint, checked like any other candidate); without a
- * hint every segment that was free at checkpoint time is a candidate.
+ * hint every segment is a candidate that was free at checkpoint time, or
+ * used then but holds no mapped block any more in the log replayed so far
+ * (the writer reuses such a segment once the records that emptied it are
+ * durable, without waiting for a checkpoint; see lsfs.c).
  * So the replayed state is always a prefix of the log, and nothing after a
  * torn, dropped or stale record is ever applied.
  */
@@ -79,7 +82,9 @@ void tnd_lsfs_opts_default(struct tnd_lsfs_opts *o)
 	o->write_cache = true;
 	o->gc_interval_ms = 100;
 	o->ckpt_segments = 8;
-	o->gc_free_low = 0;       /* 0: 5% of the segments, at least 4 */
+	o->ckpt_ratio = 64;
+	o->gc_free_low = 0;       /* 0: 1% of the segments, 4..64 */
+	o->batch_linger_us = 200;
 }
 
 /*
@@ -487,13 +492,21 @@ static int apply_record(struct lsfs_recovery *rec, const uint8_t *hdr, const str
 			int ret = lsfs_map_reserve(&rec->map, d.lba, 1);
 			if (ret < 0)
 				return ret;
-			lsfs_map_set(&rec->map, d.lba, pba, d.crc, aux, NULL);
+			/* Per chunk, shared payloads included: a segment some
+			 * DEDUP descriptor still points into is not empty. */
+			struct lsfs_ment old;
+			if (lsfs_map_set(&rec->map, d.lba, pba, d.crc, aux, &old))
+				rec->segs[seg_of_pba(sb, lsfs_ment_pba(&old))].live--;
+			rec->segs[seg_of_pba(sb, pba)].live++;
 			break;
 		}
 		case LSFS_DESC_TRIM: {
 			uint64_t end = d.lba + d.arg < d.lba ? nchunks : TND_MIN(d.lba + d.arg, nchunks);
-			for (uint64_t c = d.lba; c < end && lsfs_map_next(&rec->map, &c) && c < end; c++)
-				lsfs_map_clear(&rec->map, c, NULL);
+			for (uint64_t c = d.lba; c < end && lsfs_map_next(&rec->map, &c) && c < end; c++) {
+				struct lsfs_ment old;
+				lsfs_map_clear(&rec->map, c, &old);
+				rec->segs[seg_of_pba(sb, lsfs_ment_pba(&old))].live--;
+			}
 			break;
 		}
 		case LSFS_DESC_SIZE: {
@@ -567,7 +580,8 @@ static bool is_successor(struct tnd_volume *b, struct tnd_reactor *r, struct lsf
 			 uint32_t seg, uint64_t prev_seq, uint8_t *blk, uint64_t *seg_seq, int *err)
 {
 	const struct lsfs_sb *sb = &rec->sb;
-	if (seg >= sb->seg_count || rec->segs[seg].in_chain || rec->segs[seg].state != LSFS_SEG_FREE)
+	if (seg >= sb->seg_count || rec->segs[seg].in_chain ||
+	    (rec->segs[seg].state != LSFS_SEG_FREE && rec->segs[seg].live != 0))
 		return false;
 	*err = lsfs_sync_io(b, r, TND_IO_READ, sb->seg_off + (uint64_t)seg * sb->seg_size, blk, LSFS_BLK);
 	if (*err < 0)
@@ -624,6 +638,7 @@ static int replay(struct tnd_volume *b, struct tnd_reactor *r, struct lsfs_recov
 		off = 0;
 		seg_seq = next_seq;
 		hint = LSFS_NONE32;
+		rec->reused += rec->segs[seg].state == LSFS_SEG_USED;
 		rec->segs[seg].seq = seg_seq;
 		rec->segs[seg].state = LSFS_SEG_USED;
 		if (seg_seq > rec->max_seg_seq)
@@ -656,9 +671,13 @@ int lsfs_recover(struct tnd_volume *b, struct tnd_reactor *r, struct lsfs_recove
 	    (int)rec->ck.replay_seg, rec->ck.replay_off);
 	rec->num_blocks = rec->ck.num_blocks;
 	rec->max_seg_seq = rec->ck.max_seg_seq;
-	for (uint32_t i = 0; i < sb->seg_count; i++)
+	for (uint32_t i = 0; i < sb->seg_count; i++) {
 		if (rec->segs[i].seq > rec->max_seg_seq)
 			rec->max_seg_seq = rec->segs[i].seq;
+		/* Kept up to date by replay: a used segment that replay has
+		 * emptied may be the log's continuation. */
+		rec->segs[i].live = rec->ck_map_live[i];
+	}
 	ret = replay(b, r, rec);
 	if (ret < 0)
 		return ret;

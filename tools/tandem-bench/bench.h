@@ -121,6 +121,8 @@ struct bench_opts {
 	int mix;                  /* read percent for BENCH_RW_MIXED */
 	enum bench_pattern pattern;
 	enum bench_data data;
+	int hot;                  /* rand: this % of I/Os go to the first (100 - hot) % of
+				     the working set; 0: uniform */
 	uint64_t flush_every;     /* 0: never */
 	double time_s;            /* 0 with count 0: default 10 s */
 	double ramp_s;

@@ -322,6 +322,15 @@ static int pick_unit(struct bench_session *s, uint64_t *unit)
 		if (o->pattern == BENCH_PAT_SEQ) {
 			u = s->seq_next;
 			s->seq_next = (u + 1) % l->units;
+		} else if (o->hot) {
+			/* Skewed: "80/20" is --hot 80. */
+			uint64_t hot = l->units * (uint64_t)(100 - o->hot) / 100;
+			if (hot == 0)
+				hot = 1;
+			if (hot >= l->units || bench_rng_below(&s->rng, 100) < (uint64_t)o->hot)
+				u = bench_rng_below(&s->rng, hot < l->units ? hot : l->units);
+			else
+				u = hot + bench_rng_below(&s->rng, l->units - hot);
 		} else {
 			u = bench_rng_below(&s->rng, l->units);
 		}

@@ -57,6 +57,9 @@ static void usage(FILE *f)
 "  --data random|text|dup  what unverified writes carry: random (default,\n"
 "                        incompressible), text-like (compresses about 2-3x\n"
 "                        with LZ4), or one 4 KiB block everywhere (dedup)\n"
+"  --hot PCT             rand: PCT %% of the I/Os go to the first (100 - PCT) %%\n"
+"                        of the working set, the rest to the others (80: the\n"
+"                        80/20 rule); 50..99, default uniform\n"
 "  --flush-every N       SYNCHRONIZE CACHE after every N completed writes,\n"
 "                        per session (default 0: never)\n"
 "  --size SIZE           working set from LBA 0 (default: whole LUN)\n"
@@ -92,7 +95,7 @@ static void usage(FILE *f)
 
 /* Same order as long_opts[]: an option's name is long_opts[id - OPT_URL]. */
 enum opt_id {
-	OPT_URL = 256, OPT_SESSIONS, OPT_BS, OPT_QD, OPT_RW, OPT_MIX, OPT_PATTERN,
+	OPT_URL = 256, OPT_SESSIONS, OPT_BS, OPT_QD, OPT_RW, OPT_MIX, OPT_PATTERN, OPT_HOT,
 	OPT_FLUSH_EVERY, OPT_TIME, OPT_RAMP, OPT_COUNT, OPT_SIZE, OPT_SEED,
 	OPT_VERIFY, OPT_TARGET_PID, OPT_HDR_DIGEST, OPT_DATA_DIGEST, OPT_INITIATOR,
 	OPT_JSON, OPT_MAX_ERRORS, OPT_THREADS, OPT_DATA, OPT_HELP,
@@ -106,6 +109,7 @@ static const struct option long_opts[] = {
 	{ "rw", required_argument, NULL, OPT_RW },
 	{ "mix", required_argument, NULL, OPT_MIX },
 	{ "pattern", required_argument, NULL, OPT_PATTERN },
+	{ "hot", required_argument, NULL, OPT_HOT },
 	{ "flush-every", required_argument, NULL, OPT_FLUSH_EVERY },
 	{ "time", required_argument, NULL, OPT_TIME },
 	{ "ramp", required_argument, NULL, OPT_RAMP },
@@ -225,6 +229,9 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 					o->pattern = (enum bench_pattern)i;
 					ok = 0;
 				}
+			break;
+		case OPT_HOT:
+			ok = parse_int(a, 50, 99, &o->hot);
 			break;
 		case OPT_FLUSH_EVERY:
 			ok = parse_u64(a, &o->flush_every);
@@ -385,9 +392,9 @@ static void print_json(const struct bench *b, const struct result *r)
 	}
 	printf("],\n");
 	printf("  \"sessions\": %d, \"threads\": %d, \"bs\": %u, \"qd\": %d, \"rw\": \"%s\","
-	       " \"mix\": %d, \"pattern\": \"%s\", \"flush_every\": %" PRIu64 ", \"verify\": %s,\n",
+	       " \"mix\": %d, \"pattern\": \"%s\", \"hot\": %d, \"flush_every\": %" PRIu64 ", \"verify\": %s,\n",
 	       o->sessions, o->threads, o->bs, o->qd, rw_names[o->rw], o->mix,
-	       o->pattern == BENCH_PAT_SEQ ? "seq" : "rand", o->flush_every,
+	       o->pattern == BENCH_PAT_SEQ ? "seq" : "rand", o->hot, o->flush_every,
 	       o->verify ? "true" : "false");
 	printf("  \"elapsed_s\": %.3f,\n", r->elapsed);
 	printf("  \"iops\": %.1f, \"read_iops\": %.1f, \"write_iops\": %.1f,\n",
@@ -451,6 +458,8 @@ static void print_text(const struct bench *b, const struct result *r)
 	if (o->threads > 1)
 		printf(", %d threads", o->threads);
 	printf(", %s", o->pattern == BENCH_PAT_SEQ ? "seq" : "rand");
+	if (o->hot && o->pattern != BENCH_PAT_SEQ)
+		printf(" (%d%% of I/Os to %d%% of the blocks)", o->hot, 100 - o->hot);
 	if (o->flush_every)
 		printf(", flush every %" PRIu64, o->flush_every);
 	printf(", %.2f s\n", r->elapsed);

@@ -25,6 +25,13 @@
  * marking the superblock). The checker runs on every crash image, so the
  * reference counts (the map's) are checked after every recovery.
  *
+ * Dead segments come back after a backing flush, without a checkpoint, so
+ * replay must follow the log into segments the checkpoint lists as used;
+ * each of the two runs must have crash states that do (with the features
+ * on, those segments held packed and shared payloads whose referrers were
+ * all superseded), or it fails: a test that never reaches the path proves
+ * nothing about it.
+ *
  * `test_crash` runs the normal campaign (>= 20,000 crash states for each
  * of the two); `test_crash soak` runs a much longer one. Exit 0 pass, 1
  * fail.
@@ -80,6 +87,7 @@ struct model {
 	uint64_t rng;
 	int inflight;
 	uint64_t states;
+	uint64_t reused_states;    /* states whose replay went on in a reused segment */
 	uint64_t violations;
 	bool gc_busy, ckpt_busy;
 	bool errors_seen;
@@ -259,6 +267,8 @@ static void verify_image(struct model *m)
 		if (m->violations <= 3)
 			tnd_lsfs_check(ram, stderr, &res);
 	}
+	if (ret == 0 && res.reused_segments)
+		m->reused_states++;
 	struct tnd_volume *vol;
 	ret = tnd_lsfs_open(ram, m->v, &m->opts, &vol);
 	if (ret < 0) {
@@ -460,6 +470,8 @@ static void issue(struct model *m)
 	}
 }
 
+static uint64_t reused_states;
+
 static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs_stats *totals)
 {
 	struct model *m = calloc(1, sizeof(*m));
@@ -529,6 +541,7 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 	totals->gc_moved_blocks += st.gc_moved_blocks;
 	totals->gc_freed_segments += st.gc_freed_segments;
 	totals->checkpoints += st.checkpoints;
+	totals->reclaimed_segments += st.reclaimed_segments;
 	totals->batches += st.batches;
 	totals->writes += st.writes;
 	totals->rmw += st.rmw;
@@ -553,6 +566,7 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 	free(m->img);
 	uint64_t states = m->states;
 	*violations += m->violations;
+	reused_states += m->reused_states;
 	free(m);
 	return states;
 }
@@ -647,11 +661,13 @@ static uint64_t corruption_campaign(uint64_t n, uint64_t seed, bool compress, ui
 		uint8_t *all = malloc((size_t)nb * info.block_size);
 		vol_rw(vol, r, TND_IO_READ, 0, nb, all, info.block_size);
 		memset(all, 0x33, (size_t)nb * info.block_size);
-		vol_rw(vol, r, TND_IO_WRITE, 0, TND_MIN(nb, 4), all, info.block_size);
+		int wr = vol_rw(vol, r, TND_IO_WRITE, 0, TND_MIN(nb, 4), all, info.block_size);
 		int rr = vol_rw(vol, r, TND_IO_READ, 0, TND_MIN(nb, 4), all, info.block_size);
 		for (uint32_t j = 0; rr == 0 && j < TND_MIN(nb, 4) * info.block_size; j++)
 			if (all[j] != 0x33) {
-				fprintf(stderr, "corruption: a store that opened returned wrong data\n");
+				fprintf(stderr, "corruption: image %llu: a store that opened returned wrong data "
+					"(byte %u: 0x%02x; the write returned %d)\n", (unsigned long long)i, j,
+					all[j], wr);
 				(*violations)++;
 				break;
 			}
@@ -683,10 +699,10 @@ int main(int argc, char **argv)
 	uint64_t states = 0, violations = 0, target = soak ? 500000 : 20000;
 	uint64_t seed = 1;
 	struct tnd_lsfs_stats tot = { 0 };
-	uint64_t err_states = 0, by_feature[2] = { 0, 0 };
+	uint64_t err_states = 0, by_feature[2] = { 0, 0 }, reused_by_feature[2] = { 0, 0 };
 
 	for (int lz4 = 0; lz4 < 2 && violations == 0; lz4++) {
-		uint64_t st0 = states;
+		uint64_t st0 = states, r0 = reused_states;
 		/* Error campaign: one failing write or flush at every point of
 		 * a short workload. */
 		for (uint64_t p = 0; p < (soak ? 400 : 60); p++) {
@@ -721,6 +737,7 @@ int main(int argc, char **argv)
 			}
 		}
 		by_feature[lz4] = states - st0;
+		reused_by_feature[lz4] = reused_states - r0;
 	}
 	uint64_t corrupt = corruption_campaign(soak ? 50000 : 1500, 77, false, &violations);
 	corrupt += corruption_campaign(soak ? 50000 : 1500, 78, true, &violations);
@@ -731,15 +748,27 @@ int main(int argc, char **argv)
 	       (unsigned long long)by_feature[1], (unsigned long long)err_states,
 	       (unsigned long long)violations, secs);
 	printf("  workload: %llu writes in %llu backing writes, %llu read-modify-writes, %llu GC passes "
-	       "moving %llu blocks and freeing %llu segments, %llu checkpoints\n",
+	       "moving %llu blocks and freeing %llu segments, %llu checkpoints, %llu dead segments "
+	       "reused after a flush\n",
 	       (unsigned long long)tot.writes, (unsigned long long)tot.batches, (unsigned long long)tot.rmw,
 	       (unsigned long long)tot.gc_passes, (unsigned long long)tot.gc_moved_blocks,
-	       (unsigned long long)tot.gc_freed_segments, (unsigned long long)tot.checkpoints);
+	       (unsigned long long)tot.gc_freed_segments, (unsigned long long)tot.checkpoints,
+	       (unsigned long long)tot.reclaimed_segments);
 	printf("  compression and dedup: %llu blocks stored LZ4, %llu raw, %llu all-zero blocks not "
 	       "stored, %llu shared\n",
 	       (unsigned long long)tot.compressed_blocks, (unsigned long long)tot.raw_blocks,
 	       (unsigned long long)tot.zero_blocks, (unsigned long long)tot.dedup_hits);
 	printf("  corruption: %llu damaged images opened and checked without a crash\n",
 	       (unsigned long long)corrupt);
+	printf("  %llu crash states replayed into segments reused after a flush (the checkpoint "
+	       "listed them as used): %llu plain, %llu with compression/dedup\n",
+	       (unsigned long long)reused_states, (unsigned long long)reused_by_feature[0],
+	       (unsigned long long)reused_by_feature[1]);
+	/* Both campaigns must reach that path, or the test proves nothing
+	 * about reuse with packed and shared payloads. */
+	if (violations == 0 && (reused_by_feature[0] == 0 || reused_by_feature[1] == 0)) {
+		printf("  a campaign had no crash state replay into a reused segment\n");
+		return 1;
+	}
 	return violations ? 1 : 0;
 }

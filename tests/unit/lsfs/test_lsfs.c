@@ -581,6 +581,122 @@ static void background_gc_and_checkpoints(void **state)
 	env_free(&e);
 }
 
+/* Block @b's content at version @ver: unique per version and block, or
+ * (@shared) text-like and the same for every block at that version. */
+static void content(uint8_t *w, bool shared, uint32_t ver, uint32_t b)
+{
+	if (shared)
+		kind_fill(w, 4096, 1, 5000 + (uint64_t)ver);
+	else
+		fill(w, 4096, (uint64_t)ver << 20 | b);
+}
+
+/*
+ * Dead segments that replay from the newest checkpoint never reads are
+ * reused after a flush, without a checkpoint; after a crash, replay must
+ * follow the log into them (the checkpoint still lists them as used) and
+ * find every block's newest version. And the WA counters add up.
+ * @features: compression and dedup on, and the blocks' contents drawn
+ * from 16 values so that most writes share a payload (DEDUP descriptors
+ * pointing into older segments, packed LZ4 payloads): a segment is
+ * reused only when no chunk maps it any more, and GC moves a shared
+ * payload once.
+ */
+static void reuse_without_checkpoint(bool features)
+{
+	struct env e;
+	/* 256 KiB of logical blocks in ~3 MiB of 64 KiB segments. */
+	env_format(&e, 3u << 20, 4096, 256u << 10, 64u << 10);
+	e.o.compress = features;
+	e.o.dedup = features;
+	assert_int_equal(env_open(&e), 0);
+	uint8_t w[4096], r[4096];
+	uint32_t ver[64] = { 0 };
+	for (uint32_t b = 0; b < 64; b++) {
+		ver[b] = 1;
+		content(w, features, ver[b], b);
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, b, 1, w, 0), 0);
+	}
+	bool done = false;
+	assert_int_equal(tnd_lsfs_checkpoint_run(e.vol, done_flag, &done), 0);
+	wait_flag(&e, &done);
+	struct tnd_lsfs_stats st0, st;
+	tnd_lsfs_get_stats(e.vol, &st0);
+	/* Overwrite the lot many times over: the store is ~45 segments, this
+	 * writes ~120 of them, so segments must come back without a timer. */
+	uint64_t rng = 9;
+	for (uint32_t i = 0; i < 120 * 15; i++) {
+		uint32_t b = (uint32_t)(test_rand(&rng) % 64);
+		ver[b] = features ? (uint32_t)(test_rand(&rng) % 16) : ver[b] + 1;
+		content(w, features, ver[b], b);
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, b, 1, w, 0), 0);
+	}
+	assert_int_equal(io_sync(&e, TND_IO_FLUSH, 0, 0, NULL, 0), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_true(st.reclaimed_segments > st0.reclaimed_segments);
+	/* Writes were 4 KiB each; the log wrote them, headers, moves. */
+	assert_int_equal(st.client_bytes_written - st0.client_bytes_written, 120 * 15 * 4096);
+	assert_true(st.backing_bytes_written - st0.backing_bytes_written >=
+		    st.client_bytes_written - st0.client_bytes_written + st.gc_bytes_written - st0.gc_bytes_written);
+	/* GC writes a moved payload as stored: a whole block, or fewer
+	 * sectors when compressed, nothing but a descriptor for a sharer. */
+	if (features)
+		assert_true(st.gc_bytes_written - st0.gc_bytes_written <=
+			    (st.gc_moved_blocks - st0.gc_moved_blocks) * 4096);
+	else
+		assert_int_equal(st.gc_bytes_written - st0.gc_bytes_written,
+				 (st.gc_moved_blocks - st0.gc_moved_blocks) * 4096);
+	if (features)
+		assert_true(st.dedup_hits > st0.dedup_hits && st.compressed_blocks > 0);
+	json_t *j = json_object();
+	tnd_volume_stats_json(e.vol, j);
+	json_t *l = json_object_get(j, "lsfs");
+	assert_int_equal(json_integer_value(json_object_get(l, "backing_bytes_written")),
+			 (json_int_t)st.backing_bytes_written);
+	assert_non_null(json_object_get(l, "client_bytes_written"));
+	assert_non_null(json_object_get(l, "ckpt_bytes_written"));
+	assert_non_null(json_object_get(l, "gc_bytes_written"));
+	json_decref(j);
+
+	/* Pull the plug (the image as it is, no closing checkpoint): the copy
+	 * must check clean and hold every newest version. (test_lsfs_crash
+	 * counts the crash states whose replay runs through reused segments.) */
+	uint8_t *copy = malloc(e.size);
+	memcpy(copy, e.img, e.size);
+	struct tnd_volume *ram;
+	assert_int_equal(ram_vol_wrap(copy, e.size, 512, &ram), 0);
+	struct tnd_lsfs_check_result res;
+	assert_int_equal(tnd_lsfs_check(ram, NULL, &res), 0);
+	tnd_volume_destroy(ram);
+	assert_int_equal(res.errors, 0);
+	struct env c = e;
+	c.img = copy;
+	c.vol = NULL;
+	assert_int_equal(tnd_reactor_create(1, 64, &c.r), 0);
+	assert_int_equal(env_open(&c), 0);
+	for (uint32_t b = 0; b < 64; b++) {
+		content(w, features, ver[b], b);
+		assert_int_equal(io_sync(&c, TND_IO_READ, b, 1, r, 0), 0);
+		assert_memory_equal(w, r, sizeof(r));
+	}
+	env_free(&c);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, false), 0);
+	env_free(&e);
+}
+
+static void dead_segments_reused_without_checkpoint_survive_crash(void **state)
+{
+	(void)state;
+	reuse_without_checkpoint(false);
+}
+
+static void reuse_without_checkpoint_with_dedup_and_lz4_survives_crash(void **state)
+{
+	(void)state;
+	reuse_without_checkpoint(true);
+}
+
 struct client {
 	struct tnd_volume *vol;
 	uint32_t first, count;        /* its own range of blocks */
@@ -1332,6 +1448,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(flat_file_backing_passes_checker),
 		cmocka_unit_test(write_larger_than_segment_buffers),
 		cmocka_unit_test(background_gc_and_checkpoints),
+		cmocka_unit_test(dead_segments_reused_without_checkpoint_survive_crash),
+		cmocka_unit_test(reuse_without_checkpoint_with_dedup_and_lz4_survives_crash),
 		cmocka_unit_test(threaded_submitters_on_flat_file),
 		cmocka_unit_test(map_against_shadow),
 		cmocka_unit_test(sparse_map_cost),
