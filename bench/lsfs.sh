@@ -119,37 +119,8 @@ for b in "$BENCH" "$TANDEMD"; do [ -x "$b" ] || { echo "lsfs.sh: $b not built" >
 command -v curl >/dev/null || { echo "lsfs.sh: curl not installed" >&2; exit 1; }
 
 # ---- scratch space and cleanup ---------------------------------------------------
-WORK=$(mktemp -d /var/tmp/tnd-lsfs.XXXXXX)
-PIDS=()
-cleanup() {
-	local p
-	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true; done
-	sleep 0.5
-	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true; done
-	for p in "${PIDS[@]:-}"; do [ -n "$p" ] && wait "$p" 2>/dev/null || true; done
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() {
-	local p
-	for _ in $(seq 1 200); do
-		p=$(( (RANDOM % 30000) + 20000 ))
-		if ! ss -Htln "sport = :$p" | grep -q .; then echo "$p"; return 0; fi
-	done
-	return 1
-}
-# wait_port PORT PID [TRIES]: poll every 10 ms until something listens on PORT
-wait_port() {
-	local port=$1 pid=$2 tries=${3:-1000}
-	for _ in $(seq 1 "$tries"); do
-		ss -Htln "sport = :$port" | grep -q . && return 0
-		kill -0 "$pid" 2>/dev/null || return 1
-		sleep 0.01
-	done
-	return 1
-}
+source "$SRC/bench/lib.sh"
+bench_workdir lsfs
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 IQN="iqn.2026-11.io.tandem:lsfs-bench"
