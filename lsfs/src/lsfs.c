@@ -308,6 +308,7 @@ struct lsfs {
 	tnd_done_cb gc_cb;
 	void *gc_cb_arg;
 	bool gc_stalled;               /* GC ran out of room; cleared when a segment frees */
+	bool full_logged;              /* "store full" logged; cleared by the next write */
 	struct tnd_timer tick;
 	bool tick_armed;
 	_Atomic bool home_seen;        /* some of our code has run on the home reactor */
@@ -1120,6 +1121,22 @@ static void aq_pop(struct lsfs *ls)
 		ls->aq_tail = NULL;
 }
 
+/*
+ * A write refused for space (SPACE ALLOCATION FAILED WRITE PROTECT to the
+ * initiator): the admin hears of it once per episode, not once per write;
+ * reads go on, and UNMAP or a larger capacity ends it.
+ */
+static void fail_for_space(struct lsfs *ls, struct lsfs_ioctx *x, const char *why)
+{
+	if (!ls->full_logged) {
+		tnd_warn(LSFS_TAG, "store full: writes fail until space is freed (%s); "
+			 "%llu blocks mapped, %u of %u segments free", why,
+			 (unsigned long long)ls->map.mapped, ls->nfree, ls->sb.seg_count);
+		ls->full_logged = true;
+	}
+	complete_io(x, -ENOSPC);
+}
+
 static void pump(struct lsfs *ls)
 {
 	if (ls->pumping)
@@ -1137,13 +1154,13 @@ static void pump(struct lsfs *ls)
 		if (!x->space_ok) {
 			if (x->io->type == TND_IO_WRITE && !map_room(ls, x)) {
 				aq_pop(ls);
-				complete_io(x, -ENOSPC);
+				fail_for_space(ls, x, "the checkpoint area holds no more mapped blocks");
 				continue;
 			}
 			if (!space_for(ls, x)) {
 				if (!space_may_come(ls)) {
 					aq_pop(ls);
-					complete_io(x, -ENOSPC);
+					fail_for_space(ls, x, "no free segments and nothing left to clean");
 					continue;
 				}
 				gc_step(ls);     /* may free dead segments at once */
@@ -1164,10 +1181,15 @@ static void pump(struct lsfs *ls)
 			break;
 		}
 		aq_pop(ls);
+		if (ret == -ENOSPC && x->cursor == x->c0) {
+			fail_for_space(ls, x, "no room for the record");
+			continue;
+		}
 		if (ret < 0) {
 			complete_io(x, x->cursor > x->c0 ? -EIO : ret);
 			continue;
 		}
+		ls->full_logged = false;
 		if (ret == 1) {
 			prep_io(ls, x);
 			continue;
@@ -2087,10 +2109,20 @@ static uint32_t pick_victim(struct lsfs *ls)
 	double best_score = 0;
 	/* In sectors: compressed payloads use less than a slot each. */
 	uint32_t cap = (ls->seg_blocks - 1) * (LSFS_BLK / LSFS_SECTOR);
+	/*
+	 * A pass moves the victim's live blocks to free its dead ones, and
+	 * the moved blocks bring record headers of their own. A victim with
+	 * only a sliver dead (a segment filled by large writes: its headers)
+	 * would give back next to nothing: on a full store GC would churn
+	 * through such segments forever while writers wait, instead of the
+	 * writers failing with ENOSPC. So a victim must have at least 1/32 of
+	 * a segment, and two blocks, dead; a store whose segments are all
+	 * fuller than that is full.
+	 */
+	uint32_t min_dead = TND_MAX(2u * (LSFS_BLK / LSFS_SECTOR), cap / 32);
 	for (uint32_t i = 0; i < ls->sb.seg_count; i++) {
 		const struct lsfs_seginfo *s = &ls->segs[i];
-		if (s->state != LSFS_SEG_USED || ls->gc_skip[i] ||
-		    s->live_sec + 2 * (LSFS_BLK / LSFS_SECTOR) > cap)
+		if (s->state != LSFS_SEG_USED || ls->gc_skip[i] || s->live_sec + min_dead > cap)
 			continue;
 		/* GC reads the victim from disk: all of it must be there. */
 		const struct lsfs_buf *b = buf_of_seg(ls, i);
@@ -2170,8 +2202,11 @@ static void gc_continue(struct lsfs *ls)
 		}
 		if (ret < 0) {
 			/* Until a checkpoint frees something, GC cannot help
-			 * writers waiting for space: let them fail. */
-			tnd_warn(LSFS_TAG, "gc: no room to move segment %u's blocks (%s)", v, strerror(-ret));
+			 * writers waiting for space: let them fail. Routine
+			 * under heavy overwrites (the next flush or checkpoint
+			 * frees segments), so not a warning; writes that do
+			 * fail for space are reported on their own. */
+			tnd_debug(LSFS_TAG, "gc: no room to move segment %u's blocks (%s)", v, strerror(-ret));
 			ls->gc_stalled = true;
 			break;
 		}

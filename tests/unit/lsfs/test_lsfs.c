@@ -328,6 +328,73 @@ static void corrupt_payload_reads_eilseq(void **state)
 	env_free(&e);
 }
 
+/*
+ * A store filled by large sequential writes has only record headers dead
+ * (~1.5 % of each segment): cleaning such segments gives back almost
+ * nothing, so writes past the end must fail with ENOSPC promptly rather
+ * than wait while GC churns (they used to hang until the initiator timed
+ * out). Each write gets a deadline; then reads go on, and UNMAP makes room.
+ */
+static int io_deadline(struct env *e, enum tnd_io_type t, uint64_t lba, uint32_t n, void *buf,
+		       double seconds)
+{
+	struct tnd_io *io = calloc(1, tnd_volume_io_size(e->vol));
+	struct iovec iov = { .iov_base = buf, .iov_len = (size_t)n * e->o.block_size };
+	struct sync_io s = { 0 };
+	*io = (struct tnd_io){ .type = t, .lba = lba, .nblocks = n, .iov = buf ? &iov : NULL,
+			       .iovcnt = buf ? 1 : 0, .reactor = e->r, .cb = sync_cb, .cb_arg = &s };
+	int ret = tnd_volume_submit(e->vol, io);
+	uint64_t end = tnd_now_ns() + (uint64_t)(seconds * 1e9);
+	while (ret == 0 && !s.done && tnd_now_ns() < end)
+		tnd_reactor_poll(e->r, 10);
+	if (ret == 0 && !s.done)
+		fail_msg("I/O at LBA %llu did not complete in %.0f s", (unsigned long long)lba, seconds);
+	free(io);
+	return ret < 0 ? ret : s.status;
+}
+
+static void full_store_of_large_writes_fails_fast(void **state)
+{
+	(void)state;
+	struct env e;
+	/* The daemon's geometry: 4 MiB segments, 512 B blocks, a 512 MiB
+	 * promise on 128 MiB of backing store. */
+	env_format(&e, 128u << 20, 512, 512u << 20, 4u << 20);
+	e.o.gc_interval_ms = 10;        /* background GC and checkpoints on */
+	assert_int_equal(env_open(&e), 0);
+	enum { N = 512 };               /* 256 KiB writes */
+	uint8_t *w = malloc(N * 512), *r = malloc(N * 512);
+	uint64_t lba = 0;
+	int ret = 0;
+	for (; lba + N <= (512u << 20) / 512; lba += N) {
+		fill(w, N * 512, lba + 1);
+		ret = io_deadline(&e, TND_IO_WRITE, lba, N, w, 10);
+		if (ret < 0)
+			break;
+	}
+	assert_int_equal(ret, -ENOSPC);
+	/* Most of the store holds data before writes are refused. */
+	assert_true(lba * 512 >= (96u << 20));
+	/* Again, at once: still full, still fast. */
+	assert_int_equal(io_deadline(&e, TND_IO_WRITE, lba, N, w, 10), -ENOSPC);
+	fill(w, N * 512, 1);
+	assert_int_equal(io_deadline(&e, TND_IO_READ, 0, N, r, 10), 0);
+	assert_memory_equal(w, r, N * 512);
+	/* Unmapping the first half makes room again. */
+	for (uint64_t b = 0; b < lba / 2; b += N)
+		assert_int_equal(io_deadline(&e, TND_IO_UNMAP, b, N, NULL, 10), 0);
+	fill(w, N * 512, 777);
+	assert_int_equal(io_deadline(&e, TND_IO_WRITE, lba, N, w, 30), 0);
+	assert_int_equal(io_deadline(&e, TND_IO_READ, lba, N, r, 10), 0);
+	assert_memory_equal(w, r, N * 512);
+	assert_int_equal(io_deadline(&e, TND_IO_FLUSH, 0, 0, NULL, 10), 0);
+	free(w);
+	free(r);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+	env_free(&e);
+}
+
 static void full_store_enospc_then_reclaim(void **state)
 {
 	(void)state;
@@ -1440,6 +1507,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(blank_newer_and_foreign_stores_are_refused),
 		cmocka_unit_test(corrupt_payload_reads_eilseq),
 		cmocka_unit_test(full_store_enospc_then_reclaim),
+		cmocka_unit_test(full_store_of_large_writes_fails_fast),
 		cmocka_unit_test(gc_moves_live_blocks_and_frees_segments),
 		cmocka_unit_test(io_from_another_reactor_is_forwarded),
 		cmocka_unit_test(backing_write_error_fail_stops),
