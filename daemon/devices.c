@@ -63,6 +63,10 @@ static int open_lsfs(struct tnd_daemon *d, const struct tnd_config_device *dev,
 	lo.compress = dev->compress;
 	lo.dedup = dev->dedup;
 	lo.dedup_index_bytes = dev->dedup_index_bytes;
+	/* A write's compression and fingerprint run on any reactor, so that
+	 * one busy device does not load its home reactor alone. */
+	lo.helpers = d->reactors;
+	lo.nhelpers = d->nr_reactors;
 	lo.create_if_blank = !dev->read_only;
 	ret = tnd_lsfs_open(backing, home, &lo, out);
 	if (ret < 0) {

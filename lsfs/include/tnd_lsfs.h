@@ -56,7 +56,13 @@
  * segments and the log head are touched only there. I/O submitted from
  * another reactor is forwarded by message and completed back on the
  * submitter's reactor. Garbage collection and checkpoints run on the home
- * reactor from a timer, between I/Os, and never wait for them.
+ * reactor from a timer, between I/Os, and never wait for them. A write's
+ * CPU work (zero test, LZ4, fingerprint, CRC) is done before it reaches
+ * the home reactor when opts.helpers names other reactors (see there):
+ * on the submitter, or for a large write submitted on home, on a helper
+ * it is sent to by message; the home reactor still takes every write
+ * in the order it was submitted there (a write waits behind earlier ones
+ * still at a helper), so overlapping writes land in submission order.
  *
  * Opening, formatting, checking and destroying are synchronous (start-up
  * and shutdown, not the hot path). Their backing I/O goes through a
@@ -151,6 +157,20 @@ struct tnd_lsfs_opts {
 	 */
 	bool dedup;
 	uint64_t dedup_index_bytes;
+	/*
+	 * Reactors that may run a write's CPU stages (zero detection, LZ4,
+	 * the XXH3 fingerprint and the payload's CRC32C) before it reaches
+	 * the home reactor (the array is copied; the reactors must outlive
+	 * the volume and keep running until it is destroyed). A write submitted on one of them
+	 * other than @home gets its stages done there, in lsfs_submit; a
+	 * write of at least offload_min_bytes submitted on @home is handed
+	 * round-robin to one of them (@home's turn: done on @home). The home
+	 * reactor then only maps, deduplicates and appends. NULL/0 (the
+	 * default): every stage runs on @home.
+	 */
+	struct tnd_reactor *const *helpers;
+	unsigned nhelpers;
+	uint32_t offload_min_bytes; /* default 64 KiB */
 };
 
 /* Fill @o with the defaults above (size 0: must be set to format). */

@@ -104,6 +104,7 @@
 #include "tnd_dedup.h"
 
 #define LSFS_NBUF 3
+#define LSFS_PRE_MAX_BYTES (8u << 20)  /* larger writes are staged at home */
 #define LSFS_GC_RESERVE 2u            /* segments only GC may take */
 
 struct lsfs;
@@ -186,6 +187,29 @@ struct dd_cache_ent {
 	uint8_t *raw;                  /* 2 x 4 KiB from the payload's block */
 };
 
+/*
+ * A full chunk's write stages, done before the home reactor (see "Off-home
+ * stages" above lsfs_submit): what store_chunk() would compute.
+ */
+struct pre_chunk {
+	struct tnd_dedup_fp fp;
+	const uint8_t *pay;            /* the payload: in the caller's buffer, or after pre[] */
+	uint32_t crc;                  /* of pay[0, len) */
+	uint16_t len;                  /* 0: all zero */
+	bool lz4;
+	bool have_fp;
+	bool valid;                    /* a full chunk whose stages ran */
+};
+
+#define PRE_LZ4 1u                     /* compress */
+#define PRE_FP  2u                     /* fingerprint */
+
+struct lsfs_helper {
+	struct tnd_reactor *r;
+	struct tnd_compress_ctx *cctx; /* made and used on @r only */
+	bool cctx_failed;
+};
+
 struct lsfs_ioctx {
 	struct tnd_msg msg;
 	struct lsfs_waiter w;
@@ -210,6 +234,11 @@ struct lsfs_ioctx {
 	uint32_t nslots;
 	struct dd_chunk *dd;           /* per chunk of a write with dedup on, or NULL */
 	uint8_t *ddbuf;                /* 8 KiB per candidate read from disk */
+	struct pre_chunk *pre;         /* per chunk, from the off-home stages, or NULL */
+	struct lsfs_ioctx *gnext;      /* the home gate's FIFO */
+	bool at_helper;                /* its stages run on helpers[helper] */
+	uint8_t pre_feat;              /* PRE_*: what they compute */
+	uint16_t helper;
 };
 
 struct lsfs {
@@ -324,6 +353,13 @@ struct lsfs {
 	struct tnd_dedup_refs *refs;   /* shares per payload address (DEDUP stores) */
 	uint64_t shared_extra;         /* map entries beyond the first per payload */
 	struct dd_cache_ent *dd_cache; /* DD_CACHE_N entries, with ddx */
+
+	/* off-home write stages */
+	struct lsfs_helper *helpers;
+	unsigned nhelpers;
+	unsigned rr;                   /* next helper for a large write submitted on home */
+	_Atomic unsigned pre_feat;     /* PRE_*, what the stages compute now (any thread reads) */
+	struct lsfs_ioctx *gate_head, *gate_tail; /* write-type I/O in submission order */
 
 	struct tnd_lsfs_stats st;
 };
@@ -498,6 +534,8 @@ static void complete_io(struct lsfs_ioctx *x, int status)
 	free(x->bounce);
 	free(x->dd);
 	free(x->ddbuf);
+	free(x->pre);
+	x->pre = NULL;
 	x->edge = NULL;
 	x->slots = NULL;
 	x->bounce = NULL;
@@ -840,15 +878,16 @@ static const uint8_t *iov_span(const struct iovec *iov, int cnt, uint64_t off, s
 }
 
 /*
- * The write pipeline's stages for one chunk whose new content is @src
- * (borrowed, 4 KiB): an all-zero chunk becomes a TRIM (unmapped reads as
- * zeros); else it is compressed when that is on and saves a sector; the
- * payload is appended and the map updated; with dedup it is indexed under
- * @fp (NULL: computed here). 0 or make_room's -errno.
+ * The append stage for one chunk: a zero chunk (@len 0) becomes a TRIM
+ * (unmapped reads as zeros); else the payload @pay (borrowed, @len bytes,
+ * LZ4 when @lz4, CRC32C @crc) is appended and the map updated, and with
+ * dedup it is indexed under @fp (NULL: not indexed). 0 or make_room's
+ * -errno.
  */
-static int store_chunk(struct lsfs *ls, uint64_t c, const uint8_t *src, const struct tnd_dedup_fp *fp)
+static int store_payload(struct lsfs *ls, uint64_t c, const uint8_t *pay, uint32_t len, bool lz4,
+			 uint32_t crc, const struct tnd_dedup_fp *fp)
 {
-	if (tnd_compress_is_zero(src, LSFS_BLK)) {
+	if (len == 0) {
 		int ret = make_room(ls, 0);
 		if (ret < 0)
 			return ret;
@@ -857,18 +896,6 @@ static int store_chunk(struct lsfs *ls, uint64_t c, const uint8_t *src, const st
 		ls->st.zero_blocks++;
 		return 0;
 	}
-	const uint8_t *pay = src;
-	uint32_t len = LSFS_BLK;
-	bool lz4 = false;
-	if (ls->cctx) {
-		size_t clen = 0;
-		int r = tnd_compress_block(ls->cctx, src, LSFS_BLK, ls->cbuf, LSFS_LZ4_MAX, &clen);
-		if (r == TND_COMPRESS_COMPRESSED && clen > 0 && clen <= LSFS_LZ4_MAX) {
-			pay = ls->cbuf;
-			len = (uint32_t)clen;
-			lz4 = true;
-		}
-	}
 	int ret = make_room(ls, len);
 	if (ret < 0)
 		return ret;
@@ -876,7 +903,6 @@ static int store_chunk(struct lsfs *ls, uint64_t c, const uint8_t *src, const st
 	uint32_t sector;
 	uint8_t *slot = data_slot(ls, len, &pba, &sector);
 	memcpy(slot, pay, len);
-	uint32_t crc = tnd_crc32c(0, slot, len);
 	add_desc(ls, c, crc, (uint16_t)(LSFS_DESC_DATA | (lz4 ? LSFS_DESC_F_LZ4 : 0)), (uint16_t)len, 0);
 	uint16_t aux = lsfs_aux_make(lz4, sector, len);
 	map_update(ls, c, pba, crc, aux, false);
@@ -884,15 +910,56 @@ static int store_chunk(struct lsfs *ls, uint64_t c, const uint8_t *src, const st
 		ls->st.compressed_blocks++;
 	else
 		ls->st.raw_blocks++;
-	if (ls->ddx) {
-		struct tnd_dedup_fp f;
-		if (!fp) {
-			tnd_dedup_fingerprint(src, LSFS_BLK, &f);
-			fp = &f;
-		}
+	if (ls->ddx && fp)
 		tnd_dedup_insert(ls->ddx, fp, dd_val(pba << 3 | sector, aux));
-	}
 	return 0;
+}
+
+/*
+ * The write stages for one chunk of new content @src (borrowed, 4 KiB):
+ * zero test, compression when it is on and saves a sector (with @cctx
+ * into @cbuf, LSFS_LZ4_MAX bytes), CRC32C, and with @want_fp the
+ * fingerprint. Pure computation on the caller's buffers: runs on any
+ * reactor.
+ */
+static void chunk_stages(struct tnd_compress_ctx *cctx, const uint8_t *src, uint8_t *cbuf,
+			 bool want_fp, struct pre_chunk *pc)
+{
+	pc->have_fp = false;
+	pc->lz4 = false;
+	pc->pay = src;
+	pc->len = LSFS_BLK;
+	size_t clen = 0;
+	int r = cctx ? tnd_compress_block(cctx, src, LSFS_BLK, cbuf, LSFS_LZ4_MAX, &clen)
+		     : (tnd_compress_is_zero(src, LSFS_BLK) ? TND_COMPRESS_ZERO : TND_COMPRESS_RAW);
+	if (r == TND_COMPRESS_ZERO) {
+		pc->len = 0;
+		pc->crc = 0;
+		return;
+	}
+	if (r == TND_COMPRESS_COMPRESSED && clen > 0 && clen <= LSFS_LZ4_MAX) {
+		pc->pay = cbuf;
+		pc->len = (uint16_t)clen;
+		pc->lz4 = true;
+	}
+	pc->crc = tnd_crc32c(0, pc->pay, pc->len);
+	if (want_fp) {
+		tnd_dedup_fingerprint(src, LSFS_BLK, &pc->fp);
+		pc->have_fp = true;
+	}
+}
+
+/*
+ * A chunk whose stages did not run off home: run them here, then store.
+ * With dedup it is indexed under @fp (NULL: computed here).
+ */
+static int store_chunk(struct lsfs *ls, uint64_t c, const uint8_t *src, const struct tnd_dedup_fp *fp)
+{
+	struct pre_chunk pc;
+	chunk_stages(ls->cctx, src, ls->cbuf, ls->ddx && !fp, &pc);
+	if (!fp && pc.have_fp)
+		fp = &pc.fp;
+	return store_payload(ls, c, pc.pay, pc.len, pc.lz4, pc.crc, fp);
 }
 
 /*
@@ -961,6 +1028,17 @@ static void schedule_kick(struct lsfs *ls);
 
 /* ---- write-type I/O: WRITE, UNMAP, WRITE_ZEROES ---- */
 
+/* A full chunk's new content at @off of @io's buffer, contiguous (in ls->zbuf if need be). */
+static const uint8_t *full_src(struct lsfs *ls, const struct tnd_io *io, uint64_t off)
+{
+	const uint8_t *src = iov_span(io->iov, io->iovcnt, off, LSFS_BLK);
+	if (!src) {
+		copy_from_iov(io->iov, io->iovcnt, off, ls->zbuf, LSFS_BLK);
+		src = ls->zbuf;
+	}
+	return src;
+}
+
 /*
  * Append what is left of @x from its cursor. 0: all appended; 1: a
  * partial chunk's old content must be read (again) first; -EAGAIN: wait
@@ -989,14 +1067,15 @@ static int append_io(struct lsfs *ls, struct lsfs_ioctx *x)
 			continue;
 		}
 		/* The chunk's new content, whole, in one place (partial chunks
-		 * are merged with the old content, from RAM or from edge[]). */
-		const uint8_t *src;
+		 * are merged with the old content, from RAM or from edge[]); a
+		 * full chunk whose stages ran off home needs it only to
+		 * compare with a dedup candidate. */
+		const struct pre_chunk *pc = full && x->pre && x->pre[c - x->c0].valid ?
+					     &x->pre[c - x->c0] : NULL;
+		const uint8_t *src = NULL;
 		if (full) {
-			src = iov_span(io->iov, io->iovcnt, s - x->b0, LSFS_BLK);
-			if (!src) {
-				copy_from_iov(io->iov, io->iovcnt, s - x->b0, ls->zbuf, LSFS_BLK);
-				src = ls->zbuf;
-			}
+			if (!pc)
+				src = full_src(ls, io, s - x->b0);
 		} else {
 			const struct lsfs_ment *m = lsfs_map_get(&ls->map, c);
 			uint8_t *chunk = ls->zbuf;
@@ -1022,7 +1101,9 @@ static int append_io(struct lsfs *ls, struct lsfs_ioctx *x)
 			src = chunk;
 		}
 		struct dd_chunk *dd = full && x->dd ? &x->dd[c - x->c0] : NULL;
-		if (dd) {
+		if (dd && ls->ddx && dd->have_fp) {
+			if (!src)
+				src = full_src(ls, io, s - x->b0);
 			int r = try_share(ls, c, src, dd);
 			if (r < 0)
 				return r;
@@ -1032,7 +1113,20 @@ static int append_io(struct lsfs *ls, struct lsfs_ioctx *x)
 				continue;
 			}
 		}
-		int ret = store_chunk(ls, c, src, dd && dd->have_fp ? &dd->fp : NULL);
+		const struct tnd_dedup_fp *fp = dd && dd->have_fp ? &dd->fp :
+						pc && pc->have_fp ? &pc->fp : NULL;
+		int ret;
+		if (pc) {
+			struct tnd_dedup_fp f;
+			if (!fp && ls->ddx && pc->len) {
+				/* Dedup was turned on after the stages ran. */
+				tnd_dedup_fingerprint(full_src(ls, io, s - x->b0), LSFS_BLK, &f);
+				fp = &f;
+			}
+			ret = store_payload(ls, c, pc->pay, pc->len, pc->lz4, pc->crc, fp);
+		} else {
+			ret = store_chunk(ls, c, src, fp);
+		}
 		if (ret < 0)
 			return ret;
 		if (!full)
@@ -1317,7 +1411,7 @@ static void dd_read_done(struct lsfs_child *c, int status)
 	ls->readers[seg]--;
 	if (status < 0) {
 		dd->raw = NULL;   /* no share; the write itself goes on */
-	} else if (ls->segs[seg].seq == dd->seg_seq) {
+	} else if (ls->dd_cache && ls->segs[seg].seq == dd->seg_seq) {
 		struct dd_cache_ent *ce = dd_cache_slot(ls, dd->val);
 		ce->val = dd->val;
 		ce->seg_seq = dd->seg_seq;
@@ -1349,14 +1443,17 @@ static void dd_prep(struct lsfs *ls, struct lsfs_ioctx *x)
 		uint64_t cs = (x->c0 + i) * LSFS_BLK;
 		if (cs < x->b0 || cs + LSFS_BLK > x->b1)
 			continue;
-		const uint8_t *src = iov_span(io->iov, io->iovcnt, cs - x->b0, LSFS_BLK);
-		if (!src) {
-			copy_from_iov(io->iov, io->iovcnt, cs - x->b0, ls->zbuf, LSFS_BLK);
-			src = ls->zbuf;
+		const struct pre_chunk *pc = x->pre && x->pre[i].valid ? &x->pre[i] : NULL;
+		if (pc && pc->have_fp) {
+			dd->fp = pc->fp;
+		} else {
+			if (pc && pc->len == 0)
+				continue;
+			const uint8_t *src = full_src(ls, io, cs - x->b0);
+			if (tnd_compress_is_zero(src, LSFS_BLK))
+				continue;
+			tnd_dedup_fingerprint(src, LSFS_BLK, &dd->fp);
 		}
-		if (tnd_compress_is_zero(src, LSFS_BLK))
-			continue;
-		tnd_dedup_fingerprint(src, LSFS_BLK, &dd->fp);
 		dd->have_fp = true;
 		uint64_t v;
 		if (tnd_dedup_lookup(ls->ddx, &dd->fp, &v) < 0)
@@ -2589,11 +2686,134 @@ static void home_enter(struct lsfs *ls)
 	}
 }
 
+/*
+ * Off-home stages. A write's CPU work per chunk (zero test, LZ4, CRC32C
+ * of the payload, the dedup fingerprint) needs nothing of the volume's
+ * state, so it runs before the write reaches the home reactor: on the
+ * submitter when that is another reactor (which then forwards the write
+ * as before), and for a large write submitted on home, on a helper
+ * reactor chosen round-robin (home's own turn included), which sends it
+ * on to home. The home reactor is then left with the map, the dedup
+ * index, the byte compare of a candidate and the append (store_payload).
+ * What the stages compute is decided when the write is submitted (the
+ * pre_feat snapshot); a change of the options meanwhile is absorbed at
+ * home (a missing fingerprint is computed there, a chunk compressed
+ * after compression was turned off is still stored as it is: its
+ * feature bit was made durable before compression was first turned on).
+ *
+ * Order. Writes submitted on home enter the append path in the order
+ * they were submitted: one handed to a helper holds the gate, and every
+ * write-type I/O arriving at home meanwhile (from home or forwarded) queues
+ * behind it. Overlapping writes so land in the map in the order lsfs saw
+ * them, as without helpers. Reads and flushes do not wait: they are
+ * unordered with writes still in flight, and a flush covers only writes
+ * that completed before it.
+ */
+static void pre_run(struct lsfs_ioctx *x, struct lsfs_helper *h, unsigned feat)
+{
+	struct lsfs *ls = x->ls;
+	struct tnd_io *io = x->io;
+	uint32_t lbs = ls->sb.block_size;
+	uint64_t b0 = io->lba * lbs, b1 = b0 + (uint64_t)io->nblocks * lbs;
+	uint64_t c0 = b0 / LSFS_BLK, c1 = (b1 + LSFS_BLK - 1) / LSFS_BLK, n = c1 - c0;
+	struct tnd_compress_ctx *cctx = NULL;
+	if (feat & PRE_LZ4) {
+		if (!h->cctx && !h->cctx_failed && tnd_compress_ctx_create(NULL, &h->cctx) < 0)
+			h->cctx_failed = true;
+		cctx = h->cctx;
+	}
+	/* pre[n], then n 4 KiB slots: a compressed payload, or the chunk
+	 * gathered when it is not contiguous in the caller's buffer. */
+	struct pre_chunk *pre = malloc((size_t)n * (sizeof(*pre) + LSFS_BLK));
+	if (!pre)
+		return;   /* the stages run at home instead */
+	uint8_t *slots = (uint8_t *)(pre + n);
+	uint8_t cbuf[LSFS_BLK];
+	for (uint64_t i = 0; i < n; i++) {
+		struct pre_chunk *pc = &pre[i];
+		uint64_t cs = (c0 + i) * LSFS_BLK;
+		pc->valid = cs >= b0 && cs + LSFS_BLK <= b1;
+		if (!pc->valid)
+			continue;
+		uint8_t *slot = slots + i * LSFS_BLK;
+		const uint8_t *src = iov_span(io->iov, io->iovcnt, cs - b0, LSFS_BLK);
+		if (!src) {
+			copy_from_iov(io->iov, io->iovcnt, cs - b0, slot, LSFS_BLK);
+			src = slot;
+		}
+		chunk_stages(cctx, src, cbuf, feat & PRE_FP, pc);
+		if (pc->lz4) {
+			memcpy(slot, cbuf, pc->len);
+			pc->pay = slot;
+		}
+	}
+	x->pre = pre;
+}
+
+static struct lsfs_helper *helper_of(struct lsfs *ls, const struct tnd_reactor *r)
+{
+	for (unsigned i = 0; i < ls->nhelpers; i++)
+		if (ls->helpers[i].r == r)
+			return &ls->helpers[i];
+	return NULL;
+}
+
+static bool is_write_type(const struct tnd_io *io)
+{
+	return io->type == TND_IO_WRITE || io->type == TND_IO_UNMAP || io->type == TND_IO_WRITE_ZEROES;
+}
+
+/* Start the writes at the gate's head whose stages are done. */
+static void gate_drain(struct lsfs *ls)
+{
+	struct lsfs_ioctx *x;
+	while ((x = ls->gate_head) != NULL && !x->at_helper) {
+		ls->gate_head = x->gnext;
+		if (!ls->gate_head)
+			ls->gate_tail = NULL;
+		start_io(ls, x);
+	}
+}
+
+/* Home: an I/O arrives; a write-type one waits behind writes at helpers. */
+static void home_start(struct lsfs *ls, struct lsfs_ioctx *x)
+{
+	if (!is_write_type(x->io) || (!ls->gate_head && !x->at_helper)) {
+		start_io(ls, x);
+		return;
+	}
+	x->gnext = NULL;
+	if (ls->gate_tail)
+		ls->gate_tail->gnext = x;
+	else
+		ls->gate_head = x;
+	ls->gate_tail = x;
+	gate_drain(ls);
+}
+
 static void forward_msg(struct tnd_msg *m)
 {
 	struct lsfs_ioctx *x = tnd_container_of(m, struct lsfs_ioctx, msg);
 	home_enter(x->ls);
-	start_io(x->ls, x);
+	home_start(x->ls, x);
+}
+
+static void helper_back_msg(struct tnd_msg *m)
+{
+	struct lsfs_ioctx *x = tnd_container_of(m, struct lsfs_ioctx, msg);
+	struct lsfs *ls = x->ls;
+	home_enter(ls);
+	x->at_helper = false;
+	gate_drain(ls);
+}
+
+/* On the helper: the stages, then back to home. */
+static void helper_msg(struct tnd_msg *m)
+{
+	struct lsfs_ioctx *x = tnd_container_of(m, struct lsfs_ioctx, msg);
+	pre_run(x, &x->ls->helpers[x->helper], x->pre_feat);
+	x->msg.fn = helper_back_msg;
+	tnd_reactor_send(x->ls->home, &x->msg);
 }
 
 static int lsfs_submit(struct tnd_volume *vol, struct tnd_io *io)
@@ -2603,18 +2823,40 @@ static int lsfs_submit(struct tnd_volume *vol, struct tnd_io *io)
 	memset(x, 0, sizeof(*x));
 	x->ls = ls;
 	x->io = io;
+	/* Worth staging off home: a write, with stages beyond the zero test
+	 * (which is as cheap as the copy that the append does anyway), whose
+	 * buffer holds what it claims (else start_write refuses it). */
+	unsigned feat = atomic_load_explicit(&ls->pre_feat, memory_order_relaxed);
+	uint64_t bytes = (uint64_t)io->nblocks * ls->sb.block_size;
+	bool stage = io->type == TND_IO_WRITE && feat && ls->nhelpers && bytes >= LSFS_BLK &&
+		     bytes <= LSFS_PRE_MAX_BYTES && tnd_iov_length(io->iov, io->iovcnt) >= bytes;
 	if (io->reactor != ls->home) {
+		struct lsfs_helper *h = stage ? helper_of(ls, io->reactor) : NULL;
+		if (h)
+			pre_run(x, h, feat);
 		x->msg.fn = forward_msg;
 		tnd_reactor_send(ls->home, &x->msg);
 		return 0;
+	}
+	home_enter(ls);
+	if (stage && bytes >= ls->opts.offload_min_bytes) {
+		unsigned i = ls->rr++ % ls->nhelpers;
+		if (ls->helpers[i].r != ls->home) {
+			x->at_helper = true;
+			x->helper = (uint16_t)i;
+			x->pre_feat = (uint8_t)feat;
+			home_start(ls, x);   /* holds the gate: starts nothing now */
+			x->msg.fn = helper_msg;
+			tnd_reactor_send(ls->helpers[i].r, &x->msg);
+			return 0;
+		}
 	}
 	/* Completions decided inside start_io go out by message (a callback
 	 * from inside submit would surprise the caller); later ones, from
 	 * backing completions, call back directly. The message cannot run
 	 * before we return: it is for this very thread. */
-	home_enter(ls);
 	x->in_submit = true;
-	start_io(ls, x);
+	home_start(ls, x);
 	x->in_submit = false;
 	return 0;
 }
@@ -2754,6 +2996,9 @@ static void lsfs_free(struct lsfs *ls)
 	free(ls->cbuf);
 	free(ls->dbuf);
 	tnd_compress_ctx_destroy(ls->cctx);
+	for (unsigned i = 0; i < ls->nhelpers; i++)
+		tnd_compress_ctx_destroy(ls->helpers[i].cctx);
+	free(ls->helpers);
 	free(ls->gc_lbas);
 	free(ls->gc_skip);
 	free(ls);
@@ -3112,6 +3357,19 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 		lsfs_free(ls);
 		return dret;
 	}
+	if (opts->nhelpers && opts->helpers) {
+		ls->helpers = calloc(opts->nhelpers, sizeof(*ls->helpers));
+		if (!ls->helpers) {
+			lsfs_free(ls);
+			return -ENOMEM;
+		}
+		for (unsigned i = 0; i < opts->nhelpers; i++)
+			ls->helpers[i].r = opts->helpers[i];
+		ls->nhelpers = TND_MIN(opts->nhelpers, (unsigned)UINT16_MAX);
+	}
+	ls->opts.helpers = NULL;   /* borrowed for open only; kept in ls->helpers */
+	atomic_store_explicit(&ls->pre_feat, (ls->cctx ? PRE_LZ4 : 0) | (ls->ddx ? PRE_FP : 0),
+			      memory_order_relaxed);
 	/* An interrupted superblock update left one copy torn or older. */
 	if (rec->sb_valid[0] || rec->sb_valid[1] || rec->sb_differ) {
 		int ret = lsfs_sb_write(backing, r, &ls->sb);
