@@ -246,6 +246,27 @@ void tnd_lsfs_get_stats(struct tnd_volume *vol, struct tnd_lsfs_stats *out);
 int tnd_lsfs_gc_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg);
 int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg);
 
+/*
+ * Turn LZ4 compression and inline dedup on or off for new writes of the
+ * open volume @vol, without a restart (what opening with opts.compress /
+ * opts.dedup would do, live). Turning a feature on first marks the store
+ * with its incompatible feature bit, durably, before any record that
+ * needs it; the dedup index starts empty (blocks written from then on
+ * are found) with the budget opts.dedup_index_bytes gave at open. Turning
+ * compression off stores new writes plain; packed payloads still read.
+ * Turning dedup off stops deduplicating new writes and frees the index;
+ * blocks already shared stay shared and counted. Writes in flight may
+ * land either way. The setting is not stored in the volume: reopen with
+ * the same opts to keep it.
+ *
+ * Synchronous, from any thread, not concurrently with itself, open or
+ * destroy; when the home reactor runs on another thread it must be
+ * running. Returns 0, -EINVAL (not an lsfs volume), -EROFS (the volume
+ * has failed), -ENOMEM, or the -errno of the superblock write (nothing
+ * changed but possibly the feature bits).
+ */
+int tnd_lsfs_set_features(struct tnd_volume *vol, bool compress, bool dedup);
+
 /* Result of the offline checker. */
 struct tnd_lsfs_check_result {
 	uint64_t errors;              /* inconsistencies: non-zero means not clean */

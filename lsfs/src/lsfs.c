@@ -366,6 +366,8 @@ struct lsfs {
 
 static void kick(struct lsfs *ls);
 static void pump(struct lsfs *ls);
+static void dd_cache_free(struct dd_cache_ent *cache);
+static int dedup_tables(const struct lsfs *ls, struct tnd_dedup **ddx, struct dd_cache_ent **cache);
 static void home_enter(struct lsfs *ls);
 static void close_check(struct lsfs *ls);
 static void gc_step(struct lsfs *ls);
@@ -2989,9 +2991,7 @@ static void lsfs_free(struct lsfs *ls)
 	free(ls->gc_locs);
 	tnd_dedup_destroy(ls->ddx);
 	tnd_dedup_refs_destroy(ls->refs);
-	if (ls->dd_cache)
-		free(ls->dd_cache[0].raw);
-	free(ls->dd_cache);
+	dd_cache_free(ls->dd_cache);
 	free(ls->zbuf);
 	free(ls->cbuf);
 	free(ls->dbuf);
@@ -3171,6 +3171,125 @@ int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg)
 	return ckpt_start(to_lsfs(vol), cb, arg);
 }
 
+/*
+ * Live feature changes. Everything that can fail or block is done by the
+ * caller's thread first: the new tables are made, and the superblock
+ * gets the feature bits the new setting needs (written and flushed
+ * through a private reactor, as at open) before any record can need them.
+ * Then a message to the home reactor swaps the tables in or out and
+ * publishes what the write stages compute; tables turned off are freed
+ * by the caller afterwards. The superblock is otherwise constant while
+ * the volume is open, so its copy here is read safely by the caller.
+ */
+struct feat_req {
+	struct tnd_msg msg;
+	struct lsfs *ls;
+	bool compress, dedup;
+	struct lsfs_sb sb;
+	struct tnd_compress_ctx *cctx;
+	struct tnd_dedup *ddx;
+	struct dd_cache_ent *cache;
+	struct tnd_dedup_refs *refs;
+	int ret;
+	sem_t done;
+};
+
+static void feat_apply(struct feat_req *q)
+{
+	struct lsfs *ls = q->ls;
+	if (ls->failed) {
+		q->ret = -EROFS;
+		return;
+	}
+	ls->sb.incompat = q->sb.incompat;
+	ls->sb.sb_seq = q->sb.sb_seq;
+	if (q->compress != (ls->cctx != NULL)) {
+		struct tnd_compress_ctx *t = ls->cctx;
+		ls->cctx = q->cctx;
+		q->cctx = t;
+	}
+	if (q->dedup != (ls->ddx != NULL)) {
+		struct tnd_dedup *t = ls->ddx;
+		ls->ddx = q->ddx;
+		q->ddx = t;
+		struct dd_cache_ent *c = ls->dd_cache;
+		ls->dd_cache = q->cache;
+		q->cache = c;
+	}
+	if (!ls->refs) {
+		ls->refs = q->refs;
+		q->refs = NULL;
+	}
+	ls->opts.compress = q->compress;
+	ls->opts.dedup = q->dedup;
+	atomic_store_explicit(&ls->pre_feat, (ls->cctx ? PRE_LZ4 : 0) | (ls->ddx ? PRE_FP : 0),
+			      memory_order_relaxed);
+	q->ret = 0;
+}
+
+static void feat_msg(struct tnd_msg *m)
+{
+	struct feat_req *q = tnd_container_of(m, struct feat_req, msg);
+	feat_apply(q);
+	sem_post(&q->done);
+}
+
+int tnd_lsfs_set_features(struct tnd_volume *vol, bool compress, bool dedup)
+{
+	if (!vol || vol->ops != &lsfs_ops)
+		return -EINVAL;
+	struct lsfs *ls = to_lsfs(vol);
+	struct feat_req q = { .msg.fn = feat_msg, .ls = ls, .compress = compress, .dedup = dedup,
+			      .sb = ls->sb };
+	int ret = 0;
+	if (compress && !ls->cctx)
+		ret = tnd_compress_ctx_create(NULL, &q.cctx);
+	if (ret == 0 && dedup && !ls->ddx)
+		ret = dedup_tables(ls, &q.ddx, &q.cache);
+	if (ret == 0 && dedup && !ls->refs)
+		ret = tnd_dedup_refs_create(&q.refs);
+	if (ret < 0)
+		goto out;
+	uint64_t want = q.sb.incompat | (compress || dedup ? LSFS_INCOMPAT_PACKED : 0) |
+			(dedup ? LSFS_INCOMPAT_DEDUP : 0);
+	if (want != q.sb.incompat) {
+		struct tnd_reactor *r;
+		q.sb.incompat = want;
+		ret = tnd_reactor_create(0, 64, &r);
+		if (ret < 0)
+			goto out;
+		ret = lsfs_sb_write(vol->base, r, &q.sb);
+		tnd_reactor_destroy(r);
+		if (ret < 0) {
+			tnd_err(LSFS_TAG, "marking the store for %s failed (%s)",
+				dedup ? "dedup" : "compression", strerror(-ret));
+			goto out;
+		}
+		tnd_info(LSFS_TAG, "store marked as holding %s (older builds will refuse it)",
+			 dedup ? "shared blocks" : "compressed records");
+	}
+	if (!atomic_load_explicit(&ls->home_seen, memory_order_acquire) ||
+	    tnd_reactor_is_current(ls->home)) {
+		feat_apply(&q);
+	} else {
+		sem_init(&q.done, 0, 0);
+		tnd_reactor_send(ls->home, &q.msg);
+		while (sem_wait(&q.done) < 0)
+			;
+		sem_destroy(&q.done);
+	}
+	ret = q.ret;
+	if (ret == 0)
+		tnd_info(LSFS_TAG, "new writes: compression %s, dedup %s", compress ? "lz4" : "off",
+			 dedup ? "on" : "off");
+out:
+	tnd_compress_ctx_destroy(q.cctx);
+	tnd_dedup_destroy(q.ddx);
+	dd_cache_free(q.cache);
+	tnd_dedup_refs_destroy(q.refs);
+	return ret;
+}
+
 static int u64_cmp(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -3214,6 +3333,38 @@ static int refs_rebuild(struct lsfs *ls)
 	return ret == -EOVERFLOW ? -EUCLEAN : ret;
 }
 
+static void dd_cache_free(struct dd_cache_ent *cache)
+{
+	if (cache)
+		free(cache[0].raw);
+	free(cache);
+}
+
+/* The fingerprint index (opts.dedup_index_bytes) and the verified-candidate cache. */
+static int dedup_tables(const struct lsfs *ls, struct tnd_dedup **ddx, struct dd_cache_ent **cache)
+{
+	uint64_t budget = ls->opts.dedup_index_bytes;
+	if (!budget)
+		budget = TND_MIN((uint64_t)ls->sb.seg_count * (ls->seg_blocks - 1) * TND_DEDUP_SLOT_BYTES,
+				 64ull << 20);
+	budget = TND_MAX(budget, (uint64_t)TND_DEDUP_MIN_BUDGET);
+	int ret = tnd_dedup_create(budget, ddx);
+	if (ret < 0)
+		return ret;
+	*cache = calloc(DD_CACHE_N, sizeof(**cache));
+	uint8_t *cache_raw = *cache ? lsfs_alloc_blocks((size_t)DD_CACHE_N * 2 * LSFS_BLK) : NULL;
+	if (!cache_raw) {
+		free(*cache);
+		*cache = NULL;
+		tnd_dedup_destroy(*ddx);
+		*ddx = NULL;
+		return -ENOMEM;
+	}
+	for (uint32_t i = 0; i < DD_CACHE_N; i++)
+		(*cache)[i].raw = cache_raw + (size_t)i * 2 * LSFS_BLK;
+	return 0;
+}
+
 /* Dedup's tables, and the feature bits before the first shared record. */
 static int dedup_setup(struct lsfs *ls, struct tnd_volume *backing, struct tnd_reactor *r,
 		       struct lsfs_recovery *rec)
@@ -3225,20 +3376,9 @@ static int dedup_setup(struct lsfs *ls, struct tnd_volume *backing, struct tnd_r
 		ret = refs_rebuild(ls);
 	if (ret < 0 || !ls->opts.dedup)
 		return ret;
-	uint64_t budget = ls->opts.dedup_index_bytes;
-	if (!budget)
-		budget = TND_MIN((uint64_t)ls->sb.seg_count * (ls->seg_blocks - 1) * TND_DEDUP_SLOT_BYTES,
-				 64ull << 20);
-	budget = TND_MAX(budget, (uint64_t)TND_DEDUP_MIN_BUDGET);
-	ret = tnd_dedup_create(budget, &ls->ddx);
+	ret = dedup_tables(ls, &ls->ddx, &ls->dd_cache);
 	if (ret < 0)
 		return ret;
-	ls->dd_cache = calloc(DD_CACHE_N, sizeof(*ls->dd_cache));
-	uint8_t *cache_raw = ls->dd_cache ? lsfs_alloc_blocks((size_t)DD_CACHE_N * 2 * LSFS_BLK) : NULL;
-	if (!cache_raw)
-		return -ENOMEM;
-	for (uint32_t i = 0; i < DD_CACHE_N; i++)
-		ls->dd_cache[i].raw = cache_raw + (size_t)i * 2 * LSFS_BLK;
 	uint64_t want = LSFS_INCOMPAT_PACKED | LSFS_INCOMPAT_DEDUP;
 	if ((ls->sb.incompat & want) != want) {
 		ls->sb.incompat |= want;
