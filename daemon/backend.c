@@ -22,6 +22,7 @@
 
 #include "daemon.h"
 #include "tnd_common.h"
+#include "tnd_lsfs.h"
 #include "tnd_mgmt.h"
 #include "tnd_reactor.h"
 #include "tnd_target.h"
@@ -201,6 +202,12 @@ static void resize_fn(void *arg)
 	r->ret = tnd_volume_resize(r->vol, r->blocks);
 }
 
+/*
+ * PATCH: "size" grows the device; "compress" and "dedup" (lsfs; mgmt lets
+ * no other type through) switch the store's features for new writes, at
+ * once. The features go first: if growing then fails, they are put back,
+ * so a failed request changes nothing.
+ */
 static int be_device_update(void *ctx, const char *name, const json_t *changes,
 			    struct tnd_mgmt_error *err)
 {
@@ -210,26 +217,57 @@ static int be_device_update(void *ctx, const char *name, const json_t *changes,
 	if (!c || !dev)
 		return -ENOENT;
 	json_t *size = json_object_get(changes, "size");
-	if (!size)
+	json_t *jc = json_object_get(changes, "compress");
+	json_t *jd = json_object_get(changes, "dedup");
+	uint64_t bytes = size ? (uint64_t)json_integer_value(size) : c->size;
+	bool compress = jc ? strcmp(json_string_value(jc), "lz4") == 0 : c->compress;
+	bool dedup = jd ? json_is_true(jd) : c->dedup;
+	bool grow = bytes != c->size;
+	bool feat = compress != c->compress || dedup != c->dedup;
+	if (!grow && !feat)
 		return 0;
-	uint64_t bytes = (uint64_t)json_integer_value(size);
-	if (bytes == c->size)
-		return 0;
+	if (feat && c->type != TND_DEV_LSFS) {
+		tnd_mgmt_error_set(err, jc ? "compress" : "dedup", "only lsfs devices have it");
+		return -EINVAL;
+	}
 	json_t *doc = json_deep_copy(d->cfg->doc);
 	json_t *obj = doc_find(doc_array(doc, "devices"), "name", name, NULL);
-	json_object_set_new(obj, "size", json_integer((json_int_t)bytes));
+	if (grow)
+		json_object_set_new(obj, "size", json_integer((json_int_t)bytes));
+	if (jc)
+		json_object_set_new(obj, "compress", json_string(compress ? "lz4" : "none"));
+	if (jd)
+		json_object_set_new(obj, "dedup", json_boolean(dedup));
 	struct tnd_config *next;
 	int ret = prepare(d, doc, &next, err);
 	if (ret < 0)
 		return ret;
-	struct resize_req rr = { .vol = dev->vol, .blocks = bytes / c->block_size };
-	tnd_daemon_run_on(dev->home, resize_fn, &rr);
-	if (rr.ret < 0) {
-		tnd_mgmt_error_set(err, "size", "cannot grow %s: %s", name, strerror(-rr.ret));
-		tnd_config_free(next);
-		return rr.ret == -EOPNOTSUPP ? -EOPNOTSUPP : -EINVAL;
+	bool old_compress = c->compress, old_dedup = c->dedup;
+	if (feat) {
+		/* From this thread: the superblock write must not stall a reactor. */
+		ret = tnd_lsfs_set_features(dev->vol->base, compress, dedup);
+		if (ret < 0) {
+			tnd_mgmt_error_set(err, jc ? "compress" : "dedup", "cannot change %s: %s", name,
+					   strerror(-ret));
+			tnd_config_free(next);
+			return ret == -ENOMEM ? ret : -EINVAL;
+		}
+		tnd_info("tandemd", "device %s: new writes with compression %s, dedup %s", name,
+			 compress ? "lz4" : "none", dedup ? "on" : "off");
 	}
-	tnd_info("tandemd", "device %s grown to %llu bytes", name, (unsigned long long)bytes);
+	if (grow) {
+		struct resize_req rr = { .vol = dev->vol, .blocks = bytes / c->block_size };
+		tnd_daemon_run_on(dev->home, resize_fn, &rr);
+		if (rr.ret < 0) {
+			tnd_mgmt_error_set(err, "size", "cannot grow %s: %s", name, strerror(-rr.ret));
+			tnd_config_free(next);
+			if (feat && tnd_lsfs_set_features(dev->vol->base, old_compress, old_dedup) < 0)
+				tnd_warn("tandemd", "device %s: compression/dedup stay as requested until "
+					 "restart", name);
+			return rr.ret == -EOPNOTSUPP ? -EOPNOTSUPP : -EINVAL;
+		}
+		tnd_info("tandemd", "device %s grown to %llu bytes", name, (unsigned long long)bytes);
+	}
 	commit(d, next);
 	return 0;
 }
@@ -664,8 +702,9 @@ static const struct tnd_mgmt_backend_ops backend_ops = {
 static const char *const compress_choices[] = { "lz4", "none", NULL };
 
 static const struct tnd_mgmt_dev_option lsfs_options[] = {
-	{ .key = "compress", .kind = TND_MGMT_OPT_STRING, .choices = compress_choices },
-	{ .key = "dedup", .kind = TND_MGMT_OPT_BOOL },
+	{ .key = "compress", .kind = TND_MGMT_OPT_STRING, .choices = compress_choices,
+	  .updatable = true },
+	{ .key = "dedup", .kind = TND_MGMT_OPT_BOOL, .updatable = true },
 	{ .key = "dedup_index_bytes", .kind = TND_MGMT_OPT_SIZE },
 	{ .key = "path", .kind = TND_MGMT_OPT_STRING },
 	{ .key = "capacity", .kind = TND_MGMT_OPT_SIZE },
