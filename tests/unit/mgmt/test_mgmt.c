@@ -363,6 +363,11 @@ static void device_lifecycle(void **state)
 	expect(e, "PATCH", "/v1/devices/d1", "{\"path\":\"/x\"}", 400, "path");
 	expect(e, "PATCH", "/v1/devices/d1", "{\"bogus\":1}", 400, "bogus");
 	expect(e, "PATCH", "/v1/devices/d1", "{}", 400, NULL);
+	/* Live feature switches: bad values name the field. */
+	expect(e, "PATCH", "/v1/devices/d1", "{\"compress\":\"zstd\"}", 400, "compress");
+	expect(e, "PATCH", "/v1/devices/d1", "{\"compress\":true}", 400, "compress");
+	expect(e, "PATCH", "/v1/devices/d1", "{\"dedup\":\"maybe\"}", 400, "dedup");
+	expect(e, "PATCH", "/v1/devices/d1", "{\"dedup\":true,\"compress\":\"lz4\"}", 200, NULL);
 	expect(e, "PATCH", "/v1/devices/nope", "{\"size\":\"30GiB\"}", 404, NULL);
 
 	expect(e, "DELETE", "/v1/devices/d2", NULL, 204, NULL);
