@@ -208,6 +208,7 @@ struct lsfs_helper {
 	struct tnd_reactor *r;
 	struct tnd_compress_ctx *cctx; /* made and used on @r only */
 	bool cctx_failed;
+	unsigned rr;                   /* @r's next partner for half a large write; @r only */
 };
 
 struct lsfs_ioctx {
@@ -236,9 +237,7 @@ struct lsfs_ioctx {
 	uint8_t *ddbuf;                /* 8 KiB per candidate read from disk */
 	struct pre_chunk *pre;         /* per chunk, from the off-home stages, or NULL */
 	struct lsfs_ioctx *gnext;      /* the home gate's FIFO */
-	bool at_helper;                /* its stages run on helpers[helper] */
-	uint8_t pre_feat;              /* PRE_*: what they compute */
-	uint16_t helper;
+	int parts;                     /* stage parts still running on other reactors */
 };
 
 struct lsfs {
@@ -357,7 +356,6 @@ struct lsfs {
 	/* off-home write stages */
 	struct lsfs_helper *helpers;
 	unsigned nhelpers;
-	unsigned rr;                   /* next helper for a large write submitted on home */
 	_Atomic unsigned pre_feat;     /* PRE_*, what the stages compute now (any thread reads) */
 	struct lsfs_ioctx *gate_head, *gate_tail; /* write-type I/O in submission order */
 
@@ -2691,52 +2689,74 @@ static void home_enter(struct lsfs *ls)
 /*
  * Off-home stages. A write's CPU work per chunk (zero test, LZ4, CRC32C
  * of the payload, the dedup fingerprint) needs nothing of the volume's
- * state, so it runs before the write reaches the home reactor: on the
- * submitter when that is another reactor (which then forwards the write
- * as before), and for a large write submitted on home, on a helper
- * reactor chosen round-robin (home's own turn included), which sends it
- * on to home. The home reactor is then left with the map, the dedup
- * index, the byte compare of a candidate and the append (store_payload).
- * What the stages compute is decided when the write is submitted (the
- * pre_feat snapshot); a change of the options meanwhile is absorbed at
- * home (a missing fingerprint is computed there, a chunk compressed
- * after compression was turned off is still stored as it is: its
- * feature bit was made durable before compression was first turned on).
+ * state, so it runs before the write reaches the home reactor's append:
+ * on the submitting reactor, in lsfs_submit, when that is not the home
+ * or the write is large; and a large write (offload_min_bytes) is split,
+ * its second half staged at the same time on another helper reactor
+ * (round-robin per submitter, home included) that reports to home by
+ * message. The home reactor is then left with the map, the dedup index,
+ * the byte compare of a candidate and the append (store_payload). Small
+ * writes submitted on home are staged at the append, as without helpers:
+ * two messages cost more than the stages of 4 KiB. What the stages
+ * compute is decided at submission (the pre_feat snapshot); a change of
+ * the options meanwhile is absorbed at home (a missing fingerprint is
+ * computed there; a chunk compressed after compression was turned off is
+ * stored as it is: its feature bit was made durable before compression
+ * was first turned on).
  *
- * Order. Writes submitted on home enter the append path in the order
- * they were submitted: one handed to a helper holds the gate, and every
- * write-type I/O arriving at home meanwhile (from home or forwarded) queues
- * behind it. Overlapping writes so land in the map in the order lsfs saw
- * them, as without helpers. Reads and flushes do not wait: they are
- * unordered with writes still in flight, and a flush covers only writes
- * that completed before it.
+ * Order. A write reaches home in its submitter's order (the submitter
+ * forwards it itself, after its own half; messages between two reactors
+ * are FIFO), and home starts write-type I/O through a FIFO gate: a write
+ * whose other half is still being staged (parts > 0) holds it, and later
+ * writes queue behind. Overlapping writes from one submitter so reach the
+ * map in submission order, as without helpers. Reads and flushes pass
+ * the gate: they are unordered with writes in flight, and a flush covers
+ * only writes that completed before it.
  */
-static void pre_run(struct lsfs_ioctx *x, struct lsfs_helper *h, unsigned feat)
+struct pre_part {
+	struct tnd_msg msg;
+	struct lsfs_ioctx *x;
+	uint64_t i0, i1;               /* chunks of x->pre to stage */
+	unsigned helper;
+	unsigned feat;
+};
+
+/* x->pre for @n chunks, none staged yet; false without memory. */
+static bool pre_alloc(struct lsfs_ioctx *x, uint64_t n)
+{
+	/* pre[n], then n 4 KiB slots: a compressed payload, or the chunk
+	 * gathered when it is not contiguous in the caller's buffer. */
+	struct pre_chunk *pre = malloc((size_t)n * (sizeof(*pre) + LSFS_BLK));
+	if (!pre)
+		return false;
+	for (uint64_t i = 0; i < n; i++)
+		pre[i].valid = false;
+	x->pre = pre;
+	return true;
+}
+
+/* Stage chunks [i0, i1) of @x's write with @h's compressor (on h->r). */
+static void pre_range(struct lsfs_ioctx *x, struct lsfs_helper *h, uint64_t i0, uint64_t i1,
+		      unsigned feat)
 {
 	struct lsfs *ls = x->ls;
 	struct tnd_io *io = x->io;
 	uint32_t lbs = ls->sb.block_size;
 	uint64_t b0 = io->lba * lbs, b1 = b0 + (uint64_t)io->nblocks * lbs;
-	uint64_t c0 = b0 / LSFS_BLK, c1 = (b1 + LSFS_BLK - 1) / LSFS_BLK, n = c1 - c0;
+	uint64_t c0 = b0 / LSFS_BLK, n = (b1 + LSFS_BLK - 1) / LSFS_BLK - c0;
 	struct tnd_compress_ctx *cctx = NULL;
 	if (feat & PRE_LZ4) {
 		if (!h->cctx && !h->cctx_failed && tnd_compress_ctx_create(NULL, &h->cctx) < 0)
 			h->cctx_failed = true;
 		cctx = h->cctx;
 	}
-	/* pre[n], then n 4 KiB slots: a compressed payload, or the chunk
-	 * gathered when it is not contiguous in the caller's buffer. */
-	struct pre_chunk *pre = malloc((size_t)n * (sizeof(*pre) + LSFS_BLK));
-	if (!pre)
-		return;   /* the stages run at home instead */
-	uint8_t *slots = (uint8_t *)(pre + n);
+	uint8_t *slots = (uint8_t *)(x->pre + n);
 	uint8_t cbuf[LSFS_BLK];
-	for (uint64_t i = 0; i < n; i++) {
-		struct pre_chunk *pc = &pre[i];
+	for (uint64_t i = i0; i < i1; i++) {
+		struct pre_chunk *pc = &x->pre[i];
 		uint64_t cs = (c0 + i) * LSFS_BLK;
-		pc->valid = cs >= b0 && cs + LSFS_BLK <= b1;
-		if (!pc->valid)
-			continue;
+		if (cs < b0 || cs + LSFS_BLK > b1)
+			continue;   /* a partial chunk: merged and staged at the append */
 		uint8_t *slot = slots + i * LSFS_BLK;
 		const uint8_t *src = iov_span(io->iov, io->iovcnt, cs - b0, LSFS_BLK);
 		if (!src) {
@@ -2748,8 +2768,8 @@ static void pre_run(struct lsfs_ioctx *x, struct lsfs_helper *h, unsigned feat)
 			memcpy(slot, cbuf, pc->len);
 			pc->pay = slot;
 		}
+		pc->valid = true;
 	}
-	x->pre = pre;
 }
 
 static struct lsfs_helper *helper_of(struct lsfs *ls, const struct tnd_reactor *r)
@@ -2769,7 +2789,7 @@ static bool is_write_type(const struct tnd_io *io)
 static void gate_drain(struct lsfs *ls)
 {
 	struct lsfs_ioctx *x;
-	while ((x = ls->gate_head) != NULL && !x->at_helper) {
+	while ((x = ls->gate_head) != NULL && x->parts == 0) {
 		ls->gate_head = x->gnext;
 		if (!ls->gate_head)
 			ls->gate_tail = NULL;
@@ -2777,10 +2797,10 @@ static void gate_drain(struct lsfs *ls)
 	}
 }
 
-/* Home: an I/O arrives; a write-type one waits behind writes at helpers. */
+/* Home: an I/O arrives; a write-type one waits behind writes still being staged. */
 static void home_start(struct lsfs *ls, struct lsfs_ioctx *x)
 {
-	if (!is_write_type(x->io) || (!ls->gate_head && !x->at_helper)) {
+	if (!is_write_type(x->io) || (!ls->gate_head && x->parts == 0)) {
 		start_io(ls, x);
 		return;
 	}
@@ -2800,22 +2820,64 @@ static void forward_msg(struct tnd_msg *m)
 	home_start(x->ls, x);
 }
 
-static void helper_back_msg(struct tnd_msg *m)
+/* Home: the other half of a write is staged (the write itself may not have arrived yet). */
+static void part_done(struct lsfs *ls, struct pre_part *pp)
 {
-	struct lsfs_ioctx *x = tnd_container_of(m, struct lsfs_ioctx, msg);
-	struct lsfs *ls = x->ls;
+	struct lsfs_ioctx *x = pp->x;
+	free(pp);
 	home_enter(ls);
-	x->at_helper = false;
+	x->parts--;
 	gate_drain(ls);
 }
 
-/* On the helper: the stages, then back to home. */
-static void helper_msg(struct tnd_msg *m)
+static void part_done_msg(struct tnd_msg *m)
 {
-	struct lsfs_ioctx *x = tnd_container_of(m, struct lsfs_ioctx, msg);
-	pre_run(x, &x->ls->helpers[x->helper], x->pre_feat);
-	x->msg.fn = helper_back_msg;
-	tnd_reactor_send(x->ls->home, &x->msg);
+	struct pre_part *pp = tnd_container_of(m, struct pre_part, msg);
+	part_done(pp->x->ls, pp);
+}
+
+/* On the partner: stage the second half, tell home. */
+static void part_msg(struct tnd_msg *m)
+{
+	struct pre_part *pp = tnd_container_of(m, struct pre_part, msg);
+	struct lsfs *ls = pp->x->ls;
+	pre_range(pp->x, &ls->helpers[pp->helper], pp->i0, pp->i1, pp->feat);
+	if (tnd_reactor_is_current(ls->home)) {
+		part_done(ls, pp);
+		return;
+	}
+	pp->msg.fn = part_done_msg;
+	tnd_reactor_send(ls->home, &pp->msg);
+}
+
+/*
+ * Stage @x's write on @me (the submitter's reactor), its second half on
+ * a partner when it is large. Nothing here can fail the write: without
+ * memory, the stages run at the append.
+ */
+static void pre_stage(struct lsfs *ls, struct lsfs_ioctx *x, struct lsfs_helper *me, uint64_t bytes,
+		      unsigned feat)
+{
+	struct tnd_io *io = x->io;
+	uint64_t b0 = io->lba * ls->sb.block_size;
+	uint64_t n = (b0 + bytes + LSFS_BLK - 1) / LSFS_BLK - b0 / LSFS_BLK;
+	if (!pre_alloc(x, n))
+		return;
+	uint64_t split = n;
+	if (bytes >= ls->opts.offload_min_bytes && ls->nhelpers > 1 && n >= 2) {
+		struct pre_part *pp = malloc(sizeof(*pp));
+		if (pp) {
+			unsigned mi = (unsigned)(me - ls->helpers);
+			unsigned k = me->rr++ % (ls->nhelpers - 1);
+			split = n / 2;
+			*pp = (struct pre_part){ .msg.fn = part_msg, .x = x, .i0 = split, .i1 = n,
+						 .helper = (mi + 1 + k) % ls->nhelpers, .feat = feat };
+			/* Set before the send: from here on only home touches it. */
+			x->parts = 1;
+			tnd_reactor_send(ls->helpers[pp->helper].r, &pp->msg);
+		}
+	}
+	pre_range(x, me, 0, split, feat);
 }
 
 static int lsfs_submit(struct tnd_volume *vol, struct tnd_io *io)
@@ -2825,38 +2887,30 @@ static int lsfs_submit(struct tnd_volume *vol, struct tnd_io *io)
 	memset(x, 0, sizeof(*x));
 	x->ls = ls;
 	x->io = io;
-	/* Worth staging off home: a write, with stages beyond the zero test
-	 * (which is as cheap as the copy that the append does anyway), whose
-	 * buffer holds what it claims (else start_write refuses it). */
+	/* Worth staging here: a write, with stages beyond the zero test
+	 * (which is as cheap as the copy the append does anyway), whose
+	 * buffer holds what it claims (else start_write refuses it), not a
+	 * small one submitted on home. */
 	unsigned feat = atomic_load_explicit(&ls->pre_feat, memory_order_relaxed);
 	uint64_t bytes = (uint64_t)io->nblocks * ls->sb.block_size;
-	bool stage = io->type == TND_IO_WRITE && feat && ls->nhelpers && bytes >= LSFS_BLK &&
-		     bytes <= LSFS_PRE_MAX_BYTES && tnd_iov_length(io->iov, io->iovcnt) >= bytes;
+	if (io->type == TND_IO_WRITE && feat && ls->nhelpers && bytes >= LSFS_BLK &&
+	    bytes <= LSFS_PRE_MAX_BYTES &&
+	    (io->reactor != ls->home || bytes >= ls->opts.offload_min_bytes) &&
+	    tnd_iov_length(io->iov, io->iovcnt) >= bytes) {
+		struct lsfs_helper *me = helper_of(ls, io->reactor);
+		if (me)
+			pre_stage(ls, x, me, bytes, feat);
+	}
 	if (io->reactor != ls->home) {
-		struct lsfs_helper *h = stage ? helper_of(ls, io->reactor) : NULL;
-		if (h)
-			pre_run(x, h, feat);
 		x->msg.fn = forward_msg;
 		tnd_reactor_send(ls->home, &x->msg);
 		return 0;
-	}
-	home_enter(ls);
-	if (stage && bytes >= ls->opts.offload_min_bytes) {
-		unsigned i = ls->rr++ % ls->nhelpers;
-		if (ls->helpers[i].r != ls->home) {
-			x->at_helper = true;
-			x->helper = (uint16_t)i;
-			x->pre_feat = (uint8_t)feat;
-			home_start(ls, x);   /* holds the gate: starts nothing now */
-			x->msg.fn = helper_msg;
-			tnd_reactor_send(ls->helpers[i].r, &x->msg);
-			return 0;
-		}
 	}
 	/* Completions decided inside start_io go out by message (a callback
 	 * from inside submit would surprise the caller); later ones, from
 	 * backing completions, call back directly. The message cannot run
 	 * before we return: it is for this very thread. */
+	home_enter(ls);
 	x->in_submit = true;
 	home_start(ls, x);
 	x->in_submit = false;
