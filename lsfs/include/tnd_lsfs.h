@@ -58,11 +58,12 @@
  * submitter's reactor. Garbage collection and checkpoints run on the home
  * reactor from a timer, between I/Os, and never wait for them. A write's
  * CPU work (zero test, LZ4, fingerprint, CRC) is done before it reaches
- * the home reactor when opts.helpers names other reactors (see there):
- * on the submitter, or for a large write submitted on home, on a helper
- * it is sent to by message; the home reactor still takes every write
- * in the order it was submitted there (a write waits behind earlier ones
- * still at a helper), so overlapping writes land in submission order.
+ * the home reactor's append when opts.helpers names the reactors (see
+ * there): on the submitter, a large write's second half at the same time
+ * on a partner reactor; the home reactor still starts the writes of each
+ * submitter in the order they were submitted (a write waits behind an
+ * earlier one whose half is still being staged), so overlapping writes
+ * land in submission order.
  *
  * Opening, formatting, checking and destroying are synchronous (start-up
  * and shutdown, not the hot path). Their backing I/O goes through a
@@ -161,12 +162,14 @@ struct tnd_lsfs_opts {
 	 * Reactors that may run a write's CPU stages (zero detection, LZ4,
 	 * the XXH3 fingerprint and the payload's CRC32C) before it reaches
 	 * the home reactor (the array is copied; the reactors must outlive
-	 * the volume and keep running until it is destroyed). A write submitted on one of them
-	 * other than @home gets its stages done there, in lsfs_submit; a
-	 * write of at least offload_min_bytes submitted on @home is handed
-	 * round-robin to one of them (@home's turn: done on @home). The home
-	 * reactor then only maps, deduplicates and appends. NULL/0 (the
-	 * default): every stage runs on @home.
+	 * the volume and keep running until it is destroyed). A write
+	 * submitted on one of them is staged there, in lsfs_submit, unless
+	 * it is a small one submitted on @home (staged at the append); one of
+	 * at least offload_min_bytes has its second half staged at the same
+	 * time on another of them (round-robin, @home included), which
+	 * reports to @home by message. The home reactor then only maps,
+	 * deduplicates and appends. NULL/0 (the default): every stage runs
+	 * on @home, at the append.
 	 */
 	struct tnd_reactor *const *helpers;
 	unsigned nhelpers;
