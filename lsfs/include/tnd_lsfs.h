@@ -262,9 +262,9 @@ int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg);
  * land either way. The setting is not stored in the volume: reopen with
  * the same opts to keep it.
  *
- * Synchronous, from any thread, not concurrently with itself, open or
- * destroy; when the home reactor runs on another thread it must be
- * running. Returns 0, -EINVAL (not an lsfs volume), -EROFS (the volume
+ * Synchronous, not concurrently with itself, open or destroy: on the
+ * home reactor's thread (or the thread that polls it), or from any other
+ * thread while the home reactor runs (the swap is a message to it). Returns 0, -EINVAL (not an lsfs volume), -EROFS (the volume
  * has failed), -ENOMEM, or the -errno of the superblock write (nothing
  * changed but possibly the feature bits).
  */

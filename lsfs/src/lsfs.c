@@ -3322,8 +3322,9 @@ int tnd_lsfs_set_features(struct tnd_volume *vol, bool compress, bool dedup)
 		tnd_info(LSFS_TAG, "store marked as holding %s (older builds will refuse it)",
 			 dedup ? "shared blocks" : "compressed records");
 	}
-	if (!atomic_load_explicit(&ls->home_seen, memory_order_acquire) ||
-	    tnd_reactor_is_current(ls->home)) {
+	/* Not inline merely because no I/O has run yet (unlike destroy): one
+	 * may start on the home thread at any moment. */
+	if (tnd_reactor_is_current(ls->home)) {
 		feat_apply(&q);
 	} else {
 		sem_init(&q.done, 0, 0);
