@@ -22,7 +22,9 @@
  * of random, text-like, mostly-zero, half-compressible, duplicate and
  * all-zero blocks; some stores formatted with the features and some
  * formatted plain and switched on at open (the crash points then include
- * marking the superblock). The checker runs on every crash image, so the
+ * marking the superblock), some opened plain and switched on, and in some
+ * runs off again, live during the workload with writes in flight
+ * (tnd_lsfs_set_features). The checker runs on every crash image, so the
  * reference counts (the map's) are checked after every recovery.
  *
  * Dead segments come back after a backing flush, without a checkpoint, so
@@ -69,6 +71,9 @@ struct cfg {
 	uint64_t fail_at;
 	int compress;              /* 0 off; 1 formatted with it; 2 formatted plain, opened with it */
 	int dedup;                 /* the same for dedup */
+	int live;                  /* 1: formatted and opened plain, the features switched on a
+				      third into the workload (tnd_lsfs_set_features); 2: and
+				      off again two thirds in */
 };
 
 struct model {
@@ -503,8 +508,8 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 		fprintf(stderr, "format failed\n");
 		exit(1);
 	}
-	m->opts.compress = cfg->compress != 0;
-	m->opts.dedup = cfg->dedup != 0;
+	m->opts.compress = cfg->compress != 0 && !cfg->live;
+	m->opts.dedup = cfg->dedup != 0 && !cfg->live;
 	fault_vol_create(ram, &fault);
 	m->fv = fault_vol_of(fault);
 	/* Crashes during the first open (its checkpoint) count too. */
@@ -519,6 +524,15 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 	for (uint32_t i = 0; i < cfg->nops; i++) {
 		while (m->inflight >= 4)
 			tnd_reactor_poll(m->r, -1);
+		if (cfg->live && (i == cfg->nops / 3 || (cfg->live == 2 && i == 2 * cfg->nops / 3))) {
+			/* Live, with writes in flight: the crash points now
+			 * include marking the superblock. */
+			bool on = i == cfg->nops / 3;
+			tnd_reactor_poll(m->r, 0);   /* this thread polls the home reactor */
+			int ret = tnd_lsfs_set_features(m->vol, on && cfg->compress, on && cfg->dedup);
+			if (ret < 0 && !cfg->fail_err)
+				violation(m, "switching the features failed: %d", ret);
+		}
 		issue(m);
 		/* Let some completions in now and then, so batches vary. */
 		if (test_rand(&m->rng) % 3 == 0)
@@ -710,7 +724,8 @@ int main(int argc, char **argv)
 					 .wc = p % 4 != 0, .nops = 60, .every = 4, .seed = 1000 + p,
 					 .fail_err = p % 2 ? -EIO : -ENOSPC, .fail_at = p,
 					 .compress = lz4 ? 1 + (int)(p % 2) : 0,
-					 .dedup = lz4 ? (int)(p % 3) : 0 };
+					 .dedup = lz4 ? (int)(p % 3) : 0,
+					 .live = lz4 && p % 5 == 0 ? 1 + (int)(p / 5 % 2) : 0 };
 			uint64_t n = run(&c, &violations, &tot);
 			err_states += n;
 			states += n;
@@ -732,6 +747,10 @@ int main(int argc, char **argv)
 				if (lz4) {
 					shorts[i].compress = 1 + (int)(i % 2);
 					shorts[i].dedup = (int)((i + seed) % 3);
+					/* Some switched on (and off) live instead. */
+					shorts[i].live = (int)((i + 2 * seed) % 4) < 2 ? (int)((i + 2 * seed) % 4) + 1 : 0;
+					if (shorts[i].live)
+						shorts[i].compress = 2;
 				}
 				states += run(&shorts[i], &violations, &tot);
 			}
