@@ -248,9 +248,11 @@ static int be_device_update(void *ctx, const char *name, const json_t *changes,
 		ret = tnd_lsfs_set_features(dev->vol->base, compress, dedup);
 		if (ret < 0) {
 			tnd_mgmt_error_set(err, jc ? "compress" : "dedup", "cannot change %s: %s", name,
-					   strerror(-ret));
+					   ret == -EROFS ? "the device has failed" : strerror(-ret));
 			tnd_config_free(next);
-			return ret == -ENOMEM ? ret : -EINVAL;
+			/* A failed device is a 409; a superblock write error (which
+			 * fail-stopped it) or no memory a 500. */
+			return ret == -EROFS ? -EBUSY : ret;
 		}
 		tnd_info("tandemd", "device %s: new writes with compression %s, dedup %s", name,
 			 compress ? "lz4" : "none", dedup ? "on" : "off");

@@ -264,9 +264,10 @@ int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg);
  *
  * Synchronous, not concurrently with itself, open or destroy: on the
  * home reactor's thread (or the thread that polls it), or from any other
- * thread while the home reactor runs (the swap is a message to it). Returns 0, -EINVAL (not an lsfs volume), -EROFS (the volume
- * has failed), -ENOMEM, or the -errno of the superblock write (nothing
- * changed but possibly the feature bits).
+ * thread while the home reactor runs (the swap is a message to it).
+ * Returns 0, -EINVAL (not an lsfs volume), -EROFS (the volume has
+ * failed), -ENOMEM (nothing changed), or the -errno of the superblock
+ * write, which fail-stops the volume like any backing write error.
  */
 int tnd_lsfs_set_features(struct tnd_volume *vol, bool compress, bool dedup);
 

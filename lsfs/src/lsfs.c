@@ -3244,6 +3244,7 @@ struct feat_req {
 	struct tnd_dedup *ddx;
 	struct dd_cache_ent *cache;
 	struct tnd_dedup_refs *refs;
+	int io_err;                    /* the superblock write failed: fail-stop */
 	int ret;
 	sem_t done;
 };
@@ -3251,6 +3252,13 @@ struct feat_req {
 static void feat_apply(struct feat_req *q)
 {
 	struct lsfs *ls = q->ls;
+	if (q->io_err) {
+		/* Like any backing write or flush error: a failed flush may
+		 * have dropped log writes that went before it. */
+		fail_stop(ls, q->io_err, "superblock write");
+		q->ret = q->io_err;
+		return;
+	}
 	if (ls->failed) {
 		q->ret = -EROFS;
 		return;
@@ -3317,10 +3325,11 @@ int tnd_lsfs_set_features(struct tnd_volume *vol, bool compress, bool dedup)
 		if (ret < 0) {
 			tnd_err(LSFS_TAG, "marking the store for %s failed (%s)",
 				dedup ? "dedup" : "compression", strerror(-ret));
-			goto out;
+			q.io_err = ret;
+		} else {
+			tnd_info(LSFS_TAG, "store marked as holding %s (older builds will refuse it)",
+				 dedup ? "shared blocks" : "compressed records");
 		}
-		tnd_info(LSFS_TAG, "store marked as holding %s (older builds will refuse it)",
-			 dedup ? "shared blocks" : "compressed records");
 	}
 	/* Not inline merely because no I/O has run yet (unlike destroy): one
 	 * may start on the home thread at any moment. */
