@@ -84,7 +84,10 @@
  * opts.dedup_index_bytes, 24 bytes per indexed block), the reference
  * table (11-21 bytes per shared payload), a 512 KiB cache of recently
  * verified candidates, and per write in flight 8 KiB per full chunk that
- * has a candidate (its stored bytes, for the compare).
+ * has a candidate (its stored bytes, for the compare). With compression
+ * or dedup and opts.helpers: per write staged before home, 4 KiB and 40
+ * bytes per chunk until it completes (a 256 KiB write: 266 KiB), and an
+ * LZ4 state (16 KiB) per helper reactor that has compressed for it.
  *
  * Ownership. tnd_lsfs_open() takes ownership of @backing when it succeeds
  * (tnd_volume_destroy() of the lsfs volume destroys it); on failure the
