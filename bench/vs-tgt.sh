@@ -31,6 +31,7 @@ DO_BUILD=1
 DO_DEPS=1
 QUICK=0
 BENCH_THREADS=1
+TANDEM_ARGS=""
 
 usage() {
 	cat <<EOF
@@ -45,6 +46,7 @@ usage: bench/vs-tgt.sh [options]
   --out FILE         report path (default bench/results/<date>-<host>.md)
   --no-build         use the binaries in \$TND_BUILD (default build/) as they are
   --no-deps          do not call packaging/deps.sh
+  --tandem-args "A"  extra tandemd options, e.g. "--busy-poll-us 30"
   --bench-threads N  tandem-bench event-loop threads (default 1); on a box
                      with many CPUs, more keep the generator off the
                      critical path for multi-session workloads
@@ -64,6 +66,7 @@ while [ $# -gt 0 ]; do
 	--no-build) DO_BUILD=0 ;;
 	--no-deps) DO_DEPS=0 ;;
 	--bench-threads) BENCH_THREADS=$2; shift ;;
+	--tandem-args) TANDEM_ARGS=$2; shift ;;
 	-h|--help) usage; exit 0 ;;
 	*) echo "vs-tgt.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
 	esac
@@ -209,8 +212,9 @@ start_tandem() {
 }
 EOF
 	TANDEM_PORT=$(free_port)
+	# shellcheck disable=SC2086
 	"$TANDEMD" --data-dir "$WORK/tandem-data" --portal "127.0.0.1:$TANDEM_PORT" --mgmt off \
-		--config "$WORK/tandem.json" >"$WORK/tandemd.log" 2>&1 &
+		--config "$WORK/tandem.json" $TANDEM_ARGS >"$WORK/tandemd.log" 2>&1 &
 	TANDEM_PID=$!
 	PIDS+=("$TANDEM_PID")
 	wait_port "$TANDEM_PORT" "$TANDEM_PID" || { cat "$WORK/tandemd.log" >&2; echo "vs-tgt.sh: tandemd did not start" >&2; exit 1; }
@@ -398,7 +402,7 @@ row() {
 		echo "| $w | $(median tgt-default "$w" $COL_BCPU) | $(median tgt-tuned "$w" $COL_BCPU) | $(median tandem "$w" $COL_BCPU) |"
 	done
 	echo
-	echo "Reproduce: \`bench/vs-tgt.sh --runs $RUNS --seconds $SECONDS_PER_RUN --ramp $RAMP --size $SIZE --bench-threads $BENCH_THREADS\`" \
+	echo "Reproduce: \`bench/vs-tgt.sh --runs $RUNS --seconds $SECONDS_PER_RUN --ramp $RAMP --size $SIZE --bench-threads $BENCH_THREADS${TANDEM_ARGS:+ --tandem-args \"$TANDEM_ARGS\"}\`" \
 		"(workloads: $WORKLOADS; systems: $SYSTEMS)"
 	echo
 	echo "<details><summary>all runs</summary>"
