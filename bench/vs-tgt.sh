@@ -31,6 +31,8 @@ DO_BUILD=1
 DO_DEPS=1
 QUICK=0
 BENCH_THREADS=1
+TANDEM_ARGS=""
+PIN=0
 
 usage() {
 	cat <<EOF
@@ -45,6 +47,10 @@ usage: bench/vs-tgt.sh [options]
   --out FILE         report path (default bench/results/<date>-<host>.md)
   --no-build         use the binaries in \$TND_BUILD (default build/) as they are
   --no-deps          do not call packaging/deps.sh
+  --tandem-args "A"  extra tandemd options, e.g. "--busy-poll-us 30"
+  --pin              targets on CPU 1, generator on CPU 0 (taskset): the
+                     placement a quiet 2-CPU box ends up with, reproducible
+                     on a busy one (see results/2026-11-22-vm-perf-qd1.md)
   --bench-threads N  tandem-bench event-loop threads (default 1); on a box
                      with many CPUs, more keep the generator off the
                      critical path for multi-session workloads
@@ -64,6 +70,8 @@ while [ $# -gt 0 ]; do
 	--no-build) DO_BUILD=0 ;;
 	--no-deps) DO_DEPS=0 ;;
 	--bench-threads) BENCH_THREADS=$2; shift ;;
+	--tandem-args) TANDEM_ARGS=$2; shift ;;
+	--pin) PIN=1 ;;
 	-h|--help) usage; exit 0 ;;
 	*) echo "vs-tgt.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
 	esac
@@ -136,6 +144,9 @@ case " $SYSTEMS " in *" tgt-"*)
 		{ echo "vs-tgt.sh: tgtd/tgtadm not installed" >&2; exit 1; } ;;
 esac
 
+TPIN="" GPIN=""
+[ $PIN = 0 ] || { TPIN="taskset -c 1"; GPIN="taskset -c 0"; }
+
 # ---- scratch space and cleanup ---------------------------------------------------
 source "$SRC/bench/lib.sh"
 bench_workdir vs-tgt
@@ -164,7 +175,7 @@ start_tgt() {
 	for _ in 1 2 3 4 5; do
 		TGT_PORT=$(free_port)
 		ctl=$(( (RANDOM % 50000) + 10000 ))
-		tgtd -f -C "$ctl" --iscsi "portal=127.0.0.1:$TGT_PORT" >"$WORK/tgtd.log" 2>&1 &
+		$TPIN tgtd -f -C "$ctl" --iscsi "portal=127.0.0.1:$TGT_PORT" >"$WORK/tgtd.log" 2>&1 &
 		TGT_PID=$!
 		PIDS+=("$TGT_PID")
 		if wait_port "$TGT_PORT" "$TGT_PID"; then
@@ -209,8 +220,9 @@ start_tandem() {
 }
 EOF
 	TANDEM_PORT=$(free_port)
-	"$TANDEMD" --data-dir "$WORK/tandem-data" --portal "127.0.0.1:$TANDEM_PORT" --mgmt off \
-		--config "$WORK/tandem.json" >"$WORK/tandemd.log" 2>&1 &
+	# shellcheck disable=SC2086
+	$TPIN "$TANDEMD" --data-dir "$WORK/tandem-data" --portal "127.0.0.1:$TANDEM_PORT" --mgmt off \
+		--config "$WORK/tandem.json" $TANDEM_ARGS >"$WORK/tandemd.log" 2>&1 &
 	TANDEM_PID=$!
 	PIDS+=("$TANDEM_PID")
 	wait_port "$TANDEM_PORT" "$TANDEM_PID" || { cat "$WORK/tandemd.log" >&2; echo "vs-tgt.sh: tandemd did not start" >&2; exit 1; }
@@ -250,7 +262,7 @@ run_one() {
 	local sys=$1 w=$2 r=$3 json="$WORK/run.json" rc=0
 	warm_cache
 	# shellcheck disable=SC2046
-	"$BENCH" --url "$(system_url "$sys")" $(workload_args "$w") --time "$SECONDS_PER_RUN" \
+	$GPIN "$BENCH" --url "$(system_url "$sys")" $(workload_args "$w") --time "$SECONDS_PER_RUN" \
 		--ramp "$RAMP" --target-pid "$(system_pid "$sys")" --json --seed "$r" \
 		--threads "$BENCH_THREADS" \
 		>"$json" 2>"$WORK/run.err" || rc=$?
@@ -360,6 +372,7 @@ row() {
 	echo "| image | $SIZE random data, one copy per target, page cache warm (read before every run) |"
 	echo "| runs | $RUNS per workload and system, ${RAMP} s ramp + ${SECONDS_PER_RUN} s measured, alternating order |"
 	echo "| generator | tandem-bench, $BENCH_THREADS thread(s), same host, over 127.0.0.1 |"
+	[ $PIN = 0 ] || echo "| placement | targets pinned to CPU 1, generator to CPU 0 (--pin) |"
 	echo
 	echo "Medians of $RUNS runs. *tgt tuned*: MaxRecvDataSegmentLength and"
 	echo "MaxXmitDataSegmentLength 262144, InitialR2T=No, ImmediateData=Yes. The ratio"
@@ -398,7 +411,7 @@ row() {
 		echo "| $w | $(median tgt-default "$w" $COL_BCPU) | $(median tgt-tuned "$w" $COL_BCPU) | $(median tandem "$w" $COL_BCPU) |"
 	done
 	echo
-	echo "Reproduce: \`bench/vs-tgt.sh --runs $RUNS --seconds $SECONDS_PER_RUN --ramp $RAMP --size $SIZE --bench-threads $BENCH_THREADS\`" \
+	echo "Reproduce: \`bench/vs-tgt.sh --runs $RUNS --seconds $SECONDS_PER_RUN --ramp $RAMP --size $SIZE --bench-threads $BENCH_THREADS${TANDEM_ARGS:+ --tandem-args \"$TANDEM_ARGS\"}$([ $PIN = 0 ] || echo " --pin")\`" \
 		"(workloads: $WORKLOADS; systems: $SYSTEMS)"
 	echo
 	echo "<details><summary>all runs</summary>"

@@ -33,6 +33,7 @@ struct tnd_daemon_opts {
 	const char *portals[TND_DAEMON_MAX_PORTALS];
 	unsigned nr_portals;
 	unsigned nr_reactors;
+	unsigned busy_poll_us;          /* reactor busy-poll window, 0: off */
 	const char *mgmt_bind;          /* NULL: 127.0.0.1:9260; "off": no API */
 	const char *mgmt_cert;
 	const char *mgmt_key;

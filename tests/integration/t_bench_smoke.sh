@@ -26,4 +26,14 @@ start_tandemd
 grep -q '"iops": [0-9]' "$TND_TMP/bench.json" || fail "tandem-bench --json: no iops"
 grep -q '"target_cpu_s": [0-9]' "$TND_TMP/bench.json" || fail "tandem-bench --json: no target CPU"
 stop_tandemd
+# The same data path with reactors that busy-poll before sleeping: QD1
+# (where the spin catches most completions) and QD16 with flushes.
+start_tandemd --busy-poll-us 50
+"$BENCH" --url "$TND_URL" --verify --rw mixed --mix 50 --pattern rand --bs 4k \
+	--qd 1 --size 8MiB --time 1 ||
+	fail "tandem-bench: QD1 --verify with --busy-poll-us failed"
+"$BENCH" --url "$TND_URL" --verify --rw mixed --mix 50 --pattern rand --bs 4k \
+	--qd 16 --sessions 2 --size 32MiB --flush-every 64 --time 1 ||
+	fail "tandem-bench: QD16 --verify with --busy-poll-us failed"
+stop_tandemd
 echo "bench_smoke: ok"

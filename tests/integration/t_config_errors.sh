@@ -19,6 +19,9 @@ expect_refusal() {
 
 expect_refusal "unrecognized option" 2 --bogus
 expect_refusal "--reactors" 2 --reactors 0
+expect_refusal "--busy-poll-us" 2 --busy-poll-us 1001
+expect_refusal "--busy-poll-us" 2 --busy-poll-us 5us
+expect_refusal "--busy-poll-us" 2 --busy-poll-us ""
 expect_refusal "--log-level" 2 --log-level loud
 expect_refusal "unexpected argument" 2 stray
 

@@ -272,6 +272,89 @@ static void reactor_changes_hands(void **state)
 	tnd_reactor_destroy(r);
 }
 
+/* ---- busy-poll ---- */
+
+struct ping {
+	struct tnd_msg msg;
+	struct tnd_uring_op op;
+	struct tnd_timer timer;
+	struct tnd_reactor *r;
+	int done;               /* 1 message ran, 2 NOP completed, 3 timer fired */
+};
+
+static void ping_timer(struct tnd_timer *t)
+{
+	struct ping *p = tnd_container_of(t, struct ping, timer);
+	__atomic_store_n(&p->done, 3, __ATOMIC_RELEASE);
+}
+
+static void ping_nop_done(struct tnd_uring_op *op, int res, unsigned flags)
+{
+	(void)flags;
+	struct ping *p = tnd_container_of(op, struct ping, op);
+	assert_int_equal(res, 0);
+	p->done = 2;
+	/* Shorter than the spin window: the spin must end at the deadline. */
+	tnd_reactor_timer_arm(p->r, &p->timer, 20 * 1000);
+}
+
+static void ping_fn(struct tnd_msg *m)
+{
+	struct ping *p = tnd_container_of(m, struct ping, msg);
+	p->done = 1;
+	struct io_uring_sqe *sqe = tnd_reactor_sqe(p->r, &p->op);
+	assert_non_null(sqe);
+	io_uring_prep_nop(sqe);
+}
+
+/* With busy-poll on, messages, completions and timers (one due before the
+ * spin window ends) are all handled, one round trip after another. */
+static void reactor_busy_poll_delivers(void **state)
+{
+	(void)state;
+	struct tnd_reactor *r;
+	assert_int_equal(tnd_reactor_create(0, 64, &r), 0);
+	tnd_reactor_set_busy_poll(r, 500);
+	assert_int_equal(tnd_reactor_start(r), 0);
+	for (int i = 0; i < 200; i++) {
+		struct ping p = { .msg.fn = ping_fn, .op.cb = ping_nop_done,
+				  .timer.fn = ping_timer, .r = r };
+		tnd_reactor_send(r, &p.msg);
+		uint64_t until = tnd_now_ns() + 5000000000ull;
+		while (__atomic_load_n(&p.done, __ATOMIC_ACQUIRE) != 3 && tnd_now_ns() < until)
+			usleep(i % 2 ? 0 : 200);   /* inside and beyond the window */
+		assert_int_equal(__atomic_load_n(&p.done, __ATOMIC_ACQUIRE), 3);
+	}
+	tnd_reactor_stop(r);
+	tnd_reactor_join(r);
+	tnd_reactor_destroy(r);
+}
+
+static uint64_t thread_cpu_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* An idle reactor does not spin on every wake-up: after one wait longer
+ * than the window it sleeps at once, until a short wait re-arms it. */
+static void reactor_busy_poll_idle_sleeps(void **state)
+{
+	(void)state;
+	struct tnd_reactor *r;
+	assert_int_equal(tnd_reactor_create(0, 64, &r), 0);
+	tnd_reactor_set_busy_poll(r, 1000);
+	uint64_t cpu0 = thread_cpu_ns(), wall0 = tnd_now_ns();
+	/* 100 idle waits of 5 ms: spinning before each would burn 100 ms. */
+	for (int i = 0; i < 100; i++)
+		assert_true(tnd_reactor_poll(r, 5) >= 0);
+	uint64_t cpu = thread_cpu_ns() - cpu0, wall = tnd_now_ns() - wall0;
+	assert_true(wall >= 400000000ull);
+	assert_true(cpu < 40000000ull);
+	tnd_reactor_destroy(r);
+}
+
 static const struct tnd_volume_ops ops_a = { .type = "a", .ctx_size = 24 };
 static const struct tnd_volume_ops ops_b = { .type = "b", .ctx_size = 40 };
 
@@ -302,6 +385,8 @@ int main(void)
 		cmocka_unit_test(reactor_timers_fire_in_order_and_cancel),
 		cmocka_unit_test(volume_ctx_slices_do_not_overlap),
 		cmocka_unit_test(reactor_changes_hands),
+		cmocka_unit_test(reactor_busy_poll_delivers),
+		cmocka_unit_test(reactor_busy_poll_idle_sleeps),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
