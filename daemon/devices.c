@@ -39,7 +39,10 @@ static int open_flat(struct tnd_daemon *d, const struct tnd_config_device *dev,
 
 /*
  * lsfs(flat(file)): the backing file is sparse and sized to the capacity,
- * so the promise (size) and the physical space used both stay thin.
+ * so the promise (size) and the physical space used both stay thin. Its
+ * log is written with O_DIRECT and read through the page cache (flat's
+ * direct_writes): a SYNCHRONIZE CACHE then has no dirty pages to write
+ * back, and reads keep the page cache as their cache (see tnd_flat.h).
  */
 static int open_lsfs(struct tnd_daemon *d, const struct tnd_config_device *dev,
 		     struct tnd_reactor *home, struct tnd_volume **out)
@@ -49,6 +52,7 @@ static int open_lsfs(struct tnd_daemon *d, const struct tnd_config_device *dev,
 		.size = dev->capacity,
 		.block_size = 512,
 		.read_only = dev->read_only,
+		.direct_writes = true,
 	};
 	struct tnd_volume *backing;
 	int ret = tnd_flat_open(&fo, &backing);
