@@ -104,6 +104,7 @@
 #include "tnd_dedup.h"
 
 #define LSFS_NBUF 3
+#define LSFS_MAX_WRITES 4             /* log writes in flight (see kick()) */
 #define LSFS_GC_RESERVE 2u            /* segments only GC may take */
 
 struct lsfs;
@@ -244,11 +245,14 @@ struct lsfs {
 	uint32_t rec_sec;              /* payload sectors in the open record */
 	uint64_t rec_seq;
 
-	/* pipeline */
-	bool write_busy;
-	struct lsfs_buf *wbuf;
-	uint32_t wend;
-	uint64_t wseq;
+	/* pipeline: log writes in flight, a ring in issue (= log) order */
+	struct lsfs_wr {
+		struct lsfs_buf *b;
+		uint32_t end;          /* b->done once this and all before it are written */
+		uint64_t seq;          /* the last record it carries */
+		bool done;
+	} wr[LSFS_MAX_WRITES];
+	uint32_t wr_head, wr_n;
 	uint64_t written_seq;
 	uint64_t durable_seq;
 	bool flush_busy;
@@ -1455,22 +1459,42 @@ static void start_write(struct lsfs *ls, struct lsfs_ioctx *x)
 		dd_continue(ls, x);
 }
 
-/* ---- the log writer: one backing write in flight ---- */
+/*
+ * ---- the log writer: up to LSFS_MAX_WRITES backing writes in flight ----
+ *
+ * Through the page cache a log write completed in microseconds and one at
+ * a time was enough; written with O_DIRECT (flat's direct_writes) it takes
+ * the device's latency, and a single write in flight left the disk idle
+ * while the next batch waited. Writes are issued in log order and may
+ * complete in any order; what they made "written" (written_seq, b->done)
+ * advances only over a prefix of them, so a write is acknowledged only
+ * when every record before its own is written too. On disk a later record
+ * may land before an earlier one: recovery replays a prefix and stops at
+ * the first torn or missing record, which is what it already did for
+ * buffered writes (written back in any order), and nothing past that
+ * prefix was ever acknowledged as durable.
+ */
 
 static void maybe_flush(struct lsfs *ls);
 
 static void write_done(struct lsfs_child *c, int status)
 {
 	struct lsfs *ls = c->ls;
-	struct lsfs_buf *b = c->arg;
-	ls->write_busy = false;
-	if (status < 0) {
+	ls->wr[c->u64].done = true;
+	if (status < 0)
 		fail_stop(ls, status, "write");
-		return;
+	while (ls->wr_n > 0 && ls->wr[ls->wr_head].done) {
+		struct lsfs_wr *wr = &ls->wr[ls->wr_head];
+		if (!ls->failed) {
+			wr->b->done = wr->end;
+			if (wr->seq > ls->written_seq)
+				ls->written_seq = wr->seq;
+		}
+		ls->wr_head = (ls->wr_head + 1) % LSFS_MAX_WRITES;
+		ls->wr_n--;
 	}
-	b->done = ls->wend;
-	if (ls->wseq > ls->written_seq)
-		ls->written_seq = ls->wseq;
+	if (ls->failed)
+		return;
 	struct lsfs_waiter *w;
 	while ((w = wq_pop_upto(&ls->wait_written, ls->written_seq)) != NULL)
 		w->fn(w, 0);
@@ -1479,37 +1503,50 @@ static void write_done(struct lsfs_child *c, int status)
 	pump(ls);
 }
 
+/*
+ * The open record goes out while other writes are in flight only once it
+ * holds this many blocks (or someone waits for it): each record costs a
+ * 4 KiB header, and a record sealed at every free slot would carry one or
+ * two blocks. Smaller ones wait for the writes in flight to land, and then
+ * for the linger below, as a lone writer always did.
+ */
+#define LSFS_PIPE_MIN_DESC 8
+
+/* Issue the sealed log not yet written, oldest first, while slots are free. */
 static void kick(struct lsfs *ls)
 {
-	if (ls->write_busy || ls->failed)
-		return;
-	struct lsfs_buf *b = NULL;
-	for (int i = 0; i < LSFS_NBUF; i++) {
-		struct lsfs_buf *bi = &ls->bufs[i];
-		if (bi->active && bi->issued < bi->sealed_end && (!b || bi->seg_seq < b->seg_seq))
-			b = bi;
-	}
-	if (!b && ls->rec_open) {
-		if (linger_hold(ls))
+	while (ls->wr_n < LSFS_MAX_WRITES && !ls->failed) {
+		struct lsfs_buf *b = NULL;
+		for (int i = 0; i < LSFS_NBUF; i++) {
+			struct lsfs_buf *bi = &ls->bufs[i];
+			if (bi->active && bi->issued < bi->sealed_end &&
+			    (!b || bi->seg_seq < b->seg_seq))
+				b = bi;
+		}
+		if (!b && ls->rec_open) {
+			if (ls->wr_n > 0 ? !ls->rec_urgent && !ls->closing &&
+					   ls->rec_ndesc < LSFS_PIPE_MIN_DESC
+					 : linger_hold(ls))
+				return;
+			seal_record(ls);
+			b = ls->cur;
+		}
+		if (!b)
 			return;
-		seal_record(ls);
-		b = ls->cur;
-	}
-	if (!b)
-		return;
-	uint32_t start = b->issued;
-	ls->log_since_ckpt += b->sealed_end - start;
-	ls->write_busy = true;
-	ls->wend = b->sealed_end;
-	ls->wseq = b->sealed_seq;
-	b->issued = b->sealed_end;
-	ls->st.batches++;
-	int ret = child_submit(ls, TND_IO_WRITE,
-			       ls->sb.seg_off + (uint64_t)b->seg * ls->sb.seg_size + start,
-			       b->data + start, ls->wend - start, write_done, b, 0);
-	if (ret < 0) {
-		ls->write_busy = false;
-		fail_stop(ls, ret, "write");
+		uint32_t start = b->issued;
+		uint32_t slot = (ls->wr_head + ls->wr_n) % LSFS_MAX_WRITES;
+		ls->wr[slot] = (struct lsfs_wr){ .b = b, .end = b->sealed_end, .seq = b->sealed_seq };
+		ls->wr_n++;
+		ls->log_since_ckpt += b->sealed_end - start;
+		b->issued = b->sealed_end;
+		ls->st.batches++;
+		int ret = child_submit(ls, TND_IO_WRITE,
+				       ls->sb.seg_off + (uint64_t)b->seg * ls->sb.seg_size + start,
+				       b->data + start, b->sealed_end - start, write_done, NULL, slot);
+		if (ret < 0) {
+			ls->wr_n--;
+			fail_stop(ls, ret, "write");
+		}
 	}
 }
 
@@ -1528,7 +1565,7 @@ static void kick_msg_fn(struct tnd_msg *m)
  */
 static void schedule_kick(struct lsfs *ls)
 {
-	if (ls->kick_pending || ls->write_busy)
+	if (ls->kick_pending || ls->wr_n >= LSFS_MAX_WRITES)
 		return;
 	ls->kick_pending = true;
 	ls->kick_msg.fn = kick_msg_fn;
@@ -1551,7 +1588,7 @@ static void linger_fn(struct tnd_timer *t)
 {
 	struct lsfs *ls = tnd_container_of(t, struct lsfs, linger);
 	ls->linger_armed = false;
-	if (!ls->rec_open || ls->write_busy || ls->failed)
+	if (!ls->rec_open || ls->wr_n > 0 || ls->failed)
 		return;
 	uint64_t now = tnd_now_ns();
 	bool grew = ls->rec_ndesc > ls->linger_ndesc;
@@ -1602,7 +1639,7 @@ static void linger_stop(struct lsfs *ls)
 		return;
 	tnd_reactor_timer_cancel(ls->home, &ls->linger);
 	ls->linger_armed = false;
-	if (ls->rec_open && !ls->write_busy && !ls->failed) {
+	if (ls->rec_open && ls->wr_n < LSFS_MAX_WRITES && !ls->failed) {
 		seal_record(ls);
 		kick(ls);
 	}
@@ -2729,7 +2766,7 @@ static int lsfs_resize(struct tnd_volume *vol, uint64_t num_blocks)
 
 static bool busy(const struct lsfs *ls)
 {
-	return ls->kick_pending || ls->write_busy || ls->flush_busy || ls->ckpt_busy || ls->gc_busy ||
+	return ls->kick_pending || ls->wr_n > 0 || ls->flush_busy || ls->ckpt_busy || ls->gc_busy ||
 	       ls->reclaim_busy || ls->linger_armed;
 }
 
