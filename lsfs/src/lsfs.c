@@ -5,13 +5,16 @@
  * Write pipeline. A write is turned into descriptors and 4 KiB payload
  * slots appended to the open record in the open segment's RAM buffer (one
  * copy, which also lets reads of not-yet-written blocks be served from
- * RAM). The map is updated at once. Exactly one backing write is in
- * flight at a time: it carries everything sealed since the previous one,
- * so a burst of concurrent writes becomes one large sequential write, and
- * the log reaches the disk strictly in order. That order is what makes
- * durability a plain number: written_seq is the last record on the
- * backing volume, durable_seq the last one covered by a completed backing
- * flush. A write waits in wait_written for its record; a FUA write, any
+ * RAM). The map is updated at once. Up to LSFS_MAX_WRITES backing writes
+ * are in flight, issued in log order, each carrying everything sealed
+ * since the previous one, so a burst of concurrent writes becomes one
+ * large sequential write (see kick() for when a small record may go out
+ * while others are in flight). They may land in any order, as buffered
+ * writes are written back in any order; what makes durability a plain
+ * number is that written_seq advances only over a prefix of them:
+ * written_seq is the last record such that it and every record before it
+ * are on the backing volume, durable_seq the last one covered by a
+ * completed backing flush. A write waits in wait_written for its record; a FUA write, any
  * write without write cache, a FLUSH and a checkpoint then wait in
  * wait_durable for a backing flush, which all waiters share (group
  * commit). Both queues are FIFOs ordered by the sequence number they need.
