@@ -11,9 +11,9 @@
  *   second cache in front of the disk.
  * Later layers (lsfs, the fault injector in tests) use it as their base.
  *
- * Direct writes (opts.direct_writes; lsfs devices with "direct_io"): writes go through a
- * second descriptor opened with O_DIRECT, reads through the ordinary,
- * buffered one. A log-structured store writes its log in large aligned
+ * Direct writes (opts.direct_writes; lsfs devices with "direct_io"):
+ * writes go through a second descriptor opened with O_DIRECT, reads
+ * through the ordinary, buffered one. A log-structured store writes its log in large aligned
  * appends and never reads what it is writing; through the page cache each
  * append is one more copy and leaves dirty pages that the next FLUSH must
  * write back while the initiator waits. With O_DIRECT the data reaches the
