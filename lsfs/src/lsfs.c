@@ -1513,7 +1513,7 @@ static void write_done(struct lsfs_child *c, int status)
  * two blocks. Smaller ones wait for the writes in flight to land, and then
  * for the linger below, as a lone writer always did.
  */
-#define LSFS_PIPE_MIN_DESC 8
+#define LSFS_PIPE_MIN_DESC 16
 
 /* Issue the sealed log not yet written, oldest first, while slots are free. */
 static void kick(struct lsfs *ls)
