@@ -71,6 +71,8 @@ static int open_lsfs(struct tnd_daemon *d, const struct tnd_config_device *dev,
 	lo.dedup = dev->dedup;
 	lo.dedup_index_bytes = dev->dedup_index_bytes;
 	lo.create_if_blank = !dev->read_only;
+	/* O_DIRECT log writes take the disk's latency: keep several going. */
+	lo.log_writes = dev->direct_io ? 4 : 1;
 	ret = tnd_lsfs_open(backing, home, &lo, out);
 	if (ret < 0) {
 		tnd_volume_destroy(backing);

@@ -5,7 +5,7 @@
  * Write pipeline. A write is turned into descriptors and 4 KiB payload
  * slots appended to the open record in the open segment's RAM buffer (one
  * copy, which also lets reads of not-yet-written blocks be served from
- * RAM). The map is updated at once. Up to LSFS_MAX_WRITES backing writes
+ * RAM). The map is updated at once. Up to opts.log_writes backing writes
  * are in flight, issued in log order, each carrying everything sealed
  * since the previous one, so a burst of concurrent writes becomes one
  * large sequential write (see kick() for when a small record may go out
@@ -107,7 +107,7 @@
 #include "tnd_dedup.h"
 
 #define LSFS_NBUF 3
-#define LSFS_MAX_WRITES 4             /* log writes in flight (see kick()) */
+#define LSFS_MAX_WRITES 8             /* most log writes in flight (opts.log_writes) */
 #define LSFS_GC_RESERVE 2u            /* segments only GC may take */
 
 struct lsfs;
@@ -1463,7 +1463,7 @@ static void start_write(struct lsfs *ls, struct lsfs_ioctx *x)
 }
 
 /*
- * ---- the log writer: up to LSFS_MAX_WRITES backing writes in flight ----
+ * ---- the log writer: up to opts.log_writes backing writes in flight ----
  *
  * Through the page cache a log write completed in microseconds and one at
  * a time was enough; written with O_DIRECT (flat's direct_writes) it takes
@@ -1518,7 +1518,7 @@ static void write_done(struct lsfs_child *c, int status)
 /* Issue the sealed log not yet written, oldest first, while slots are free. */
 static void kick(struct lsfs *ls)
 {
-	while (ls->wr_n < LSFS_MAX_WRITES && !ls->failed) {
+	while (ls->wr_n < ls->opts.log_writes && !ls->failed) {
 		struct lsfs_buf *b = NULL;
 		for (int i = 0; i < LSFS_NBUF; i++) {
 			struct lsfs_buf *bi = &ls->bufs[i];
@@ -1568,7 +1568,7 @@ static void kick_msg_fn(struct tnd_msg *m)
  */
 static void schedule_kick(struct lsfs *ls)
 {
-	if (ls->kick_pending || ls->wr_n >= LSFS_MAX_WRITES)
+	if (ls->kick_pending || ls->wr_n >= ls->opts.log_writes)
 		return;
 	ls->kick_pending = true;
 	ls->kick_msg.fn = kick_msg_fn;
@@ -1642,7 +1642,7 @@ static void linger_stop(struct lsfs *ls)
 		return;
 	tnd_reactor_timer_cancel(ls->home, &ls->linger);
 	ls->linger_armed = false;
-	if (ls->rec_open && ls->wr_n < LSFS_MAX_WRITES && !ls->failed) {
+	if (ls->rec_open && ls->wr_n < ls->opts.log_writes && !ls->failed) {
 		seal_record(ls);
 		kick(ls);
 	}
@@ -3060,6 +3060,7 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	tnd_volume_init(&ls->vol, &lsfs_ops, backing);
 	ls->home = home;
 	ls->opts = *opts;
+	ls->opts.log_writes = TND_MIN(TND_MAX(opts->log_writes, 1u), LSFS_MAX_WRITES);
 	/* GC keeps 1% of the segments free by default (at least 4, at most
 	 * 64): dead segments come back after a flush, so little headroom is
 	 * needed, and every free segment held back raises the live share of
