@@ -14,10 +14,10 @@
  * number is that written_seq advances only over a prefix of them:
  * written_seq is the last record such that it and every record before it
  * are on the backing volume, durable_seq the last one covered by a
- * completed backing flush. A write waits in wait_written for its record; a FUA write, any
- * write without write cache, a FLUSH and a checkpoint then wait in
- * wait_durable for a backing flush, which all waiters share (group
- * commit). Both queues are FIFOs ordered by the sequence number they need.
+ * completed backing flush. A write waits in wait_written for its record;
+ * a FUA write, any write without write cache, a FLUSH and a checkpoint
+ * then wait in wait_durable for a backing flush, which all waiters share
+ * (group commit). Both queues are FIFOs ordered by the sequence number they need.
  *
  * Segments. FREE -> NEXT (reserved as the successor, named in every record
  * of the segment before it) -> OPEN -> USED -> DEAD (no live block) ->
