@@ -118,6 +118,7 @@ static json_t *device_json(struct tnd_daemon *d, const struct tnd_config_device 
 		json_object_set_new(o, "write_cache", json_boolean(c->write_cache));
 		json_object_set_new(o, "compress", json_string(c->compress ? "lz4" : "none"));
 		json_object_set_new(o, "dedup", json_boolean(c->dedup));
+		json_object_set_new(o, "direct_io", json_boolean(c->direct_io));
 		if (c->dedup_index_bytes)
 			json_object_set_new(o, "dedup_index_bytes",
 					    json_integer((json_int_t)c->dedup_index_bytes));
@@ -708,6 +709,7 @@ static const struct tnd_mgmt_dev_option lsfs_options[] = {
 	  .updatable = true },
 	{ .key = "dedup", .kind = TND_MGMT_OPT_BOOL, .updatable = true },
 	{ .key = "dedup_index_bytes", .kind = TND_MGMT_OPT_SIZE },
+	{ .key = "direct_io", .kind = TND_MGMT_OPT_BOOL },
 	{ .key = "path", .kind = TND_MGMT_OPT_STRING },
 	{ .key = "capacity", .kind = TND_MGMT_OPT_SIZE },
 	{ .key = "write_cache", .kind = TND_MGMT_OPT_BOOL },

@@ -146,7 +146,7 @@ static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char
 {
 	static const char *const keys[] = { "name", "type", "path", "size", "block_size",
 					    "read_only", "capacity", "write_cache", "compress", "dedup",
-					    "dedup_index_bytes", NULL };
+					    "dedup_index_bytes", "direct_io", NULL };
 	char where[48];
 	snprintf(where, sizeof(where), "devices[%zu]", i);
 	if (!json_is_object(d))
@@ -191,10 +191,12 @@ static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char
 	if (dev->type != TND_DEV_LSFS &&
 	    (json_object_get(d, "capacity") || json_object_get(d, "write_cache") ||
 	     json_object_get(d, "compress") || json_object_get(d, "dedup") ||
-	     json_object_get(d, "dedup_index_bytes")))
-		return ERR("%s: capacity, write_cache, compress and dedup apply to lsfs devices only",
-			   where);
+	     json_object_get(d, "dedup_index_bytes") || json_object_get(d, "direct_io")))
+		return ERR("%s: capacity, write_cache, compress, dedup and direct_io apply to lsfs "
+			   "devices only", where);
 	if ((ret = get_bool(d, "dedup", &dev->dedup, where, err, errlen)))
+		return ret;
+	if ((ret = get_bool(d, "direct_io", &dev->direct_io, where, err, errlen)))
 		return ret;
 	if ((ret = get_size(d, "dedup_index_bytes", &dev->dedup_index_bytes, where, err, errlen)))
 		return ret;

@@ -41,6 +41,7 @@ struct tnd_config_device {
 	bool compress;          /* lsfs: LZ4 for new writes ("compress": "lz4") */
 	bool dedup;             /* lsfs: inline dedup of new writes */
 	uint64_t dedup_index_bytes; /* lsfs: the fingerprint index's RAM budget; 0: default */
+	bool direct_io;         /* lsfs: write the log with O_DIRECT (flat's direct_writes) */
 };
 
 struct tnd_config_lun {

@@ -40,6 +40,12 @@ static int open_flat(struct tnd_daemon *d, const struct tnd_config_device *dev,
 /*
  * lsfs(flat(file)): the backing file is sparse and sized to the capacity,
  * so the promise (size) and the physical space used both stay thin.
+ * With "direct_io" the log is written with O_DIRECT and read through the
+ * page cache (flat's direct_writes): no copy into the page cache and no
+ * dirty pages for SYNCHRONIZE CACHE to write back, but GC then reads its
+ * victims (and initiators their recent writes) from the disk instead of
+ * from the cache. Off by default: on a store that fits in RAM, GC's
+ * cache hits are worth more (bench/results/2026-11-22-vm-lsfs-flush.md).
  */
 static int open_lsfs(struct tnd_daemon *d, const struct tnd_config_device *dev,
 		     struct tnd_reactor *home, struct tnd_volume **out)
@@ -49,6 +55,7 @@ static int open_lsfs(struct tnd_daemon *d, const struct tnd_config_device *dev,
 		.size = dev->capacity,
 		.block_size = 512,
 		.read_only = dev->read_only,
+		.direct_writes = dev->direct_io,
 	};
 	struct tnd_volume *backing;
 	int ret = tnd_flat_open(&fo, &backing);
@@ -68,6 +75,8 @@ static int open_lsfs(struct tnd_daemon *d, const struct tnd_config_device *dev,
 	lo.helpers = d->reactors;
 	lo.nhelpers = d->nr_reactors;
 	lo.create_if_blank = !dev->read_only;
+	/* O_DIRECT log writes take the disk's latency: keep several going. */
+	lo.log_writes = dev->direct_io ? 4 : 1;
 	ret = tnd_lsfs_open(backing, home, &lo, out);
 	if (ret < 0) {
 		tnd_volume_destroy(backing);

@@ -5,8 +5,15 @@
  * ring: readv/writev at the byte offset, fsync(DATASYNC) for FLUSH and
  * fallocate(PUNCH_HOLE) for UNMAP and WRITE_ZEROES. Short transfers (rare
  * on files, possible on devices) are continued from where they stopped.
- * With O_DIRECT a buffer that is not sector-aligned goes through an
- * aligned bounce buffer instead of failing with EINVAL.
+ * With O_DIRECT a buffer that is not aligned as the file system asks
+ * (statx STATX_DIOALIGN; the device's sector for a disk; else 4 KiB) goes
+ * through an aligned bounce buffer instead of failing with EINVAL.
+ *
+ * A volume has one or two descriptors: fd carries reads, FLUSH and UNMAP,
+ * wfd carries writes. They are the same descriptor except in direct-writes
+ * mode (lsfs's backing), where wfd is a second open of the file with
+ * O_DIRECT; fdatasync on fd covers writes made through wfd, because both
+ * name the same inode.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,20 +31,26 @@
 #include "tnd_reactor.h"
 #include "tnd_volume.h"
 
-#define DIO_ALIGN 4096u
+/* O_DIRECT alignment when the kernel does not say: safe on every device. */
+#define DIO_ALIGN_DEFAULT 4096u
 
 struct flat_vol {
 	struct tnd_volume vol;
-	int fd;
+	int fd;                 /* reads, FLUSH, UNMAP (and writes unless wfd differs) */
+	int wfd;                /* writes: fd, or an O_DIRECT descriptor (direct_write) */
 	char *path;
 	bool passthrough;
-	bool direct;
+	bool direct_read;       /* fd is O_DIRECT (passthrough) */
+	bool direct_write;      /* wfd is O_DIRECT (passthrough, or direct_writes mode) */
 	bool read_only;
 	bool is_blockdev;
 	uint32_t block_size;
+	uint32_t dio_mem_align; /* buffer address alignment for O_DIRECT */
+	uint32_t dio_off_align; /* offset and length alignment for O_DIRECT */
 	_Atomic uint64_t num_blocks;
 	atomic_bool failed;
 	_Atomic uint64_t read_ops, write_ops, read_bytes, write_bytes, flush_ops, unmap_ops, errors;
+	_Atomic uint64_t bounced_ios, buffered_writes;
 };
 
 struct flat_io {
@@ -50,6 +63,7 @@ struct flat_io {
 	struct iovec *iov;     /* what the next transfer uses */
 	int iovcnt;
 	struct iovec *owned_iov;
+	int fd;                /* the descriptor this transfer uses */
 	void *bounce;
 	struct iovec bounce_iov;
 };
@@ -162,11 +176,11 @@ static int flat_queue(struct flat_io *fi)
 	switch (io->type) {
 	case TND_IO_READ:
 		fi->op.cb = flat_rw_done;
-		io_uring_prep_readv(sqe, fv->fd, fi->iov, (unsigned)fi->iovcnt, fi->off);
+		io_uring_prep_readv(sqe, fi->fd, fi->iov, (unsigned)fi->iovcnt, fi->off);
 		break;
 	case TND_IO_WRITE:
 		fi->op.cb = flat_rw_done;
-		io_uring_prep_writev(sqe, fv->fd, fi->iov, (unsigned)fi->iovcnt, fi->off);
+		io_uring_prep_writev(sqe, fi->fd, fi->iov, (unsigned)fi->iovcnt, fi->off);
 		if (io->flags & TND_IO_FUA)
 			sqe->rw_flags = RWF_DSYNC;
 		break;
@@ -186,10 +200,13 @@ static int flat_queue(struct flat_io *fi)
 	return 0;
 }
 
-static bool iov_aligned(const struct iovec *iov, int iovcnt)
+/* Can O_DIRECT take these buffers as they are? Each segment's address must
+ * be aligned for DMA and its length a multiple of the direct-I/O unit. */
+static bool iov_aligned(const struct flat_vol *fv, const struct iovec *iov, int iovcnt)
 {
 	for (int i = 0; i < iovcnt; i++)
-		if (((uintptr_t)iov[i].iov_base | iov[i].iov_len) & (DIO_ALIGN - 1))
+		if (((uintptr_t)iov[i].iov_base & (fv->dio_mem_align - 1)) ||
+		    (iov[i].iov_len & (fv->dio_off_align - 1)))
 			return false;
 	return true;
 }
@@ -215,7 +232,9 @@ static int flat_submit(struct tnd_volume *vol, struct tnd_io *io)
 	fi->total = (size_t)io->nblocks * fv->block_size;
 	fi->iov = io->iov;
 	fi->iovcnt = io->iovcnt;
+	fi->fd = fv->fd;
 
+	bool direct;
 	switch (io->type) {
 	case TND_IO_READ:
 	case TND_IO_WRITE:
@@ -223,9 +242,24 @@ static int flat_submit(struct tnd_volume *vol, struct tnd_io *io)
 			return -EINVAL;
 		if (fi->total == 0)
 			return -EINVAL;
-		if (fv->direct && !iov_aligned(io->iov, io->iovcnt)) {
-			if (posix_memalign(&fi->bounce, DIO_ALIGN, fi->total))
+		direct = io->type == TND_IO_READ ? fv->direct_read : fv->direct_write;
+		if (io->type == TND_IO_WRITE) {
+			fi->fd = fv->wfd;
+			/* An offset O_DIRECT cannot take (a device unit larger than
+			 * our block): the page cache, which is coherent with the
+			 * direct writes around it (see tnd_flat.h). */
+			if (direct && ((fi->off | fi->total) & (fv->dio_off_align - 1))) {
+				fi->fd = fv->fd;
+				direct = false;
+				atomic_fetch_add_explicit(&fv->buffered_writes, 1, memory_order_relaxed);
+			}
+		}
+		if (direct && !iov_aligned(fv, io->iov, io->iovcnt)) {
+			size_t alloc = (fi->total + fv->dio_off_align - 1) & ~(size_t)(fv->dio_off_align - 1);
+			uint32_t ma = fv->dio_mem_align < sizeof(void *) ? sizeof(void *) : fv->dio_mem_align;
+			if (posix_memalign(&fi->bounce, ma, alloc))
 				return -ENOMEM;
+			atomic_fetch_add_explicit(&fv->bounced_ios, 1, memory_order_relaxed);
 			if (io->type == TND_IO_WRITE) {
 				char *dst = fi->bounce;
 				for (int i = 0; i < io->iovcnt; i++) {
@@ -290,12 +324,14 @@ static void flat_stats_json(struct tnd_volume *vol, json_t *out)
 		{ "read_ops", &fv->read_ops }, { "write_ops", &fv->write_ops },
 		{ "read_bytes", &fv->read_bytes }, { "write_bytes", &fv->write_bytes },
 		{ "flush_ops", &fv->flush_ops }, { "unmap_ops", &fv->unmap_ops },
-		{ "io_errors", &fv->errors },
+		{ "io_errors", &fv->errors }, { "bounced_ios", &fv->bounced_ios },
+		{ "buffered_writes", &fv->buffered_writes },
 	};
 	for (size_t i = 0; i < TND_ARRAY_SIZE(c); i++)
 		json_object_set_new(out, c[i].key, json_integer((json_int_t)atomic_load(c[i].v)));
 	json_object_set_new(out, "path", json_string(fv->path));
-	json_object_set_new(out, "direct_io", json_boolean(fv->direct));
+	json_object_set_new(out, "direct_io", json_boolean(fv->direct_read && fv->direct_write));
+	json_object_set_new(out, "direct_writes", json_boolean(fv->direct_write));
 
 	struct stat st;
 	if (fstat(fv->fd, &st) == 0 && S_ISREG(st.st_mode)) {
@@ -320,6 +356,8 @@ static int flat_resize(struct tnd_volume *vol, uint64_t num_blocks)
 static void flat_destroy(struct tnd_volume *vol)
 {
 	struct flat_vol *fv = tnd_container_of(vol, struct flat_vol, vol);
+	if (fv->wfd != fv->fd)
+		close(fv->wfd);
 	close(fv->fd);
 	free(fv->path);
 	free(fv);
@@ -368,6 +406,26 @@ static int probe(struct flat_vol *fv, uint64_t *bytes, uint32_t *sector)
 	return S_ISDIR(st.st_mode) ? -EISDIR : -ENOTBLK;
 }
 
+/*
+ * What O_DIRECT needs of buffers and offsets here: the file system says
+ * (statx STATX_DIOALIGN, Linux 6.1+); a disk's logical sector otherwise;
+ * else 4 KiB, which every device accepts.
+ */
+static void dio_align(struct flat_vol *fv, uint32_t sector)
+{
+	fv->dio_mem_align = fv->dio_off_align = DIO_ALIGN_DEFAULT;
+	if (!fv->direct_read && !fv->direct_write)
+		return;
+	struct statx sx;
+	if (statx(fv->wfd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &sx) == 0 &&
+	    (sx.stx_mask & STATX_DIOALIGN) && sx.stx_dio_offset_align && sx.stx_dio_mem_align) {
+		fv->dio_mem_align = sx.stx_dio_mem_align;
+		fv->dio_off_align = sx.stx_dio_offset_align;
+	} else if (fv->is_blockdev && sector) {
+		fv->dio_mem_align = fv->dio_off_align = sector;
+	}
+}
+
 int tnd_flat_open(const struct tnd_flat_opts *opts, struct tnd_volume **out)
 {
 	int ret;
@@ -398,12 +456,18 @@ int tnd_flat_open(const struct tnd_flat_opts *opts, struct tnd_volume **out)
 	fv->read_only = opts->read_only;
 	fv->block_size = bs;
 
+	if (opts->direct_writes && opts->passthrough) {
+		tnd_err("flat", "%s: direct_writes is for flat images (passthrough is all direct)",
+			opts->path);
+		ret = -EINVAL;
+		goto err_free_path;
+	}
 	int mode = opts->read_only ? O_RDONLY : O_RDWR;
 	if (opts->passthrough) {
 		/* Direct I/O where the device allows; a file on tmpfs does not. */
 		fv->fd = open(opts->path, mode | O_CLOEXEC | O_DIRECT);
 		if (fv->fd >= 0)
-			fv->direct = true;
+			fv->direct_read = fv->direct_write = true;
 		else if (errno == EINVAL)
 			fv->fd = open(opts->path, mode | O_CLOEXEC);
 	} else {
@@ -414,6 +478,7 @@ int tnd_flat_open(const struct tnd_flat_opts *opts, struct tnd_volume **out)
 		tnd_err("flat", "%s: cannot open: %s", opts->path, strerror(errno));
 		goto err_free_path;
 	}
+	fv->wfd = fv->fd;
 
 	uint64_t bytes = 0;
 	uint32_t sector = 0;
@@ -459,11 +524,33 @@ int tnd_flat_open(const struct tnd_flat_opts *opts, struct tnd_volume **out)
 	}
 	fv->num_blocks = size / bs;
 
+	if (opts->direct_writes && !opts->read_only) {
+		/* After the image has its size: the second descriptor never
+		 * creates or truncates. EINVAL: the file system has no O_DIRECT. */
+		fv->wfd = open(opts->path, O_WRONLY | O_CLOEXEC | O_DIRECT);
+		if (fv->wfd >= 0) {
+			fv->direct_write = true;
+		} else if (errno == EINVAL) {
+			tnd_info("flat", "%s: the file system refuses O_DIRECT; writes go through the "
+				 "page cache", opts->path);
+			fv->wfd = fv->fd;
+		} else {
+			ret = -errno;
+			tnd_err("flat", "%s: cannot open for direct writes: %s", opts->path,
+				strerror(errno));
+			fv->wfd = fv->fd;
+			goto err_close_fd;
+		}
+	}
+	dio_align(fv, sector);
+
 	tnd_volume_init(&fv->vol, opts->passthrough ? &passthrough_ops : &flat_ops, NULL);
 	*out = &fv->vol;
 	return 0;
 
 err_close_fd:
+	if (fv->wfd != fv->fd)
+		close(fv->wfd);
 	close(fv->fd);
 err_free_path:
 	free(fv->path);

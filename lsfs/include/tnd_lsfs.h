@@ -138,6 +138,10 @@ struct tnd_lsfs_opts {
 	uint32_t batch_linger_us;   /* an idle writer holds a small record up to this long while
 				       more writes keep joining it (never for FUA, write-through
 				       or a waiting checkpoint); default 200; 0 = never */
+	uint32_t log_writes;        /* log writes in flight, 1..8; default 1: through the
+				       page cache a write completes at once and one at a
+				       time batches best; a backing written with O_DIRECT
+				       (flat's direct_writes) needs several (the daemon: 4) */
 	/*
 	 * Store new 4 KiB blocks LZ4-compressed when that saves at least one
 	 * 512 B sector (default false). Opening a store with it on marks the

@@ -5,16 +5,19 @@
  * Write pipeline. A write is turned into descriptors and 4 KiB payload
  * slots appended to the open record in the open segment's RAM buffer (one
  * copy, which also lets reads of not-yet-written blocks be served from
- * RAM). The map is updated at once. Exactly one backing write is in
- * flight at a time: it carries everything sealed since the previous one,
- * so a burst of concurrent writes becomes one large sequential write, and
- * the log reaches the disk strictly in order. That order is what makes
- * durability a plain number: written_seq is the last record on the
- * backing volume, durable_seq the last one covered by a completed backing
- * flush. A write waits in wait_written for its record; a FUA write, any
- * write without write cache, a FLUSH and a checkpoint then wait in
- * wait_durable for a backing flush, which all waiters share (group
- * commit). Both queues are FIFOs ordered by the sequence number they need.
+ * RAM). The map is updated at once. Up to opts.log_writes backing writes
+ * are in flight, issued in log order, each carrying everything sealed
+ * since the previous one, so a burst of concurrent writes becomes one
+ * large sequential write (see kick() for when a small record may go out
+ * while others are in flight). They may land in any order, as buffered
+ * writes are written back in any order; what makes durability a plain
+ * number is that written_seq advances only over a prefix of them:
+ * written_seq is the last record such that it and every record before it
+ * are on the backing volume, durable_seq the last one covered by a
+ * completed backing flush. A write waits in wait_written for its record;
+ * a FUA write, any write without write cache, a FLUSH and a checkpoint
+ * then wait in wait_durable for a backing flush, which all waiters share
+ * (group commit). Both queues are FIFOs ordered by the sequence number they need.
  *
  * Segments. FREE -> NEXT (reserved as the successor, named in every record
  * of the segment before it) -> OPEN -> USED -> DEAD (no live block) ->
@@ -105,6 +108,7 @@
 
 #define LSFS_NBUF 3
 #define LSFS_PRE_MAX_BYTES (8u << 20)  /* larger writes are staged at home */
+#define LSFS_MAX_WRITES 8             /* most log writes in flight (opts.log_writes) */
 #define LSFS_GC_RESERVE 2u            /* segments only GC may take */
 
 struct lsfs;
@@ -272,11 +276,14 @@ struct lsfs {
 	uint32_t rec_sec;              /* payload sectors in the open record */
 	uint64_t rec_seq;
 
-	/* pipeline */
-	bool write_busy;
-	struct lsfs_buf *wbuf;
-	uint32_t wend;
-	uint64_t wseq;
+	/* pipeline: log writes in flight, a ring in issue (= log) order */
+	struct lsfs_wr {
+		struct lsfs_buf *b;
+		uint32_t end;          /* b->done once this and all before it are written */
+		uint64_t seq;          /* the last record it carries */
+		bool done;
+	} wr[LSFS_MAX_WRITES];
+	uint32_t wr_head, wr_n;
 	uint64_t written_seq;
 	uint64_t durable_seq;
 	bool flush_busy;
@@ -1552,22 +1559,42 @@ static void start_write(struct lsfs *ls, struct lsfs_ioctx *x)
 		dd_continue(ls, x);
 }
 
-/* ---- the log writer: one backing write in flight ---- */
+/*
+ * ---- the log writer: up to opts.log_writes backing writes in flight ----
+ *
+ * Through the page cache a log write completed in microseconds and one at
+ * a time was enough; written with O_DIRECT (flat's direct_writes) it takes
+ * the device's latency, and a single write in flight left the disk idle
+ * while the next batch waited. Writes are issued in log order and may
+ * complete in any order; what they made "written" (written_seq, b->done)
+ * advances only over a prefix of them, so a write is acknowledged only
+ * when every record before its own is written too. On disk a later record
+ * may land before an earlier one: recovery replays a prefix and stops at
+ * the first torn or missing record, which is what it already did for
+ * buffered writes (written back in any order), and nothing past that
+ * prefix was ever acknowledged as durable.
+ */
 
 static void maybe_flush(struct lsfs *ls);
 
 static void write_done(struct lsfs_child *c, int status)
 {
 	struct lsfs *ls = c->ls;
-	struct lsfs_buf *b = c->arg;
-	ls->write_busy = false;
-	if (status < 0) {
+	ls->wr[c->u64].done = true;
+	if (status < 0)
 		fail_stop(ls, status, "write");
-		return;
+	while (ls->wr_n > 0 && ls->wr[ls->wr_head].done) {
+		struct lsfs_wr *wr = &ls->wr[ls->wr_head];
+		if (!ls->failed) {
+			wr->b->done = wr->end;
+			if (wr->seq > ls->written_seq)
+				ls->written_seq = wr->seq;
+		}
+		ls->wr_head = (ls->wr_head + 1) % LSFS_MAX_WRITES;
+		ls->wr_n--;
 	}
-	b->done = ls->wend;
-	if (ls->wseq > ls->written_seq)
-		ls->written_seq = ls->wseq;
+	if (ls->failed)
+		return;
 	struct lsfs_waiter *w;
 	while ((w = wq_pop_upto(&ls->wait_written, ls->written_seq)) != NULL)
 		w->fn(w, 0);
@@ -1576,37 +1603,50 @@ static void write_done(struct lsfs_child *c, int status)
 	pump(ls);
 }
 
+/*
+ * The open record goes out while other writes are in flight only once it
+ * holds this many blocks (or someone waits for it): each record costs a
+ * 4 KiB header, and a record sealed at every free slot would carry one or
+ * two blocks. Smaller ones wait for the writes in flight to land, and then
+ * for the linger below, as a lone writer always did.
+ */
+#define LSFS_PIPE_MIN_DESC 16
+
+/* Issue the sealed log not yet written, oldest first, while slots are free. */
 static void kick(struct lsfs *ls)
 {
-	if (ls->write_busy || ls->failed)
-		return;
-	struct lsfs_buf *b = NULL;
-	for (int i = 0; i < LSFS_NBUF; i++) {
-		struct lsfs_buf *bi = &ls->bufs[i];
-		if (bi->active && bi->issued < bi->sealed_end && (!b || bi->seg_seq < b->seg_seq))
-			b = bi;
-	}
-	if (!b && ls->rec_open) {
-		if (linger_hold(ls))
+	while (ls->wr_n < ls->opts.log_writes && !ls->failed) {
+		struct lsfs_buf *b = NULL;
+		for (int i = 0; i < LSFS_NBUF; i++) {
+			struct lsfs_buf *bi = &ls->bufs[i];
+			if (bi->active && bi->issued < bi->sealed_end &&
+			    (!b || bi->seg_seq < b->seg_seq))
+				b = bi;
+		}
+		if (!b && ls->rec_open) {
+			if (ls->wr_n > 0 ? !ls->rec_urgent && !ls->closing &&
+					   ls->rec_ndesc < LSFS_PIPE_MIN_DESC
+					 : linger_hold(ls))
+				return;
+			seal_record(ls);
+			b = ls->cur;
+		}
+		if (!b)
 			return;
-		seal_record(ls);
-		b = ls->cur;
-	}
-	if (!b)
-		return;
-	uint32_t start = b->issued;
-	ls->log_since_ckpt += b->sealed_end - start;
-	ls->write_busy = true;
-	ls->wend = b->sealed_end;
-	ls->wseq = b->sealed_seq;
-	b->issued = b->sealed_end;
-	ls->st.batches++;
-	int ret = child_submit(ls, TND_IO_WRITE,
-			       ls->sb.seg_off + (uint64_t)b->seg * ls->sb.seg_size + start,
-			       b->data + start, ls->wend - start, write_done, b, 0);
-	if (ret < 0) {
-		ls->write_busy = false;
-		fail_stop(ls, ret, "write");
+		uint32_t start = b->issued;
+		uint32_t slot = (ls->wr_head + ls->wr_n) % LSFS_MAX_WRITES;
+		ls->wr[slot] = (struct lsfs_wr){ .b = b, .end = b->sealed_end, .seq = b->sealed_seq };
+		ls->wr_n++;
+		ls->log_since_ckpt += b->sealed_end - start;
+		b->issued = b->sealed_end;
+		ls->st.batches++;
+		int ret = child_submit(ls, TND_IO_WRITE,
+				       ls->sb.seg_off + (uint64_t)b->seg * ls->sb.seg_size + start,
+				       b->data + start, b->sealed_end - start, write_done, NULL, slot);
+		if (ret < 0) {
+			ls->wr_n--;
+			fail_stop(ls, ret, "write");
+		}
 	}
 }
 
@@ -1625,7 +1665,7 @@ static void kick_msg_fn(struct tnd_msg *m)
  */
 static void schedule_kick(struct lsfs *ls)
 {
-	if (ls->kick_pending || ls->write_busy)
+	if (ls->kick_pending || ls->wr_n >= ls->opts.log_writes)
 		return;
 	ls->kick_pending = true;
 	ls->kick_msg.fn = kick_msg_fn;
@@ -1648,7 +1688,7 @@ static void linger_fn(struct tnd_timer *t)
 {
 	struct lsfs *ls = tnd_container_of(t, struct lsfs, linger);
 	ls->linger_armed = false;
-	if (!ls->rec_open || ls->write_busy || ls->failed)
+	if (!ls->rec_open || ls->wr_n > 0 || ls->failed)
 		return;
 	uint64_t now = tnd_now_ns();
 	bool grew = ls->rec_ndesc > ls->linger_ndesc;
@@ -1699,7 +1739,7 @@ static void linger_stop(struct lsfs *ls)
 		return;
 	tnd_reactor_timer_cancel(ls->home, &ls->linger);
 	ls->linger_armed = false;
-	if (ls->rec_open && !ls->write_busy && !ls->failed) {
+	if (ls->rec_open && ls->wr_n < ls->opts.log_writes && !ls->failed) {
 		seal_record(ls);
 		kick(ls);
 	}
@@ -3027,7 +3067,7 @@ static int lsfs_resize(struct tnd_volume *vol, uint64_t num_blocks)
 
 static bool busy(const struct lsfs *ls)
 {
-	return ls->kick_pending || ls->write_busy || ls->flush_busy || ls->ckpt_busy || ls->gc_busy ||
+	return ls->kick_pending || ls->wr_n > 0 || ls->flush_busy || ls->ckpt_busy || ls->gc_busy ||
 	       ls->reclaim_busy || ls->linger_armed;
 }
 
@@ -3469,6 +3509,7 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	tnd_volume_init(&ls->vol, &lsfs_ops, backing);
 	ls->home = home;
 	ls->opts = *opts;
+	ls->opts.log_writes = TND_MIN(TND_MAX(opts->log_writes, 1u), LSFS_MAX_WRITES);
 	/* GC keeps 1% of the segments free by default (at least 4, at most
 	 * 64): dead segments come back after a flush, so little headroom is
 	 * needed, and every free segment held back raises the live share of

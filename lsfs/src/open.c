@@ -86,6 +86,7 @@ void tnd_lsfs_opts_default(struct tnd_lsfs_opts *o)
 	o->gc_free_low = 0;       /* 0: 1% of the segments, 4..64 */
 	o->batch_linger_us = 200;
 	o->offload_min_bytes = 64u << 10;
+	o->log_writes = 1;
 }
 
 /*

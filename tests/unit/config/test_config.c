@@ -61,7 +61,8 @@ static void full_config_parses(void **state)
 
 	/* compress: off unless asked for, "lz4" or "none". */
 	assert_int_equal(tnd_config_parse("{\"devices\":[{\"name\":\"z\",\"size\":4096,"
-					  "\"compress\":\"lz4\",\"dedup\":true,\"dedup_index_bytes\":\"1MiB\"},"
+					  "\"compress\":\"lz4\",\"dedup\":true,\"dedup_index_bytes\":\"1MiB\","
+					  "\"direct_io\":true},"
 					  "{\"name\":\"y\",\"size\":4096},"
 					  "{\"name\":\"x\",\"size\":4096,\"compress\":\"none\"}]}",
 					  &c, err, sizeof(err)), 0);
@@ -70,6 +71,8 @@ static void full_config_parses(void **state)
 	assert_int_equal(c->devices[0].dedup_index_bytes, 1u << 20);
 	assert_false(c->devices[1].compress);
 	assert_false(c->devices[1].dedup);
+	assert_true(c->devices[0].direct_io);
+	assert_false(c->devices[1].direct_io);   /* off unless asked for */
 	assert_false(c->devices[2].compress);
 	tnd_config_free(c);
 }
@@ -101,6 +104,8 @@ static void bad_configs_name_the_field(void **state)
 		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"dedup\":\"yes\"}]}", "devices[0].dedup" },
 		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"dedup_index_bytes\":100}]}", "at least 4096" },
 		{ "{\"devices\":[{\"name\":\"a\",\"type\":\"flat\",\"size\":4096,\"dedup\":true}]}", "lsfs devices only" },
+		{ "{\"devices\":[{\"name\":\"a\",\"type\":\"flat\",\"size\":4096,\"direct_io\":true}]}", "lsfs devices only" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"direct_io\":1}]}", "devices[0].direct_io" },
 		{ "{\"devices\":[{\"name\":\"a\",\"type\":\"flat\",\"size\":4096,\"compress\":\"lz4\"}]}", "lsfs devices only" },
 		{ "{\"targets\":[{\"iqn\":\"IQN.bad\"}]}", "targets[0].iqn" },
 		{ "{\"targets\":[{\"iqn\":\"iqn.2026-11.x:y\",\"luns\":{\"0\":\"nope\"}}]}", "no device named" },

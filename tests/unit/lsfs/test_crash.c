@@ -74,6 +74,7 @@ struct cfg {
 	int live;                  /* 1: formatted and opened plain, the features switched on a
 				      third into the workload (tnd_lsfs_set_features); 2: and
 				      off again two thirds in */
+	uint32_t log_writes;       /* lsfs's log writes in flight (0: the default, 1) */
 };
 
 struct model {
@@ -501,6 +502,8 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 	m->opts.compress = cfg->compress == 1;
 	m->opts.dedup = cfg->dedup == 1;
 	m->opts.dedup_index_bytes = 8192;   /* small: evictions happen */
+	if (cfg->log_writes)
+		m->opts.log_writes = cfg->log_writes;
 
 	struct tnd_volume *ram, *fault;
 	ram_vol_create(m->dev_size, 512, &ram);
@@ -725,7 +728,8 @@ int main(int argc, char **argv)
 					 .fail_err = p % 2 ? -EIO : -ENOSPC, .fail_at = p,
 					 .compress = lz4 ? 1 + (int)(p % 2) : 0,
 					 .dedup = lz4 ? (int)(p % 3) : 0,
-					 .live = lz4 && p % 5 == 0 ? 1 + (int)(p / 5 % 2) : 0 };
+					 .live = lz4 && p % 5 == 0 ? 1 + (int)(p / 5 % 2) : 0,
+					 .log_writes = p % 5 < 2 ? 4 : 1 };
 			uint64_t n = run(&c, &violations, &tot);
 			err_states += n;
 			states += n;
@@ -744,6 +748,8 @@ int main(int argc, char **argv)
 			};
 			for (size_t i = 0; i < TND_ARRAY_SIZE(shorts) && violations == 0; i++) {
 				shorts[i].seed = seed++;
+				/* Every other seed as a direct_io device runs it. */
+				shorts[i].log_writes = seed % 2 ? 4 : 1;
 				if (lz4) {
 					shorts[i].compress = 1 + (int)(i % 2);
 					shorts[i].dedup = (int)((i + seed) % 3);

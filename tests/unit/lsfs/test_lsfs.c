@@ -877,22 +877,25 @@ static void stats_msg(struct tnd_msg *m)
 /*
  * The daemon's shape: lsfs on a flat file, its home reactor on its own
  * thread, two submitters on other threads. Also prints throughput and how
- * many writes each backing write carried.
+ * many writes each backing write carried. @direct: the shape of a device
+ * with "direct_io" (the log written with O_DIRECT, 4 log writes in flight).
  */
-static void threaded_submitters_on_flat_file(void **state)
+static void threaded_run(bool direct)
 {
-	(void)state;
 	char path[256];
 	const char *dir = getenv("TMPDIR");
 	snprintf(path, sizeof(path), "%s/tnd-lsfs-thr-%d.img", dir ? dir : "/tmp", (int)getpid());
 	unlink(path);
 	struct tnd_reactor *home;
 	assert_int_equal(tnd_reactor_create(0, 256, &home), 0);
-	struct tnd_flat_opts fo = { .path = path, .size = 96u << 20, .block_size = 512 };
+	struct tnd_flat_opts fo = { .path = path, .size = 96u << 20, .block_size = 512,
+				    .direct_writes = direct };
 	struct tnd_volume *flat, *vol;
 	assert_int_equal(tnd_flat_open(&fo, &flat), 0);
 	struct tnd_lsfs_opts o;
 	tnd_lsfs_opts_default(&o);
+	if (direct)
+		o.log_writes = 4;
 	o.size = 32u << 20;
 	o.segment_size = 1u << 20;
 	o.create_if_blank = true;
@@ -923,9 +926,9 @@ static void threaded_submitters_on_flat_file(void **state)
 		cl[i].ver2 = cl[i].ver;
 	}
 	double secs = TND_MAX(cl[0].secs, cl[1].secs);
-	printf("lsfs on flat file, 2 threads x QD16 random 4 KiB writes: %.0f writes/s, "
+	printf("lsfs on flat file%s, 2 threads x QD16 random 4 KiB writes: %.0f writes/s, "
 	       "%.1f writes per backing write, %llu GC passes moved %llu blocks (%.2f per write), "
-	       "%llu checkpoints\n",
+	       "%llu checkpoints\n", direct ? " (direct writes, 4 in flight)" : "",
 	       (double)(cl[0].nwrites + cl[1].nwrites) / secs,
 	       (double)st.writes / (double)TND_MAX(st.batches, 1), (unsigned long long)st.gc_passes,
 	       (unsigned long long)st.gc_moved_blocks, (double)st.gc_moved_blocks / (double)st.writes,
@@ -933,6 +936,7 @@ static void threaded_submitters_on_flat_file(void **state)
 	/* Reopened, everything is there (the close left a checkpoint). */
 	fo.size = 0;
 	fo.passthrough = true;
+	fo.direct_writes = false;
 	assert_int_equal(tnd_flat_open(&fo, &flat), 0);
 	assert_int_equal(tnd_lsfs_open(flat, home, &o, &vol), 0);
 	uint8_t *w = malloc(4096), *rd = malloc(4096);
@@ -952,6 +956,18 @@ static void threaded_submitters_on_flat_file(void **state)
 	tnd_volume_destroy(vol);
 	tnd_reactor_destroy(home);
 	unlink(path);
+}
+
+static void threaded_submitters_on_flat_file(void **state)
+{
+	(void)state;
+	threaded_run(false);
+}
+
+static void threaded_submitters_direct_log_writes(void **state)
+{
+	(void)state;
+	threaded_run(true);
 }
 
 /* The block map against a plain array, through sparse/dense switches. */
@@ -1699,6 +1715,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(dead_segments_reused_without_checkpoint_survive_crash),
 		cmocka_unit_test(reuse_without_checkpoint_with_dedup_and_lz4_survives_crash),
 		cmocka_unit_test(threaded_submitters_on_flat_file),
+		cmocka_unit_test(threaded_submitters_direct_log_writes),
 		cmocka_unit_test(map_against_shadow),
 		cmocka_unit_test(sparse_map_cost),
 		cmocka_unit_test(block_status_follows_the_map),

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# An lsfs device with "direct_io": true (its log written with O_DIRECT,
+# several log writes in flight, reads through the page cache): the API
+# shows the mode, and over SIGKILL/restart rounds under writes with
+# periodic SYNCHRONIZE CACHE every acknowledged and flushed write reads
+# back (the same check as t_sigkill_loop, on this mode). Skipped when the
+# file system of the temp dir refuses O_DIRECT (the device then logs that
+# and writes through the page cache).
+source "$(dirname "$0")/lib.sh"
+
+command -v curl >/dev/null || skip "curl not installed"
+
+rounds=${TND_DIRECT_ROUNDS:-8}
+DATA="$TND_TMP/data"
+mkdir -m 700 "$DATA"
+cat >"$TND_TMP/config.json" <<EOF
+{
+  "devices": [ { "name": "dio", "type": "lsfs", "size": "64MiB", "direct_io": true } ],
+  "targets": [ { "iqn": "$TND_IQN", "allow_any_initiator": true, "luns": { "0": "dio" } } ]
+}
+EOF
+start_with_mgmt() {
+	MPORT=$(free_port)
+	start_tandemd --data-dir "$DATA" --mgmt "127.0.0.1:$MPORT" --config "$TND_TMP/config.json"
+	wait_port "$MPORT" "$TND_PID" || fail "the management API did not come up on $MPORT"
+}
+stats() {
+	curl -sf -H "Authorization: Bearer $(cat "$DATA/api.token")" \
+		"http://127.0.0.1:$MPORT/v1/devices/dio"
+}
+
+start_with_mgmt
+s=$(stats) || fail "GET /v1/devices/dio"
+echo "$s" | grep -q '"direct_io": *true' || fail "config direct_io not shown: $s"
+if ! echo "$s" | grep -q '"direct_writes": *true'; then
+	grep -i "O_DIRECT" "$TND_LOG" || true
+	skip "O_DIRECT refused under $TND_TMP: the direct path is not tested here"
+fi
+
+for round in $(seq 1 "$rounds"); do
+	wlog="$TND_TMP/acked.$round.log"
+	"$PROGS/tnd-iotest" --url "$TND_URL" --write-log "$wlog" --count 100000000 \
+		--seed "$round" --size $((64 << 20)) --flush-every 8 >"$TND_TMP/writer.out" 2>&1 &
+	writer=$!
+	TND_PIDS+=("$writer")
+	want=$(( 50 + (round * 97) % 400 ))
+	for _ in $(seq 1 300); do
+		[ "$(grep -vc '^#' "$wlog" 2>/dev/null || echo 0)" -ge "$want" ] && break
+		sleep 0.02
+	done
+	kill_tandemd
+	wait "$writer" 2>/dev/null || true
+	start_with_mgmt
+	"$PROGS/tnd-iotest" --url "$TND_URL" --check-log "$wlog" >"$TND_TMP/check.out" 2>&1 || {
+		cat "$TND_TMP/check.out"
+		fail "round $round: acknowledged and flushed writes lost after SIGKILL (direct_io)"
+	}
+done
+s=$(stats) || fail "GET /v1/devices/dio at the end"
+echo "$s" | grep -q '"io_errors": *0' || fail "backing I/O errors: $s"
+stop_tandemd
+echo "direct_io: $rounds SIGKILL/restart rounds, no acknowledged flushed write lost"
