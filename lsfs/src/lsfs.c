@@ -88,6 +88,36 @@
  * as they are, packed or shared ones too, so reads of them keep failing
  * their CRC instead of the segment being skipped forever.
  *
+ * Hot/cold separation. A block GC moves has survived a segment's life:
+ * it is cold, and appended among the clients' fresh (hot) writes it makes
+ * every segment a mix that dies slowly. So a pass normally stages its moves
+ * instead: the stored bytes are copied to a RAM stage (a segment's worth,
+ * from one or more victims), and at the next segment boundary (make_room
+ * closed the clients' open segment and is about to open the next) the
+ * stage is appended as a segment of its own, every record flagged GC. The
+ * log stays one chain (client segment, GC segment, client segment:
+ * consecutive records, each segment naming its predecessor), so replay
+ * needs nothing new. Why it is crash-safe, and keeps reuse after a flush
+ * valid: staging changes nothing, neither map nor live counts nor log; a
+ * staged block stays mapped (and is read) at its old address until the
+ * record that moves it is appended and applied, and the move is checked
+ * against the map right then (dropped if the block was overwritten,
+ * unmapped or moved meanwhile). A victim therefore becomes DEAD only
+ * through records in the log, and its reuse waits for the durability of
+ * the record that emptied it, as above. The victim is pinned (readers)
+ * from staging until the stage is appended or dropped: emptied by writers
+ * meanwhile, it must not get a new life that could put another payload at
+ * a staged address (the check compares addresses). A crash loses only the
+ * stage. A GC segment always holds a record (it is opened only with a
+ * staged block still live): replay finds a successor by its first record.
+ * The fallback is the old mixing: an explicit pass (tnd_lsfs_gc_run), the
+ * gc_mix option, fewer than three free segments, or writers waiting for
+ * space append the moves at once among the clients' writes, so GC never
+ * waits for a boundary while the store fills up, the 1/32-dead victim rule
+ * and the 'store full' fail-fast work as before (a stage that finds no room
+ * at all is dropped, unpinning its victims), and an idle log gets its stage
+ * appended after a tick without a record.
+ *
  * Partial chunks (512 B volumes) are merged with the chunk's current
  * content at append time: from RAM when it is there, else from a copy read
  * beforehand and still current (same pba); if the chunk moved on while we
