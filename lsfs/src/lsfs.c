@@ -251,6 +251,12 @@ struct gc_grp {
 	uint64_t lba;                  /* the chunk that got the copy */
 };
 
+/* A staged victim: pinned until the moves before stg[end] are appended. */
+struct stg_victim {
+	uint32_t seg;
+	uint32_t end;
+};
+
 /* A move staged for a GC-only segment. */
 struct gc_stage_ent {
 	uint64_t lba;
@@ -356,15 +362,17 @@ struct lsfs {
 	bool gc_in_append;             /* GC is appending moves: no GC-only segment from make_room */
 
 	/* hot/cold separation: moves staged for a GC-only segment */
-	uint8_t *stg_buf;              /* seg_size: the staged payloads' stored bytes, by sector */
+	uint8_t *stg_buf;              /* 2 x seg_size: the staged payloads' stored bytes, by sector */
 	struct gc_stage_ent *stg;      /* the staged moves, in the order they are to be appended */
 	uint32_t stg_n, stg_cap;
 	uint32_t stg_next;             /* first not yet appended */
 	uint32_t stg_bsec;             /* sectors of stg_buf in use */
 	uint32_t stg_sec;              /* payload sectors of the moves not yet appended */
 	uint8_t *stg_pinned;           /* per segment: a staged victim (holds a readers[] count) */
+	struct stg_victim *stg_vict;   /* the staged victims, in staging order */
+	uint32_t stg_nvict;
 	struct gc_grp stg_grp;
-	bool stg_full;                 /* no further victim fits: the next boundary writes it */
+	bool stg_full;                 /* a segment's worth staged: the next boundary writes it */
 	uint64_t stg_idle_seq;         /* next_rec_seq at the last tick (idle log: append anyway) */
 	bool full_logged;              /* "store full" logged; cleared by the next write */
 	struct tnd_timer tick;
@@ -401,7 +409,8 @@ static bool linger_hold(struct lsfs *ls);
 static void linger_stop(struct lsfs *ls);
 static bool gc_stage_ready(struct lsfs *ls);
 static void gc_stage_write(struct lsfs *ls);
-static void gc_stage_release(struct lsfs *ls, bool done);
+static void gc_stage_retire(struct lsfs *ls, bool drop);
+static void gc_stage_unpin(struct lsfs *ls, uint32_t s);
 
 static struct lsfs *to_lsfs(struct tnd_volume *v)
 {
@@ -597,7 +606,7 @@ static void fail_stop(struct lsfs *ls, int err, const char *what)
 		complete_io(x, x->cursor > x->c0 ? -EIO : -EROFS);
 	}
 	ls->aq_tail = NULL;
-	gc_stage_release(ls, false);
+	gc_stage_retire(ls, true);
 	if (ls->gc_wait_buf || (ls->gc_cb && !ls->gc_busy)) {
 		ls->gc_busy = true;
 		gc_finish(ls);
@@ -653,6 +662,8 @@ static void seg_lost_block(struct lsfs *ls, const struct lsfs_ment *old)
 	}
 	if (last)
 		ls->segs[s].live_sec -= lsfs_len_sectors(lsfs_aux_len(old->aux));
+	if (ls->segs[s].live == 0 && ls->stg_pinned[s])
+		gc_stage_unpin(ls, s);
 	if (ls->segs[s].live == 0 && ls->segs[s].state == LSFS_SEG_USED) {
 		ls->segs[s].state = LSFS_SEG_DEAD;
 		ls->ndead++;
@@ -2382,27 +2393,29 @@ static void gc_continue(struct lsfs *ls)
 
 /* ---- hot/cold separation: GC-only segments ---- */
 
-/*
- * Blocks a GC-only segment needs for @n moves with @sec payload sectors,
- * at most: a header per LSFS_REC_MAX_DESC moves, each record's payload
- * rounded up to a block.
- */
-static uint32_t stg_blocks(uint32_t n, uint32_t sec)
-{
-	uint32_t nrec = (n + LSFS_REC_MAX_DESC - 1) / LSFS_REC_MAX_DESC;
-	return 2 * nrec + (sec + 7) / 8;
-}
-
 static bool stg_any(const struct lsfs *ls)
 {
 	return ls->stg_next < ls->stg_n;
 }
 
-/* Would @n more moves of @sec sectors still make one GC-only segment? */
+/*
+ * A segment's worth staged (at least: a header per LSFS_REC_MAX_DESC
+ * moves plus the payload blocks fill it)? The stage then waits for a
+ * boundary; what does not fit in that GC segment stays staged for the
+ * next one, so GC segments are written full.
+ */
+static bool stg_seg_worth(const struct lsfs *ls)
+{
+	uint32_t n = ls->stg_n - ls->stg_next;
+	return (n + LSFS_REC_MAX_DESC - 1) / LSFS_REC_MAX_DESC + (ls->stg_sec + 7) / 8 >= ls->seg_blocks;
+}
+
+/* Room in the stage for @n more moves of @sec sectors? (Less than a
+ * segment's worth is staged, and the buffer holds two.) */
 static bool stg_fits(const struct lsfs *ls, uint32_t n, uint32_t sec)
 {
-	return stg_blocks(ls->stg_n - ls->stg_next + n, ls->stg_sec + sec) <= ls->seg_blocks &&
-	       ls->stg_bsec + sec <= ls->sb.seg_size / LSFS_SECTOR;
+	(void)n;
+	return !stg_seg_worth(ls) && ls->stg_bsec + sec <= 2 * (ls->sb.seg_size / LSFS_SECTOR);
 }
 
 static bool gc_wanted(const struct lsfs *ls)
@@ -2427,21 +2440,24 @@ static bool stg_room(const struct lsfs *ls)
 }
 
 /*
- * Give the staged victims back (readers[] pins) and empty the stage: when
- * all its moves are appended (@done), or to drop it (fail-stop): nothing
- * was changed for a staged move until it is appended, so dropping loses
- * nothing.
+ * Give staged victims back (their readers[] pins): those whose moves are
+ * all appended (@drop false), or all of them (@drop: fail-stop, no room;
+ * nothing was changed for a staged move until it is appended, so dropping
+ * loses nothing). An emptied stage is reset; otherwise the moves left are
+ * moved to the front of the stage.
  */
-static void gc_stage_release(struct lsfs *ls, bool done)
+static void gc_stage_retire(struct lsfs *ls, bool drop)
 {
 	if (!ls->stg_pinned)
 		return;
-	for (uint32_t i = 0; ls->stg_n && i < ls->sb.seg_count; i++) {
-		if (!ls->stg_pinned[i])
-			continue;
+	if (drop)
+		ls->stg_next = ls->stg_n;
+	uint32_t k = 0;
+	while (k < ls->stg_nvict && ls->stg_vict[k].end <= ls->stg_next) {
+		uint32_t i = ls->stg_vict[k++].seg;
 		ls->stg_pinned[i] = 0;
 		ls->readers[i]--;
-		if (!done)
+		if (drop)
 			continue;
 		if (ls->segs[i].state == LSFS_SEG_DEAD || ls->segs[i].state == LSFS_SEG_FREE) {
 			ls->st.gc_freed_segments++;
@@ -2451,9 +2467,58 @@ static void gc_stage_release(struct lsfs *ls, bool done)
 			ls->gc_skip[i] = true;
 		}
 	}
-	ls->stg_n = ls->stg_next = ls->stg_bsec = ls->stg_sec = 0;
-	ls->stg_full = false;
-	ls->stg_grp = (struct gc_grp){ 0 };
+	memmove(ls->stg_vict, ls->stg_vict + k, (ls->stg_nvict - k) * sizeof(*ls->stg_vict));
+	ls->stg_nvict -= k;
+	if (!stg_any(ls)) {
+		ls->stg_n = ls->stg_next = ls->stg_bsec = ls->stg_sec = 0;
+		ls->stg_full = false;
+		ls->stg_grp = (struct gc_grp){ 0 };
+		return;
+	}
+	if (ls->stg_next == 0)
+		return;
+	/* Compact: the moves left and their bytes (in the same order) go to
+	 * the front. */
+	uint32_t first = ls->stg_next, boff = ls->stg[first].off;
+	uint32_t n = ls->stg_n - first;
+	memmove(ls->stg_buf, ls->stg_buf + boff, (size_t)ls->stg_bsec * LSFS_SECTOR - boff);
+	memmove(ls->stg, ls->stg + first, (size_t)n * sizeof(*ls->stg));
+	for (uint32_t i = 0; i < n; i++)
+		ls->stg[i].off -= boff;
+	for (uint32_t i = 0; i < ls->stg_nvict; i++)
+		ls->stg_vict[i].end -= first;
+	ls->stg_bsec -= boff / LSFS_SECTOR;
+	ls->stg_n = n;
+	ls->stg_next = 0;
+	ls->stg_full = stg_seg_worth(ls);
+}
+
+/*
+ * Staged victim @s no longer holds a mapped block (the clients overwrote
+ * or unmapped the rest): its staged moves can only be dropped, so it need
+ * not wait for them to be reused. Unpin it now (a pinned dead segment
+ * would count as free but could not be opened), and make its moves name
+ * no address (0 is never a payload's), so that a new life of the segment
+ * cannot match one of them.
+ */
+static void gc_stage_unpin(struct lsfs *ls, uint32_t s)
+{
+	uint32_t start = 0;
+	for (uint32_t k = 0; k < ls->stg_nvict; k++) {
+		if (ls->stg_vict[k].seg != s) {
+			start = ls->stg_vict[k].end;
+			continue;
+		}
+		for (uint32_t i = TND_MAX(start, ls->stg_next); i < ls->stg_vict[k].end; i++)
+			ls->stg[i].loc = 0;
+		/* (Its range joins the next victim's: all dropped.) */
+		memmove(ls->stg_vict + k, ls->stg_vict + k + 1, (ls->stg_nvict - k - 1) * sizeof(*ls->stg_vict));
+		ls->stg_nvict--;
+		ls->stg_pinned[s] = 0;
+		ls->readers[s]--;
+		ls->st.gc_freed_segments++;
+		return;
+	}
 }
 
 /*
@@ -2488,10 +2553,10 @@ static int gc_stage_append(struct lsfs *ls, bool whole)
 		tnd_debug(LSFS_TAG, "gc: no room to move %u staged blocks (%s)", ls->stg_n - ls->stg_next,
 			  strerror(-ret));
 		ls->gc_stalled = true;
-		gc_stage_release(ls, false);
+		gc_stage_retire(ls, true);
 	}
-	if (!stg_any(ls) && !ls->failed)
-		gc_stage_release(ls, true);
+	if (!ls->failed)
+		gc_stage_retire(ls, false);
 	return ret;
 }
 
@@ -2563,7 +2628,9 @@ static int gc_stage_add(struct lsfs *ls)
 	}
 	/* The pass's pin is the stage's now. */
 	ls->stg_pinned[v] = 1;
+	ls->stg_vict[ls->stg_nvict++] = (struct stg_victim){ .seg = v, .end = ls->stg_n };
 	ls->gc_pinned = false;
+	ls->stg_full = stg_seg_worth(ls);
 	return 1;
 }
 
@@ -2579,14 +2646,16 @@ static void gc_dispatch(struct lsfs *ls)
 
 /*
  * At a segment boundary (the open segment just closed), should the stage
- * go out as a segment of its own? When no further victim fits, or GC has
- * nothing more to clean for now; not from inside GC's own appends.
+ * go out as a segment of its own? When it fills one (or GC has nothing
+ * else to stage); not from inside GC's own appends. A smaller stage waits:
+ * a GC segment closed half empty would only have to be cleaned again (an
+ * idle log gets it appended by the tick).
  */
 static bool gc_stage_ready(struct lsfs *ls)
 {
 	if (!stg_any(ls) || ls->gc_in_append || ls->failed || ls->closing)
 		return false;
-	return ls->stg_full || !gc_wanted(ls);
+	return ls->stg_full;
 }
 
 /*
@@ -2610,7 +2679,7 @@ static void gc_stage_write(struct lsfs *ls)
 	if (!live) {
 		/* Everything staged was overwritten meanwhile. */
 		ls->stg_next = ls->stg_n;
-		gc_stage_release(ls, true);
+		gc_stage_retire(ls, false);
 		return;
 	}
 	if (open_segment(ls) < 0)
@@ -3139,6 +3208,7 @@ static void lsfs_free(struct lsfs *ls)
 	free(ls->stg_buf);
 	free(ls->stg);
 	free(ls->stg_pinned);
+	free(ls->stg_vict);
 	free(ls);
 }
 
@@ -3421,8 +3491,9 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	ls->dead_rec = calloc(sb->seg_count, sizeof(*ls->dead_rec));
 	ls->gc_skip = calloc(sb->seg_count, sizeof(*ls->gc_skip));
 	ls->stg_pinned = calloc(sb->seg_count, sizeof(*ls->stg_pinned));
+	ls->stg_vict = calloc(sb->seg_count, sizeof(*ls->stg_vict));
 	if (!ls->opts.gc_mix)
-		ls->stg_buf = lsfs_alloc_blocks(sb->seg_size);
+		ls->stg_buf = lsfs_alloc_blocks(2 * (size_t)sb->seg_size);
 	/* A packed segment holds up to eight payloads per block. */
 	size_t max_pay = (size_t)ls->seg_blocks * (LSFS_BLK / LSFS_SECTOR);
 	ls->gc_locs = calloc(max_pay, sizeof(*ls->gc_locs));
@@ -3432,7 +3503,7 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	ls->cbuf = lsfs_alloc_blocks(LSFS_BLK);
 	ls->dbuf = lsfs_alloc_blocks(LSFS_BLK);
 	if (!ls->readers || !ls->ckpt_frees || !ls->dead_rec || !ls->gc_skip || !ls->gc_locs || !ls->gc_lbas ||
-	    !ls->stg_pinned || (!ls->opts.gc_mix && !ls->stg_buf) ||
+	    !ls->stg_pinned || !ls->stg_vict || (!ls->opts.gc_mix && !ls->stg_buf) ||
 	    !ls->zbuf || !ls->cbuf || !ls->dbuf) {
 		lsfs_free(ls);
 		return -ENOMEM;
