@@ -91,10 +91,13 @@
  * Hot/cold separation. A block GC moves has survived a segment's life:
  * it is cold, and appended among the clients' fresh (hot) writes it makes
  * every segment a mix that dies slowly. So a pass normally stages its moves
- * instead: the stored bytes are copied to a RAM stage (a segment's worth,
- * from one or more victims), and at the next segment boundary (make_room
- * closed the clients' open segment and is about to open the next) the
- * stage is appended as a segment of its own, every record flagged GC. The
+ * instead: the stored bytes are copied to a RAM stage (from one or more
+ * victims, room for two segments), and once a segment's worth is staged,
+ * at the next segment boundary (make_room closed the clients' open segment
+ * and is about to open the next) it is appended as a segment of its own,
+ * filled to the end, every record flagged GC; what does not fit stays
+ * staged for the next one (a half-empty GC segment would only have to be
+ * cleaned again: that first version wrote 20 % more). The
  * log stays one chain (client segment, GC segment, client segment:
  * consecutive records, each segment naming its predecessor), so replay
  * needs nothing new. Why it is crash-safe, and keeps reuse after a flush
@@ -105,9 +108,12 @@
  * unmapped or moved meanwhile). A victim therefore becomes DEAD only
  * through records in the log, and its reuse waits for the durability of
  * the record that emptied it, as above. The victim is pinned (readers)
- * from staging until the stage is appended or dropped: emptied by writers
+ * from staging until its last staged move is appended: emptied by writers
  * meanwhile, it must not get a new life that could put another payload at
- * a staged address (the check compares addresses). A crash loses only the
+ * a staged address (the check compares addresses); when the writers empty
+ * it, its staged moves are voided (address 0) and it is unpinned at once
+ * (a pinned dead segment would count as free but could not be opened). A
+ * stage that finds no room at all is dropped. A crash loses only the
  * stage. A GC segment always holds a record (it is opened only with a
  * staged block still live): replay finds a successor by its first record.
  * The fallback is the old mixing: an explicit pass (tnd_lsfs_gc_run), the
