@@ -142,6 +142,9 @@ struct tnd_lsfs_opts {
 				       page cache a write completes at once and one at a
 				       time batches best; a backing written with O_DIRECT
 				       (flat's direct_writes) needs several (the daemon: 4) */
+	bool gc_mix;                /* GC appends moved blocks among the clients' writes (the
+				       behaviour before hot/cold separation) instead of staging
+				       them for GC-only segments; default false; for comparison */
 	/*
 	 * Store new 4 KiB blocks LZ4-compressed when that saves at least one
 	 * 512 B sector (default false). Opening a store with it on marks the
@@ -221,6 +224,8 @@ struct tnd_lsfs_stats {
 	uint64_t client_bytes_written; /* bytes of client WRITEs that completed */
 	uint64_t backing_bytes_written; /* every byte lsfs wrote to its backing volume */
 	uint64_t gc_bytes_written;    /* of those: payloads GC moved */
+	uint64_t gc_segments_written; /* GC-only segments (cold data moved by GC, no client write) */
+	uint64_t gc_mixed_blocks;     /* blocks GC moved into a segment of client writes (fallback) */
 	uint64_t ckpt_bytes_written;  /* of those: checkpoints */
 	uint64_t mapped_blocks;       /* 4 KiB chunks with data */
 	uint64_t map_bytes;           /* RAM used by the block map */
@@ -288,6 +293,8 @@ struct tnd_lsfs_check_result {
 	uint64_t shared_blocks;       /* payloads mapped by more than one block (dedup) */
 	uint64_t reused_segments;     /* replay went on in segments the checkpoint lists as used
 					 (reused after a flush, without a checkpoint) */
+	uint64_t gc_segments;         /* used segments whose records all hold GC's moves only */
+	uint64_t gc_replayed_records; /* replayed records of such segments */
 };
 
 /*

@@ -9,7 +9,9 @@
  *                 agree with its own map
  *   log           every record in every used segment parses; every payload
  *                 that a map entry points at has the CRC the map says, and
- *                 its record names that block
+ *                 its record names that block; a segment's records are all
+ *                 GC records (a GC-only segment: DATA descriptors only) or
+ *                 none is
  *   map           no two blocks share a payload (unless the store has the
  *                 DEDUP feature; then all sharers agree on its CRC and
  *                 layout, and no payload has more than LSFS_REF_MAX of
@@ -93,6 +95,7 @@ static void check_segment(struct ck_state *s, uint32_t seg, uint8_t *buf)
 	uint64_t seg_seq = rec->segs[seg].seq;
 	uint32_t off = 0;
 	uint64_t expect = 0;
+	uint32_t nrec = 0, ngc = 0;
 	while (off + LSFS_BLK <= sb->seg_size) {
 		const uint8_t *hdr = buf + off;
 		struct lsfs_rec rh;
@@ -101,10 +104,18 @@ static void check_segment(struct ck_state *s, uint32_t seg, uint8_t *buf)
 		    off + (uint64_t)(1 + rh.npayload) * LSFS_BLK > sb->seg_size)
 			break;
 		s->res->records++;
+		nrec++;
+		bool gc = rh.flags & LSFS_REC_F_GC;
+		ngc += gc;
 		uint32_t sec = 0;
 		for (uint32_t i = 0; i < rh.ndesc; i++) {
 			struct lsfs_desc d;
 			lsfs_desc_decode(hdr, i, &d);
+			/* GC only moves blocks: a GC record holds DATA descriptors. */
+			if (gc && (d.flags & LSFS_DESC_KIND_MASK) != LSFS_DESC_DATA)
+				problem(s, true, "segment %u record %llu: a GC record holds a %s descriptor",
+					seg, (unsigned long long)rh.rec_seq,
+					(d.flags & LSFS_DESC_KIND_MASK) == LSFS_DESC_TRIM ? "TRIM" : "SIZE");
 			if (!lsfs_desc_payload(&d))
 				continue;
 			uint32_t pos = off + LSFS_BLK + sec * LSFS_SECTOR;
@@ -149,6 +160,11 @@ static void check_segment(struct ck_state *s, uint32_t seg, uint8_t *buf)
 		expect = rh.rec_seq + 1;
 		off += (1 + rh.npayload) * LSFS_BLK;
 	}
+	/* Hot/cold separation: a segment is GC-only or holds no GC record. */
+	if (ngc && ngc != nrec)
+		problem(s, true, "segment %u mixes %u GC records with %u client records", seg, ngc, nrec - ngc);
+	else if (ngc)
+		s->res->gc_segments++;
 }
 
 static int check_on(struct tnd_volume *backing, struct tnd_reactor *r, FILE *report,
@@ -183,6 +199,7 @@ static int check_on(struct tnd_volume *backing, struct tnd_reactor *r, FILE *rep
 	const struct lsfs_sb *sb = &rec.sb;
 	res->replayed_records = rec.replayed;
 	res->reused_segments = rec.reused;
+	res->gc_replayed_records = rec.gc_replayed;
 	res->mapped_blocks = rec.map.mapped;
 	/* The copies are rewritten one at a time (when a feature bit is set),
 	 * so a crash can leave one torn or older; open rewrites both. */
@@ -277,6 +294,10 @@ static int check_on(struct tnd_volume *backing, struct tnd_reactor *r, FILE *rep
 			(unsigned long long)rec.map.mapped * 4, (unsigned long long)phys_sec / 2,
 			sb->incompat & LSFS_INCOMPAT_PACKED ? " (packed, LZ4)" : "");
 	}
+	if (report && res->gc_segments)
+		fprintf(report, "gc: %llu GC-only segments (blocks moved by GC, no client write); "
+			"%llu of their records replayed\n", (unsigned long long)res->gc_segments,
+			(unsigned long long)res->gc_replayed_records);
 	if (report)
 		fprintf(report, "%s: %llu segments, %llu records, %llu blocks mapped, %llu replayed "
 			"(%llu in reused segments); %llu errors, %llu warnings\n",

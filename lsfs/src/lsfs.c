@@ -91,6 +91,42 @@
  * as they are, packed or shared ones too, so reads of them keep failing
  * their CRC instead of the segment being skipped forever.
  *
+ * Hot/cold separation. A block GC moves has survived a segment's life:
+ * it is cold, and appended among the clients' fresh (hot) writes it makes
+ * every segment a mix that dies slowly. So a pass normally stages its moves
+ * instead: the stored bytes are copied to a RAM stage (from one or more
+ * victims, room for two segments), and once a segment's worth is staged,
+ * at the next segment boundary (make_room closed the clients' open segment
+ * and is about to open the next) it is appended as a segment of its own,
+ * filled to the end, every record flagged GC; what does not fit stays
+ * staged for the next one (a half-empty GC segment would only have to be
+ * cleaned again: that first version wrote 20 % more). The
+ * log stays one chain (client segment, GC segment, client segment:
+ * consecutive records, each segment naming its predecessor), so replay
+ * needs nothing new. Why it is crash-safe, and keeps reuse after a flush
+ * valid: staging changes nothing, neither map nor live counts nor log; a
+ * staged block stays mapped (and is read) at its old address until the
+ * record that moves it is appended and applied, and the move is checked
+ * against the map right then (dropped if the block was overwritten,
+ * unmapped or moved meanwhile). A victim therefore becomes DEAD only
+ * through records in the log, and its reuse waits for the durability of
+ * the record that emptied it, as above. The victim is pinned (readers)
+ * from staging until its last staged move is appended: emptied by writers
+ * meanwhile, it must not get a new life that could put another payload at
+ * a staged address (the check compares addresses); when the writers empty
+ * it, its staged moves are voided (address 0) and it is unpinned at once
+ * (a pinned dead segment would count as free but could not be opened). A
+ * stage that finds no room at all is dropped. A crash loses only the
+ * stage. A GC segment always holds a record (it is opened only with a
+ * staged block still live): replay finds a successor by its first record.
+ * The fallback is the old mixing: an explicit pass (tnd_lsfs_gc_run), the
+ * gc_mix option, fewer than three free segments, or writers waiting for
+ * space append the moves at once among the clients' writes, so GC never
+ * waits for a boundary while the store fills up, the 1/32-dead victim rule
+ * and the 'store full' fail-fast work as before (a stage that finds no room
+ * at all is dropped, unpinning its victims), and an idle log gets its stage
+ * appended after a tick without a record.
+ *
  * Partial chunks (512 B volumes) are merged with the chunk's current
  * content at append time: from RAM when it is there, else from a copy read
  * beforehand and still current (same pba); if the chunk moved on while we
@@ -136,6 +172,7 @@ struct lsfs_buf {
 	uint32_t issued;               /* bytes handed to the backing volume */
 	uint32_t done;                 /* bytes written */
 	bool active;                   /* holds segment @seg's data */
+	bool gc_only;                  /* a GC-only segment: its records say so (LSFS_REC_F_GC) */
 };
 
 struct lsfs_child;
@@ -244,6 +281,28 @@ struct lsfs_ioctx {
 	int parts;                     /* stage parts still running on other reactors */
 };
 
+/* Dedup: a shared payload moves once; its other sharers follow it with
+ * DEDUP descriptors as long as the chunk that got the copy still maps it. */
+struct gc_grp {
+	uint64_t old;                  /* the payload being moved (lsfs_ment_loc) */
+	uint64_t new_loc;              /* its new address (0: not moved yet) */
+	uint64_t lba;                  /* the chunk that got the copy */
+};
+
+/* A staged victim: pinned until the moves before stg[end] are appended. */
+struct stg_victim {
+	uint32_t seg;
+	uint32_t end;
+};
+
+/* A move staged for a GC-only segment. */
+struct gc_stage_ent {
+	uint64_t lba;
+	uint64_t loc;                  /* where its payload was when staged */
+	uint32_t off;                  /* its stored bytes in stg_buf */
+	uint32_t sec;                  /* payload sectors it adds (0: a sharer following) */
+};
+
 struct lsfs {
 	struct tnd_volume vol;
 	struct tnd_reactor *home;
@@ -335,14 +394,27 @@ struct lsfs {
 	uint64_t *gc_locs;             /* lsfs_ment_loc of live payloads found in the victim */
 	uint64_t *gc_lbas;             /* the chunk mapping each */
 	uint32_t gc_cap;               /* room in gc_locs/gc_lbas */
-	uint64_t gc_grp_old;           /* dedup: the shared payload being moved ... */
-	uint64_t gc_grp_new;           /* ... its new address (0: not moved yet) */
-	uint64_t gc_grp_lba;           /* ... and the chunk that got the copy */
+	struct gc_grp gc_grp;          /* dedup: the shared payload the pass is moving */
 	uint32_t gc_nmoves, gc_next;
 	bool *gc_skip;
 	tnd_done_cb gc_cb;
 	void *gc_cb_arg;
 	bool gc_stalled;               /* GC ran out of room; cleared when a segment frees */
+	bool gc_in_append;             /* GC is appending moves: no GC-only segment from make_room */
+
+	/* hot/cold separation: moves staged for a GC-only segment */
+	uint8_t *stg_buf;              /* 2 x seg_size: the staged payloads' stored bytes, by sector */
+	struct gc_stage_ent *stg;      /* the staged moves, in the order they are to be appended */
+	uint32_t stg_n, stg_cap;
+	uint32_t stg_next;             /* first not yet appended */
+	uint32_t stg_bsec;             /* sectors of stg_buf in use */
+	uint32_t stg_sec;              /* payload sectors of the moves not yet appended */
+	uint8_t *stg_pinned;           /* per segment: a staged victim (holds a readers[] count) */
+	struct stg_victim *stg_vict;   /* the staged victims, in staging order */
+	uint32_t stg_nvict;
+	struct gc_grp stg_grp;
+	bool stg_full;                 /* a segment's worth staged: the next boundary writes it */
+	uint64_t stg_idle_seq;         /* next_rec_seq at the last tick (idle log: append anyway) */
 	bool full_logged;              /* "store full" logged; cleared by the next write */
 	struct tnd_timer tick;
 	bool tick_armed;
@@ -384,6 +456,10 @@ static void start_io(struct lsfs *ls, struct lsfs_ioctx *x);
 static void reclaim_kick(struct lsfs *ls);
 static bool linger_hold(struct lsfs *ls);
 static void linger_stop(struct lsfs *ls);
+static bool gc_stage_ready(struct lsfs *ls);
+static void gc_stage_write(struct lsfs *ls);
+static void gc_stage_retire(struct lsfs *ls, bool drop);
+static void gc_stage_unpin(struct lsfs *ls, uint32_t s);
 
 static struct lsfs *to_lsfs(struct tnd_volume *v)
 {
@@ -581,6 +657,7 @@ static void fail_stop(struct lsfs *ls, int err, const char *what)
 		complete_io(x, x->cursor > x->c0 ? -EIO : -EROFS);
 	}
 	ls->aq_tail = NULL;
+	gc_stage_retire(ls, true);
 	if (ls->gc_wait_buf || (ls->gc_cb && !ls->gc_busy)) {
 		ls->gc_busy = true;
 		gc_finish(ls);
@@ -636,6 +713,8 @@ static void seg_lost_block(struct lsfs *ls, const struct lsfs_ment *old)
 	}
 	if (last)
 		ls->segs[s].live_sec -= lsfs_len_sectors(lsfs_aux_len(old->aux));
+	if (ls->segs[s].live == 0 && ls->stg_pinned[s])
+		gc_stage_unpin(ls, s);
 	if (ls->segs[s].live == 0 && ls->segs[s].state == LSFS_SEG_USED) {
 		ls->segs[s].state = LSFS_SEG_DEAD;
 		ls->ndead++;
@@ -657,6 +736,7 @@ static void seal_record(struct lsfs *ls)
 		.ndesc = ls->rec_ndesc,
 		.npayload = (ls->rec_sec + 7) / 8,
 		.next_seg = ls->next_seg,
+		.flags = b->gc_only ? LSFS_REC_F_GC : 0,
 	};
 	memcpy(r.uuid, ls->sb.uuid, 16);
 	uint8_t *hdr = b->data + ls->rec_off;
@@ -728,6 +808,7 @@ static int open_segment(struct lsfs *ls)
 	nb->fill = nb->sealed_end = nb->issued = nb->done = 0;
 	nb->sealed_seq = 0;
 	nb->active = true;
+	nb->gc_only = false;
 	ls->cur = nb;
 	ls->cur_prev_seq = prev;
 	ls->tail_seg = seg;
@@ -761,6 +842,10 @@ static int make_room(struct lsfs *ls, uint32_t len)
 				break;
 			close_segment(ls);
 		}
+		/* A segment boundary: GC's staged moves may go out first, as
+		 * a segment of their own (hot/cold separation). */
+		if (gc_stage_ready(ls))
+			gc_stage_write(ls);
 		int ret = open_segment(ls);
 		if (ret < 0)
 			return ret;
@@ -991,7 +1076,7 @@ static int try_share(struct lsfs *ls, uint64_t c, const uint8_t *src, struct dd_
 	uint32_t seg = seg_of(ls, pba);
 	const struct lsfs_seginfo *si = &ls->segs[seg];
 	if ((si->state != LSFS_SEG_USED && si->state != LSFS_SEG_OPEN) ||
-	    (ls->gc_busy && seg == ls->gc_victim))
+	    (ls->gc_busy && seg == ls->gc_victim) || ls->stg_pinned[seg])
 		return 0;
 	const uint8_t *p = ram_block(ls, pba);
 	if (p)
@@ -1191,7 +1276,7 @@ static uint32_t pick_victim(struct lsfs *ls);
 static bool space_may_come(struct lsfs *ls)
 {
 	return ls->ndead > 0 || ls->ckpt_busy || ls->gc_busy || ls->reclaim_busy ||
-	       (!ls->gc_stalled && pick_victim(ls) != LSFS_NONE32);
+	       (!ls->gc_stalled && ls->stg_next < ls->stg_n) || (!ls->gc_stalled && pick_victim(ls) != LSFS_NONE32);
 }
 
 static void io_durable(struct lsfs_waiter *w, int status)
@@ -1265,8 +1350,15 @@ static void pump(struct lsfs *ls)
 					continue;
 				}
 				gc_step(ls);     /* may free dead segments at once */
-				if (!space_for(ls, x))
+				if (!space_for(ls, x)) {
+					/* (GC may have found it has no room either) */
+					if (!space_may_come(ls)) {
+						aq_pop(ls);
+						fail_for_space(ls, x, "no free segments and nothing left to clean");
+						continue;
+					}
 					break;
+				}
 			}
 			x->space_ok = true;
 		}
@@ -2259,7 +2351,8 @@ static uint32_t pick_victim(struct lsfs *ls)
 	uint32_t min_dead = TND_MAX(2u * (LSFS_BLK / LSFS_SECTOR), cap / 32);
 	for (uint32_t i = 0; i < ls->sb.seg_count; i++) {
 		const struct lsfs_seginfo *s = &ls->segs[i];
-		if (s->state != LSFS_SEG_USED || ls->gc_skip[i] || s->live_sec + min_dead > cap)
+		if (s->state != LSFS_SEG_USED || ls->gc_skip[i] || ls->stg_pinned[i] ||
+		    s->live_sec + min_dead > cap)
 			continue;
 		/* GC reads the victim from disk: all of it must be there. */
 		const struct lsfs_buf *b = buf_of_seg(ls, i);
@@ -2309,30 +2402,108 @@ static void gc_finish(struct lsfs *ls)
 	gc_step(ls);
 }
 
+/*
+ * Is there room in the open segment for one more descriptor and @len bytes
+ * of payload without closing it? (make_room's arithmetic: a full record is
+ * sealed and the next one starts at the fill.)
+ */
+static bool room_in_cur(const struct lsfs *ls, uint32_t len)
+{
+	const struct lsfs_buf *b = ls->cur;
+	if (!b)
+		return false;
+	bool same = ls->rec_open && ls->rec_ndesc < LSFS_REC_MAX_DESC;
+	uint64_t start = same ? ls->rec_off : b->fill;
+	uint64_t sec = (same ? ls->rec_sec : 0) + lsfs_len_sectors(len);
+	uint64_t end = start + LSFS_BLK + (sec * LSFS_SECTOR + LSFS_BLK - 1) / LSFS_BLK * LSFS_BLK;
+	return end <= ls->sb.seg_size;
+}
+
+/*
+ * Move chunk @lba, whose payload GC found at @loc with the stored bytes
+ * @src (borrowed: the payload as read from the victim), to the log head,
+ * unless the chunk no longer maps it there (overwritten, unmapped or moved
+ * meanwhile: the move must not resurrect it). With dedup a shared payload
+ * moves once (@g) and its sharers follow. The stored bytes, LZ4 or not,
+ * their length and CRC move unchanged. With @whole the move must fit in
+ * the open segment as it is (a GC-only segment is never closed for a move
+ * and never continued by one). 0: done with this chunk; 1: @whole and no
+ * room; or make_room's -errno (-EAGAIN: wait for a buffer).
+ */
+static int gc_move(struct lsfs *ls, struct gc_grp *g, uint64_t lba, uint64_t loc, const uint8_t *src,
+		   bool whole)
+{
+	const struct lsfs_ment *m = lsfs_map_get(&ls->map, lba);
+	if (!m || lsfs_ment_loc(m) != loc)
+		return 0;
+	if (loc != g->old) {
+		g->old = loc;
+		g->new_loc = 0;
+	}
+	const struct lsfs_ment *gm = g->new_loc ? lsfs_map_get(&ls->map, g->lba) : NULL;
+	bool follow = gm && lsfs_ment_loc(gm) == g->new_loc;
+	uint32_t len = lsfs_aux_len(m->aux);
+	/* (A sharer whose count is saturated needs a copy: room for one.) */
+	if (whole && !room_in_cur(ls, len))
+		return 1;
+	int ret = make_room(ls, follow ? 0 : len);
+	if (ret < 0)
+		return ret;
+	m = lsfs_map_get(&ls->map, lba);
+	uint32_t crc = m->crc;
+	bool lz4 = lsfs_aux_lz4(m->aux);
+	if (follow && tnd_dedup_ref_inc(ls->refs, g->new_loc) >= 0) {
+		gm = lsfs_map_get(&ls->map, g->lba);
+		add_desc(ls, lba, crc, (uint16_t)(LSFS_DESC_DATA | LSFS_DESC_F_DEDUP | (lz4 ? LSFS_DESC_F_LZ4 : 0)),
+			 (uint16_t)len, g->new_loc);
+		map_update(ls, lba, g->new_loc >> 3, crc, gm->aux, true);
+		ls->st.gc_moved_blocks++;
+		return 0;
+	}
+	if (follow) {
+		/* No count to add to: give this sharer its own copy. */
+		ret = make_room(ls, len);
+		if (ret < 0)
+			return ret;
+		m = lsfs_map_get(&ls->map, lba);
+	}
+	uint16_t old_aux = m->aux;
+	uint64_t npba;
+	uint32_t nsector;
+	uint8_t *slot = data_slot(ls, len, &npba, &nsector);
+	memcpy(slot, src, len);
+	add_desc(ls, lba, crc, (uint16_t)(LSFS_DESC_DATA | (lz4 ? LSFS_DESC_F_LZ4 : 0)), (uint16_t)len, 0);
+	uint16_t naux = lsfs_aux_make(lz4, nsector, len);
+	/* The index follows the payload (before the old address loses its
+	 * last reference, which would drop the entry). */
+	if (ls->ddx)
+		tnd_dedup_move_pba(ls->ddx, dd_val(loc, old_aux), dd_val(npba << 3 | nsector, naux));
+	map_update(ls, lba, npba, crc, naux, false);
+	if (ls->refs) {
+		g->new_loc = npba << 3 | nsector;
+		g->lba = lba;
+	}
+	ls->st.gc_moved_blocks++;
+	/* What the move appends: its payload, packed (a sharer that follows
+	 * appends a descriptor only). */
+	ls->st.gc_bytes_written += (uint64_t)lsfs_len_sectors(len) * LSFS_SECTOR;
+	return 0;
+}
+
+/* The pass's moves, appended now among whatever else is being written. */
 static void gc_continue(struct lsfs *ls)
 {
 	ls->gc_wait_buf = false;
 	uint32_t v = ls->gc_victim;
 	uint64_t base = lsfs_seg_base_pba(&ls->sb, v);
+	ls->gc_in_append = true;
 	while (ls->gc_next < ls->gc_nmoves && !ls->failed) {
-		uint64_t lba = ls->gc_lbas[ls->gc_next];
 		uint64_t loc = ls->gc_locs[ls->gc_next];
-		const struct lsfs_ment *m = lsfs_map_get(&ls->map, lba);
-		if (!m || lsfs_ment_loc(m) != loc) {
-			ls->gc_next++;
-			continue;
-		}
-		if (loc != ls->gc_grp_old) {
-			ls->gc_grp_old = loc;
-			ls->gc_grp_new = 0;
-		}
-		/* A shared payload moves once; its other sharers follow it,
-		 * as long as the chunk that got the copy still maps it. */
-		const struct lsfs_ment *g = ls->gc_grp_new ? lsfs_map_get(&ls->map, ls->gc_grp_lba) : NULL;
-		bool follow = g && lsfs_ment_loc(g) == ls->gc_grp_new;
-		uint32_t len = lsfs_aux_len(m->aux);
-		int ret = make_room(ls, follow ? 0 : len);
+		const uint8_t *src = ls->gc_buf + ((loc >> 3) - base) * LSFS_BLK + (loc & 7) * LSFS_SECTOR;
+		uint64_t moved = ls->st.gc_moved_blocks;
+		int ret = gc_move(ls, &ls->gc_grp, ls->gc_lbas[ls->gc_next], loc, src, false);
 		if (ret == -EAGAIN) {
+			ls->gc_in_append = false;
 			ls->gc_wait_buf = true;
 			schedule_kick(ls);
 			return;
@@ -2347,55 +2518,10 @@ static void gc_continue(struct lsfs *ls)
 			ls->gc_stalled = true;
 			break;
 		}
-		m = lsfs_map_get(&ls->map, lba);
-		uint32_t crc = m->crc;
-		bool lz4 = lsfs_aux_lz4(m->aux);
-		if (follow && tnd_dedup_ref_inc(ls->refs, ls->gc_grp_new) >= 0) {
-			add_desc(ls, lba, crc, (uint16_t)(LSFS_DESC_DATA | LSFS_DESC_F_DEDUP |
-							(lz4 ? LSFS_DESC_F_LZ4 : 0)),
-				 (uint16_t)len, ls->gc_grp_new);
-			map_update(ls, lba, ls->gc_grp_new >> 3, crc, g->aux, true);
-			ls->gc_next++;
-			ls->st.gc_moved_blocks++;
-			continue;
-		}
-		if (follow) {
-			/* No count to add to: give this sharer its own copy. */
-			ret = make_room(ls, len);
-			if (ret < 0) {
-				ls->gc_stalled = ret != -EAGAIN;
-				ls->gc_wait_buf = ret == -EAGAIN;
-				if (ret == -EAGAIN) {
-					schedule_kick(ls);
-					return;
-				}
-				break;
-			}
-			m = lsfs_map_get(&ls->map, lba);
-		}
-		uint16_t old_aux = m->aux;
-		uint64_t npba;
-		uint32_t nsector;
-		uint8_t *slot = data_slot(ls, len, &npba, &nsector);
-		/* The stored bytes move as they are, compressed or not. */
-		memcpy(slot, ls->gc_buf + ((loc >> 3) - base) * LSFS_BLK + (loc & 7) * LSFS_SECTOR, len);
-		add_desc(ls, lba, crc, (uint16_t)(LSFS_DESC_DATA | (lz4 ? LSFS_DESC_F_LZ4 : 0)), (uint16_t)len, 0);
-		uint16_t naux = lsfs_aux_make(lz4, nsector, len);
-		/* The index follows the payload (before the old address loses
-		 * its last reference, which would drop the entry). */
-		if (ls->ddx)
-			tnd_dedup_move_pba(ls->ddx, dd_val(loc, old_aux), dd_val(npba << 3 | nsector, naux));
-		map_update(ls, lba, npba, crc, naux, false);
-		if (ls->refs) {
-			ls->gc_grp_new = npba << 3 | nsector;
-			ls->gc_grp_lba = lba;
-		}
+		ls->st.gc_mixed_blocks += ls->st.gc_moved_blocks - moved;
 		ls->gc_next++;
-		ls->st.gc_moved_blocks++;
-		/* What the move appends: its payload, packed (a sharer that
-		 * follows appends a descriptor only). */
-		ls->st.gc_bytes_written += (uint64_t)lsfs_len_sectors(len) * LSFS_SECTOR;
 	}
+	ls->gc_in_append = false;
 	schedule_kick(ls);
 	if (ls->segs[v].state == LSFS_SEG_DEAD)
 		ls->st.gc_freed_segments++;
@@ -2406,6 +2532,307 @@ static void gc_continue(struct lsfs *ls)
 		ls->gc_skip[v] = true;
 	}
 	gc_finish(ls);
+}
+
+/* ---- hot/cold separation: GC-only segments ---- */
+
+static bool stg_any(const struct lsfs *ls)
+{
+	return ls->stg_next < ls->stg_n;
+}
+
+/*
+ * A segment's worth staged (at least: a header per LSFS_REC_MAX_DESC
+ * moves plus the payload blocks fill it)? The stage then waits for a
+ * boundary; what does not fit in that GC segment stays staged for the
+ * next one, so GC segments are written full.
+ */
+static bool stg_seg_worth(const struct lsfs *ls)
+{
+	uint32_t n = ls->stg_n - ls->stg_next;
+	return (n + LSFS_REC_MAX_DESC - 1) / LSFS_REC_MAX_DESC + (ls->stg_sec + 7) / 8 >= ls->seg_blocks;
+}
+
+/* Room in the stage for @n more moves of @sec sectors? (Less than a
+ * segment's worth is staged, and the buffer holds two.) */
+static bool stg_fits(const struct lsfs *ls, uint32_t n, uint32_t sec)
+{
+	(void)n;
+	return !stg_seg_worth(ls) && ls->stg_bsec + sec <= 2 * (ls->sb.seg_size / LSFS_SECTOR);
+}
+
+static bool gc_wanted(const struct lsfs *ls)
+{
+	return ls->nfree + ls->nreclaim_pending < ls->opts.gc_free_low;
+}
+
+static bool writers_wait(const struct lsfs *ls)
+{
+	return ls->aq_head && !ls->aq_head->space_ok;
+}
+
+/*
+ * Room for a GC-only segment and the clients' next one beyond GC's
+ * reserve? Below that, staged moves go out at once among the clients'
+ * writes (as before separation): a near-full store cannot wait for a
+ * boundary, and the reserve must stay GC's for moves that free space now.
+ */
+static bool stg_room(const struct lsfs *ls)
+{
+	return ls->nfree + (ls->next_seg != LSFS_NONE32) >= LSFS_GC_RESERVE + 1;
+}
+
+/*
+ * Give staged victims back (their readers[] pins): those whose moves are
+ * all appended (@drop false), or all of them (@drop: fail-stop, no room;
+ * nothing was changed for a staged move until it is appended, so dropping
+ * loses nothing). An emptied stage is reset; otherwise the moves left are
+ * moved to the front of the stage.
+ */
+static void gc_stage_retire(struct lsfs *ls, bool drop)
+{
+	if (!ls->stg_pinned)
+		return;
+	if (drop)
+		ls->stg_next = ls->stg_n;
+	uint32_t k = 0;
+	while (k < ls->stg_nvict && ls->stg_vict[k].end <= ls->stg_next) {
+		uint32_t i = ls->stg_vict[k++].seg;
+		ls->stg_pinned[i] = 0;
+		ls->readers[i]--;
+		if (drop)
+			continue;
+		if (ls->segs[i].state == LSFS_SEG_DEAD || ls->segs[i].state == LSFS_SEG_FREE) {
+			ls->st.gc_freed_segments++;
+		} else if (ls->segs[i].state == LSFS_SEG_USED && ls->segs[i].live > 0) {
+			tnd_warn(LSFS_TAG, "gc: segment %u keeps %u live blocks its records do not explain",
+				 i, ls->segs[i].live);
+			ls->gc_skip[i] = true;
+		}
+	}
+	memmove(ls->stg_vict, ls->stg_vict + k, (ls->stg_nvict - k) * sizeof(*ls->stg_vict));
+	ls->stg_nvict -= k;
+	if (!stg_any(ls)) {
+		ls->stg_n = ls->stg_next = ls->stg_bsec = ls->stg_sec = 0;
+		ls->stg_full = false;
+		ls->stg_grp = (struct gc_grp){ 0 };
+		return;
+	}
+	if (ls->stg_next == 0)
+		return;
+	/* Compact: the moves left and their bytes (in the same order) go to
+	 * the front. */
+	uint32_t first = ls->stg_next, boff = ls->stg[first].off;
+	uint32_t n = ls->stg_n - first;
+	memmove(ls->stg_buf, ls->stg_buf + boff, (size_t)ls->stg_bsec * LSFS_SECTOR - boff);
+	memmove(ls->stg, ls->stg + first, (size_t)n * sizeof(*ls->stg));
+	for (uint32_t i = 0; i < n; i++)
+		ls->stg[i].off -= boff;
+	for (uint32_t i = 0; i < ls->stg_nvict; i++)
+		ls->stg_vict[i].end -= first;
+	ls->stg_bsec -= boff / LSFS_SECTOR;
+	ls->stg_n = n;
+	ls->stg_next = 0;
+	ls->stg_full = stg_seg_worth(ls);
+}
+
+/*
+ * Staged victim @s no longer holds a mapped block (the clients overwrote
+ * or unmapped the rest): its staged moves can only be dropped, so it need
+ * not wait for them to be reused. Unpin it now (a pinned dead segment
+ * would count as free but could not be opened), and make its moves name
+ * no address (0 is never a payload's), so that a new life of the segment
+ * cannot match one of them.
+ */
+static void gc_stage_unpin(struct lsfs *ls, uint32_t s)
+{
+	uint32_t start = 0;
+	for (uint32_t k = 0; k < ls->stg_nvict; k++) {
+		if (ls->stg_vict[k].seg != s) {
+			start = ls->stg_vict[k].end;
+			continue;
+		}
+		for (uint32_t i = TND_MAX(start, ls->stg_next); i < ls->stg_vict[k].end; i++)
+			ls->stg[i].loc = 0;
+		/* (Its range joins the next victim's: all dropped.) */
+		memmove(ls->stg_vict + k, ls->stg_vict + k + 1, (ls->stg_nvict - k - 1) * sizeof(*ls->stg_vict));
+		ls->stg_nvict--;
+		ls->stg_pinned[s] = 0;
+		ls->readers[s]--;
+		ls->st.gc_freed_segments++;
+		return;
+	}
+}
+
+/*
+ * Append the staged moves, in order. @whole: into the open GC-only
+ * segment, up to its end (1: it is full, the rest stays staged); else
+ * among the clients' writes, opening segments as needed (the fallback when
+ * writers wait for space). 0 when all are appended (the stage is then
+ * released), 1, or make_room's -errno.
+ */
+static int gc_stage_append(struct lsfs *ls, bool whole)
+{
+	int ret = 0;
+	ls->gc_in_append = true;
+	while (stg_any(ls) && !ls->failed) {
+		const struct gc_stage_ent *e = &ls->stg[ls->stg_next];
+		uint64_t moved = ls->st.gc_moved_blocks;
+		ret = gc_move(ls, &ls->stg_grp, e->lba, e->loc, ls->stg_buf + e->off, whole);
+		if (ret != 0)
+			break;
+		if (!whole)
+			ls->st.gc_mixed_blocks += ls->st.gc_moved_blocks - moved;
+		ls->stg_sec -= e->sec;
+		ls->stg_next++;
+	}
+	ls->gc_in_append = false;
+	if (ret == -EAGAIN) {
+		schedule_kick(ls);
+	} else if (ret < 0) {
+		/* No room at all: drop the rest (nothing was changed for it)
+		 * so that its victims are not held, and GC waits for space
+		 * like a pass that found none. */
+		tnd_debug(LSFS_TAG, "gc: no room to move %u staged blocks (%s)", ls->stg_n - ls->stg_next,
+			  strerror(-ret));
+		ls->gc_stalled = true;
+		gc_stage_retire(ls, true);
+	}
+	if (!ls->failed)
+		gc_stage_retire(ls, false);
+	return ret;
+}
+
+/*
+ * Stage the pass's moves instead of appending them now, when that is what
+ * GC does (not for an explicit pass, not while writers wait for space) and
+ * they fit in one GC-only segment with what is staged already. The stored
+ * bytes are copied (the victim's buffer is the next pass's); the victim
+ * stays pinned until the stage is appended. 1: staged; 2: left for later
+ * (the stage is full: nothing was changed, the victim will be read again);
+ * 0: move now.
+ */
+static int gc_stage_add(struct lsfs *ls)
+{
+	if (ls->opts.gc_mix || ls->gc_cb || writers_wait(ls) || ls->closing || !ls->stg_buf ||
+	    !stg_room(ls))
+		return 0;
+	uint32_t v = ls->gc_victim;
+	uint64_t base = lsfs_seg_base_pba(&ls->sb, v);
+	uint32_t n = 0, sec = 0;
+	uint64_t prev = 0;
+	for (uint32_t i = 0; i < ls->gc_nmoves; i++) {
+		const struct lsfs_ment *m = lsfs_map_get(&ls->map, ls->gc_lbas[i]);
+		if (!m || lsfs_ment_loc(m) != ls->gc_locs[i])
+			continue;
+		n++;
+		if (ls->gc_locs[i] != prev)
+			sec += lsfs_len_sectors(lsfs_aux_len(m->aux));
+		prev = ls->gc_locs[i];
+	}
+	if (n == 0)
+		return 0;                       /* nothing live: the pass ends it at once */
+	if (!stg_fits(ls, n, sec)) {
+		if (!stg_any(ls))
+			return 0;               /* too full for a segment of its own: move now */
+		ls->stg_full = true;
+		return 2;
+	}
+	if (ls->stg_n + n > ls->stg_cap) {
+		uint32_t cap = TND_MAX(ls->stg_n + n, 2 * ls->stg_cap);
+		struct gc_stage_ent *a = realloc(ls->stg, (size_t)cap * sizeof(*a));
+		if (!a)
+			return 0;
+		ls->stg = a;
+		ls->stg_cap = cap;
+	}
+	prev = 0;
+	uint32_t off = 0;
+	for (uint32_t i = 0; i < ls->gc_nmoves; i++) {
+		uint64_t loc = ls->gc_locs[i];
+		const struct lsfs_ment *m = lsfs_map_get(&ls->map, ls->gc_lbas[i]);
+		if (!m || lsfs_ment_loc(m) != loc)
+			continue;
+		struct gc_stage_ent *e = &ls->stg[ls->stg_n++];
+		e->lba = ls->gc_lbas[i];
+		e->loc = loc;
+		e->sec = 0;
+		if (loc != prev) {
+			uint32_t len = lsfs_aux_len(m->aux);
+			off = ls->stg_bsec * LSFS_SECTOR;
+			memcpy(ls->stg_buf + off,
+			       ls->gc_buf + ((loc >> 3) - base) * LSFS_BLK + (loc & 7) * LSFS_SECTOR, len);
+			e->sec = lsfs_len_sectors(len);
+			ls->stg_bsec += e->sec;
+			ls->stg_sec += e->sec;
+		}
+		e->off = off;
+		prev = loc;
+	}
+	/* The pass's pin is the stage's now. */
+	ls->stg_pinned[v] = 1;
+	ls->stg_vict[ls->stg_nvict++] = (struct stg_victim){ .seg = v, .end = ls->stg_n };
+	ls->gc_pinned = false;
+	ls->stg_full = stg_seg_worth(ls);
+	return 1;
+}
+
+/* The pass has its moves: stage them, or append them now. */
+static void gc_dispatch(struct lsfs *ls)
+{
+	if (gc_stage_add(ls) == 0) {
+		gc_continue(ls);
+		return;
+	}
+	gc_finish(ls);
+}
+
+/*
+ * At a segment boundary (the open segment just closed), should the stage
+ * go out as a segment of its own? When it fills one (or GC has nothing
+ * else to stage); not from inside GC's own appends. A smaller stage waits:
+ * a GC segment closed half empty would only have to be cleaned again (an
+ * idle log gets it appended by the tick).
+ */
+static bool gc_stage_ready(struct lsfs *ls)
+{
+	if (!stg_any(ls) || ls->gc_in_append || ls->failed || ls->closing)
+		return false;
+	return ls->stg_full;
+}
+
+/*
+ * Write the stage as a GC-only segment, right here in the log (between the
+ * client segment that just closed and the next one): open a segment, append
+ * the staged moves into it, close it. Only with a free segment to spare
+ * beyond GC's reserve and the writers' next one (else the fallback, mixing,
+ * takes them when writers wait), and only with at least one move still
+ * live: every segment in the log holds a record (replay finds a successor
+ * by its first record).
+ */
+static void gc_stage_write(struct lsfs *ls)
+{
+	if (!stg_room(ls))
+		return;
+	bool live = false;
+	for (uint32_t i = ls->stg_next; i < ls->stg_n && !live; i++) {
+		const struct lsfs_ment *m = lsfs_map_get(&ls->map, ls->stg[i].lba);
+		live = m && lsfs_ment_loc(m) == ls->stg[i].loc;
+	}
+	if (!live) {
+		/* Everything staged was overwritten meanwhile. */
+		ls->stg_next = ls->stg_n;
+		gc_stage_retire(ls, false);
+		return;
+	}
+	if (open_segment(ls) < 0)
+		return;
+	ls->cur->gc_only = true;
+	gc_stage_append(ls, true);
+	close_segment(ls);
+	ls->st.gc_segments_written++;
+	/* The victims it emptied come back after the flush that covers it. */
+	reclaim_kick(ls);
 }
 
 /*
@@ -2476,14 +2903,14 @@ static void gc_read_done(struct lsfs_child *c, int status)
 		gc_finish(ls);
 		return;
 	}
-	ls->gc_grp_old = ls->gc_grp_new = 0;
+	ls->gc_grp = (struct gc_grp){ 0 };
 	if (ls->refs) {
 		if (gc_collect_from_map(ls, v) < 0) {
 			ls->gc_skip[v] = true;
 			gc_finish(ls);
 			return;
 		}
-		gc_continue(ls);
+		gc_dispatch(ls);
 		return;
 	}
 	const struct lsfs_sb *sb = &ls->sb;
@@ -2538,12 +2965,12 @@ static void gc_read_done(struct lsfs_child *c, int status)
 			gc_finish(ls);
 			return;
 		}
-		gc_continue(ls);
+		gc_dispatch(ls);
 		return;
 	}
 	ls->gc_nmoves = n;
 	ls->gc_next = 0;
-	gc_continue(ls);
+	gc_dispatch(ls);
 }
 
 static void gc_step(struct lsfs *ls)
@@ -2557,12 +2984,20 @@ static void gc_step(struct lsfs *ls)
 		}
 		return;
 	}
-	bool waiting = ls->aq_head && !ls->aq_head->space_ok;
+	bool waiting = writers_wait(ls);
 	/* Dead segments a flush will free count as free. */
-	bool low = ls->nfree + ls->nreclaim_pending < ls->opts.gc_free_low;
+	bool low = gc_wanted(ls);
 	bool forced = ls->gc_cb != NULL;
 	if (!waiting && !low && !forced)
 		return;
+	/* Writers wait for space, or soon would: what is staged for a GC-only
+	 * segment goes out now, among their writes, instead of at the next
+	 * boundary (the victims it empties are what they wait for). */
+	if (stg_any(ls) && (waiting || !stg_room(ls))) {
+		gc_stage_append(ls, false);
+		if (ls->failed)
+			return;
+	}
 	if (ls->ndead > 0 && (waiting || low)) {
 		uint32_t before = ls->nfree;
 		reclaim_kick(ls);
@@ -2585,10 +3020,20 @@ static void gc_step(struct lsfs *ls)
 	 * us again); with nothing to free, writers get ENOSPC (pump). */
 	uint32_t v = ls->gc_stalled ? LSFS_NONE32 : pick_victim(ls);
 	if (v == LSFS_NONE32) {
+		/* Nothing more to stage: the next boundary writes the stage. */
+		if (stg_any(ls))
+			ls->stg_full = true;
 		if (forced) {
 			ls->gc_busy = true;
 			gc_finish(ls);
 		}
+		return;
+	}
+	/* The stage is as full as this victim allows: wait for the boundary
+	 * that writes it (a pass now would read the victim for nothing). */
+	if (!forced && !waiting && !ls->opts.gc_mix && stg_any(ls) && stg_room(ls) &&
+	    (ls->stg_full || !stg_fits(ls, ls->segs[v].live, ls->segs[v].live_sec))) {
+		ls->stg_full = true;
 		return;
 	}
 	if (!ls->gc_buf) {
@@ -2642,6 +3087,16 @@ static void tick_fn(struct tnd_timer *t)
 		return;
 	}
 	gc_step(ls);
+	/* A stage waits for a segment boundary; an idle log has none: after
+	 * a tick without a record, append it among whatever comes next. */
+	if (stg_any(ls) && !ls->gc_busy) {
+		if (ls->next_rec_seq == ls->stg_idle_seq) {
+			gc_stage_append(ls, false);
+			schedule_kick(ls);
+			pump(ls);
+		}
+		ls->stg_idle_seq = ls->next_rec_seq;
+	}
 	if (!ls->ckpt_busy && ckpt_due(ls))
 		ckpt_start(ls, NULL, NULL);
 	tnd_reactor_timer_arm(ls->home, &ls->tick, (uint64_t)ls->opts.gc_interval_ms * 1000000ull);
@@ -3023,7 +3478,7 @@ static void lsfs_stats_json(struct tnd_volume *vol, json_t *out)
 	NUM(backing_flushes); NUM(records); NUM(rmw); NUM(gc_passes); NUM(gc_moved_blocks);
 	NUM(gc_freed_segments); NUM(checkpoints); NUM(reclaimed_segments); NUM(mapped_blocks);
 	NUM(map_bytes); NUM(client_bytes_written); NUM(backing_bytes_written); NUM(gc_bytes_written);
-	NUM(ckpt_bytes_written);
+	NUM(ckpt_bytes_written); NUM(gc_segments_written); NUM(gc_mixed_blocks);
 	NUM(segments); NUM(free_segments); NUM(segment_size); NUM(logical_bytes_written);
 	NUM(stored_bytes); NUM(zero_blocks); NUM(compressed_blocks); NUM(raw_blocks);
 	NUM(map_capacity); NUM(dedup_hits); NUM(dedup_saturated); NUM(verify_mismatches);
@@ -3095,6 +3550,10 @@ static void lsfs_free(struct lsfs *ls)
 	free(ls->helpers);
 	free(ls->gc_lbas);
 	free(ls->gc_skip);
+	free(ls->stg_buf);
+	free(ls->stg);
+	free(ls->stg_pinned);
+	free(ls->stg_vict);
 	free(ls);
 }
 
@@ -3527,6 +3986,10 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	ls->ckpt_frees = calloc(sb->seg_count, sizeof(*ls->ckpt_frees));
 	ls->dead_rec = calloc(sb->seg_count, sizeof(*ls->dead_rec));
 	ls->gc_skip = calloc(sb->seg_count, sizeof(*ls->gc_skip));
+	ls->stg_pinned = calloc(sb->seg_count, sizeof(*ls->stg_pinned));
+	ls->stg_vict = calloc(sb->seg_count, sizeof(*ls->stg_vict));
+	if (!ls->opts.gc_mix)
+		ls->stg_buf = lsfs_alloc_blocks(2 * (size_t)sb->seg_size);
 	/* A packed segment holds up to eight payloads per block. */
 	size_t max_pay = (size_t)ls->seg_blocks * (LSFS_BLK / LSFS_SECTOR);
 	ls->gc_locs = calloc(max_pay, sizeof(*ls->gc_locs));
@@ -3536,6 +3999,7 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	ls->cbuf = lsfs_alloc_blocks(LSFS_BLK);
 	ls->dbuf = lsfs_alloc_blocks(LSFS_BLK);
 	if (!ls->readers || !ls->ckpt_frees || !ls->dead_rec || !ls->gc_skip || !ls->gc_locs || !ls->gc_lbas ||
+	    !ls->stg_pinned || !ls->stg_vict || (!ls->opts.gc_mix && !ls->stg_buf) ||
 	    !ls->zbuf || !ls->cbuf || !ls->dbuf) {
 		lsfs_free(ls);
 		return -ENOMEM;

@@ -99,8 +99,16 @@ struct lsfs_rec {
 	uint32_t ndesc;
 	uint32_t npayload;             /* 4 KiB blocks of (packed) payload after the header */
 	uint32_t next_seg;             /* hint: segment the log continues in, or NONE */
+	uint32_t flags;                /* LSFS_REC_F_*; unknown bits are ignored */
 	uint8_t uuid[16];
 };
+
+/* Record flags (header bytes 44..47; zero in stores written before they
+ * existed, and a reader ignores bits it does not know: they describe, they
+ * never change how a record is applied). GC: every descriptor is a block
+ * moved by garbage collection, and the record lies in a GC-only segment
+ * (all of whose records carry the flag). */
+#define LSFS_REC_F_GC 0x1u
 
 #define LSFS_SECTOR 512u
 #define LSFS_LZ4_MAX (LSFS_BLK - LSFS_SECTOR)   /* the one-sector rule */
@@ -300,6 +308,7 @@ struct lsfs_recovery {
 	uint64_t tail_seg_seq;
 	uint64_t replayed;
 	uint32_t reused;               /* successors the checkpoint listed as used */
+	uint64_t gc_replayed;          /* replayed records of GC-only segments (LSFS_REC_F_GC) */
 	int sb_valid[2];               /* 0 ok, else -errno per copy */
 	bool sb_differ;                /* both valid but not identical */
 	int ck_valid[2];

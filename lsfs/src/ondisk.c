@@ -120,7 +120,7 @@ void lsfs_rec_encode_head(const struct lsfs_rec *r, uint8_t *blk)
 	tnd_put_be32(blk + 32, r->ndesc);
 	tnd_put_be32(blk + 36, r->npayload);
 	tnd_put_be32(blk + 40, r->next_seg);
-	tnd_put_be32(blk + 44, 0);
+	tnd_put_be32(blk + 44, r->flags);
 	memcpy(blk + 48, r->uuid, 16);
 }
 
@@ -161,6 +161,7 @@ int lsfs_rec_decode(const uint8_t *blk, const uint8_t uuid[16], struct lsfs_rec 
 	r->ndesc = tnd_get_be32(blk + 32);
 	r->npayload = tnd_get_be32(blk + 36);
 	r->next_seg = tnd_get_be32(blk + 40);
+	r->flags = tnd_get_be32(blk + 44);
 	memcpy(r->uuid, blk + 48, 16);
 	if (r->ndesc > LSFS_REC_MAX_DESC || r->npayload > r->ndesc)
 		return -EUCLEAN;

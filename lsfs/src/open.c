@@ -570,6 +570,8 @@ static uint32_t replay_segment(struct lsfs_recovery *rec, uint32_t seg, uint8_t 
 			return off;
 		rec->next_rec_seq++;
 		rec->replayed++;
+		if (rh.flags & LSFS_REC_F_GC)
+			rec->gc_replayed++;
 		*hint = rh.next_seg;
 		rec->segs[seg].in_chain = true;
 		off += (1 + rh.npayload) * LSFS_BLK;

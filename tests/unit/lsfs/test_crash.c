@@ -32,7 +32,10 @@
  * each of the two runs must have crash states that do (with the features
  * on, those segments held packed and shared payloads whose referrers were
  * all superseded), or it fails: a test that never reaches the path proves
- * nothing about it.
+ * nothing about it. The same holds for GC-only segments (hot/cold
+ * separation: GC's moves staged in RAM and written as a segment of their
+ * own between two client segments): each run must have crash states whose
+ * replay applies records of such segments.
  *
  * `test_crash` runs the normal campaign (>= 20,000 crash states for each
  * of the two); `test_crash soak` runs a much longer one. Exit 0 pass, 1
@@ -94,6 +97,7 @@ struct model {
 	int inflight;
 	uint64_t states;
 	uint64_t reused_states;    /* states whose replay went on in a reused segment */
+	uint64_t gc_states;        /* states whose replay applied records of a GC-only segment */
 	uint64_t violations;
 	bool gc_busy, ckpt_busy;
 	bool errors_seen;
@@ -275,6 +279,8 @@ static void verify_image(struct model *m)
 	}
 	if (ret == 0 && res.reused_segments)
 		m->reused_states++;
+	if (ret == 0 && res.gc_replayed_records)
+		m->gc_states++;
 	struct tnd_volume *vol;
 	ret = tnd_lsfs_open(ram, m->v, &m->opts, &vol);
 	if (ret < 0) {
@@ -477,6 +483,7 @@ static void issue(struct model *m)
 }
 
 static uint64_t reused_states;
+static uint64_t gc_states;
 
 static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs_stats *totals)
 {
@@ -559,6 +566,8 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 	totals->gc_freed_segments += st.gc_freed_segments;
 	totals->checkpoints += st.checkpoints;
 	totals->reclaimed_segments += st.reclaimed_segments;
+	totals->gc_segments_written += st.gc_segments_written;
+	totals->gc_mixed_blocks += st.gc_mixed_blocks;
 	totals->batches += st.batches;
 	totals->writes += st.writes;
 	totals->rmw += st.rmw;
@@ -584,6 +593,7 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 	uint64_t states = m->states;
 	*violations += m->violations;
 	reused_states += m->reused_states;
+	gc_states += m->gc_states;
 	free(m);
 	return states;
 }
@@ -717,9 +727,10 @@ int main(int argc, char **argv)
 	uint64_t seed = 1;
 	struct tnd_lsfs_stats tot = { 0 };
 	uint64_t err_states = 0, by_feature[2] = { 0, 0 }, reused_by_feature[2] = { 0, 0 };
+	uint64_t gc_by_feature[2] = { 0, 0 };
 
 	for (int lz4 = 0; lz4 < 2 && violations == 0; lz4++) {
-		uint64_t st0 = states, r0 = reused_states;
+		uint64_t st0 = states, r0 = reused_states, g0 = gc_states;
 		/* Error campaign: one failing write or flush at every point of
 		 * a short workload. */
 		for (uint64_t p = 0; p < (soak ? 400 : 60); p++) {
@@ -763,6 +774,7 @@ int main(int argc, char **argv)
 		}
 		by_feature[lz4] = states - st0;
 		reused_by_feature[lz4] = reused_states - r0;
+		gc_by_feature[lz4] = gc_states - g0;
 	}
 	uint64_t corrupt = corruption_campaign(soak ? 50000 : 1500, 77, false, &violations);
 	corrupt += corruption_campaign(soak ? 50000 : 1500, 78, true, &violations);
@@ -789,10 +801,19 @@ int main(int argc, char **argv)
 	       "listed them as used): %llu plain, %llu with compression/dedup\n",
 	       (unsigned long long)reused_states, (unsigned long long)reused_by_feature[0],
 	       (unsigned long long)reused_by_feature[1]);
-	/* Both campaigns must reach that path, or the test proves nothing
-	 * about reuse with packed and shared payloads. */
+	printf("  %llu GC-only segments written (%llu blocks GC moved among client writes); %llu crash "
+	       "states replayed records of GC-only segments: %llu plain, %llu with compression/dedup\n",
+	       (unsigned long long)tot.gc_segments_written, (unsigned long long)tot.gc_mixed_blocks,
+	       (unsigned long long)gc_states, (unsigned long long)gc_by_feature[0],
+	       (unsigned long long)gc_by_feature[1]);
+	/* Both campaigns must reach those paths, or the test proves nothing
+	 * about reuse, or GC-only segments, with packed and shared payloads. */
 	if (violations == 0 && (reused_by_feature[0] == 0 || reused_by_feature[1] == 0)) {
 		printf("  a campaign had no crash state replay into a reused segment\n");
+		return 1;
+	}
+	if (violations == 0 && (gc_by_feature[0] == 0 || gc_by_feature[1] == 0)) {
+		printf("  a campaign had no crash state replay a GC-only segment\n");
 		return 1;
 	}
 	return violations ? 1 : 0;

@@ -648,6 +648,163 @@ static void background_gc_and_checkpoints(void **state)
 	env_free(&e);
 }
 
+/*
+ * Walk every record on the image (each segment's current life from its
+ * start) written after record @after: count GC-only segments (their first
+ * record flagged GC), descriptors of GC records that are not DATA or name
+ * a block version the client never wrote (@crcs: per block, the CRCs of
+ * every version written), and descriptors of client records that name a
+ * cold block (not a multiple of @hot), which only GC can have put there.
+ */
+struct seg_scan {
+	uint32_t gc_segs;
+	uint64_t gc_descs;
+	uint64_t gc_bad;
+	uint64_t cold_in_client;
+	uint64_t max_seq;
+};
+
+static void scan_image(const uint8_t *img, uint64_t after, uint32_t hot, uint32_t **crcs,
+		       const uint32_t *ncrcs, struct seg_scan *out)
+{
+	memset(out, 0, sizeof(*out));
+	struct lsfs_sb sb;
+	assert_int_equal(lsfs_sb_decode(img, &sb), 0);
+	for (uint32_t s = 0; s < sb.seg_count; s++) {
+		const uint8_t *seg = img + sb.seg_off + (uint64_t)s * sb.seg_size;
+		uint64_t seg_seq = 0, expect = 0;
+		for (uint32_t off = 0; off + LSFS_BLK <= sb.seg_size;) {
+			struct lsfs_rec rh;
+			if (lsfs_rec_decode(seg + off, sb.uuid, &rh) < 0 || (off && (rh.seg_seq != seg_seq ||
+									     rh.rec_seq != expect)))
+				break;
+			seg_seq = rh.seg_seq;
+			expect = rh.rec_seq + 1;
+			out->max_seq = TND_MAX(out->max_seq, rh.rec_seq);
+			bool gc = rh.flags & LSFS_REC_F_GC;
+			if (gc && off == 0)
+				out->gc_segs++;
+			for (uint32_t i = 0; rh.rec_seq > after && i < rh.ndesc; i++) {
+				struct lsfs_desc d;
+				lsfs_desc_decode(seg + off, i, &d);
+				if (!gc) {
+					out->cold_in_client += d.flags == LSFS_DESC_DATA && d.lba % hot;
+					continue;
+				}
+				out->gc_descs++;
+				bool known = false;
+				for (uint32_t k = 0; d.flags == LSFS_DESC_DATA && k < ncrcs[d.lba] && !known; k++)
+					known = crcs[d.lba][k] == d.crc;
+				out->gc_bad += !known;
+			}
+			off += (1 + rh.npayload) * LSFS_BLK;
+		}
+	}
+}
+
+/*
+ * Hot/cold separation, observably: 256 blocks written once, eight at a
+ * time, then overwrites only of every eighth (hot), so that cleaning the
+ * first segments means moving the cold blocks. With separation, the blocks GC moves go into
+ * segments of their own (every record flagged GC, every descriptor a block
+ * version the client wrote), so the cold blocks never show up in the
+ * clients' records again, except for what the fallback mixed in (at most
+ * gc_mixed_blocks); with gc_mix (the old behaviour) they do, and there is
+ * no GC-only segment. The checker agrees, and every block reads back.
+ */
+static void gc_separation_run(bool mix, struct seg_scan *out, struct tnd_lsfs_stats *st)
+{
+	struct env e;
+	env_format(&e, 4u << 20, 4096, 1u << 20, 64u << 10);
+	/* No timers (no tick, no lingering): GC runs from the log's own
+	 * events (low space, flushes, its own passes), the same at any speed. */
+	e.o.gc_interval_ms = 0;
+	e.o.batch_linger_us = 0;
+	e.o.gc_free_low = 24;           /* GC at work early: a small test */
+	e.o.gc_mix = mix;
+	assert_int_equal(env_open(&e), 0);
+	enum { NB = 256, HOT = 8, MAXV = 4096 };
+	uint32_t ver[NB] = { 0 }, ncrcs[NB] = { 0 };
+	uint32_t *crcs[NB];
+	uint8_t w[4096], r[4096], w8[8 * 4096];
+	for (uint32_t b = 0; b < NB; b++) {
+		crcs[b] = calloc(MAXV, sizeof(uint32_t));
+		fill(w8 + b % 8 * 4096, 4096, (uint64_t)1 << 20 | b);
+		ver[b] = 1;
+		crcs[b][ncrcs[b]++] = tnd_crc32c(0, w8 + b % 8 * 4096, 4096);
+		if (b % 8 == 7)
+			assert_int_equal(io_sync(&e, TND_IO_WRITE, b - 7, 8, w8, 0), 0);
+	}
+	assert_int_equal(io_sync(&e, TND_IO_FLUSH, 0, 0, NULL, 0), 0);
+	struct seg_scan fill_scan;
+	scan_image(e.img, 0, HOT, crcs, ncrcs, &fill_scan);
+	uint64_t rng = 11;
+	for (uint32_t i = 0; i < 3000; i++) {
+		uint32_t b = (uint32_t)(test_rand(&rng) % (NB / HOT)) * HOT;
+		ver[b]++;
+		fill(w, sizeof(w), (uint64_t)ver[b] << 20 | b);
+		assert_true(ncrcs[b] < MAXV);
+		crcs[b][ncrcs[b]++] = tnd_crc32c(0, w, sizeof(w));
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, b, 1, w, 0), 0);
+	}
+	assert_int_equal(io_sync(&e, TND_IO_FLUSH, 0, 0, NULL, 0), 0);
+	tnd_lsfs_get_stats(e.vol, st);
+	scan_image(e.img, fill_scan.max_seq, HOT, crcs, ncrcs, out);
+	for (uint32_t b = 0; b < NB; b++) {
+		fill(w, sizeof(w), (uint64_t)ver[b] << 20 | b);
+		assert_int_equal(io_sync(&e, TND_IO_READ, b, 1, r, 0), 0);
+		assert_memory_equal(w, r, sizeof(r));
+	}
+	json_t *j = json_object();
+	tnd_volume_stats_json(e.vol, j);
+	json_t *l = json_object_get(j, "lsfs");
+	assert_int_equal(json_integer_value(json_object_get(l, "gc_segments_written")),
+			 (json_int_t)st->gc_segments_written);
+	assert_non_null(json_object_get(l, "gc_mixed_blocks"));
+	json_decref(j);
+	/* The image as it is (no closing checkpoint): clean, and the checker
+	 * finds the GC-only segments (and no segment that mixes). */
+	uint8_t *snap = malloc(e.size);
+	memcpy(snap, e.img, e.size);
+	struct tnd_volume *ram;
+	assert_int_equal(ram_vol_wrap(snap, e.size, 512, &ram), 0);
+	struct tnd_lsfs_check_result res;
+	assert_int_equal(tnd_lsfs_check(ram, NULL, &res), 0);
+	assert_int_equal(res.errors, 0);
+	assert_int_equal(res.gc_segments > 0, !mix);
+	tnd_volume_destroy(ram);
+	free(snap);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, false), 0);
+	for (uint32_t b = 0; b < NB; b++)
+		free(crcs[b]);
+	env_free(&e);
+}
+
+static void gc_separates_hot_and_cold(void **state)
+{
+	(void)state;
+	struct seg_scan sep, mixed;
+	struct tnd_lsfs_stats st_sep, st_mix;
+	gc_separation_run(false, &sep, &st_sep);
+	gc_separation_run(true, &mixed, &st_mix);
+	print_message("separated: %u GC-only segments on disk (%llu written), %llu moves in them, %llu cold "
+		      "blocks in client records (%llu moved by the fallback); mixed: %llu cold blocks in "
+		      "client records, %llu moved\n", sep.gc_segs,
+		      (unsigned long long)st_sep.gc_segments_written, (unsigned long long)sep.gc_descs,
+		      (unsigned long long)sep.cold_in_client, (unsigned long long)st_sep.gc_mixed_blocks,
+		      (unsigned long long)mixed.cold_in_client, (unsigned long long)st_mix.gc_moved_blocks);
+	assert_true(st_sep.gc_segments_written > 0);
+	assert_true(sep.gc_segs > 0 && sep.gc_descs > 0);
+	assert_int_equal(sep.gc_bad, 0);
+	assert_true(sep.cold_in_client <= st_sep.gc_mixed_blocks);
+	assert_true(st_mix.gc_moved_blocks > 0);
+	assert_int_equal(st_mix.gc_segments_written, 0);
+	assert_int_equal(mixed.gc_segs, 0);
+	assert_true(mixed.cold_in_client > 0);
+	assert_true(sep.cold_in_client < mixed.cold_in_client);
+}
+
 /* Block @b's content at version @ver: unique per version and block, or
  * (@shared) text-like and the same for every block at that version. */
 static void content(uint8_t *w, bool shared, uint32_t ver, uint32_t b)
@@ -1712,6 +1869,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(flat_file_backing_passes_checker),
 		cmocka_unit_test(write_larger_than_segment_buffers),
 		cmocka_unit_test(background_gc_and_checkpoints),
+		cmocka_unit_test(gc_separates_hot_and_cold),
 		cmocka_unit_test(dead_segments_reused_without_checkpoint_survive_crash),
 		cmocka_unit_test(reuse_without_checkpoint_with_dedup_and_lz4_survives_crash),
 		cmocka_unit_test(threaded_submitters_on_flat_file),
