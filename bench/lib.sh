@@ -27,11 +27,15 @@ bench_cleanup() {
 	rm -rf "$WORK"
 }
 
+# A port below the kernel's ephemeral range that no socket uses (one inside
+# it can be taken by any outgoing connection before the daemon binds it).
 free_port() {
-	local p
+	local p lo
+	lo=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+	[ "$lo" -gt 12000 ] 2>/dev/null || lo=32768
 	for _ in $(seq 1 200); do
-		p=$(( (RANDOM % 30000) + 20000 ))
-		if ! ss -Htln "sport = :$p" | grep -q .; then echo "$p"; return 0; fi
+		p=$(( RANDOM % (lo - 10000) + 10000 ))
+		if ! ss -Htan "sport = :$p" | grep -q .; then echo "$p"; return 0; fi
 	done
 	return 1
 }

@@ -50,11 +50,16 @@ skip() {
 }
 
 # A TCP port nobody listens on (best effort; start_tandemd retries on a race).
+# A port below the kernel's ephemeral range (ip_local_port_range, 32768 up
+# by default) that no socket uses: a port inside that range can be taken
+# by any client's outgoing connection between this check and the bind.
 free_port() {
-	local p
+	local p lo
+	lo=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+	[ "$lo" -gt 12000 ] 2>/dev/null || lo=32768
 	for _ in $(seq 1 200); do
-		p=$(( (RANDOM % 30000) + 20000 ))
-		if ! ss -Htln "sport = :$p" | grep -q .; then
+		p=$(( RANDOM % (lo - 10000) + 10000 ))
+		if ! ss -Htan "sport = :$p" | grep -q .; then
 			echo "$p"
 			return 0
 		fi
