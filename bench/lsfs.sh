@@ -157,8 +157,8 @@ devstats() {  # devstats NAME FILE: GET /v1/devices/NAME into FILE
 		"http://127.0.0.1:$MGMT/v1/devices/$1" >"$2"
 }
 # jget FILE KEY: first "KEY": number in FILE (JSON pretty-printed or not)
-jget() {
-	{ grep -o "\"$2\": *[-0-9.eE+]*" "$1" || true; } | head -n 1 | sed 's/.*: *//'
+jget() {  # jget FILE KEY: empty when the file is missing (a part that did not run)
+	{ grep -so "\"$2\": *[-0-9.eE+]*" "$1" || true; } | head -n 1 | sed 's/.*: *//'
 }
 jnum() {  # jnum FILE KEY [LINE-PREFIX]: a number from tandem-bench's JSON
 	local line

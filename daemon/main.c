@@ -35,6 +35,9 @@
 #include "tnd_volume.h"
 
 #define RING_ENTRIES 1024
+/* Hinted busy-poll window: about one loopback or LAN round trip of an
+ * initiator that answers at once; measured in bench/results/2026-11-22-vm-perf-qd1.md. */
+#define TND_BUSY_POLL_US_DEFAULT 30
 
 static void usage(FILE *f)
 {
@@ -51,8 +54,10 @@ static void usage(FILE *f)
 		"  --mgmt-cert FILE    TLS certificate (PEM) for the API; needed off loopback\n"
 		"  --mgmt-key FILE     TLS private key (PEM)\n"
 		"  --reactors N        I/O threads (default: number of CPUs)\n"
-		"  --busy-poll-us N    spin up to N us (0-1000) before a reactor sleeps\n"
-		"                      (default 0: off); lower QD1 latency for CPU time\n"
+		"  --busy-poll-us N    spin up to N us (0-1000) before a reactor sleeps, when\n"
+		"                      its connections answer one command at a time (default\n"
+		"                      " TND_STR(TND_BUSY_POLL_US_DEFAULT) "; 0: off): lower QD1 latency for CPU time\n"
+		"  --busy-poll MODE    qd1 (default: as above) or always (before every sleep)\n"
 		"  --log-level LEVEL   error, warn, info (default) or debug\n"
 		"  --help              this text\n"
 		"  --version           print the version\n\n"
@@ -67,6 +72,7 @@ static int parse_args(int argc, char **argv, struct tnd_daemon_opts *o)
 		{ "config", required_argument, NULL, 'c' },
 		{ "reactors", required_argument, NULL, 'r' },
 		{ "busy-poll-us", required_argument, NULL, 'b' },
+		{ "busy-poll", required_argument, NULL, 'B' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "mgmt", required_argument, NULL, 'm' },
 		{ "mgmt-cert", required_argument, NULL, 'C' },
@@ -123,6 +129,17 @@ static int parse_args(int argc, char **argv, struct tnd_daemon_opts *o)
 			o->busy_poll_us = (unsigned)n;
 			break;
 		}
+		case 'B':
+			if (strcmp(optarg, "qd1") == 0) {
+				o->busy_poll_always = false;
+			} else if (strcmp(optarg, "always") == 0) {
+				o->busy_poll_always = true;
+			} else {
+				fprintf(stderr, "tandemd: --busy-poll: expected qd1 or always, got \"%s\"\n",
+					optarg);
+				return 2;
+			}
+			break;
 		case 'l': {
 			enum tnd_log_level lvl;
 			if (tnd_log_parse_level(optarg, &lvl)) {
@@ -268,7 +285,10 @@ static int start_reactors(struct tnd_daemon *d)
 	for (unsigned i = 0; i < d->nr_reactors; i++) {
 		int ret = tnd_reactor_create(i, RING_ENTRIES, &d->reactors[i]);
 		if (ret == 0) {
-			tnd_reactor_set_busy_poll(d->reactors[i], d->opts.busy_poll_us);
+			if (d->opts.busy_poll_always)
+				tnd_reactor_set_busy_poll(d->reactors[i], d->opts.busy_poll_us);
+			else
+				tnd_reactor_set_busy_poll_hinted(d->reactors[i], d->opts.busy_poll_us);
 			ret = tnd_reactor_start(d->reactors[i]);
 		}
 		if (ret < 0) {
@@ -309,7 +329,7 @@ static int load_config(struct tnd_daemon *d, char *err, size_t errlen)
 
 int main(int argc, char **argv)
 {
-	struct tnd_daemon d = { 0 };
+	struct tnd_daemon d = { .opts.busy_poll_us = TND_BUSY_POLL_US_DEFAULT };
 	char err[512] = "";
 	int ret = parse_args(argc, argv, &d.opts);
 	if (ret)

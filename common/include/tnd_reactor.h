@@ -124,6 +124,25 @@ int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms);
  */
 void tnd_reactor_set_busy_poll(struct tnd_reactor *r, uint32_t usec);
 
+/*
+ * The same window, but spent only while some user of the reactor wants
+ * it (tnd_reactor_spin_want). Spinning pays where
+ * the next event follows the last answer within microseconds and nothing
+ * else is in flight: a QD1 initiator. A reactor with a deep queue seldom
+ * sleeps, and its brief idle moments are where spinning wastes the CPU
+ * that its generator or another reactor could use; so the users that can
+ * tell (an iSCSI connection that answered its only command, again and
+ * again) say so, and the others never make the reactor spin.
+ */
+void tnd_reactor_set_busy_poll_hinted(struct tnd_reactor *r, uint32_t usec);
+
+/*
+ * A user starts (@on) or stops wanting @r's waits to spin (hinted
+ * busy-poll): an iSCSI connection wants it from the answer of its only
+ * command to the arrival of the next. Calls pair up. @r's thread only.
+ */
+void tnd_reactor_spin_want(struct tnd_reactor *r, bool on);
+
 /* Start a thread that runs tnd_reactor_poll(r, -1) until stopped. */
 int tnd_reactor_start(struct tnd_reactor *r);
 

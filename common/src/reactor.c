@@ -41,9 +41,12 @@ struct tnd_reactor {
 	atomic_bool owner_set;
 
 	unsigned ring_flags;            /* IORING_SETUP_* the ring got */
-	/* Busy-poll window (0: off) and whether the next wait spins first. */
+	/* Busy-poll window (0: off) and whether the next wait spins first;
+	 * with spin_hinted, only while spin_wanted > 0. */
 	uint64_t spin_ns;
 	bool spin_armed;
+	bool spin_hinted;
+	unsigned spin_wanted;
 
 	/* Deferred work for the next loop turn, FIFO. */
 	struct tnd_defer *defer_head, **defer_tail;
@@ -311,6 +314,21 @@ void tnd_reactor_set_busy_poll(struct tnd_reactor *r, uint32_t usec)
 {
 	r->spin_ns = (uint64_t)usec * 1000;
 	r->spin_armed = true;
+	r->spin_hinted = false;
+}
+
+void tnd_reactor_set_busy_poll_hinted(struct tnd_reactor *r, uint32_t usec)
+{
+	tnd_reactor_set_busy_poll(r, usec);
+	r->spin_hinted = true;
+}
+
+void tnd_reactor_spin_want(struct tnd_reactor *r, bool on)
+{
+	if (on)
+		r->spin_wanted++;
+	else if (r->spin_wanted > 0)
+		r->spin_wanted--;
 }
 
 static inline void cpu_relax(void)
@@ -403,7 +421,8 @@ int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms)
 
 	int ret = 0;
 	bool ready = false;
-	if (wait_ns != 0 && r->spin_ns && r->spin_armed) {
+	bool hinted = r->spin_wanted > 0;
+	if (wait_ns != 0 && r->spin_ns && r->spin_armed && (hinted || !r->spin_hinted)) {
 		ret = io_uring_submit(&r->ring);
 		if (ret < 0 && ret != -EBUSY && ret != -EAGAIN && ret != -EINTR)
 			return ret;
@@ -431,7 +450,7 @@ int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms)
 	/* Spin before the next sleep only if this wait was short: a reactor
 	 * with nothing to do pays one spin window per idle spell, not one per
 	 * wake-up. */
-	if (r->spin_ns && !ready && wait_ns != 0)
+	if (r->spin_ns && !ready && wait_ns != 0 && (hinted || !r->spin_hinted))
 		r->spin_armed = tnd_now_ns() - t0 < 2 * r->spin_ns;
 
 	n += reap(r);

@@ -699,6 +699,10 @@ void tnd_iscsi_conn_close(struct iscsi_conn *c, const char *why)
 	tnd_debug(TAG, "%s: closing: %s", c->peer_str, why);
 	c->state = CONN_CLOSING;
 	tnd_reactor_timer_cancel(c->rc->reactor, &c->nop_timer);
+	if (c->spin_wanted) {
+		c->spin_wanted = false;
+		tnd_reactor_spin_want(c->rc->reactor, false);
+	}
 	/* Completes the pending recv and send with an error or EOF. */
 	shutdown(c->fd, SHUT_RDWR);
 }

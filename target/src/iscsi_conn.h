@@ -61,6 +61,10 @@ struct tnd_iscsi_chap;
 #define ISCSI_SESSION_BUF_BUDGET (256u << 20)
 #define ISCSI_TPGT 1
 #define ISCSI_TX_BATCH 64
+/* Commands answered one at a time in a row before the reactor spins for the
+ * next one (hinted busy-poll): a deep queue rarely drains to one eight times
+ * in a row. */
+#define ISCSI_QD1_STREAK 8
 #define ISCSI_TASK_CACHE 64
 
 struct iscsi_lun {
@@ -337,6 +341,11 @@ struct iscsi_conn {
 	unsigned nr_tasks;            /* in the table */
 	unsigned nr_live;             /* allocated (table + sending) */
 	unsigned nr_exec;             /* at the SCSI layer */
+	/* Hinted busy-poll: the most commands at the SCSI layer at once since
+	 * nr_exec was last 0, and how many times in a row that was one. */
+	unsigned exec_peak;
+	unsigned qd1_streak;
+	bool spin_wanted;             /* counted in the reactor's spin_want */
 	struct iscsi_task *held;      /* by CmdSN */
 	struct iscsi_task *task_free; /* cached task structs, via hnext */
 	unsigned task_free_count;

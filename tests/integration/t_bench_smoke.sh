@@ -26,14 +26,18 @@ start_tandemd
 grep -q '"iops": [0-9]' "$TND_TMP/bench.json" || fail "tandem-bench --json: no iops"
 grep -q '"target_cpu_s": [0-9]' "$TND_TMP/bench.json" || fail "tandem-bench --json: no target CPU"
 stop_tandemd
-# The same data path with reactors that busy-poll before sleeping: QD1
-# (where the spin catches most completions) and QD16 with flushes.
-start_tandemd --busy-poll-us 50
-"$BENCH" --url "$TND_URL" --verify --rw mixed --mix 50 --pattern rand --bs 4k \
-	--qd 1 --size 8MiB --time 1 ||
-	fail "tandem-bench: QD1 --verify with --busy-poll-us failed"
-"$BENCH" --url "$TND_URL" --verify --rw mixed --mix 50 --pattern rand --bs 4k \
-	--qd 16 --sessions 2 --size 32MiB --flush-every 64 --time 1 ||
-	fail "tandem-bench: QD16 --verify with --busy-poll-us failed"
-stop_tandemd
+# The same data path with reactors that busy-poll before every sleep, and
+# with busy-poll off (the runs above had the default: spin at QD1 only):
+# QD1 (where the spin catches most completions) and QD16 with flushes.
+for bp in "--busy-poll always --busy-poll-us 50" "--busy-poll-us 0"; do
+	# shellcheck disable=SC2086
+	start_tandemd $bp
+	"$BENCH" --url "$TND_URL" --verify --rw mixed --mix 50 --pattern rand --bs 4k \
+		--qd 1 --size 8MiB --time 1 ||
+		fail "tandem-bench: QD1 --verify with $bp failed"
+	"$BENCH" --url "$TND_URL" --verify --rw mixed --mix 50 --pattern rand --bs 4k \
+		--qd 16 --sessions 2 --size 32MiB --flush-every 64 --time 1 ||
+		fail "tandem-bench: QD16 --verify with $bp failed"
+	stop_tandemd
+done
 echo "bench_smoke: ok"

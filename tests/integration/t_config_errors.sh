@@ -22,6 +22,7 @@ expect_refusal "--reactors" 2 --reactors 0
 expect_refusal "--busy-poll-us" 2 --busy-poll-us 1001
 expect_refusal "--busy-poll-us" 2 --busy-poll-us 5us
 expect_refusal "--busy-poll-us" 2 --busy-poll-us ""
+expect_refusal "--busy-poll: expected qd1 or always" 2 --busy-poll sometimes
 expect_refusal "--log-level" 2 --log-level loud
 expect_refusal "unexpected argument" 2 stray
 

@@ -355,6 +355,36 @@ static void reactor_busy_poll_idle_sleeps(void **state)
 	tnd_reactor_destroy(r);
 }
 
+/* Hinted busy-poll spins only while someone wants it: 50 idle waits of
+ * 2 ms with a 1 ms window cost almost no CPU when no one does, about 50 ms
+ * of spinning while one user does, and nothing again once it stops. */
+static void reactor_busy_poll_spins_only_when_hinted(void **state)
+{
+	(void)state;
+	struct tnd_reactor *r;
+	assert_int_equal(tnd_reactor_create(0, 64, &r), 0);
+	tnd_reactor_set_busy_poll_hinted(r, 1000);
+	uint64_t cpu0 = thread_cpu_ns();
+	for (int i = 0; i < 50; i++)
+		assert_true(tnd_reactor_poll(r, 2) >= 0);
+	uint64_t quiet = thread_cpu_ns() - cpu0;
+	tnd_reactor_spin_want(r, true);
+	cpu0 = thread_cpu_ns();
+	for (int i = 0; i < 50; i++)
+		assert_true(tnd_reactor_poll(r, 2) >= 0);
+	uint64_t hinted = thread_cpu_ns() - cpu0;
+	tnd_reactor_spin_want(r, false);
+	cpu0 = thread_cpu_ns();
+	for (int i = 0; i < 50; i++)
+		assert_true(tnd_reactor_poll(r, 2) >= 0);
+	uint64_t after = thread_cpu_ns() - cpu0;
+	assert_true(quiet < 15000000ull);
+	assert_true(after < 15000000ull);
+	assert_true(hinted > 15000000ull);
+	assert_true(hinted > 2 * quiet);
+	tnd_reactor_destroy(r);
+}
+
 static const struct tnd_volume_ops ops_a = { .type = "a", .ctx_size = 24 };
 static const struct tnd_volume_ops ops_b = { .type = "b", .ctx_size = 40 };
 
@@ -387,6 +417,7 @@ int main(void)
 		cmocka_unit_test(reactor_changes_hands),
 		cmocka_unit_test(reactor_busy_poll_delivers),
 		cmocka_unit_test(reactor_busy_poll_idle_sleeps),
+		cmocka_unit_test(reactor_busy_poll_spins_only_when_hinted),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
