@@ -112,6 +112,17 @@ start_tandemd() {
 	fail "no free port for tandemd"
 }
 
+# start_with_mgmt [ARGS...]: tandemd on $DATA with ARGS and its management
+# API on a free port, $MPORT; returns once the API listens.
+start_with_mgmt() {
+	MPORT=$(free_port)
+	start_tandemd --data-dir "$DATA" --mgmt "127.0.0.1:$MPORT" "$@"
+	wait_port "$MPORT" "$TND_PID" || fail "the management API did not come up on $MPORT"
+}
+
+# ctl ARGS...: tandemctl against that API.
+ctl() { "$TND_BUILD/tools/tandemctl/tandemctl" --url "http://127.0.0.1:$MPORT" --data-dir "$DATA" "$@"; }
+
 stop_tandemd() {
 	local pid=${1:-$TND_PID} rc=0
 	kill -TERM "$pid" 2>/dev/null || fail "tandemd $pid not running"

@@ -12,20 +12,13 @@ source "$(dirname "$0")/lib.sh"
 command -v qemu-img >/dev/null || skip "qemu-img not installed"
 command -v curl >/dev/null || skip "curl not installed"
 
-CTL="$TND_BUILD/tools/tandemctl/tandemctl"
 CHECK="$TND_BUILD/tools/tandem-check/tandem-check"
 T=iqn.2026-11.io.tandem:cz
 DATA="$TND_TMP/data"
 mkdir -m 700 "$DATA"
 MIB=$((1 << 20))
 
-start_with_mgmt() {
-	MPORT=$(free_port)
-	start_tandemd --data-dir "$DATA" --mgmt "127.0.0.1:$MPORT"
-	wait_port "$MPORT" "$TND_PID" || fail "the management API did not come up on $MPORT"
-	URL="iscsi://127.0.0.1:$TND_PORT/$T/0"
-}
-ctl() { "$CTL" --url "http://127.0.0.1:$MPORT" --data-dir "$DATA" "$@"; }
+start() { start_with_mgmt; URL="iscsi://127.0.0.1:$TND_PORT/$T/0"; }
 stats() {
 	curl -sf -H "Authorization: Bearer $(cat "$DATA/api.token")" \
 		"http://127.0.0.1:$MPORT/v1/devices/cz"
@@ -33,7 +26,7 @@ stats() {
 # jq-free: the integer or number after "KEY": in the JSON on stdin.
 field() { grep -o "\"$1\": *[0-9.e+-]*" | head -1 | sed 's/.*: *//'; }
 
-start_with_mgmt
+start
 ctl device create cz --size 64MiB --compress lz4 --dedup || fail "device create --compress lz4 --dedup"
 ctl device create cz2 --size 4MiB --compress zstd 2>/dev/null && fail "compress zstd accepted"
 ctl target create "$T" --allow-any-initiator || fail "target create"
@@ -127,7 +120,7 @@ fi
 stop_tandemd
 grep -q "compression" "$TND_LOG" || fail "no compression figures in the shutdown log"
 "$CHECK" "$DATA/cz.lsfs" || fail "tandem-check is not clean"
-start_with_mgmt
+start
 qemu-img convert -f raw -O raw "$URL" "$back" || fail "read after restart failed"
 cmp -n $((40 * MIB)) "$img" "$back" || fail "data differs after a restart"
 # Overwrite the text part with random and the random part with text: the

@@ -12,20 +12,13 @@ source "$(dirname "$0")/lib.sh"
 command -v qemu-img >/dev/null || skip "qemu-img not installed"
 command -v curl >/dev/null || skip "curl not installed"
 
-CTL="$TND_BUILD/tools/tandemctl/tandemctl"
 CHECK="$TND_BUILD/tools/tandem-check/tandem-check"
 T=iqn.2026-11.io.tandem:pz
 DATA="$TND_TMP/data"
 mkdir -m 700 "$DATA"
 MIB=$((1 << 20))
 
-start_with_mgmt() {
-	MPORT=$(free_port)
-	start_tandemd --data-dir "$DATA" --mgmt "127.0.0.1:$MPORT"
-	wait_port "$MPORT" "$TND_PID" || fail "the management API did not come up on $MPORT"
-	URL="iscsi://127.0.0.1:$TND_PORT/$T/0"
-}
-ctl() { "$CTL" --url "http://127.0.0.1:$MPORT" --data-dir "$DATA" "$@"; }
+start() { start_with_mgmt; URL="iscsi://127.0.0.1:$TND_PORT/$T/0"; }
 api() {  # api METHOD PATH [BODY]: prints the body, then the HTTP status on its own line
 	curl -s -w '\n%{http_code}\n' -X "$1" -H "Authorization: Bearer $(cat "$DATA/api.token")" \
 		${3:+-H 'Content-Type: application/json' -d "$3"} "http://127.0.0.1:$MPORT$2"
@@ -64,7 +57,7 @@ done
 img="$TND_TMP/img.raw"   # what the LUN should hold: zeros, then each part as it is written
 head -c $((24 * MIB)) /dev/zero >"$img"
 
-start_with_mgmt
+start
 ctl device create pz --size 64MiB || fail "device create"
 ctl device create fz --type flat --size 4MiB || fail "flat device create"
 ctl target create "$T" --allow-any-initiator || fail "target create"
@@ -114,7 +107,7 @@ readback "part b"
 # Restart: the setting and the data are kept.
 stop_tandemd
 "$CHECK" "$DATA/pz.lsfs" || fail "tandem-check is not clean after part b"
-start_with_mgmt
+start
 s=$(stats)
 grep -q '"compress": *"lz4"' <<<"$s" || fail "compress lz4 lost by a restart: $s"
 grep -q '"dedup": *true' <<<"$s" || fail "dedup lost by a restart: $s"
@@ -134,7 +127,7 @@ s=$(stats)
 readback "part c"
 stop_tandemd
 "$CHECK" "$DATA/pz.lsfs" || fail "tandem-check is not clean after part c"
-start_with_mgmt
+start
 s=$(stats)
 grep -q '"compress": *"none"' <<<"$s" || fail "compress none lost by a restart: $s"
 grep -q '"dedup": *false' <<<"$s" || fail "dedup false lost by a restart: $s"

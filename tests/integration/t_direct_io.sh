@@ -19,17 +19,12 @@ cat >"$TND_TMP/config.json" <<EOF
   "targets": [ { "iqn": "$TND_IQN", "allow_any_initiator": true, "luns": { "0": "dio" } } ]
 }
 EOF
-start_with_mgmt() {
-	MPORT=$(free_port)
-	start_tandemd --data-dir "$DATA" --mgmt "127.0.0.1:$MPORT" --config "$TND_TMP/config.json"
-	wait_port "$MPORT" "$TND_PID" || fail "the management API did not come up on $MPORT"
-}
 stats() {
 	curl -sf -H "Authorization: Bearer $(cat "$DATA/api.token")" \
 		"http://127.0.0.1:$MPORT/v1/devices/dio"
 }
 
-start_with_mgmt
+start_with_mgmt --config "$TND_TMP/config.json"
 s=$(stats) || fail "GET /v1/devices/dio"
 echo "$s" | grep -q '"direct_io": *true' || fail "config direct_io not shown: $s"
 if ! echo "$s" | grep -q '"direct_writes": *true'; then
@@ -50,7 +45,7 @@ for round in $(seq 1 "$rounds"); do
 	done
 	kill_tandemd
 	wait "$writer" 2>/dev/null || true
-	start_with_mgmt
+	start_with_mgmt --config "$TND_TMP/config.json"
 	"$PROGS/tnd-iotest" --url "$TND_URL" --check-log "$wlog" >"$TND_TMP/check.out" 2>&1 || {
 		cat "$TND_TMP/check.out"
 		fail "round $round: acknowledged and flushed writes lost after SIGKILL (direct_io)"

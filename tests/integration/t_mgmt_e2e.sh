@@ -5,7 +5,6 @@
 # LUN, others are refused; after a restart everything is still there.
 source "$(dirname "$0")/lib.sh"
 
-CTL="$TND_BUILD/tools/tandemctl/tandemctl"
 T=iqn.2026-11.io.tandem:e2e
 INI=iqn.2026-11.io.tandem:e2e-initiator
 OTHER=iqn.2026-11.io.tandem:someone-else
@@ -13,12 +12,6 @@ SECRET=e2e-chap-secret-0123
 DATA="$TND_TMP/data"
 mkdir -m 700 "$DATA"
 
-start_with_mgmt() {
-	MPORT=$(free_port)
-	start_tandemd --data-dir "$DATA" --mgmt "127.0.0.1:$MPORT"
-	wait_port "$MPORT" "$TND_PID" || fail "the management API did not come up on $MPORT"
-}
-ctl() { "$CTL" --url "http://127.0.0.1:$MPORT" --data-dir "$DATA" "$@"; }
 
 start_with_mgmt
 [ "$(stat -c %a "$DATA/api.token")" = 600 ] || fail "api.token is not 0600"
