@@ -47,6 +47,7 @@ struct tnd_reactor {
 	bool spin_armed;
 	bool spin_hinted;
 	unsigned spin_wanted;
+	unsigned spin_probe;            /* disarmed: every 64th wait spins anyway */
 
 	/* Deferred work for the next loop turn, FIFO. */
 	struct tnd_defer *defer_head, **defer_tail;
@@ -422,7 +423,12 @@ int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms)
 	int ret = 0;
 	bool ready = false;
 	bool hinted = r->spin_wanted > 0;
-	if (wait_ns != 0 && r->spin_ns && r->spin_armed && (hinted || !r->spin_hinted)) {
+	/* Disarmed, a wait still spins now and then: a wait without the spin
+	 * (a sleep and a wake-up) can be longer than twice the window even
+	 * when spinning would catch the next event, and would never re-arm. */
+	bool spin_now = wait_ns != 0 && r->spin_ns && (hinted || !r->spin_hinted) &&
+			(r->spin_armed || (++r->spin_probe & 63) == 0);
+	if (spin_now) {
 		ret = io_uring_submit(&r->ring);
 		if (ret < 0 && ret != -EBUSY && ret != -EAGAIN && ret != -EINTR)
 			return ret;
@@ -433,7 +439,8 @@ int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms)
 	}
 	uint64_t t0 = r->spin_ns ? tnd_now_ns() : 0;
 	if (ready) {
-		/* The spin saw an event: no system call. */
+		/* The spin saw an event: no system call, and worth doing again. */
+		r->spin_armed = true;
 	} else if (wait_ns == 0) {
 		ret = io_uring_submit(&r->ring);
 	} else {
