@@ -483,6 +483,14 @@ static void wq_push(struct lsfs_wq *q, struct lsfs_waiter *w)
 	q->tail = w;
 }
 
+/* Queue @w behind the others, its need raised to theirs: a queue is ordered by need. */
+static void wq_push_ordered(struct lsfs_wq *q, struct lsfs_waiter *w)
+{
+	if (q->tail && q->tail->need > w->need)
+		w->need = q->tail->need;
+	wq_push(q, w);
+}
+
 static struct lsfs_waiter *wq_pop_upto(struct lsfs_wq *q, uint64_t seq)
 {
 	struct lsfs_waiter *w = q->head;
@@ -2262,6 +2270,14 @@ static void reclaim_durable(struct lsfs_waiter *w, int status)
 	gc_step(ls);
 }
 
+/* Reclaim once what @w->need covers is durable (a backing flush away). */
+static void reclaim_wait_durable(struct lsfs *ls, struct lsfs_waiter *w)
+{
+	w->fn = reclaim_durable;
+	wq_push_ordered(&ls->wait_durable, w);
+	maybe_flush(ls);
+}
+
 static void reclaim_written(struct lsfs_waiter *w, int status)
 {
 	struct lsfs *ls = tnd_container_of(w, struct lsfs, reclaim_w);
@@ -2269,12 +2285,7 @@ static void reclaim_written(struct lsfs_waiter *w, int status)
 		reclaim_durable(w, status);
 		return;
 	}
-	/* The durable queue is ordered by need: never jump ahead of it. */
-	if (ls->wait_durable.tail && ls->wait_durable.tail->need > w->need)
-		w->need = ls->wait_durable.tail->need;
-	w->fn = reclaim_durable;
-	wq_push(&ls->wait_durable, w);
-	maybe_flush(ls);
+	reclaim_wait_durable(ls, w);
 }
 
 /*
@@ -2290,16 +2301,10 @@ static void reclaim_kick(struct lsfs *ls)
 	struct lsfs_waiter *w = &ls->reclaim_w;
 	w->need = need;
 	if (need <= ls->written_seq) {
-		if (ls->wait_durable.tail && ls->wait_durable.tail->need > w->need)
-			w->need = ls->wait_durable.tail->need;
-		w->fn = reclaim_durable;
-		wq_push(&ls->wait_durable, w);
-		maybe_flush(ls);
+		reclaim_wait_durable(ls, w);
 	} else {
-		if (ls->wait_written.tail && ls->wait_written.tail->need > w->need)
-			w->need = ls->wait_written.tail->need;
 		w->fn = reclaim_written;
-		wq_push(&ls->wait_written, w);
+		wq_push_ordered(&ls->wait_written, w);
 		schedule_kick(ls);
 	}
 }

@@ -49,35 +49,10 @@ skip() {
 	exit 77
 }
 
-# A TCP port nobody listens on (best effort; start_tandemd retries on a race).
-# A port below the kernel's ephemeral range (ip_local_port_range, 32768 up
-# by default) that no socket uses: a port inside that range can be taken
-# by any client's outgoing connection between this check and the bind.
-free_port() {
-	local p lo
-	lo=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-	[ "$lo" -gt 12000 ] 2>/dev/null || lo=32768
-	for _ in $(seq 1 200); do
-		p=$(( RANDOM % (lo - 10000) + 10000 ))
-		if ! ss -Htan "sport = :$p" | grep -q .; then
-			echo "$p"
-			return 0
-		fi
-	done
-	return 1
-}
-
-wait_port() {
-	local port=$1 pid=$2
-	for _ in $(seq 1 200); do
-		if ss -Htln "sport = :$port" | grep -q .; then
-			return 0
-		fi
-		kill -0 "$pid" 2>/dev/null || return 1
-		sleep 0.05
-	done
-	return 1
-}
+# free_port and wait_port PORT PID: bench/lib.sh's, one copy for both
+# (start_tandemd retries when a port is taken between the check and the bind).
+# shellcheck source=../../bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../bench/lib.sh"
 
 TND_N=0
 start_tandemd() {
