@@ -551,6 +551,25 @@ static struct iscsi_target *find_mut(struct tnd_target_server *srv, const char *
 	return (struct iscsi_target *)tnd_iscsi_cfg_target(srv->cfg, iqn);
 }
 
+/*
+ * change_begin() for a change to the existing target @iqn, which it finds
+ * into *@out. 0: cfg_lock is held; -errno (-ENOENT: no such target): it
+ * is not.
+ */
+static int change_target(struct tnd_target_server *srv, const char *iqn,
+			 const struct iscsi_target **out)
+{
+	int ret = change_begin(srv);
+	if (ret < 0)
+		return ret;
+	*out = find_mut(srv, iqn);
+	if (!*out) {
+		pthread_mutex_unlock(&srv->cfg_lock);
+		return -ENOENT;
+	}
+	return 0;
+}
+
 int tnd_target_server_add_target(struct tnd_target_server *srv, const char *iqn,
 				 const char *alias, bool allow_any,
 				 const char *const *initiators, unsigned nr_initiators)
@@ -614,13 +633,10 @@ int tnd_target_server_map_lun(struct tnd_target_server *srv, const char *iqn,
 {
 	if (!iqn || lun > TND_ISCSI_LUN_MAX || !dev_name || !vol)
 		return -EINVAL;
-	int ret = change_begin(srv);
+	const struct iscsi_target *old;
+	int ret = change_target(srv, iqn, &old);
 	if (ret < 0)
 		return ret;
-	const struct iscsi_target *old = find_mut(srv, iqn);
-	ret = -ENOENT;
-	if (!old)
-		goto out_unlock;
 	unsigned pos = 0;
 	while (pos < old->nr_luns && old->luns[pos].lun < lun)
 		pos++;
@@ -668,14 +684,14 @@ int tnd_target_server_set_alua_state(struct tnd_target_server *srv, const char *
 {
 	if (!iqn)
 		return -EINVAL;
-	int ret = change_begin(srv);
+	const struct iscsi_target *t;
+	int ret = change_target(srv, iqn, &t);
 	if (ret < 0)
 		return ret;
 	/* The LU object is shared by every snapshot that maps it, and its
 	 * state is an atomic: no new snapshot, no round. */
-	const struct iscsi_target *t = find_mut(srv, iqn);
 	ret = -ENOENT;
-	for (unsigned i = 0; t && i < t->nr_luns; i++)
+	for (unsigned i = 0; i < t->nr_luns; i++)
 		if (t->luns[i].lun == lun) {
 			ret = tnd_scsi_lu_set_alua_state(t->luns[i].lu,
 							 (enum tnd_scsi_alua_state)state);
@@ -689,14 +705,12 @@ int tnd_target_server_unmap_lun(struct tnd_target_server *srv, const char *iqn, 
 {
 	if (!iqn)
 		return -EINVAL;
-	int ret = change_begin(srv);
+	const struct iscsi_target *old;
+	int ret = change_target(srv, iqn, &old);
 	if (ret < 0)
 		return ret;
-	const struct iscsi_target *old = find_mut(srv, iqn);
 	unsigned pos = 0;
 	ret = -ENOENT;
-	if (!old)
-		goto out_unlock;
 	while (pos < old->nr_luns && old->luns[pos].lun != lun)
 		pos++;
 	if (pos == old->nr_luns)
@@ -733,13 +747,10 @@ int tnd_target_server_remove_target(struct tnd_target_server *srv, const char *i
 {
 	if (!iqn)
 		return -EINVAL;
-	int ret = change_begin(srv);
+	const struct iscsi_target *old;
+	int ret = change_target(srv, iqn, &old);
 	if (ret < 0)
 		return ret;
-	const struct iscsi_target *old = find_mut(srv, iqn);
-	ret = -ENOENT;
-	if (!old)
-		goto out_unlock;
 	ret = -ENOMEM;
 	struct tnd_scsi_lu **lus = calloc(old->nr_luns + 1, sizeof(*lus));
 	if (!lus)
@@ -762,13 +773,10 @@ int tnd_target_server_set_allow_any(struct tnd_target_server *srv, const char *i
 {
 	if (!iqn)
 		return -EINVAL;
-	int ret = change_begin(srv);
+	const struct iscsi_target *old;
+	int ret = change_target(srv, iqn, &old);
 	if (ret < 0)
 		return ret;
-	const struct iscsi_target *old = find_mut(srv, iqn);
-	ret = -ENOENT;
-	if (!old)
-		goto out_unlock;
 	ret = 0;
 	if (old->allow_any == allow_any)
 		goto out_unlock;
@@ -844,13 +852,10 @@ int tnd_target_server_set_acl(struct tnd_target_server *srv, const char *iqn,
 	/* RFC 7143 12.1.3: the two directions must not share a secret. */
 	if (acl->mutual_chap && strcmp(acl->chap->secret, acl->mutual_chap->secret) == 0)
 		return -EINVAL;
-	int ret = change_begin(srv);
+	const struct iscsi_target *old;
+	int ret = change_target(srv, iqn, &old);
 	if (ret < 0)
 		return ret;
-	const struct iscsi_target *old = find_mut(srv, iqn);
-	ret = -ENOENT;
-	if (!old)
-		goto out_unlock;
 	struct iscsi_target *t = target_clone(old);
 	ret = -ENOMEM;
 	if (!t)
@@ -882,12 +887,12 @@ int tnd_target_server_remove_acl(struct tnd_target_server *srv, const char *iqn,
 {
 	if (!iqn || !initiator)
 		return -EINVAL;
-	int ret = change_begin(srv);
+	const struct iscsi_target *old;
+	int ret = change_target(srv, iqn, &old);
 	if (ret < 0)
 		return ret;
-	const struct iscsi_target *old = find_mut(srv, iqn);
 	ret = -ENOENT;
-	if (!old || !tnd_iscsi_target_acl(old, initiator))
+	if (!tnd_iscsi_target_acl(old, initiator))
 		goto out_unlock;
 	struct iscsi_target *t = target_clone(old);
 	ret = -ENOMEM;
