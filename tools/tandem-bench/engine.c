@@ -36,6 +36,7 @@
 #include <time.h>
 
 #include "bench.h"
+#include "tnd_client.h"
 #include "tnd_common.h"
 
 #define MAX_REPORTED 10
@@ -440,91 +441,34 @@ static void session_fill(struct bench_session *s)
 static int session_connect(struct bench *b, struct bench_session *s, const char *url)
 {
 	const struct bench_opts *o = b->o;
-	int ret;
-
-	s->iscsi = iscsi_create_context(o->initiator);
-	if (s->iscsi == NULL) {
-		fprintf(stderr, "tandem-bench: cannot create iSCSI context\n");
-		return -ENOMEM;
-	}
-	struct iscsi_url *u = iscsi_parse_full_url(s->iscsi, url);
-	if (u == NULL) {
-		fprintf(stderr, "tandem-bench: bad URL %s: %s\n", url, iscsi_get_error(s->iscsi));
-		ret = -EINVAL;
-		goto err_destroy;
-	}
-	iscsi_set_targetname(s->iscsi, u->target);
-	iscsi_set_session_type(s->iscsi, ISCSI_SESSION_NORMAL);
-	if (u->user[0])
-		iscsi_set_initiator_username_pwd(s->iscsi, u->user, u->passwd);
-	iscsi_set_header_digest(s->iscsi, o->header_digest ? ISCSI_HEADER_DIGEST_CRC32C
-							   : ISCSI_HEADER_DIGEST_NONE);
-#ifdef TND_HAVE_ISCSI_DATA_DIGEST
-	iscsi_set_data_digest(s->iscsi, o->data_digest ? ISCSI_DATA_DIGEST_CRC32C
-						       : ISCSI_DATA_DIGEST_NONE);
-#endif
-	/* A dropped connection is a result to report, not something to hide
-	 * behind a silent reconnect. */
-	iscsi_set_noautoreconnect(s->iscsi, 1);
-	/* Without a timeout a hung target would hang the benchmark. */
-	iscsi_set_timeout(s->iscsi, 30);
-	if (iscsi_full_connect_sync(s->iscsi, u->portal, u->lun) != 0) {
-		fprintf(stderr, "tandem-bench: login to %s failed: %s\n", url,
-			iscsi_get_error(s->iscsi));
-		ret = -ECONNREFUSED;
-		goto err_free_url;
-	}
-	s->lun_no = u->lun;
-	iscsi_destroy_url(u);
-	return 0;
-
-err_free_url:
-	iscsi_destroy_url(u);
-err_destroy:
-	iscsi_destroy_context(s->iscsi);
-	s->iscsi = NULL;
-	return ret;
+	const struct tnd_client_opts co = { .prog = "tandem-bench", .initiator = o->initiator,
+					    .header_digest = o->header_digest,
+					    .data_digest = o->data_digest };
+	return tnd_client_connect(&co, url, &s->iscsi, &s->lun_no);
 }
 
 static int lun_probe(struct bench *b, struct bench_lun *l, struct bench_session *s)
 {
 	const struct bench_opts *o = b->o;
-	int ret = 0;
-
-	struct scsi_task *task = iscsi_readcapacity16_sync(s->iscsi, s->lun_no);
-	if (task == NULL || task->status != SCSI_STATUS_GOOD) {
-		fprintf(stderr, "tandem-bench: READ CAPACITY(16) on %s failed: %s\n", l->url,
-			iscsi_get_error(s->iscsi));
-		ret = -EIO;
-		goto out_free_task;
-	}
-	struct scsi_readcapacity16 *rc = scsi_datain_unmarshall(task);
-	if (rc == NULL || rc->block_length == 0) {
-		fprintf(stderr, "tandem-bench: cannot parse READ CAPACITY(16) of %s\n", l->url);
-		ret = -EIO;
-		goto out_free_task;
-	}
-	l->block_size = rc->block_length;
-	l->nblocks = rc->returned_lba + 1;
-
+	const struct tnd_client_opts co = { .prog = "tandem-bench" };
+	int ret = tnd_client_capacity(&co, s->iscsi, s->lun_no, &l->block_size, &l->nblocks);
+	if (ret < 0)
+		return ret;
 	if (o->bs % l->block_size != 0) {
 		fprintf(stderr, "tandem-bench: --bs %u is not a multiple of the block size %u of %s\n",
 			o->bs, l->block_size, l->url);
-		ret = -EINVAL;
-		goto out_free_task;
+		return -EINVAL;
 	}
 	uint64_t bytes = l->nblocks * l->block_size;
 	if (o->size > bytes) {
 		fprintf(stderr, "tandem-bench: --size %" PRIu64 " exceeds the %" PRIu64
 			" bytes of %s\n", o->size, bytes, l->url);
-		ret = -EINVAL;
-		goto out_free_task;
+		return -EINVAL;
 	}
 	l->units = (o->size ? o->size : bytes) / o->bs;
 	if (l->units == 0) {
 		fprintf(stderr, "tandem-bench: working set of %s is smaller than --bs\n", l->url);
-		ret = -EINVAL;
-		goto out_free_task;
+		return -EINVAL;
 	}
 	if (o->verify) {
 		/* 5 bytes of state per unit: fine for GiBs, not for a whole
@@ -533,20 +477,14 @@ static int lun_probe(struct bench *b, struct bench_lun *l, struct bench_session 
 			fprintf(stderr, "tandem-bench: --verify on %" PRIu64 " units of %s would need "
 				"%" PRIu64 " MiB of state; limit the working set with --size\n",
 				l->units, l->url, l->units * 5 >> 20);
-			ret = -EINVAL;
-			goto out_free_task;
+			return -EINVAL;
 		}
 		l->gen = calloc(l->units, sizeof(*l->gen));
 		l->busy = calloc(l->units, sizeof(*l->busy));
-		if (l->gen == NULL || l->busy == NULL) {
-			ret = -ENOMEM;
-			goto out_free_task;
-		}
+		if (l->gen == NULL || l->busy == NULL)
+			return -ENOMEM;
 	}
-out_free_task:
-	if (task)
-		scsi_free_scsi_task(task);
-	return ret;
+	return 0;
 }
 
 static int session_init_slots(struct bench *b, struct bench_session *s)

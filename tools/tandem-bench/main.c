@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "bench.h"
+#include "tnd_client.h"
 #include "tnd_common.h"
 
 enum {
@@ -315,11 +316,9 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 		fprintf(stderr, "tandem-bench: give --time or --count, not both\n");
 		return EXIT_USAGE;
 	}
-	if (o->data_digest) {
-#ifndef TND_HAVE_ISCSI_DATA_DIGEST
+	if (o->data_digest && !tnd_client_data_digest()) {
 		fprintf(stderr, "tandem-bench: this libiscsi cannot negotiate data digests\n");
 		return EXIT_UNSUPPORTED;
-#endif
 	}
 	return 0;
 }

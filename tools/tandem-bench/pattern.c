@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "bench.h"
+#include "tnd_client.h"
 
 #define PATTERN_MAGIC 0x31484342444e5454ull
 #define PATTERN_HDR   32u
@@ -62,29 +63,15 @@ uint64_t bench_rng_below(struct bench_rng *r, uint64_t n)
 	return (uint64_t)(((unsigned __int128)bench_rng_next(r) * n) >> 64);
 }
 
-static void put_le64(unsigned char *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get_le64(const unsigned char *p)
-{
-	uint64_t v = 0;
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
 static void fill_sector(unsigned char *p, uint64_t sector, uint64_t seed, uint32_t gen)
 {
-	put_le64(p, PATTERN_MAGIC);
-	put_le64(p + 8, sector);
-	put_le64(p + 16, seed);
-	put_le64(p + 24, gen);
+	tnd_client_put_le64(p, PATTERN_MAGIC);
+	tnd_client_put_le64(p + 8, sector);
+	tnd_client_put_le64(p + 16, seed);
+	tnd_client_put_le64(p + 24, gen);
 	uint64_t x = seed ^ (sector * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)gen << 32 | gen);
 	for (unsigned off = PATTERN_HDR; off < BENCH_SECTOR; off += 8)
-		put_le64(p + off, splitmix64(&x));
+		tnd_client_put_le64(p + off, splitmix64(&x));
 }
 
 void bench_pattern_fill(unsigned char *buf, size_t len, uint64_t first_sector,
@@ -103,12 +90,12 @@ static void describe(const unsigned char *p, uint64_t sector, uint64_t seed,
 		snprintf(why, whylen, "zeros (expected gen %u)", gen);
 		return;
 	}
-	if (get_le64(p) != PATTERN_MAGIC) {
+	if (tnd_client_get_le64(p) != PATTERN_MAGIC) {
 		snprintf(why, whylen, "garbage, no tag (expected gen %u)", gen);
 		return;
 	}
-	uint64_t s = get_le64(p + 8), sd = get_le64(p + 16);
-	uint32_t g = (uint32_t)get_le64(p + 24);
+	uint64_t s = tnd_client_get_le64(p + 8), sd = tnd_client_get_le64(p + 16);
+	uint32_t g = (uint32_t)tnd_client_get_le64(p + 24);
 	if (sd != seed)
 		snprintf(why, whylen, "tag of another run (seed %llu, sector %llu, gen %u)",
 			 (unsigned long long)sd, (unsigned long long)s, g);

@@ -55,6 +55,8 @@
 #include <iscsi/iscsi.h>
 #include <iscsi/scsi-lowlevel.h>
 
+#include "tnd_client.h"
+
 enum {
 	EXIT_PASS = 0,
 	EXIT_MISMATCH = 1,
@@ -111,37 +113,23 @@ static uint64_t mix64(uint64_t z)
 	return z ^ (z >> 31);
 }
 
-static void put_le64(unsigned char *p, uint64_t v)
-{
-	for (int i = 0; i < 8; i++)
-		p[i] = (unsigned char)(v >> (8 * i));
-}
-
-static uint64_t get_le64(const unsigned char *p)
-{
-	uint64_t v = 0;
-	for (int i = 7; i >= 0; i--)
-		v = v << 8 | p[i];
-	return v;
-}
-
 /* Counter-based stream: the 8 bytes at @off depend only on (seed, off), so
  * any chunk can be regenerated for the read-back without keeping it. */
 static void fill_stream(unsigned char *buf, size_t len, uint64_t seed, uint64_t off)
 {
 	for (size_t i = 0; i < len; i += 8)
-		put_le64(buf + i, mix64(seed * 0x9e3779b97f4a7c15ull + (off + i) / 8 + 1));
+		tnd_client_put_le64(buf + i, mix64(seed * 0x9e3779b97f4a7c15ull + (off + i) / 8 + 1));
 }
 
 static void fill_tag_sector(unsigned char *p, uint64_t sector, uint64_t seed, uint64_t tag)
 {
-	put_le64(p, TAG_MAGIC);
-	put_le64(p + 8, sector);
-	put_le64(p + 16, seed);
-	put_le64(p + 24, tag);
+	tnd_client_put_le64(p, TAG_MAGIC);
+	tnd_client_put_le64(p + 8, sector);
+	tnd_client_put_le64(p + 16, seed);
+	tnd_client_put_le64(p + 24, tag);
 	uint64_t k = mix64(seed ^ mix64(sector ^ mix64(tag)));
 	for (unsigned off = TAG_HDR; off < SECTOR; off += 8)
-		put_le64(p + off, mix64(k + off));
+		tnd_client_put_le64(p + off, mix64(k + off));
 }
 
 static void fill_tagged(unsigned char *buf, size_t len, uint64_t first_sector,
@@ -165,74 +153,28 @@ static uint64_t rng_next(uint64_t *s)
 
 static int lun_connect(const struct opts *o, struct lun *l)
 {
-	int ret;
-
-	l->iscsi = iscsi_create_context(o->initiator);
-	if (l->iscsi == NULL) {
-		fprintf(stderr, "tnd-iotest: cannot create iSCSI context\n");
-		return -ENOMEM;
-	}
-	struct iscsi_url *u = iscsi_parse_full_url(l->iscsi, o->url);
-	if (u == NULL) {
-		fprintf(stderr, "tnd-iotest: bad URL %s: %s\n", o->url, iscsi_get_error(l->iscsi));
-		ret = -EINVAL;
-		goto err_destroy;
-	}
-	iscsi_set_targetname(l->iscsi, u->target);
-	iscsi_set_session_type(l->iscsi, ISCSI_SESSION_NORMAL);
-	if (u->user[0])
-		iscsi_set_initiator_username_pwd(l->iscsi, u->user, u->passwd);
-	iscsi_set_header_digest(l->iscsi, o->header_digest ? ISCSI_HEADER_DIGEST_CRC32C
-							   : ISCSI_HEADER_DIGEST_NONE);
-#ifdef TND_HAVE_ISCSI_DATA_DIGEST
-	iscsi_set_data_digest(l->iscsi, o->data_digest ? ISCSI_DATA_DIGEST_CRC32C
-						       : ISCSI_DATA_DIGEST_NONE);
-#endif
-	/* Tests kill the daemon on purpose: a lost connection must end the
-	 * run visibly, never be papered over by a reconnect. */
-	iscsi_set_noautoreconnect(l->iscsi, 1);
-	iscsi_set_timeout(l->iscsi, 30);
-	if (iscsi_full_connect_sync(l->iscsi, u->portal, u->lun) != 0) {
-		fprintf(stderr, "tnd-iotest: login to %s failed: %s\n", o->url,
-			iscsi_get_error(l->iscsi));
-		ret = -ECONNREFUSED;
-		goto err_free_url;
-	}
-	l->lun = u->lun;
-	iscsi_destroy_url(u);
-
-	struct scsi_task *task = iscsi_readcapacity16_sync(l->iscsi, l->lun);
-	struct scsi_readcapacity16 *rc = NULL;
-	if (task && task->status == SCSI_STATUS_GOOD)
-		rc = scsi_datain_unmarshall(task);
-	if (rc == NULL || rc->block_length == 0 || rc->block_length % SECTOR) {
-		fprintf(stderr, "tnd-iotest: READ CAPACITY(16) failed: %s\n",
-			iscsi_get_error(l->iscsi));
-		if (task)
-			scsi_free_scsi_task(task);
+	const struct tnd_client_opts co = { .prog = "tnd-iotest", .initiator = o->initiator,
+					    .header_digest = o->header_digest,
+					    .data_digest = o->data_digest };
+	int ret = tnd_client_connect(&co, o->url, &l->iscsi, &l->lun);
+	if (ret < 0)
+		return ret;
+	ret = tnd_client_capacity(&co, l->iscsi, l->lun, &l->block_size, &l->nblocks);
+	if (ret == 0 && l->block_size % SECTOR) {
+		fprintf(stderr, "tnd-iotest: block size %u is not a multiple of %u\n", l->block_size,
+			SECTOR);
 		ret = -EIO;
-		goto err_destroy;
 	}
-	l->block_size = rc->block_length;
-	l->nblocks = rc->returned_lba + 1;
-	scsi_free_scsi_task(task);
-	return 0;
-
-err_free_url:
-	iscsi_destroy_url(u);
-err_destroy:
-	iscsi_destroy_context(l->iscsi);
-	l->iscsi = NULL;
+	if (ret < 0) {
+		tnd_client_close(l->iscsi);
+		l->iscsi = NULL;
+	}
 	return ret;
 }
 
 static void lun_close(struct lun *l)
 {
-	if (l->iscsi == NULL)
-		return;
-	if (iscsi_is_logged_in(l->iscsi))
-		iscsi_logout_sync(l->iscsi);
-	iscsi_destroy_context(l->iscsi);
+	tnd_client_close(l->iscsi);
 	l->iscsi = NULL;
 }
 
@@ -726,14 +668,14 @@ static void check_block(struct aio *a, const struct slot *s)
 	for (uint32_t i = 0; i < a->bs / SECTOR && problem == NULL; i++) {
 		const unsigned char *p = s->buf + (size_t)i * SECTOR;
 		uint64_t sector = first_sector + i;
-		uint64_t tag = get_le64(p + 24);
+		uint64_t tag = tnd_client_get_le64(p + 24);
 		bad_sector = sector;
 		found_tag = tag;
-		if (get_le64(p) != TAG_MAGIC) {
+		if (tnd_client_get_le64(p) != TAG_MAGIC) {
 			problem = "no tag (zeros or foreign data)";
-		} else if (get_le64(p + 8) != sector) {
+		} else if (tnd_client_get_le64(p + 8) != sector) {
 			problem = "data of another block (misdirected)";
-		} else if (get_le64(p + 16) != a->seed) {
+		} else if (tnd_client_get_le64(p + 16) != a->seed) {
 			problem = "tag of another run";
 		} else if (tag < e->tag) {
 			problem = "older tag than acknowledged and flushed (lost write)";
@@ -996,11 +938,9 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
-	if (o.data_digest) {
-#ifndef TND_HAVE_ISCSI_DATA_DIGEST
+	if (o.data_digest && !tnd_client_data_digest()) {
 		fprintf(stderr, "tnd-iotest: this libiscsi cannot negotiate data digests\n");
 		return EXIT_UNSUPPORTED;
-#endif
 	}
 	if (lun_connect(&o, &l) < 0)
 		return EXIT_USAGE;
