@@ -67,6 +67,21 @@ uint32_t tnd_crc32c(uint32_t crc, const void *buf, size_t len);
  */
 int tnd_parse_size(const char *s, uint64_t *out);
 
+/*
+ * Small files that must survive a crash whole (the persisted config, the
+ * API token, APTPL reservations). These are blocking calls for the threads
+ * that own such files (the API server, start-up), never for a reactor.
+ * -errno on failure.
+ */
+/* write(2) all of @buf, across short writes and EINTR. */
+int tnd_write_all(int fd, const void *buf, size_t len);
+/* fsync(2) the directory @dir, making a rename or unlink in it durable. */
+int tnd_fsync_dir(const char *dir);
+/* Replace @dir/@name by @len bytes of @data, mode 0600: a temporary file in
+ * @dir, fsync, rename over @name, fsync @dir. A crash leaves the old file or
+ * the new one, never a mix; on error the old file is untouched. */
+int tnd_file_replace(const char *dir, const char *name, const void *data, size_t len);
+
 /* Big-endian load/store helpers for wire formats. */
 static inline uint16_t tnd_get_be16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static inline uint32_t tnd_get_be24(const uint8_t *p) { return (uint32_t)p[0] << 16 | (uint32_t)p[1] << 8 | p[2]; }

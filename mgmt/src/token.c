@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tnd_common.h"
 #include "tnd_mgmt.h"
 
 static int fill_random(unsigned char *buf, size_t len)
@@ -31,31 +32,6 @@ static int fill_random(unsigned char *buf, size_t len)
 		got += (size_t)n;
 	}
 	return 0;
-}
-
-static int write_all(int fd, const char *buf, size_t len)
-{
-	while (len) {
-		ssize_t n = write(fd, buf, len);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		buf += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int ret = fsync(fd) < 0 ? -errno : 0;
-	close(fd);
-	return ret;
 }
 
 /* -EEXIST when somebody else created it first. */
@@ -82,14 +58,14 @@ static int create_token(const char *dir, const char *path, char *token, char *er
 		goto out_wipe;
 	}
 	/* The umask may only take bits away, but say 0600 explicitly anyway. */
-	if (fchmod(fd, 0600) < 0 || (ret = write_all(fd, text, TND_MGMT_TOKEN_LEN + 1)) < 0 ||
+	if (fchmod(fd, 0600) < 0 || (ret = tnd_write_all(fd, text, TND_MGMT_TOKEN_LEN + 1)) < 0 ||
 	    fsync(fd) < 0) {
 		ret = ret ? ret : -errno;
 		snprintf(err, errlen, "cannot write %s: %s", path, strerror(-ret));
 		goto err_unlink;
 	}
 	close(fd);
-	if ((ret = fsync_dir(dir)) < 0) {
+	if ((ret = tnd_fsync_dir(dir)) < 0) {
 		snprintf(err, errlen, "cannot sync %s: %s", dir, strerror(-ret));
 		goto out_wipe;
 	}

@@ -659,64 +659,19 @@ static json_t *pr_to_json(const struct scsi_pr *pr, const struct tnd_scsi_lu *lu
 	return o;
 }
 
-static int fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	int ret = fsync(fd) < 0 ? -errno : 0;
-	close(fd);
-	return ret;
-}
-
 static int write_file(const char *dir, const char *path, const char *text)
 {
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return -errno;
-	char tmp[PATH_MAX];
-	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp))
-		return -ENAMETOOLONG;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	size_t len = strlen(text), off = 0;
-	int ret = 0;
-	while (off < len) {
-		ssize_t w = write(fd, text + off, len - off);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			ret = -errno;
-			goto err_close;
-		}
-		off += (size_t)w;
-	}
-	if (fsync(fd) < 0) {
-		ret = -errno;
-		goto err_close;
-	}
-	if (close(fd) < 0) {
-		ret = -errno;
-		goto err_unlink;
-	}
-	if (rename(tmp, path) < 0) {
-		ret = -errno;
-		goto err_unlink;
-	}
-	return fsync_dir(dir);
-
-err_close:
-	close(fd);
-err_unlink:
-	unlink(tmp);
-	return ret;
+	/* @path is @dir/<name>. */
+	return tnd_file_replace(dir, path + strlen(dir) + 1, text, strlen(text));
 }
 
 static int remove_file(const char *dir, const char *path)
 {
 	if (unlink(path) < 0)
 		return errno == ENOENT ? 0 : -errno;
-	return fsync_dir(dir);
+	return tnd_fsync_dir(dir);
 }
 
 /*
