@@ -50,6 +50,10 @@ void tnd_client_close(struct iscsi_context *iscsi);
 int tnd_client_capacity(const struct tnd_client_opts *o, struct iscsi_context *iscsi, int lun,
 			uint32_t *block_size, uint64_t *nblocks);
 
+/* A name for a libiscsi task status (SCSI status or transport outcome),
+ * for error messages. */
+const char *tnd_client_status_name(int status);
+
 static inline void tnd_client_put_le64(unsigned char *p, uint64_t v)
 {
 	for (int i = 0; i < 8; i++)

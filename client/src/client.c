@@ -90,3 +90,19 @@ out_free_task:
 		scsi_free_scsi_task(task);
 	return ret;
 }
+
+const char *tnd_client_status_name(int status)
+{
+	switch (status) {
+	case SCSI_STATUS_GOOD: return "GOOD";
+	case SCSI_STATUS_CHECK_CONDITION: return "CHECK CONDITION";
+	case SCSI_STATUS_BUSY: return "BUSY";
+	case SCSI_STATUS_RESERVATION_CONFLICT: return "RESERVATION CONFLICT";
+	case SCSI_STATUS_TASK_SET_FULL: return "TASK SET FULL";
+	case SCSI_STATUS_TASK_ABORTED: return "TASK ABORTED";
+	case SCSI_STATUS_CANCELLED: return "cancelled (connection lost)";
+	case SCSI_STATUS_ERROR: return "transport error";
+	case SCSI_STATUS_TIMEOUT: return "timeout";
+	default: return "unexpected status";
+	}
+}

@@ -204,20 +204,6 @@ static const struct bench_op_desc {
 
 /* ---- completion -------------------------------------------------------------- */
 
-static const char *status_name(int status)
-{
-	switch (status) {
-	case SCSI_STATUS_BUSY: return "BUSY";
-	case SCSI_STATUS_RESERVATION_CONFLICT: return "RESERVATION CONFLICT";
-	case SCSI_STATUS_TASK_SET_FULL: return "TASK SET FULL";
-	case SCSI_STATUS_TASK_ABORTED: return "TASK ABORTED";
-	case SCSI_STATUS_CANCELLED: return "cancelled (connection lost)";
-	case SCSI_STATUS_ERROR: return "transport error";
-	case SCSI_STATUS_TIMEOUT: return "timeout";
-	default: return "unexpected status";
-	}
-}
-
 static void report_error(struct bench_slot *sl, int status, struct scsi_task *task)
 {
 	struct bench_session *s = sl->sess;
@@ -234,7 +220,7 @@ static void report_error(struct bench_slot *sl, int status, struct scsi_task *ta
 	else
 		fprintf(stderr, "tandem-bench: session %d: %s LBA %" PRIu64
 			" failed: %s (0x%x)\n", s->idx, what, slot_lba(sl),
-			status_name(status), (unsigned)status);
+			tnd_client_status_name(status), (unsigned)status);
 }
 
 /* Count a failed command; the first to reach --max-errors says so. */

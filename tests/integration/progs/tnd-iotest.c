@@ -178,21 +178,6 @@ static void lun_close(struct lun *l)
 	l->iscsi = NULL;
 }
 
-static const char *status_name(int status)
-{
-	switch (status) {
-	case SCSI_STATUS_CHECK_CONDITION: return "CHECK CONDITION";
-	case SCSI_STATUS_BUSY: return "BUSY";
-	case SCSI_STATUS_RESERVATION_CONFLICT: return "RESERVATION CONFLICT";
-	case SCSI_STATUS_TASK_SET_FULL: return "TASK SET FULL";
-	case SCSI_STATUS_TASK_ABORTED: return "TASK ABORTED";
-	case SCSI_STATUS_CANCELLED: return "cancelled (connection lost)";
-	case SCSI_STATUS_ERROR: return "transport error";
-	case SCSI_STATUS_TIMEOUT: return "timeout";
-	default: return "unexpected status";
-	}
-}
-
 static void print_task_error(struct lun *l, const char *what, uint64_t lba, int status,
 			     struct scsi_task *task)
 {
@@ -203,7 +188,7 @@ static void print_task_error(struct lun *l, const char *what, uint64_t lba, int 
 			scsi_sense_ascq_str(task->sense.ascq));
 	else
 		fprintf(stderr, "tnd-iotest: %s at LBA %" PRIu64 " failed: %s (0x%x)\n",
-			what, lba, status_name(status), (unsigned)status);
+			what, lba, tnd_client_status_name(status), (unsigned)status);
 }
 
 /* ---- --write-read -------------------------------------------------------------- */
