@@ -33,23 +33,8 @@ if ! echo "$s" | grep -q '"direct_writes": *true'; then
 fi
 
 for round in $(seq 1 "$rounds"); do
-	wlog="$TND_TMP/acked.$round.log"
-	"$PROGS/tnd-iotest" --url "$TND_URL" --write-log "$wlog" --count 100000000 \
-		--seed "$round" --size $((64 << 20)) --flush-every 8 >"$TND_TMP/writer.out" 2>&1 &
-	writer=$!
-	TND_PIDS+=("$writer")
-	want=$(( 50 + (round * 97) % 400 ))
-	for _ in $(seq 1 300); do
-		[ "$(grep -vc '^#' "$wlog" 2>/dev/null || echo 0)" -ge "$want" ] && break
-		sleep 0.02
-	done
-	kill_tandemd
-	wait "$writer" 2>/dev/null || true
-	start_with_mgmt --config "$TND_TMP/config.json"
-	"$PROGS/tnd-iotest" --url "$TND_URL" --check-log "$wlog" >"$TND_TMP/check.out" 2>&1 || {
-		cat "$TND_TMP/check.out"
-		fail "round $round: acknowledged and flushed writes lost after SIGKILL (direct_io)"
-	}
+	sigkill_round "$round" $(( 50 + (round * 97) % 400 )) 300 \
+		start_with_mgmt --config "$TND_TMP/config.json"
 done
 s=$(stats) || fail "GET /v1/devices/dio at the end"
 echo "$s" | grep -q '"io_errors": *0' || fail "backing I/O errors: $s"
