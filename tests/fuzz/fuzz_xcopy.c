@@ -66,25 +66,6 @@ static struct world *world_get(void)
 	return w;
 }
 
-struct fcmd {
-	struct tnd_scsi_cmd c;
-	int calls;
-	int steps;
-	bool cancel;
-};
-
-static void fuzz_done(struct tnd_scsi_cmd *cmd)
-{
-	struct fcmd *f = tnd_container_of(cmd, struct fcmd, c);
-	f->calls++;
-}
-
-static bool fuzz_cancelled(const struct tnd_scsi_cmd *cmd)
-{
-	struct fcmd *f = tnd_container_of(cmd, struct fcmd, c);
-	return f->cancel && f->steps++ > 0;
-}
-
 static const uint64_t luns[] = { 0, 1 };
 static const int errs[] = { -EIO, -EILSEQ, -ENOSPC, -EROFS, -EINVAL, -ENOMEM, -EBUSY, -EPERM };
 static const unsigned alua[] = {
@@ -95,42 +76,13 @@ static const unsigned alua[] = {
 static void run(struct world *w, struct tnd_scsi_nexus *nx, struct tnd_scsi_lu *lu,
 		const uint8_t *cdb, uint8_t *buf, uint32_t len, enum tnd_scsi_dir dir, bool cancel)
 {
-	struct fcmd f;
-	memset(&f, 0, sizeof(f));
-	memcpy(f.c.cdb, cdb, 16);
-	f.c.cdb_len = 16;
-	f.c.lu = lu;
-	f.c.nexus = nx;
-	f.c.reactor = w->r;
-	f.c.data = buf;
-	f.c.data_len = len;
-	f.c.exp_len = len;
-	f.c.dir = dir;
+	struct fuzz_cmd f;
+	fuzz_cmd_init(&f, w->r, nx, lu, cdb, 16, buf, len, dir);
 	f.c.luns = luns;
 	f.c.view_lus = w->lu;   /* the first two: LU 2 is outside the view */
 	f.c.nr_luns = 2;
-	f.c.done = fuzz_done;
-	f.c.cancelled = fuzz_cancelled;
 	f.cancel = cancel;
-
-	tnd_scsi_exec(&f.c);
-	for (int i = 0; i < 100000 && f.calls == 0; i++)
-		if (tnd_reactor_poll(w->r, 0) < 0)
-			abort();
-	for (int i = 0; i < 2; i++)
-		tnd_reactor_poll(w->r, 0);
-	if (f.calls != 1) {
-		fprintf(stderr, "command %02x completed %d times\n", cdb[0], f.calls);
-		abort();
-	}
-	if (f.c.in_len > len || f.c.io || f.c.xcopy)
-		abort();
-	if (f.c.status == TND_SAM_CHECK_CONDITION &&
-	    (f.c.sense_len < 18 || (f.c.sense[0] & 0x7f) != 0x70))
-		abort();
-	for (int i = 0; i < NLU; i++)
-		if (w->vol[i]->inflight)
-			abort();
+	fuzz_cmd_run(&f, w->r, 100000, w->vol, NLU);
 	if (w->vol[2]->touched)
 		abort(); /* an LU outside the view was read or written */
 }

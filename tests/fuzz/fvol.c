@@ -2,6 +2,7 @@
 #include "fvol.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,4 +119,57 @@ struct fvol *fvol_create(uint32_t bs, uint64_t nblocks)
 		.max_unmap_blocks = 32,
 	};
 	return fv;
+}
+
+static void fuzz_done(struct tnd_scsi_cmd *cmd)
+{
+	struct fuzz_cmd *f = tnd_container_of(cmd, struct fuzz_cmd, c);
+	f->calls++;
+}
+
+static bool fuzz_cancelled(const struct tnd_scsi_cmd *cmd)
+{
+	struct fuzz_cmd *f = tnd_container_of(cmd, struct fuzz_cmd, c);
+	return f->cancel && f->steps++ > 0;
+}
+
+void fuzz_cmd_init(struct fuzz_cmd *f, struct tnd_reactor *r, struct tnd_scsi_nexus *nx,
+		   struct tnd_scsi_lu *lu, const uint8_t *cdb, uint8_t cdb_len, uint8_t *buf,
+		   uint32_t len, enum tnd_scsi_dir dir)
+{
+	memset(f, 0, sizeof(*f));
+	memcpy(f->c.cdb, cdb, 16);
+	f->c.cdb_len = cdb_len;
+	f->c.lu = lu;
+	f->c.nexus = nx;
+	f->c.reactor = r;
+	f->c.data = buf;
+	f->c.data_len = len;
+	f->c.exp_len = len;
+	f->c.dir = dir;
+	f->c.done = fuzz_done;
+	f->c.cancelled = fuzz_cancelled;
+}
+
+void fuzz_cmd_run(struct fuzz_cmd *f, struct tnd_reactor *r, unsigned max_polls,
+		  struct fvol *const *vols, unsigned nvols)
+{
+	tnd_scsi_exec(&f->c);
+	for (unsigned i = 0; i < max_polls && f->calls == 0; i++)
+		if (tnd_reactor_poll(r, 0) < 0)
+			abort();
+	for (int i = 0; i < 2; i++)
+		tnd_reactor_poll(r, 0);
+	if (f->calls != 1) {
+		fprintf(stderr, "command %02x completed %d times\n", f->c.cdb[0], f->calls);
+		abort();
+	}
+	if (f->c.in_len > f->c.data_len || f->c.io || f->c.bounce || f->c.xcopy)
+		abort();
+	if (f->c.status == TND_SAM_CHECK_CONDITION &&
+	    (f->c.sense_len < 18 || (f->c.sense[0] & 0x7f) != 0x70))
+		abort();
+	for (unsigned i = 0; i < nvols; i++)
+		if (vols[i]->inflight)
+			abort();
 }
