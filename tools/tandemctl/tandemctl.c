@@ -118,6 +118,15 @@ static char *seg(struct ctl *c, const char *s)
 	return curl_easy_escape(c->curl, s, 0);
 }
 
+/* "/v1/@collection/<@name, escaped>@suffix" into @out. */
+static void item_path(struct ctl *c, char *out, size_t cap, const char *collection,
+		      const char *name, const char *suffix)
+{
+	char *n = seg(c, name);
+	snprintf(out, cap, "/v1/%s/%s%s", collection, n ? n : "", suffix);
+	curl_free(n);
+}
+
 /*
  * One request. @body is borrowed and may be NULL. On a 2xx returns 0 and
  * the parsed reply in *@out (NULL for an empty one; may be NULL to ignore);
@@ -513,9 +522,7 @@ static int cmd_device_list(struct ctl *c, const struct args *a)
 static int cmd_device_show(struct ctl *c, const struct args *a)
 {
 	char path[512];
-	char *name = seg(c, a->pos[0]);
-	snprintf(path, sizeof(path), "/v1/devices/%s", name);
-	curl_free(name);
+	item_path(c, path, sizeof(path), "devices", a->pos[0], "");
 	json_t *out;
 	if (call(c, "GET", path, NULL, &out))
 		return 1;
@@ -530,9 +537,7 @@ static int cmd_device_show(struct ctl *c, const struct args *a)
 static int patch_device(struct ctl *c, const char *name, json_t *body)
 {
 	char path[512];
-	char *n = seg(c, name);
-	snprintf(path, sizeof(path), "/v1/devices/%s", n);
-	curl_free(n);
+	item_path(c, path, sizeof(path), "devices", name, "");
 	json_t *out;
 	if (call(c, "PATCH", path, body, &out))
 		return 1;
@@ -571,9 +576,7 @@ static int cmd_device_set(struct ctl *c, const struct args *a)
 static int cmd_device_delete(struct ctl *c, const struct args *a)
 {
 	char path[512];
-	char *name = seg(c, a->pos[0]);
-	snprintf(path, sizeof(path), "/v1/devices/%s%s", name, opt(a, "force") ? "?force=true" : "");
-	curl_free(name);
+	item_path(c, path, sizeof(path), "devices", a->pos[0], opt(a, "force") ? "?force=true" : "");
 	if (call(c, "DELETE", path, NULL, NULL))
 		return 1;
 	if (!c->json)
@@ -687,9 +690,7 @@ static void print_acls(const json_t *acls)
 static int cmd_target_show(struct ctl *c, const struct args *a)
 {
 	char path[512];
-	char *iqn = seg(c, a->pos[0]);
-	snprintf(path, sizeof(path), "/v1/targets/%s", iqn);
-	curl_free(iqn);
+	item_path(c, path, sizeof(path), "targets", a->pos[0], "");
 	json_t *out;
 	if (call(c, "GET", path, NULL, &out))
 		return 1;
@@ -712,9 +713,7 @@ static int cmd_target_show(struct ctl *c, const struct args *a)
 static int cmd_target_delete(struct ctl *c, const struct args *a)
 {
 	char path[512];
-	char *iqn = seg(c, a->pos[0]);
-	snprintf(path, sizeof(path), "/v1/targets/%s", iqn);
-	curl_free(iqn);
+	item_path(c, path, sizeof(path), "targets", a->pos[0], "");
 	if (call(c, "DELETE", path, NULL, NULL))
 		return 1;
 	if (!c->json)
@@ -740,9 +739,7 @@ static int cmd_lun_map(struct ctl *c, const struct args *a)
 	if (ret)
 		return ret;
 	char path[512];
-	char *iqn = seg(c, a->pos[0]);
-	snprintf(path, sizeof(path), "/v1/targets/%s/luns", iqn);
-	curl_free(iqn);
+	item_path(c, path, sizeof(path), "targets", a->pos[0], "/luns");
 	json_t *body = json_pack("{s:I,s:s}", "lun", lun, "device", a->pos[2]);
 	json_t *out;
 	ret = call(c, "POST", path, body, &out);
@@ -764,9 +761,9 @@ static int cmd_lun_unmap(struct ctl *c, const struct args *a)
 	if (ret)
 		return ret;
 	char path[512];
-	char *iqn = seg(c, a->pos[0]);
-	snprintf(path, sizeof(path), "/v1/targets/%s/luns/%" JSON_INTEGER_FORMAT, iqn, lun);
-	curl_free(iqn);
+	char suffix[32];
+	snprintf(suffix, sizeof(suffix), "/luns/%" JSON_INTEGER_FORMAT, lun);
+	item_path(c, path, sizeof(path), "targets", a->pos[0], suffix);
 	if (call(c, "DELETE", path, NULL, NULL))
 		return 1;
 	if (!c->json)
@@ -779,9 +776,9 @@ static int list_target_sub(struct ctl *c, const char *target, const char *what,
 			   void (*print)(const json_t *list))
 {
 	char path[512];
-	char *iqn = seg(c, target);
-	snprintf(path, sizeof(path), "/v1/targets/%s/%s", iqn, what);
-	curl_free(iqn);
+	char suffix[16];
+	snprintf(suffix, sizeof(suffix), "/%s", what);
+	item_path(c, path, sizeof(path), "targets", target, suffix);
 	json_t *out;
 	if (call(c, "GET", path, NULL, &out))
 		return 1;
@@ -837,9 +834,7 @@ static int cmd_acl_add(struct ctl *c, const struct args *a)
 	if (!ret)
 		ret = chap_object(a, "mutual-", body, "mutual_chap");
 	char path[512];
-	char *iqn = seg(c, a->pos[0]);
-	snprintf(path, sizeof(path), "/v1/targets/%s/acls", iqn);
-	curl_free(iqn);
+	item_path(c, path, sizeof(path), "targets", a->pos[0], "/acls");
 	json_t *out = NULL;
 	if (!ret)
 		ret = call(c, "POST", path, body, &out);
@@ -857,11 +852,11 @@ static int cmd_acl_add(struct ctl *c, const struct args *a)
 
 static int cmd_acl_remove(struct ctl *c, const struct args *a)
 {
-	char path[1024];
-	char *iqn = seg(c, a->pos[0]), *ini = seg(c, a->pos[1]);
-	snprintf(path, sizeof(path), "/v1/targets/%s/acls/%s", iqn, ini);
-	curl_free(iqn);
+	char path[1024], suffix[512];
+	char *ini = seg(c, a->pos[1]);
+	snprintf(suffix, sizeof(suffix), "/acls/%s", ini ? ini : "");
 	curl_free(ini);
+	item_path(c, path, sizeof(path), "targets", a->pos[0], suffix);
 	if (call(c, "DELETE", path, NULL, NULL))
 		return 1;
 	if (!c->json)
@@ -903,9 +898,7 @@ static int cmd_session_list(struct ctl *c, const struct args *a)
 static int cmd_session_kick(struct ctl *c, const struct args *a)
 {
 	char path[512];
-	char *id = seg(c, a->pos[0]);
-	snprintf(path, sizeof(path), "/v1/sessions/%s", id);
-	curl_free(id);
+	item_path(c, path, sizeof(path), "sessions", a->pos[0], "");
 	if (call(c, "DELETE", path, NULL, NULL))
 		return 1;
 	if (!c->json)
