@@ -46,7 +46,11 @@
  * volume reports write_cache = true (WCE=1) in every mode. FLUSH is
  * fdatasync (with direct writes it finds no dirty pages, and is the
  * journal commit and the disk cache flush); FUA writes are issued with
- * RWF_DSYNC. A failed write, flush or discard fail-stops the volume:
+ * RWF_DSYNC. Flushes are group-committed: the volume runs one fdatasync
+ * at a time, and the flushes that arrive while it runs (from any reactor)
+ * all complete with the one after it, which starts after they arrived and
+ * so covers every write completed before each of them. The stats show
+ * flush_ops (flushes asked for) and fdatasyncs (run). A failed write, flush or discard fail-stops the volume:
  * from then on writes answer -EROFS and reads go on, because after an
  * fsync error the kernel may already have dropped the dirty pages and a
  * retry would report success for data that is gone.
