@@ -56,7 +56,11 @@
  * retry would report success for data that is gone.
  *
  * Threads: the volume has no per-reactor state; any reactor may submit and
- * its own ring carries the I/O. Counters are relaxed atomics.
+ * its own ring carries the I/O, except that a FLUSH queued behind a
+ * running fdatasync is carried by the ring of the reactor that starts the
+ * next one and is completed back on its own by message. The flush queue
+ * is under a spinlock held for a few pointer moves; counters are relaxed
+ * atomics.
  */
 #ifndef TND_FLAT_H
 #define TND_FLAT_H

@@ -2,8 +2,9 @@
  * flat and passthrough volumes; see tnd_flat.h.
  *
  * Every request becomes one io_uring operation on the submitting reactor's
- * ring: readv/writev at the byte offset, fsync(DATASYNC) for FLUSH and
- * fallocate(PUNCH_HOLE) for UNMAP and WRITE_ZEROES. Short transfers (rare
+ * ring: readv/writev at the byte offset, fsync(DATASYNC) for FLUSH (group
+ * committed: flushes that queue behind a running one share the next, see
+ * flat_flush()) and fallocate(PUNCH_HOLE) for UNMAP and WRITE_ZEROES. Short transfers (rare
  * on files, possible on devices) are continued from where they stopped.
  * With O_DIRECT a buffer that is not aligned as the file system asks
  * (statx STATX_DIOALIGN; the device's sector for a disk; else 4 KiB) goes
