@@ -97,9 +97,9 @@ cs = cnt.get('context-switches', float('nan')) / ops_all
 en = cnt.get('syscalls:sys_enter_io_uring_enter', float('nan')) / ops_all
 ops = r['iops'] * r['elapsed_s']
 cpu = r['target_cpu_s'] * 1e6 / ops if ops else float('nan')
-print(f"{label}\t{r['iops']:.0f}\t{r['lat']['p50_us']}\t{r['lat']['p99_us']}\t{cpu:.2f}\t{cs:.2f}\t{en:.2f}\t{r['flushes']}\t{r['bench_cpu_s']}")
+print(f"{label}\t{r['iops']:.0f}\t{r['lat']['p50_us']}\t{r['lat']['p99_us']}\t{cpu:.2f}\t{cs:.2f}\t{en:.2f}\t{r['flushes']}\t{r['bench_cpu_s']}\t{r.get('flush_lat', {}).get('p50_us', float('nan'))}")
 EOF
-	tail -n 1 "$OUTF" | awk -F'\t' '{ printf "%-10s iops %7d p50 %7.1f p99 %8.1f cpu_us/op %6.2f cs/op %5.2f enter/op %5.2f flushes %d bench_cpu %s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9 }'
+	tail -n 1 "$OUTF" | awk -F'\t' '{ printf "%-10s iops %7d p50 %7.1f p99 %8.1f cpu_us/op %6.2f cs/op %5.2f enter/op %5.2f flushes %d bench_cpu %s flush_p50 %s\n", $1,$2,$3,$4,$5,$6,$7,$8,$9,$10 }'
 }
 
 echo "ab.sh: ${WL[*]}; load: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -113,5 +113,5 @@ for v in "${VARIANTS[@]}"; do
 import sys, statistics as s
 rows = [l.rstrip("\n").split("\t") for l in sys.stdin]
 m = lambda i: s.median(float(r[i]) for r in rows)
-print(f"{rows[0][0]:<10} iops {m(1):7.0f} p50 {m(2):7.1f} p99 {m(3):8.1f} cpu_us/op {m(4):6.2f} cs/op {m(5):5.2f} enter/op {m(6):5.2f} flushes {m(7):.0f} bench_cpu {m(8):.2f}")'
+print(f"{rows[0][0]:<10} iops {m(1):7.0f} p50 {m(2):7.1f} p99 {m(3):8.1f} cpu_us/op {m(4):6.2f} cs/op {m(5):5.2f} enter/op {m(6):5.2f} flushes {m(7):.0f} bench_cpu {m(8):.2f} flush_p50 {m(9):.0f}")'
 done

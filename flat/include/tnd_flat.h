@@ -46,13 +46,21 @@
  * volume reports write_cache = true (WCE=1) in every mode. FLUSH is
  * fdatasync (with direct writes it finds no dirty pages, and is the
  * journal commit and the disk cache flush); FUA writes are issued with
- * RWF_DSYNC. A failed write, flush or discard fail-stops the volume:
+ * RWF_DSYNC. Flushes are group-committed: the volume runs one fdatasync
+ * at a time, and the flushes that arrive while it runs (from any reactor)
+ * all complete with the one after it, which starts after they arrived and
+ * so covers every write completed before each of them. The stats show
+ * flush_ops (flushes asked for) and fdatasyncs (run). A failed write, flush or discard fail-stops the volume:
  * from then on writes answer -EROFS and reads go on, because after an
  * fsync error the kernel may already have dropped the dirty pages and a
  * retry would report success for data that is gone.
  *
  * Threads: the volume has no per-reactor state; any reactor may submit and
- * its own ring carries the I/O. Counters are relaxed atomics.
+ * its own ring carries the I/O, except that a FLUSH queued behind a
+ * running fdatasync is carried by the ring of the reactor that starts the
+ * next one and is completed back on its own by message. The flush queue
+ * is under a spinlock held for a few pointer moves; counters are relaxed
+ * atomics.
  */
 #ifndef TND_FLAT_H
 #define TND_FLAT_H

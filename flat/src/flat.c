@@ -2,8 +2,9 @@
  * flat and passthrough volumes; see tnd_flat.h.
  *
  * Every request becomes one io_uring operation on the submitting reactor's
- * ring: readv/writev at the byte offset, fsync(DATASYNC) for FLUSH and
- * fallocate(PUNCH_HOLE) for UNMAP and WRITE_ZEROES. Short transfers (rare
+ * ring: readv/writev at the byte offset, fsync(DATASYNC) for FLUSH (group
+ * committed: flushes that queue behind a running one share the next, see
+ * flat_flush()) and fallocate(PUNCH_HOLE) for UNMAP and WRITE_ZEROES. Short transfers (rare
  * on files, possible on devices) are continued from where they stopped.
  * With O_DIRECT a buffer that is not aligned as the file system asks
  * (statx STATX_DIOALIGN; the device's sector for a disk; else 4 KiB) goes
@@ -19,6 +20,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +52,11 @@ struct flat_vol {
 	_Atomic uint64_t num_blocks;
 	atomic_bool failed;
 	_Atomic uint64_t read_ops, write_ops, read_bytes, write_bytes, flush_ops, unmap_ops, errors;
-	_Atomic uint64_t bounced_ios, buffered_writes;
+	_Atomic uint64_t bounced_ios, buffered_writes, fdatasyncs;
+	/* FLUSH group commit (see flat_flush()): under sync_lock. */
+	pthread_spinlock_t sync_lock;
+	bool sync_running;              /* an fdatasync is in flight */
+	struct flat_io *sync_next;      /* flushes waiting for the next one, newest first */
 };
 
 struct flat_io {
@@ -66,6 +72,11 @@ struct flat_io {
 	int fd;                /* the descriptor this transfer uses */
 	void *bounce;
 	struct iovec bounce_iov;
+	/* FLUSH group commit */
+	struct flat_io *batch_next;    /* next flush covered by the same fdatasync */
+	struct tnd_reactor *ring;      /* batch head: the reactor whose ring runs it */
+	int status;                    /* result handed to a member on another reactor */
+	struct tnd_msg msg;            /* carries that result there */
 };
 
 static void flat_fail(struct flat_vol *fv, const char *what, int err)
@@ -158,11 +169,122 @@ static void flat_sync_done(struct tnd_uring_op *op, int res, unsigned flags)
 {
 	struct flat_io *fi = tnd_container_of(op, struct flat_io, op);
 	if (res < 0) {
-		flat_fail(fi->fv, fi->io->type == TND_IO_FLUSH ? "fdatasync" : "discard", res);
+		flat_fail(fi->fv, "discard", res);
 		flat_complete(fi, -EIO);
 		return;
 	}
 	flat_complete(fi, 0);
+}
+
+/*
+ * FLUSH group commit. An fdatasync covers every write that completed
+ * before it started. A FLUSH that arrives while one is running cannot
+ * join that one (a write it must cover may have completed after it
+ * started), but it can share the next with every other FLUSH that arrives
+ * meanwhile: the volume runs one fdatasync at a time, and all the flushes
+ * that queued behind it complete with the next. Sessions flushing the same
+ * image at once then cost one fdatasync per round instead of one each,
+ * where concurrent fdatasyncs of one inode would mostly wait for each
+ * other's writeback and the same device cache flush.
+ *
+ * The queue is shared by all reactors. Its lock is a spinlock held for a
+ * few pointer moves, never across a call out. The next fdatasync runs on
+ * the ring of the reactor that saw the previous one complete; every flush
+ * of a batch completes on its own reactor (by message when that is another
+ * one). After a failed fdatasync the flushes queued behind it fail too
+ * without a retry: the kernel may have dropped the dirty pages already,
+ * and a second fdatasync would report success for data that is gone.
+ */
+static void flush_member_msg(struct tnd_msg *msg)
+{
+	struct flat_io *fi = tnd_container_of(msg, struct flat_io, msg);
+	flat_complete(fi, fi->status);
+}
+
+/* Complete every flush of the batch @fi heads, each on its own reactor. */
+static void flush_batch_complete(struct flat_io *fi, int status)
+{
+	while (fi) {
+		struct flat_io *next = fi->batch_next;  /* the callback may free fi */
+		if (tnd_reactor_is_current(fi->io->reactor)) {
+			flat_complete(fi, status);
+		} else {
+			fi->status = status;
+			fi->msg.fn = flush_member_msg;
+			tnd_reactor_send(fi->io->reactor, &fi->msg);
+		}
+		fi = next;
+	}
+}
+
+static void flush_done(struct tnd_uring_op *op, int res, unsigned flags);
+
+/* Start the fdatasync of the batch @head on @r's ring (@r is this thread's). */
+static int flush_issue(struct flat_vol *fv, struct tnd_reactor *r, struct flat_io *head)
+{
+	struct io_uring_sqe *sqe = tnd_reactor_sqe(r, &head->op);
+	if (!sqe)
+		return -EBUSY;
+	head->ring = r;
+	head->op.cb = flush_done;
+	io_uring_prep_fsync(sqe, fv->fd, IORING_FSYNC_DATASYNC);
+	atomic_fetch_add_explicit(&fv->fdatasyncs, 1, memory_order_relaxed);
+	return 0;
+}
+
+/* The running fdatasync is over: run one for the flushes that queued
+ * behind it, or mark the volume idle when none did. */
+static void flush_next(struct flat_vol *fv, struct tnd_reactor *r)
+{
+	for (;;) {
+		pthread_spin_lock(&fv->sync_lock);
+		struct flat_io *batch = fv->sync_next;
+		fv->sync_next = NULL;
+		if (!batch)
+			fv->sync_running = false;
+		pthread_spin_unlock(&fv->sync_lock);
+		if (!batch)
+			return;
+		if (atomic_load(&fv->failed)) {
+			flush_batch_complete(batch, -EIO);
+			continue;
+		}
+		if (flush_issue(fv, r, batch) == 0)
+			return;
+		tnd_err("flat", "%s: no submission queue entry for fdatasync", fv->path);
+		flush_batch_complete(batch, -EIO);
+	}
+}
+
+static void flush_done(struct tnd_uring_op *op, int res, unsigned flags)
+{
+	struct flat_io *head = tnd_container_of(op, struct flat_io, op);
+	struct flat_vol *fv = head->fv;
+
+	if (res < 0)
+		flat_fail(fv, "fdatasync", res);
+	/* Hand the queue on first: a callback below may flush again. */
+	flush_next(fv, head->ring);
+	flush_batch_complete(head, res < 0 ? -EIO : 0);
+}
+
+static int flat_flush(struct flat_vol *fv, struct flat_io *fi)
+{
+	pthread_spin_lock(&fv->sync_lock);
+	bool lead = !fv->sync_running;
+	if (lead) {
+		fv->sync_running = true;
+	} else {
+		fi->batch_next = fv->sync_next;
+		fv->sync_next = fi;
+	}
+	pthread_spin_unlock(&fv->sync_lock);
+	if (!lead)
+		return 0;
+	int ret = flush_issue(fv, fi->io->reactor, fi);
+	if (ret < 0)
+		flush_next(fv, fi->io->reactor);        /* not accepted: pass the turn on */
+	return ret;
 }
 
 static int flat_queue(struct flat_io *fi)
@@ -183,10 +305,6 @@ static int flat_queue(struct flat_io *fi)
 		io_uring_prep_writev(sqe, fi->fd, fi->iov, (unsigned)fi->iovcnt, fi->off);
 		if (io->flags & TND_IO_FUA)
 			sqe->rw_flags = RWF_DSYNC;
-		break;
-	case TND_IO_FLUSH:
-		fi->op.cb = flat_sync_done;
-		io_uring_prep_fsync(sqe, fv->fd, IORING_FSYNC_DATASYNC);
 		break;
 	case TND_IO_UNMAP:
 	case TND_IO_WRITE_ZEROES:
@@ -281,7 +399,7 @@ static int flat_submit(struct tnd_volume *vol, struct tnd_io *io)
 		break;
 	case TND_IO_FLUSH:
 		atomic_fetch_add_explicit(&fv->flush_ops, 1, memory_order_relaxed);
-		break;
+		return flat_flush(fv, fi);
 	case TND_IO_UNMAP:
 	case TND_IO_WRITE_ZEROES:
 		atomic_fetch_add_explicit(&fv->unmap_ops, 1, memory_order_relaxed);
@@ -325,7 +443,7 @@ static void flat_stats_json(struct tnd_volume *vol, json_t *out)
 		{ "read_bytes", &fv->read_bytes }, { "write_bytes", &fv->write_bytes },
 		{ "flush_ops", &fv->flush_ops }, { "unmap_ops", &fv->unmap_ops },
 		{ "io_errors", &fv->errors }, { "bounced_ios", &fv->bounced_ios },
-		{ "buffered_writes", &fv->buffered_writes },
+		{ "buffered_writes", &fv->buffered_writes }, { "fdatasyncs", &fv->fdatasyncs },
 	};
 	for (size_t i = 0; i < TND_ARRAY_SIZE(c); i++)
 		json_object_set_new(out, c[i].key, json_integer((json_int_t)atomic_load(c[i].v)));
@@ -359,6 +477,7 @@ static void flat_destroy(struct tnd_volume *vol)
 	if (fv->wfd != fv->fd)
 		close(fv->wfd);
 	close(fv->fd);
+	pthread_spin_destroy(&fv->sync_lock);
 	free(fv->path);
 	free(fv);
 }
@@ -447,10 +566,13 @@ int tnd_flat_open(const struct tnd_flat_opts *opts, struct tnd_volume **out)
 	struct flat_vol *fv = calloc(1, sizeof(*fv));
 	if (!fv)
 		return -ENOMEM;
+	ret = -pthread_spin_init(&fv->sync_lock, PTHREAD_PROCESS_PRIVATE);
+	if (ret < 0)
+		goto err_free;
 	fv->path = strdup(opts->path);
 	if (!fv->path) {
 		ret = -ENOMEM;
-		goto err_free;
+		goto err_spin;
 	}
 	fv->passthrough = opts->passthrough;
 	fv->read_only = opts->read_only;
@@ -543,7 +665,6 @@ int tnd_flat_open(const struct tnd_flat_opts *opts, struct tnd_volume **out)
 		}
 	}
 	dio_align(fv, sector);
-
 	tnd_volume_init(&fv->vol, opts->passthrough ? &passthrough_ops : &flat_ops, NULL);
 	*out = &fv->vol;
 	return 0;
@@ -554,6 +675,8 @@ err_close_fd:
 	close(fv->fd);
 err_free_path:
 	free(fv->path);
+err_spin:
+	pthread_spin_destroy(&fv->sync_lock);
 err_free:
 	free(fv);
 	return ret;

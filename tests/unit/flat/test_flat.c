@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
@@ -433,6 +434,184 @@ static void flat_direct_writes_coherent_with_buffered_reads(void **state)
 	rmdir(dir);
 }
 
+/* ---- FLUSH group commit ---------------------------------------------- */
+
+struct seq_waiter {
+	int status;
+	int calls;
+	int seq;                /* completion order */
+	int *clock;
+};
+
+static void seq_done(struct tnd_io *io, int status)
+{
+	struct seq_waiter *w = io->cb_arg;
+	w->status = status;
+	w->calls++;
+	w->seq = ++*w->clock;
+}
+
+/*
+ * Flushes that arrive while an fdatasync is running share the next one:
+ * nine flushes, the first leads, the eight behind it (with a write among
+ * them) complete together after it, with two fdatasyncs in all. Then a
+ * flush on an idle volume runs its own.
+ */
+static void flat_flushes_behind_a_running_one_share_the_next(void **state)
+{
+	struct fixture *f = *state;
+	struct tnd_volume *v;
+	struct tnd_flat_opts o = { .path = f->path, .size = 1 << 20, .block_size = 512 };
+	assert_int_equal(tnd_flat_open(&o, &v), 0);
+
+	enum { N = 9 };
+	int clock = 0;
+	struct tnd_io *io[N];
+	struct seq_waiter w[N];
+	char buf[512];
+	memset(buf, 0xa5, sizeof(buf));
+	struct iovec iov = { buf, sizeof(buf) };
+	for (int i = 0; i < N; i++) {
+		io[i] = calloc(1, tnd_volume_io_size(v));
+		w[i] = (struct seq_waiter){ .clock = &clock };
+		*io[i] = (struct tnd_io){ .type = TND_IO_FLUSH, .reactor = f->r, .cb = seq_done,
+					  .cb_arg = &w[i] };
+	}
+	/* io[4] is a write between the flushes. */
+	io[4]->type = TND_IO_WRITE;
+	io[4]->lba = 7;
+	io[4]->nblocks = 1;
+	io[4]->iov = &iov;
+	io[4]->iovcnt = 1;
+	for (int i = 0; i < N; i++)
+		assert_int_equal(tnd_volume_submit(v, io[i]), 0);
+	for (int i = 0; i < N; i++)
+		while (w[i].calls == 0)
+			assert_true(tnd_reactor_poll(f->r, 1000) >= 0);
+	for (int i = 0; i < N; i++) {
+		assert_int_equal(w[i].calls, 1);
+		assert_int_equal(w[i].status, 0);
+		if (i != 0 && i != 4)
+			assert_true(w[i].seq > w[0].seq);   /* none rode on the first */
+	}
+	assert_int_equal(stat_int(v, "flush_ops"), N - 1);
+	assert_int_equal(stat_int(v, "fdatasyncs"), 2);
+
+	assert_int_equal(do_io(f, v, TND_IO_FLUSH, 0, 0, 0, NULL, 0), 0);
+	assert_int_equal(stat_int(v, "fdatasyncs"), 3);
+	char r[512];
+	assert_int_equal(do_io(f, v, TND_IO_READ, 0, 7, 1, r, sizeof(r)), 0);
+	assert_memory_equal(r, buf, sizeof(r));
+	for (int i = 0; i < N; i++)
+		free(io[i]);
+	tnd_volume_destroy(v);
+}
+
+/* One writer-flusher per reactor thread: write a block, flush, repeat. */
+struct stream {
+	struct tnd_volume *vol;
+	struct tnd_reactor *r;
+	struct tnd_io *io;
+	struct tnd_msg start;
+	struct iovec iov;
+	uint8_t buf[512];
+	int idx, round, rounds;
+	int errors, wrong_thread;
+	atomic_int *finished;
+};
+
+enum { STREAMS = 3, ROUNDS = 200 };
+
+static void stream_write(struct stream *s);
+
+static void stream_io_done(struct tnd_io *io, int status)
+{
+	struct stream *s = io->cb_arg;
+	if (status)
+		s->errors++;
+	if (!tnd_reactor_is_current(s->r))
+		s->wrong_thread++;
+	if (io->type == TND_IO_WRITE) {
+		*io = (struct tnd_io){ .type = TND_IO_FLUSH, .reactor = s->r, .cb = stream_io_done,
+				       .cb_arg = s };
+		if (tnd_volume_submit(s->vol, io))
+			s->errors++;
+		return;
+	}
+	if (++s->round < s->rounds)
+		stream_write(s);
+	else
+		atomic_fetch_add(s->finished, 1);
+}
+
+static void stream_write(struct stream *s)
+{
+	memset(s->buf, (uint8_t)(s->idx * 64 + s->round), sizeof(s->buf));
+	s->iov = (struct iovec){ s->buf, sizeof(s->buf) };
+	*s->io = (struct tnd_io){ .type = TND_IO_WRITE, .lba = (uint64_t)(s->idx * ROUNDS + s->round),
+				  .nblocks = 1, .iov = &s->iov, .iovcnt = 1, .reactor = s->r,
+				  .cb = stream_io_done, .cb_arg = s };
+	if (tnd_volume_submit(s->vol, s->io)) {
+		s->errors++;
+		atomic_fetch_add(s->finished, 1);
+	}
+}
+
+static void stream_start(struct tnd_msg *m)
+{
+	stream_write(tnd_container_of(m, struct stream, start));
+}
+
+/*
+ * Several reactors flush one volume at once: every flush completes, on
+ * its own reactor, with success; concurrent ones shared fdatasyncs (fewer
+ * than flushes); every block written before a flush reads back.
+ */
+static void flat_concurrent_flushes_from_many_reactors(void **state)
+{
+	struct fixture *f = *state;
+	struct tnd_volume *v;
+	struct tnd_flat_opts o = { .path = f->path, .size = 1 << 20, .block_size = 512 };
+	assert_int_equal(tnd_flat_open(&o, &v), 0);
+
+	atomic_int finished = 0;
+	struct stream st[STREAMS];
+	for (int i = 0; i < STREAMS; i++) {
+		st[i] = (struct stream){ .vol = v, .idx = i, .rounds = ROUNDS, .finished = &finished };
+		st[i].io = calloc(1, tnd_volume_io_size(v));
+		st[i].start.fn = stream_start;
+		assert_int_equal(tnd_reactor_create((unsigned)i + 1, 64, &st[i].r), 0);
+		assert_int_equal(tnd_reactor_start(st[i].r), 0);
+	}
+	for (int i = 0; i < STREAMS; i++)
+		tnd_reactor_send(st[i].r, &st[i].start);
+	for (int waited = 0; atomic_load(&finished) < STREAMS && waited < 60000; waited++)
+		usleep(1000);
+	assert_int_equal(atomic_load(&finished), STREAMS);
+	for (int i = 0; i < STREAMS; i++) {
+		tnd_reactor_stop(st[i].r);
+		tnd_reactor_join(st[i].r);
+		tnd_reactor_destroy(st[i].r);
+		assert_int_equal(st[i].errors, 0);
+		assert_int_equal(st[i].wrong_thread, 0);
+		free(st[i].io);
+	}
+	json_int_t flushes = stat_int(v, "flush_ops"), syncs = stat_int(v, "fdatasyncs");
+	print_message("%lld flushes, %lld fdatasyncs\n", (long long)flushes, (long long)syncs);
+	assert_int_equal(flushes, STREAMS * ROUNDS);
+	assert_true(syncs >= 1 && syncs < flushes);
+
+	uint8_t r[512], want[512];
+	for (int i = 0; i < STREAMS; i++)
+		for (int k = 0; k < ROUNDS; k++) {
+			memset(want, (uint8_t)(i * 64 + k), sizeof(want));
+			assert_int_equal(do_io(f, v, TND_IO_READ, 0, (uint64_t)(i * ROUNDS + k), 1,
+					       r, sizeof(r)), 0);
+			assert_memory_equal(r, want, sizeof(r));
+		}
+	tnd_volume_destroy(v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -443,6 +622,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(flat_grows_online, setup, teardown),
 		cmocka_unit_test_setup_teardown(passthrough_uses_whole_file_and_unaligned_buffers, setup, teardown),
 		cmocka_unit_test_setup_teardown(flat_direct_writes_coherent_with_buffered_reads, setup, teardown),
+		cmocka_unit_test_setup_teardown(flat_flushes_behind_a_running_one_share_the_next, setup, teardown),
+		cmocka_unit_test_setup_teardown(flat_concurrent_flushes_from_many_reactors, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
