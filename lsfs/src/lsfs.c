@@ -3226,6 +3226,15 @@ static void gc_step(struct lsfs *ls)
 	if (compact && !ls->gc_stalled) {
 		v = pick_compact_victim(ls);
 		ls->gc_compact = v != LSFS_NONE32;
+		/* What is left is in the open segment, which no client fills
+		 * while the volume is idle: close it (its tail stays unused,
+		 * like a segment's dead space) so that a later pass, once it
+		 * is written, can take it. */
+		if (v == LSFS_NONE32 && ls->cur && ls->segs[ls->cur->seg].deferred &&
+		    ls->segs[ls->cur->seg].deferred == ls->ndeferred) {
+			close_segment(ls);
+			schedule_kick(ls);
+		}
 	}
 	if (v == LSFS_NONE32 && (waiting || low || forced))
 		v = ls->gc_stalled ? LSFS_NONE32 : pick_victim(ls);

