@@ -27,7 +27,11 @@
  * sector, and payloads are packed at sector granularity, so the map
  * entry also says where in its block a payload starts, how long it is
  * and whether it is LZ4. Reads check the CRC32C of the stored bytes, then
- * decompress. With opts.dedup, a full chunk whose fingerprint the index
+ * decompress. opts.compress_mode may take LZ4 off the write path (always,
+ * or while the reactor staging a write is saturated): such a chunk is
+ * stored raw and marked DEFERRED, and compressed when garbage collection
+ * moves it, which idle compaction does for the segments holding the most
+ * deferred chunks once the volume has had no write for a while. With opts.dedup, a full chunk whose fingerprint the index
  * knows and whose bytes equal the stored payload's is mapped to that
  * payload instead of being stored again (reference counts are derived from
  * the map; see docs/on-disk-format.md).
