@@ -251,10 +251,11 @@ struct pre_chunk {
  * stages (no locks: each meter is touched by its own reactor only). The
  * share of wall time the reactor spent in write stages over the last
  * window; above METER_BUSY_PM per mille with LZ4 on, LZ4 is what saturates
- * it (on the 2-CPU bench VM a 256 KiB sequential stream at QD32 keeps a
- * staging reactor 55-75 % busy, a 4 KiB text stream at QD32 about 20-25 %),
- * so it defers for METER_HOLD_NS and then compresses for a window again to
- * re-measure. Two clock reads (vDSO, no syscall) per staged range.
+ * it, so it defers for METER_HOLD_NS and then compresses for a window again
+ * to re-measure. Two clock reads (vDSO, no syscall) per staged range. On
+ * the 2-CPU bench VM (bench/results/2026-11-22-vm-dedup.md, "Adaptive
+ * compression") a 256 KiB sequential text stream at QD32 deferred 85-94 %
+ * of its chunks, 4 KiB text, random and duplicate streams at QD32 none.
  */
 #define METER_WIN_NS   (20ull * 1000000ull)
 #define METER_HOLD_NS  (200ull * 1000000ull)
