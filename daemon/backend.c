@@ -117,6 +117,8 @@ static json_t *device_json(struct tnd_daemon *d, const struct tnd_config_device 
 		json_object_set_new(o, "capacity", json_integer((json_int_t)c->capacity));
 		json_object_set_new(o, "write_cache", json_boolean(c->write_cache));
 		json_object_set_new(o, "compress", json_string(c->compress ? "lz4" : "none"));
+		json_object_set_new(o, "compress_mode",
+				    json_string(tnd_config_cmode_names[c->compress_mode]));
 		json_object_set_new(o, "dedup", json_boolean(c->dedup));
 		json_object_set_new(o, "direct_io", json_boolean(c->direct_io));
 		if (c->dedup_index_bytes)
@@ -204,9 +206,9 @@ static void resize_fn(void *arg)
 }
 
 /*
- * PATCH: "size" grows the device; "compress" and "dedup" (lsfs; mgmt lets
- * no other type through) switch the store's features for new writes, at
- * once. The features go first: if growing then fails, they are put back,
+ * PATCH: "size" grows the device; "compress", "compress_mode" and "dedup"
+ * (lsfs; mgmt lets no other type through) switch the store's features for
+ * new writes, at once. The features go first: if growing then fails, they are put back,
  * so a failed request changes nothing.
  */
 static int be_device_update(void *ctx, const char *name, const json_t *changes,
@@ -220,15 +222,25 @@ static int be_device_update(void *ctx, const char *name, const json_t *changes,
 	json_t *size = json_object_get(changes, "size");
 	json_t *jc = json_object_get(changes, "compress");
 	json_t *jd = json_object_get(changes, "dedup");
+	json_t *jm = json_object_get(changes, "compress_mode");
+	int mode = c->compress_mode;
+	if (jm) {
+		/* mgmt checked it against the choices, the same names. */
+		for (int k = 0; tnd_config_cmode_names[k]; k++)
+			if (strcmp(json_string_value(jm), tnd_config_cmode_names[k]) == 0)
+				mode = k;
+	}
+	bool cmode = mode != c->compress_mode;
 	uint64_t bytes = size ? (uint64_t)json_integer_value(size) : c->size;
 	bool compress = jc ? strcmp(json_string_value(jc), "lz4") == 0 : c->compress;
 	bool dedup = jd ? json_is_true(jd) : c->dedup;
 	bool grow = bytes != c->size;
 	bool feat = compress != c->compress || dedup != c->dedup;
-	if (!grow && !feat)
+	if (!grow && !feat && !cmode)
 		return 0;
-	if (feat && c->type != TND_DEV_LSFS) {
-		tnd_mgmt_error_set(err, jc ? "compress" : "dedup", "only lsfs devices have it");
+	if ((feat || cmode) && c->type != TND_DEV_LSFS) {
+		tnd_mgmt_error_set(err, jc ? "compress" : jd ? "dedup" : "compress_mode",
+				   "only lsfs devices have it");
 		return -EINVAL;
 	}
 	json_t *doc = json_deep_copy(d->cfg->doc);
@@ -239,11 +251,26 @@ static int be_device_update(void *ctx, const char *name, const json_t *changes,
 		json_object_set_new(obj, "compress", json_string(compress ? "lz4" : "none"));
 	if (jd)
 		json_object_set_new(obj, "dedup", json_boolean(dedup));
+	if (jm)
+		json_object_set_new(obj, "compress_mode", json_string(tnd_config_cmode_names[mode]));
 	struct tnd_config *next;
 	int ret = prepare(d, doc, &next, err);
 	if (ret < 0)
 		return ret;
 	bool old_compress = c->compress, old_dedup = c->dedup;
+	int old_mode = c->compress_mode;
+	if (cmode) {
+		/* First, so that compression switched on below starts in the new
+		 * mode (and the store is marked for it before). */
+		ret = tnd_lsfs_set_compress_mode(dev->vol->base, (enum tnd_lsfs_compress_mode)mode);
+		if (ret < 0) {
+			tnd_mgmt_error_set(err, "compress_mode", "cannot change %s: %s", name,
+					   ret == -EROFS ? "the device has failed" : strerror(-ret));
+			tnd_config_free(next);
+			return ret == -EROFS ? -EBUSY : ret;
+		}
+		tnd_info("tandemd", "device %s: compression mode %s", name, tnd_config_cmode_names[mode]);
+	}
 	if (feat) {
 		/* From this thread: the superblock write must not stall a reactor. */
 		ret = tnd_lsfs_set_features(dev->vol->base, compress, dedup);
@@ -251,6 +278,9 @@ static int be_device_update(void *ctx, const char *name, const json_t *changes,
 			tnd_mgmt_error_set(err, jc ? "compress" : "dedup", "cannot change %s: %s", name,
 					   ret == -EROFS ? "the device has failed" : strerror(-ret));
 			tnd_config_free(next);
+			if (cmode)
+				tnd_lsfs_set_compress_mode(dev->vol->base,
+							   (enum tnd_lsfs_compress_mode)old_mode);
 			/* A failed device is a 409; a superblock write error (which
 			 * fail-stopped it) or no memory a 500. */
 			return ret == -EROFS ? -EBUSY : ret;
@@ -266,6 +296,10 @@ static int be_device_update(void *ctx, const char *name, const json_t *changes,
 			tnd_config_free(next);
 			if (feat && tnd_lsfs_set_features(dev->vol->base, old_compress, old_dedup) < 0)
 				tnd_warn("tandemd", "device %s: compression/dedup stay as requested until "
+					 "restart", name);
+			if (cmode && tnd_lsfs_set_compress_mode(dev->vol->base,
+								(enum tnd_lsfs_compress_mode)old_mode) < 0)
+				tnd_warn("tandemd", "device %s: compression mode stays as requested until "
 					 "restart", name);
 			return rr.ret == -EOPNOTSUPP ? -EOPNOTSUPP : -EINVAL;
 		}
@@ -703,9 +737,12 @@ static const struct tnd_mgmt_backend_ops backend_ops = {
 };
 
 static const char *const compress_choices[] = { "lz4", "none", NULL };
+static const char *const cmode_choices[] = { "inline", "adaptive", "deferred", NULL };
 
 static const struct tnd_mgmt_dev_option lsfs_options[] = {
 	{ .key = "compress", .kind = TND_MGMT_OPT_STRING, .choices = compress_choices,
+	  .updatable = true },
+	{ .key = "compress_mode", .kind = TND_MGMT_OPT_STRING, .choices = cmode_choices,
 	  .updatable = true },
 	{ .key = "dedup", .kind = TND_MGMT_OPT_BOOL, .updatable = true },
 	{ .key = "dedup_index_bytes", .kind = TND_MGMT_OPT_SIZE },

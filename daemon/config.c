@@ -141,12 +141,19 @@ static int get_size(json_t *obj, const char *key, uint64_t *out, const char *whe
 		   where, key);
 }
 
+const char *const tnd_config_cmode_names[] = {
+	[TND_CONFIG_CMODE_INLINE] = "inline",
+	[TND_CONFIG_CMODE_ADAPTIVE] = "adaptive",
+	[TND_CONFIG_CMODE_DEFERRED] = "deferred",
+	NULL,
+};
+
 static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char *err,
 			size_t errlen)
 {
 	static const char *const keys[] = { "name", "type", "path", "size", "block_size",
 					    "read_only", "capacity", "write_cache", "compress", "dedup",
-					    "dedup_index_bytes", "direct_io", NULL };
+					    "dedup_index_bytes", "direct_io", "compress_mode", NULL };
 	char where[48];
 	snprintf(where, sizeof(where), "devices[%zu]", i);
 	if (!json_is_object(d))
@@ -191,9 +198,10 @@ static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char
 	if (dev->type != TND_DEV_LSFS &&
 	    (json_object_get(d, "capacity") || json_object_get(d, "write_cache") ||
 	     json_object_get(d, "compress") || json_object_get(d, "dedup") ||
-	     json_object_get(d, "dedup_index_bytes") || json_object_get(d, "direct_io")))
-		return ERR("%s: capacity, write_cache, compress, dedup and direct_io apply to lsfs "
-			   "devices only", where);
+	     json_object_get(d, "dedup_index_bytes") || json_object_get(d, "direct_io") ||
+	     json_object_get(d, "compress_mode")))
+		return ERR("%s: capacity, write_cache, compress, compress_mode, dedup and direct_io "
+			   "apply to lsfs devices only", where);
 	if ((ret = get_bool(d, "dedup", &dev->dedup, where, err, errlen)))
 		return ret;
 	if ((ret = get_bool(d, "direct_io", &dev->direct_io, where, err, errlen)))
@@ -208,6 +216,21 @@ static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char
 		if (!cs || (strcmp(cs, "lz4") != 0 && strcmp(cs, "none") != 0))
 			return ERR("%s.compress: must be \"lz4\" or \"none\"", where);
 		dev->compress = strcmp(cs, "lz4") == 0;
+	}
+	/* Accepted (and kept) with compress none too: it applies once
+	 * compression is switched on. */
+	dev->compress_mode = TND_CONFIG_CMODE_ADAPTIVE;
+	json_t *cm = json_object_get(d, "compress_mode");
+	if (cm) {
+		const char *ms = json_string_value(cm);
+		int found = -1;
+		for (int k = 0; ms && tnd_config_cmode_names[k]; k++)
+			if (strcmp(ms, tnd_config_cmode_names[k]) == 0)
+				found = k;
+		if (found < 0)
+			return ERR("%s.compress_mode: must be \"inline\", \"adaptive\" or \"deferred\"",
+				   where);
+		dev->compress_mode = found;
 	}
 	if ((ret = get_size(d, "capacity", &dev->capacity, where, err, errlen)))
 		return ret;

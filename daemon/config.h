@@ -28,6 +28,12 @@ enum tnd_dev_type {
 	TND_DEV_LSFS,
 };
 
+/* "compress_mode" (values as lsfs's enum tnd_lsfs_compress_mode). */
+#define TND_CONFIG_CMODE_INLINE 0
+#define TND_CONFIG_CMODE_ADAPTIVE 1
+#define TND_CONFIG_CMODE_DEFERRED 2
+extern const char *const tnd_config_cmode_names[]; /* by value, NULL-terminated */
+
 struct tnd_config_device {
 	char *name;
 	enum tnd_dev_type type;
@@ -39,6 +45,7 @@ struct tnd_config_device {
 	uint64_t capacity;      /* backing bytes; 0 = size + 1/8 + 64 MiB */
 	bool write_cache;       /* WCE=1: acked writes stable after FLUSH/FUA */
 	bool compress;          /* lsfs: LZ4 for new writes ("compress": "lz4") */
+	int compress_mode;      /* lsfs: when LZ4 runs, TND_CONFIG_CMODE_*; default adaptive */
 	bool dedup;             /* lsfs: inline dedup of new writes */
 	uint64_t dedup_index_bytes; /* lsfs: the fingerprint index's RAM budget; 0: default */
 	bool direct_io;         /* lsfs: write the log with O_DIRECT (flat's direct_writes) */

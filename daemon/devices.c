@@ -68,6 +68,7 @@ static int open_lsfs(struct tnd_daemon *d, const struct tnd_config_device *dev,
 	lo.block_size = dev->block_size;
 	lo.write_cache = dev->write_cache;
 	lo.compress = dev->compress;
+	lo.compress_mode = (enum tnd_lsfs_compress_mode)dev->compress_mode;
 	lo.dedup = dev->dedup;
 	lo.dedup_index_bytes = dev->dedup_index_bytes;
 	/* A write's compression and fingerprint run on any reactor, so that

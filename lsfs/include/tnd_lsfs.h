@@ -27,7 +27,11 @@
  * sector, and payloads are packed at sector granularity, so the map
  * entry also says where in its block a payload starts, how long it is
  * and whether it is LZ4. Reads check the CRC32C of the stored bytes, then
- * decompress. With opts.dedup, a full chunk whose fingerprint the index
+ * decompress. opts.compress_mode may take LZ4 off the write path (always,
+ * or while the reactor staging a write is saturated): such a chunk is
+ * stored raw and marked DEFERRED, and compressed when garbage collection
+ * moves it, which idle compaction does for the segments holding the most
+ * deferred chunks once the volume has had no write for a while. With opts.dedup, a full chunk whose fingerprint the index
  * knows and whose bytes equal the stored payload's is mapped to that
  * payload instead of being stored again (reference counts are derived from
  * the map; see docs/on-disk-format.md).
@@ -120,6 +124,26 @@ struct tnd_reactor;
 #define TND_LSFS_FORMAT_MAJOR 1
 #define TND_LSFS_FORMAT_MINOR 0
 
+/*
+ * When a write's LZ4 runs (with compress on). INLINE: always on the write
+ * path. DEFERRED: never; every non-zero chunk is stored raw (still
+ * zero-elided, CRC'd, fingerprinted and deduplicated) with the DEFERRED
+ * mark, and compressed when GC or idle compaction moves it (post-process).
+ * ADAPTIVE: inline while the reactor staging the write keeps up, deferred
+ * while write stages take more than half of its time (measured over 20 ms
+ * windows; a saturated reactor defers for 200 ms, then measures again).
+ */
+enum tnd_lsfs_compress_mode {
+	TND_LSFS_COMPRESS_INLINE = 0,
+	TND_LSFS_COMPRESS_ADAPTIVE = 1,
+	TND_LSFS_COMPRESS_DEFERRED = 2,
+};
+
+/* "inline", "adaptive", "deferred"; NULL for anything else. */
+const char *tnd_lsfs_compress_mode_name(enum tnd_lsfs_compress_mode m);
+/* 0 and *out, or -EINVAL for an unknown name. */
+int tnd_lsfs_compress_mode_parse(const char *name, enum tnd_lsfs_compress_mode *out);
+
 struct tnd_lsfs_opts {
 	/* Format-time choices (ignored when opening a formatted volume). */
 	uint64_t size;              /* logical size in bytes (the thin promise), <= 64 TiB */
@@ -154,6 +178,18 @@ struct tnd_lsfs_opts {
 	 * Turning it off later affects new writes only.
 	 */
 	bool compress;
+	/*
+	 * With compress: when LZ4 runs (above); default INLINE (the daemon's
+	 * default is ADAPTIVE). Any mode but INLINE marks the store (its own
+	 * incompatible feature bit) on first open with compression, since
+	 * deferred blocks carry a flag older builds do not know. Ignored
+	 * without compress. Deferred blocks are compressed by GC's moves and
+	 * by idle compaction: once the volume has had no write for
+	 * compact_idle_ms (default 100; 0: never), passes move the segments
+	 * holding the most deferred blocks.
+	 */
+	enum tnd_lsfs_compress_mode compress_mode;
+	uint32_t compact_idle_ms;
 	/*
 	 * Inline dedup of 4 KiB blocks (default false): a block whose XXH3-128
 	 * fingerprint the index knows is compared byte for byte with the
@@ -233,7 +269,13 @@ struct tnd_lsfs_stats {
 	uint64_t stored_bytes;        /* bytes the mapped payloads occupy (whole 512 B sectors) */
 	uint64_t zero_blocks;         /* 4 KiB chunks written as all zero: unmapped, not stored */
 	uint64_t compressed_blocks;   /* chunks written LZ4-compressed */
-	uint64_t raw_blocks;          /* chunks written as they are */
+	uint64_t raw_blocks;          /* chunks written as they are (deferred ones included) */
+	uint64_t deferred_writes;     /* of those: chunks stored raw with compression deferred */
+	uint64_t deferred_blocks;     /* mapped chunks whose payload is still deferred (now) */
+	uint64_t compacted_blocks;    /* deferred payloads compressed when GC/compaction moved them */
+	uint64_t compacted_raw_blocks; /* deferred payloads moved raw (LZ4 saved no sector) */
+	uint64_t compacted_bytes_saved; /* stored bytes those compressions saved (whole sectors) */
+	uint64_t compaction_passes;   /* GC passes whose victim was picked for its deferred blocks */
 	uint64_t map_capacity;        /* most chunks a checkpoint can map */
 	uint64_t dedup_hits;          /* chunks written as a share of a stored payload */
 	uint64_t dedup_saturated;     /* shares refused at the reference count limit */
@@ -283,6 +325,16 @@ int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg);
  */
 int tnd_lsfs_set_features(struct tnd_volume *vol, bool compress, bool dedup);
 
+/*
+ * Change opts.compress_mode of the open volume @vol live, like
+ * tnd_lsfs_set_features (same threading, same returns): a mode other than
+ * INLINE first marks the store with its feature bit, durably, when
+ * compression is on (or when it is turned on later). Blocks already
+ * deferred stay deferred until they are moved; with INLINE, idle
+ * compaction still compresses them.
+ */
+int tnd_lsfs_set_compress_mode(struct tnd_volume *vol, enum tnd_lsfs_compress_mode mode);
+
 /* Result of the offline checker. */
 struct tnd_lsfs_check_result {
 	uint64_t errors;              /* inconsistencies: non-zero means not clean */
@@ -295,6 +347,7 @@ struct tnd_lsfs_check_result {
 					 (reused after a flush, without a checkpoint) */
 	uint64_t gc_segments;         /* used segments whose records all hold GC's moves only */
 	uint64_t gc_replayed_records; /* replayed records of such segments */
+	uint64_t deferred_blocks;     /* mapped chunks whose payload is DEFERRED */
 };
 
 /*

@@ -116,6 +116,10 @@ static void check_segment(struct ck_state *s, uint32_t seg, uint8_t *buf)
 				problem(s, true, "segment %u record %llu: a GC record holds a %s descriptor",
 					seg, (unsigned long long)rh.rec_seq,
 					(d.flags & LSFS_DESC_KIND_MASK) == LSFS_DESC_TRIM ? "TRIM" : "SIZE");
+			if ((d.flags & LSFS_DESC_F_DEFERRED) && !(sb->incompat & LSFS_INCOMPAT_DEFERRED))
+				problem(s, true, "segment %u record %llu: block %llu is marked deferred in a "
+					"store without the DEFERRED feature", seg,
+					(unsigned long long)rh.rec_seq, (unsigned long long)d.lba);
 			if (!lsfs_desc_payload(&d))
 				continue;
 			uint32_t pos = off + LSFS_BLK + sec * LSFS_SECTOR;
@@ -142,9 +146,10 @@ static void check_segment(struct ck_state *s, uint32_t seg, uint8_t *buf)
 				continue;
 			}
 			if (lsfs_aux_len(m->aux) != d.stored_len ||
-			    lsfs_aux_lz4(m->aux) != !!(d.flags & LSFS_DESC_F_LZ4)) {
+			    lsfs_aux_lz4(m->aux) != !!(d.flags & LSFS_DESC_F_LZ4) ||
+			    lsfs_aux_deferred(m->aux) != !!(d.flags & LSFS_DESC_F_DEFERRED)) {
 				problem(s, true, "block %llu (segment %u, pba %llu): map and record disagree "
-					"on its length or compression", (unsigned long long)d.lba, seg,
+					"on its length, compression or deferred mark", (unsigned long long)d.lba, seg,
 					(unsigned long long)pba);
 				continue;
 			}
@@ -235,6 +240,7 @@ static int check_on(struct tnd_volume *backing, struct tnd_reactor *r, FILE *rep
 	for (uint64_t i = 0; i < n; i++) {
 		const struct lsfs_ment *e = lsfs_map_get(&rec.map, s.refs[i].chunk);
 		uint64_t pba = lsfs_ment_pba(e);
+		res->deferred_blocks += lsfs_aux_deferred(e->aux);
 		uint32_t seg = (uint32_t)((pba - lsfs_seg_base_pba(sb, 0)) / (sb->seg_size / LSFS_BLK));
 		if (rec.segs[seg].state != LSFS_SEG_USED && !rec.segs[seg].in_chain)
 			problem(&s, true, "block %llu maps into free segment %u",
@@ -294,6 +300,9 @@ static int check_on(struct tnd_volume *backing, struct tnd_reactor *r, FILE *rep
 			(unsigned long long)rec.map.mapped * 4, (unsigned long long)phys_sec / 2,
 			sb->incompat & LSFS_INCOMPAT_PACKED ? " (packed, LZ4)" : "");
 	}
+	if (report && res->deferred_blocks)
+		fprintf(report, "deferred: %llu mapped blocks stored raw, awaiting compression\n",
+			(unsigned long long)res->deferred_blocks);
 	if (report && res->gc_segments)
 		fprintf(report, "gc: %llu GC-only segments (blocks moved by GC, no client write); "
 			"%llu of their records replayed\n", (unsigned long long)res->gc_segments,

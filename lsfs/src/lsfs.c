@@ -238,6 +238,7 @@ struct pre_chunk {
 	uint32_t crc;                  /* of pay[0, len) */
 	uint16_t len;                  /* 0: all zero */
 	bool lz4;
+	bool deferred;                 /* stored raw, compression deferred (DEFERRED mark) */
 	bool have_fp;
 	bool valid;                    /* a full chunk whose stages ran */
 };
@@ -245,11 +246,66 @@ struct pre_chunk {
 #define PRE_LZ4 1u                     /* compress */
 #define PRE_FP  2u                     /* fingerprint */
 
+/*
+ * Adaptive compression's saturation signal, per reactor that runs write
+ * stages (no locks: each meter is touched by its own reactor only). The
+ * share of wall time the reactor spent in write stages over the last
+ * window; above METER_BUSY_PM per mille with LZ4 on, LZ4 is what saturates
+ * it, so it defers for METER_HOLD_NS and then compresses for a window again
+ * to re-measure. Two clock reads (vDSO, no syscall) per staged range. On
+ * the 2-CPU bench VM (bench/results/2026-11-22-vm-dedup.md, "Adaptive
+ * compression") a 256 KiB sequential text stream at QD32 deferred 85-94 %
+ * of its chunks, 4 KiB text, random and duplicate streams at QD32 none.
+ */
+#define METER_WIN_NS   (20ull * 1000000ull)
+#define METER_HOLD_NS  (200ull * 1000000ull)
+#define METER_BUSY_PM  500u
+/* A staged chunk takes 5-10 us (LZ4 at 550-800 MB/s, CRC, fingerprint).
+ * Wall time, not CPU time, on purpose: a reactor that shares saturated
+ * CPUs waits for one inside its stages, and that is saturation too. But a
+ * single preemption (a few ms) must not make one 4 KiB chunk look like a
+ * busy window: a sample counts at most this much per chunk. */
+#define METER_CHUNK_MAX_NS 250000ull
+
+struct stage_meter {
+	uint64_t win_start;            /* 0: no window open */
+	uint64_t busy;                 /* ns in stages since win_start */
+	uint64_t defer_until;          /* deferring while now < this */
+};
+
+static bool meter_defer(const struct stage_meter *m, uint64_t now)
+{
+	return now < m->defer_until;
+}
+
+/* Stages of @n chunks ran from @t0 to @t1 (compressing unless @deferring). */
+static void meter_add(struct stage_meter *m, uint64_t t0, uint64_t t1, uint64_t n, bool deferring)
+{
+	if (deferring) {
+		/* Only compressing windows are measured: the hold ends, then
+		 * a fresh window decides again. */
+		m->win_start = 0;
+		return;
+	}
+	if (!m->win_start || t0 - m->win_start > 4 * METER_WIN_NS) {
+		m->win_start = t0;      /* idle since: a new window */
+		m->busy = 0;
+	}
+	m->busy += TND_MIN(t1 - t0, n * METER_CHUNK_MAX_NS);
+	uint64_t el = t1 - m->win_start;
+	if (el < METER_WIN_NS)
+		return;
+	if (m->busy * 1000 >= el * METER_BUSY_PM)
+		m->defer_until = t1 + METER_HOLD_NS;
+	m->win_start = 0;
+}
+
 struct lsfs_helper {
 	struct tnd_reactor *r;
 	struct tnd_compress_ctx *cctx; /* made and used on @r only */
 	bool cctx_failed;
 	unsigned rr;                   /* @r's next partner for half a large write; @r only */
+	struct stage_meter meter;      /* @r only */
 };
 
 struct lsfs_ioctx {
@@ -401,6 +457,15 @@ struct lsfs {
 	void *gc_cb_arg;
 	bool gc_stalled;               /* GC ran out of room; cleared when a segment frees */
 	bool gc_in_append;             /* GC is appending moves: no GC-only segment from make_room */
+	bool gc_compact;               /* the pass's victim was picked for its deferred blocks */
+	uint8_t *gcz;                  /* 4 KiB: a deferred payload compressed by a move */
+
+	/* deferred compression */
+	_Atomic unsigned cmode;        /* enum tnd_lsfs_compress_mode (any thread reads) */
+	struct stage_meter home_meter; /* stages run at the append, on home */
+	uint64_t ndeferred;            /* mapped chunks whose payload is DEFERRED */
+	uint64_t idle_writes;          /* st.writes at the last tick */
+	uint32_t idle_ticks;           /* ticks in a row without a client write */
 
 	/* hot/cold separation: moves staged for a GC-only segment */
 	uint8_t *stg_buf;              /* 2 x seg_size: the staged payloads' stored bytes, by sector */
@@ -708,6 +773,10 @@ static void seg_lost_block(struct lsfs *ls, const struct lsfs_ment *old)
 {
 	uint32_t s = seg_of(ls, lsfs_ment_pba(old));
 	ls->segs[s].live--;
+	if (lsfs_aux_deferred(old->aux)) {
+		ls->segs[s].deferred--;
+		ls->ndeferred--;
+	}
 	bool last = true;
 	if (ls->refs) {
 		uint64_t loc = lsfs_ment_loc(old);
@@ -806,7 +875,7 @@ static int open_segment(struct lsfs *ls)
 	struct lsfs_seginfo *s = &ls->segs[seg];
 	s->state = LSFS_SEG_OPEN;
 	s->seq = ++ls->max_seg_seq;
-	s->live = s->live_sec = 0;
+	s->live = s->live_sec = s->deferred = 0;
 	/* An older buffer may still hold this segment's previous life. */
 	for (int i = 0; i < LSFS_NBUF; i++)
 		if (ls->bufs[i].active && ls->bufs[i].seg == seg && &ls->bufs[i] != nb)
@@ -923,6 +992,10 @@ static void map_update(struct lsfs *ls, uint64_t c, uint64_t pba, uint32_t crc, 
 {
 	struct lsfs_seginfo *si = &ls->segs[seg_of(ls, pba)];
 	si->live++;
+	if (lsfs_aux_deferred(aux)) {
+		si->deferred++;
+		ls->ndeferred++;
+	}
 	if (shared)
 		ls->shared_extra++;
 	else
@@ -985,7 +1058,7 @@ static const uint8_t *iov_span(const struct iovec *iov, int cnt, uint64_t off, s
  * -errno.
  */
 static int store_payload(struct lsfs *ls, uint64_t c, const uint8_t *pay, uint32_t len, bool lz4,
-			 uint32_t crc, const struct tnd_dedup_fp *fp)
+			 bool deferred, uint32_t crc, const struct tnd_dedup_fp *fp)
 {
 	if (len == 0) {
 		int ret = make_room(ls, 0);
@@ -1003,13 +1076,19 @@ static int store_payload(struct lsfs *ls, uint64_t c, const uint8_t *pay, uint32
 	uint32_t sector;
 	uint8_t *slot = data_slot(ls, len, &pba, &sector);
 	memcpy(slot, pay, len);
-	add_desc(ls, c, crc, (uint16_t)(LSFS_DESC_DATA | (lz4 ? LSFS_DESC_F_LZ4 : 0)), (uint16_t)len, 0);
-	uint16_t aux = lsfs_aux_make(lz4, sector, len);
+	/* (Deferred only when the store is marked for it: a mode change
+	 * raced with a staged write otherwise stores it plainly.) */
+	deferred = deferred && !lz4 && (ls->sb.incompat & LSFS_INCOMPAT_DEFERRED);
+	add_desc(ls, c, crc, (uint16_t)(LSFS_DESC_DATA | (lz4 ? LSFS_DESC_F_LZ4 : 0) |
+					(deferred ? LSFS_DESC_F_DEFERRED : 0)), (uint16_t)len, 0);
+	uint16_t aux = deferred ? lsfs_aux_make_deferred(sector) : lsfs_aux_make(lz4, sector, len);
 	map_update(ls, c, pba, crc, aux, false);
 	if (lz4)
 		ls->st.compressed_blocks++;
 	else
 		ls->st.raw_blocks++;
+	if (deferred)
+		ls->st.deferred_writes++;
 	if (ls->ddx && fp)
 		tnd_dedup_insert(ls->ddx, fp, dd_val(pba << 3 | sector, aux));
 	return 0;
@@ -1018,25 +1097,28 @@ static int store_payload(struct lsfs *ls, uint64_t c, const uint8_t *pay, uint32
 /*
  * The write stages for one chunk of new content @src (borrowed, 4 KiB):
  * zero test, compression when it is on and saves a sector (with @cctx
- * into @cbuf, LSFS_LZ4_MAX bytes), CRC32C, and with @want_fp the
+ * into @cbuf, LSFS_LZ4_MAX bytes; with @defer not now: the chunk is
+ * stored raw and marked deferred), CRC32C, and with @want_fp the
  * fingerprint. Pure computation on the caller's buffers: runs on any
  * reactor.
  */
-static void chunk_stages(struct tnd_compress_ctx *cctx, const uint8_t *src, uint8_t *cbuf,
+static void chunk_stages(struct tnd_compress_ctx *cctx, bool defer, const uint8_t *src, uint8_t *cbuf,
 			 bool want_fp, struct pre_chunk *pc)
 {
 	pc->have_fp = false;
 	pc->lz4 = false;
+	pc->deferred = false;
 	pc->pay = src;
 	pc->len = LSFS_BLK;
 	size_t clen = 0;
-	int r = cctx ? tnd_compress_block(cctx, src, LSFS_BLK, cbuf, LSFS_LZ4_MAX, &clen)
-		     : (tnd_compress_is_zero(src, LSFS_BLK) ? TND_COMPRESS_ZERO : TND_COMPRESS_RAW);
+	int r = cctx && !defer ? tnd_compress_block(cctx, src, LSFS_BLK, cbuf, LSFS_LZ4_MAX, &clen)
+			       : (tnd_compress_is_zero(src, LSFS_BLK) ? TND_COMPRESS_ZERO : TND_COMPRESS_RAW);
 	if (r == TND_COMPRESS_ZERO) {
 		pc->len = 0;
 		pc->crc = 0;
 		return;
 	}
+	pc->deferred = cctx && defer;
 	if (r == TND_COMPRESS_COMPRESSED && clen > 0 && clen <= LSFS_LZ4_MAX) {
 		pc->pay = cbuf;
 		pc->len = (uint16_t)clen;
@@ -1056,10 +1138,21 @@ static void chunk_stages(struct tnd_compress_ctx *cctx, const uint8_t *src, uint
 static int store_chunk(struct lsfs *ls, uint64_t c, const uint8_t *src, const struct tnd_dedup_fp *fp)
 {
 	struct pre_chunk pc;
-	chunk_stages(ls->cctx, src, ls->cbuf, ls->ddx && !fp, &pc);
+	unsigned mode = atomic_load_explicit(&ls->cmode, memory_order_relaxed);
+	bool defer = false, metered = ls->cctx && mode == TND_LSFS_COMPRESS_ADAPTIVE;
+	uint64_t t0 = 0;
+	if (metered) {
+		t0 = tnd_now_ns();
+		defer = meter_defer(&ls->home_meter, t0);
+	} else {
+		defer = ls->cctx && mode == TND_LSFS_COMPRESS_DEFERRED;
+	}
+	chunk_stages(ls->cctx, defer, src, ls->cbuf, ls->ddx && !fp, &pc);
+	if (metered)
+		meter_add(&ls->home_meter, t0, tnd_now_ns(), 1, defer);
 	if (!fp && pc.have_fp)
 		fp = &pc.fp;
-	return store_payload(ls, c, pc.pay, pc.len, pc.lz4, pc.crc, fp);
+	return store_payload(ls, c, pc.pay, pc.len, pc.lz4, pc.deferred, pc.crc, fp);
 }
 
 /*
@@ -1117,7 +1210,8 @@ static int try_share(struct lsfs *ls, uint64_t c, const uint8_t *src, struct dd_
 		return 0;
 	}
 	add_desc(ls, c, crc, (uint16_t)(LSFS_DESC_DATA | LSFS_DESC_F_DEDUP |
-					(lsfs_aux_lz4(aux) ? LSFS_DESC_F_LZ4 : 0)), (uint16_t)len, loc);
+					(lsfs_aux_lz4(aux) ? LSFS_DESC_F_LZ4 : 0) |
+					(lsfs_aux_deferred(aux) ? LSFS_DESC_F_DEFERRED : 0)), (uint16_t)len, loc);
 	map_update(ls, c, pba, crc, aux, true);
 	tnd_dedup_confirm(ls->ddx, &dd->fp, v);
 	ls->st.dedup_hits++;
@@ -1223,7 +1317,7 @@ static int append_io(struct lsfs *ls, struct lsfs_ioctx *x)
 				tnd_dedup_fingerprint(full_src(ls, io, s - x->b0), LSFS_BLK, &f);
 				fp = &f;
 			}
-			ret = store_payload(ls, c, pc->pay, pc->len, pc->lz4, pc->crc, fp);
+			ret = store_payload(ls, c, pc->pay, pc->len, pc->lz4, pc->deferred, pc->crc, fp);
 		} else {
 			ret = store_chunk(ls, c, src, fp);
 		}
@@ -1628,6 +1722,7 @@ static void start_write(struct lsfs *ls, struct lsfs_ioctx *x)
 		complete_io(x, -EINVAL);
 		return;
 	}
+	ls->idle_ticks = 0;            /* compaction yields to clients */
 	if (io->type == TND_IO_WRITE) {
 		ls->st.writes++;
 		if (tnd_iov_length(io->iov, io->iovcnt) < (size_t)io->nblocks * lbs) {
@@ -2374,6 +2469,51 @@ static uint32_t pick_victim(struct lsfs *ls)
 	return best;
 }
 
+/*
+ * Compaction: the segment whose move gains most, counting the deferred
+ * chunks in it (each expected to save half its sectors, about what LZ4
+ * does on data worth compressing) and its dead sectors. Unlike GC's
+ * victim it may be full: compressing is the point. The moves land in the
+ * log head compressed and unmarked, so a segment is never picked again
+ * for the same blocks, compressible or not.
+ */
+static uint32_t pick_compact_victim(struct lsfs *ls)
+{
+	uint32_t best = LSFS_NONE32;
+	uint64_t best_gain = 0;
+	uint32_t cap = (ls->seg_blocks - 1) * (LSFS_BLK / LSFS_SECTOR);
+	for (uint32_t i = 0; i < ls->sb.seg_count; i++) {
+		const struct lsfs_seginfo *s = &ls->segs[i];
+		if (s->state != LSFS_SEG_USED || !s->deferred || ls->gc_skip[i] || ls->stg_pinned[i])
+			continue;
+		const struct lsfs_buf *b = buf_of_seg(ls, i);
+		if (b && b->done < b->fill)
+			continue;
+		uint64_t gain = (uint64_t)s->deferred * (LSFS_BLK / LSFS_SECTOR / 2) +
+				(s->live_sec < cap ? cap - s->live_sec : 0);
+		if (best == LSFS_NONE32 || gain > best_gain) {
+			best = i;
+			best_gain = gain;
+		}
+	}
+	return best;
+}
+
+/*
+ * Idle compaction: deferred blocks exist, compression is on, the volume
+ * has had no client write for compact_idle_ms (counted in ticks), and
+ * there is room to move into beyond what GC keeps for itself. A client
+ * write ends it (start_write resets idle_ticks): the pass under way
+ * finishes, no next one starts.
+ */
+static bool compact_wanted(const struct lsfs *ls)
+{
+	if (!ls->cctx || !ls->ndeferred || !ls->opts.compact_idle_ms || !ls->opts.gc_interval_ms)
+		return false;
+	uint32_t need = (ls->opts.compact_idle_ms + ls->opts.gc_interval_ms - 1) / ls->opts.gc_interval_ms;
+	return ls->idle_ticks >= TND_MAX(need, 1u) && ls->nfree > ls->opts.gc_free_low + LSFS_GC_RESERVE;
+}
+
 static void gc_finish(struct lsfs *ls)
 {
 	if (ls->gc_pinned) {
@@ -2382,6 +2522,7 @@ static void gc_finish(struct lsfs *ls)
 	}
 	ls->gc_busy = false;
 	ls->gc_wait_buf = false;
+	ls->gc_compact = false;
 	ls->st.gc_passes++;
 	tnd_done_cb cb = ls->gc_cb;
 	void *arg = ls->gc_cb_arg;
@@ -2425,15 +2566,64 @@ static bool room_in_cur(const struct lsfs *ls, uint32_t len)
 }
 
 /*
+ * The payload a move of @m's stored bytes @src appends. As stored, except
+ * a DEFERRED one while compression is on: verified against its CRC, then
+ * LZ4-compressed into ls->gcz when that saves a sector (the write path's
+ * rule), with the CRC of the new bytes; else raw as it was. Either way it
+ * is no longer deferred: a payload that does not compress is not tried
+ * again. With compression off the mark stays (a later move, or idle
+ * compaction once compression is back on, compresses it). One whose CRC
+ * fails moves as it is, mark dropped: it stays unreadable, never blessed
+ * with a new CRC, and compaction does not come back for it.
+ */
+struct gc_pay {
+	const uint8_t *p;
+	uint32_t len, crc;
+	uint16_t flags;                /* LSFS_DESC_F_LZ4 / _DEFERRED */
+	bool compacted;                /* was deferred, now compressed */
+};
+
+static void gc_payload(struct lsfs *ls, const struct lsfs_ment *m, const uint8_t *src, struct gc_pay *out)
+{
+	*out = (struct gc_pay){ .p = src, .len = lsfs_aux_len(m->aux), .crc = m->crc,
+				.flags = lsfs_aux_lz4(m->aux) ? LSFS_DESC_F_LZ4 : 0 };
+	if (!lsfs_aux_deferred(m->aux))
+		return;
+	if (!ls->cctx) {
+		out->flags = LSFS_DESC_F_DEFERRED;
+		return;
+	}
+	size_t clen = 0;
+	if (tnd_crc32c(0, src, LSFS_BLK) == m->crc &&
+	    tnd_compress_block(ls->cctx, src, LSFS_BLK, ls->gcz, LSFS_LZ4_MAX, &clen) ==
+		    TND_COMPRESS_COMPRESSED &&
+	    clen > 0 && clen <= LSFS_LZ4_MAX) {
+		out->p = ls->gcz;
+		out->len = (uint32_t)clen;
+		out->crc = tnd_crc32c(0, ls->gcz, clen);
+		out->flags = LSFS_DESC_F_LZ4;
+		out->compacted = true;
+	}
+}
+
+static uint16_t gc_pay_aux(const struct gc_pay *gp, uint32_t sector)
+{
+	return gp->flags & LSFS_DESC_F_DEFERRED ? lsfs_aux_make_deferred(sector)
+						 : lsfs_aux_make(gp->flags & LSFS_DESC_F_LZ4, sector, gp->len);
+}
+
+/*
  * Move chunk @lba, whose payload GC found at @loc with the stored bytes
  * @src (borrowed: the payload as read from the victim), to the log head,
  * unless the chunk no longer maps it there (overwritten, unmapped or moved
  * meanwhile: the move must not resurrect it). With dedup a shared payload
- * moves once (@g) and its sharers follow. The stored bytes, LZ4 or not,
- * their length and CRC move unchanged. With @whole the move must fit in
- * the open segment as it is (a GC-only segment is never closed for a move
- * and never continued by one). 0: done with this chunk; 1: @whole and no
- * room; or make_room's -errno (-EAGAIN: wait for a buffer).
+ * moves once (@g) and its sharers follow the new copy (its address, CRC
+ * and layout). The stored bytes, LZ4 or not, their length and CRC move
+ * unchanged, except a DEFERRED payload's, which is compressed now
+ * (gc_payload). With @whole the move must fit in the open segment as it
+ * is (a GC-only segment is never closed for a move and never continued by
+ * one). 0: done with this chunk; 1: @whole and no room; or make_room's
+ * -errno (-EAGAIN: wait for a buffer).
  */
 static int gc_move(struct lsfs *ls, struct gc_grp *g, uint64_t lba, uint64_t loc, const uint8_t *src,
 		   bool whole)
@@ -2447,51 +2637,62 @@ static int gc_move(struct lsfs *ls, struct gc_grp *g, uint64_t lba, uint64_t loc
 	}
 	const struct lsfs_ment *gm = g->new_loc ? lsfs_map_get(&ls->map, g->lba) : NULL;
 	bool follow = gm && lsfs_ment_loc(gm) == g->new_loc;
-	uint32_t len = lsfs_aux_len(m->aux);
+	struct gc_pay gp;
+	gc_payload(ls, m, src, &gp);
 	/* (A sharer whose count is saturated needs a copy: room for one.) */
-	if (whole && !room_in_cur(ls, len))
+	if (whole && !room_in_cur(ls, gp.len))
 		return 1;
-	int ret = make_room(ls, follow ? 0 : len);
+	int ret = make_room(ls, follow ? 0 : gp.len);
 	if (ret < 0)
 		return ret;
-	m = lsfs_map_get(&ls->map, lba);
-	uint32_t crc = m->crc;
-	bool lz4 = lsfs_aux_lz4(m->aux);
 	if (follow && tnd_dedup_ref_inc(ls->refs, g->new_loc) >= 0) {
 		gm = lsfs_map_get(&ls->map, g->lba);
-		add_desc(ls, lba, crc, (uint16_t)(LSFS_DESC_DATA | LSFS_DESC_F_DEDUP | (lz4 ? LSFS_DESC_F_LZ4 : 0)),
-			 (uint16_t)len, g->new_loc);
-		map_update(ls, lba, g->new_loc >> 3, crc, gm->aux, true);
+		uint16_t gaux = gm->aux;
+		uint32_t glen = lsfs_aux_len(gaux);
+		add_desc(ls, lba, gm->crc, (uint16_t)(LSFS_DESC_DATA | LSFS_DESC_F_DEDUP |
+						      (lsfs_aux_lz4(gaux) ? LSFS_DESC_F_LZ4 : 0) |
+						      (lsfs_aux_deferred(gaux) ? LSFS_DESC_F_DEFERRED : 0)),
+			 (uint16_t)glen, g->new_loc);
+		map_update(ls, lba, g->new_loc >> 3, gm->crc, gaux, true);
 		ls->st.gc_moved_blocks++;
 		return 0;
 	}
 	if (follow) {
 		/* No count to add to: give this sharer its own copy. */
-		ret = make_room(ls, len);
+		ret = make_room(ls, gp.len);
 		if (ret < 0)
 			return ret;
-		m = lsfs_map_get(&ls->map, lba);
 	}
+	m = lsfs_map_get(&ls->map, lba);
 	uint16_t old_aux = m->aux;
 	uint64_t npba;
 	uint32_t nsector;
-	uint8_t *slot = data_slot(ls, len, &npba, &nsector);
-	memcpy(slot, src, len);
-	add_desc(ls, lba, crc, (uint16_t)(LSFS_DESC_DATA | (lz4 ? LSFS_DESC_F_LZ4 : 0)), (uint16_t)len, 0);
-	uint16_t naux = lsfs_aux_make(lz4, nsector, len);
+	uint8_t *slot = data_slot(ls, gp.len, &npba, &nsector);
+	memcpy(slot, gp.p, gp.len);
+	add_desc(ls, lba, gp.crc, (uint16_t)(LSFS_DESC_DATA | gp.flags), (uint16_t)gp.len, 0);
+	uint16_t naux = gc_pay_aux(&gp, nsector);
 	/* The index follows the payload (before the old address loses its
 	 * last reference, which would drop the entry). */
 	if (ls->ddx)
 		tnd_dedup_move_pba(ls->ddx, dd_val(loc, old_aux), dd_val(npba << 3 | nsector, naux));
-	map_update(ls, lba, npba, crc, naux, false);
+	map_update(ls, lba, npba, gp.crc, naux, false);
 	if (ls->refs) {
 		g->new_loc = npba << 3 | nsector;
 		g->lba = lba;
 	}
 	ls->st.gc_moved_blocks++;
+	if (lsfs_aux_deferred(old_aux) && !lsfs_aux_deferred(naux)) {
+		if (gp.compacted) {
+			ls->st.compacted_blocks++;
+			ls->st.compacted_bytes_saved +=
+				(uint64_t)(LSFS_BLK / LSFS_SECTOR - lsfs_len_sectors(gp.len)) * LSFS_SECTOR;
+		} else {
+			ls->st.compacted_raw_blocks++;
+		}
+	}
 	/* What the move appends: its payload, packed (a sharer that follows
 	 * appends a descriptor only). */
-	ls->st.gc_bytes_written += (uint64_t)lsfs_len_sectors(len) * LSFS_SECTOR;
+	ls->st.gc_bytes_written += (uint64_t)lsfs_len_sectors(gp.len) * LSFS_SECTOR;
 	return 0;
 }
 
@@ -2719,7 +2920,7 @@ static int gc_stage_append(struct lsfs *ls, bool whole)
  */
 static int gc_stage_add(struct lsfs *ls)
 {
-	if (ls->opts.gc_mix || ls->gc_cb || writers_wait(ls) || ls->closing || !ls->stg_buf ||
+	if (ls->opts.gc_mix || ls->gc_cb || ls->gc_compact || writers_wait(ls) || ls->closing || !ls->stg_buf ||
 	    !stg_room(ls))
 		return 0;
 	uint32_t v = ls->gc_victim;
@@ -2993,7 +3194,12 @@ static void gc_step(struct lsfs *ls)
 	/* Dead segments a flush will free count as free. */
 	bool low = gc_wanted(ls);
 	bool forced = ls->gc_cb != NULL;
-	if (!waiting && !low && !forced)
+	/* Compaction: an explicit pass prefers a segment with deferred
+	 * blocks; an idle volume compacts on its own. Not while space is
+	 * short: GC's work comes first. */
+	bool compact = !waiting && !low && ls->cctx && ls->ndeferred &&
+		       (forced || compact_wanted(ls));
+	if (!waiting && !low && !forced && !compact)
 		return;
 	/* Writers wait for space, or soon would: what is staged for a GC-only
 	 * segment goes out now, among their writes, instead of at the next
@@ -3023,7 +3229,22 @@ static void gc_step(struct lsfs *ls)
 	/* Out of room to move blocks into: a pass would only read the victim
 	 * and give up. Wait for a checkpoint to free segments (its end calls
 	 * us again); with nothing to free, writers get ENOSPC (pump). */
-	uint32_t v = ls->gc_stalled ? LSFS_NONE32 : pick_victim(ls);
+	uint32_t v = LSFS_NONE32;
+	if (compact && !ls->gc_stalled) {
+		v = pick_compact_victim(ls);
+		ls->gc_compact = v != LSFS_NONE32;
+		/* What is left is in the open segment, which no client fills
+		 * while the volume is idle: close it (its tail stays unused,
+		 * like a segment's dead space) so that a later pass, once it
+		 * is written, can take it. */
+		if (v == LSFS_NONE32 && ls->cur && ls->segs[ls->cur->seg].deferred &&
+		    ls->segs[ls->cur->seg].deferred == ls->ndeferred) {
+			close_segment(ls);
+			schedule_kick(ls);
+		}
+	}
+	if (v == LSFS_NONE32 && (waiting || low || forced))
+		v = ls->gc_stalled ? LSFS_NONE32 : pick_victim(ls);
 	if (v == LSFS_NONE32) {
 		/* Nothing more to stage: the next boundary writes the stage. */
 		if (stg_any(ls))
@@ -3036,7 +3257,7 @@ static void gc_step(struct lsfs *ls)
 	}
 	/* The stage is as full as this victim allows: wait for the boundary
 	 * that writes it (a pass now would read the victim for nothing). */
-	if (!forced && !waiting && !ls->opts.gc_mix && stg_any(ls) && stg_room(ls) &&
+	if (!forced && !waiting && !ls->gc_compact && !ls->opts.gc_mix && stg_any(ls) && stg_room(ls) &&
 	    (ls->stg_full || !stg_fits(ls, ls->segs[v].live, ls->segs[v].live_sec))) {
 		ls->stg_full = true;
 		return;
@@ -3048,6 +3269,8 @@ static void gc_step(struct lsfs *ls)
 	}
 	ls->gc_busy = true;
 	ls->gc_victim = v;
+	if (ls->gc_compact)
+		ls->st.compaction_passes++;
 	/* Pinned until the pass ends, not only while it is read: a victim
 	 * emptied by writers while the pass waits for a buffer must not be
 	 * reused under the moves still listed. */
@@ -3059,6 +3282,7 @@ static void gc_step(struct lsfs *ls)
 		ls->readers[v]--;
 		ls->gc_pinned = false;
 		ls->gc_busy = false;
+		ls->gc_compact = false;
 	}
 }
 
@@ -3090,6 +3314,14 @@ static void tick_fn(struct tnd_timer *t)
 	if (ls->failed || ls->closing) {
 		ls->tick_armed = false;
 		return;
+	}
+	/* Idle compaction counts ticks without a client write. */
+	if (ls->st.writes == ls->idle_writes) {
+		if (ls->idle_ticks < UINT32_MAX)
+			ls->idle_ticks++;
+	} else {
+		ls->idle_ticks = 0;
+		ls->idle_writes = ls->st.writes;
 	}
 	gc_step(ls);
 	/* A stage waits for a segment boundary; an idle log has none: after
@@ -3250,6 +3482,15 @@ static void pre_range(struct lsfs_ioctx *x, struct lsfs_helper *h, uint64_t i0, 
 			h->cctx_failed = true;
 		cctx = h->cctx;
 	}
+	unsigned mode = atomic_load_explicit(&ls->cmode, memory_order_relaxed);
+	bool defer = false, metered = cctx && mode == TND_LSFS_COMPRESS_ADAPTIVE;
+	uint64_t t0 = 0;
+	if (metered) {
+		t0 = tnd_now_ns();
+		defer = meter_defer(&h->meter, t0);
+	} else {
+		defer = cctx && mode == TND_LSFS_COMPRESS_DEFERRED;
+	}
 	uint8_t *slots = (uint8_t *)(x->pre + n);
 	uint8_t cbuf[LSFS_BLK];
 	for (uint64_t i = i0; i < i1; i++) {
@@ -3263,13 +3504,15 @@ static void pre_range(struct lsfs_ioctx *x, struct lsfs_helper *h, uint64_t i0, 
 			copy_from_iov(io->iov, io->iovcnt, cs - b0, slot, LSFS_BLK);
 			src = slot;
 		}
-		chunk_stages(cctx, src, cbuf, feat & PRE_FP, pc);
+		chunk_stages(cctx, defer, src, cbuf, feat & PRE_FP, pc);
 		if (pc->lz4) {
 			memcpy(slot, cbuf, pc->len);
 			pc->pay = slot;
 		}
 		pc->valid = true;
 	}
+	if (metered)
+		meter_add(&h->meter, t0, tnd_now_ns(), i1 - i0, defer);
 }
 
 static struct lsfs_helper *helper_of(struct lsfs *ls, const struct tnd_reactor *r)
@@ -3450,6 +3693,7 @@ void tnd_lsfs_get_stats(struct tnd_volume *vol, struct tnd_lsfs_stats *out)
 		sec += ls->segs[i].live_sec;
 	out->stored_bytes = sec * LSFS_SECTOR;
 	out->map_capacity = ls->map_cap;
+	out->deferred_blocks = ls->ndeferred;
 	out->unique_blocks = ls->map.mapped - ls->shared_extra;
 	if (ls->refs) {
 		struct tnd_dedup_refs_stats rs;
@@ -3488,12 +3732,16 @@ static void lsfs_stats_json(struct tnd_volume *vol, json_t *out)
 	NUM(stored_bytes); NUM(zero_blocks); NUM(compressed_blocks); NUM(raw_blocks);
 	NUM(map_capacity); NUM(dedup_hits); NUM(dedup_saturated); NUM(verify_mismatches);
 	NUM(shared_payloads); NUM(unique_blocks); NUM(index_entries); NUM(index_bytes); NUM(refs_bytes);
+	NUM(deferred_writes); NUM(deferred_blocks); NUM(compacted_blocks); NUM(compacted_raw_blocks);
+	NUM(compacted_bytes_saved); NUM(compaction_passes);
 #undef NUM
 	json_object_set_new(o, "dedup", json_boolean(to_lsfs(vol)->ddx != NULL));
 	/* Mapped blocks per stored payload: what dedup saves. */
 	json_object_set_new(o, "dedup_ratio", json_real(st.unique_blocks ? (double)st.mapped_blocks /
 							(double)st.unique_blocks : 1.0));
 	json_object_set_new(o, "compress", json_string(ls_compress_name(vol)));
+	json_object_set_new(o, "compress_mode", json_string(tnd_lsfs_compress_mode_name(
+		atomic_load_explicit(&to_lsfs(vol)->cmode, memory_order_relaxed))));
 	/* Unique data over the space its payloads take: what compression saves. */
 	json_object_set_new(o, "compression_ratio",
 			    json_real(st.stored_bytes ? (double)st.unique_blocks * LSFS_BLK /
@@ -3549,6 +3797,7 @@ static void lsfs_free(struct lsfs *ls)
 	free(ls->zbuf);
 	free(ls->cbuf);
 	free(ls->dbuf);
+	free(ls->gcz);
 	tnd_compress_ctx_destroy(ls->cctx);
 	for (unsigned i = 0; i < ls->nhelpers; i++)
 		tnd_compress_ctx_destroy(ls->helpers[i].cctx);
@@ -3743,6 +3992,7 @@ struct feat_req {
 	struct tnd_msg msg;
 	struct lsfs *ls;
 	bool compress, dedup;
+	unsigned mode;                 /* enum tnd_lsfs_compress_mode */
 	struct lsfs_sb sb;
 	struct tnd_compress_ctx *cctx;
 	struct tnd_dedup *ddx;
@@ -3788,6 +4038,8 @@ static void feat_apply(struct feat_req *q)
 	}
 	ls->opts.compress = q->compress;
 	ls->opts.dedup = q->dedup;
+	ls->opts.compress_mode = (enum tnd_lsfs_compress_mode)q->mode;
+	atomic_store_explicit(&ls->cmode, q->mode, memory_order_relaxed);
 	atomic_store_explicit(&ls->pre_feat, (ls->cctx ? PRE_LZ4 : 0) | (ls->ddx ? PRE_FP : 0),
 			      memory_order_relaxed);
 	q->ret = 0;
@@ -3800,13 +4052,11 @@ static void feat_msg(struct tnd_msg *m)
 	sem_post(&q->done);
 }
 
-int tnd_lsfs_set_features(struct tnd_volume *vol, bool compress, bool dedup)
+static int set_features(struct tnd_volume *vol, bool compress, bool dedup, unsigned mode)
 {
-	if (!vol || vol->ops != &lsfs_ops)
-		return -EINVAL;
 	struct lsfs *ls = to_lsfs(vol);
 	struct feat_req q = { .msg.fn = feat_msg, .ls = ls, .compress = compress, .dedup = dedup,
-			      .sb = ls->sb };
+			      .mode = mode, .sb = ls->sb };
 	int ret = 0;
 	if (compress && !ls->cctx)
 		ret = tnd_compress_ctx_create(NULL, &q.cctx);
@@ -3817,7 +4067,8 @@ int tnd_lsfs_set_features(struct tnd_volume *vol, bool compress, bool dedup)
 	if (ret < 0)
 		goto out;
 	uint64_t want = q.sb.incompat | (compress || dedup ? LSFS_INCOMPAT_PACKED : 0) |
-			(dedup ? LSFS_INCOMPAT_DEDUP : 0);
+			(dedup ? LSFS_INCOMPAT_DEDUP : 0) |
+			(compress && mode != TND_LSFS_COMPRESS_INLINE ? LSFS_INCOMPAT_DEFERRED : 0);
 	if (want != q.sb.incompat) {
 		struct tnd_reactor *r;
 		q.sb.incompat = want;
@@ -3848,8 +4099,8 @@ int tnd_lsfs_set_features(struct tnd_volume *vol, bool compress, bool dedup)
 	}
 	ret = q.ret;
 	if (ret == 0)
-		tnd_info(LSFS_TAG, "new writes: compression %s, dedup %s", compress ? "lz4" : "off",
-			 dedup ? "on" : "off");
+		tnd_info(LSFS_TAG, "new writes: compression %s (%s), dedup %s", compress ? "lz4" : "off",
+			 tnd_lsfs_compress_mode_name(mode), dedup ? "on" : "off");
 out:
 	tnd_compress_ctx_destroy(q.cctx);
 	tnd_dedup_destroy(q.ddx);
@@ -4003,7 +4254,8 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	ls->zbuf = lsfs_alloc_blocks(LSFS_BLK);
 	ls->cbuf = lsfs_alloc_blocks(LSFS_BLK);
 	ls->dbuf = lsfs_alloc_blocks(LSFS_BLK);
-	if (!ls->readers || !ls->ckpt_frees || !ls->dead_rec || !ls->gc_skip || !ls->gc_locs || !ls->gc_lbas ||
+	ls->gcz = lsfs_alloc_blocks(LSFS_BLK);
+	if (!ls->gcz || !ls->readers || !ls->ckpt_frees || !ls->dead_rec || !ls->gc_skip || !ls->gc_locs || !ls->gc_lbas ||
 	    !ls->stg_pinned || !ls->stg_vict || (!ls->opts.gc_mix && !ls->stg_buf) ||
 	    !ls->zbuf || !ls->cbuf || !ls->dbuf) {
 		lsfs_free(ls);
@@ -4017,9 +4269,11 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 			return ret;
 		}
 		/* Older builds must refuse the store before it holds the
-		 * first packed record. */
-		if (!(ls->sb.incompat & LSFS_INCOMPAT_PACKED)) {
-			ls->sb.incompat |= LSFS_INCOMPAT_PACKED;
+		 * first packed (or deferred) record. */
+		uint64_t want = LSFS_INCOMPAT_PACKED |
+				(opts->compress_mode != TND_LSFS_COMPRESS_INLINE ? LSFS_INCOMPAT_DEFERRED : 0);
+		if ((ls->sb.incompat & want) != want) {
+			ls->sb.incompat |= want;
 			rec->sb_differ = false;
 			rec->sb_valid[0] = rec->sb_valid[1] = 0;
 			ret = lsfs_sb_write(backing, r, &ls->sb);
@@ -4038,8 +4292,10 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	memset(&rec->map, 0, sizeof(rec->map));
 	ls->segs = rec->segs;
 	rec->segs = NULL;
+	atomic_store_explicit(&ls->cmode, (unsigned)opts->compress_mode, memory_order_relaxed);
 	for (uint32_t i = 0; i < sb->seg_count; i++) {
 		struct lsfs_seginfo *s = &ls->segs[i];
+		ls->ndeferred += s->deferred;
 		if (s->state == LSFS_SEG_USED || s->in_chain) {
 			s->state = s->live ? LSFS_SEG_USED : LSFS_SEG_DEAD;
 			ls->ndead += s->state == LSFS_SEG_DEAD;
@@ -4100,4 +4356,44 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	}
 	*out = &ls->vol;
 	return 0;
+}
+
+int tnd_lsfs_set_features(struct tnd_volume *vol, bool compress, bool dedup)
+{
+	if (!vol || vol->ops != &lsfs_ops)
+		return -EINVAL;
+	return set_features(vol, compress, dedup,
+			    atomic_load_explicit(&to_lsfs(vol)->cmode, memory_order_relaxed));
+}
+
+int tnd_lsfs_set_compress_mode(struct tnd_volume *vol, enum tnd_lsfs_compress_mode mode)
+{
+	if (!vol || vol->ops != &lsfs_ops || !tnd_lsfs_compress_mode_name(mode))
+		return -EINVAL;
+	struct lsfs *ls = to_lsfs(vol);
+	/* opts.compress and .dedup change only on the home reactor, by this
+	 * very kind of request, which does not run concurrently with itself. */
+	return set_features(vol, ls->opts.compress, ls->opts.dedup, (unsigned)mode);
+}
+
+static const char *const cmode_names[] = {
+	[TND_LSFS_COMPRESS_INLINE] = "inline",
+	[TND_LSFS_COMPRESS_ADAPTIVE] = "adaptive",
+	[TND_LSFS_COMPRESS_DEFERRED] = "deferred",
+};
+
+const char *tnd_lsfs_compress_mode_name(enum tnd_lsfs_compress_mode m)
+{
+	return (unsigned)m < TND_ARRAY_SIZE(cmode_names) ? cmode_names[m] : NULL;
+}
+
+int tnd_lsfs_compress_mode_parse(const char *name, enum tnd_lsfs_compress_mode *out)
+{
+	for (unsigned i = 0; name && i < TND_ARRAY_SIZE(cmode_names); i++) {
+		if (strcmp(name, cmode_names[i]) == 0) {
+			*out = (enum tnd_lsfs_compress_mode)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
 }

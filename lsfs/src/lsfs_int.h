@@ -54,7 +54,12 @@ struct lsfs_sb {
 /* DEDUP: DATA descriptors may share another chunk's payload (flag DEDUP,
  * no payload of their own); several map entries may name one payload. */
 #define LSFS_INCOMPAT_DEDUP 0x2ull
-#define LSFS_INCOMPAT_KNOWN (LSFS_INCOMPAT_PACKED | LSFS_INCOMPAT_DEDUP)
+/* DEFERRED: plain DATA payloads may carry the DEFERRED mark (descriptor
+ * flag, map aux): stored raw because the write path was saturated, to be
+ * compressed when GC or compaction moves them. An older reader would
+ * take the flag for a torn record, so it must refuse the store. */
+#define LSFS_INCOMPAT_DEFERRED 0x4ull
+#define LSFS_INCOMPAT_KNOWN (LSFS_INCOMPAT_PACKED | LSFS_INCOMPAT_DEDUP | LSFS_INCOMPAT_DEFERRED)
 
 void lsfs_sb_encode(const struct lsfs_sb *sb, uint8_t *blk);
 /* Write both copies (sb_seq + 1), each followed by a flush. */
@@ -77,6 +82,8 @@ enum lsfs_desc_kind {
 #define LSFS_DESC_F_LZ4     0x0100u    /* payload is LZ4, stored_len <= 4096 - 512 */
 #define LSFS_DESC_F_DEDUP   0x0200u    /* no payload: arg is the sector address of a
 					* stored one (pba * 8 + sector) to share */
+#define LSFS_DESC_F_DEFERRED 0x0400u   /* a plain payload whose compression was deferred
+					* (DEFERRED stores; never with LZ4) */
 
 struct lsfs_desc {
 	uint64_t lba;
@@ -173,7 +180,9 @@ uint64_t lsfs_ckpt_capacity(const struct lsfs_sb *sb);
  * LZ4, bits 12..14 the 512 B sector of block pba where the payload starts,
  * bits 0..11 its stored length - 1; a payload may run on into block pba+1
  * (same record, same segment). A non-LZ4 payload is always 4096 bytes, so
- * aux 0 cannot be mistaken for anything else.
+ * aux 0 cannot be mistaken for anything else, and its bits 0..11 are
+ * 0xfff, or 0xffe when the payload is DEFERRED (stored raw because the
+ * write path was saturated; compressed when it is moved).
  */
 struct lsfs_ment {
 	uint32_t crc;
@@ -183,6 +192,8 @@ struct lsfs_ment {
 };
 
 #define LSFS_AUX_LZ4 0x8000u
+#define LSFS_AUX_LEN_MASK 0x0fffu
+#define LSFS_AUX_DEFERRED_LEN 0x0ffeu  /* bits 0..11 of a deferred plain payload */
 /* Most chunks that may share one payload (the dedup refcount limit). */
 #define LSFS_REF_MAX 65535u
 
@@ -193,19 +204,30 @@ static inline uint16_t lsfs_aux_make(bool lz4, uint32_t sector, uint32_t len)
 	return (uint16_t)((lz4 ? LSFS_AUX_LZ4 : 0) | sector << 12 | (len - 1));
 }
 
+/* A plain payload at @sector whose compression was deferred. */
+static inline uint16_t lsfs_aux_make_deferred(uint32_t sector)
+{
+	return (uint16_t)(sector << 12 | LSFS_AUX_DEFERRED_LEN);
+}
+
 static inline uint32_t lsfs_aux_sector(uint16_t aux)
 {
 	return (aux >> 12) & 7u;
 }
 
-static inline uint32_t lsfs_aux_len(uint16_t aux)
-{
-	return aux ? (aux & 0xfffu) + 1 : LSFS_BLK;
-}
-
 static inline bool lsfs_aux_lz4(uint16_t aux)
 {
 	return aux & LSFS_AUX_LZ4;
+}
+
+static inline uint32_t lsfs_aux_len(uint16_t aux)
+{
+	return aux & LSFS_AUX_LZ4 ? (aux & LSFS_AUX_LEN_MASK) + 1 : LSFS_BLK;
+}
+
+static inline bool lsfs_aux_deferred(uint16_t aux)
+{
+	return !(aux & LSFS_AUX_LZ4) && (aux & LSFS_AUX_LEN_MASK) == LSFS_AUX_DEFERRED_LEN;
 }
 
 /* Is @aux (as read from disk) one this build can have written? */
@@ -215,10 +237,10 @@ static inline bool lsfs_aux_valid(uint32_t aux)
 		return false;
 	if (aux == 0)
 		return true;
-	uint32_t len = (aux & 0xfffu) + 1;
+	uint32_t len = (aux & LSFS_AUX_LEN_MASK) + 1;
 	if (aux & LSFS_AUX_LZ4)
 		return len <= LSFS_LZ4_MAX;
-	return len == LSFS_BLK;
+	return len == LSFS_BLK || (aux & LSFS_AUX_LEN_MASK) == LSFS_AUX_DEFERRED_LEN;
 }
 
 /* Blocks from pba that hold the payload: 1 or 2. */
@@ -288,6 +310,7 @@ struct lsfs_seginfo {
 	uint64_t seq;
 	uint32_t live;                 /* mapped chunks stored here */
 	uint32_t live_sec;             /* in RAM only: 512 B sectors they occupy */
+	uint32_t deferred;             /* in RAM only: mapped chunks whose payload here is DEFERRED */
 	uint8_t state;                 /* enum lsfs_seg_state */
 	bool in_chain;                 /* replayed (written after the checkpoint) */
 };

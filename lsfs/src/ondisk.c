@@ -165,7 +165,7 @@ int lsfs_rec_decode(const uint8_t *blk, const uint8_t uuid[16], struct lsfs_rec 
 	memcpy(r->uuid, blk + 48, 16);
 	if (r->ndesc > LSFS_REC_MAX_DESC || r->npayload > r->ndesc)
 		return -EUCLEAN;
-	/* Known: plain DATA (4096 bytes), LZ4 DATA (1..3584 bytes: the
+	/* Known: plain DATA (4096 bytes; DEFERRED or not), LZ4 DATA (1..3584 bytes: the
 	 * one-sector rule), TRIM and SIZE (no payload); anything else,
 	 * makes the record invalid. DEDUP DATA descriptors carry the shared
 	 * payload's length and LZ4 flag but no payload of their own.
@@ -178,6 +178,7 @@ int lsfs_rec_decode(const uint8_t *blk, const uint8_t uuid[16], struct lsfs_rec 
 		lsfs_desc_decode(blk, i, &d);
 		switch (d.flags) {
 		case LSFS_DESC_DATA:
+		case LSFS_DESC_DATA | LSFS_DESC_F_DEFERRED:
 			if (d.stored_len != LSFS_BLK)
 				return -EUCLEAN;
 			sec += LSFS_BLK / LSFS_SECTOR;
@@ -189,6 +190,7 @@ int lsfs_rec_decode(const uint8_t *blk, const uint8_t uuid[16], struct lsfs_rec 
 			break;
 		/* DEDUP: the shared payload's length and flag, no payload here. */
 		case LSFS_DESC_DATA | LSFS_DESC_F_DEDUP:
+		case LSFS_DESC_DATA | LSFS_DESC_F_DEDUP | LSFS_DESC_F_DEFERRED:
 			if (d.stored_len != LSFS_BLK)
 				return -EUCLEAN;
 			break;

@@ -86,6 +86,7 @@ void tnd_lsfs_opts_default(struct tnd_lsfs_opts *o)
 	o->gc_free_low = 0;       /* 0: 1% of the segments, 4..64 */
 	o->batch_linger_us = 200;
 	o->offload_min_bytes = 64u << 10;
+	o->compact_idle_ms = 100;
 	o->log_writes = 1;
 }
 
@@ -348,7 +349,8 @@ static int load_ckpt_body(struct lsfs_recovery *rec, const uint8_t *body)
 			    (unsigned long long)lba, (unsigned long long)pba);
 			return -EUCLEAN;
 		}
-		if (!lsfs_aux_valid(aux) || (aux && !(sb->incompat & LSFS_INCOMPAT_PACKED))) {
+		if (!lsfs_aux_valid(aux) || (aux && !(sb->incompat & LSFS_INCOMPAT_PACKED)) ||
+		    (lsfs_aux_deferred((uint16_t)aux) && !(sb->incompat & LSFS_INCOMPAT_DEFERRED))) {
 			say(rec, "checkpoint: map entry %llu has an impossible layout %#x",
 			    (unsigned long long)lba, aux);
 			return -EUCLEAN;
@@ -465,11 +467,14 @@ static int apply_record(struct lsfs_recovery *rec, const uint8_t *hdr, const str
 		switch (d.flags & LSFS_DESC_KIND_MASK) {
 		case LSFS_DESC_DATA: {
 			uint64_t pba = hdr_pba + 1 + sec / 8;
-			uint16_t aux = lsfs_aux_make(d.flags & LSFS_DESC_F_LZ4, sec % 8, d.stored_len);
+			bool deferred = d.flags & LSFS_DESC_F_DEFERRED;
+			uint16_t aux = deferred ? lsfs_aux_make_deferred(sec % 8)
+						: lsfs_aux_make(d.flags & LSFS_DESC_F_LZ4, sec % 8, d.stored_len);
 			if (d.flags & LSFS_DESC_F_DEDUP) {
 				/* A share of a payload stored earlier in the log. */
 				pba = d.arg >> 3;
-				aux = lsfs_aux_make(d.flags & LSFS_DESC_F_LZ4, d.arg & 7, d.stored_len);
+				aux = deferred ? lsfs_aux_make_deferred(d.arg & 7)
+					       : lsfs_aux_make(d.flags & LSFS_DESC_F_LZ4, d.arg & 7, d.stored_len);
 				uint64_t first = lsfs_seg_base_pba(sb, 0);
 				uint32_t sb_blocks = sb->seg_size / LSFS_BLK;
 				if (!(sb->incompat & LSFS_INCOMPAT_DEDUP) || pba < first ||
@@ -690,13 +695,14 @@ int lsfs_recover(struct tnd_volume *b, struct tnd_reactor *r, struct lsfs_recove
 	    (unsigned long long)rec->next_rec_seq);
 	/* Live counts follow from the map. */
 	for (uint32_t i = 0; i < sb->seg_count; i++)
-		rec->segs[i].live = rec->segs[i].live_sec = 0;
+		rec->segs[i].live = rec->segs[i].live_sec = rec->segs[i].deferred = 0;
 	uint64_t c = 0;
 	while (lsfs_map_next(&rec->map, &c)) {
 		const struct lsfs_ment *e = lsfs_map_get(&rec->map, c);
 		struct lsfs_seginfo *si = &rec->segs[seg_of_pba(sb, lsfs_ment_pba(e))];
 		si->live++;
 		si->live_sec += lsfs_len_sectors(lsfs_aux_len(e->aux));
+		si->deferred += lsfs_aux_deferred(e->aux);
 		c++;
 	}
 	return 0;

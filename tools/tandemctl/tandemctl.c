@@ -42,7 +42,7 @@ static const struct opt_spec opt_specs[] = {
 	{ "url", true }, { "data-dir", true }, { "token-file", true }, { "cacert", true },
 	{ "json", false }, { "help", false }, { "version", false },
 	{ "type", true }, { "size", true }, { "block-size", true }, { "dedup", false },
-	{ "no-dedup", false }, { "compress", true }, { "path", true }, { "read-only", false },
+	{ "no-dedup", false }, { "compress", true }, { "compress-mode", true }, { "path", true }, { "read-only", false },
 	{ "set", true }, { "force", false },
 	{ "alias", true }, { "allow-any-initiator", false },
 	{ "luns", true }, { "chap-user", true }, { "chap-secret-file", true },
@@ -467,6 +467,8 @@ static int cmd_device_create(struct ctl *c, const struct args *a)
 		json_object_set_new(body, "dedup", json_false());
 	if ((v = opt(a, "compress")))
 		json_object_set_new(body, "compress", json_string(v));
+	if ((v = opt(a, "compress-mode")))
+		json_object_set_new(body, "compress_mode", json_string(v));
 	if ((v = opt(a, "path")))
 		json_object_set_new(body, "path", json_string(v));
 	if (opt(a, "read-only"))
@@ -970,18 +972,19 @@ struct command {
 static const struct command commands[] = {
 	{ .noun = "device", .verb = "create", .run = cmd_device_create,
 	  .synopsis = "NAME [--type lsfs|flat|passthrough] [--size 10GiB] [--block-size 512|4096]\n"
-		      "                [--dedup|--no-dedup] [--compress lz4|none] [--path P]\n"
+		      "                [--dedup|--no-dedup] [--compress lz4|none]\n"
+		      "                [--compress-mode inline|adaptive|deferred] [--path P]\n"
 		      "                [--read-only] [--set KEY=VALUE]...",
 	  .min_args = 1, .max_args = 1,
 	  .opts = (const char *const[]){ "type", "size", "block-size", "dedup", "no-dedup",
-					 "compress", "path", "read-only", "set", NULL } },
+					 "compress", "compress-mode", "path", "read-only", "set", NULL } },
 	{ .noun = "device", .verb = "list", .run = cmd_device_list, .synopsis = "" },
 	{ .noun = "device", .verb = "show", .run = cmd_device_show, .synopsis = "NAME",
 	  .min_args = 1, .max_args = 1 },
 	{ .noun = "device", .verb = "grow", .run = cmd_device_grow, .synopsis = "NAME SIZE",
 	  .min_args = 2, .max_args = 2 },
 	{ .noun = "device", .verb = "set", .run = cmd_device_set,
-	  .synopsis = "NAME KEY=VALUE...  (e.g. compress=none dedup=false)",
+	  .synopsis = "NAME KEY=VALUE...  (e.g. compress=none dedup=false compress_mode=deferred)",
 	  .min_args = 1, .max_args = MAX_POS, .opts = (const char *const[]){ "set", NULL } },
 	{ .noun = "device", .verb = "delete", .run = cmd_device_delete, .synopsis = "NAME [--force]",
 	  .min_args = 1, .max_args = 1, .opts = (const char *const[]){ "force", NULL } },

@@ -74,6 +74,15 @@ static void full_config_parses(void **state)
 	assert_true(c->devices[0].direct_io);
 	assert_false(c->devices[1].direct_io);   /* off unless asked for */
 	assert_false(c->devices[2].compress);
+	/* compress_mode: adaptive unless asked for. */
+	assert_int_equal(c->devices[0].compress_mode, TND_CONFIG_CMODE_ADAPTIVE);
+	tnd_config_free(c);
+	assert_int_equal(tnd_config_parse("{\"devices\":[{\"name\":\"z\",\"size\":4096,"
+					  "\"compress\":\"lz4\",\"compress_mode\":\"deferred\"},"
+					  "{\"name\":\"y\",\"size\":4096,\"compress_mode\":\"inline\"}]}",
+					  &c, err, sizeof(err)), 0);
+	assert_int_equal(c->devices[0].compress_mode, TND_CONFIG_CMODE_DEFERRED);
+	assert_int_equal(c->devices[1].compress_mode, TND_CONFIG_CMODE_INLINE);
 	tnd_config_free(c);
 }
 
@@ -102,6 +111,9 @@ static void bad_configs_name_the_field(void **state)
 		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"compress\":\"zstd\"}]}", "devices[0].compress" },
 		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"compress\":true}]}", "devices[0].compress" },
 		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"dedup\":\"yes\"}]}", "devices[0].dedup" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"compress_mode\":\"lazy\"}]}", "devices[0].compress_mode" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"compress_mode\":1}]}", "devices[0].compress_mode" },
+		{ "{\"devices\":[{\"name\":\"a\",\"type\":\"flat\",\"size\":4096,\"compress_mode\":\"inline\"}]}", "lsfs devices only" },
 		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"dedup_index_bytes\":100}]}", "at least 4096" },
 		{ "{\"devices\":[{\"name\":\"a\",\"type\":\"flat\",\"size\":4096,\"dedup\":true}]}", "lsfs devices only" },
 		{ "{\"devices\":[{\"name\":\"a\",\"type\":\"flat\",\"size\":4096,\"direct_io\":true}]}", "lsfs devices only" },

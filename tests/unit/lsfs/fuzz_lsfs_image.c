@@ -1,10 +1,13 @@
 /*
  * libFuzzer target: lsfs recovery and the checker on damaged images.
  *
- * Two base images are made once (a small store closed cleanly, and one
- * caught while open, so replay has a log to read). The input picks one and
- * patches it: byte 0 holds flags (bit 0: which base, bit 1: fix up the CRC
- * of every touched metadata block so the damage gets past the first check),
+ * Four base images are made once (a small store closed cleanly, and one
+ * caught while open, so replay has a log to read; each plain, and with
+ * LZ4, dedup and compress_mode deferred, so that records and the map hold
+ * DEFERRED marks, shares of deferred payloads and payloads a GC pass has
+ * compressed). The input picks one and patches it: byte 0 holds flags
+ * (bit 0: closed or open, bit 1: fix up the CRC of every touched metadata
+ * block so the damage gets past the first check, bit 2: the deferred store),
  * then 5-byte patches (block u16, offset u16, value u8). The patched image
  * is checked, opened, read whole and written a little. Built only with
  * TND_FUZZ (clang); see tests/fuzz/ for the conventions.
@@ -50,23 +53,28 @@ static int rw(struct tnd_volume *vol, struct tnd_reactor *r, enum tnd_io_type t,
 	return ret < 0 ? ret : s.status;
 }
 
-static uint8_t *bases[2];
+static uint8_t *bases[4];
 static struct tnd_reactor *reactor;
 
-static void opts(struct tnd_lsfs_opts *o)
+static void opts(struct tnd_lsfs_opts *o, bool deferred)
 {
 	tnd_lsfs_opts_default(o);
 	o->size = LOGICAL;
 	o->segment_size = 32u << 10;
 	o->gc_interval_ms = 0;
+	o->compress = o->dedup = deferred;
+	o->compress_mode = deferred ? TND_LSFS_COMPRESS_DEFERRED : TND_LSFS_COMPRESS_INLINE;
 }
 
-static void make_bases(void)
+static void gc_done(void *arg)
 {
-	tnd_log_set_level(TND_LOG_ERROR);
-	tnd_reactor_create(0, 64, &reactor);
+	*(bool *)arg = true;
+}
+
+static void make_base(bool deferred)
+{
 	struct tnd_lsfs_opts o;
-	opts(&o);
+	opts(&o, deferred);
 	uint8_t *img = calloc(1, DEV);
 	struct tnd_volume *ram, *vol;
 	ram_vol_wrap(img, DEV, 512, &ram);
@@ -76,13 +84,28 @@ static void make_bases(void)
 	uint64_t rng = 1;
 	for (int i = 0; i < 120; i++) {
 		uint64_t lba = test_rand(&rng) % (LOGICAL / 4096);
-		memset(buf, i, sizeof(buf));
+		memset(buf, i % 40, sizeof(buf));
+		buf[i % 4096] = (uint8_t)lba;
 		rw(vol, reactor, i % 9 ? TND_IO_WRITE : TND_IO_UNMAP, lba, 1, buf, 4096);
+		if (deferred && i == 60) {
+			bool done = false;   /* compacts some deferred blocks */
+			if (tnd_lsfs_gc_run(vol, gc_done, &done) == 0)
+				while (!done)
+					tnd_reactor_poll(reactor, -1);
+		}
 	}
-	bases[1] = malloc(DEV);
-	memcpy(bases[1], img, DEV);   /* open: a log to replay */
+	bases[1 + 2 * deferred] = malloc(DEV);
+	memcpy(bases[1 + 2 * deferred], img, DEV);   /* open: a log to replay */
 	tnd_volume_destroy(vol);
-	bases[0] = img;               /* closed cleanly */
+	bases[2 * deferred] = img;                    /* closed cleanly */
+}
+
+static void make_bases(void)
+{
+	tnd_log_set_level(TND_LOG_ERROR);
+	tnd_reactor_create(0, 64, &reactor);
+	make_base(false);
+	make_base(true);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -92,7 +115,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	uint8_t *img = malloc(DEV);
-	memcpy(img, bases[data[0] & 1], DEV);
+	bool deferred = data[0] & 4;
+	memcpy(img, bases[(data[0] & 1) + 2 * deferred], DEV);
 	bool touched[DEV / 4096] = { false };
 	for (size_t i = 1; i + 5 <= size; i += 5) {
 		uint32_t blk = (uint32_t)(data[i] << 8 | data[i + 1]) % (DEV / 4096);
@@ -110,7 +134,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct tnd_lsfs_check_result res;
 	tnd_lsfs_check(ram, NULL, &res);
 	struct tnd_lsfs_opts o;
-	opts(&o);
+	opts(&o, deferred);
 	if (tnd_lsfs_open(ram, reactor, &o, &vol) == 0) {
 		struct tnd_volume_info info;
 		tnd_volume_info(vol, &info);

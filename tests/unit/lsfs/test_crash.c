@@ -78,6 +78,7 @@ struct cfg {
 				      third into the workload (tnd_lsfs_set_features); 2: and
 				      off again two thirds in */
 	uint32_t log_writes;       /* lsfs's log writes in flight (0: the default, 1) */
+	int cmode;                 /* compress_mode (DEFERRED: raw, compressed by GC's passes) */
 };
 
 struct model {
@@ -509,6 +510,7 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 	m->opts.compress = cfg->compress == 1;
 	m->opts.dedup = cfg->dedup == 1;
 	m->opts.dedup_index_bytes = 8192;   /* small: evictions happen */
+	m->opts.compress_mode = (enum tnd_lsfs_compress_mode)cfg->cmode;
 	if (cfg->log_writes)
 		m->opts.log_writes = cfg->log_writes;
 
@@ -572,6 +574,9 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 	totals->writes += st.writes;
 	totals->rmw += st.rmw;
 	totals->compressed_blocks += st.compressed_blocks;
+	totals->deferred_writes += st.deferred_writes;
+	totals->compacted_blocks += st.compacted_blocks;
+	totals->compaction_passes += st.compaction_passes;
 	totals->raw_blocks += st.raw_blocks;
 	totals->zero_blocks += st.zero_blocks;
 	totals->dedup_hits += st.dedup_hits;
@@ -740,7 +745,8 @@ int main(int argc, char **argv)
 					 .compress = lz4 ? 1 + (int)(p % 2) : 0,
 					 .dedup = lz4 ? (int)(p % 3) : 0,
 					 .live = lz4 && p % 5 == 0 ? 1 + (int)(p / 5 % 2) : 0,
-					 .log_writes = p % 5 < 2 ? 4 : 1 };
+					 .log_writes = p % 5 < 2 ? 4 : 1,
+					 .cmode = lz4 && p % 3 == 1 ? TND_LSFS_COMPRESS_DEFERRED : 0 };
 			uint64_t n = run(&c, &violations, &tot);
 			err_states += n;
 			states += n;
@@ -764,6 +770,10 @@ int main(int argc, char **argv)
 				if (lz4) {
 					shorts[i].compress = 1 + (int)(i % 2);
 					shorts[i].dedup = (int)((i + seed) % 3);
+					/* Half deferred: written raw, compressed by
+					 * the GC passes of the op mix (compaction). */
+					shorts[i].cmode = (i + seed) % 2 ? TND_LSFS_COMPRESS_DEFERRED
+									 : TND_LSFS_COMPRESS_INLINE;
 					/* Some switched on (and off) live instead. */
 					shorts[i].live = (int)((i + 2 * seed) % 4) < 2 ? (int)((i + 2 * seed) % 4) + 1 : 0;
 					if (shorts[i].live)
@@ -795,6 +805,9 @@ int main(int argc, char **argv)
 	       "stored, %llu shared\n",
 	       (unsigned long long)tot.compressed_blocks, (unsigned long long)tot.raw_blocks,
 	       (unsigned long long)tot.zero_blocks, (unsigned long long)tot.dedup_hits);
+	printf("  deferred compression: %llu blocks written raw and deferred, %llu compressed by %llu "
+	       "compaction passes\n", (unsigned long long)tot.deferred_writes,
+	       (unsigned long long)tot.compacted_blocks, (unsigned long long)tot.compaction_passes);
 	printf("  corruption: %llu damaged images opened and checked without a crash\n",
 	       (unsigned long long)corrupt);
 	printf("  %llu crash states replayed into segments reused after a flush (the checkpoint "
@@ -808,6 +821,10 @@ int main(int argc, char **argv)
 	       (unsigned long long)gc_by_feature[1]);
 	/* Both campaigns must reach those paths, or the test proves nothing
 	 * about reuse, or GC-only segments, with packed and shared payloads. */
+	if (violations == 0 && (tot.deferred_writes == 0 || tot.compacted_blocks == 0)) {
+		printf("  no deferred block was written or compacted\n");
+		return 1;
+	}
 	if (violations == 0 && (reused_by_feature[0] == 0 || reused_by_feature[1] == 0)) {
 		printf("  a campaign had no crash state replay into a reused segment\n");
 		return 1;

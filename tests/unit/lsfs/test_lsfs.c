@@ -1849,6 +1849,192 @@ static void features_switched_live(void **state)
 	env_free(&e);
 }
 
+/*
+ * compress_mode DEFERRED: every chunk is stored raw with the DEFERRED mark
+ * (dedup still inline: duplicates share the raw payload), reads back
+ * exact, the marks survive a close and reopen, and GC passes (explicit,
+ * or with @idle the volume's own idle compaction) compress them, sharers
+ * following the compressed copy, until none is left; incompressible
+ * blocks lose the mark without being compressed, so nothing loops.
+ */
+static void deferred_roundtrip(bool dedup, bool idle)
+{
+	struct env e;
+	const uint32_t nchunks = 1024;
+	env_format(&e, 16u << 20, 4096, (uint64_t)nchunks * 4096, 64u << 10);
+	e.o.compress = true;
+	e.o.dedup = dedup;
+	e.o.compress_mode = TND_LSFS_COMPRESS_DEFERRED;
+	assert_int_equal(env_open(&e), 0);
+	uint8_t *shadow = calloc(nchunks, 4096);
+	uint8_t *buf = malloc(16 * 4096);
+	/* 256 text chunks, 32 random ones, and (dedup) 32 copies of text. */
+	for (uint32_t c = 0; c < 256; c += 16) {
+		for (int k = 0; k < 16; k++)
+			kind_fill(buf + k * 4096, 4096, 1, 7000 + c + (uint64_t)k);
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, c, 16, buf, 0), 0);
+		memcpy(shadow + (size_t)c * 4096, buf, 16 * 4096);
+	}
+	for (uint32_t c = 300; c < 332; c += 16) {
+		kind_fill(buf, 16 * 4096, 0, c);
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, c, 16, buf, 0), 0);
+		memcpy(shadow + (size_t)c * 4096, buf, 16 * 4096);
+	}
+	uint32_t copies = dedup ? 32 : 0;
+	for (uint32_t c = 0; c < copies; c += 16) {
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, 512 + c, 16, shadow + (size_t)c * 4096, 0), 0);
+		memcpy(shadow + (size_t)(512 + c) * 4096, shadow + (size_t)c * 4096, 16 * 4096);
+	}
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	/* (The fp12 build's colliding fingerprints miss some copies.) */
+	bool exact = tnd_dedup_fp_bits() > 16;
+	uint64_t hits = st.dedup_hits, extra = copies - hits;
+	assert_true(exact ? hits == copies : hits >= copies / 2);
+	assert_int_equal(st.compressed_blocks, 0);
+	assert_int_equal(st.deferred_writes, 288 + extra);
+	assert_int_equal(st.raw_blocks, 288 + extra);
+	assert_int_equal(st.deferred_blocks, 288 + copies);
+	assert_int_equal(st.stored_bytes, (288 + extra) * 4096);
+	uint8_t *all = malloc((size_t)nchunks * 4096);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 0, nchunks, all, 0), 0);
+	assert_memory_equal(all, shadow, (size_t)nchunks * 4096);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+	/* The DEFERRED feature bit (and PACKED) in both superblock copies. */
+	for (int i = 0; i < 2; i++)
+		assert_int_equal(tnd_get_be64(e.img + i * 4096 + 16) & 5, 5);
+	/* The marks are rebuilt at open. */
+	if (idle) {
+		e.o.gc_interval_ms = 10;
+		e.o.compact_idle_ms = 20;
+	}
+	assert_int_equal(env_open(&e), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.deferred_blocks, 288 + copies);
+	if (idle) {
+		/* Any I/O starts the tick. */
+		uint8_t one[4096];
+		assert_int_equal(io_sync(&e, TND_IO_READ, 0, 1, one, 0), 0);
+		uint64_t t0 = tnd_now_ns();
+		while (st.deferred_blocks && tnd_now_ns() - t0 < 5000000000ull) {
+			tnd_reactor_poll(e.r, 5);
+			tnd_lsfs_get_stats(e.vol, &st);
+		}
+	} else {
+		for (int i = 0; i < 100 && st.deferred_blocks; i++) {
+			bool done = false;
+			assert_int_equal(tnd_lsfs_gc_run(e.vol, done_flag, &done), 0);
+			wait_flag(&e, &done);
+			tnd_lsfs_get_stats(e.vol, &st);
+		}
+	}
+	assert_int_equal(st.deferred_blocks, 0);
+	assert_true(st.compaction_passes > 0);
+	assert_int_equal(st.compacted_blocks, 256 + extra);
+	assert_int_equal(st.compacted_raw_blocks, 32);
+	assert_true(st.compacted_bytes_saved >= (256 + extra) * 2048);
+	/* Text compresses more than 2x: the stored bytes drop. */
+	assert_true(st.stored_bytes <= 32 * 4096 + (256 + extra) * 2048);
+	assert_int_equal(st.mapped_blocks, 288 + copies);
+	if (dedup)
+		assert_int_equal(st.unique_blocks, 288 + extra);
+	memset(all, 0x5a, (size_t)nchunks * 4096);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 0, nchunks, all, 0), 0);
+	assert_memory_equal(all, shadow, (size_t)nchunks * 4096);
+	/* Nothing left to compact: another pass is not a compaction. */
+	uint64_t passes = st.compaction_passes;
+	bool done = false;
+	assert_int_equal(tnd_lsfs_gc_run(e.vol, done_flag, &done), 0);
+	wait_flag(&e, &done);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.compaction_passes, passes);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+	e.o.gc_interval_ms = 0;
+	assert_int_equal(env_open(&e), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.deferred_blocks, 0);
+	memset(all, 0x5a, (size_t)nchunks * 4096);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 0, nchunks, all, 0), 0);
+	assert_memory_equal(all, shadow, (size_t)nchunks * 4096);
+	/* Switched to inline live: new writes compress at once; back to
+	 * deferred: they are deferred again. */
+	assert_int_equal(tnd_lsfs_set_compress_mode(e.vol, TND_LSFS_COMPRESS_INLINE), 0);
+	kind_fill(buf, 2 * 4096, 1, 99);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 700, 1, buf, 0), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.compressed_blocks, 1);
+	assert_int_equal(st.deferred_writes, 0);
+	assert_int_equal(tnd_lsfs_set_compress_mode(e.vol, TND_LSFS_COMPRESS_DEFERRED), 0);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 701, 1, buf + 4096, 0), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.deferred_writes, 1);
+	assert_int_equal(st.deferred_blocks, 1);
+	assert_int_equal(tnd_lsfs_set_compress_mode(e.vol, (enum tnd_lsfs_compress_mode)7), -EINVAL);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+	env_free(&e);
+	free(all);
+	free(buf);
+	free(shadow);
+}
+
+static void deferred_compress_compacts_on_gc(void **state)
+{
+	(void)state;
+	deferred_roundtrip(false, false);
+}
+
+static void deferred_compress_dedup_sharers_follow(void **state)
+{
+	(void)state;
+	deferred_roundtrip(true, false);
+}
+
+static void deferred_compress_idle_compaction(void **state)
+{
+	(void)state;
+	deferred_roundtrip(true, true);
+}
+
+/* ADAPTIVE at low load (one small write now and then) compresses inline. */
+static void adaptive_compresses_at_low_load(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 4u << 20, 4096, 1u << 20, 64u << 10);
+	e.o.compress = true;
+	e.o.compress_mode = TND_LSFS_COMPRESS_ADAPTIVE;
+	assert_int_equal(env_open(&e), 0);
+	uint8_t buf[4096];
+	for (int i = 0; i < 64; i++) {
+		kind_fill(buf, sizeof(buf), 1, (uint64_t)i);
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, (uint64_t)i, 1, buf, 0), 0);
+		usleep(1000);
+	}
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.compressed_blocks, 64);
+	assert_int_equal(st.deferred_writes, 0);
+	env_free(&e);
+}
+
+static void compress_mode_names(void **state)
+{
+	(void)state;
+	enum tnd_lsfs_compress_mode m;
+	const char *names[] = { "inline", "adaptive", "deferred" };
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(tnd_lsfs_compress_mode_parse(names[i], &m), 0);
+		assert_int_equal((int)m, i);
+		assert_string_equal(tnd_lsfs_compress_mode_name(m), names[i]);
+	}
+	assert_int_equal(tnd_lsfs_compress_mode_parse("lazy", &m), -EINVAL);
+	assert_int_equal(tnd_lsfs_compress_mode_parse(NULL, &m), -EINVAL);
+	assert_null(tnd_lsfs_compress_mode_name((enum tnd_lsfs_compress_mode)3));
+}
+
 int main(int argc, char **argv)
 {
 	tnd_log_set_level(TND_LOG_ERROR);
@@ -1886,6 +2072,11 @@ int main(int argc, char **argv)
 		cmocka_unit_test(dedup_compress_512_roundtrip),
 		cmocka_unit_test(staged_writes_keep_data_and_order),
 		cmocka_unit_test(features_switched_live),
+		cmocka_unit_test(deferred_compress_compacts_on_gc),
+		cmocka_unit_test(deferred_compress_dedup_sharers_follow),
+		cmocka_unit_test(deferred_compress_idle_compaction),
+		cmocka_unit_test(adaptive_compresses_at_low_load),
+		cmocka_unit_test(compress_mode_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

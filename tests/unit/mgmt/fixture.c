@@ -11,11 +11,14 @@
 #include "fixture.h"
 
 static const char *const compress_choices[] = { "none", "lz4", NULL };
+static const char *const cmode_choices[] = { "inline", "adaptive", "deferred", NULL };
 
 static const struct tnd_mgmt_dev_option lsfs_options[] = {
 	{ .key = "path", .kind = TND_MGMT_OPT_STRING },
 	{ .key = "dedup", .kind = TND_MGMT_OPT_BOOL, .updatable = true },
 	{ .key = "compress", .kind = TND_MGMT_OPT_STRING, .choices = compress_choices,
+	  .updatable = true },
+	{ .key = "compress_mode", .kind = TND_MGMT_OPT_STRING, .choices = cmode_choices,
 	  .updatable = true },
 	{ .key = "read_only", .kind = TND_MGMT_OPT_BOOL, .updatable = true },
 	{ .key = "cache_size", .kind = TND_MGMT_OPT_SIZE, .updatable = true },

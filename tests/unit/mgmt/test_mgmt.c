@@ -367,6 +367,12 @@ static void device_lifecycle(void **state)
 	expect(e, "PATCH", "/v1/devices/d1", "{\"compress\":\"zstd\"}", 400, "compress");
 	expect(e, "PATCH", "/v1/devices/d1", "{\"compress\":true}", 400, "compress");
 	expect(e, "PATCH", "/v1/devices/d1", "{\"dedup\":\"maybe\"}", 400, "dedup");
+	expect(e, "PATCH", "/v1/devices/d1", "{\"compress_mode\":\"lazy\"}", 400, "compress_mode");
+	expect(e, "PATCH", "/v1/devices/d1", "{\"compress_mode\":2}", 400, "compress_mode");
+	r = req(e, "PATCH", "/v1/devices/d1", "{\"compress_mode\":\"deferred\"}");
+	assert_int_equal(r.status, 200);
+	assert_string_equal(json_string_value(json_object_get(r.json, "compress_mode")), "deferred");
+	resp_free(&r);
 	expect(e, "PATCH", "/v1/devices/d1", "{\"dedup\":true,\"compress\":\"lz4\"}", 200, NULL);
 	expect(e, "PATCH", "/v1/devices/nope", "{\"size\":\"30GiB\"}", 404, NULL);
 

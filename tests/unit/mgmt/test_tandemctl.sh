@@ -76,6 +76,9 @@ bad 1 "size: devices cannot shrink" device grow d1 1GiB
 ok device set d1 compress=none dedup=false
 has "compress=none"
 has "dedup=no"
+ok device set d1 compress_mode=deferred
+has "compress_mode=deferred"
+bad 1 "compress_mode: must be one of: inline, adaptive, deferred" device set d1 compress_mode=lazy
 bad 1 "path: cannot be changed" device set d1 path=/x
 bad 1 "type: \"zfs\" is not a device type" device create d3 --type zfs --size 1GiB
 bad 1 "name: \"bad name\" is not a valid name" device create "bad name" --size 1GiB
