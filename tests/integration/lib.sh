@@ -105,6 +105,25 @@ stop_tandemd() {
 	[ $rc = 0 ] || fail "tandemd exited with $rc after SIGTERM"
 }
 
+# api METHOD PATH [BODY]: one call to the management API of the daemon
+# start_with_mgmt started (its token in $DATA); prints the response body,
+# then the HTTP status on a line of its own.
+api() {
+	curl -s -w '\n%{http_code}\n' -X "$1" -H "Authorization: Bearer $(cat "$DATA/api.token")" \
+		${3:+-H 'Content-Type: application/json' -d "$3"} "http://127.0.0.1:$MPORT$2"
+}
+
+# field KEY: the number after "KEY": in the JSON on stdin (no jq needed).
+field() { grep -o "\"$1\": *[0-9.e+-]*" | head -1 | sed 's/.*: *//'; }
+
+# lun_put FILE OFFSET IQN [LUN]: FILE written into the LUN at byte OFFSET
+# through QEMU's iSCSI driver (the raw driver's offset, so no image format
+# gets in the way).
+lun_put() {
+	qemu-img convert -n -f raw -O raw "$1" \
+		"json:{\"driver\":\"raw\",\"offset\":$2,\"size\":$(stat -c %s "$1"),\"file\":{\"driver\":\"iscsi\",\"transport\":\"tcp\",\"portal\":\"127.0.0.1:$TND_PORT\",\"target\":\"$3\",\"lun\":${4:-0}}}"
+}
+
 kill_tandemd() {
 	local pid=${1:-$TND_PID}
 	kill -KILL "$pid" 2>/dev/null || true

@@ -23,8 +23,6 @@ stats() {
 	curl -sf -H "Authorization: Bearer $(cat "$DATA/api.token")" \
 		"http://127.0.0.1:$MPORT/v1/devices/cz"
 }
-# jq-free: the integer or number after "KEY": in the JSON on stdin.
-field() { grep -o "\"$1\": *[0-9.e+-]*" | head -1 | sed 's/.*: *//'; }
 
 start
 ctl device create cz --size 64MiB --compress lz4 --dedup || fail "device create --compress lz4 --dedup"

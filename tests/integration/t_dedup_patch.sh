@@ -19,17 +19,10 @@ mkdir -m 700 "$DATA"
 MIB=$((1 << 20))
 
 start() { start_with_mgmt; URL="iscsi://127.0.0.1:$TND_PORT/$T/0"; }
-api() {  # api METHOD PATH [BODY]: prints the body, then the HTTP status on its own line
-	curl -s -w '\n%{http_code}\n' -X "$1" -H "Authorization: Bearer $(cat "$DATA/api.token")" \
-		${3:+-H 'Content-Type: application/json' -d "$3"} "http://127.0.0.1:$MPORT$2"
-}
 stats() { api GET /v1/devices/pz | sed '$d'; }
-field() { grep -o "\"$1\": *[0-9.e+-]*" | head -1 | sed 's/.*: *//'; }
 # put FILE OFFSET: FILE into LUN 0 at byte OFFSET (qemu's raw driver over iscsi)
 put() {
-	qemu-img convert -n -f raw -O raw "$1" \
-		"json:{\"driver\":\"raw\",\"offset\":$2,\"size\":$(stat -c %s "$1"),\"file\":{\"driver\":\"iscsi\",\"transport\":\"tcp\",\"portal\":\"127.0.0.1:$TND_PORT\",\"target\":\"$T\",\"lun\":0}}" ||
-		fail "writing $1 at $2 failed"
+	lun_put "$1" "$2" "$T" || fail "writing $1 at $2 failed"
 	dd if="$1" of="$img" bs=1M seek=$(($2 / MIB)) conv=notrunc status=none
 }
 readback() {  # readback WHAT: the first 24 MiB of the LUN equal $img
