@@ -222,12 +222,14 @@ static void reactor_timers_fire_in_order_and_cancel(void **state)
 	struct timer_probe p[4];
 	for (int i = 0; i < 4; i++)
 		p[i] = (struct timer_probe){ .t.fn = timer_fn, .order = -1, .next = &next };
+	/* Before arming: a preemption between arming and reading the clock
+	 * would otherwise make the 30 ms timer look early. */
+	uint64_t start = tnd_now_ns();
 	tnd_reactor_timer_arm(r, &p[0].t, 30 * 1000000ull);
 	tnd_reactor_timer_arm(r, &p[1].t, 10 * 1000000ull);
 	tnd_reactor_timer_arm(r, &p[2].t, 20 * 1000000ull);
 	tnd_reactor_timer_arm(r, &p[3].t, 15 * 1000000ull);
 	tnd_reactor_timer_cancel(r, &p[3].t);
-	uint64_t start = tnd_now_ns();
 	while (next < 3 && tnd_now_ns() - start < 2000000000ull)
 		tnd_reactor_poll(r, -1);
 	assert_int_equal(p[1].order, 0);
