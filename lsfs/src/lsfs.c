@@ -71,7 +71,11 @@
  * packing changes nothing here. The writer never makes a new reference
  * into a dead segment: the index forgets a payload with its last
  * reference, and try_share() also checks the candidate's segment is
- * USED/OPEN in the same life (seg_seq) and not the GC victim.
+ * USED/OPEN in the same life (seg_seq) and not the GC victim. The index
+ * warm-up after open, which refills the index from the log, adds an entry
+ * only for a payload that is referenced at that very moment, in the same
+ * segment life as the bytes it read, outside GC's victims (the argument is
+ * under "Index warm-up" below), so the invariant holds for its entries too.
  *
  * Garbage collection reads a whole victim segment in one backing read
  * and collects the chunks that still map into it: from its records, or,
