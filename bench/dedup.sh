@@ -184,7 +184,7 @@ P1R_WMS=$(jget "$WORK/dr.json" index_warmup_ms)
 P1R_WENT=$(jget "$WORK/dr.json" index_warmup_entries)
 P1R_WSEG=$(jget "$WORK/dr.json" index_warmup_segments)
 P1R_STORED0=$(jget "$WORK/dr.json" stored_bytes)
-P1R_MSGIB=$(awk -v ms="$P1R_WMS" -v b="$P1R_STORED0" 'BEGIN { printf "%.0f", b > 0 ? ms / (b / 1073741824) : 0 }')
+P1R_MSGIB=$(awk -v ms="$P1R_WMS" -v b="$P1R_STORED0" 'BEGIN { printf "%.0f", (b > 0 ? ms / (b / 1073741824) : 0) }')
 for i in 1 2 3 4 5 6 7; do
 	put_at "$WORK/copy.raw" 4 $((i * COPY_BYTES))
 done
