@@ -328,8 +328,9 @@ int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg);
  * "Index warm-up"). It runs from the background tick (opts.gc_interval_ms):
  * one segment a tick while clients do I/O, back to back while they are
  * idle, never during a GC pass or while writes wait for space. It stops
- * early once the index is full (its budget never grows). Switching dedup
- * on live starts it again; switching it off or a fail-stop ends it.
+ * early once the index is about full (2 % of its inserts evict; the
+ * budget never grows). Switching dedup on live starts it again; switching
+ * it off or a fail-stop ends it.
  *
  * tnd_lsfs_warmup_run: scan up to @max_segments (0: all that are left)
  * now, whatever the load; home reactor only. @cb(arg) runs on the home

@@ -2247,6 +2247,56 @@ static void dedup_warmup_against_overwrites_unmaps_and_gc(void **state)
 	env_free(&e);
 }
 
+
+/*
+ * A tight index budget: the walk never grows the index past it, ends
+ * once its inserts start to evict, and what it kept is the newest
+ * content (segments are walked newest first).
+ */
+static void dedup_warmup_tight_budget_keeps_newest(void **state)
+{
+	(void)state;
+	struct env e;
+	const uint32_t n = 2048;
+	env_format(&e, 32u << 20, 4096, (uint64_t)n * 4096, 64u << 10);
+	e.o.dedup = true;
+	e.o.dedup_index_bytes = 16384;
+	assert_int_equal(env_open(&e), 0);
+	uint8_t *w = malloc((size_t)n * 4096), *r = malloc(64 * 4096);
+	assert_non_null(w);
+	assert_non_null(r);
+	fill(w, (size_t)n * 4096, 31337);
+	for (uint32_t k = 0; k < n; k += 64)
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, k, 64, w + (size_t)k * 4096, 0), 0);
+	env_close(&e);
+	assert_int_equal(env_open(&e), 0);
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	uint64_t budget = st.index_bytes;
+	assert_true(budget <= 16384);
+	warmup_run_sync(&e, 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_DONE);
+	assert_int_equal(st.index_bytes, budget);
+	assert_true(st.warmup_scanned < st.warmup_segments);   /* ended early: full */
+	assert_true(st.warmup_entries < n / 2);
+	assert_true(st.index_entries * TND_DEDUP_SLOT_BYTES <= budget);
+	/* The newest 64 blocks (walked first) are found, the oldest not. */
+	tnd_lsfs_get_stats(e.vol, &st);
+	uint64_t hits = st.dedup_hits;
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 0, 64, w + (size_t)(n - 64) * 4096, 0), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	bool exact = tnd_dedup_fp_bits() > 16;
+	assert_true(exact ? st.dedup_hits - hits >= 60 : st.dedup_hits - hits >= 32);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 0, 64, r, 0), 0);
+	assert_memory_equal(r, w + (size_t)(n - 64) * 4096, 64 * 4096);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+	free(w);
+	free(r);
+	env_free(&e);
+}
+
 int main(int argc, char **argv)
 {
 	tnd_log_set_level(TND_LOG_ERROR);
@@ -2291,6 +2341,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(compress_mode_names),
 		cmocka_unit_test(dedup_index_warms_up_after_reopen),
 		cmocka_unit_test(dedup_warmup_against_overwrites_unmaps_and_gc),
+		cmocka_unit_test(dedup_warmup_tight_budget_keeps_newest),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
