@@ -2297,6 +2297,54 @@ static void dedup_warmup_tight_budget_keeps_newest(void **state)
 	env_free(&e);
 }
 
+
+/*
+ * Close with a warm-up read in flight (it is waited for; ASan sees no
+ * leak or use after free), and a fail-stop ends the walk.
+ */
+static void dedup_warmup_close_and_fail_stop(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 16u << 20, 4096, 4u << 20, 64u << 10);
+	e.o.dedup = true;
+	assert_int_equal(env_open(&e), 0);
+	uint8_t *w = malloc(256 * 4096);
+	assert_non_null(w);
+	fill(w, 256 * 4096, 4711);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 0, 256, w, 0), 0);
+	env_close(&e);
+
+	assert_int_equal(env_open(&e), 0);
+	bool done = false;
+	assert_int_equal(tnd_lsfs_warmup_run(e.vol, 1, done_flag, &done), 0);
+	assert_false(done);   /* its read is in flight */
+	assert_int_equal(tnd_lsfs_warmup_run(e.vol, 1, done_flag, &done), -EBUSY);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, false), 0);
+
+	struct tnd_volume *ram, *fault;
+	assert_int_equal(ram_vol_wrap(e.img, e.size, 512, &ram), 0);
+	assert_int_equal(fault_vol_create(ram, &fault), 0);
+	struct fault_vol *fv = fault_vol_of(fault);
+	assert_int_equal(tnd_lsfs_open(fault, e.r, &e.o, &e.vol), 0);
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_RUNNING);
+	fault_fail_at(fv, fault_points(fv), -EIO);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 300, 1, w, 0), -EIO);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_OFF);
+	done = false;
+	assert_int_equal(tnd_lsfs_warmup_run(e.vol, 0, done_flag, &done), 0);
+	assert_true(done);   /* nothing left to run */
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_OFF);
+	env_close(&e);
+	free(w);
+	env_free(&e);
+}
+
 int main(int argc, char **argv)
 {
 	tnd_log_set_level(TND_LOG_ERROR);
@@ -2342,6 +2390,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(dedup_index_warms_up_after_reopen),
 		cmocka_unit_test(dedup_warmup_against_overwrites_unmaps_and_gc),
 		cmocka_unit_test(dedup_warmup_tight_budget_keeps_newest),
+		cmocka_unit_test(dedup_warmup_close_and_fail_stop),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
