@@ -47,6 +47,11 @@ static int open_flat(struct tnd_daemon *d, const struct tnd_config_device *dev,
  * from the cache. Off by default: on a store that fits in RAM, GC's
  * cache hits are worth more (bench/results/2026-11-22-vm-lsfs-flush.md).
  */
+static void lsfs_start_fn(void *arg)
+{
+	tnd_lsfs_start_background(arg);
+}
+
 static int open_lsfs(struct tnd_daemon *d, const struct tnd_config_device *dev,
 		     struct tnd_reactor *home, struct tnd_volume **out)
 {
@@ -79,6 +84,12 @@ static int open_lsfs(struct tnd_daemon *d, const struct tnd_config_device *dev,
 	/* O_DIRECT log writes take the disk's latency: keep several going. */
 	lo.log_writes = dev->direct_io ? 4 : 1;
 	ret = tnd_lsfs_open(backing, home, &lo, out);
+	if (ret == 0) {
+		/* Background work (GC tick, the dedup index's warm-up) starts
+		 * now, not at the first client I/O. */
+		tnd_daemon_run_on(home, lsfs_start_fn, *out);
+		return 0;
+	}
 	if (ret < 0) {
 		tnd_volume_destroy(backing);
 		if (ret == -EPROTONOSUPPORT)

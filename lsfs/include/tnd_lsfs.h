@@ -245,6 +245,16 @@ int tnd_lsfs_format(struct tnd_volume *backing, const struct tnd_lsfs_opts *opts
 int tnd_lsfs_open(struct tnd_volume *backing, struct tnd_reactor *home,
 		  const struct tnd_lsfs_opts *opts, struct tnd_volume **out);
 
+/* Index warm-up state (tnd_lsfs_stats.index_warmup). */
+enum tnd_lsfs_warmup {
+	TND_LSFS_WARMUP_OFF = 0,      /* dedup off, or stopped (fail-stop, dedup switched off) */
+	TND_LSFS_WARMUP_RUNNING = 1,
+	TND_LSFS_WARMUP_DONE = 2,
+};
+
+/* "off", "running", "done". */
+const char *tnd_lsfs_warmup_name(enum tnd_lsfs_warmup w);
+
 /* Counters, for stats_json and tests. Home reactor only. */
 struct tnd_lsfs_stats {
 	uint64_t reads, writes, flushes, unmaps;
@@ -285,6 +295,13 @@ struct tnd_lsfs_stats {
 	uint64_t index_entries;       /* blocks in the fingerprint index */
 	uint64_t index_bytes;         /* RAM of the index (its whole budget) */
 	uint64_t refs_bytes;          /* RAM of the reference-count table */
+	/* Index warm-up (dedup on): the index is rebuilt from the log after
+	 * open, or after dedup is switched on live; see tnd_lsfs_warmup_run. */
+	uint32_t index_warmup;        /* enum tnd_lsfs_warmup */
+	uint64_t warmup_segments;     /* segments the walk set out to scan */
+	uint64_t warmup_scanned;      /* of those, scanned (or skipped: emptied, reused, GC's) */
+	uint64_t warmup_entries;      /* index entries it added */
+	uint64_t warmup_ms;           /* from its start to its end (or to now, while running) */
 	uint32_t segments, free_segments;
 	uint32_t segment_size;
 };
@@ -302,6 +319,31 @@ void tnd_lsfs_get_stats(struct tnd_volume *vol, struct tnd_lsfs_stats *out);
  */
 int tnd_lsfs_gc_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg);
 int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg);
+
+/*
+ * Index warm-up. The on-disk format holds no fingerprints, so a dedup
+ * volume's index starts empty at open; a background walk on the home
+ * reactor then reads the stored segments, newest first, one segment read
+ * in flight, and indexes every payload that is still live (see lsfs.c,
+ * "Index warm-up"). It runs from the background tick (opts.gc_interval_ms):
+ * one segment a tick while clients do I/O, back to back while they are
+ * idle, never during a GC pass or while writes wait for space. It stops
+ * early once the index is about full (2 % of its inserts evict; the
+ * budget never grows). Switching dedup on live starts it again; switching
+ * it off or a fail-stop ends it.
+ *
+ * tnd_lsfs_warmup_run: scan up to @max_segments (0: all that are left)
+ * now, whatever the load; home reactor only. @cb(arg) runs on the home
+ * reactor when they are scanned or the walk has ended, possibly before
+ * this call returns. For tests (gc_interval_ms 0 has no tick) and for an
+ * operator. 0, or -EBUSY when a run is already going on.
+ *
+ * tnd_lsfs_start_background: arm the background tick now (home reactor
+ * only) rather than at the volume's first I/O, so that the warm-up of a
+ * freshly opened volume starts before its first client does.
+ */
+int tnd_lsfs_warmup_run(struct tnd_volume *vol, uint32_t max_segments, tnd_done_cb cb, void *arg);
+void tnd_lsfs_start_background(struct tnd_volume *vol);
 
 /*
  * Turn LZ4 compression and inline dedup on or off for new writes of the

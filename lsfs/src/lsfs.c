@@ -71,7 +71,11 @@
  * packing changes nothing here. The writer never makes a new reference
  * into a dead segment: the index forgets a payload with its last
  * reference, and try_share() also checks the candidate's segment is
- * USED/OPEN in the same life (seg_seq) and not the GC victim.
+ * USED/OPEN in the same life (seg_seq) and not the GC victim. The index
+ * warm-up after open, which refills the index from the log, adds an entry
+ * only for a payload that is referenced at that very moment, in the same
+ * segment life as the bytes it read, outside GC's victims (the argument is
+ * under "Index warm-up" below), so the invariant holds for its entries too.
  *
  * Garbage collection reads a whole victim segment in one backing read
  * and collects the chunks that still map into it: from its records, or,
@@ -497,6 +501,24 @@ struct lsfs {
 	uint64_t shared_extra;         /* map entries beyond the first per payload */
 	struct dd_cache_ent *dd_cache; /* DD_CACHE_N entries, with ddx */
 
+	/* index warm-up (see "Index warm-up" below) */
+	uint32_t *wu_segs;             /* the segments to scan, newest first */
+	uint64_t *wu_seqs;             /* ... and the life (seg_seq) each was in then */
+	uint32_t wu_n, wu_next;
+	uint8_t *wu_buf;               /* seg_size: the segment being read */
+	uint8_t *wu_dbuf;              /* 4 KiB: a decompressed payload */
+	bool wu_busy;                  /* a segment read in flight (readers[wu_seg] held) */
+	bool wu_pending;               /* dedup switched on while a read of the last walk was out */
+	uint32_t wu_seg;
+	uint64_t wu_seg_seq;
+	uint64_t wu_gen;               /* walk number: a read of an ended walk is ignored */
+	uint32_t wu_quota;             /* segments this tick (or explicit run) may still scan */
+	uint64_t wu_io;                /* client reads + writes at the last tick */
+	uint64_t wu_t0, wu_t1;         /* start, end (ns) */
+	uint64_t wu_evicted;           /* entries the walk's inserts evicted */
+	tnd_done_cb wu_cb;             /* tnd_lsfs_warmup_run */
+	void *wu_cb_arg;
+
 	/* off-home write stages */
 	struct lsfs_helper *helpers;
 	unsigned nhelpers;
@@ -525,6 +547,7 @@ static bool gc_stage_ready(struct lsfs *ls);
 static void gc_stage_write(struct lsfs *ls);
 static void gc_stage_retire(struct lsfs *ls, bool drop);
 static void gc_stage_unpin(struct lsfs *ls, uint32_t s);
+static void wu_stop(struct lsfs *ls, const char *why);
 
 static struct lsfs *to_lsfs(struct tnd_volume *v)
 {
@@ -731,6 +754,7 @@ static void fail_stop(struct lsfs *ls, int err, const char *what)
 	}
 	ls->aq_tail = NULL;
 	gc_stage_retire(ls, true);
+	wu_stop(ls, "the device failed");
 	if (ls->gc_wait_buf || (ls->gc_cb && !ls->gc_busy)) {
 		ls->gc_busy = true;
 		gc_finish(ls);
@@ -3286,6 +3310,405 @@ static void gc_step(struct lsfs *ls)
 	}
 }
 
+/* ---- index warm-up ---- */
+
+/*
+ * Index warm-up. The format stores no fingerprints, so after open (and
+ * after dedup is switched on live) the index is empty; this walk rebuilds
+ * it from the log: it reads the USED segments (and the sealed part of the
+ * open one, from RAM), newest first, parses their records as GC does, and
+ * for each DATA descriptor with a payload of its own (a DEDUP descriptor
+ * names a payload indexed through its DATA record; TRIM and SIZE carry
+ * none) whose payload is live, checks the stored bytes' CRC, decompresses
+ * them when LZ4, fingerprints the chunk and inserts it unless the index
+ * already knows that fingerprint (a newer copy, met first, wins). Newest
+ * first because a tight budget should hold the content written last; once
+ * its inserts start to evict (WU_EVICT_DIV), the index is about full and
+ * the walk ends (going on would mostly replace newer entries with older
+ * ones). Memory stays the index's budget plus one segment buffer, freed at
+ * the end.
+ *
+ * Why an entry it adds is safe. The index's invariant is that an entry
+ * names only a live payload: seg_lost_block() drops it when the payload
+ * loses its last reference, gc_move() moves it with the payload, and
+ * try_share() relies on that (plus its segment checks and the byte
+ * compare): a share of an entry naming a dead payload whose bytes are
+ * still on disk would pass the compare and resurrect the payload, a
+ * reference into space already counted free. So an entry is added only
+ * when, at the moment of the insert (on home, synchronously, so nothing
+ * can change between the test and the insert):
+ *  - the segment is in the same life (seg_seq) as when its read was
+ *    issued and is USED or OPEN: the bytes read are that life's, nothing
+ *    in it was reused (the read also holds readers[] like any other, so a
+ *    segment emptied meanwhile is not reused under it);
+ *  - GC is not cleaning it (its victim) and has not staged it: a pass
+ *    moves its payloads and moves their entries with them; an entry added
+ *    behind its back could name the old copy;
+ *  - the payload is referenced: the DATA descriptor's chunk still maps
+ *    exactly that address (layout and CRC too), or, in a dedup store, the
+ *    reference table counts it as shared (an entry there exists only for a
+ *    live payload mapped by two or more chunks; a payload whose writer
+ *    moved on and which is left with a single sharer is not indexed, a
+ *    missed opportunity only). Payload addresses are unique within a
+ *    segment's life, so the descriptor read is the one that wrote it and
+ *    its layout is the one every sharer's map entry carries (replay
+ *    derives it the same way), which is the value seg_lost_block() will
+ *    remove.
+ * From then on the entry is maintained like any the write path adds. A
+ * payload whose stored bytes fail their CRC or decompression is not
+ * indexed.
+ *
+ * Yield. One segment read in flight at most, issued from the background
+ * tick only when no GC pass is running and no writer waits for space; a
+ * tick with client I/O since the last one allows one segment, an idle
+ * tick lets the walk go on back to back until client I/O shows up again.
+ * Segments the log has in RAM cost no read.
+ */
+#define WU_BUSY_SEGS 1u                /* segments per tick while clients do I/O */
+/* The walk ends once its inserts' evictions pass 1/WU_EVICT_DIV of them:
+ * a window overflows long before the index is full (inserting random
+ * fingerprints into a 4 MiB index, the first eviction came at 39 % of the
+ * slots, 2 % of the inserts evicted at 78 %, 10 % at 93 %), and from
+ * there on older content would mostly displace newer. */
+#define WU_EVICT_DIV 50u
+
+const char *tnd_lsfs_warmup_name(enum tnd_lsfs_warmup w)
+{
+	static const char *const names[] = {
+		[TND_LSFS_WARMUP_OFF] = "off",
+		[TND_LSFS_WARMUP_RUNNING] = "running",
+		[TND_LSFS_WARMUP_DONE] = "done",
+	};
+	return (unsigned)w < TND_ARRAY_SIZE(names) ? names[w] : "off";
+}
+
+static uint64_t wu_ms(const struct lsfs *ls)
+{
+	uint64_t end = ls->st.index_warmup == TND_LSFS_WARMUP_RUNNING ? tnd_now_ns() : ls->wu_t1;
+	return end > ls->wu_t0 ? (end - ls->wu_t0) / 1000000u : 0;
+}
+
+/* Drop the walk's list and buffers (not while a read uses the buffer). */
+static void wu_release(struct lsfs *ls)
+{
+	free(ls->wu_segs);
+	free(ls->wu_seqs);
+	ls->wu_segs = NULL;
+	ls->wu_seqs = NULL;
+	ls->wu_n = ls->wu_next = 0;
+	if (!ls->wu_busy) {
+		free(ls->wu_buf);
+		free(ls->wu_dbuf);
+		ls->wu_buf = ls->wu_dbuf = NULL;
+	}
+}
+
+static void wu_notify(struct lsfs *ls)
+{
+	tnd_done_cb cb = ls->wu_cb;
+	void *arg = ls->wu_cb_arg;
+	if (!cb || ls->wu_busy)
+		return;
+	if (ls->st.index_warmup == TND_LSFS_WARMUP_RUNNING && ls->wu_quota)
+		return;
+	ls->wu_cb = NULL;
+	cb(arg);
+}
+
+static void wu_end(struct lsfs *ls, enum tnd_lsfs_warmup state, const char *why)
+{
+	if (ls->st.index_warmup != TND_LSFS_WARMUP_RUNNING)
+		return;
+	ls->wu_t1 = tnd_now_ns();
+	ls->st.index_warmup = state;
+	ls->wu_gen++;
+	wu_release(ls);
+	tnd_info(LSFS_TAG, "dedup index warm-up %s after %llu ms: %llu of %llu segments scanned, "
+		 "%llu entries added%s%s", state == TND_LSFS_WARMUP_DONE ? "done" : "stopped",
+		 (unsigned long long)wu_ms(ls), (unsigned long long)ls->st.warmup_scanned,
+		 (unsigned long long)ls->st.warmup_segments, (unsigned long long)ls->st.warmup_entries,
+		 why ? ", " : "", why ? why : "");
+	wu_notify(ls);
+}
+
+static void wu_stop(struct lsfs *ls, const char *why)
+{
+	wu_end(ls, TND_LSFS_WARMUP_OFF, why);
+	ls->wu_pending = false;
+}
+
+struct wu_key {
+	uint64_t seq;
+	uint32_t seg;
+};
+
+static int wu_key_cmp(const void *a, const void *b)
+{
+	const struct wu_key *x = a, *y = b;
+	return x->seq > y->seq ? -1 : x->seq < y->seq;
+}
+
+/*
+ * Start a walk over what is stored now (dedup on). Segments written from
+ * here on are indexed by the write path. Called at open (no I/O, nothing
+ * runs yet) and on home when dedup is switched on.
+ */
+static void wu_begin(struct lsfs *ls)
+{
+	ls->wu_pending = false;
+	if (!ls->ddx || ls->failed)
+		return;
+	if (ls->wu_busy) {
+		/* The last walk's read is still out: start when it is back. */
+		ls->wu_pending = true;
+		return;
+	}
+	wu_release(ls);
+	uint32_t n = 0;
+	for (uint32_t i = 0; i < ls->sb.seg_count; i++)
+		n += ls->segs[i].state == LSFS_SEG_USED || ls->segs[i].state == LSFS_SEG_OPEN;
+	struct wu_key *keys = malloc((n ? n : 1) * sizeof(*keys));
+	ls->wu_segs = malloc((n ? n : 1) * sizeof(*ls->wu_segs));
+	ls->wu_seqs = malloc((n ? n : 1) * sizeof(*ls->wu_seqs));
+	ls->wu_buf = lsfs_alloc_blocks(ls->sb.seg_size);
+	ls->wu_dbuf = lsfs_alloc_blocks(LSFS_BLK);
+	ls->st.warmup_segments = ls->st.warmup_scanned = ls->st.warmup_entries = 0;
+	ls->wu_evicted = 0;
+	ls->wu_t0 = tnd_now_ns();
+	ls->st.index_warmup = TND_LSFS_WARMUP_RUNNING;
+	ls->wu_gen++;
+	if (!keys || !ls->wu_segs || !ls->wu_seqs || !ls->wu_buf || !ls->wu_dbuf) {
+		free(keys);
+		wu_stop(ls, "out of memory");
+		return;
+	}
+	uint32_t k = 0;
+	for (uint32_t i = 0; i < ls->sb.seg_count; i++)
+		if (ls->segs[i].state == LSFS_SEG_USED || ls->segs[i].state == LSFS_SEG_OPEN)
+			keys[k++] = (struct wu_key){ .seq = ls->segs[i].seq, .seg = i };
+	qsort(keys, k, sizeof(*keys), wu_key_cmp);   /* newest first */
+	for (uint32_t i = 0; i < k; i++) {
+		ls->wu_segs[i] = keys[i].seg;
+		ls->wu_seqs[i] = keys[i].seq;
+	}
+	free(keys);
+	ls->wu_n = k;
+	ls->wu_next = 0;
+	ls->st.warmup_segments = k;
+	tnd_info(LSFS_TAG, "dedup index warm-up: %u segments (%llu MiB) to scan, newest first", k,
+		 (unsigned long long)k * ls->sb.seg_size >> 20);
+	if (k == 0)
+		wu_end(ls, TND_LSFS_WARMUP_DONE, NULL);
+}
+
+/* May the walk take segment @s, in the life @seq, now? */
+static bool wu_seg_ok(const struct lsfs *ls, uint32_t s, uint64_t seq)
+{
+	const struct lsfs_seginfo *si = &ls->segs[s];
+	return si->seq == seq && (si->state == LSFS_SEG_USED || si->state == LSFS_SEG_OPEN) &&
+	       !(ls->gc_busy && ls->gc_victim == s) && !ls->stg_pinned[s];
+}
+
+/*
+ * The payload @p of the DATA descriptor @d at @loc (its segment's life
+ * checked by the caller): index it if it is live and intact. False when
+ * the index is full (WU_EVICT_DIV).
+ */
+static bool wu_index(struct lsfs *ls, const struct lsfs_desc *d, uint64_t loc, const uint8_t *p)
+{
+	bool lz4 = d->flags & LSFS_DESC_F_LZ4, deferred = d->flags & LSFS_DESC_F_DEFERRED;
+	uint32_t sector = (uint32_t)(loc & 7);
+	if (d->stored_len == 0 || d->stored_len > LSFS_BLK || (lz4 && d->stored_len > LSFS_LZ4_MAX) ||
+	    (!lz4 && d->stored_len != LSFS_BLK))
+		return true;
+	uint16_t aux = deferred && !lz4 ? lsfs_aux_make_deferred(sector)
+					: lsfs_aux_make(lz4, sector, d->stored_len);
+	const struct lsfs_ment *m = lsfs_map_get(&ls->map, d->lba);
+	bool live = (m && lsfs_ment_loc(m) == loc && m->aux == aux && m->crc == d->crc) ||
+		    (ls->refs && tnd_dedup_ref_get(ls->refs, loc) >= 2);
+	if (!live || tnd_crc32c(0, p, d->stored_len) != d->crc)
+		return true;
+	const uint8_t *data = p;
+	if (lz4) {
+		if (tnd_decompress(p, d->stored_len, ls->wu_dbuf, LSFS_BLK) < 0)
+			return true;
+		data = ls->wu_dbuf;
+	}
+	struct tnd_dedup_fp fp;
+	tnd_dedup_fingerprint(data, LSFS_BLK, &fp);
+	uint64_t v;
+	if (tnd_dedup_lookup(ls->ddx, &fp, &v) == 0)
+		return true;   /* known: a newer copy, or this one */
+	struct tnd_dedup_stats before, after;
+	tnd_dedup_get_stats(ls->ddx, &before);
+	tnd_dedup_insert(ls->ddx, &fp, dd_val(loc, aux));
+	tnd_dedup_get_stats(ls->ddx, &after);
+	ls->st.warmup_entries++;
+	ls->wu_evicted += after.evictions - before.evictions;
+	return ls->wu_evicted * WU_EVICT_DIV <= ls->st.warmup_entries;
+}
+
+/*
+ * Index the live payloads of segment @s's records in @data (@len bytes
+ * from its start; the life checked by the caller): GC's parse (record
+ * CRC, life, consecutive sequence numbers, bounds). False: index full.
+ */
+static bool wu_parse(struct lsfs *ls, uint32_t s, uint64_t seq, const uint8_t *data, uint32_t len)
+{
+	uint64_t base = lsfs_seg_base_pba(&ls->sb, s);
+	uint32_t off = 0;
+	uint64_t expect = 0;
+	while (off + LSFS_BLK <= len) {
+		const uint8_t *hdr = data + off;
+		struct lsfs_rec rh;
+		if (lsfs_rec_decode(hdr, ls->sb.uuid, &rh) < 0 || rh.seg_seq != seq ||
+		    (off && rh.rec_seq != expect) || off + (uint64_t)(1 + rh.npayload) * LSFS_BLK > len)
+			break;
+		uint64_t pay_end = (uint64_t)rh.npayload * LSFS_BLK;
+		uint64_t sec = 0;
+		for (uint32_t i = 0; i < rh.ndesc; i++) {
+			struct lsfs_desc d;
+			lsfs_desc_decode(hdr, i, &d);
+			uint32_t plen = lsfs_desc_payload(&d);
+			if (!plen)
+				continue;
+			uint64_t pos = sec * LSFS_SECTOR;
+			sec += lsfs_len_sectors(plen);
+			if (pos + plen > pay_end)
+				break;   /* damaged: the payloads overrun the record */
+			if ((d.flags & LSFS_DESC_KIND_MASK) != LSFS_DESC_DATA)
+				continue;
+			uint32_t at = off + LSFS_BLK + (uint32_t)pos;
+			uint64_t loc = (base + at / LSFS_BLK) << 3 | (at % LSFS_BLK) / LSFS_SECTOR;
+			if (!wu_index(ls, &d, loc, data + at))
+				return false;
+		}
+		expect = rh.rec_seq + 1;
+		off += (1 + rh.npayload) * LSFS_BLK;
+	}
+	return true;
+}
+
+static void wu_pump(struct lsfs *ls);
+
+static void wu_read_done(struct lsfs_child *c, int status)
+{
+	struct lsfs *ls = c->ls;
+	uint32_t s = ls->wu_seg;
+	ls->readers[s]--;
+	ls->wu_busy = false;
+	if (c->u64 != ls->wu_gen || ls->st.index_warmup != TND_LSFS_WARMUP_RUNNING) {
+		/* The walk ended meanwhile (dedup off, fail-stop). */
+		if (ls->st.index_warmup != TND_LSFS_WARMUP_RUNNING)
+			wu_release(ls);
+		if (ls->wu_pending)
+			wu_begin(ls);
+		wu_notify(ls);
+		return;
+	}
+	ls->st.warmup_scanned++;
+	if (status < 0)
+		tnd_warn(LSFS_TAG, "dedup index warm-up: reading segment %u failed (%s); skipping it", s,
+			 strerror(-status));
+	else if (wu_seg_ok(ls, s, ls->wu_seg_seq) &&
+		 !wu_parse(ls, s, ls->wu_seg_seq, ls->wu_buf, ls->sb.seg_size)) {
+		wu_end(ls, TND_LSFS_WARMUP_DONE, "index full");
+		return;
+	}
+	/* Client I/O since the tick: the rest waits for the next one. */
+	if (!ls->wu_cb && ls->st.reads + ls->st.writes != ls->wu_io)
+		ls->wu_quota = 0;
+	wu_pump(ls);
+}
+
+/* Scan segments while the quota lasts, until a read is in flight. */
+static void wu_pump(struct lsfs *ls)
+{
+	while (ls->st.index_warmup == TND_LSFS_WARMUP_RUNNING && !ls->wu_busy && ls->wu_quota) {
+		if (ls->failed || !ls->ddx) {
+			wu_stop(ls, ls->failed ? "the device failed" : "dedup off");
+			return;
+		}
+		if (ls->closing)
+			break;
+		/* The background walk gives way to GC and to writers short of
+		 * space; an explicit run only keeps away from GC's segments. */
+		if (!ls->wu_cb && (ls->gc_busy || writers_wait(ls)))
+			break;
+		if (ls->wu_next >= ls->wu_n) {
+			wu_end(ls, TND_LSFS_WARMUP_DONE, NULL);
+			return;
+		}
+		uint32_t s = ls->wu_segs[ls->wu_next];
+		uint64_t seq = ls->wu_seqs[ls->wu_next];
+		ls->wu_next++;
+		ls->wu_quota--;
+		if (!wu_seg_ok(ls, s, seq)) {
+			/* Emptied, reused or being cleaned since the list was
+			 * made: GC's moves keep their entries, new lives are
+			 * indexed by the writes that made them. */
+			ls->st.warmup_scanned++;
+			continue;
+		}
+		const struct lsfs_buf *b = buf_of_seg(ls, s);
+		if (b) {
+			/* Still in RAM (the open segment, or not yet written):
+			 * its sealed records, no read. */
+			ls->st.warmup_scanned++;
+			if (!wu_parse(ls, s, seq, b->data, b->sealed_end)) {
+				wu_end(ls, TND_LSFS_WARMUP_DONE, "index full");
+				return;
+			}
+			continue;
+		}
+		ls->wu_seg = s;
+		ls->wu_seg_seq = seq;
+		ls->wu_busy = true;
+		ls->readers[s]++;
+		int ret = child_submit(ls, TND_IO_READ, ls->sb.seg_off + (uint64_t)s * ls->sb.seg_size,
+				       ls->wu_buf, ls->sb.seg_size, wu_read_done, NULL, ls->wu_gen);
+		if (ret < 0) {
+			ls->readers[s]--;
+			ls->wu_busy = false;
+			ls->st.warmup_scanned++;
+		}
+	}
+	wu_notify(ls);
+}
+
+/* The background tick's share: one segment while clients do I/O, all when idle. */
+static void wu_tick(struct lsfs *ls)
+{
+	if (ls->wu_pending)
+		wu_begin(ls);
+	if (ls->st.index_warmup != TND_LSFS_WARMUP_RUNNING || ls->wu_cb)
+		return;
+	uint64_t io = ls->st.reads + ls->st.writes;
+	ls->wu_quota = io == ls->wu_io ? UINT32_MAX : WU_BUSY_SEGS;
+	ls->wu_io = io;
+	wu_pump(ls);
+}
+
+int tnd_lsfs_warmup_run(struct tnd_volume *vol, uint32_t max_segments, tnd_done_cb cb, void *arg)
+{
+	struct lsfs *ls = to_lsfs(vol);
+	if (ls->wu_cb)
+		return -EBUSY;
+	home_enter(ls);
+	if (ls->wu_pending)
+		wu_begin(ls);
+	ls->wu_cb = cb;
+	ls->wu_cb_arg = arg;
+	ls->wu_quota = max_segments ? max_segments : UINT32_MAX;
+	wu_pump(ls);
+	return 0;
+}
+
+void tnd_lsfs_start_background(struct tnd_volume *vol)
+{
+	home_enter(to_lsfs(vol));
+}
+
 /*
  * A checkpoint costs a copy of the whole map, so it is scheduled by the
  * log written since the last one relative to that cost (ckpt_ratio) and
@@ -3324,6 +3747,7 @@ static void tick_fn(struct tnd_timer *t)
 		ls->idle_writes = ls->st.writes;
 	}
 	gc_step(ls);
+	wu_tick(ls);
 	/* A stage waits for a segment boundary; an idle log has none: after
 	 * a tick without a record, append it among whatever comes next. */
 	if (stg_any(ls) && !ls->gc_busy) {
@@ -3708,6 +4132,7 @@ void tnd_lsfs_get_stats(struct tnd_volume *vol, struct tnd_lsfs_stats *out)
 		out->index_entries = ds.entries;
 		out->index_bytes = ds.bytes;
 	}
+	out->warmup_ms = out->index_warmup == TND_LSFS_WARMUP_OFF && !ls->wu_t0 ? 0 : wu_ms(ls);
 }
 
 static const char *ls_compress_name(struct tnd_volume *vol)
@@ -3736,6 +4161,11 @@ static void lsfs_stats_json(struct tnd_volume *vol, json_t *out)
 	NUM(compacted_bytes_saved); NUM(compaction_passes);
 #undef NUM
 	json_object_set_new(o, "dedup", json_boolean(to_lsfs(vol)->ddx != NULL));
+	json_object_set_new(o, "index_warmup", json_string(tnd_lsfs_warmup_name(st.index_warmup)));
+	json_object_set_new(o, "index_warmup_segments", json_integer((json_int_t)st.warmup_segments));
+	json_object_set_new(o, "index_warmup_scanned", json_integer((json_int_t)st.warmup_scanned));
+	json_object_set_new(o, "index_warmup_entries", json_integer((json_int_t)st.warmup_entries));
+	json_object_set_new(o, "index_warmup_ms", json_integer((json_int_t)st.warmup_ms));
 	/* Mapped blocks per stored payload: what dedup saves. */
 	json_object_set_new(o, "dedup_ratio", json_real(st.unique_blocks ? (double)st.mapped_blocks /
 							(double)st.unique_blocks : 1.0));
@@ -3776,7 +4206,7 @@ static int lsfs_resize(struct tnd_volume *vol, uint64_t num_blocks)
 static bool busy(const struct lsfs *ls)
 {
 	return ls->kick_pending || ls->wr_n > 0 || ls->flush_busy || ls->ckpt_busy || ls->gc_busy ||
-	       ls->reclaim_busy || ls->linger_armed;
+	       ls->reclaim_busy || ls->linger_armed || ls->wu_busy;
 }
 
 static void lsfs_free(struct lsfs *ls)
@@ -3808,6 +4238,10 @@ static void lsfs_free(struct lsfs *ls)
 	free(ls->stg);
 	free(ls->stg_pinned);
 	free(ls->stg_vict);
+	free(ls->wu_segs);
+	free(ls->wu_seqs);
+	free(ls->wu_buf);
+	free(ls->wu_dbuf);
 	free(ls);
 }
 
@@ -4024,6 +4458,7 @@ static void feat_apply(struct feat_req *q)
 		ls->cctx = q->cctx;
 		q->cctx = t;
 	}
+	bool dedup_on = q->dedup && !ls->ddx;
 	if (q->dedup != (ls->ddx != NULL)) {
 		struct tnd_dedup *t = ls->ddx;
 		ls->ddx = q->ddx;
@@ -4031,6 +4466,12 @@ static void feat_apply(struct feat_req *q)
 		struct dd_cache_ent *c = ls->dd_cache;
 		ls->dd_cache = q->cache;
 		q->cache = c;
+	}
+	/* The new index learns what is stored in the background; an index
+	 * switched off ends the walk that filled it. */
+	if (!ls->ddx) {
+		wu_stop(ls, "dedup switched off");
+		ls->st.index_warmup = TND_LSFS_WARMUP_OFF;
 	}
 	if (!ls->refs) {
 		ls->refs = q->refs;
@@ -4042,6 +4483,8 @@ static void feat_apply(struct feat_req *q)
 	atomic_store_explicit(&ls->cmode, q->mode, memory_order_relaxed);
 	atomic_store_explicit(&ls->pre_feat, (ls->cctx ? PRE_LZ4 : 0) | (ls->ddx ? PRE_FP : 0),
 			      memory_order_relaxed);
+	if (dedup_on)
+		wu_begin(ls);
 	q->ret = 0;
 }
 
@@ -4354,6 +4797,9 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 		lsfs_free(ls);
 		return ret;
 	}
+	/* The index starts empty: a background walk rebuilds it (nothing
+	 * runs here yet; the first tick on home scans). */
+	wu_begin(ls);
 	*out = &ls->vol;
 	return 0;
 }

@@ -9,7 +9,8 @@
  * (bit 0: closed or open, bit 1: fix up the CRC of every touched metadata
  * block so the damage gets past the first check, bit 2: the deferred store),
  * then 5-byte patches (block u16, offset u16, value u8). The patched image
- * is checked, opened, read whole and written a little. Built only with
+ * is checked, opened (the dedup store: its index warm-up run to the end),
+ * read whole and written a little. Built only with
  * TND_FUZZ (clang); see tests/fuzz/ for the conventions.
  */
 #include <stdint.h>
@@ -139,6 +140,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct tnd_volume_info info;
 		tnd_volume_info(vol, &info);
 		uint32_t n = (uint32_t)TND_MIN(info.num_blocks, 64);
+		/* Dedup on: the index warm-up parses every used segment's
+		 * records (damaged ones with a recomputed CRC included). */
+		if (deferred) {
+			bool done = false;
+			if (tnd_lsfs_warmup_run(vol, 0, gc_done, &done) == 0)
+				while (!done)
+					tnd_reactor_poll(reactor, -1);
+		}
 		uint8_t *all = calloc(n, info.block_size);
 		rw(vol, reactor, TND_IO_READ, 0, n, all, info.block_size);
 		rw(vol, reactor, TND_IO_WRITE, 0, TND_MIN(n, 2), all, info.block_size);

@@ -99,6 +99,7 @@ struct model {
 	uint64_t states;
 	uint64_t reused_states;    /* states whose replay went on in a reused segment */
 	uint64_t gc_states;        /* states whose replay applied records of a GC-only segment */
+	uint64_t warmups;          /* recovered dedup stores whose index warm-up ran before the reads */
 	uint64_t violations;
 	bool gc_busy, ckpt_busy;
 	bool errors_seen;
@@ -267,6 +268,11 @@ static void violation(struct model *m, const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
+static void warm_done(void *arg)
+{
+	*(bool *)arg = true;
+}
+
 static void verify_image(struct model *m)
 {
 	struct tnd_volume *ram;
@@ -289,6 +295,23 @@ static void verify_image(struct model *m)
 		tnd_volume_destroy(ram);
 		m->states++;
 		return;
+	}
+	/* Every fourth recovered dedup store rebuilds its index from the
+	 * (possibly torn) log before it is read: the walk must neither fail
+	 * nor change what reads return. */
+	if (m->opts.dedup && m->states % 4 == 0) {
+		bool wdone = false;
+		if (tnd_lsfs_warmup_run(vol, 0, warm_done, &wdone) < 0)
+			violation(m, "warm-up refused");
+		while (!wdone)
+			tnd_reactor_poll(m->v, -1);
+		struct tnd_lsfs_stats st;
+		tnd_lsfs_get_stats(vol, &st);
+		if (st.index_warmup != TND_LSFS_WARMUP_DONE || st.warmup_scanned != st.warmup_segments)
+			violation(m, "warm-up did not finish: state %u, %llu of %llu segments",
+				  st.index_warmup, (unsigned long long)st.warmup_scanned,
+				  (unsigned long long)st.warmup_segments);
+		m->warmups++;
 	}
 	uint8_t *data = malloc(m->nunits * m->lbs);
 	ret = vol_rw(vol, m->v, TND_IO_READ, 0, (uint32_t)m->nunits, data, m->lbs);
@@ -485,6 +508,7 @@ static void issue(struct model *m)
 
 static uint64_t reused_states;
 static uint64_t gc_states;
+static uint64_t warmups;
 
 static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs_stats *totals)
 {
@@ -599,6 +623,7 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 	*violations += m->violations;
 	reused_states += m->reused_states;
 	gc_states += m->gc_states;
+	warmups += m->warmups;
 	free(m);
 	return states;
 }
@@ -810,6 +835,12 @@ int main(int argc, char **argv)
 	       (unsigned long long)tot.compacted_blocks, (unsigned long long)tot.compaction_passes);
 	printf("  corruption: %llu damaged images opened and checked without a crash\n",
 	       (unsigned long long)corrupt);
+	printf("  %llu recovered dedup stores rebuilt their index (warm-up) before being read\n",
+	       (unsigned long long)warmups);
+	if (violations == 0 && warmups == 0) {
+		printf("  no recovered store ran the index warm-up\n");
+		return 1;
+	}
 	printf("  %llu crash states replayed into segments reused after a flush (the checkpoint "
 	       "listed them as used): %llu plain, %llu with compression/dedup\n",
 	       (unsigned long long)reused_states, (unsigned long long)reused_by_feature[0],

@@ -2035,6 +2035,316 @@ static void compress_mode_names(void **state)
 	assert_null(tnd_lsfs_compress_mode_name((enum tnd_lsfs_compress_mode)3));
 }
 
+/*
+ * Index warm-up: the format stores no fingerprints, so a reopened dedup
+ * store's index is empty until the background walk has read the log back.
+ * Blocks of every stored form (LZ4, plain, deferred) written before a
+ * close must be found again afterwards: copies at other LBAs become shares
+ * and take no new space, and every byte reads back.
+ */
+static void warmup_run_sync(struct env *e, uint32_t max)
+{
+	bool done = false;
+	assert_int_equal(tnd_lsfs_warmup_run(e->vol, max, done_flag, &done), 0);
+	wait_flag(e, &done);
+}
+
+static void dedup_index_warms_up_after_reopen(void **state)
+{
+	(void)state;
+	struct env e;
+	const uint32_t n = 96, nchunks = 1024;
+	env_format(&e, 16u << 20, 4096, (uint64_t)nchunks * 4096, 64u << 10);
+	e.o.dedup = true;
+	e.o.compress = true;
+	assert_int_equal(env_open(&e), 0);
+	bool exact = tnd_dedup_fp_bits() > 16;
+	uint8_t *w = malloc((size_t)n * 4096), *r = malloc((size_t)n * 4096);
+	assert_non_null(w);
+	assert_non_null(r);
+	/* random (plain), text (LZ4), half and half (LZ4 saving half) */
+	for (uint32_t k = 0; k < n; k++)
+		kind_fill(w + (size_t)k * 4096, 4096, (int)(k % 3 == 2 ? 3 : k % 3), 7000 + k);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 0, 64, w, 0), 0);
+	/* The last 32 deferred: stored raw with the DEFERRED mark. */
+	assert_int_equal(tnd_lsfs_set_compress_mode(e.vol, TND_LSFS_COMPRESS_DEFERRED), 0);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 64, n - 64, w + 64 * 4096, 0), 0);
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_true(st.compressed_blocks > 0 && st.deferred_blocks == n - 64);
+	/* (A fresh store has nothing to walk.) */
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_DONE);
+	env_close(&e);
+
+	e.o.compress_mode = TND_LSFS_COMPRESS_INLINE;
+	assert_int_equal(env_open(&e), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_RUNNING);
+	assert_int_equal(st.index_entries, 0);
+	assert_true(st.warmup_segments > 0);
+	assert_int_equal(st.warmup_scanned, 0);
+	/* One segment at a time, then the rest. */
+	warmup_run_sync(&e, 1);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.warmup_scanned, 1);
+	warmup_run_sync(&e, 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_DONE);
+	assert_int_equal(st.warmup_scanned, st.warmup_segments);
+	assert_true(exact ? st.warmup_entries == n : st.warmup_entries >= n * 3 / 4);
+	assert_int_equal(st.index_entries, st.warmup_entries);
+	assert_true(st.warmup_ms < 60000);
+	uint64_t stored = st.stored_bytes, hits = st.dedup_hits;
+	assert_int_equal(hits, 0);
+
+	/* The same contents elsewhere: shares, no new space. */
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 200, n, w, 0), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_true(exact ? st.dedup_hits == n : st.dedup_hits >= n * 3 / 4);
+	if (exact)
+		assert_int_equal(st.stored_bytes, stored);
+	assert_int_equal(st.unique_blocks, st.mapped_blocks - st.dedup_hits);
+	for (uint64_t at = 0; at <= 200; at += 200) {
+		assert_int_equal(io_sync(&e, TND_IO_READ, at, n, r, 0), 0);
+		assert_memory_equal(r, w, (size_t)n * 4096);
+	}
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+
+	/* Dedup switched on live over stored data starts a walk too. */
+	e.o.dedup = false;
+	assert_int_equal(env_open(&e), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_OFF);
+	assert_int_equal(tnd_lsfs_set_features(e.vol, true, true), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_RUNNING);
+	warmup_run_sync(&e, 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_DONE);
+	hits = st.dedup_hits;
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 400, n, w, 0), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_true(exact ? st.dedup_hits == hits + n : st.dedup_hits >= hits + n * 3 / 4);
+	/* Switched off: the walk is over. */
+	assert_int_equal(tnd_lsfs_set_features(e.vol, true, false), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_OFF);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 400, n, r, 0), 0);
+	assert_memory_equal(r, w, (size_t)n * 4096);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+	free(w);
+	free(r);
+	env_free(&e);
+}
+
+/*
+ * The walk against a changing store: blocks overwritten, unmapped and
+ * moved by GC after the reopen and between its steps (GC passes running
+ * at the same time as a step). What it indexes must be live when it is
+ * indexed: copies of dead contents written afterwards must not share
+ * dead payloads (tandem-check recounts every reference and segment), and
+ * every byte reads back, before and after another reopen.
+ */
+static void dedup_warmup_against_overwrites_unmaps_and_gc(void **state)
+{
+	(void)state;
+	struct env e;
+	const uint32_t nchunks = 1024, n = 384;
+	env_format(&e, 16u << 20, 4096, (uint64_t)nchunks * 4096, 64u << 10);
+	e.o.dedup = true;
+	e.o.compress = true;
+	assert_int_equal(env_open(&e), 0);
+	uint8_t *shadow = calloc(nchunks, 4096), *buf = malloc(16 * 4096);
+	uint8_t *old = malloc((size_t)n * 4096), *all = malloc((size_t)nchunks * 4096);
+	assert_non_null(shadow);
+	assert_non_null(buf);
+	assert_non_null(old);
+	assert_non_null(all);
+	for (uint32_t k = 0; k < n; k++)
+		kind_fill(shadow + (size_t)k * 4096, 4096, (int)(k % 4 == 3 ? 3 : k % 2), 9000 + k);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 0, n, shadow, 0), 0);
+	/* Shared payloads whose writer moves on below. */
+	memcpy(shadow + 500 * 4096, shadow, 32 * 4096);
+	memcpy(shadow + 540 * 4096, shadow, 32 * 4096);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 500, 32, shadow, 0), 0);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 540, 32, shadow, 0), 0);
+	memcpy(old, shadow, (size_t)n * 4096);
+	env_close(&e);
+
+	assert_int_equal(env_open(&e), 0);
+	uint64_t rng = 77;
+	struct tnd_lsfs_stats st;
+	for (int round = 0; round < 200; round++) {
+		tnd_lsfs_get_stats(e.vol, &st);
+		if (st.index_warmup != TND_LSFS_WARMUP_RUNNING && round > 40)
+			break;
+		/* Overwrite or unmap a few blocks of the old data. */
+		uint32_t cnt = 1 + (uint32_t)(test_rand(&rng) % 8);
+		uint64_t lba = test_rand(&rng) % (n - cnt);
+		uint64_t k = test_rand(&rng) % 4;
+		if (k == 0) {
+			assert_int_equal(io_sync(&e, TND_IO_UNMAP, lba, cnt, NULL, 0), 0);
+			memset(shadow + lba * 4096, 0, (size_t)cnt * 4096);
+		} else {
+			kind_fill(buf, (size_t)cnt * 4096, (int)(k % 2), rng);
+			assert_int_equal(io_sync(&e, TND_IO_WRITE, lba, cnt, buf, 0), 0);
+			memcpy(shadow + lba * 4096, buf, (size_t)cnt * 4096);
+		}
+		/* A warm-up step, with a GC pass at the same time now and then. */
+		bool gdone = true, wdone = false;
+		if (round % 3 == 0) {
+			gdone = false;
+			assert_int_equal(tnd_lsfs_gc_run(e.vol, done_flag, &gdone), 0);
+		}
+		assert_int_equal(tnd_lsfs_warmup_run(e.vol, 1, done_flag, &wdone), 0);
+		wait_flag(&e, &wdone);
+		wait_flag(&e, &gdone);
+	}
+	warmup_run_sync(&e, 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_DONE);
+	assert_true(st.gc_moved_blocks > 0);
+	assert_true(st.warmup_entries > 0);
+	/* Copies of every old content, dead or alive, at new LBAs. */
+	uint64_t hits = st.dedup_hits;
+	for (uint32_t k = 0; k < n; k += 16) {
+		uint64_t at = 600 + k;
+		if (at + 16 > nchunks)
+			break;
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, at, 16, old + (size_t)k * 4096, 0), 0);
+		memcpy(shadow + at * 4096, old + (size_t)k * 4096, 16 * 4096);
+	}
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_true(st.dedup_hits > hits);
+	if (tnd_dedup_fp_bits() > 16)
+		assert_int_equal(st.verify_mismatches, 0);
+	for (int pass = 0; pass < 2; pass++) {
+		assert_int_equal(io_sync(&e, TND_IO_READ, 0, nchunks, all, 0), 0);
+		assert_memory_equal(all, shadow, (size_t)nchunks * 4096);
+		env_close(&e);
+		assert_int_equal(env_check_errors(&e, true), 0);
+		assert_int_equal(env_open(&e), 0);
+	}
+	/* Drop everything but the copies, clean, check again. */
+	assert_int_equal(io_sync(&e, TND_IO_UNMAP, 0, 600, NULL, 0), 0);
+	memset(shadow, 0, 600 * 4096);
+	for (int i = 0; i < 8; i++) {
+		bool done = false;
+		assert_int_equal(tnd_lsfs_gc_run(e.vol, done_flag, &done), 0);
+		wait_flag(&e, &done);
+	}
+	warmup_run_sync(&e, 0);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 0, nchunks, all, 0), 0);
+	assert_memory_equal(all, shadow, (size_t)nchunks * 4096);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+	free(shadow);
+	free(buf);
+	free(old);
+	free(all);
+	env_free(&e);
+}
+
+
+/*
+ * A tight index budget: the walk never grows the index past it, ends
+ * once its inserts start to evict, and what it kept is the newest
+ * content (segments are walked newest first).
+ */
+static void dedup_warmup_tight_budget_keeps_newest(void **state)
+{
+	(void)state;
+	struct env e;
+	const uint32_t n = 2048;
+	env_format(&e, 32u << 20, 4096, (uint64_t)n * 4096, 64u << 10);
+	e.o.dedup = true;
+	e.o.dedup_index_bytes = 16384;
+	assert_int_equal(env_open(&e), 0);
+	uint8_t *w = malloc((size_t)n * 4096), *r = malloc(64 * 4096);
+	assert_non_null(w);
+	assert_non_null(r);
+	fill(w, (size_t)n * 4096, 31337);
+	for (uint32_t k = 0; k < n; k += 64)
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, k, 64, w + (size_t)k * 4096, 0), 0);
+	env_close(&e);
+	assert_int_equal(env_open(&e), 0);
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	uint64_t budget = st.index_bytes;
+	assert_true(budget <= 16384);
+	warmup_run_sync(&e, 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_DONE);
+	assert_int_equal(st.index_bytes, budget);
+	assert_true(st.warmup_scanned < st.warmup_segments);   /* ended early: full */
+	assert_true(st.warmup_entries < n / 2);
+	assert_true(st.index_entries * TND_DEDUP_SLOT_BYTES <= budget);
+	/* The newest 64 blocks (walked first) are found, the oldest not. */
+	tnd_lsfs_get_stats(e.vol, &st);
+	uint64_t hits = st.dedup_hits;
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 0, 64, w + (size_t)(n - 64) * 4096, 0), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	bool exact = tnd_dedup_fp_bits() > 16;
+	assert_true(exact ? st.dedup_hits - hits >= 60 : st.dedup_hits - hits >= 32);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 0, 64, r, 0), 0);
+	assert_memory_equal(r, w + (size_t)(n - 64) * 4096, 64 * 4096);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+	free(w);
+	free(r);
+	env_free(&e);
+}
+
+
+/*
+ * Close with a warm-up read in flight (it is waited for; ASan sees no
+ * leak or use after free), and a fail-stop ends the walk.
+ */
+static void dedup_warmup_close_and_fail_stop(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 16u << 20, 4096, 4u << 20, 64u << 10);
+	e.o.dedup = true;
+	assert_int_equal(env_open(&e), 0);
+	uint8_t *w = malloc(256 * 4096);
+	assert_non_null(w);
+	fill(w, 256 * 4096, 4711);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 0, 256, w, 0), 0);
+	env_close(&e);
+
+	assert_int_equal(env_open(&e), 0);
+	bool done = false;
+	assert_int_equal(tnd_lsfs_warmup_run(e.vol, 1, done_flag, &done), 0);
+	assert_false(done);   /* its read is in flight */
+	assert_int_equal(tnd_lsfs_warmup_run(e.vol, 1, done_flag, &done), -EBUSY);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, false), 0);
+
+	struct tnd_volume *ram, *fault;
+	assert_int_equal(ram_vol_wrap(e.img, e.size, 512, &ram), 0);
+	assert_int_equal(fault_vol_create(ram, &fault), 0);
+	struct fault_vol *fv = fault_vol_of(fault);
+	assert_int_equal(tnd_lsfs_open(fault, e.r, &e.o, &e.vol), 0);
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_RUNNING);
+	fault_fail_at(fv, fault_points(fv), -EIO);
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 300, 1, w, 0), -EIO);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_OFF);
+	done = false;
+	assert_int_equal(tnd_lsfs_warmup_run(e.vol, 0, done_flag, &done), 0);
+	assert_true(done);   /* nothing left to run */
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_OFF);
+	env_close(&e);
+	free(w);
+	env_free(&e);
+}
+
 int main(int argc, char **argv)
 {
 	tnd_log_set_level(TND_LOG_ERROR);
@@ -2077,6 +2387,10 @@ int main(int argc, char **argv)
 		cmocka_unit_test(deferred_compress_idle_compaction),
 		cmocka_unit_test(adaptive_compresses_at_low_load),
 		cmocka_unit_test(compress_mode_names),
+		cmocka_unit_test(dedup_index_warms_up_after_reopen),
+		cmocka_unit_test(dedup_warmup_against_overwrites_unmaps_and_gc),
+		cmocka_unit_test(dedup_warmup_tight_budget_keeps_newest),
+		cmocka_unit_test(dedup_warmup_close_and_fail_stop),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
