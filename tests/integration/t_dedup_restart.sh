@@ -10,7 +10,7 @@
 source "$(dirname "$0")/lib.sh"
 
 command -v qemu-img >/dev/null || skip "qemu-img not installed"
-command -v qemu-io >/dev/null || skip "qemu-io not installed"
+command -v qemu-img >/dev/null || skip "qemu-img not installed"
 command -v curl >/dev/null || skip "curl not installed"
 
 CHECK="$TND_BUILD/tools/tandem-check/tandem-check"
@@ -25,23 +25,12 @@ stats() {
 	curl -sf -H "Authorization: Bearer $(cat "$DATA/api.token")" \
 		"http://127.0.0.1:$MPORT/v1/devices/dr"
 }
-field() { grep -o "\"$1\": *[0-9.e+-]*" | head -1 | sed 's/.*: *//'; }
 sfield() { grep -o "\"$1\": *\"[a-z]*\"" | head -1 | sed 's/.*: *"//; s/"//'; }
 
-# The image in 4 MiB pieces (qemu-io writes a piece file from its start).
 img="$TND_TMP/img.raw"
 head -c $((IMG_MIB * MIB)) /dev/urandom >"$img"
-for i in $(seq 0 $((IMG_MIB / 4 - 1))); do
-	dd if="$img" of="$TND_TMP/piece$i" bs=4M skip="$i" count=1 status=none
-done
 # write_at OFFSET_MIB: the image at that offset of the LUN.
-write_at() {
-	local cmds=() i
-	for i in $(seq 0 $((IMG_MIB / 4 - 1))); do
-		cmds+=(-c "write -q -s $TND_TMP/piece$i $(($1 + 4 * i))M 4M")
-	done
-	qemu-io -f raw "${cmds[@]}" "$URL" || fail "qemu-io write at ${1} MiB failed"
-}
+write_at() { lun_put "$img" $(($1 * MIB)) "$T" || fail "writing the image at ${1} MiB failed"; }
 
 start
 ctl device create dr --size 128MiB --dedup || fail "device create --dedup"
