@@ -10,7 +10,6 @@
 source "$(dirname "$0")/lib.sh"
 
 command -v qemu-img >/dev/null || skip "qemu-img not installed"
-command -v qemu-img >/dev/null || skip "qemu-img not installed"
 command -v curl >/dev/null || skip "curl not installed"
 
 CHECK="$TND_BUILD/tools/tandem-check/tandem-check"
