@@ -143,6 +143,12 @@ void tnd_reactor_set_busy_poll_hinted(struct tnd_reactor *r, uint32_t usec);
  */
 void tnd_reactor_spin_want(struct tnd_reactor *r, bool on);
 
+/*
+ * Busy-poll accounting: waits that spun, and the wall time they spun (ns).
+ * Written by @r's thread, readable from any (relaxed: a snapshot).
+ */
+void tnd_reactor_spin_stats(const struct tnd_reactor *r, uint64_t *spins, uint64_t *spin_ns);
+
 /* Start a thread that runs tnd_reactor_poll(r, -1) until stopped. */
 int tnd_reactor_start(struct tnd_reactor *r);
 

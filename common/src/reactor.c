@@ -48,6 +48,7 @@ struct tnd_reactor {
 	bool spin_hinted;
 	unsigned spin_wanted;
 	unsigned spin_probe;            /* disarmed: every 64th wait spins anyway */
+	_Atomic uint64_t spins, spin_total_ns; /* tnd_reactor_spin_stats; this thread writes */
 
 	/* Deferred work for the next loop turn, FIFO. */
 	struct tnd_defer *defer_head, **defer_tail;
@@ -324,6 +325,12 @@ void tnd_reactor_set_busy_poll_hinted(struct tnd_reactor *r, uint32_t usec)
 	r->spin_hinted = true;
 }
 
+void tnd_reactor_spin_stats(const struct tnd_reactor *r, uint64_t *spins, uint64_t *spin_ns)
+{
+	*spins = atomic_load_explicit(&r->spins, memory_order_relaxed);
+	*spin_ns = atomic_load_explicit(&r->spin_total_ns, memory_order_relaxed);
+}
+
 void tnd_reactor_spin_want(struct tnd_reactor *r, bool on)
 {
 	if (on)
@@ -368,6 +375,12 @@ static bool spin(struct tnd_reactor *r, int64_t wait_ns, uint64_t *spun)
 		cpu_relax();
 	}
 	*spun = now - start;
+	/* Plain stores, no locked add: only this thread writes them. */
+	atomic_store_explicit(&r->spins, atomic_load_explicit(&r->spins, memory_order_relaxed) + 1,
+			      memory_order_relaxed);
+	atomic_store_explicit(&r->spin_total_ns,
+			      atomic_load_explicit(&r->spin_total_ns, memory_order_relaxed) + *spun,
+			      memory_order_relaxed);
 	return io_uring_cq_ready(&r->ring) ||
 	       atomic_load_explicit(&r->inbox, memory_order_relaxed);
 }
