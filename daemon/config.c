@@ -256,8 +256,11 @@ static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char
 			return ERR("%s.size: an lsfs device's size must be a multiple of 4 KiB", where);
 		if (dev->size > (64ull << 40))
 			return ERR("%s.size: lsfs devices are at most 64 TiB", where);
+		/* A full device then fills 80 % of its store, the fill GC is
+		 * designed for; at size + 1/8 a full device under uniform
+		 * overwrites wrote about 4 backing bytes per client byte. */
 		if (dev->capacity == 0)
-			dev->capacity = (dev->size + dev->size / 8 + (64u << 20) + (1u << 20) - 1) &
+			dev->capacity = (dev->size + dev->size / 4 + (64u << 20) + (1u << 20) - 1) &
 					~(uint64_t)((1u << 20) - 1);
 		if (dev->capacity % 4096)
 			return ERR("%s.capacity: must be a multiple of 4 KiB", where);

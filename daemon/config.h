@@ -42,7 +42,7 @@ struct tnd_config_device {
 	uint32_t block_size;
 	bool read_only;
 	/* lsfs only */
-	uint64_t capacity;      /* backing bytes; 0 = size + 1/8 + 64 MiB */
+	uint64_t capacity;      /* backing bytes; 0 = size + 1/4 + 64 MiB */
 	bool write_cache;       /* WCE=1: acked writes stable after FLUSH/FUA */
 	bool compress;          /* lsfs: LZ4 for new writes ("compress": "lz4") */
 	int compress_mode;      /* lsfs: when LZ4 runs, TND_CONFIG_CMODE_*; default adaptive */

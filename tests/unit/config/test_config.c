@@ -22,8 +22,8 @@ static void default_config_is_the_demo(void **state)
 	assert_int_equal(c->devices[0].type, TND_DEV_LSFS);
 	assert_int_equal(c->devices[0].size, 1ull << 30);
 	assert_true(c->devices[0].write_cache);
-	/* Thin backing with room for the log to clean: size + 1/8 + 64 MiB. */
-	assert_int_equal(c->devices[0].capacity, (1ull << 30) + (1ull << 27) + (64ull << 20));
+	/* Thin backing with room for the log to clean: size + 1/4 + 64 MiB. */
+	assert_int_equal(c->devices[0].capacity, (1ull << 30) + (1ull << 28) + (64ull << 20));
 	assert_int_equal(c->nr_targets, 1);
 	assert_string_equal(c->targets[0].iqn, TND_DEMO_IQN);
 	assert_true(c->targets[0].allow_any);
