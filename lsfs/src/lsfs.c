@@ -146,7 +146,6 @@
 #define LSFS_PRE_MAX_BYTES (8u << 20)  /* larger writes are staged at home */
 #define LSFS_MAX_WRITES 8             /* most log writes in flight (opts.log_writes) */
 #define LSFS_GC_RESERVE 2u            /* segments only GC may take */
-#define LSFS_GC_AHEAD 8u              /* moves whose map entries GC prefetches ahead */
 
 struct lsfs;
 struct lsfs_waiter;
@@ -2706,8 +2705,6 @@ static void gc_continue(struct lsfs *ls)
 	uint64_t base = lsfs_seg_base_pba(&ls->sb, v);
 	ls->gc_in_append = true;
 	while (ls->gc_next < ls->gc_nmoves && !ls->failed) {
-		if (ls->gc_next + LSFS_GC_AHEAD < ls->gc_nmoves)
-			lsfs_map_prefetch(&ls->map, ls->gc_lbas[ls->gc_next + LSFS_GC_AHEAD]);
 		uint64_t loc = ls->gc_locs[ls->gc_next];
 		const uint8_t *src = ls->gc_buf + ((loc >> 3) - base) * LSFS_BLK + (loc & 7) * LSFS_SECTOR;
 		uint64_t moved = ls->st.gc_moved_blocks;
@@ -2886,8 +2883,6 @@ static int gc_stage_append(struct lsfs *ls, bool whole)
 	int ret = 0;
 	ls->gc_in_append = true;
 	while (stg_any(ls) && !ls->failed) {
-		if (ls->stg_next + LSFS_GC_AHEAD < ls->stg_n)
-			lsfs_map_prefetch(&ls->map, ls->stg[ls->stg_next + LSFS_GC_AHEAD].lba);
 		const struct gc_stage_ent *e = &ls->stg[ls->stg_next];
 		uint64_t moved = ls->st.gc_moved_blocks;
 		ret = gc_move(ls, &ls->stg_grp, e->lba, e->loc, ls->stg_buf + e->off, whole);
@@ -3141,13 +3136,6 @@ static void gc_read_done(struct lsfs_child *c, int status)
 		    off + (uint64_t)(1 + rh.npayload) * LSFS_BLK > sb->seg_size)
 			break;
 		uint32_t sec = 0;
-		/* The record's chunks first, all at once: their map entries
-		 * then load in parallel instead of one miss after another. */
-		for (uint32_t i = 0; i < rh.ndesc; i++) {
-			struct lsfs_desc d;
-			lsfs_desc_decode(hdr, i, &d);
-			lsfs_map_prefetch(&ls->map, d.lba);
-		}
 		for (uint32_t i = 0; i < rh.ndesc; i++) {
 			struct lsfs_desc d;
 			lsfs_desc_decode(hdr, i, &d);

@@ -287,20 +287,6 @@ int lsfs_map_grow(struct lsfs_map *m, uint64_t nchunks);
 void lsfs_map_free(struct lsfs_map *m);
 /* NULL when unmapped. */
 const struct lsfs_ment *lsfs_map_get(const struct lsfs_map *m, uint64_t chunk);
-/*
- * Start loading @chunk's entry into the cache, for a lookup a few steps
- * later: GC looks up a victim's chunks one after another, each at a random
- * place in the map (a cache miss apiece, most of a pass's parse time), and
- * knows them ahead. A hint only: nothing for a sparse leaf.
- */
-static inline void lsfs_map_prefetch(const struct lsfs_map *m, uint64_t chunk)
-{
-	if (chunk >= m->nchunks)
-		return;
-	const struct lsfs_leaf *l = m->leaves[chunk >> LSFS_LEAF_BITS];
-	if (l && l->dense)
-		__builtin_prefetch(&l->e[chunk & (LSFS_LEAF_N - 1)]);
-}
 /* Make sure the leaves for [c, c+n) exist, so that a set cannot fail. */
 int lsfs_map_reserve(struct lsfs_map *m, uint64_t c, uint64_t n);
 /* Returns the old pba (0 when it was unmapped) and, with @old, the old
