@@ -453,7 +453,8 @@ struct lsfs {
 	uint8_t *gc_buf;
 	uint64_t *gc_locs;             /* lsfs_ment_loc of live payloads found in the victim */
 	uint64_t *gc_lbas;             /* the chunk mapping each */
-	uint32_t gc_cap;               /* room in gc_locs/gc_lbas */
+	uint8_t *gc_secs;              /* the sectors each payload is stored in (1..8) */
+	uint32_t gc_cap;               /* room in gc_locs/gc_lbas/gc_secs */
 	struct gc_grp gc_grp;          /* dedup: the shared payload the pass is moving */
 	uint32_t gc_nmoves, gc_next;
 	bool *gc_skip;
@@ -2949,15 +2950,16 @@ static int gc_stage_add(struct lsfs *ls)
 		return 0;
 	uint32_t v = ls->gc_victim;
 	uint64_t base = lsfs_seg_base_pba(&ls->sb, v);
-	uint32_t n = 0, sec = 0;
+	/* The moves were listed just now, in this same turn of the reactor
+	 * (gc_read_done or gc_collect_from_map, from the map as it is): all
+	 * live, their stored sizes taken with them, so staging looks nothing
+	 * up in the map again (a map lookup is a cache miss per block; the
+	 * append checks each move against the map anyway). */
+	uint32_t n = ls->gc_nmoves, sec = 0;
 	uint64_t prev = 0;
-	for (uint32_t i = 0; i < ls->gc_nmoves; i++) {
-		const struct lsfs_ment *m = lsfs_map_get(&ls->map, ls->gc_lbas[i]);
-		if (!m || lsfs_ment_loc(m) != ls->gc_locs[i])
-			continue;
-		n++;
+	for (uint32_t i = 0; i < n; i++) {
 		if (ls->gc_locs[i] != prev)
-			sec += lsfs_len_sectors(lsfs_aux_len(m->aux));
+			sec += ls->gc_secs[i];
 		prev = ls->gc_locs[i];
 	}
 	if (n == 0)
@@ -2978,21 +2980,18 @@ static int gc_stage_add(struct lsfs *ls)
 	}
 	prev = 0;
 	uint32_t off = 0;
-	for (uint32_t i = 0; i < ls->gc_nmoves; i++) {
+	for (uint32_t i = 0; i < n; i++) {
 		uint64_t loc = ls->gc_locs[i];
-		const struct lsfs_ment *m = lsfs_map_get(&ls->map, ls->gc_lbas[i]);
-		if (!m || lsfs_ment_loc(m) != loc)
-			continue;
 		struct gc_stage_ent *e = &ls->stg[ls->stg_n++];
 		e->lba = ls->gc_lbas[i];
 		e->loc = loc;
 		e->sec = 0;
 		if (loc != prev) {
-			uint32_t len = lsfs_aux_len(m->aux);
 			off = ls->stg_bsec * LSFS_SECTOR;
 			memcpy(ls->stg_buf + off,
-			       ls->gc_buf + ((loc >> 3) - base) * LSFS_BLK + (loc & 7) * LSFS_SECTOR, len);
-			e->sec = lsfs_len_sectors(len);
+			       ls->gc_buf + ((loc >> 3) - base) * LSFS_BLK + (loc & 7) * LSFS_SECTOR,
+			       (size_t)ls->gc_secs[i] * LSFS_SECTOR);
+			e->sec = ls->gc_secs[i];
 			ls->stg_bsec += e->sec;
 			ls->stg_sec += e->sec;
 		}
@@ -3075,6 +3074,7 @@ static void gc_stage_write(struct lsfs *ls)
  */
 struct gc_pair {
 	uint64_t loc, lba;
+	uint8_t sec;
 };
 
 static int gc_pair_cmp(const void *a, const void *b)
@@ -3098,7 +3098,10 @@ static int gc_collect_from_map(struct lsfs *ls, uint32_t v)
 		uint64_t *b = a ? realloc(ls->gc_lbas, (size_t)need * sizeof(*b)) : NULL;
 		if (b)
 			ls->gc_lbas = b;
-		if (!a || !b) {
+		uint8_t *q = b ? realloc(ls->gc_secs, need) : NULL;
+		if (q)
+			ls->gc_secs = q;
+		if (!a || !b || !q) {
 			free(pairs);
 			return -ENOMEM;
 		}
@@ -3110,12 +3113,14 @@ static int gc_collect_from_map(struct lsfs *ls, uint32_t v)
 		const struct lsfs_ment *m = lsfs_map_get(&ls->map, c);
 		uint64_t pba = lsfs_ment_pba(m);
 		if (pba >= base && pba < end)
-			pairs[n++] = (struct gc_pair){ .loc = lsfs_ment_loc(m), .lba = c };
+			pairs[n++] = (struct gc_pair){ .loc = lsfs_ment_loc(m), .lba = c,
+						       .sec = (uint8_t)lsfs_len_sectors(lsfs_aux_len(m->aux)) };
 	}
 	qsort(pairs, n, sizeof(*pairs), gc_pair_cmp);
 	for (uint32_t i = 0; i < n; i++) {
 		ls->gc_locs[i] = pairs[i].loc;
 		ls->gc_lbas[i] = pairs[i].lba;
+		ls->gc_secs[i] = pairs[i].sec;
 	}
 	free(pairs);
 	ls->gc_nmoves = n;
@@ -3169,6 +3174,7 @@ static void gc_read_done(struct lsfs_child *c, int status)
 			if (m && lsfs_ment_loc(m) == loc) {
 				ls->gc_lbas[n] = d.lba;
 				ls->gc_locs[n] = loc;
+				ls->gc_secs[n] = (uint8_t)lsfs_len_sectors(d.stored_len);
 				n++;
 			}
 		}
@@ -4233,6 +4239,7 @@ static void lsfs_free(struct lsfs *ls)
 		tnd_compress_ctx_destroy(ls->helpers[i].cctx);
 	free(ls->helpers);
 	free(ls->gc_lbas);
+	free(ls->gc_secs);
 	free(ls->gc_skip);
 	free(ls->stg_buf);
 	free(ls->stg);
@@ -4693,12 +4700,13 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	size_t max_pay = (size_t)ls->seg_blocks * (LSFS_BLK / LSFS_SECTOR);
 	ls->gc_locs = calloc(max_pay, sizeof(*ls->gc_locs));
 	ls->gc_lbas = calloc(max_pay, sizeof(*ls->gc_lbas));
+	ls->gc_secs = calloc(max_pay, sizeof(*ls->gc_secs));
 	ls->gc_cap = (uint32_t)max_pay;
 	ls->zbuf = lsfs_alloc_blocks(LSFS_BLK);
 	ls->cbuf = lsfs_alloc_blocks(LSFS_BLK);
 	ls->dbuf = lsfs_alloc_blocks(LSFS_BLK);
 	ls->gcz = lsfs_alloc_blocks(LSFS_BLK);
-	if (!ls->gcz || !ls->readers || !ls->ckpt_frees || !ls->dead_rec || !ls->gc_skip || !ls->gc_locs || !ls->gc_lbas ||
+	if (!ls->gcz || !ls->readers || !ls->ckpt_frees || !ls->dead_rec || !ls->gc_skip || !ls->gc_locs || !ls->gc_lbas || !ls->gc_secs ||
 	    !ls->stg_pinned || !ls->stg_vict || (!ls->opts.gc_mix && !ls->stg_buf) ||
 	    !ls->zbuf || !ls->cbuf || !ls->dbuf) {
 		lsfs_free(ls);
