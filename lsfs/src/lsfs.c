@@ -3128,6 +3128,88 @@ static int gc_collect_from_map(struct lsfs *ls, uint32_t v)
 	return 0;
 }
 
+/*
+ * The records at the start of segment @s's bytes @data (@len of them), in
+ * the segment's life @seq, read as GC and the index warm-up read them:
+ * each record's CRC and life, consecutive sequence numbers, the record
+ * within @len. @fn sees every descriptor that carries a payload, in order:
+ * the payload's address @loc, its offset @at in @data, and @overrun when it
+ * runs past its record's payload blocks (a damaged record). @fn answers
+ * WALK_ON, WALK_NEXT_RECORD (skip the rest of this record) or WALK_STOP;
+ * seg_walk returns false when @fn stopped it.
+ */
+enum walk_step { WALK_ON, WALK_NEXT_RECORD, WALK_STOP };
+typedef enum walk_step (*seg_walk_fn)(struct lsfs *ls, const struct lsfs_desc *d, uint64_t loc,
+				       uint32_t at, bool overrun, void *arg);
+
+static bool seg_walk(struct lsfs *ls, uint32_t s, uint64_t seq, const uint8_t *data, uint32_t len,
+		     seg_walk_fn fn, void *arg)
+{
+	uint64_t base = lsfs_seg_base_pba(&ls->sb, s);
+	uint32_t off = 0;
+	uint64_t expect = 0;
+	while (off + LSFS_BLK <= len) {
+		const uint8_t *hdr = data + off;
+		struct lsfs_rec rh;
+		if (lsfs_rec_decode(hdr, ls->sb.uuid, &rh) < 0 || rh.seg_seq != seq ||
+		    (off && rh.rec_seq != expect) || off + (uint64_t)(1 + rh.npayload) * LSFS_BLK > len)
+			break;
+		uint64_t pay_end = (uint64_t)rh.npayload * LSFS_BLK;
+		uint64_t sec = 0;
+		for (uint32_t i = 0; i < rh.ndesc; i++) {
+			struct lsfs_desc d;
+			lsfs_desc_decode(hdr, i, &d);
+			uint32_t plen = lsfs_desc_payload(&d);
+			if (!plen)
+				continue;
+			uint64_t pos = sec * LSFS_SECTOR;
+			sec += lsfs_len_sectors(plen);
+			uint32_t at = off + LSFS_BLK + (uint32_t)pos;
+			uint64_t loc = (base + at / LSFS_BLK) << 3 | (at % LSFS_BLK) / LSFS_SECTOR;
+			enum walk_step step = fn(ls, &d, loc, at, pos + plen > pay_end, arg);
+			if (step == WALK_STOP)
+				return false;
+			if (step == WALK_NEXT_RECORD)
+				break;
+		}
+		expect = rh.rec_seq + 1;
+		off += (1 + rh.npayload) * LSFS_BLK;
+	}
+	return true;
+}
+
+/* GC's pick from a victim's records: the DATA payloads still mapped where
+ * they are (a damaged record's payloads included: the map decides). */
+static enum walk_step gc_pick(struct lsfs *ls, const struct lsfs_desc *d, uint64_t loc, uint32_t at,
+			      bool overrun, void *arg)
+{
+	(void)at;
+	(void)overrun;
+	uint32_t *n = arg;
+	if ((d->flags & LSFS_DESC_KIND_MASK) != LSFS_DESC_DATA)
+		return WALK_ON;
+	const struct lsfs_ment *m = lsfs_map_get(&ls->map, d->lba);
+	if (m && lsfs_ment_loc(m) == loc) {
+		ls->gc_lbas[*n] = d->lba;
+		ls->gc_locs[*n] = loc;
+		ls->gc_secs[*n] = (uint8_t)lsfs_len_sectors(d->stored_len);
+		(*n)++;
+	}
+	return WALK_ON;
+}
+
+/* Move victim @v's live blocks as the map names them (a dedup store, or
+ * records that do not explain every mapped block). */
+static void gc_by_map(struct lsfs *ls, uint32_t v)
+{
+	if (gc_collect_from_map(ls, v) < 0) {
+		ls->gc_skip[v] = true;
+		gc_finish(ls);
+		return;
+	}
+	gc_dispatch(ls);
+}
+
 static void gc_read_done(struct lsfs_child *c, int status)
 {
 	struct lsfs *ls = c->ls;
@@ -3140,47 +3222,11 @@ static void gc_read_done(struct lsfs_child *c, int status)
 	}
 	ls->gc_grp = (struct gc_grp){ 0 };
 	if (ls->refs) {
-		if (gc_collect_from_map(ls, v) < 0) {
-			ls->gc_skip[v] = true;
-			gc_finish(ls);
-			return;
-		}
-		gc_dispatch(ls);
+		gc_by_map(ls, v);
 		return;
 	}
-	const struct lsfs_sb *sb = &ls->sb;
-	uint64_t base = lsfs_seg_base_pba(sb, v);
-	uint32_t off = 0, n = 0;
-	uint64_t expect = 0;
-	while (off + LSFS_BLK <= sb->seg_size) {
-		const uint8_t *hdr = ls->gc_buf + off;
-		struct lsfs_rec rh;
-		if (lsfs_rec_decode(hdr, sb->uuid, &rh) < 0 || rh.seg_seq != ls->segs[v].seq ||
-		    (off && rh.rec_seq != expect) ||
-		    off + (uint64_t)(1 + rh.npayload) * LSFS_BLK > sb->seg_size)
-			break;
-		uint32_t sec = 0;
-		for (uint32_t i = 0; i < rh.ndesc; i++) {
-			struct lsfs_desc d;
-			lsfs_desc_decode(hdr, i, &d);
-			if (!lsfs_desc_payload(&d))
-				continue;
-			uint32_t pos = off + LSFS_BLK + sec * LSFS_SECTOR;
-			sec += lsfs_len_sectors(d.stored_len);
-			if ((d.flags & LSFS_DESC_KIND_MASK) != LSFS_DESC_DATA)
-				continue;
-			uint64_t loc = (base + pos / LSFS_BLK) << 3 | (pos % LSFS_BLK) / LSFS_SECTOR;
-			const struct lsfs_ment *m = lsfs_map_get(&ls->map, d.lba);
-			if (m && lsfs_ment_loc(m) == loc) {
-				ls->gc_lbas[n] = d.lba;
-				ls->gc_locs[n] = loc;
-				ls->gc_secs[n] = (uint8_t)lsfs_len_sectors(d.stored_len);
-				n++;
-			}
-		}
-		expect = rh.rec_seq + 1;
-		off += (1 + rh.npayload) * LSFS_BLK;
-	}
+	uint32_t n = 0;
+	seg_walk(ls, v, ls->segs[v].seq, ls->gc_buf, ls->sb.seg_size, gc_pick, &n);
 	/*
 	 * Mapped blocks the records do not account for: the log after the
 	 * checkpoint was damaged before the records that moved them out were
@@ -3196,12 +3242,7 @@ static void gc_read_done(struct lsfs_child *c, int status)
 	if (n < ls->segs[v].live) {
 		tnd_warn(LSFS_TAG, "gc: segment %u holds %u mapped blocks its records do not explain; "
 			 "moving them as they are (reads of them fail their CRC)", v, ls->segs[v].live - n);
-		if (gc_collect_from_map(ls, v) < 0) {
-			ls->gc_skip[v] = true;
-			gc_finish(ls);
-			return;
-		}
-		gc_dispatch(ls);
+		gc_by_map(ls, v);
 		return;
 	}
 	ls->gc_nmoves = n;
@@ -3554,45 +3595,26 @@ static bool wu_index(struct lsfs *ls, const struct lsfs_desc *d, uint64_t loc, c
 	return ls->wu_evicted * WU_EVICT_DIV <= ls->st.warmup_entries;
 }
 
+/* The warm-up's step of seg_walk: index a DATA payload; a damaged
+ * record's remaining payloads are not trusted. */
+static enum walk_step wu_visit(struct lsfs *ls, const struct lsfs_desc *d, uint64_t loc, uint32_t at,
+			       bool overrun, void *arg)
+{
+	const uint8_t *data = arg;
+	if (overrun)
+		return WALK_NEXT_RECORD;
+	if ((d->flags & LSFS_DESC_KIND_MASK) != LSFS_DESC_DATA)
+		return WALK_ON;
+	return wu_index(ls, d, loc, data + at) ? WALK_ON : WALK_STOP;
+}
+
 /*
  * Index the live payloads of segment @s's records in @data (@len bytes
- * from its start; the life checked by the caller): GC's parse (record
- * CRC, life, consecutive sequence numbers, bounds). False: index full.
+ * from its start; the life checked by the caller). False: index full.
  */
 static bool wu_parse(struct lsfs *ls, uint32_t s, uint64_t seq, const uint8_t *data, uint32_t len)
 {
-	uint64_t base = lsfs_seg_base_pba(&ls->sb, s);
-	uint32_t off = 0;
-	uint64_t expect = 0;
-	while (off + LSFS_BLK <= len) {
-		const uint8_t *hdr = data + off;
-		struct lsfs_rec rh;
-		if (lsfs_rec_decode(hdr, ls->sb.uuid, &rh) < 0 || rh.seg_seq != seq ||
-		    (off && rh.rec_seq != expect) || off + (uint64_t)(1 + rh.npayload) * LSFS_BLK > len)
-			break;
-		uint64_t pay_end = (uint64_t)rh.npayload * LSFS_BLK;
-		uint64_t sec = 0;
-		for (uint32_t i = 0; i < rh.ndesc; i++) {
-			struct lsfs_desc d;
-			lsfs_desc_decode(hdr, i, &d);
-			uint32_t plen = lsfs_desc_payload(&d);
-			if (!plen)
-				continue;
-			uint64_t pos = sec * LSFS_SECTOR;
-			sec += lsfs_len_sectors(plen);
-			if (pos + plen > pay_end)
-				break;   /* damaged: the payloads overrun the record */
-			if ((d.flags & LSFS_DESC_KIND_MASK) != LSFS_DESC_DATA)
-				continue;
-			uint32_t at = off + LSFS_BLK + (uint32_t)pos;
-			uint64_t loc = (base + at / LSFS_BLK) << 3 | (at % LSFS_BLK) / LSFS_SECTOR;
-			if (!wu_index(ls, &d, loc, data + at))
-				return false;
-		}
-		expect = rh.rec_seq + 1;
-		off += (1 + rh.npayload) * LSFS_BLK;
-	}
-	return true;
+	return seg_walk(ls, s, seq, data, len, wu_visit, (void *)data);
 }
 
 static void wu_pump(struct lsfs *ls);
