@@ -100,14 +100,19 @@ echo "part b: stored $((stored2 - stored1)) bytes for $((8 * MIB)), $comp2 compr
 [ $((stored2 - stored1)) -lt $((4 * MIB)) ] || fail "part b took $((stored2 - stored1)) bytes"
 readback "part b"
 
-# Restart: the setting and the data are kept.
-stop_tandemd
-"$CHECK" "$DATA/pz.lsfs" || fail "tandem-check is not clean after part b"
-start
-s=$(stats)
-grep -q '"compress": *"lz4"' <<<"$s" || fail "compress lz4 lost by a restart: $s"
-grep -q '"dedup": *true' <<<"$s" || fail "dedup lost by a restart: $s"
-readback "after a restart"
+# restart_keeps PART COMPRESS DEDUP: tandem-check is clean after PART, and
+# a restart keeps the setting and the data.
+restart_keeps() {
+	stop_tandemd
+	"$CHECK" "$DATA/pz.lsfs" || fail "tandem-check is not clean after part $1"
+	start
+	s=$(stats)
+	grep -q "\"compress\": *\"$2\"" <<<"$s" || fail "compress $2 lost by a restart: $s"
+	grep -q "\"dedup\": *$3" <<<"$s" || fail "dedup $3 lost by a restart: $s"
+	readback "after the restart that followed part $1"
+}
+
+restart_keeps b lz4 true
 
 # Off again: new text is stored raw, nothing new is shared.
 ctl device set pz compress=none dedup=false || fail "tandemctl device set compress=none dedup=false"
@@ -121,13 +126,7 @@ s=$(stats)
 [ $(($(field raw_blocks <<<"$s") - r0)) = 2048 ] || fail "part c not stored raw: $s"
 [ "$(field dedup_hits <<<"$s")" = 0 ] || fail "shared after switching dedup off: $s"
 readback "part c"
-stop_tandemd
-"$CHECK" "$DATA/pz.lsfs" || fail "tandem-check is not clean after part c"
-start
-s=$(stats)
-grep -q '"compress": *"none"' <<<"$s" || fail "compress none lost by a restart: $s"
-grep -q '"dedup": *false' <<<"$s" || fail "dedup false lost by a restart: $s"
-readback "after the last restart"
+restart_keeps c none false
 stop_tandemd
 "$CHECK" "$DATA/pz.lsfs" || fail "tandem-check is not clean at the end"
 echo "dedup_patch: ok (raw blocks before the switch: $raw1, after part b: $raw2)"
