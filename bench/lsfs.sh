@@ -219,6 +219,41 @@ for r in $(seq 1 "$RUNS"); do
 			"$(jnum "$j" iops)" "$(jnum "$j" p50_us lat)" "$(jnum "$j" p99_us lat)"
 	done
 done
+# Part 1's premise, measured: a log-structured store beats in-place writes
+# where the backing writes scattered 4 KiB pages back much slower than a
+# sequential stream. Write 64 MiB of 4 KiB pages into a preallocated 1 GiB
+# file on the same file system, at random offsets or in order, and time the
+# fdatasync that writes them back; three rounds each, best of three.
+WB_RAND="nan" WB_SEQ="nan"
+if has_part 1 && command -v python3 >/dev/null; then
+	read -r WB_RAND WB_SEQ < <(python3 - "$WORK/writeback.img" <<'PYEOF'
+import os, random, sys, time
+path, size, n = sys.argv[1], 1 << 30, 16384
+fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+os.posix_fallocate(fd, 0, size)
+os.fsync(fd)
+buf = os.urandom(4096)
+rng = random.Random(1)
+best = {"rand": 0.0, "seq": 0.0}
+for r in range(3):
+	for kind in ("rand", "seq"):
+		if kind == "rand":
+			offs = [rng.randrange(size // 4096) * 4096 for _ in range(n)]
+		else:
+			base = (r * n * 4096) % (size - n * 4096)
+			offs = [base + i * 4096 for i in range(n)]
+		for o in offs:
+			os.pwrite(fd, buf, o)
+		t = time.monotonic()
+		os.fdatasync(fd)
+		best[kind] = max(best[kind], n / (time.monotonic() - t))
+os.close(fd)
+os.unlink(path)
+print("%.0f %.0f" % (best["rand"], best["seq"]))
+PYEOF
+	) || true
+	echo "  backing writeback: random $WB_RAND, sequential $WB_SEQ 4 KiB pages/s"
+fi
 median1() {  # median1 DEVICE COLUMN
 	awk -F'\t' -v d="$1" -v c="$2" '$1 == d && $c != "" { print $c }' "$R1" | sort -g |
 		awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit }
@@ -487,6 +522,7 @@ gc_section gcs 2s "skewed overwrites, 80 % of the writes to 20 % of the blocks" 
 	echo "| # | what | figure | goal | |"
 	echo "|---|---|---:|---|---|"
 	echo "| 1 | 4 KiB rand write QD32 + flush/32: lsfs / flat IOPS (medians $(printf '%.0f' "$L_IOPS") / $(printf '%.0f' "$F_IOPS")) | ${RATIO1}x | >= 1.5x | $(verdict "$RATIO1" ">=" 1.5) |"
+	echo "| 1w | backing file system: fdatasync writeback of scattered / sequential 4 KiB pages (pages/s) | $WB_RAND / $WB_SEQ | — | |"
 	printf '%s' "$SUM2"
 	echo "| 3 | block map bytes per mapped 4 KiB block after the fill ($MAPB / $MAPPED) | $BPB | <= 16 | $(verdict "$BPB" "<=" 16) |"
 	echo "| 4a | start-up, $BIG lsfs with $BIG_WRITE written, after SIGKILL (replay) | ${START_KILL_MS} ms | — | |"
@@ -505,6 +541,16 @@ gc_section gcs 2s "skewed overwrites, 80 % of the writes to 20 % of the blocks" 
 	echo "|---|---:|---:|"
 	echo "| lsfs | $(printf '%.0f' "$L_IOPS") | $L_P99 |"
 	echo "| flat | $(printf '%.0f' "$F_IOPS") | $F_P99 |"
+	echo
+	echo "What the backing gives a log-structured layout to win: 64 MiB of 4 KiB pages"
+	echo "written into a preallocated file on the same file system, at random offsets"
+	echo "or in order, then \`fdatasync\` timed (best of three): $WB_RAND scattered vs"
+	echo "$WB_SEQ sequential pages per second. lsfs turns scattered writes into a"
+	echo "sequential log; that pays only where flat is bound by writing back scattered"
+	echo "pages, i.e. where the scattered rate is near or below flat's IOPS. Where it is"
+	echo "well above (fast SSD, a virtual disk backed by the host's cache), flat is"
+	echo "bound by the target's CPU like lsfs, and lsfs's extra work (records, block"
+	echo "map, CRC32C, GC moves) makes it the slower of the two."
 	echo
 	echo "## 2. GC under sustained overwrites, 80 % of the LBAs written"
 	echo

@@ -7,7 +7,8 @@ set -eu
 PKGS="build-essential cmake pkg-config clang libclang-rt-14-dev llvm \
 liburing-dev libiscsi-dev libiscsi-bin liblz4-dev libjansson-dev \
 libcmocka-dev libmicrohttpd-dev libcurl4-openssl-dev libxxhash-dev \
-libisal-dev nettle-dev qemu-utils qemu-block-extra tgt curl iproute2 procps"
+libisal-dev nettle-dev qemu-utils qemu-block-extra tgt curl iproute2 procps \
+python3"
 
 missing=""
 for p in $PKGS; do
