@@ -286,6 +286,9 @@ struct tnd_lsfs_stats {
 	uint64_t compacted_raw_blocks; /* deferred payloads moved raw (LZ4 saved no sector) */
 	uint64_t compacted_bytes_saved; /* stored bytes those compressions saved (whole sectors) */
 	uint64_t compaction_passes;   /* GC passes whose victim was picked for its deferred blocks */
+	bool deferred_marked;         /* the store is marked (durably) as holding DEFERRED
+					 records: set by the first chunk a mode wanted deferred,
+					 kept for good; before it, such chunks are compressed */
 	uint64_t map_capacity;        /* most chunks a checkpoint can map */
 	uint64_t dedup_hits;          /* chunks written as a share of a stored payload */
 	uint64_t dedup_saturated;     /* shares refused at the reference count limit */

@@ -137,6 +137,7 @@
  * waited, the copy is read again.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -243,6 +244,8 @@ struct pre_chunk {
 	uint16_t len;                  /* 0: all zero */
 	bool lz4;
 	bool deferred;                 /* stored raw, compression deferred (DEFERRED mark) */
+	bool defer_held;               /* wanted deferring, compressed inline: the store is
+					* not yet marked for DEFERRED records (dm_start) */
 	bool have_fp;
 	bool valid;                    /* a full chunk whose stages ran */
 };
@@ -469,6 +472,15 @@ struct lsfs {
 	_Atomic unsigned cmode;        /* enum tnd_lsfs_compress_mode (any thread reads) */
 	struct stage_meter home_meter; /* stages run at the append, on home */
 	uint64_t ndeferred;            /* mapped chunks whose payload is DEFERRED */
+	/* marking the store for DEFERRED records ("Deferred mark" below) */
+	_Atomic bool defer_ok;         /* the bit is durable: stages may defer (any thread reads) */
+	bool dm_busy;                  /* its superblock update is in flight */
+	bool dm_want;                  /* a stage wanted to defer; the update has not started */
+	unsigned dm_step;              /* 0 write copy A, 1 flush, 2 write copy B, 3 flush */
+	uint8_t *dm_blk;               /* 4 KiB: the superblock being written */
+	struct lsfs_sb dm_sb;
+	pthread_mutex_t sb_mu;         /* one superblock writer at a time: this update on home,
+					* or tnd_lsfs_set_features on its caller's thread */
 	uint64_t idle_writes;          /* st.writes at the last tick */
 	uint32_t idle_ticks;           /* ticks in a row without a client write */
 
@@ -549,6 +561,7 @@ static void gc_stage_write(struct lsfs *ls);
 static void gc_stage_retire(struct lsfs *ls, bool drop);
 static void gc_stage_unpin(struct lsfs *ls, uint32_t s);
 static void wu_stop(struct lsfs *ls, const char *why);
+static void dm_start(struct lsfs *ls);
 
 static struct lsfs *to_lsfs(struct tnd_volume *v)
 {
@@ -760,6 +773,105 @@ static void fail_stop(struct lsfs *ls, int err, const char *what)
 		ls->gc_busy = true;
 		gc_finish(ls);
 	}
+}
+
+/* ---- the deferred mark ---- */
+
+/*
+ * Deferred mark. A DEFERRED record (and the map aux that says deferred)
+ * must never reach the disk before the superblock with
+ * LSFS_INCOMPAT_DEFERRED is durable in both copies: an older build would
+ * take the flag for a torn record, and our own open and check call a
+ * deferred payload in an unmarked store corruption. The bit is set
+ * lazily, so that a store that never defers (adaptive mode rarely does)
+ * stays readable by older builds: until it is durable (defer_ok), a
+ * chunk the policy wants deferred is compressed inline, as in INLINE
+ * mode, and the first such chunk starts this one update on home:
+ * superblock copy A written, flushed, copy B written, flushed (each copy
+ * durable before the other is touched, as lsfs_sb_write does, so a power
+ * cut leaves one whole copy, either the old or the new; open repairs the
+ * other), all through the child I/O path without blocking the reactor.
+ * Only then does defer_ok let the stages defer. A failed write or flush
+ * fail-stops the volume like any other. The bit is never cleared.
+ *
+ * sb_mu keeps it from racing tnd_lsfs_set_features, which writes the
+ * superblock from its caller's thread: home only trylocks (a wish that
+ * finds it taken leaves dm_want for the next wish or tick), and holds the
+ * lock from the copy of ls->sb to the completion, on home throughout.
+ */
+static void dm_end(struct lsfs *ls)
+{
+	ls->dm_busy = false;
+	free(ls->dm_blk);
+	ls->dm_blk = NULL;
+	pthread_mutex_unlock(&ls->sb_mu);
+}
+
+static void dm_next(struct lsfs *ls);
+
+static void dm_io_done(struct lsfs_child *c, int status)
+{
+	struct lsfs *ls = c->ls;
+	if (status < 0) {
+		dm_end(ls);
+		tnd_err(LSFS_TAG, "marking the store for deferred compression failed (%s)",
+			strerror(-status));
+		fail_stop(ls, status, "superblock write");
+		return;
+	}
+	ls->dm_step++;
+	dm_next(ls);
+}
+
+static void dm_next(struct lsfs *ls)
+{
+	if (ls->failed) {
+		/* A copy may be new, the other old: open takes the newer. */
+		dm_end(ls);
+		return;
+	}
+	if (ls->dm_step == 4) {
+		ls->sb.incompat = ls->dm_sb.incompat;
+		ls->sb.sb_seq = ls->dm_sb.sb_seq;
+		dm_end(ls);
+		atomic_store_explicit(&ls->defer_ok, true, memory_order_relaxed);
+		tnd_info(LSFS_TAG, "store marked as holding deferred records (older builds will "
+			 "refuse it)");
+		return;
+	}
+	int ret = ls->dm_step & 1 ? child_submit(ls, TND_IO_FLUSH, 0, NULL, 0, dm_io_done, NULL, 0)
+				  : child_submit(ls, TND_IO_WRITE, (uint64_t)(ls->dm_step / 2) * LSFS_BLK,
+						 ls->dm_blk, LSFS_BLK, dm_io_done, NULL, 0);
+	if (ret < 0) {
+		dm_end(ls);
+		tnd_err(LSFS_TAG, "marking the store for deferred compression failed (%s)",
+			strerror(-ret));
+		fail_stop(ls, ret, "superblock write");
+	}
+}
+
+/* A stage wanted to defer a chunk and could not: mark the store (home). */
+static void dm_start(struct lsfs *ls)
+{
+	if (ls->dm_busy || ls->failed || ls->closing ||
+	    atomic_load_explicit(&ls->defer_ok, memory_order_relaxed))
+		return;
+	ls->dm_want = true;
+	if (pthread_mutex_trylock(&ls->sb_mu) != 0)
+		return;
+	ls->dm_blk = lsfs_alloc_blocks(LSFS_BLK);
+	if (!ls->dm_blk) {
+		pthread_mutex_unlock(&ls->sb_mu);
+		return;   /* the next wish or tick tries again */
+	}
+	ls->dm_want = false;
+	ls->dm_busy = true;
+	ls->dm_sb = ls->sb;
+	ls->dm_sb.incompat |= LSFS_INCOMPAT_DEFERRED;
+	ls->dm_sb.sb_seq++;
+	lsfs_sb_encode(&ls->dm_sb, ls->dm_blk);
+	ls->dm_step = 0;
+	dm_next(ls);
 }
 
 /* ---- segments ---- */
@@ -1123,16 +1235,18 @@ static int store_payload(struct lsfs *ls, uint64_t c, const uint8_t *pay, uint32
  * The write stages for one chunk of new content @src (borrowed, 4 KiB):
  * zero test, compression when it is on and saves a sector (with @cctx
  * into @cbuf, LSFS_LZ4_MAX bytes; with @defer not now: the chunk is
- * stored raw and marked deferred), CRC32C, and with @want_fp the
- * fingerprint. Pure computation on the caller's buffers: runs on any
- * reactor.
+ * stored raw and marked deferred; @held: deferring was wanted but the
+ * store is not marked for it yet, so it is compressed now and the chunk
+ * says so), CRC32C, and with @want_fp the fingerprint. Pure computation
+ * on the caller's buffers: runs on any reactor.
  */
-static void chunk_stages(struct tnd_compress_ctx *cctx, bool defer, const uint8_t *src, uint8_t *cbuf,
-			 bool want_fp, struct pre_chunk *pc)
+static void chunk_stages(struct tnd_compress_ctx *cctx, bool defer, bool held, const uint8_t *src,
+			 uint8_t *cbuf, bool want_fp, struct pre_chunk *pc)
 {
 	pc->have_fp = false;
 	pc->lz4 = false;
 	pc->deferred = false;
+	pc->defer_held = false;
 	pc->pay = src;
 	pc->len = LSFS_BLK;
 	size_t clen = 0;
@@ -1144,6 +1258,7 @@ static void chunk_stages(struct tnd_compress_ctx *cctx, bool defer, const uint8_
 		return;
 	}
 	pc->deferred = cctx && defer;
+	pc->defer_held = cctx && held;
 	if (r == TND_COMPRESS_COMPRESSED && clen > 0 && clen <= LSFS_LZ4_MAX) {
 		pc->pay = cbuf;
 		pc->len = (uint16_t)clen;
@@ -1164,19 +1279,22 @@ static int store_chunk(struct lsfs *ls, uint64_t c, const uint8_t *src, const st
 {
 	struct pre_chunk pc;
 	unsigned mode = atomic_load_explicit(&ls->cmode, memory_order_relaxed);
-	bool defer = false, metered = ls->cctx && mode == TND_LSFS_COMPRESS_ADAPTIVE;
+	bool want = false, metered = ls->cctx && mode == TND_LSFS_COMPRESS_ADAPTIVE;
 	uint64_t t0 = 0;
 	if (metered) {
 		t0 = tnd_now_ns();
-		defer = meter_defer(&ls->home_meter, t0);
+		want = meter_defer(&ls->home_meter, t0);
 	} else {
-		defer = ls->cctx && mode == TND_LSFS_COMPRESS_DEFERRED;
+		want = ls->cctx && mode == TND_LSFS_COMPRESS_DEFERRED;
 	}
-	chunk_stages(ls->cctx, defer, src, ls->cbuf, ls->ddx && !fp, &pc);
+	bool may = atomic_load_explicit(&ls->defer_ok, memory_order_relaxed);
+	chunk_stages(ls->cctx, want && may, want && !may, src, ls->cbuf, ls->ddx && !fp, &pc);
 	if (metered)
-		meter_add(&ls->home_meter, t0, tnd_now_ns(), 1, defer);
+		meter_add(&ls->home_meter, t0, tnd_now_ns(), 1, want && may);
 	if (!fp && pc.have_fp)
 		fp = &pc.fp;
+	if (pc.defer_held)
+		dm_start(ls);
 	return store_payload(ls, c, pc.pay, pc.len, pc.lz4, pc.deferred, pc.crc, fp);
 }
 
@@ -1342,6 +1460,8 @@ static int append_io(struct lsfs *ls, struct lsfs_ioctx *x)
 				tnd_dedup_fingerprint(full_src(ls, io, s - x->b0), LSFS_BLK, &f);
 				fp = &f;
 			}
+			if (pc->defer_held)
+				dm_start(ls);
 			ret = store_payload(ls, c, pc->pay, pc->len, pc->lz4, pc->deferred, pc->crc, fp);
 		} else {
 			ret = store_chunk(ls, c, src, fp);
@@ -3776,6 +3896,8 @@ static void tick_fn(struct tnd_timer *t)
 	}
 	gc_step(ls);
 	wu_tick(ls);
+	if (ls->dm_want)
+		dm_start(ls);
 	/* A stage waits for a segment boundary; an idle log has none: after
 	 * a tick without a record, append it among whatever comes next. */
 	if (stg_any(ls) && !ls->gc_busy) {
@@ -3935,14 +4057,16 @@ static void pre_range(struct lsfs_ioctx *x, struct lsfs_helper *h, uint64_t i0, 
 		cctx = h->cctx;
 	}
 	unsigned mode = atomic_load_explicit(&ls->cmode, memory_order_relaxed);
-	bool defer = false, metered = cctx && mode == TND_LSFS_COMPRESS_ADAPTIVE;
+	bool want = false, metered = cctx && mode == TND_LSFS_COMPRESS_ADAPTIVE;
 	uint64_t t0 = 0;
 	if (metered) {
 		t0 = tnd_now_ns();
-		defer = meter_defer(&h->meter, t0);
+		want = meter_defer(&h->meter, t0);
 	} else {
-		defer = cctx && mode == TND_LSFS_COMPRESS_DEFERRED;
+		want = cctx && mode == TND_LSFS_COMPRESS_DEFERRED;
 	}
+	bool may = atomic_load_explicit(&ls->defer_ok, memory_order_relaxed);
+	bool defer = want && may;
 	uint8_t *slots = (uint8_t *)(x->pre + n);
 	uint8_t cbuf[LSFS_BLK];
 	for (uint64_t i = i0; i < i1; i++) {
@@ -3956,7 +4080,7 @@ static void pre_range(struct lsfs_ioctx *x, struct lsfs_helper *h, uint64_t i0, 
 			copy_from_iov(io->iov, io->iovcnt, cs - b0, slot, LSFS_BLK);
 			src = slot;
 		}
-		chunk_stages(cctx, defer, src, cbuf, feat & PRE_FP, pc);
+		chunk_stages(cctx, defer, want && !may, src, cbuf, feat & PRE_FP, pc);
 		if (pc->lz4) {
 			memcpy(slot, cbuf, pc->len);
 			pc->pay = slot;
@@ -4146,6 +4270,7 @@ void tnd_lsfs_get_stats(struct tnd_volume *vol, struct tnd_lsfs_stats *out)
 	out->stored_bytes = sec * LSFS_SECTOR;
 	out->map_capacity = ls->map_cap;
 	out->deferred_blocks = ls->ndeferred;
+	out->deferred_marked = atomic_load_explicit(&ls->defer_ok, memory_order_relaxed);
 	out->unique_blocks = ls->map.mapped - ls->shared_extra;
 	if (ls->refs) {
 		struct tnd_dedup_refs_stats rs;
@@ -4189,6 +4314,7 @@ static void lsfs_stats_json(struct tnd_volume *vol, json_t *out)
 	NUM(compacted_bytes_saved); NUM(compaction_passes);
 #undef NUM
 	json_object_set_new(o, "dedup", json_boolean(to_lsfs(vol)->ddx != NULL));
+	json_object_set_new(o, "deferred_marked", json_boolean(st.deferred_marked));
 	json_object_set_new(o, "index_warmup", json_string(tnd_lsfs_warmup_name(st.index_warmup)));
 	json_object_set_new(o, "index_warmup_segments", json_integer((json_int_t)st.warmup_segments));
 	json_object_set_new(o, "index_warmup_scanned", json_integer((json_int_t)st.warmup_scanned));
@@ -4234,7 +4360,7 @@ static int lsfs_resize(struct tnd_volume *vol, uint64_t num_blocks)
 static bool busy(const struct lsfs *ls)
 {
 	return ls->kick_pending || ls->wr_n > 0 || ls->flush_busy || ls->ckpt_busy || ls->gc_busy ||
-	       ls->reclaim_busy || ls->linger_armed || ls->wu_busy;
+	       ls->reclaim_busy || ls->linger_armed || ls->wu_busy || ls->dm_busy;
 }
 
 static void lsfs_free(struct lsfs *ls)
@@ -4271,6 +4397,8 @@ static void lsfs_free(struct lsfs *ls)
 	free(ls->wu_seqs);
 	free(ls->wu_buf);
 	free(ls->wu_dbuf);
+	free(ls->dm_blk);
+	pthread_mutex_destroy(&ls->sb_mu);
 	free(ls);
 }
 
@@ -4448,8 +4576,11 @@ int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg)
  * through a private reactor, as at open) before any record can need them.
  * Then a message to the home reactor swaps the tables in or out and
  * publishes what the write stages compute; tables turned off are freed
- * by the caller afterwards. The superblock is otherwise constant while
- * the volume is open, so its copy here is read safely by the caller.
+ * by the caller afterwards. The only other superblock writer is the
+ * deferred mark's update on home ("Deferred mark"); sb_mu, held from the
+ * copy of ls->sb here to the swap, keeps the two apart, so the copy is
+ * read safely by the caller and no update is lost. DEFERRED is never set
+ * here: the first deferred chunk does that.
  */
 struct feat_req {
 	struct tnd_msg msg;
@@ -4524,11 +4655,25 @@ static void feat_msg(struct tnd_msg *m)
 	sem_post(&q->done);
 }
 
+/*
+ * Take sb_mu. On the home thread (a test that polls home) the holder can
+ * only be home's own deferred-mark update: poll home until it lands.
+ */
+static void sb_lock(struct lsfs *ls)
+{
+	if (!tnd_reactor_is_current(ls->home)) {
+		pthread_mutex_lock(&ls->sb_mu);
+		return;
+	}
+	while (pthread_mutex_trylock(&ls->sb_mu) != 0)
+		tnd_reactor_poll(ls->home, 1);
+}
+
 static int set_features(struct tnd_volume *vol, bool compress, bool dedup, unsigned mode)
 {
 	struct lsfs *ls = to_lsfs(vol);
 	struct feat_req q = { .msg.fn = feat_msg, .ls = ls, .compress = compress, .dedup = dedup,
-			      .mode = mode, .sb = ls->sb };
+			      .mode = mode };
 	int ret = 0;
 	if (compress && !ls->cctx)
 		ret = tnd_compress_ctx_create(NULL, &q.cctx);
@@ -4538,15 +4683,18 @@ static int set_features(struct tnd_volume *vol, bool compress, bool dedup, unsig
 		ret = tnd_dedup_refs_create(&q.refs);
 	if (ret < 0)
 		goto out;
+	sb_lock(ls);
+	q.sb = ls->sb;
 	uint64_t want = q.sb.incompat | (compress || dedup ? LSFS_INCOMPAT_PACKED : 0) |
-			(dedup ? LSFS_INCOMPAT_DEDUP : 0) |
-			(compress && mode != TND_LSFS_COMPRESS_INLINE ? LSFS_INCOMPAT_DEFERRED : 0);
+			(dedup ? LSFS_INCOMPAT_DEDUP : 0);
 	if (want != q.sb.incompat) {
 		struct tnd_reactor *r;
 		q.sb.incompat = want;
 		ret = tnd_reactor_create(0, 64, &r);
-		if (ret < 0)
+		if (ret < 0) {
+			pthread_mutex_unlock(&ls->sb_mu);
 			goto out;
+		}
 		ret = lsfs_sb_write(vol->base, r, &q.sb);
 		tnd_reactor_destroy(r);
 		if (ret < 0) {
@@ -4569,6 +4717,7 @@ static int set_features(struct tnd_volume *vol, bool compress, bool dedup, unsig
 			;
 		sem_destroy(&q.done);
 	}
+	pthread_mutex_unlock(&ls->sb_mu);
 	ret = q.ret;
 	if (ret == 0)
 		tnd_info(LSFS_TAG, "new writes: compression %s (%s), dedup %s", compress ? "lz4" : "off",
@@ -4694,6 +4843,7 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	if (!ls)
 		return -ENOMEM;
 	tnd_volume_init(&ls->vol, &lsfs_ops, backing);
+	pthread_mutex_init(&ls->sb_mu, NULL);
 	ls->home = home;
 	ls->opts = *opts;
 	ls->opts.log_writes = TND_MIN(TND_MAX(opts->log_writes, 1u), LSFS_MAX_WRITES);
@@ -4742,9 +4892,9 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 			return ret;
 		}
 		/* Older builds must refuse the store before it holds the
-		 * first packed (or deferred) record. */
-		uint64_t want = LSFS_INCOMPAT_PACKED |
-				(opts->compress_mode != TND_LSFS_COMPRESS_INLINE ? LSFS_INCOMPAT_DEFERRED : 0);
+		 * first packed record. (The first deferred one marks it
+		 * when it comes: "Deferred mark".) */
+		uint64_t want = LSFS_INCOMPAT_PACKED;
 		if ((ls->sb.incompat & want) != want) {
 			ls->sb.incompat |= want;
 			rec->sb_differ = false;
@@ -4766,6 +4916,8 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	ls->segs = rec->segs;
 	rec->segs = NULL;
 	atomic_store_explicit(&ls->cmode, (unsigned)opts->compress_mode, memory_order_relaxed);
+	atomic_store_explicit(&ls->defer_ok, (ls->sb.incompat & LSFS_INCOMPAT_DEFERRED) != 0,
+			      memory_order_relaxed);
 	for (uint32_t i = 0; i < sb->seg_count; i++) {
 		struct lsfs_seginfo *s = &ls->segs[i];
 		ls->ndeferred += s->deferred;
