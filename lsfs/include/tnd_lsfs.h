@@ -180,10 +180,13 @@ struct tnd_lsfs_opts {
 	bool compress;
 	/*
 	 * With compress: when LZ4 runs (above); default INLINE (the daemon's
-	 * default is ADAPTIVE). Any mode but INLINE marks the store (its own
-	 * incompatible feature bit) on first open with compression, since
-	 * deferred blocks carry a flag older builds do not know. Ignored
-	 * without compress. Deferred blocks are compressed by GC's moves and
+	 * default is ADAPTIVE). Deferred blocks carry a flag older builds do
+	 * not know, so the store gets its own incompatible feature bit, but
+	 * only when the first block is about to be deferred: that block is
+	 * compressed inline and starts a superblock update on the home
+	 * reactor (both copies, flushed); blocks are deferred once it is
+	 * durable (stats.deferred_marked). A store whose mode never actually
+	 * deferred stays readable by older builds. Ignored without compress. Deferred blocks are compressed by GC's moves and
 	 * by idle compaction: once the volume has had no write for
 	 * compact_idle_ms (default 100; 0: never), passes move the segments
 	 * holding the most deferred blocks.
@@ -362,7 +365,8 @@ void tnd_lsfs_start_background(struct tnd_volume *vol);
  * the same opts to keep it.
  *
  * Synchronous, not concurrently with itself, open or destroy: on the
- * home reactor's thread (or the thread that polls it), or from any other
+ * home reactor's thread (or the thread that polls it; it polls home while
+ * the deferred mark's superblock update is in flight), or from any other
  * thread while the home reactor runs (the swap is a message to it).
  * Returns 0, -EINVAL (not an lsfs volume), -EROFS (the volume has
  * failed), -ENOMEM (nothing changed), or the -errno of the superblock
@@ -372,9 +376,9 @@ int tnd_lsfs_set_features(struct tnd_volume *vol, bool compress, bool dedup);
 
 /*
  * Change opts.compress_mode of the open volume @vol live, like
- * tnd_lsfs_set_features (same threading, same returns): a mode other than
- * INLINE first marks the store with its feature bit, durably, when
- * compression is on (or when it is turned on later). Blocks already
+ * tnd_lsfs_set_features (same threading, same returns). It writes no
+ * feature bit: the first block the new mode wants deferred marks the
+ * store (see opts.compress_mode). Blocks already
  * deferred stay deferred until they are moved; with INLINE, idle
  * compaction still compresses them.
  */
