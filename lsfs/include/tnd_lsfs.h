@@ -139,6 +139,11 @@ enum tnd_lsfs_compress_mode {
 	TND_LSFS_COMPRESS_DEFERRED = 2,
 };
 
+/* The index warm-up's default rate under client load, and the highest
+ * rate accepted (MB/s; see opts.dedup_warmup_mbps). */
+#define TND_LSFS_WARMUP_MBPS_DEFAULT 200u
+#define TND_LSFS_WARMUP_MBPS_MAX 100000u
+
 /* "inline", "adaptive", "deferred"; NULL for anything else. */
 const char *tnd_lsfs_compress_mode_name(enum tnd_lsfs_compress_mode m);
 /* 0 and *out, or -EINVAL for an unknown name. */
@@ -207,6 +212,13 @@ struct tnd_lsfs_opts {
 	 */
 	bool dedup;
 	uint64_t dedup_index_bytes;
+	/*
+	 * The index warm-up's read rate while clients do I/O, in MB/s (10^6
+	 * bytes a second; default TND_LSFS_WARMUP_MBPS_DEFAULT; 0: unlimited,
+	 * back to back even under load). While the volume is idle the walk
+	 * always goes back to back. Changeable live: tnd_lsfs_set_warmup_rate.
+	 */
+	uint32_t dedup_warmup_mbps;
 	/*
 	 * Reactors that may run a write's CPU stages (zero detection, LZ4,
 	 * the XXH3 fingerprint and the payload's CRC32C) before it reaches
@@ -332,8 +344,11 @@ int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg);
  * reactor then reads the stored segments, newest first, one segment read
  * in flight, and indexes every payload that is still live (see lsfs.c,
  * "Index warm-up"). It runs from the background tick (opts.gc_interval_ms):
- * one segment a tick while clients do I/O, back to back while they are
- * idle, never during a GC pass or while writes wait for space. It stops
+ * while clients do I/O at opts.dedup_warmup_mbps (each tick grants the
+ * bytes of its interval; segments are read back to back while they last,
+ * a segment larger than that is paid off over the next ticks), back to
+ * back while they are idle, never during a GC pass or while writes wait
+ * for space. It stops
  * early once the index is about full (2 % of its inserts evict; the
  * budget never grows). Switching dedup on live starts it again; switching
  * it off or a fail-stop ends it.
@@ -349,6 +364,12 @@ int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg);
  * freshly opened volume starts before its first client does.
  */
 int tnd_lsfs_warmup_run(struct tnd_volume *vol, uint32_t max_segments, tnd_done_cb cb, void *arg);
+/*
+ * Change opts.dedup_warmup_mbps of the open volume @vol live (from any
+ * thread; the next background tick applies it). 0, or -EINVAL (not an
+ * lsfs volume, or @mbps over TND_LSFS_WARMUP_MBPS_MAX).
+ */
+int tnd_lsfs_set_warmup_rate(struct tnd_volume *vol, uint32_t mbps);
 void tnd_lsfs_start_background(struct tnd_volume *vol);
 
 /*

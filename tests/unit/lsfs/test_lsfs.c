@@ -2517,6 +2517,63 @@ static void dedup_warmup_close_and_fail_stop(void **state)
 	env_free(&e);
 }
 
+/*
+ * Under client load the background warm-up reads at opts.dedup_warmup_mbps:
+ * at 1 MB/s with 64 KiB segments, while a client keeps reading, the walk
+ * scans no more than the rate allows (plus the one it may start in
+ * debt) but does progress; switched live to 0 (unlimited) it finishes
+ * under the same load.
+ */
+static void dedup_warmup_paced_by_rate(void **state)
+{
+	(void)state;
+	struct env e;
+	const uint32_t n = 2048;
+	env_format(&e, 32u << 20, 4096, (uint64_t)n * 4096, 64u << 10);
+	e.o.dedup = true;
+	assert_int_equal(env_open(&e), 0);
+	uint8_t *w = malloc((size_t)n * 4096);
+	assert_non_null(w);
+	fill(w, (size_t)n * 4096, 999);
+	for (uint32_t k = 0; k < n; k += 64)
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, k, 64, w + (size_t)k * 4096, 0), 0);
+	env_close(&e);
+	e.o.gc_interval_ms = 10;
+	e.o.dedup_warmup_mbps = 1;
+	assert_int_equal(env_open(&e), 0);
+	assert_int_equal(tnd_lsfs_set_warmup_rate(e.vol, TND_LSFS_WARMUP_MBPS_MAX + 1), -EINVAL);
+	struct tnd_lsfs_stats st;
+	uint8_t one[4096];
+	uint64_t t0 = tnd_now_ns(), t;
+	do {
+		assert_int_equal(io_sync(&e, TND_IO_READ, (t0 / 7) % n, 1, one, 0), 0);
+		tnd_reactor_poll(e.r, 0);
+		t = tnd_now_ns() - t0;
+	} while (t < 600000000ull);
+	tnd_lsfs_get_stats(e.vol, &st);
+	uint64_t most = t / 1000u * 1 / 65536 + 2;   /* ns * MB/s / 1000 = bytes */
+	print_message("warm-up at 1 MB/s under load: %llu of %llu segments in %llu ms (at most %llu)\n",
+		      (unsigned long long)st.warmup_scanned, (unsigned long long)st.warmup_segments,
+		      (unsigned long long)(t / 1000000u), (unsigned long long)most);
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_RUNNING);
+	assert_true(st.warmup_segments > 100);
+	assert_true(st.warmup_scanned >= 1);
+	assert_true(st.warmup_scanned <= most);
+	/* Unlimited: back to back under the same load. */
+	assert_int_equal(tnd_lsfs_set_warmup_rate(e.vol, 0), 0);
+	t0 = tnd_now_ns();
+	while (st.index_warmup == TND_LSFS_WARMUP_RUNNING && tnd_now_ns() - t0 < 10000000000ull) {
+		assert_int_equal(io_sync(&e, TND_IO_READ, (t0 / 7) % n, 1, one, 0), 0);
+		tnd_reactor_poll(e.r, 0);
+		tnd_lsfs_get_stats(e.vol, &st);
+	}
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_DONE);
+	assert_int_equal(st.warmup_scanned, st.warmup_segments);
+	env_close(&e);
+	free(w);
+	env_free(&e);
+}
+
 int main(int argc, char **argv)
 {
 	tnd_log_set_level(TND_LOG_ERROR);
@@ -2559,6 +2616,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(deferred_compress_dedup_sharers_follow),
 		cmocka_unit_test(deferred_compress_idle_compaction),
 		cmocka_unit_test(deferred_mark_is_lazy),
+		cmocka_unit_test(dedup_warmup_paced_by_rate),
 		cmocka_unit_test(adaptive_compresses_at_low_load),
 		cmocka_unit_test(compress_mode_names),
 		cmocka_unit_test(dedup_index_warms_up_after_reopen),
