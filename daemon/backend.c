@@ -60,6 +60,7 @@ static int prepare(struct tnd_daemon *d, json_t *doc, struct tnd_config **out,
 		   struct tnd_mgmt_error *err)
 {
 	char msg[400];
+	*out = NULL;   /* tnd_config_from_json leaves it unset when it fails */
 	int ret = tnd_config_from_json(doc, out, msg, sizeof(msg));
 	json_decref(doc);
 	if (ret == 0)
