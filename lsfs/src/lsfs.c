@@ -131,6 +131,13 @@
  * at all is dropped, unpinning its victims), and an idle log gets its stage
  * appended after a tick without a record.
  *
+ * Deferred records. Invariant: no record with the DEFERRED descriptor
+ * flag, and no map aux with the deferred mark, reaches the disk before
+ * the superblock with LSFS_INCOMPAT_DEFERRED is durable in both copies.
+ * The bit is set lazily, by one asynchronous superblock update on home
+ * that the first chunk a mode wants deferred starts; until it lands such
+ * chunks are compressed inline (see "Deferred mark").
+ *
  * Partial chunks (512 B volumes) are merged with the chunk's current
  * content at append time: from RAM when it is there, else from a copy read
  * beforehand and still current (same pba); if the chunk moved on while we
