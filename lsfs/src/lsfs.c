@@ -866,8 +866,11 @@ static void dm_next(struct lsfs *ls)
 /* A stage wanted to defer a chunk and could not: mark the store (home). */
 static void dm_start(struct lsfs *ls)
 {
-	if (ls->dm_busy || ls->failed || ls->closing ||
-	    atomic_load_explicit(&ls->defer_ok, memory_order_relaxed))
+	if (atomic_load_explicit(&ls->defer_ok, memory_order_relaxed)) {
+		ls->dm_want = false;
+		return;
+	}
+	if (ls->dm_busy || ls->failed || ls->closing)
 		return;
 	ls->dm_want = true;
 	if (pthread_mutex_trylock(&ls->sb_mu) != 0)
