@@ -60,6 +60,7 @@ static int prepare(struct tnd_daemon *d, json_t *doc, struct tnd_config **out,
 		   struct tnd_mgmt_error *err)
 {
 	char msg[400];
+	*out = NULL;   /* tnd_config_from_json leaves it unset when it fails */
 	int ret = tnd_config_from_json(doc, out, msg, sizeof(msg));
 	json_decref(doc);
 	if (ret == 0)
@@ -124,6 +125,7 @@ static json_t *device_json(struct tnd_daemon *d, const struct tnd_config_device 
 		if (c->dedup_index_bytes)
 			json_object_set_new(o, "dedup_index_bytes",
 					    json_integer((json_int_t)c->dedup_index_bytes));
+		json_object_set_new(o, "dedup_warmup_mbps", json_integer(c->dedup_warmup_mbps));
 	}
 	struct tnd_daemon_dev *dev = tnd_daemon_find_dev(d, c->name);
 	json_t *stats = dev ? tnd_daemon_device_stats(d, dev) : NULL;
@@ -208,7 +210,8 @@ static void resize_fn(void *arg)
 /*
  * PATCH: "size" grows the device; "compress", "compress_mode" and "dedup"
  * (lsfs; mgmt lets no other type through) switch the store's features for
- * new writes, at once. The features go first: if growing then fails, they are put back,
+ * new writes, at once; "dedup_warmup_mbps" paces the index warm-up from
+ * its next tick. The features go first: if growing then fails, they are put back,
  * so a failed request changes nothing.
  */
 static int be_device_update(void *ctx, const char *name, const json_t *changes,
@@ -223,6 +226,7 @@ static int be_device_update(void *ctx, const char *name, const json_t *changes,
 	json_t *jc = json_object_get(changes, "compress");
 	json_t *jd = json_object_get(changes, "dedup");
 	json_t *jm = json_object_get(changes, "compress_mode");
+	json_t *jw = json_object_get(changes, "dedup_warmup_mbps");
 	int mode = c->compress_mode;
 	if (jm) {
 		/* mgmt checked it against the choices, the same names. */
@@ -236,11 +240,14 @@ static int be_device_update(void *ctx, const char *name, const json_t *changes,
 	bool dedup = jd ? json_is_true(jd) : c->dedup;
 	bool grow = bytes != c->size;
 	bool feat = compress != c->compress || dedup != c->dedup;
-	if (!grow && !feat && !cmode)
+	/* mgmt checked it is a non-negative integer; the range is the config's. */
+	json_int_t rate = jw ? json_integer_value(jw) : (json_int_t)c->dedup_warmup_mbps;
+	bool wrate = rate != (json_int_t)c->dedup_warmup_mbps;
+	if (!grow && !feat && !cmode && !wrate)
 		return 0;
-	if ((feat || cmode) && c->type != TND_DEV_LSFS) {
-		tnd_mgmt_error_set(err, jc ? "compress" : jd ? "dedup" : "compress_mode",
-				   "only lsfs devices have it");
+	if ((feat || cmode || wrate) && c->type != TND_DEV_LSFS) {
+		tnd_mgmt_error_set(err, jc ? "compress" : jd ? "dedup" : jm ? "compress_mode"
+				   : "dedup_warmup_mbps", "only lsfs devices have it");
 		return -EINVAL;
 	}
 	json_t *doc = json_deep_copy(d->cfg->doc);
@@ -253,10 +260,25 @@ static int be_device_update(void *ctx, const char *name, const json_t *changes,
 		json_object_set_new(obj, "dedup", json_boolean(dedup));
 	if (jm)
 		json_object_set_new(obj, "compress_mode", json_string(tnd_config_cmode_names[mode]));
+	if (jw)
+		json_object_set_new(obj, "dedup_warmup_mbps", json_integer(rate));
 	struct tnd_config *next;
 	int ret = prepare(d, doc, &next, err);
 	if (ret < 0)
 		return ret;
+	uint32_t old_rate = c->dedup_warmup_mbps;
+	if (wrate) {
+		/* In range: prepare() checked it as the config file's. */
+		ret = tnd_lsfs_set_warmup_rate(dev->vol->base, (uint32_t)rate);
+		if (ret < 0) {
+			tnd_mgmt_error_set(err, "dedup_warmup_mbps", "cannot change %s: %s", name,
+					   strerror(-ret));
+			tnd_config_free(next);
+			return ret;
+		}
+		tnd_info("tandemd", "device %s: index warm-up rate %u MB/s%s", name, (unsigned)rate,
+			 rate ? "" : " (unlimited)");
+	}
 	bool old_compress = c->compress, old_dedup = c->dedup;
 	int old_mode = c->compress_mode;
 	if (cmode) {
@@ -267,6 +289,8 @@ static int be_device_update(void *ctx, const char *name, const json_t *changes,
 			tnd_mgmt_error_set(err, "compress_mode", "cannot change %s: %s", name,
 					   ret == -EROFS ? "the device has failed" : strerror(-ret));
 			tnd_config_free(next);
+			if (wrate)
+				tnd_lsfs_set_warmup_rate(dev->vol->base, old_rate);
 			return ret == -EROFS ? -EBUSY : ret;
 		}
 		tnd_info("tandemd", "device %s: compression mode %s", name, tnd_config_cmode_names[mode]);
@@ -281,6 +305,8 @@ static int be_device_update(void *ctx, const char *name, const json_t *changes,
 			if (cmode)
 				tnd_lsfs_set_compress_mode(dev->vol->base,
 							   (enum tnd_lsfs_compress_mode)old_mode);
+			if (wrate)
+				tnd_lsfs_set_warmup_rate(dev->vol->base, old_rate);
 			/* A failed device is a 409; a superblock write error (which
 			 * fail-stopped it) or no memory a 500. */
 			return ret == -EROFS ? -EBUSY : ret;
@@ -301,6 +327,8 @@ static int be_device_update(void *ctx, const char *name, const json_t *changes,
 								(enum tnd_lsfs_compress_mode)old_mode) < 0)
 				tnd_warn("tandemd", "device %s: compression mode stays as requested until "
 					 "restart", name);
+			if (wrate)
+				tnd_lsfs_set_warmup_rate(dev->vol->base, old_rate);
 			return rr.ret == -EOPNOTSUPP ? -EOPNOTSUPP : -EINVAL;
 		}
 		tnd_info("tandemd", "device %s grown to %llu bytes", name, (unsigned long long)bytes);
@@ -746,6 +774,7 @@ static const struct tnd_mgmt_dev_option lsfs_options[] = {
 	  .updatable = true },
 	{ .key = "dedup", .kind = TND_MGMT_OPT_BOOL, .updatable = true },
 	{ .key = "dedup_index_bytes", .kind = TND_MGMT_OPT_SIZE },
+	{ .key = "dedup_warmup_mbps", .kind = TND_MGMT_OPT_UINT, .updatable = true },
 	{ .key = "direct_io", .kind = TND_MGMT_OPT_BOOL },
 	{ .key = "path", .kind = TND_MGMT_OPT_STRING },
 	{ .key = "capacity", .kind = TND_MGMT_OPT_SIZE },

@@ -153,7 +153,8 @@ static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char
 {
 	static const char *const keys[] = { "name", "type", "path", "size", "block_size",
 					    "read_only", "capacity", "write_cache", "compress", "dedup",
-					    "dedup_index_bytes", "direct_io", "compress_mode", NULL };
+					    "dedup_index_bytes", "direct_io", "compress_mode",
+					    "dedup_warmup_mbps", NULL };
 	char where[48];
 	snprintf(where, sizeof(where), "devices[%zu]", i);
 	if (!json_is_object(d))
@@ -199,9 +200,10 @@ static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char
 	    (json_object_get(d, "capacity") || json_object_get(d, "write_cache") ||
 	     json_object_get(d, "compress") || json_object_get(d, "dedup") ||
 	     json_object_get(d, "dedup_index_bytes") || json_object_get(d, "direct_io") ||
-	     json_object_get(d, "compress_mode")))
-		return ERR("%s: capacity, write_cache, compress, compress_mode, dedup and direct_io "
-			   "apply to lsfs devices only", where);
+	     json_object_get(d, "compress_mode") || json_object_get(d, "dedup_warmup_mbps")))
+		return ERR("%s: capacity, write_cache, compress, compress_mode, dedup, "
+			   "dedup_index_bytes, dedup_warmup_mbps and direct_io apply to lsfs devices "
+			   "only", where);
 	if ((ret = get_bool(d, "dedup", &dev->dedup, where, err, errlen)))
 		return ret;
 	if ((ret = get_bool(d, "direct_io", &dev->direct_io, where, err, errlen)))
@@ -210,6 +212,16 @@ static int parse_device(json_t *d, size_t i, struct tnd_config_device *dev, char
 		return ret;
 	if (dev->dedup_index_bytes && dev->dedup_index_bytes < 4096)
 		return ERR("%s.dedup_index_bytes: at least 4096", where);
+	/* Accepted with dedup off too: it applies once dedup is switched on. */
+	dev->dedup_warmup_mbps = TND_CONFIG_WARMUP_MBPS_DEFAULT;
+	json_t *wm = json_object_get(d, "dedup_warmup_mbps");
+	if (wm) {
+		if (!json_is_integer(wm) || json_integer_value(wm) < 0 ||
+		    json_integer_value(wm) > TND_CONFIG_WARMUP_MBPS_MAX)
+			return ERR("%s.dedup_warmup_mbps: must be an integer from 0 (unlimited) to %u "
+				   "(MB/s)", where, TND_CONFIG_WARMUP_MBPS_MAX);
+		dev->dedup_warmup_mbps = (uint32_t)json_integer_value(wm);
+	}
 	json_t *cz = json_object_get(d, "compress");
 	if (cz) {
 		const char *cs = json_string_value(cz);

@@ -33,6 +33,9 @@ enum tnd_dev_type {
 #define TND_CONFIG_CMODE_ADAPTIVE 1
 #define TND_CONFIG_CMODE_DEFERRED 2
 extern const char *const tnd_config_cmode_names[]; /* by value, NULL-terminated */
+/* "dedup_warmup_mbps": default and most (as lsfs's TND_LSFS_WARMUP_MBPS_*). */
+#define TND_CONFIG_WARMUP_MBPS_DEFAULT 200u
+#define TND_CONFIG_WARMUP_MBPS_MAX 100000u
 
 struct tnd_config_device {
 	char *name;
@@ -48,6 +51,7 @@ struct tnd_config_device {
 	int compress_mode;      /* lsfs: when LZ4 runs, TND_CONFIG_CMODE_*; default adaptive */
 	bool dedup;             /* lsfs: inline dedup of new writes */
 	uint64_t dedup_index_bytes; /* lsfs: the fingerprint index's RAM budget; 0: default */
+	uint32_t dedup_warmup_mbps; /* lsfs: index warm-up rate under load, MB/s; 0: unlimited */
 	bool direct_io;         /* lsfs: write the log with O_DIRECT (flat's direct_writes) */
 };
 

@@ -76,6 +76,9 @@ static int open_lsfs(struct tnd_daemon *d, const struct tnd_config_device *dev,
 	lo.compress_mode = (enum tnd_lsfs_compress_mode)dev->compress_mode;
 	lo.dedup = dev->dedup;
 	lo.dedup_index_bytes = dev->dedup_index_bytes;
+	_Static_assert(TND_CONFIG_WARMUP_MBPS_DEFAULT == TND_LSFS_WARMUP_MBPS_DEFAULT &&
+		       TND_CONFIG_WARMUP_MBPS_MAX == TND_LSFS_WARMUP_MBPS_MAX, "config and lsfs agree");
+	lo.dedup_warmup_mbps = dev->dedup_warmup_mbps;
 	/* A write's compression and fingerprint run on any reactor, so that
 	 * one busy device does not load its home reactor alone. */
 	lo.helpers = d->reactors;

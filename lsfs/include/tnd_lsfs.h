@@ -139,6 +139,11 @@ enum tnd_lsfs_compress_mode {
 	TND_LSFS_COMPRESS_DEFERRED = 2,
 };
 
+/* The index warm-up's default rate under client load, and the highest
+ * rate accepted (MB/s; see opts.dedup_warmup_mbps). */
+#define TND_LSFS_WARMUP_MBPS_DEFAULT 200u
+#define TND_LSFS_WARMUP_MBPS_MAX 100000u
+
 /* "inline", "adaptive", "deferred"; NULL for anything else. */
 const char *tnd_lsfs_compress_mode_name(enum tnd_lsfs_compress_mode m);
 /* 0 and *out, or -EINVAL for an unknown name. */
@@ -180,10 +185,13 @@ struct tnd_lsfs_opts {
 	bool compress;
 	/*
 	 * With compress: when LZ4 runs (above); default INLINE (the daemon's
-	 * default is ADAPTIVE). Any mode but INLINE marks the store (its own
-	 * incompatible feature bit) on first open with compression, since
-	 * deferred blocks carry a flag older builds do not know. Ignored
-	 * without compress. Deferred blocks are compressed by GC's moves and
+	 * default is ADAPTIVE). Deferred blocks carry a flag older builds do
+	 * not know, so the store gets its own incompatible feature bit, but
+	 * only when the first block is about to be deferred: that block is
+	 * compressed inline and starts a superblock update on the home
+	 * reactor (both copies, flushed); blocks are deferred once it is
+	 * durable (stats.deferred_marked). A store whose mode never actually
+	 * deferred stays readable by older builds. Ignored without compress. Deferred blocks are compressed by GC's moves and
 	 * by idle compaction: once the volume has had no write for
 	 * compact_idle_ms (default 100; 0: never), passes move the segments
 	 * holding the most deferred blocks.
@@ -204,6 +212,13 @@ struct tnd_lsfs_opts {
 	 */
 	bool dedup;
 	uint64_t dedup_index_bytes;
+	/*
+	 * The index warm-up's read rate while clients do I/O, in MB/s (10^6
+	 * bytes a second; default TND_LSFS_WARMUP_MBPS_DEFAULT; 0: unlimited,
+	 * back to back even under load). While the volume is idle the walk
+	 * always goes back to back. Changeable live: tnd_lsfs_set_warmup_rate.
+	 */
+	uint32_t dedup_warmup_mbps;
 	/*
 	 * Reactors that may run a write's CPU stages (zero detection, LZ4,
 	 * the XXH3 fingerprint and the payload's CRC32C) before it reaches
@@ -286,6 +301,9 @@ struct tnd_lsfs_stats {
 	uint64_t compacted_raw_blocks; /* deferred payloads moved raw (LZ4 saved no sector) */
 	uint64_t compacted_bytes_saved; /* stored bytes those compressions saved (whole sectors) */
 	uint64_t compaction_passes;   /* GC passes whose victim was picked for its deferred blocks */
+	bool deferred_marked;         /* the store is marked (durably) as holding DEFERRED
+					 records: set by the first chunk a mode wanted deferred,
+					 kept for good; before it, such chunks are compressed */
 	uint64_t map_capacity;        /* most chunks a checkpoint can map */
 	uint64_t dedup_hits;          /* chunks written as a share of a stored payload */
 	uint64_t dedup_saturated;     /* shares refused at the reference count limit */
@@ -326,8 +344,11 @@ int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg);
  * reactor then reads the stored segments, newest first, one segment read
  * in flight, and indexes every payload that is still live (see lsfs.c,
  * "Index warm-up"). It runs from the background tick (opts.gc_interval_ms):
- * one segment a tick while clients do I/O, back to back while they are
- * idle, never during a GC pass or while writes wait for space. It stops
+ * while clients do I/O at opts.dedup_warmup_mbps (each tick grants the
+ * bytes of its interval; segments are read back to back while they last,
+ * a segment larger than that is paid off over the next ticks), back to
+ * back while they are idle, never during a GC pass or while writes wait
+ * for space. It stops
  * early once the index is about full (2 % of its inserts evict; the
  * budget never grows). Switching dedup on live starts it again; switching
  * it off or a fail-stop ends it.
@@ -343,6 +364,12 @@ int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg);
  * freshly opened volume starts before its first client does.
  */
 int tnd_lsfs_warmup_run(struct tnd_volume *vol, uint32_t max_segments, tnd_done_cb cb, void *arg);
+/*
+ * Change opts.dedup_warmup_mbps of the open volume @vol live (from any
+ * thread; the next background tick applies it). 0, or -EINVAL (not an
+ * lsfs volume, or @mbps over TND_LSFS_WARMUP_MBPS_MAX).
+ */
+int tnd_lsfs_set_warmup_rate(struct tnd_volume *vol, uint32_t mbps);
 void tnd_lsfs_start_background(struct tnd_volume *vol);
 
 /*
@@ -359,7 +386,8 @@ void tnd_lsfs_start_background(struct tnd_volume *vol);
  * the same opts to keep it.
  *
  * Synchronous, not concurrently with itself, open or destroy: on the
- * home reactor's thread (or the thread that polls it), or from any other
+ * home reactor's thread (or the thread that polls it; it polls home while
+ * the deferred mark's superblock update is in flight), or from any other
  * thread while the home reactor runs (the swap is a message to it).
  * Returns 0, -EINVAL (not an lsfs volume), -EROFS (the volume has
  * failed), -ENOMEM (nothing changed), or the -errno of the superblock
@@ -369,9 +397,9 @@ int tnd_lsfs_set_features(struct tnd_volume *vol, bool compress, bool dedup);
 
 /*
  * Change opts.compress_mode of the open volume @vol live, like
- * tnd_lsfs_set_features (same threading, same returns): a mode other than
- * INLINE first marks the store with its feature bit, durably, when
- * compression is on (or when it is turned on later). Blocks already
+ * tnd_lsfs_set_features (same threading, same returns). It writes no
+ * feature bit: the first block the new mode wants deferred marks the
+ * store (see opts.compress_mode). Blocks already
  * deferred stay deferred until they are moved; with INLINE, idle
  * compaction still compresses them.
  */

@@ -131,12 +131,20 @@
  * at all is dropped, unpinning its victims), and an idle log gets its stage
  * appended after a tick without a record.
  *
+ * Deferred records. Invariant: no record with the DEFERRED descriptor
+ * flag, and no map aux with the deferred mark, reaches the disk before
+ * the superblock with LSFS_INCOMPAT_DEFERRED is durable in both copies.
+ * The bit is set lazily, by one asynchronous superblock update on home
+ * that the first chunk a mode wants deferred starts; until it lands such
+ * chunks are compressed inline (see "Deferred mark").
+ *
  * Partial chunks (512 B volumes) are merged with the chunk's current
  * content at append time: from RAM when it is there, else from a copy read
  * beforehand and still current (same pba); if the chunk moved on while we
  * waited, the copy is read again.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <semaphore.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -243,6 +251,8 @@ struct pre_chunk {
 	uint16_t len;                  /* 0: all zero */
 	bool lz4;
 	bool deferred;                 /* stored raw, compression deferred (DEFERRED mark) */
+	bool defer_held;               /* wanted deferring, compressed inline: the store is
+					* not yet marked for DEFERRED records (dm_start) */
 	bool have_fp;
 	bool valid;                    /* a full chunk whose stages ran */
 };
@@ -469,6 +479,15 @@ struct lsfs {
 	_Atomic unsigned cmode;        /* enum tnd_lsfs_compress_mode (any thread reads) */
 	struct stage_meter home_meter; /* stages run at the append, on home */
 	uint64_t ndeferred;            /* mapped chunks whose payload is DEFERRED */
+	/* marking the store for DEFERRED records ("Deferred mark" below) */
+	_Atomic bool defer_ok;         /* the bit is durable: stages may defer (any thread reads) */
+	bool dm_busy;                  /* its superblock update is in flight */
+	bool dm_want;                  /* a stage wanted to defer; the update has not started */
+	unsigned dm_step;              /* 0 write copy A, 1 flush, 2 write copy B, 3 flush */
+	uint8_t *dm_blk;               /* 4 KiB: the superblock being written */
+	struct lsfs_sb dm_sb;
+	pthread_mutex_t sb_mu;         /* one superblock writer at a time: this update on home,
+					* or tnd_lsfs_set_features on its caller's thread */
 	uint64_t idle_writes;          /* st.writes at the last tick */
 	uint32_t idle_ticks;           /* ticks in a row without a client write */
 
@@ -515,6 +534,12 @@ struct lsfs {
 	uint64_t wu_gen;               /* walk number: a read of an ended walk is ignored */
 	uint32_t wu_quota;             /* segments this tick (or explicit run) may still scan */
 	uint64_t wu_io;                /* client reads + writes at the last tick */
+	_Atomic uint32_t wu_mbps;      /* opts.dedup_warmup_mbps (any thread writes) */
+	bool wu_paced;                 /* this tick is under client load: scans spend wu_credit */
+	int64_t wu_credit;             /* bytes the paced walk may still scan (a segment larger
+					* than a tick's share drives it negative: paid off by the
+					* next ticks) */
+	uint64_t wu_tick_ns;           /* the last tick that granted credit */
 	uint64_t wu_t0, wu_t1;         /* start, end (ns) */
 	uint64_t wu_evicted;           /* entries the walk's inserts evicted */
 	tnd_done_cb wu_cb;             /* tnd_lsfs_warmup_run */
@@ -549,6 +574,7 @@ static void gc_stage_write(struct lsfs *ls);
 static void gc_stage_retire(struct lsfs *ls, bool drop);
 static void gc_stage_unpin(struct lsfs *ls, uint32_t s);
 static void wu_stop(struct lsfs *ls, const char *why);
+static void dm_start(struct lsfs *ls);
 
 static struct lsfs *to_lsfs(struct tnd_volume *v)
 {
@@ -760,6 +786,108 @@ static void fail_stop(struct lsfs *ls, int err, const char *what)
 		ls->gc_busy = true;
 		gc_finish(ls);
 	}
+}
+
+/* ---- the deferred mark ---- */
+
+/*
+ * Deferred mark. A DEFERRED record (and the map aux that says deferred)
+ * must never reach the disk before the superblock with
+ * LSFS_INCOMPAT_DEFERRED is durable in both copies: an older build would
+ * take the flag for a torn record, and our own open and check call a
+ * deferred payload in an unmarked store corruption. The bit is set
+ * lazily, so that a store that never defers (adaptive mode rarely does)
+ * stays readable by older builds: until it is durable (defer_ok), a
+ * chunk the policy wants deferred is compressed inline, as in INLINE
+ * mode, and the first such chunk starts this one update on home:
+ * superblock copy A written, flushed, copy B written, flushed (each copy
+ * durable before the other is touched, as lsfs_sb_write does, so a power
+ * cut leaves one whole copy, either the old or the new; open repairs the
+ * other), all through the child I/O path without blocking the reactor.
+ * Only then does defer_ok let the stages defer. A failed write or flush
+ * fail-stops the volume like any other. The bit is never cleared.
+ *
+ * sb_mu keeps it from racing tnd_lsfs_set_features, which writes the
+ * superblock from its caller's thread: home only trylocks (a wish that
+ * finds it taken leaves dm_want for the next wish or tick), and holds the
+ * lock from the copy of ls->sb to the completion, on home throughout.
+ */
+static void dm_end(struct lsfs *ls)
+{
+	ls->dm_busy = false;
+	free(ls->dm_blk);
+	ls->dm_blk = NULL;
+	pthread_mutex_unlock(&ls->sb_mu);
+}
+
+static void dm_next(struct lsfs *ls);
+
+static void dm_io_done(struct lsfs_child *c, int status)
+{
+	struct lsfs *ls = c->ls;
+	if (status < 0) {
+		dm_end(ls);
+		tnd_err(LSFS_TAG, "marking the store for deferred compression failed (%s)",
+			strerror(-status));
+		fail_stop(ls, status, "superblock write");
+		return;
+	}
+	ls->dm_step++;
+	dm_next(ls);
+}
+
+static void dm_next(struct lsfs *ls)
+{
+	if (ls->failed) {
+		/* A copy may be new, the other old: open takes the newer. */
+		dm_end(ls);
+		return;
+	}
+	if (ls->dm_step == 4) {
+		ls->sb.incompat = ls->dm_sb.incompat;
+		ls->sb.sb_seq = ls->dm_sb.sb_seq;
+		dm_end(ls);
+		atomic_store_explicit(&ls->defer_ok, true, memory_order_relaxed);
+		tnd_info(LSFS_TAG, "store marked as holding deferred records (older builds will "
+			 "refuse it)");
+		return;
+	}
+	int ret = ls->dm_step & 1 ? child_submit(ls, TND_IO_FLUSH, 0, NULL, 0, dm_io_done, NULL, 0)
+				  : child_submit(ls, TND_IO_WRITE, (uint64_t)(ls->dm_step / 2) * LSFS_BLK,
+						 ls->dm_blk, LSFS_BLK, dm_io_done, NULL, 0);
+	if (ret < 0) {
+		dm_end(ls);
+		tnd_err(LSFS_TAG, "marking the store for deferred compression failed (%s)",
+			strerror(-ret));
+		fail_stop(ls, ret, "superblock write");
+	}
+}
+
+/* A stage wanted to defer a chunk and could not: mark the store (home). */
+static void dm_start(struct lsfs *ls)
+{
+	if (atomic_load_explicit(&ls->defer_ok, memory_order_relaxed)) {
+		ls->dm_want = false;
+		return;
+	}
+	if (ls->dm_busy || ls->failed || ls->closing)
+		return;
+	ls->dm_want = true;
+	if (pthread_mutex_trylock(&ls->sb_mu) != 0)
+		return;
+	ls->dm_blk = lsfs_alloc_blocks(LSFS_BLK);
+	if (!ls->dm_blk) {
+		pthread_mutex_unlock(&ls->sb_mu);
+		return;   /* the next wish or tick tries again */
+	}
+	ls->dm_want = false;
+	ls->dm_busy = true;
+	ls->dm_sb = ls->sb;
+	ls->dm_sb.incompat |= LSFS_INCOMPAT_DEFERRED;
+	ls->dm_sb.sb_seq++;
+	lsfs_sb_encode(&ls->dm_sb, ls->dm_blk);
+	ls->dm_step = 0;
+	dm_next(ls);
 }
 
 /* ---- segments ---- */
@@ -1123,16 +1251,18 @@ static int store_payload(struct lsfs *ls, uint64_t c, const uint8_t *pay, uint32
  * The write stages for one chunk of new content @src (borrowed, 4 KiB):
  * zero test, compression when it is on and saves a sector (with @cctx
  * into @cbuf, LSFS_LZ4_MAX bytes; with @defer not now: the chunk is
- * stored raw and marked deferred), CRC32C, and with @want_fp the
- * fingerprint. Pure computation on the caller's buffers: runs on any
- * reactor.
+ * stored raw and marked deferred; @held: deferring was wanted but the
+ * store is not marked for it yet, so it is compressed now and the chunk
+ * says so), CRC32C, and with @want_fp the fingerprint. Pure computation
+ * on the caller's buffers: runs on any reactor.
  */
-static void chunk_stages(struct tnd_compress_ctx *cctx, bool defer, const uint8_t *src, uint8_t *cbuf,
-			 bool want_fp, struct pre_chunk *pc)
+static void chunk_stages(struct tnd_compress_ctx *cctx, bool defer, bool held, const uint8_t *src,
+			 uint8_t *cbuf, bool want_fp, struct pre_chunk *pc)
 {
 	pc->have_fp = false;
 	pc->lz4 = false;
 	pc->deferred = false;
+	pc->defer_held = false;
 	pc->pay = src;
 	pc->len = LSFS_BLK;
 	size_t clen = 0;
@@ -1144,6 +1274,7 @@ static void chunk_stages(struct tnd_compress_ctx *cctx, bool defer, const uint8_
 		return;
 	}
 	pc->deferred = cctx && defer;
+	pc->defer_held = cctx && held;
 	if (r == TND_COMPRESS_COMPRESSED && clen > 0 && clen <= LSFS_LZ4_MAX) {
 		pc->pay = cbuf;
 		pc->len = (uint16_t)clen;
@@ -1164,19 +1295,22 @@ static int store_chunk(struct lsfs *ls, uint64_t c, const uint8_t *src, const st
 {
 	struct pre_chunk pc;
 	unsigned mode = atomic_load_explicit(&ls->cmode, memory_order_relaxed);
-	bool defer = false, metered = ls->cctx && mode == TND_LSFS_COMPRESS_ADAPTIVE;
+	bool want = false, metered = ls->cctx && mode == TND_LSFS_COMPRESS_ADAPTIVE;
 	uint64_t t0 = 0;
 	if (metered) {
 		t0 = tnd_now_ns();
-		defer = meter_defer(&ls->home_meter, t0);
+		want = meter_defer(&ls->home_meter, t0);
 	} else {
-		defer = ls->cctx && mode == TND_LSFS_COMPRESS_DEFERRED;
+		want = ls->cctx && mode == TND_LSFS_COMPRESS_DEFERRED;
 	}
-	chunk_stages(ls->cctx, defer, src, ls->cbuf, ls->ddx && !fp, &pc);
+	bool may = atomic_load_explicit(&ls->defer_ok, memory_order_relaxed);
+	chunk_stages(ls->cctx, want && may, want && !may, src, ls->cbuf, ls->ddx && !fp, &pc);
 	if (metered)
-		meter_add(&ls->home_meter, t0, tnd_now_ns(), 1, defer);
+		meter_add(&ls->home_meter, t0, tnd_now_ns(), 1, want && may);
 	if (!fp && pc.have_fp)
 		fp = &pc.fp;
+	if (pc.defer_held)
+		dm_start(ls);
 	return store_payload(ls, c, pc.pay, pc.len, pc.lz4, pc.deferred, pc.crc, fp);
 }
 
@@ -1342,6 +1476,8 @@ static int append_io(struct lsfs *ls, struct lsfs_ioctx *x)
 				tnd_dedup_fingerprint(full_src(ls, io, s - x->b0), LSFS_BLK, &f);
 				fp = &f;
 			}
+			if (pc->defer_held)
+				dm_start(ls);
 			ret = store_payload(ls, c, pc->pay, pc->len, pc->lz4, pc->deferred, pc->crc, fp);
 		} else {
 			ret = store_chunk(ls, c, src, fp);
@@ -3406,12 +3542,22 @@ static void gc_step(struct lsfs *ls)
  * indexed.
  *
  * Yield. One segment read in flight at most, issued from the background
- * tick only when no GC pass is running and no writer waits for space; a
- * tick with client I/O since the last one allows one segment, an idle
- * tick lets the walk go on back to back until client I/O shows up again.
- * Segments the log has in RAM cost no read.
+ * tick, and from the completion of the one before, only when no GC pass
+ * is running and no writer waits for space. A tick with client I/O since
+ * the last one paces the walk by bytes: it grants the bytes its interval
+ * is worth at opts.dedup_warmup_mbps (at most one interval's worth saved
+ * up), and segments are scanned back to back while the credit is
+ * positive, each costing its size (the sealed bytes of one in RAM, which
+ * costs the CPU but no read); a segment bigger than a tick's grant drives
+ * the credit negative and the next ticks pay it off, so the long-run rate
+ * holds for any segment size. An idle tick lets the walk go on back to
+ * back until client I/O shows up again, then waits for the next tick,
+ * which paces it. Rate 0 never paces. Why a rate and not a segment per
+ * tick (the first version): at 4 MiB a tick that was 40 MB/s, hours for a
+ * 1 TB store under constant load; the CPU cost per byte (CRC, LZ4
+ * decompression, XXH3: measured in docs/config.md) is what the rate
+ * bounds.
  */
-#define WU_BUSY_SEGS 1u                /* segments per tick while clients do I/O */
 /* The walk ends once its inserts' evictions pass 1/WU_EVICT_DIV of them:
  * a window overflows long before the index is full (inserting random
  * fingerprints into a 4 MiB index, the first eviction came at 39 % of the
@@ -3643,8 +3789,10 @@ static void wu_read_done(struct lsfs_child *c, int status)
 		wu_end(ls, TND_LSFS_WARMUP_DONE, "index full");
 		return;
 	}
-	/* Client I/O since the tick: the rest waits for the next one. */
-	if (!ls->wu_cb && ls->st.reads + ls->st.writes != ls->wu_io)
+	/* An idle tick's run met client I/O: the rest waits for the next
+	 * tick, which paces it (unless the rate is unlimited). */
+	if (!ls->wu_cb && !ls->wu_paced && ls->st.reads + ls->st.writes != ls->wu_io &&
+	    atomic_load_explicit(&ls->wu_mbps, memory_order_relaxed))
 		ls->wu_quota = 0;
 	wu_pump(ls);
 }
@@ -3652,7 +3800,8 @@ static void wu_read_done(struct lsfs_child *c, int status)
 /* Scan segments while the quota lasts, until a read is in flight. */
 static void wu_pump(struct lsfs *ls)
 {
-	while (ls->st.index_warmup == TND_LSFS_WARMUP_RUNNING && !ls->wu_busy && ls->wu_quota) {
+	while (ls->st.index_warmup == TND_LSFS_WARMUP_RUNNING && !ls->wu_busy && ls->wu_quota &&
+	       (!ls->wu_paced || ls->wu_credit > 0)) {
 		if (ls->failed || !ls->ddx) {
 			wu_stop(ls, ls->failed ? "the device failed" : "dedup off");
 			return;
@@ -3683,6 +3832,8 @@ static void wu_pump(struct lsfs *ls)
 			/* Still in RAM (the open segment, or not yet written):
 			 * its sealed records, no read. */
 			ls->st.warmup_scanned++;
+			if (ls->wu_paced)
+				ls->wu_credit -= b->sealed_end;
 			if (!wu_parse(ls, s, seq, b->data, b->sealed_end)) {
 				wu_end(ls, TND_LSFS_WARMUP_DONE, "index full");
 				return;
@@ -3693,6 +3844,8 @@ static void wu_pump(struct lsfs *ls)
 		ls->wu_seg_seq = seq;
 		ls->wu_busy = true;
 		ls->readers[s]++;
+		if (ls->wu_paced)
+			ls->wu_credit -= ls->sb.seg_size;
 		int ret = child_submit(ls, TND_IO_READ, ls->sb.seg_off + (uint64_t)s * ls->sb.seg_size,
 				       ls->wu_buf, ls->sb.seg_size, wu_read_done, NULL, ls->wu_gen);
 		if (ret < 0) {
@@ -3704,15 +3857,33 @@ static void wu_pump(struct lsfs *ls)
 	wu_notify(ls);
 }
 
-/* The background tick's share: one segment while clients do I/O, all when idle. */
+/* The background tick's share: its interval's bytes at the rate while
+ * clients do I/O, all when idle. */
 static void wu_tick(struct lsfs *ls)
 {
 	if (ls->wu_pending)
 		wu_begin(ls);
 	if (ls->st.index_warmup != TND_LSFS_WARMUP_RUNNING || ls->wu_cb)
 		return;
-	uint64_t io = ls->st.reads + ls->st.writes;
-	ls->wu_quota = io == ls->wu_io ? UINT32_MAX : WU_BUSY_SEGS;
+	uint64_t io = ls->st.reads + ls->st.writes, now = tnd_now_ns();
+	uint64_t mbps = atomic_load_explicit(&ls->wu_mbps, memory_order_relaxed);
+	uint64_t iv = (uint64_t)ls->opts.gc_interval_ms * 1000000u;
+	ls->wu_quota = UINT32_MAX;
+	if (io == ls->wu_io || !mbps) {
+		ls->wu_paced = false;
+		ls->wu_credit = 0;
+	} else {
+		/* MB/s = bytes per us: ns * mbps / 1000. A late tick gets its
+		 * time, up to a second; saved-up credit is capped at one
+		 * interval's worth, a debt is kept. */
+		uint64_t dt = ls->wu_paced && now > ls->wu_tick_ns ? now - ls->wu_tick_ns : iv;
+		int64_t cap = (int64_t)(iv * mbps / 1000u);
+		ls->wu_credit += (int64_t)(TND_MIN(dt, 1000000000ull) * mbps / 1000u);
+		if (ls->wu_credit > cap)
+			ls->wu_credit = cap;
+		ls->wu_paced = true;
+	}
+	ls->wu_tick_ns = now;
 	ls->wu_io = io;
 	wu_pump(ls);
 }
@@ -3727,6 +3898,7 @@ int tnd_lsfs_warmup_run(struct tnd_volume *vol, uint32_t max_segments, tnd_done_
 		wu_begin(ls);
 	ls->wu_cb = cb;
 	ls->wu_cb_arg = arg;
+	ls->wu_paced = false;
 	ls->wu_quota = max_segments ? max_segments : UINT32_MAX;
 	wu_pump(ls);
 	return 0;
@@ -3776,6 +3948,8 @@ static void tick_fn(struct tnd_timer *t)
 	}
 	gc_step(ls);
 	wu_tick(ls);
+	if (ls->dm_want)
+		dm_start(ls);
 	/* A stage waits for a segment boundary; an idle log has none: after
 	 * a tick without a record, append it among whatever comes next. */
 	if (stg_any(ls) && !ls->gc_busy) {
@@ -3935,14 +4109,16 @@ static void pre_range(struct lsfs_ioctx *x, struct lsfs_helper *h, uint64_t i0, 
 		cctx = h->cctx;
 	}
 	unsigned mode = atomic_load_explicit(&ls->cmode, memory_order_relaxed);
-	bool defer = false, metered = cctx && mode == TND_LSFS_COMPRESS_ADAPTIVE;
+	bool want = false, metered = cctx && mode == TND_LSFS_COMPRESS_ADAPTIVE;
 	uint64_t t0 = 0;
 	if (metered) {
 		t0 = tnd_now_ns();
-		defer = meter_defer(&h->meter, t0);
+		want = meter_defer(&h->meter, t0);
 	} else {
-		defer = cctx && mode == TND_LSFS_COMPRESS_DEFERRED;
+		want = cctx && mode == TND_LSFS_COMPRESS_DEFERRED;
 	}
+	bool may = atomic_load_explicit(&ls->defer_ok, memory_order_relaxed);
+	bool defer = want && may;
 	uint8_t *slots = (uint8_t *)(x->pre + n);
 	uint8_t cbuf[LSFS_BLK];
 	for (uint64_t i = i0; i < i1; i++) {
@@ -3956,7 +4132,7 @@ static void pre_range(struct lsfs_ioctx *x, struct lsfs_helper *h, uint64_t i0, 
 			copy_from_iov(io->iov, io->iovcnt, cs - b0, slot, LSFS_BLK);
 			src = slot;
 		}
-		chunk_stages(cctx, defer, src, cbuf, feat & PRE_FP, pc);
+		chunk_stages(cctx, defer, want && !may, src, cbuf, feat & PRE_FP, pc);
 		if (pc->lz4) {
 			memcpy(slot, cbuf, pc->len);
 			pc->pay = slot;
@@ -4146,6 +4322,7 @@ void tnd_lsfs_get_stats(struct tnd_volume *vol, struct tnd_lsfs_stats *out)
 	out->stored_bytes = sec * LSFS_SECTOR;
 	out->map_capacity = ls->map_cap;
 	out->deferred_blocks = ls->ndeferred;
+	out->deferred_marked = atomic_load_explicit(&ls->defer_ok, memory_order_relaxed);
 	out->unique_blocks = ls->map.mapped - ls->shared_extra;
 	if (ls->refs) {
 		struct tnd_dedup_refs_stats rs;
@@ -4189,6 +4366,7 @@ static void lsfs_stats_json(struct tnd_volume *vol, json_t *out)
 	NUM(compacted_bytes_saved); NUM(compaction_passes);
 #undef NUM
 	json_object_set_new(o, "dedup", json_boolean(to_lsfs(vol)->ddx != NULL));
+	json_object_set_new(o, "deferred_marked", json_boolean(st.deferred_marked));
 	json_object_set_new(o, "index_warmup", json_string(tnd_lsfs_warmup_name(st.index_warmup)));
 	json_object_set_new(o, "index_warmup_segments", json_integer((json_int_t)st.warmup_segments));
 	json_object_set_new(o, "index_warmup_scanned", json_integer((json_int_t)st.warmup_scanned));
@@ -4234,7 +4412,7 @@ static int lsfs_resize(struct tnd_volume *vol, uint64_t num_blocks)
 static bool busy(const struct lsfs *ls)
 {
 	return ls->kick_pending || ls->wr_n > 0 || ls->flush_busy || ls->ckpt_busy || ls->gc_busy ||
-	       ls->reclaim_busy || ls->linger_armed || ls->wu_busy;
+	       ls->reclaim_busy || ls->linger_armed || ls->wu_busy || ls->dm_busy;
 }
 
 static void lsfs_free(struct lsfs *ls)
@@ -4271,6 +4449,8 @@ static void lsfs_free(struct lsfs *ls)
 	free(ls->wu_seqs);
 	free(ls->wu_buf);
 	free(ls->wu_dbuf);
+	free(ls->dm_blk);
+	pthread_mutex_destroy(&ls->sb_mu);
 	free(ls);
 }
 
@@ -4448,8 +4628,11 @@ int tnd_lsfs_checkpoint_run(struct tnd_volume *vol, tnd_done_cb cb, void *arg)
  * through a private reactor, as at open) before any record can need them.
  * Then a message to the home reactor swaps the tables in or out and
  * publishes what the write stages compute; tables turned off are freed
- * by the caller afterwards. The superblock is otherwise constant while
- * the volume is open, so its copy here is read safely by the caller.
+ * by the caller afterwards. The only other superblock writer is the
+ * deferred mark's update on home ("Deferred mark"); sb_mu, held from the
+ * copy of ls->sb here to the swap, keeps the two apart, so the copy is
+ * read safely by the caller and no update is lost. DEFERRED is never set
+ * here: the first deferred chunk does that.
  */
 struct feat_req {
 	struct tnd_msg msg;
@@ -4524,11 +4707,25 @@ static void feat_msg(struct tnd_msg *m)
 	sem_post(&q->done);
 }
 
+/*
+ * Take sb_mu. On the home thread (a test that polls home) the holder can
+ * only be home's own deferred-mark update: poll home until it lands.
+ */
+static void sb_lock(struct lsfs *ls)
+{
+	if (!tnd_reactor_is_current(ls->home)) {
+		pthread_mutex_lock(&ls->sb_mu);
+		return;
+	}
+	while (pthread_mutex_trylock(&ls->sb_mu) != 0)
+		tnd_reactor_poll(ls->home, 1);
+}
+
 static int set_features(struct tnd_volume *vol, bool compress, bool dedup, unsigned mode)
 {
 	struct lsfs *ls = to_lsfs(vol);
 	struct feat_req q = { .msg.fn = feat_msg, .ls = ls, .compress = compress, .dedup = dedup,
-			      .mode = mode, .sb = ls->sb };
+			      .mode = mode };
 	int ret = 0;
 	if (compress && !ls->cctx)
 		ret = tnd_compress_ctx_create(NULL, &q.cctx);
@@ -4538,15 +4735,18 @@ static int set_features(struct tnd_volume *vol, bool compress, bool dedup, unsig
 		ret = tnd_dedup_refs_create(&q.refs);
 	if (ret < 0)
 		goto out;
+	sb_lock(ls);
+	q.sb = ls->sb;
 	uint64_t want = q.sb.incompat | (compress || dedup ? LSFS_INCOMPAT_PACKED : 0) |
-			(dedup ? LSFS_INCOMPAT_DEDUP : 0) |
-			(compress && mode != TND_LSFS_COMPRESS_INLINE ? LSFS_INCOMPAT_DEFERRED : 0);
+			(dedup ? LSFS_INCOMPAT_DEDUP : 0);
 	if (want != q.sb.incompat) {
 		struct tnd_reactor *r;
 		q.sb.incompat = want;
 		ret = tnd_reactor_create(0, 64, &r);
-		if (ret < 0)
+		if (ret < 0) {
+			pthread_mutex_unlock(&ls->sb_mu);
 			goto out;
+		}
 		ret = lsfs_sb_write(vol->base, r, &q.sb);
 		tnd_reactor_destroy(r);
 		if (ret < 0) {
@@ -4569,6 +4769,7 @@ static int set_features(struct tnd_volume *vol, bool compress, bool dedup, unsig
 			;
 		sem_destroy(&q.done);
 	}
+	pthread_mutex_unlock(&ls->sb_mu);
 	ret = q.ret;
 	if (ret == 0)
 		tnd_info(LSFS_TAG, "new writes: compression %s (%s), dedup %s", compress ? "lz4" : "off",
@@ -4694,6 +4895,7 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	if (!ls)
 		return -ENOMEM;
 	tnd_volume_init(&ls->vol, &lsfs_ops, backing);
+	pthread_mutex_init(&ls->sb_mu, NULL);
 	ls->home = home;
 	ls->opts = *opts;
 	ls->opts.log_writes = TND_MIN(TND_MAX(opts->log_writes, 1u), LSFS_MAX_WRITES);
@@ -4742,9 +4944,9 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 			return ret;
 		}
 		/* Older builds must refuse the store before it holds the
-		 * first packed (or deferred) record. */
-		uint64_t want = LSFS_INCOMPAT_PACKED |
-				(opts->compress_mode != TND_LSFS_COMPRESS_INLINE ? LSFS_INCOMPAT_DEFERRED : 0);
+		 * first packed record. (The first deferred one marks it
+		 * when it comes: "Deferred mark".) */
+		uint64_t want = LSFS_INCOMPAT_PACKED;
 		if ((ls->sb.incompat & want) != want) {
 			ls->sb.incompat |= want;
 			rec->sb_differ = false;
@@ -4766,6 +4968,10 @@ int lsfs_create_volume(struct tnd_volume *backing, struct tnd_reactor *home, str
 	ls->segs = rec->segs;
 	rec->segs = NULL;
 	atomic_store_explicit(&ls->cmode, (unsigned)opts->compress_mode, memory_order_relaxed);
+	atomic_store_explicit(&ls->wu_mbps, TND_MIN(opts->dedup_warmup_mbps, TND_LSFS_WARMUP_MBPS_MAX),
+			      memory_order_relaxed);
+	atomic_store_explicit(&ls->defer_ok, (ls->sb.incompat & LSFS_INCOMPAT_DEFERRED) != 0,
+			      memory_order_relaxed);
 	for (uint32_t i = 0; i < sb->seg_count; i++) {
 		struct lsfs_seginfo *s = &ls->segs[i];
 		ls->ndeferred += s->deferred;
@@ -4850,6 +5056,14 @@ int tnd_lsfs_set_compress_mode(struct tnd_volume *vol, enum tnd_lsfs_compress_mo
 	/* opts.compress and .dedup change only on the home reactor, by this
 	 * very kind of request, which does not run concurrently with itself. */
 	return set_features(vol, ls->opts.compress, ls->opts.dedup, (unsigned)mode);
+}
+
+int tnd_lsfs_set_warmup_rate(struct tnd_volume *vol, uint32_t mbps)
+{
+	if (!vol || vol->ops != &lsfs_ops || mbps > TND_LSFS_WARMUP_MBPS_MAX)
+		return -EINVAL;
+	atomic_store_explicit(&to_lsfs(vol)->wu_mbps, mbps, memory_order_relaxed);
+	return 0;
 }
 
 static const char *const cmode_names[] = {

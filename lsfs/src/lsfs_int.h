@@ -57,7 +57,9 @@ struct lsfs_sb {
 /* DEFERRED: plain DATA payloads may carry the DEFERRED mark (descriptor
  * flag, map aux): stored raw because the write path was saturated, to be
  * compressed when GC or compaction moves them. An older reader would
- * take the flag for a torn record, so it must refuse the store. */
+ * take the flag for a torn record, so it must refuse the store. Set
+ * lazily (lsfs.c, "Deferred mark"): no deferred record or map aux reaches
+ * the disk before this bit is durable in both superblock copies. */
 #define LSFS_INCOMPAT_DEFERRED 0x4ull
 #define LSFS_INCOMPAT_KNOWN (LSFS_INCOMPAT_PACKED | LSFS_INCOMPAT_DEDUP | LSFS_INCOMPAT_DEFERRED)
 

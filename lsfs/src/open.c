@@ -88,6 +88,7 @@ void tnd_lsfs_opts_default(struct tnd_lsfs_opts *o)
 	o->offload_min_bytes = 64u << 10;
 	o->compact_idle_ms = 100;
 	o->log_writes = 1;
+	o->dedup_warmup_mbps = TND_LSFS_WARMUP_MBPS_DEFAULT;
 }
 
 /*

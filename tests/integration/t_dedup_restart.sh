@@ -7,6 +7,13 @@
 # another offset: it must be stored as shares (the stored bytes grow by
 # less than 10 % of the image); both copies read back byte for byte and
 # tandem-check is clean.
+#
+# The warm-up's rate under client load (dedup_warmup_mbps): bad values
+# are a 400 naming the field; at 2 MB/s, with tandem-bench reading all
+# the while, a walk started by switching dedup off and on live has
+# scanned no more after ~1.5 s than the rate allows (a 4 MiB segment
+# takes 2 s: at most the first few), and switched to 0 (unlimited) it
+# finishes under the same load. The rate is persisted across a restart.
 source "$(dirname "$0")/lib.sh"
 
 command -v qemu-img >/dev/null || skip "qemu-img not installed"
@@ -73,6 +80,48 @@ echo "second copy after the restart: stored $stored1 -> $stored2 bytes, $hits sh
 [ "$grow" -lt $((IMG_MIB * MIB / 10)) ] ||
 	fail "the copy after a restart grew the stored bytes by $grow (>= 10 % of the image)"
 [ "$hits" -ge $((IMG_MIB * 256 * 9 / 10)) ] || fail "only $hits blocks shared"
+
+BENCH="$TND_BUILD/tools/tandem-bench/tandem-bench"
+for bad in -1 100001 '"fast"' 1.5; do
+	r=$(api PATCH /v1/devices/dr "{\"dedup_warmup_mbps\":$bad}")
+	[ "$(tail -1 <<<"$r")" = 400 ] && grep -q dedup_warmup_mbps <<<"$r" ||
+		fail "dedup_warmup_mbps $bad: $r"
+done
+ctl device set dr dedup_warmup_mbps=2 || fail "tandemctl device set dedup_warmup_mbps=2"
+s=$(stats)
+[ "$(echo "$s" | field dedup_warmup_mbps)" = 2 ] || fail "GET does not show the rate: $s"
+ctl device set dr dedup=false || fail "dedup off"
+"$BENCH" --url "$URL" --rw read --bs 4k --qd 1 --time 5 >"$TND_TMP/bench.out" 2>&1 &
+bench=$!
+sleep 0.5
+ctl device set dr dedup=true || fail "dedup on again"
+t0=$(date +%s%N)
+sleep 1.5
+s=$(stats)
+t1=$(date +%s%N)
+segsize=$(echo "$s" | field segment_size)
+scanned=$(echo "$s" | field index_warmup_scanned)
+segs=$(echo "$s" | field index_warmup_segments)
+# + 3: the segment a tick starts on credit (paid off afterwards), the
+# open segment parsed from RAM (cheap), and one for the walk starting
+# before t0.
+most=$(( (t1 - t0) / 1000000 * 2000 / segsize + 3 ))
+echo "paced warm-up: $scanned of $segs segments of $segsize bytes in $(((t1 - t0) / 1000000)) ms at 2 MB/s (at most $most)"
+[ "$(echo "$s" | sfield index_warmup)" = running ] || fail "the paced warm-up is not running: $s"
+[ "$segs" -gt $((most + 4)) ] || fail "too few segments ($segs) to tell a rate"
+[ "$scanned" -le "$most" ] || fail "the warm-up scanned $scanned segments, more than 2 MB/s allows"
+ctl device set dr dedup_warmup_mbps=0 || fail "tandemctl device set dedup_warmup_mbps=0"
+for _ in $(seq 1 100); do
+	s=$(stats)
+	[ "$(echo "$s" | sfield index_warmup)" = done ] && break
+	sleep 0.1
+done
+[ "$(echo "$s" | sfield index_warmup)" = done ] || fail "unlimited, the warm-up did not finish: $s"
+kill -0 $bench 2>/dev/null && echo "unlimited warm-up finished while tandem-bench was still reading"
+wait $bench || fail "tandem-bench failed: $(cat "$TND_TMP/bench.out")"
+stop_tandemd
+start
+[ "$(stats | field dedup_warmup_mbps)" = 0 ] || fail "dedup_warmup_mbps not persisted"
 
 back="$TND_TMP/back.raw"
 qemu-img convert -f raw -O raw "$URL" "$back" || fail "reading the LUN failed"

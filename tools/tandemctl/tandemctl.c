@@ -984,7 +984,7 @@ static const struct command commands[] = {
 	{ .noun = "device", .verb = "grow", .run = cmd_device_grow, .synopsis = "NAME SIZE",
 	  .min_args = 2, .max_args = 2 },
 	{ .noun = "device", .verb = "set", .run = cmd_device_set,
-	  .synopsis = "NAME KEY=VALUE...  (e.g. compress=none dedup=false compress_mode=deferred)",
+	  .synopsis = "NAME KEY=VALUE...  (e.g. compress=none dedup=false compress_mode=deferred dedup_warmup_mbps=100)",
 	  .min_args = 1, .max_args = MAX_POS, .opts = (const char *const[]){ "set", NULL } },
 	{ .noun = "device", .verb = "delete", .run = cmd_device_delete, .synopsis = "NAME [--force]",
 	  .min_args = 1, .max_args = 1, .opts = (const char *const[]){ "force", NULL } },

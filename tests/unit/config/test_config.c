@@ -76,13 +76,19 @@ static void full_config_parses(void **state)
 	assert_false(c->devices[2].compress);
 	/* compress_mode: adaptive unless asked for. */
 	assert_int_equal(c->devices[0].compress_mode, TND_CONFIG_CMODE_ADAPTIVE);
+	/* dedup_warmup_mbps: the default unless asked for. */
+	assert_int_equal(c->devices[0].dedup_warmup_mbps, TND_CONFIG_WARMUP_MBPS_DEFAULT);
 	tnd_config_free(c);
 	assert_int_equal(tnd_config_parse("{\"devices\":[{\"name\":\"z\",\"size\":4096,"
-					  "\"compress\":\"lz4\",\"compress_mode\":\"deferred\"},"
-					  "{\"name\":\"y\",\"size\":4096,\"compress_mode\":\"inline\"}]}",
+					  "\"compress\":\"lz4\",\"compress_mode\":\"deferred\","
+					  "\"dedup_warmup_mbps\":0},"
+					  "{\"name\":\"y\",\"size\":4096,\"compress_mode\":\"inline\","
+					  "\"dedup_warmup_mbps\":50}]}",
 					  &c, err, sizeof(err)), 0);
 	assert_int_equal(c->devices[0].compress_mode, TND_CONFIG_CMODE_DEFERRED);
 	assert_int_equal(c->devices[1].compress_mode, TND_CONFIG_CMODE_INLINE);
+	assert_int_equal(c->devices[0].dedup_warmup_mbps, 0);
+	assert_int_equal(c->devices[1].dedup_warmup_mbps, 50);
 	tnd_config_free(c);
 }
 
@@ -115,6 +121,10 @@ static void bad_configs_name_the_field(void **state)
 		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"compress_mode\":1}]}", "devices[0].compress_mode" },
 		{ "{\"devices\":[{\"name\":\"a\",\"type\":\"flat\",\"size\":4096,\"compress_mode\":\"inline\"}]}", "lsfs devices only" },
 		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"dedup_index_bytes\":100}]}", "at least 4096" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"dedup_warmup_mbps\":-1}]}", "devices[0].dedup_warmup_mbps" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"dedup_warmup_mbps\":100001}]}", "devices[0].dedup_warmup_mbps" },
+		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"dedup_warmup_mbps\":\"fast\"}]}", "devices[0].dedup_warmup_mbps" },
+		{ "{\"devices\":[{\"name\":\"a\",\"type\":\"flat\",\"size\":4096,\"dedup_warmup_mbps\":5}]}", "lsfs devices only" },
 		{ "{\"devices\":[{\"name\":\"a\",\"type\":\"flat\",\"size\":4096,\"dedup\":true}]}", "lsfs devices only" },
 		{ "{\"devices\":[{\"name\":\"a\",\"type\":\"flat\",\"size\":4096,\"direct_io\":true}]}", "lsfs devices only" },
 		{ "{\"devices\":[{\"name\":\"a\",\"size\":4096,\"direct_io\":1}]}", "devices[0].direct_io" },

@@ -25,7 +25,12 @@
  * marking the superblock), some opened plain and switched on, and in some
  * runs off again, live during the workload with writes in flight
  * (tnd_lsfs_set_features). The checker runs on every crash image, so the
- * reference counts (the map's) are checked after every recovery.
+ * reference counts (the map's) are checked after every recovery. Half the
+ * compressed runs defer compression; their store is marked for deferred
+ * records (superblock bit 2) by an update on the home reactor when the
+ * first chunk is to be deferred, and the run must have crash states both
+ * inside that update (the copies disagree) and after it, before any
+ * deferred block (the checker fails a deferred block without the bit).
  *
  * Dead segments come back after a backing flush, without a checkpoint, so
  * replay must follow the log into segments the checkpoint lists as used;
@@ -100,6 +105,8 @@ struct model {
 	uint64_t reused_states;    /* states whose replay went on in a reused segment */
 	uint64_t gc_states;        /* states whose replay applied records of a GC-only segment */
 	uint64_t warmups;          /* recovered dedup stores whose index warm-up ran before the reads */
+	uint64_t marked_states;    /* images marked DEFERRED (bit 2) with no deferred block yet */
+	uint64_t mid_mark_states;  /* images whose two superblock copies disagree on bit 2 */
 	uint64_t violations;
 	bool gc_busy, ckpt_busy;
 	bool errors_seen;
@@ -288,6 +295,15 @@ static void verify_image(struct model *m)
 		m->reused_states++;
 	if (ret == 0 && res.gc_replayed_records)
 		m->gc_states++;
+	/* The deferred mark is set lazily, by a superblock update on home
+	 * before the first deferred record: count the crashes that hit
+	 * inside it (one copy new) or after it, before any deferred block
+	 * (the checker above fails a deferred block without the bit). */
+	bool bit0 = tnd_get_be64(m->img + 16) & 4, bit1 = tnd_get_be64(m->img + 4096 + 16) & 4;
+	if (bit0 != bit1)
+		m->mid_mark_states++;
+	else if (bit0 && ret == 0 && res.deferred_blocks == 0)
+		m->marked_states++;
 	struct tnd_volume *vol;
 	ret = tnd_lsfs_open(ram, m->v, &m->opts, &vol);
 	if (ret < 0) {
@@ -509,6 +525,7 @@ static void issue(struct model *m)
 static uint64_t reused_states;
 static uint64_t gc_states;
 static uint64_t warmups;
+static uint64_t marked_states, mid_mark_states;
 
 static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs_stats *totals)
 {
@@ -624,6 +641,8 @@ static uint64_t run(const struct cfg *cfg, uint64_t *violations, struct tnd_lsfs
 	reused_states += m->reused_states;
 	gc_states += m->gc_states;
 	warmups += m->warmups;
+	marked_states += m->marked_states;
+	mid_mark_states += m->mid_mark_states;
 	free(m);
 	return states;
 }
@@ -854,6 +873,13 @@ int main(int argc, char **argv)
 	 * about reuse, or GC-only segments, with packed and shared payloads. */
 	if (violations == 0 && (tot.deferred_writes == 0 || tot.compacted_blocks == 0)) {
 		printf("  no deferred block was written or compacted\n");
+		return 1;
+	}
+	printf("  deferred mark: %llu crash states inside its superblock update (copies differ), "
+	       "%llu after it with no deferred block yet\n", (unsigned long long)mid_mark_states,
+	       (unsigned long long)marked_states);
+	if (violations == 0 && (mid_mark_states == 0 || marked_states == 0)) {
+		printf("  no crash state hit the deferred mark's superblock update\n");
 		return 1;
 	}
 	if (violations == 0 && (reused_by_feature[0] == 0 || reused_by_feature[1] == 0)) {

@@ -1909,6 +1909,29 @@ static void features_switched_live(void **state)
 }
 
 /*
+ * A mode that defers starts deferring only once the store is marked for
+ * it: the first chunk it wants deferred is compressed inline and starts
+ * the superblock update on home. Write one random chunk at @chunk, poll
+ * until the mark is durable, and unmap the chunk again (raw_blocks
+ * counts it).
+ */
+static void defer_prime(struct env *e, uint64_t chunk)
+{
+	uint32_t per = 4096 / e->o.block_size;
+	uint8_t b[4096];
+	kind_fill(b, sizeof(b), 0, 4242 + chunk);
+	assert_int_equal(io_sync(e, TND_IO_WRITE, chunk * per, per, b, 0), 0);
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e->vol, &st);
+	for (int i = 0; i < 10000 && !st.deferred_marked; i++) {
+		tnd_reactor_poll(e->r, 1);
+		tnd_lsfs_get_stats(e->vol, &st);
+	}
+	assert_true(st.deferred_marked);
+	assert_int_equal(io_sync(e, TND_IO_UNMAP, chunk * per, per, NULL, 0), 0);
+}
+
+/*
  * compress_mode DEFERRED: every chunk is stored raw with the DEFERRED mark
  * (dedup still inline: duplicates share the raw payload), reads back
  * exact, the marks survive a close and reopen, and GC passes (explicit,
@@ -1925,6 +1948,7 @@ static void deferred_roundtrip(bool dedup, bool idle)
 	e.o.dedup = dedup;
 	e.o.compress_mode = TND_LSFS_COMPRESS_DEFERRED;
 	assert_int_equal(env_open(&e), 0);
+	defer_prime(&e, 1000);
 	uint8_t *shadow = calloc(nchunks, 4096);
 	uint8_t *buf = malloc(16 * 4096);
 	/* 256 text chunks, 32 random ones, and (dedup) 32 copies of text. */
@@ -1952,7 +1976,7 @@ static void deferred_roundtrip(bool dedup, bool idle)
 	assert_true(exact ? hits == copies : hits >= copies / 2);
 	assert_int_equal(st.compressed_blocks, 0);
 	assert_int_equal(st.deferred_writes, 288 + extra);
-	assert_int_equal(st.raw_blocks, 288 + extra);
+	assert_int_equal(st.raw_blocks, 288 + extra + 1);
 	assert_int_equal(st.deferred_blocks, 288 + copies);
 	assert_int_equal(st.stored_bytes, (288 + extra) * 4096);
 	uint8_t *all = malloc((size_t)nchunks * 4096);
@@ -2057,6 +2081,94 @@ static void deferred_compress_idle_compaction(void **state)
 	deferred_roundtrip(true, true);
 }
 
+/* Bit 2 (DEFERRED) of the superblock copies in the image. */
+static bool img_deferred_bit(const struct env *e, int copy)
+{
+	return tnd_get_be64(e->img + copy * 4096 + 16) & 4;
+}
+
+/*
+ * The DEFERRED feature bit is set when the store is about to hold its
+ * first deferred record, not at open: an lz4 store opened (or switched
+ * live) to ADAPTIVE or DEFERRED stays readable by older builds until a
+ * chunk is actually deferred. The chunk that wants it is compressed
+ * inline; once the superblock update is durable (both copies), chunks
+ * are deferred and read back exact; the bit survives reopen, INLINE and
+ * compression off, and is never cleared.
+ */
+static void deferred_mark_is_lazy(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 8u << 20, 4096, 1u << 20, 64u << 10);
+	e.o.compress = true;
+	e.o.compress_mode = TND_LSFS_COMPRESS_ADAPTIVE;
+	assert_int_equal(env_open(&e), 0);
+	uint8_t buf[8 * 4096], rd[8 * 4096];
+	for (int i = 0; i < 8; i++)
+		kind_fill(buf + i * 4096, 4096, 1, 300 + (uint64_t)i);
+	/* Opened adaptive, written at low load: compressed, not marked. */
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 0, 8, buf, 0), 0);
+	struct tnd_lsfs_stats st;
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.compressed_blocks, 8);
+	assert_false(st.deferred_marked);
+	for (int c = 0; c < 2; c++) {
+		assert_true(tnd_get_be64(e.img + c * 4096 + 16) & 1);   /* PACKED: at open */
+		assert_false(img_deferred_bit(&e, c));
+	}
+	/* Live switch to DEFERRED: no superblock write for it. */
+	assert_int_equal(tnd_lsfs_set_compress_mode(e.vol, TND_LSFS_COMPRESS_DEFERRED), 0);
+	assert_false(img_deferred_bit(&e, 0) || img_deferred_bit(&e, 1));
+	env_close(&e);
+	assert_false(img_deferred_bit(&e, 0) || img_deferred_bit(&e, 1));
+
+	/* Reopened DEFERRED: still not marked after open. */
+	e.o.compress_mode = TND_LSFS_COMPRESS_DEFERRED;
+	assert_int_equal(env_open(&e), 0);
+	assert_false(img_deferred_bit(&e, 0) || img_deferred_bit(&e, 1));
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_false(st.deferred_marked);
+	/* The first chunk it wants deferred is compressed and starts the mark. */
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 8, 1, buf, 0), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.compressed_blocks, 1);
+	assert_int_equal(st.deferred_writes, 0);
+	for (int i = 0; i < 10000 && !st.deferred_marked; i++) {
+		tnd_reactor_poll(e.r, 1);
+		tnd_lsfs_get_stats(e.vol, &st);
+	}
+	assert_true(st.deferred_marked);
+	/* Durable in both copies before any deferred record. */
+	assert_true(img_deferred_bit(&e, 0) && img_deferred_bit(&e, 1));
+	assert_int_equal(io_sync(&e, TND_IO_WRITE, 16, 8, buf, 0), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_int_equal(st.deferred_writes, 8);
+	assert_int_equal(st.deferred_blocks, 8);
+	assert_int_equal(io_sync(&e, TND_IO_READ, 16, 8, rd, 0), 0);
+	assert_memory_equal(rd, buf, sizeof(buf));
+	/* Inline, then compression off: the bit stays (deferred blocks remain). */
+	assert_int_equal(tnd_lsfs_set_compress_mode(e.vol, TND_LSFS_COMPRESS_INLINE), 0);
+	assert_int_equal(tnd_lsfs_set_features(e.vol, false, false), 0);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+	assert_true(img_deferred_bit(&e, 0) && img_deferred_bit(&e, 1));
+	e.o.compress = false;
+	e.o.compress_mode = TND_LSFS_COMPRESS_INLINE;
+	assert_int_equal(env_open(&e), 0);
+	tnd_lsfs_get_stats(e.vol, &st);
+	assert_true(st.deferred_marked);
+	assert_int_equal(st.deferred_blocks, 8);
+	memset(rd, 0, sizeof(rd));
+	assert_int_equal(io_sync(&e, TND_IO_READ, 16, 8, rd, 0), 0);
+	assert_memory_equal(rd, buf, sizeof(buf));
+	assert_int_equal(io_sync(&e, TND_IO_READ, 0, 8, rd, 0), 0);
+	assert_memory_equal(rd, buf, sizeof(buf));
+	env_close(&e);
+	assert_true(img_deferred_bit(&e, 0) && img_deferred_bit(&e, 1));
+	env_free(&e);
+}
+
 /* ADAPTIVE at low load (one small write now and then) compresses inline. */
 static void adaptive_compresses_at_low_load(void **state)
 {
@@ -2127,6 +2239,7 @@ static void dedup_index_warms_up_after_reopen(void **state)
 	assert_int_equal(io_sync(&e, TND_IO_WRITE, 0, 64, w, 0), 0);
 	/* The last 32 deferred: stored raw with the DEFERRED mark. */
 	assert_int_equal(tnd_lsfs_set_compress_mode(e.vol, TND_LSFS_COMPRESS_DEFERRED), 0);
+	defer_prime(&e, 1000);
 	assert_int_equal(io_sync(&e, TND_IO_WRITE, 64, n - 64, w + 64 * 4096, 0), 0);
 	struct tnd_lsfs_stats st;
 	tnd_lsfs_get_stats(e.vol, &st);
@@ -2404,6 +2517,63 @@ static void dedup_warmup_close_and_fail_stop(void **state)
 	env_free(&e);
 }
 
+/*
+ * Under client load the background warm-up reads at opts.dedup_warmup_mbps:
+ * at 1 MB/s with 64 KiB segments, while a client keeps reading, the walk
+ * scans no more than the rate allows (plus the one it may start in
+ * debt) but does progress; switched live to 0 (unlimited) it finishes
+ * under the same load.
+ */
+static void dedup_warmup_paced_by_rate(void **state)
+{
+	(void)state;
+	struct env e;
+	const uint32_t n = 2048;
+	env_format(&e, 32u << 20, 4096, (uint64_t)n * 4096, 64u << 10);
+	e.o.dedup = true;
+	assert_int_equal(env_open(&e), 0);
+	uint8_t *w = malloc((size_t)n * 4096);
+	assert_non_null(w);
+	fill(w, (size_t)n * 4096, 999);
+	for (uint32_t k = 0; k < n; k += 64)
+		assert_int_equal(io_sync(&e, TND_IO_WRITE, k, 64, w + (size_t)k * 4096, 0), 0);
+	env_close(&e);
+	e.o.gc_interval_ms = 10;
+	e.o.dedup_warmup_mbps = 1;
+	assert_int_equal(env_open(&e), 0);
+	assert_int_equal(tnd_lsfs_set_warmup_rate(e.vol, TND_LSFS_WARMUP_MBPS_MAX + 1), -EINVAL);
+	struct tnd_lsfs_stats st;
+	uint8_t one[4096];
+	uint64_t t0 = tnd_now_ns(), t;
+	do {
+		assert_int_equal(io_sync(&e, TND_IO_READ, (t0 / 7) % n, 1, one, 0), 0);
+		tnd_reactor_poll(e.r, 0);
+		t = tnd_now_ns() - t0;
+	} while (t < 600000000ull);
+	tnd_lsfs_get_stats(e.vol, &st);
+	uint64_t most = t / 1000u * 1 / 65536 + 2;   /* ns * MB/s / 1000 = bytes */
+	print_message("warm-up at 1 MB/s under load: %llu of %llu segments in %llu ms (at most %llu)\n",
+		      (unsigned long long)st.warmup_scanned, (unsigned long long)st.warmup_segments,
+		      (unsigned long long)(t / 1000000u), (unsigned long long)most);
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_RUNNING);
+	assert_true(st.warmup_segments > 100);
+	assert_true(st.warmup_scanned >= 1);
+	assert_true(st.warmup_scanned <= most);
+	/* Unlimited: back to back under the same load. */
+	assert_int_equal(tnd_lsfs_set_warmup_rate(e.vol, 0), 0);
+	t0 = tnd_now_ns();
+	while (st.index_warmup == TND_LSFS_WARMUP_RUNNING && tnd_now_ns() - t0 < 10000000000ull) {
+		assert_int_equal(io_sync(&e, TND_IO_READ, (t0 / 7) % n, 1, one, 0), 0);
+		tnd_reactor_poll(e.r, 0);
+		tnd_lsfs_get_stats(e.vol, &st);
+	}
+	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_DONE);
+	assert_int_equal(st.warmup_scanned, st.warmup_segments);
+	env_close(&e);
+	free(w);
+	env_free(&e);
+}
+
 int main(int argc, char **argv)
 {
 	tnd_log_set_level(TND_LOG_ERROR);
@@ -2445,6 +2615,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(deferred_compress_compacts_on_gc),
 		cmocka_unit_test(deferred_compress_dedup_sharers_follow),
 		cmocka_unit_test(deferred_compress_idle_compaction),
+		cmocka_unit_test(deferred_mark_is_lazy),
+		cmocka_unit_test(dedup_warmup_paced_by_rate),
 		cmocka_unit_test(adaptive_compresses_at_low_load),
 		cmocka_unit_test(compress_mode_names),
 		cmocka_unit_test(dedup_index_warms_up_after_reopen),
