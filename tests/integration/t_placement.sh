@@ -11,6 +11,7 @@
 # reactors are a home of tab, and when they log in 0 has no session and 1
 # has three (round-robin alone would put one on each). Every bench must
 # read back exactly what it wrote. tandemctl session list shows the reactor.
+# Header and data digests and a CHAP login work through moved sessions.
 # Then with --reactors 1 everything stays on reactor 0 and I/O works.
 source "$(dirname "$0")/lib.sh"
 
@@ -19,15 +20,20 @@ BENCH="$TND_BUILD/tools/tandem-bench/tandem-bench"
 [ -x "$BENCH" ] || fail "tandem-bench not built at $BENCH"
 
 P=iqn.2026-11.io.tandem:place
+C=iqn.2026-11.io.tandem:place-chap
+CSECRET=placement-chap-secret
 DATA="$TND_TMP/data"
 mkdir -m 700 "$DATA"
+touch "$TND_TMP/config.json"
+chmod 600 "$TND_TMP/config.json"   # it holds a CHAP secret
 cat >"$TND_TMP/config.json" <<EOF
 {
   "devices": [ { "name": "a", "type": "lsfs", "size": "32MiB" },
                { "name": "b", "type": "lsfs", "size": "32MiB" },
                { "name": "c", "type": "lsfs", "size": "32MiB" },
                { "name": "d", "type": "lsfs", "size": "32MiB" } ],
-  "targets": [ { "iqn": "$P-ta", "allow_any_initiator": true, "luns": { "0": "a" } },
+  "targets": [ { "iqn": "$P-ta", "allow_any_initiator": true, "luns": { "0": "a" },
+                 "acls": [ { "initiator": "$C", "chap": { "user": "cuser", "secret": "$CSECRET" } } ] },
                { "iqn": "$P-tb", "allow_any_initiator": true, "luns": { "0": "b" } },
                { "iqn": "$P-tab", "allow_any_initiator": true, "luns": { "0": "c", "1": "d" } } ]
 }
@@ -73,7 +79,7 @@ assert r['errors'] == 0 and r['mismatches'] == 0 and r['write_iops'] > 0 \
 and r['verified'] > 0, r" || fail "tandem-bench $1: errors, mismatches or nothing verified"
 }
 
-start_with_mgmt --config "$TND_TMP/config.json" --reactors 2
+start_with_mgmt --config "$TND_TMP/config.json" --reactors 2 --log-level debug
 url() { echo "iscsi://127.0.0.1:$TND_PORT/$P-$1/$2"; }
 
 bench ta 8 3 "$(url ta 0)"
@@ -95,6 +101,22 @@ echo "$out" | grep "$P-ta " | grep -qv " 1$" && fail "tandemctl shows a ta sessi
 echo "$out" | grep "$P-tb " | grep -qv " 0$" && fail "tandemctl shows a tb session off reactor 0"
 
 for b in ta tab tb; do bench_ok "$b"; done
+
+# Digests and CHAP through sessions that move (to ta: all go to reactor 1;
+# each program twice, so that one of the two connections lands on 0).
+for seed in 11 12; do
+	"$PROGS/tnd-iotest" --url "$(url ta 0)" --header-digest --write-read $((4 << 20)) \
+		--seed $seed || fail "write/read with HeaderDigest through a placed session"
+	"$PROGS/tnd-rawio" 127.0.0.1 "$TND_PORT" "$P-ta" $((4 << 20)) $seed ||
+		fail "write/read with HeaderDigest and DataDigest through a placed session"
+	"$PROGS/tnd-iotest" --initiator-name "$C" \
+		--url "iscsi://cuser%$CSECRET@127.0.0.1:$TND_PORT/$P-ta/0" --write-read 65536 \
+		--seed $seed || fail "write/read after a CHAP login through a placed session"
+done
+for ini in iotest rawio place-chap; do
+	grep -q "session of iqn.2026-11.io.tandem:$ini placed on reactor 1 (was 0)" "$TND_LOG" ||
+		fail "no session of $ini moved from reactor 0 to 1"
+done
 stop_tandemd
 
 # One reactor: nothing moves, I/O works.
