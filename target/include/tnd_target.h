@@ -29,6 +29,9 @@
  * response is sent, and stays for life; discovery sessions, and every
  * session of a server with one reactor, never move. The LUN map is read at
  * login: mapping or unmapping LUNs later does not move existing sessions.
+ * A login does not say which LUN the session will use: on a target whose
+ * LUNs have homes on every reactor, its sessions all go to the reactor
+ * that is home of the fewest of them (a target per device avoids that).
  * While it moves (microseconds) a session is on no reactor's list, so a
  * session listing made just then can miss it and a kick answers -ENOENT.
  *
