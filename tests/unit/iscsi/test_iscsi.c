@@ -2169,6 +2169,133 @@ static void placement_reinstate_kick_ping(void **state)
 	live_stop(&l);
 }
 
+/* ---- placement under churn ---- */
+
+struct churn {
+	int port;
+	atomic_bool stop;
+	atomic_uint logins;
+	unsigned seed;
+};
+
+/* One connection's life without cmocka (not thread-safe): log in to @target
+ * with ISID low byte @isid, maybe send a TUR and read its answer, close at
+ * some point. Errors just end it: the target may kick, reinstate or stop. */
+static void churn_one(struct churn *ch, unsigned *rnd, const char *target)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0)
+		return;
+	struct timeval tv = { .tv_sec = 2 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)ch->port) };
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		goto out_close;
+	char text[256];
+	int n = snprintf(text, sizeof(text), "InitiatorName=iqn.2026-11.test:churn%cTargetName=%s%c"
+			 "SessionType=Normal%c", 0, target, 0, 0);
+	uint8_t buf[512] = { 0 }, rsp[48];
+	buf[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+	buf[1] = ISCSI_LOGIN_TRANSIT | (1 << 2) | 3;
+	buf[8] = 0x80;
+	buf[13] = (uint8_t)(rand_r(rnd) % 4);   /* few ISIDs: reinstatements */
+	tnd_put_be32(buf + 16, 1);
+	tnd_put_be24(buf + 5, (uint32_t)n);
+	memcpy(buf + 48, text, (size_t)n);
+	size_t len = 48 + (size_t)n + tnd_iscsi_pad4((uint32_t)n);
+	bool eager = rand_r(rnd) % 2;
+	if (eager) {
+		/* A TUR right behind the login, in the same write. */
+		uint8_t *b = buf + len;
+		b[0] = ISCSI_OP_SCSI_CMD;
+		b[1] = ISCSI_FLAG_FINAL;
+		tnd_put_be32(b + 16, 5);
+		len += 48;
+	}
+	if (send(fd, buf, len, MSG_NOSIGNAL) != (ssize_t)len)
+		goto out_close;
+	unsigned what = rand_r(rnd) % 3;
+	if (what == 0)
+		goto out_close;   /* gone before reading the response */
+	if (recv_all(fd, rsp, 48) != 0 || (rsp[0] & 0x3f) != ISCSI_OP_LOGIN_RSP)
+		goto out_close;
+	uint32_t dl = tnd_get_be24(rsp + 5);
+	char skip[4096];
+	if (dl > sizeof(skip) || recv_all(fd, skip, dl + tnd_iscsi_pad4(dl)) != 0 || rsp[36])
+		goto out_close;
+	atomic_fetch_add(&ch->logins, 1);
+	if (what == 1 && !eager) {
+		uint8_t bhs[48] = { 0 };
+		bhs[0] = ISCSI_OP_SCSI_CMD;
+		bhs[1] = ISCSI_FLAG_FINAL;
+		tnd_put_be32(bhs + 16, 5);
+		if (send(fd, bhs, 48, MSG_NOSIGNAL) != 48)
+			goto out_close;
+	}
+	if (what == 1 || eager)
+		(void)recv_all(fd, rsp, 48);
+	if (rand_r(rnd) % 2)
+		usleep(rand_r(rnd) % 3000);
+out_close:
+	close(fd);
+}
+
+static void *churn_thread(void *p)
+{
+	struct churn *ch = p;
+	unsigned rnd = ch->seed;
+	const char *tg[] = { place_t0, place_t1, place_both };
+	while (!atomic_load(&ch->stop))
+		churn_one(ch, &rnd, tg[rand_r(&rnd) % 3]);
+	return NULL;
+}
+
+/*
+ * Sessions logging in, moving, being reinstated, kicked, listed and closed
+ * from three threads while the LUN map changes, then a stop in the middle
+ * of it: nothing may crash or leak (the sanitizer build checks), and the
+ * stop callback must come.
+ */
+static void placement_churn(void **state)
+{
+	struct live l;
+	struct gate_vol g0, g1;
+	live_start_placed(&l, &g0, &g1);
+	struct churn ch[3];
+	pthread_t th[3];
+	for (unsigned i = 0; i < 3; i++) {
+		ch[i] = (struct churn){ .port = l.port, .seed = 7 + i };
+		assert_int_equal(pthread_create(&th[i], NULL, churn_thread, &ch[i]), 0);
+	}
+	uint64_t end = tnd_now_ns() + 1500ull * 1000 * 1000;
+	for (unsigned k = 0; tnd_now_ns() < end; k++) {
+		json_t *arr = json_array();
+		assert_int_equal(tnd_target_server_sessions_json(l.srv, arr), 0);
+		if (json_array_size(arr) > 0) {
+			const char *id = json_string_value(json_object_get(json_array_get(arr, 0), "id"));
+			int ret = tnd_target_server_kick_session(l.srv, id);
+			assert_true(ret == 0 || ret == -ENOENT);
+		}
+		json_decref(arr);
+		if (k % 2)
+			assert_int_equal(tnd_target_server_map_lun(l.srv, place_t0, 1, "g1", &g1.base), 0);
+		else if (k > 0)
+			assert_int_equal(tnd_target_server_unmap_lun(l.srv, place_t0, 1), 0);
+		usleep(2000);
+	}
+	/* Stop while logins go on. */
+	live_stop(&l);
+	unsigned logins = 0;
+	for (unsigned i = 0; i < 3; i++) {
+		atomic_store(&ch[i].stop, true);
+		pthread_join(th[i], NULL);
+		logins += atomic_load(&ch[i].logins);
+	}
+	print_message("placement_churn: %u logins\n", logins);
+	assert_true(logins > 10);
+}
+
 int main(void)
 {
 	if (getenv("TND_TEST_DEBUG"))
@@ -2205,6 +2332,7 @@ int main(void)
 		cmocka_unit_test(placement_off_home),
 		cmocka_unit_test(placement_carries_early_pdus),
 		cmocka_unit_test(placement_reinstate_kick_ping),
+		cmocka_unit_test(placement_churn),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
