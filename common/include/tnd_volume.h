@@ -108,6 +108,16 @@ struct tnd_volume_info {
 	enum tnd_volume_state state;
 	uint32_t opt_io_blocks;       /* preferred transfer granularity, 0 = none */
 	uint32_t max_unmap_blocks;    /* 0 = UNMAP unsupported */
+	/*
+	 * The reactor that owns the volume's state (the one that runs its
+	 * write path and to which I/O from other reactors is forwarded), or
+	 * NULL: no owner, every reactor is as good as any other. A layer that
+	 * keeps state on one reactor fills it; a layer that does not passes
+	 * its base's through. Constant for the volume's life. The target
+	 * places a session away from the homes of its LUNs, so that the
+	 * session's iSCSI work and the store's work run on two CPUs.
+	 */
+	struct tnd_reactor *home;
 };
 
 struct tnd_volume_ops {

@@ -96,6 +96,7 @@ static int stats_submit(struct tnd_volume *vol, struct tnd_io *io)
 	return ret;
 }
 
+/* Everything, the owning reactor (home) included, is the base's. */
 static void stats_info(struct tnd_volume *vol, struct tnd_volume_info *out)
 {
 	tnd_volume_info(vol->base, out);

@@ -432,6 +432,8 @@ static void flat_info(struct tnd_volume *vol, struct tnd_volume_info *out)
 		.state = atomic_load(&fv->failed) ? TND_VOLUME_FAILED : TND_VOLUME_ONLINE,
 		.opt_io_blocks = 4096 / fv->block_size,
 		.max_unmap_blocks = fv->read_only ? 0 : (uint32_t)((1u << 30) / fv->block_size),
+		/* Every I/O runs on its submitter's ring: no owning reactor. */
+		.home = NULL,
 	};
 }
 

@@ -4304,6 +4304,8 @@ static void lsfs_info(struct tnd_volume *vol, struct tnd_volume_info *out)
 		.state = ls->failed ? TND_VOLUME_FAILED : TND_VOLUME_ONLINE,
 		.opt_io_blocks = LSFS_BLK / ls->sb.block_size,
 		.max_unmap_blocks = 1u << 30,
+		/* The map, the log and GC belong to home ("Threading" above). */
+		.home = ls->home,
 	};
 }
 

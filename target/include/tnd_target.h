@@ -8,11 +8,32 @@
  *
  * Threads: the server is configured on the main thread (add portals,
  * targets and LUNs), then started. Each portal's listening socket lives on
- * reactor 0; accepted connections are spread over the reactors round-robin
- * and each connection (with its session) stays on its reactor for life.
+ * reactor 0; accepted connections are spread over the reactors round-robin.
  * After start, configuration changes come from one non-reactor thread at a
  * time (they serialise on a mutex) and reach the reactors as messages; see
  * "live changes" below.
+ *
+ * Placement: a volume may have a home reactor that owns its state
+ * (tnd_volume_info.home: lsfs runs its map, log and GC there, and a write
+ * submitted elsewhere is staged on the submitter and forwarded). A session
+ * on its LUN's home runs the iSCSI work and the store's write path on one
+ * CPU; elsewhere they use two, 10-25 % more IOPS for the same workload on
+ * 2 CPUs (bench/results/2026-11-22-vm-dedup.md, "Placement"). Which one a
+ * session got used to depend only on the accept counter's parity, so two
+ * identical guests on one LUN performed differently. So when a normal
+ * session's login reaches full feature phase its reactor is chosen: the
+ * one that is the home of the fewest of the LUNs the session sees (so one
+ * that is home of none, when there is one), among those the one with the
+ * fewest normal sessions; on a tie the session stays where it is (no move
+ * for nothing). It then moves there once, right after its final login
+ * response is sent, and stays for life; discovery sessions, and every
+ * session of a server with one reactor, never move. The LUN map is read at
+ * login: mapping or unmapping LUNs later does not move existing sessions.
+ * A login does not say which LUN the session will use: on a target whose
+ * LUNs have homes on every reactor, its sessions all go to the reactor
+ * that is home of the fewest of them (a target per device avoids that).
+ * While it moves (microseconds) a session is on no reactor's list, so a
+ * session listing made just then can miss it and a kick answers -ENOENT.
  *
  * Ownership: the server borrows the reactors and volumes it is given; they
  * must outlive it. tnd_target_server_stop() stops accepting, takes no new
@@ -70,7 +91,9 @@ int tnd_target_server_add_target(struct tnd_target_server *srv, const char *iqn,
 /*
  * Map @vol as LUN @lun of target @iqn; @dev_name is the device's name,
  * which seeds the LU's SCSI identity (NAA designator and serial), so the
- * same device keeps the same identity across restarts and nodes.
+ * same device keeps the same identity across restarts and nodes. The
+ * volume's home reactor (tnd_volume_info) is read here, for placement (a
+ * home that is none of the server's reactors counts as no home).
  * Returns 0, -ENOENT (no such target), -EEXIST (LUN taken) or -errno.
  */
 int tnd_target_server_map_lun(struct tnd_target_server *srv, const char *iqn,
@@ -167,7 +190,8 @@ int tnd_target_server_set_alua_state(struct tnd_target_server *srv, const char *
  *
  * Sessions are listed as a JSON array of objects: id (a stable string),
  * initiator, isid, target, type ("normal"/"discovery"), peer address,
- * portal, reactor, connections, and the negotiated parameters. Kicking a
+ * portal, reactor (the index of the one it runs on, after placement),
+ * connections, and the negotiated parameters. Kicking a
  * session ends it (its initiator may log in again).
  *
  * Exactly: {"id": "17" (decimal, unique for the server's life),

@@ -656,8 +656,11 @@ int tnd_target_server_map_lun(struct tnd_target_server *srv, const char *iqn,
 	ret = tnd_scsi_lu_create(&desc, &lu);
 	if (ret < 0)
 		goto err_free_target;
+	/* Where the volume keeps its state, for session placement. */
+	struct tnd_volume_info info;
+	tnd_volume_info(vol, &info);
 	memmove(&t->luns[pos + 1], &t->luns[pos], (t->nr_luns - pos) * sizeof(*t->luns));
-	t->luns[pos] = (struct iscsi_lun){ lun, lu };
+	t->luns[pos] = (struct iscsi_lun){ .lun = lun, .lu = lu, .home = info.home };
 	t->nr_luns++;
 	ret = replace_target(srv, old, t, NULL, 0);
 	if (ret < 0)

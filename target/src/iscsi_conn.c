@@ -23,6 +23,14 @@
  * Dispatch. rx_ops[] is indexed by opcode with one named slot per request
  * type; each says in which phases it is legal and which handler runs.
  *
+ * Placement. When a normal session's login reaches full feature phase its
+ * reactor is chosen (tnd_target.h); to move, the connection parses nothing
+ * after the final Login Request and posts no recv, and the completion of
+ * the send that carries the final Login Response, with nothing else
+ * queued, hands it over (move_now): nothing of it is then in flight, and
+ * bytes the initiator sent early stay in the receive buffer (heap memory,
+ * not the reactor's pool) and are parsed on the new reactor.
+ *
  * Teardown. tnd_iscsi_conn_close() shuts the socket down (which completes
  * the pending recv and send) and the last of recv, send and in-flight SCSI
  * commands to finish frees the connection, on its reactor.
@@ -56,6 +64,7 @@ static bool tx_backlogged(const struct iscsi_conn *c)
 
 static void process_rx(struct iscsi_conn *c);
 static void post_recv(struct iscsi_conn *c);
+static void move_now(struct iscsi_conn *c);
 
 /* ---- send ---- */
 
@@ -174,6 +183,11 @@ static void send_done(struct tnd_uring_op *op, int res, unsigned flags)
 		return;
 	}
 	tx_schedule(c);
+	if (c->move_to && !c->txq) {
+		/* The final login response is out: the quiescent point. */
+		move_now(c);
+		return;
+	}
 	if (c->rx_paused && !tx_backlogged(c)) {
 		c->rx_paused = false;
 		process_rx(c);
@@ -513,8 +527,10 @@ static void rx_finish_direct(struct iscsi_conn *c, const uint8_t *trailer)
 
 static void process_rx(struct iscsi_conn *c)
 {
+	/* Nothing after a login that moves the connection: what follows is
+	 * parsed on the new reactor, with its buffers. */
 	while (c->state != CONN_CLOSING && c->rx_state != RX_DIRECT && !c->draining &&
-	       !(c->txq_tail && c->txq_tail->close_after)) {
+	       !c->move_to && !(c->txq_tail && c->txq_tail->close_after)) {
 		if (tx_backlogged(c)) {
 			c->rx_paused = true;
 			break;
@@ -620,7 +636,7 @@ static void recv_done(struct tnd_uring_op *op, int res, unsigned flags)
 
 static void post_recv(struct iscsi_conn *c)
 {
-	if (c->recv_inflight || c->state == CONN_CLOSING)
+	if (c->recv_inflight || c->state == CONN_CLOSING || c->move_to)
 		return;
 	/* After a PDU that ends the connection, read nothing more; while the
 	 * peer is not reading our answers, read nothing either. */
@@ -680,6 +696,64 @@ void tnd_iscsi_conn_start(struct iscsi_conn *c)
 	c->rx_cap = RX_INITIAL;
 	tnd_reactor_timer_arm(c->rc->reactor, &c->nop_timer, nop_interval_ns(c));
 	post_recv(c);
+}
+
+void tnd_iscsi_conn_place(struct iscsi_conn *c)
+{
+	struct iscsi_rctx *to = tnd_iscsi_place(c);
+	if (to != c->rc)
+		c->move_to = to;
+}
+
+/*
+ * The send of the final login response completed with nothing more to
+ * send: hand the connection to c->move_to, unless something of it is
+ * still pending here after all (then, and when a reinstatement's kill is
+ * already on its way, it stays and goes on here).
+ */
+static void move_now(struct iscsi_conn *c)
+{
+	bool quiet = c->state == CONN_FFP && !c->draining && !c->rc->stopping &&
+		     c->inflight == 0 && !c->recv_inflight && !c->send_inflight &&
+		     !c->tx_defer.queued && c->nr_live == 0 && c->rx_state == RX_HDR &&
+		     !c->spin_wanted;
+	if (quiet && tnd_iscsi_conn_move(c) == 0)
+		return;   /* @c belongs to the new reactor now */
+	if (!quiet)
+		tnd_debug(TAG, "%s: not moving a busy connection", c->peer_str);
+	c->move_to = NULL;
+	if (c->placed && c->placed != c->rc) {
+		/* The placement count follows where it stays. */
+		atomic_fetch_sub_explicit(&c->placed->nr_sessions, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&c->rc->nr_sessions, 1, memory_order_relaxed);
+		c->placed = c->rc;
+	}
+	process_rx(c);
+	post_recv(c);
+	tnd_iscsi_conn_maybe_free(c);
+}
+
+void tnd_iscsi_conn_arrive(struct iscsi_conn *c)
+{
+	/* The view was built from the old reactor's snapshot; the session
+	 * reads this one's from now on (the same, or newer after a change,
+	 * which then flags REPORTED LUNS DATA HAS CHANGED as it would have
+	 * there). */
+	int ret = tnd_iscsi_session_view(c);
+	if (ret < 0) {
+		tnd_info(TAG, "%s: closing session of %s: %s", c->peer_str, c->ng.initiator_name,
+			 ret == -ENOENT ? "target removed"
+			 : ret == -EACCES ? "initiator no longer admitted"
+					  : "out of memory");
+		tnd_iscsi_conn_close(c, "configuration change");
+		tnd_iscsi_conn_maybe_free(c);
+		return;
+	}
+	tnd_reactor_timer_arm(c->rc->reactor, &c->nop_timer, nop_interval_ns(c));
+	/* PDUs the initiator sent before it had our final login response. */
+	process_rx(c);
+	post_recv(c);
+	tnd_iscsi_conn_maybe_free(c);
 }
 
 void tnd_iscsi_enter_ffp(struct iscsi_conn *c)
@@ -762,6 +836,8 @@ void tnd_iscsi_conn_maybe_free(struct iscsi_conn *c)
 		free(tx);
 	}
 	tnd_iscsi_session_unregister(c);
+	if (c->placed)
+		atomic_fetch_sub_explicit(&c->placed->nr_sessions, 1, memory_order_relaxed);
 	if (c->nexus)
 		tnd_scsi_nexus_destroy(c->nexus);
 	tnd_iscsi_text_free(&c->text_rsp);

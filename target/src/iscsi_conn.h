@@ -24,15 +24,26 @@
  *                  LUN views (masking), sessions_json and kick
  *
  * Threading: a connection, its session and its tasks live on one reactor
- * and are touched only from that reactor's thread. Portals are fixed once
- * started; the target configuration is a snapshot each reactor reads
- * through its own rctx->cfg, replaced by message (iscsi_cfg.c). The
- * session registry is the one structure shared by reactors; it is guarded
- * by a mutex taken only at login and teardown, never per command.
+ * at a time (c->rc) and are touched only from that reactor's thread.
+ * Portals are fixed once started; the target configuration is a snapshot
+ * each reactor reads through its own rctx->cfg, replaced by message
+ * (iscsi_cfg.c). The session registry is the one structure shared by
+ * reactors; it is guarded by a mutex taken only at login, at a placement
+ * move and at teardown, never per command. c->rc changes only under that
+ * mutex, so a reinstatement's kill message always goes to the reactor
+ * that holds the connection (or comes before the move, which it stops).
  *
- * Lifetime of a connection: accepted on reactor 0, handed to its reactor by
- * message, freed on that reactor once closed and no recv, send or SCSI
- * command of it is in flight (tnd_iscsi_conn_maybe_free()).
+ * Lifetime of a connection: accepted on reactor 0, handed to a reactor by
+ * message (round-robin). A normal session may then move once, right after
+ * its login (placement, tnd_target.h): when the final login response has
+ * been sent and before the next recv is posted, with no command, send,
+ * recv or timer of it pending, it leaves its reactor's list and is handed
+ * on by the same message (handoff_msg, with c->moving set), carrying only
+ * heap memory (receive buffer, nexus, view: no pool buffer); the new
+ * reactor rebuilds its LUN view from its own snapshot, arms the NOP timer
+ * and goes on receiving. It is freed on its reactor once closed and no
+ * recv, send or SCSI command of it is in flight
+ * (tnd_iscsi_conn_maybe_free()).
  */
 #ifndef TND_TARGET_ISCSI_CONN_H
 #define TND_TARGET_ISCSI_CONN_H
@@ -66,10 +77,15 @@ struct tnd_iscsi_chap;
  * in a row. */
 #define ISCSI_QD1_STREAK 8
 #define ISCSI_TASK_CACHE 64
+/* stop_pending's offset until stop is called (far above any count). */
+#define ISCSI_STOP_BIAS (1u << 30)
 
 struct iscsi_lun {
 	uint64_t lun;
 	struct tnd_scsi_lu *lu;
+	/* The reactor owning the LU's volume (tnd_volume_info's home, taken
+	 * at map time), or NULL; placement keeps sessions away from it. */
+	struct tnd_reactor *home;
 };
 
 /* CHAP credentials of one direction; the secret is binary, never logged. */
@@ -130,6 +146,11 @@ struct iscsi_rctx {
 	struct tnd_iscsi_pool *pool;
 	struct iscsi_conn *conns;     /* doubly linked */
 	unsigned nr_conns;
+	/* Normal sessions placed on this reactor (placement's count):
+	 * raised by whichever reactor places a session here, lowered when
+	 * the session's connection is freed. Read by every reactor's
+	 * placement, so an atomic; a snapshot is all placement needs. */
+	atomic_uint nr_sessions;
 	bool stopping;
 	bool stop_reported;
 	struct tnd_msg stop_msg;
@@ -169,6 +190,11 @@ struct tnd_target_server {
 	struct iscsi_conn *sessions;  /* singly linked through reg_next */
 	uint16_t next_tsih;
 
+	/* Reactors that have not reported their connections gone, plus
+	 * connections in transit between reactors (a session moving after
+	 * login: see tnd_iscsi_conn_move); until stop, plus ISCSI_STOP_BIAS,
+	 * so that it reaches 0 only once, after stop: whoever takes it there
+	 * calls stop_cb. */
 	atomic_uint stop_pending;
 	tnd_target_stopped_cb stop_cb;
 	void *stop_arg;
@@ -269,6 +295,13 @@ struct iscsi_conn {
 	struct iscsi_rctx *rc;
 	struct iscsi_conn *prev, *next;
 	struct tnd_msg handoff_msg;
+	/* Placement: the reactor this session moves to once its final login
+	 * response is sent (NULL: it stays); moving: handoff_msg carries a
+	 * logged-in connection, not a new one; placed: whose nr_sessions
+	 * counts this session (NULL: none). */
+	struct iscsi_rctx *move_to;
+	bool moving;
+	struct iscsi_rctx *placed;
 	int fd;
 	struct sockaddr_storage local;
 	socklen_t local_len;
@@ -392,6 +425,14 @@ void tnd_iscsi_fill_sn(struct iscsi_conn *c, uint8_t *hdr, bool advance);
 void tnd_iscsi_update_window(struct iscsi_conn *c);
 void tnd_iscsi_enter_ffp(struct iscsi_conn *c);
 void tnd_iscsi_conn_kill_msg(struct tnd_msg *m);
+/*
+ * Placement of a normal session whose login just reached full feature
+ * phase: choose its reactor (tnd_iscsi_place) and, when that is another
+ * one, arrange the move for when the final login response has been sent.
+ */
+void tnd_iscsi_conn_place(struct iscsi_conn *c);
+/* A moved connection arrived on its new reactor (c->rc): go on there. */
+void tnd_iscsi_conn_arrive(struct iscsi_conn *c);
 
 /* ---- iscsi_login.c ---- */
 void tnd_iscsi_login_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, const uint8_t *data);
@@ -419,6 +460,21 @@ void tnd_iscsi_logout_progress(struct iscsi_conn *c);
 
 /* ---- server.c ---- */
 void tnd_iscsi_rctx_conn_gone(struct iscsi_rctx *rc);
+/*
+ * The reactor normal session @c should run on (the policy is in
+ * tnd_target.h), counted in its nr_sessions (c->placed). On @c's reactor,
+ * once its LUN view is built.
+ */
+struct iscsi_rctx *tnd_iscsi_place(struct iscsi_conn *c);
+/*
+ * Hand logged-in @c over to c->move_to, on its current reactor, at a
+ * quiescent point (no recv, send, deferred send, command or timer of it
+ * pending, nothing to send). Returns 0 once the hand-off message is sent
+ * (@c must not be touched after that: it belongs to the new reactor), or
+ * -EBUSY when a reinstatement's kill message is already on its way to the
+ * current reactor: then @c stays and that message closes it.
+ */
+int tnd_iscsi_conn_move(struct iscsi_conn *c);
 /*
  * Register a new session: returns the TSIH, and closes an older session
  * of the same initiator name, ISID and target (reinstatement).

@@ -420,6 +420,9 @@ void tnd_iscsi_login_rx(struct iscsi_conn *c, const struct tnd_iscsi_hdr *h, con
 			tnd_info(TAG, "%s: %s session for %s%s%s (TSIH %u)", c->peer_str,
 				 c->discovery ? "discovery" : "normal", c->ng.initiator_name,
 				 c->discovery ? "" : " to ", c->target_iqn, c->tsih);
+			/* Discovery sessions carry no I/O: they stay. */
+			if (!c->discovery)
+				tnd_iscsi_conn_place(c);
 		}
 	}
 	return;

@@ -7,6 +7,16 @@
  * gets a struct iscsi_conn there and is handed by message to the next
  * reactor round-robin, which owns it from then on.
  *
+ * Placement. A normal session whose login reaches full feature phase gets
+ * its reactor chosen (tnd_iscsi_place; the rule and its why are in
+ * tnd_target.h) and, when that is not the one it is on, moves there once
+ * its final login response is out (tnd_iscsi_conn_move, called by the
+ * connection at that quiescent point). The move reuses the accept's
+ * hand-off message; the connection leaves the old reactor's list first,
+ * so no round (listing, kick, configuration change) finds it on two
+ * reactors, and c->rc changes under sess_lock, so a reinstatement's kill
+ * message goes to the reactor that holds it.
+ *
  * Stop. tnd_target_server_stop() sends reactor 0 a message that cancels the
  * accepts; once every portal's accept has completed for the last time, the
  * listening sockets are closed and every reactor gets a stop message (after
@@ -14,7 +24,10 @@
  * arrive in order). A stopping reactor drains its connections: no new
  * PDUs are taken, commands at the SCSI layer finish and their responses go
  * out, then the connection closes. The last reactor to empty calls the
- * user's callback.
+ * user's callback. A connection moving between reactors is counted too
+ * (stop_pending), since no message order ties its arrival to the stop
+ * messages: it may arrive at a reactor that has already emptied, which
+ * closes it, and only then can the callback run.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -45,6 +58,7 @@ int tnd_target_server_create(const struct tnd_target_server_opts *opts,
 	srv->nr_reactors = opts->nr_reactors;
 	srv->nop_interval_s = opts->nop_interval_s ? opts->nop_interval_s : 5;
 	srv->next_tsih = 1;
+	atomic_init(&srv->stop_pending, ISCSI_STOP_BIAS);
 	if (opts->state_dir && !(srv->state_dir = strdup(opts->state_dir)))
 		goto err_free_srv;
 	srv->reactors = calloc(opts->nr_reactors, sizeof(*srv->reactors));
@@ -237,12 +251,95 @@ void tnd_iscsi_session_unregister(struct iscsi_conn *c)
 	pthread_mutex_unlock(&srv->sess_lock);
 }
 
+/* ---- placement ---- */
+
+/* How many of the LUNs in @c's view have their volume's home on @r. */
+static unsigned homes_on(const struct iscsi_conn *c, const struct tnd_reactor *r)
+{
+	unsigned n = 0;
+	for (unsigned i = 0; i < c->view_nr; i++)
+		n += c->view[i].home == r;
+	return n;
+}
+
+struct iscsi_rctx *tnd_iscsi_place(struct iscsi_conn *c)
+{
+	struct tnd_target_server *srv = c->srv;
+	/* Fewest homes of the session's LUNs first, then fewest normal
+	 * sessions; starting from the current reactor and taking only a
+	 * strictly better one keeps it on a tie (no move for nothing). */
+	struct iscsi_rctx *best = c->rc;
+	unsigned best_homes = homes_on(c, best->reactor);
+	unsigned best_sess = atomic_load_explicit(&best->nr_sessions, memory_order_relaxed);
+	for (unsigned i = 0; i < srv->nr_reactors; i++) {
+		struct iscsi_rctx *rc = &srv->rctx[i];
+		if (rc == c->rc)
+			continue;
+		unsigned h = homes_on(c, rc->reactor);
+		unsigned n = atomic_load_explicit(&rc->nr_sessions, memory_order_relaxed);
+		if (h < best_homes || (h == best_homes && n < best_sess)) {
+			best = rc;
+			best_homes = h;
+			best_sess = n;
+		}
+	}
+	/* Counted at once, so logins placed right after this one see it. */
+	atomic_fetch_add_explicit(&best->nr_sessions, 1, memory_order_relaxed);
+	c->placed = best;
+	return best;
+}
+
+int tnd_iscsi_conn_move(struct iscsi_conn *c)
+{
+	struct tnd_target_server *srv = c->srv;
+	struct iscsi_rctx *from = c->rc, *to = c->move_to;
+	c->move_to = NULL;
+	pthread_mutex_lock(&srv->sess_lock);
+	if (c->kill_sent) {
+		/* A reinstating login already sent @c's kill to this reactor. */
+		pthread_mutex_unlock(&srv->sess_lock);
+		return -EBUSY;
+	}
+	tnd_reactor_timer_cancel(from->reactor, &c->nop_timer);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		from->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+	from->nr_conns--;
+	c->moving = true;
+	/* In transit: the stop callback waits for the arrival. */
+	atomic_fetch_add(&srv->stop_pending, 1);
+	tnd_debug(TAG, "%s: session of %s placed on reactor %u (was %u)", c->peer_str,
+		  c->ng.initiator_name, tnd_reactor_index(to->reactor),
+		  tnd_reactor_index(from->reactor));
+	c->rc = to;
+	/* Sent under the lock: a kill message sent after it (it reads c->rc
+	 * under the lock) is queued behind it on the new reactor. */
+	tnd_reactor_send(to->reactor, &c->handoff_msg);
+	pthread_mutex_unlock(&srv->sess_lock);
+	tnd_iscsi_rctx_conn_gone(from);
+	return 0;
+}
+
 /* ---- accept and hand-off ---- */
 
+static void stop_put(struct tnd_target_server *srv)
+{
+	if (atomic_fetch_sub(&srv->stop_pending, 1) == 1)
+		srv->stop_cb(srv->stop_arg);
+}
+
+/* A new connection from reactor 0, or a logged-in one moving here. */
 static void conn_handoff(struct tnd_msg *m)
 {
 	struct iscsi_conn *c = tnd_container_of(m, struct iscsi_conn, handoff_msg);
 	struct iscsi_rctx *rc = c->rc;
+	struct tnd_target_server *srv = c->srv;
+	bool moved = c->moving;
+	c->moving = false;
 	c->next = rc->conns;
 	if (rc->conns)
 		rc->conns->prev = c;
@@ -251,9 +348,14 @@ static void conn_handoff(struct tnd_msg *m)
 	if (rc->stopping) {
 		c->state = CONN_CLOSING;
 		tnd_iscsi_conn_maybe_free(c);
-		return;
+	} else if (moved) {
+		tnd_iscsi_conn_arrive(c);
+	} else {
+		tnd_iscsi_conn_start(c);
 	}
-	tnd_iscsi_conn_start(c);
+	/* Last: the stop callback may run from here, and @c may be gone. */
+	if (moved)
+		stop_put(srv);
 }
 
 static void new_connection(struct tnd_target_server *srv, int fd)
@@ -408,9 +510,7 @@ void tnd_iscsi_rctx_conn_gone(struct iscsi_rctx *rc)
 	if (!rc->stopping || rc->nr_conns > 0 || rc->stop_reported)
 		return;
 	rc->stop_reported = true;
-	struct tnd_target_server *srv = rc->srv;
-	if (atomic_fetch_sub(&srv->stop_pending, 1) == 1)
-		srv->stop_cb(srv->stop_arg);
+	stop_put(rc->srv);
 }
 
 static void rctx_stop(struct tnd_msg *m)
@@ -480,11 +580,13 @@ void tnd_target_server_stop(struct tnd_target_server *srv, tnd_target_stopped_cb
 	tnd_iscsi_cfg_shutdown(srv);
 	srv->stop_cb = cb;
 	srv->stop_arg = arg;
-	atomic_store(&srv->stop_pending, srv->nr_reactors);
 	if (!srv->started) {
 		cb(arg);
 		return;
 	}
+	/* From bias + moving connections to reactors + moving connections:
+	 * no reactor reports before its stop message, sent after this. */
+	atomic_fetch_add(&srv->stop_pending, srv->nr_reactors - ISCSI_STOP_BIAS);
 	srv->portal_stop_msg.fn = portal_stop_msg;
 	tnd_reactor_send(srv->reactors[0], &srv->portal_stop_msg);
 }

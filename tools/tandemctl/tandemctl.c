@@ -881,16 +881,18 @@ static int cmd_session_list(struct ctl *c, const struct args *a)
 		json_decref(out);
 		return 0;
 	}
-	struct table t = { .ncols = 4, .head = { "ID", "TARGET", "INITIATOR", "ADDRESS" } };
+	struct table t = { .ncols = 5,
+			   .head = { "ID", "TARGET", "INITIATOR", "ADDRESS", "REACTOR" } };
 	size_t i;
 	json_t *s;
 	json_array_foreach(json_object_get(out, "sessions"), i, s) {
-		char id[128], tg[256], ini[256], addr[128];
+		char id[128], tg[256], ini[256], addr[128], re[32];
 		cell("id", json_object_get(s, "id"), id, sizeof(id));
 		cell("target", json_object_get(s, "target"), tg, sizeof(tg));
 		cell("initiator", json_object_get(s, "initiator"), ini, sizeof(ini));
 		cell("address", json_object_get(s, "address"), addr, sizeof(addr));
-		table_add(&t, id, tg, ini, addr);
+		cell("reactor", json_object_get(s, "reactor"), re, sizeof(re));
+		table_add(&t, id, tg, ini, addr, re);
 	}
 	table_print(&t);
 	json_decref(out);

@@ -904,6 +904,7 @@ struct gate_vol {
 	struct tnd_io *held[16];     /* reactor thread only */
 	int nheld;
 	struct tnd_msg open_msg;
+	struct tnd_reactor *home;    /* reported by info: session placement */
 };
 
 struct io_done_msg {
@@ -945,6 +946,7 @@ static void gate_info(struct tnd_volume *v, struct tnd_volume_info *out)
 	out->block_size = 512;
 	out->num_blocks = 4096;
 	out->state = TND_VOLUME_ONLINE;
+	out->home = tnd_container_of(v, struct gate_vol, base)->home;
 }
 
 static void gate_destroy(struct tnd_volume *v)
@@ -1892,6 +1894,408 @@ static void chap_login_live(void **state)
 	live_stop(&l);
 }
 
+/* ---- session placement ---- */
+
+/* A normal login of @initiator (ISID low byte @isid_low) to @target; the status. */
+static unsigned login_to(int fd, uint8_t isid_low, const char *initiator, const char *target)
+{
+	char text[512];
+	int n = snprintf(text, sizeof(text), "InitiatorName=%s%cTargetName=%s%cSessionType=Normal%c",
+			 initiator, 0, target, 0, 0);
+	uint8_t bhs[48] = { 0 }, rsp[48];
+	static char data[1 << 16];
+	bhs[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+	bhs[1] = ISCSI_LOGIN_TRANSIT | (1 << 2) | 3;
+	bhs[8] = 0x80;
+	bhs[13] = isid_low;
+	tnd_put_be32(bhs + 16, 1);
+	send_pdu(fd, bhs, text, (uint32_t)n);
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_LOGIN_RSP);
+	return tnd_get_be16(rsp + 36);
+}
+
+static const char place_t0[] = "iqn.2026-11.test:place-home0";
+static const char place_t1[] = "iqn.2026-11.test:place-home1";
+static const char place_both[] = "iqn.2026-11.test:place-both";
+
+/*
+ * Two reactors; g0's home is reactor 0, g1's reactor 1. Targets: place_t0
+ * (g0), place_t1 (g1), place_both (g0 as LUN 0, g1 as LUN 1).
+ */
+static void live_start_placed(struct live *l, struct gate_vol *g0, struct gate_vol *g1)
+{
+	memset(l, 0, sizeof(*l));
+	l->nr = 2;
+	for (unsigned i = 0; i < 2; i++)
+		assert_int_equal(tnd_reactor_create(i, 256, &l->rs[i]), 0);
+	l->r = l->rs[0];
+	gate_setup(g0, false);
+	gate_setup(g1, false);
+	g0->home = l->rs[0];
+	g1->home = l->rs[1];
+	struct tnd_target_server_opts o = { .reactors = l->rs, .nr_reactors = 2 };
+	assert_int_equal(tnd_target_server_create(&o, &l->srv), 0);
+	assert_int_equal(tnd_target_server_add_portal(l->srv, "127.0.0.1:0"), 0);
+	l->port = tnd_target_server_portal_port(l->srv, 0);
+	const char *tg[] = { place_t0, place_t1, place_both };
+	for (unsigned i = 0; i < 3; i++)
+		assert_int_equal(tnd_target_server_add_target(l->srv, tg[i], NULL, true, NULL, 0), 0);
+	assert_int_equal(tnd_target_server_map_lun(l->srv, place_t0, 0, "g0", &g0->base), 0);
+	assert_int_equal(tnd_target_server_map_lun(l->srv, place_t1, 0, "g1", &g1->base), 0);
+	assert_int_equal(tnd_target_server_map_lun(l->srv, place_both, 0, "g0", &g0->base), 0);
+	assert_int_equal(tnd_target_server_map_lun(l->srv, place_both, 1, "g1", &g1->base), 0);
+	assert_int_equal(tnd_target_server_start(l->srv), 0);
+	for (unsigned i = 0; i < 2; i++)
+		assert_int_equal(tnd_reactor_start(l->rs[i]), 0);
+}
+
+/* The reactor of every normal session to @target, in @out; returns how many. */
+static unsigned session_reactors(struct tnd_target_server *srv, const char *target,
+				 int *out, unsigned max)
+{
+	json_t *arr = json_array(), *s;
+	size_t i;
+	unsigned n = 0;
+	assert_int_equal(tnd_target_server_sessions_json(srv, arr), 0);
+	json_array_foreach(arr, i, s) {
+		if (strcmp(json_string_value(json_object_get(s, "target")), target) != 0)
+			continue;
+		assert_string_equal(json_string_value(json_object_get(s, "type")), "normal");
+		assert_true(n < max);
+		out[n++] = (int)json_integer_value(json_object_get(s, "reactor"));
+	}
+	json_decref(arr);
+	return n;
+}
+
+/* READ(10) of one block of LUN @lun: the gate volume fills it with 0xab. */
+static void read_ab(int fd, uint64_t lun, uint32_t itt, uint32_t cmd_sn)
+{
+	scsi_cmd_lun(fd, lun, itt, cmd_sn, ISCSI_FLAG_FINAL | ISCSI_CMD_READ, 512, read10_1, 10);
+	uint8_t rsp[48];
+	static char data[1 << 16];
+	uint32_t n = recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_DATA_IN);
+	assert_true(rsp[1] & ISCSI_DATAIN_STATUS);
+	assert_int_equal(n, 512);
+	for (unsigned i = 0; i < 512; i++)
+		assert_int_equal((uint8_t)data[i], 0xab);
+}
+
+/*
+ * Sessions go to the reactor that is not their LUN's home, wherever their
+ * connection was accepted, and I/O works there; a target with LUNs on both
+ * homes gets its sessions spread by count. Stopping with moved sessions
+ * logged in drains them.
+ */
+static void placement_off_home(void **state)
+{
+	struct live l;
+	struct gate_vol g0, g1;
+	live_start_placed(&l, &g0, &g1);
+	int fds[12];
+	unsigned nfd = 0;
+	const char *tg[] = { place_t0, place_t1, place_both };
+	for (unsigned t = 0; t < 3; t++) {
+		for (uint8_t k = 1; k <= 4; k++) {
+			int fd = connect_to(l.port);
+			assert_int_equal(login_to(fd, k, "iqn.2026-11.test:placed", tg[t]), 0);
+			/* The first command answered: the session has settled. */
+			scsi_cmd_lun(fd, 0, 1, 0, ISCSI_FLAG_FINAL, 0, tur6, 6);
+			assert_int_equal(recv_status(fd), 0x062900);   /* power on */
+			read_ab(fd, 0, 2, 1);
+			if (t == 2) {
+				scsi_cmd_lun(fd, 1, 3, 2, ISCSI_FLAG_FINAL, 0, tur6, 6);
+				assert_int_equal(recv_status(fd), 0x062900);
+				read_ab(fd, 1, 4, 3);
+			}
+			fds[nfd++] = fd;
+		}
+	}
+	int r[8];
+	assert_int_equal(session_reactors(l.srv, place_t0, r, 8), 4);
+	for (unsigned i = 0; i < 4; i++)
+		assert_int_equal(r[i], 1);
+	assert_int_equal(session_reactors(l.srv, place_t1, r, 8), 4);
+	for (unsigned i = 0; i < 4; i++)
+		assert_int_equal(r[i], 0);
+	/* Both reactors are a home of place_both: fewest sessions wins. */
+	assert_int_equal(session_reactors(l.srv, place_both, r, 8), 4);
+	unsigned on1 = 0;
+	for (unsigned i = 0; i < 4; i++)
+		on1 += r[i] == 1;
+	assert_int_equal(on1, 2);
+	/* Sessions still run after a later round on their new reactor. */
+	assert_int_equal(tnd_target_server_unmap_lun(l.srv, place_both, 1), 0);
+	scsi_cmd_lun(fds[8], 1, 5, 4, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(fds[8]), 0x052500);   /* LOGICAL UNIT NOT SUPPORTED */
+	live_stop(&l);
+	char ch;
+	for (unsigned i = 0; i < nfd; i++) {
+		assert_int_equal(recv1(fds[i], &ch), 0);   /* drained and closed */
+		close(fds[i]);
+	}
+}
+
+/*
+ * An initiator that sends commands before it has read the final login
+ * response (it must not, but may): they are answered, from the reactor the
+ * session moved to.
+ */
+static void placement_carries_early_pdus(void **state)
+{
+	struct live l;
+	struct gate_vol g0, g1;
+	live_start_placed(&l, &g0, &g1);
+	/* The first connection lands on reactor 0, place_t0's home. */
+	int fd = connect_to(l.port);
+	char text[512];
+	int n = snprintf(text, sizeof(text), "InitiatorName=iqn.2026-11.test:eager%cTargetName=%s%c"
+			 "SessionType=Normal%c", 0, place_t0, 0, 0);
+	uint8_t buf[1024] = { 0 };
+	uint8_t *b = buf;
+	b[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+	b[1] = ISCSI_LOGIN_TRANSIT | (1 << 2) | 3;
+	b[8] = 0x80;
+	b[13] = 1;
+	tnd_put_be32(b + 16, 1);
+	tnd_put_be24(b + 5, (uint32_t)n);
+	memcpy(b + 48, text, (size_t)n);
+	size_t len = 48 + (size_t)n + tnd_iscsi_pad4((uint32_t)n);
+	/* A TEST UNIT READY and a READ(10) right behind it, same write. */
+	for (unsigned i = 0; i < 2; i++) {
+		b = buf + len;
+		b[0] = ISCSI_OP_SCSI_CMD;
+		b[1] = ISCSI_FLAG_FINAL | (i ? ISCSI_CMD_READ : 0);
+		tnd_put_be32(b + 16, 10 + i);
+		tnd_put_be32(b + 20, i ? 512 : 0);
+		tnd_put_be32(b + 24, i);
+		memcpy(b + 32, i ? read10_1 : tur6, i ? 10 : 6);
+		len += 48;
+	}
+	assert_int_equal(send(fd, buf, len, 0), (ssize_t)len);
+	uint8_t rsp[48];
+	static char data[1 << 16];
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_LOGIN_RSP);
+	assert_int_equal(tnd_get_be16(rsp + 36), 0);
+	assert_int_equal(recv_status(fd), 0x062900);
+	recv_pdu(fd, rsp, data, sizeof(data));
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_DATA_IN);
+	assert_int_equal((uint8_t)data[0], 0xab);
+	int r[2];
+	assert_int_equal(session_reactors(l.srv, place_t0, r, 2), 1);
+	assert_int_equal(r[0], 1);
+	close(fd);
+	live_stop(&l);
+}
+
+/*
+ * A session that moved is reinstated, kicked and listed on the reactor it
+ * moved to; NOP-In pings follow it there.
+ */
+static void placement_reinstate_kick_ping(void **state)
+{
+	struct live l;
+	struct gate_vol g0, g1;
+	live_start_placed(&l, &g0, &g1);
+	/* Lands on reactor 0, moves to 1. */
+	int a = connect_to(l.port);
+	assert_int_equal(login_to(a, 7, "iqn.2026-11.test:same", place_t0), 0);
+	scsi_cmd_lun(a, 0, 1, 0, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(a), 0x062900);
+	/* Lands on reactor 1 and stays; the old session goes. */
+	int c = connect_to(l.port);
+	assert_int_equal(login_to(c, 7, "iqn.2026-11.test:same", place_t0), 0);
+	char ch;
+	assert_int_equal(recv1(a, &ch), 0);
+	close(a);
+	scsi_cmd_lun(c, 0, 1, 0, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	unsigned st = recv_status(c);
+	assert_true(st == 0 || st == 0x062900);
+	int r[2];
+	assert_int_equal(session_reactors(l.srv, place_t0, r, 2), 1);
+	assert_int_equal(r[0], 1);
+
+	/* Lands on reactor 0, moves to 1; kicked there. */
+	int k = connect_to(l.port);
+	assert_int_equal(login_to(k, 8, "iqn.2026-11.test:kicked", place_t0), 0);
+	scsi_cmd_lun(k, 0, 1, 0, ISCSI_FLAG_FINAL, 0, tur6, 6);
+	assert_int_equal(recv_status(k), 0x062900);
+	json_t *arr = json_array(), *s;
+	size_t i;
+	char id[32] = "";
+	assert_int_equal(tnd_target_server_sessions_json(l.srv, arr), 0);
+	json_array_foreach(arr, i, s)
+		if (strcmp(json_string_value(json_object_get(s, "initiator")), "iqn.2026-11.test:kicked") == 0) {
+			assert_int_equal(json_integer_value(json_object_get(s, "reactor")), 1);
+			snprintf(id, sizeof(id), "%s", json_string_value(json_object_get(s, "id")));
+		}
+	json_decref(arr);
+	assert_int_equal(tnd_target_server_kick_session(l.srv, id), 0);
+	assert_int_equal(recv1(k, &ch), 0);
+	close(k);
+	close(c);
+	live_stop(&l);
+
+	/* Pings on the new reactor: one-second interval, moved session. */
+	memset(&l, 0, sizeof(l));
+	l.nr = 2;
+	for (unsigned j = 0; j < 2; j++)
+		assert_int_equal(tnd_reactor_create(j, 256, &l.rs[j]), 0);
+	l.r = l.rs[0];
+	gate_setup(&g0, false);
+	g0.home = l.rs[0];
+	struct tnd_target_server_opts o = { .reactors = l.rs, .nr_reactors = 2, .nop_interval_s = 1 };
+	assert_int_equal(tnd_target_server_create(&o, &l.srv), 0);
+	assert_int_equal(tnd_target_server_add_portal(l.srv, "127.0.0.1:0"), 0);
+	l.port = tnd_target_server_portal_port(l.srv, 0);
+	assert_int_equal(tnd_target_server_add_target(l.srv, place_t0, NULL, true, NULL, 0), 0);
+	assert_int_equal(tnd_target_server_map_lun(l.srv, place_t0, 0, "g0", &g0.base), 0);
+	assert_int_equal(tnd_target_server_start(l.srv), 0);
+	for (unsigned j = 0; j < 2; j++)
+		assert_int_equal(tnd_reactor_start(l.rs[j]), 0);
+	int p = connect_to(l.port);
+	assert_int_equal(login_to(p, 1, "iqn.2026-11.test:sleepy", place_t0), 0);
+	uint8_t rsp[48];
+	assert_int_equal(recv_all(p, rsp, 48), 0);
+	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_NOP_IN);
+	assert_int_not_equal(tnd_get_be32(rsp + 20), ISCSI_RSVD_TAG);
+	assert_int_equal(session_reactors(l.srv, place_t0, r, 2), 1);
+	assert_int_equal(r[0], 1);
+	assert_int_equal(recv1(p, &ch), 0);   /* unanswered: closed */
+	close(p);
+	live_stop(&l);
+}
+
+/* ---- placement under churn ---- */
+
+struct churn {
+	int port;
+	atomic_bool stop;
+	atomic_uint logins;
+	unsigned seed;
+};
+
+/* One connection's life without cmocka (not thread-safe): log in to @target
+ * with ISID low byte @isid, maybe send a TUR and read its answer, close at
+ * some point. Errors just end it: the target may kick, reinstate or stop. */
+static void churn_one(struct churn *ch, unsigned *rnd, const char *target)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	if (fd < 0)
+		return;
+	struct timeval tv = { .tv_sec = 2 };
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)ch->port) };
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0)
+		goto out_close;
+	char text[256];
+	int n = snprintf(text, sizeof(text), "InitiatorName=iqn.2026-11.test:churn%cTargetName=%s%c"
+			 "SessionType=Normal%c", 0, target, 0, 0);
+	uint8_t buf[512] = { 0 }, rsp[48];
+	buf[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
+	buf[1] = ISCSI_LOGIN_TRANSIT | (1 << 2) | 3;
+	buf[8] = 0x80;
+	buf[13] = (uint8_t)(rand_r(rnd) % 4);   /* few ISIDs: reinstatements */
+	tnd_put_be32(buf + 16, 1);
+	tnd_put_be24(buf + 5, (uint32_t)n);
+	memcpy(buf + 48, text, (size_t)n);
+	size_t len = 48 + (size_t)n + tnd_iscsi_pad4((uint32_t)n);
+	bool eager = rand_r(rnd) % 2;
+	if (eager) {
+		/* A TUR right behind the login, in the same write. */
+		uint8_t *b = buf + len;
+		b[0] = ISCSI_OP_SCSI_CMD;
+		b[1] = ISCSI_FLAG_FINAL;
+		tnd_put_be32(b + 16, 5);
+		len += 48;
+	}
+	if (send(fd, buf, len, MSG_NOSIGNAL) != (ssize_t)len)
+		goto out_close;
+	unsigned what = rand_r(rnd) % 3;
+	if (what == 0)
+		goto out_close;   /* gone before reading the response */
+	if (recv_all(fd, rsp, 48) != 0 || (rsp[0] & 0x3f) != ISCSI_OP_LOGIN_RSP)
+		goto out_close;
+	uint32_t dl = tnd_get_be24(rsp + 5);
+	char skip[4096];
+	if (dl > sizeof(skip) || recv_all(fd, skip, dl + tnd_iscsi_pad4(dl)) != 0 || rsp[36])
+		goto out_close;
+	atomic_fetch_add(&ch->logins, 1);
+	if (what == 1 && !eager) {
+		uint8_t bhs[48] = { 0 };
+		bhs[0] = ISCSI_OP_SCSI_CMD;
+		bhs[1] = ISCSI_FLAG_FINAL;
+		tnd_put_be32(bhs + 16, 5);
+		if (send(fd, bhs, 48, MSG_NOSIGNAL) != 48)
+			goto out_close;
+	}
+	if (what == 1 || eager)
+		(void)recv_all(fd, rsp, 48);
+	if (rand_r(rnd) % 2)
+		usleep(rand_r(rnd) % 3000);
+out_close:
+	close(fd);
+}
+
+static void *churn_thread(void *p)
+{
+	struct churn *ch = p;
+	unsigned rnd = ch->seed;
+	const char *tg[] = { place_t0, place_t1, place_both };
+	while (!atomic_load(&ch->stop))
+		churn_one(ch, &rnd, tg[rand_r(&rnd) % 3]);
+	return NULL;
+}
+
+/*
+ * Sessions logging in, moving, being reinstated, kicked, listed and closed
+ * from three threads while the LUN map changes, then a stop in the middle
+ * of it: nothing may crash or leak (the sanitizer build checks), and the
+ * stop callback must come.
+ */
+static void placement_churn(void **state)
+{
+	struct live l;
+	struct gate_vol g0, g1;
+	live_start_placed(&l, &g0, &g1);
+	struct churn ch[3];
+	pthread_t th[3];
+	for (unsigned i = 0; i < 3; i++) {
+		ch[i] = (struct churn){ .port = l.port, .seed = 7 + i };
+		assert_int_equal(pthread_create(&th[i], NULL, churn_thread, &ch[i]), 0);
+	}
+	uint64_t end = tnd_now_ns() + 1500ull * 1000 * 1000;
+	for (unsigned k = 0; tnd_now_ns() < end; k++) {
+		json_t *arr = json_array();
+		assert_int_equal(tnd_target_server_sessions_json(l.srv, arr), 0);
+		if (json_array_size(arr) > 0) {
+			const char *id = json_string_value(json_object_get(json_array_get(arr, 0), "id"));
+			int ret = tnd_target_server_kick_session(l.srv, id);
+			assert_true(ret == 0 || ret == -ENOENT);
+		}
+		json_decref(arr);
+		if (k % 2)
+			assert_int_equal(tnd_target_server_map_lun(l.srv, place_t0, 1, "g1", &g1.base), 0);
+		else if (k > 0)
+			assert_int_equal(tnd_target_server_unmap_lun(l.srv, place_t0, 1), 0);
+		usleep(2000);
+	}
+	/* Stop while logins go on. */
+	live_stop(&l);
+	unsigned logins = 0;
+	for (unsigned i = 0; i < 3; i++) {
+		atomic_store(&ch[i].stop, true);
+		pthread_join(th[i], NULL);
+		logins += atomic_load(&ch[i].logins);
+	}
+	print_message("placement_churn: %u logins\n", logins);
+	assert_true(logins > 10);
+}
+
 int main(void)
 {
 	if (getenv("TND_TEST_DEBUG"))
@@ -1925,6 +2329,10 @@ int main(void)
 		cmocka_unit_test(chap_encodings),
 		cmocka_unit_test(chap_state_machine),
 		cmocka_unit_test(chap_login_live),
+		cmocka_unit_test(placement_off_home),
+		cmocka_unit_test(placement_carries_early_pdus),
+		cmocka_unit_test(placement_reinstate_kick_ping),
+		cmocka_unit_test(placement_churn),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -501,6 +501,7 @@ void fixture_add_session(struct fixture *f, const char *id, const char *target,
 			 const char *initiator)
 {
 	json_array_append_new(f->sessions,
-			      json_pack("{s:s,s:s,s:s,s:s}", "id", id, "target", target,
-					"initiator", initiator, "address", "127.0.0.1:50000"));
+			      json_pack("{s:s,s:s,s:s,s:s,s:i}", "id", id, "target", target,
+					"initiator", initiator, "address", "127.0.0.1:50000",
+					"reactor", 1));
 }

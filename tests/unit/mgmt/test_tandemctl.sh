@@ -119,7 +119,7 @@ hasnt '"secret"'
 
 bad 1 "mapped as a LUN" device delete d1
 ok session list
-has "1 *$T *$I"
+has "1 *$T *$I *127.0.0.1:50000 *1"
 ok stats
 has "uptime_seconds"
 has "d1"
