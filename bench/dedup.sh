@@ -98,11 +98,11 @@ mkdir -p "$DATA"
 COPY_BYTES=$((COPY_MIB << 20))
 DD_SIZE=$(( (8 * COPY_MIB + 64) ))MiB
 # (dr, part 1 across a restart, comes last: the others keep their reactors.)
-# Devices get home reactors in turn, in this order, and sessions land on
-# reactors in turn: a session on its device's home reactor runs the whole
-# write there, one on another reactor spreads it over two (20-30 % apart on
-# a 2-CPU machine). "on" and "off" sit at the same parity, so the alternate
-# runs of part 3 give both devices the same placements.
+# Devices get home reactors in turn, in this order. Each device has a target
+# of its own (LUN 0), as a VM's disk would: tandemd places a session away
+# from the home reactors of its target's LUNs, so every session here gets
+# the placement a lone VM gets (iSCSI work on one reactor, the store's on
+# its home), whichever device it writes to.
 cat >"$DATA/tandem.json" <<EOF
 {
   "devices": [
@@ -113,8 +113,11 @@ cat >"$DATA/tandem.json" <<EOF
     { "name": "dr", "type": "lsfs", "size": "$DD_SIZE", "dedup": true, "compress": "lz4" }
   ],
   "targets": [
-    { "iqn": "$IQN", "allow_any_initiator": true,
-      "luns": { "0": "dd", "1": "cz", "2": "on", "3": "off", "4": "dr" } }
+    { "iqn": "$IQN-dd", "allow_any_initiator": true, "luns": { "0": "dd" } },
+    { "iqn": "$IQN-cz", "allow_any_initiator": true, "luns": { "0": "cz" } },
+    { "iqn": "$IQN-on", "allow_any_initiator": true, "luns": { "0": "on" } },
+    { "iqn": "$IQN-off", "allow_any_initiator": true, "luns": { "0": "off" } },
+    { "iqn": "$IQN-dr", "allow_any_initiator": true, "luns": { "0": "dr" } }
   ]
 }
 EOF
@@ -130,7 +133,7 @@ start() {  # start DATA-DIR: tandemd with DATA-DIR/tandem.json
 }
 start "$DATA"
 
-url() { echo "iscsi://127.0.0.1:$PORT/$IQN/$1"; }
+url() { echo "iscsi://127.0.0.1:$PORT/$IQN-$1/0"; }  # url DEVICE
 devstats() {
 	curl -sf -H "Authorization: Bearer $(cat "$DATA/api.token")" \
 		"http://127.0.0.1:$MGMT/v1/devices/$1" >"$2"
@@ -143,10 +146,10 @@ devpatch() {  # devpatch NAME JSON
 jget() { { grep -o "\"$2\": *[-0-9.eE+]*" "$1" || true; } | head -n 1 | sed 's/.*: *//'; }
 jnum() { { grep -o "\"$2\": [-0-9.eE+]*" "$1" || true; } | head -n 1 | awk '{print $2}'; }
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$TPID/status"; }
-# raw image SRC into LUN at byte OFFSET (qemu's raw driver over iscsi)
+# put_at SRC DEVICE OFFSET: raw image SRC into DEVICE at byte OFFSET (qemu's raw driver over iscsi)
 put_at() {
 	qemu-img convert -n -f raw -O raw "$1" \
-		"json:{\"driver\":\"raw\",\"offset\":$3,\"size\":$(stat -c %s "$1"),\"file\":{\"driver\":\"iscsi\",\"transport\":\"tcp\",\"portal\":\"127.0.0.1:$PORT\",\"target\":\"$IQN\",\"lun\":$2}}"
+		"json:{\"driver\":\"raw\",\"offset\":$3,\"size\":$(stat -c %s "$1"),\"file\":{\"driver\":\"iscsi\",\"transport\":\"tcp\",\"portal\":\"127.0.0.1:$PORT\",\"target\":\"$IQN-$2\",\"lun\":0}}"
 }
 
 # Part 1 ---------------------------------------------------------------------------
@@ -154,7 +157,7 @@ echo "== 1: eight copies of one ${COPY_MIB} MiB random image into device dd (ded
 head -c "$COPY_BYTES" /dev/urandom >"$WORK/copy.raw"
 t0=$(date +%s%N)
 for i in 0 1 2 3 4 5 6 7; do
-	put_at "$WORK/copy.raw" 0 $((i * COPY_BYTES))
+	put_at "$WORK/copy.raw" dd $((i * COPY_BYTES))
 done
 t1=$(date +%s%N)
 devstats dd "$WORK/dd.json"
@@ -168,7 +171,7 @@ P1_MBS=$(awk -v b=$((8 * COPY_BYTES)) -v ns=$((t1 - t0)) 'BEGIN { printf "%.0f",
 echo "   mapped $P1_MAPPED, stored $P1_STORED (${P1_X}x one copy), backing file $P1_PHYS, dedup ratio $P1_DR, $P1_MBS MiB/s"
 
 echo "== 1b: the same into device dr with a tandemd restart after the first copy"
-put_at "$WORK/copy.raw" 4 0
+put_at "$WORK/copy.raw" dr 0
 kill -TERM "$TPID"
 wait "$TPID" || true
 t0=$(date +%s%N)
@@ -186,7 +189,7 @@ P1R_WSEG=$(jget "$WORK/dr.json" index_warmup_segments)
 P1R_STORED0=$(jget "$WORK/dr.json" stored_bytes)
 P1R_MSGIB=$(awk -v ms="$P1R_WMS" -v b="$P1R_STORED0" 'BEGIN { printf "%.0f", (b > 0 ? ms / (b / 1073741824) : 0) }')
 for i in 1 2 3 4 5 6 7; do
-	put_at "$WORK/copy.raw" 4 $((i * COPY_BYTES))
+	put_at "$WORK/copy.raw" dr $((i * COPY_BYTES))
 done
 devstats dr "$WORK/dr.json"
 P1R_STORED=$(jget "$WORK/dr.json" stored_bytes)
@@ -207,7 +210,7 @@ fi
 # Part 2 ---------------------------------------------------------------------------
 echo "== 2: ${TAR_MIB} MiB of a tar of /usr/share into device cz (lz4)"
 ( set +o pipefail; tar cf - /usr/share 2>/dev/null | head -c $((TAR_MIB << 20)) >"$WORK/tar.raw" ) || true
-put_at "$WORK/tar.raw" 1 0
+put_at "$WORK/tar.raw" cz 0
 devstats cz "$WORK/cz.json"
 P2_NOW=$(jget "$WORK/cz.json" stored_bytes)
 P2_DEF=$(jget "$WORK/cz.json" deferred_blocks)
@@ -233,15 +236,15 @@ sed 's/^/   | /' "$WORK/ratio.txt"
 # Part 3 ---------------------------------------------------------------------------
 R3="$WORK/p3.tsv"
 : >"$R3"
-run3() {  # run3 WORKLOAD DEV LUN RUN ARGS...
-	local wl=$1 dev=$2 lun=$3 r=$4 j="$WORK/p3-$1-$2-$4.json"
-	shift 4
+run3() {  # run3 WORKLOAD DEV RUN ARGS...
+	local wl=$1 dev=$2 r=$3 j="$WORK/p3-$1-$2-$3.json"
+	shift 3
 	# The share of the chunks stored (LZ4 or raw) that were deferred.
 	local d0 n0 d1 n1 df=-
 	devstats "$dev" "$WORK/s0.json"
 	d0=$(jget "$WORK/s0.json" deferred_writes)
 	n0=$(( $(jget "$WORK/s0.json" compressed_blocks) + $(jget "$WORK/s0.json" raw_blocks) ))
-	if "$BENCH" --url "$(url "$lun")" --qd 32 --rw write --time "$SECONDS_PER_RUN" --ramp "$RAMP" \
+	if "$BENCH" --url "$(url "$dev")" --qd 32 --rw write --time "$SECONDS_PER_RUN" --ramp "$RAMP" \
 		--seed "$r" --size 512MiB "$@" --json >"$j" 2>"$WORK/bench.err"; then
 		devstats "$dev" "$WORK/s1.json"
 		d1=$(jget "$WORK/s1.json" deferred_writes)
@@ -257,17 +260,16 @@ echo "== 3: write IOPS QD32, dedup+lz4 (on) vs plain (off), $RUNS runs of ${RAMP
 for r in $(seq 1 "$RUNS"); do
 	if [ $((r % 2)) = 1 ]; then order="on off"; else order="off on"; fi
 	for dev in $order; do
-		lun=2; [ $dev = off ] && lun=3
-		run3 text-4k "$dev" $lun "$r" --bs 4k --pattern rand --data text
-		run3 random-4k "$dev" $lun "$r" --bs 4k --pattern rand --data random
-		run3 dup-4k "$dev" $lun "$r" --bs 4k --pattern rand --data dup
-		run3 seq-256k "$dev" $lun "$r" --bs 256k --pattern seq --data text
+		run3 text-4k "$dev" "$r" --bs 4k --pattern rand --data text
+		run3 random-4k "$dev" "$r" --bs 4k --pattern rand --data random
+		run3 dup-4k "$dev" "$r" --bs 4k --pattern rand --data dup
+		run3 seq-256k "$dev" "$r" --bs 256k --pattern seq --data text
 	done
 done
 # seq-256k with LZ4 always on the write path, for comparison.
 devpatch on '{"compress_mode":"inline"}'
 for r in $(seq 1 "$RUNS"); do
-	run3 seq-256k-inline on 2 "$r" --bs 256k --pattern seq --data text
+	run3 seq-256k-inline on "$r" --bs 256k --pattern seq --data text
 done
 devpatch on '{"compress_mode":"adaptive"}'
 median3() {  # median3 WORKLOAD DEV
@@ -291,7 +293,7 @@ fill4() {  # fill4 NAME DEDUP: prints "rss_kib_after entries index_bytes map_byt
 	cat >"$d/tandem.json" <<EOF
 {
   "devices": [ { "name": "ram", "type": "lsfs", "size": "3GiB", "dedup": $2, "dedup_index_bytes": "16MiB" } ],
-  "targets": [ { "iqn": "$IQN", "allow_any_initiator": true, "luns": { "4": "ram" } } ]
+  "targets": [ { "iqn": "$IQN-ram", "allow_any_initiator": true, "luns": { "0": "ram" } } ]
 }
 EOF
 	start "$d" >/dev/null
@@ -300,7 +302,7 @@ EOF
 	# since start would miss it. What both daemons allocate (segment
 	# buffers, the map) cancels in the difference of the two.
 	local r1
-	"$BENCH" --url "$(url 4)" --qd 8 --rw write --bs 256k --pattern seq --size 3GiB \
+	"$BENCH" --url "$(url ram)" --qd 8 --rw write --bs 256k --pattern seq --size 3GiB \
 		--count "$FILL_COUNT" --seed 2 >/dev/null 2>&1 || true
 	devstats ram "$d/stats.json"
 	r1=$(rss_kib)
