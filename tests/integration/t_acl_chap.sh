@@ -45,20 +45,20 @@ iscsi-inq -i "$A" "$(url 0)" >/dev/null || fail "initiator A cannot INQUIRY LUN 
 "$PROGS/tnd-iotest" --initiator-name "$A" --url "$(url 0)" --write-read 1048576 --seed 3 ||
 	fail "initiator A: write/read-back on LUN 0 failed"
 out=$(iscsi-ls -s -i "$A" "iscsi://$P") || fail "iscsi-ls as A failed: $out"
-echo "$out" | grep -q "Lun:0" && echo "$out" | grep -q "Lun:1" || fail "A does not see LUNs 0 and 1: $out"
+grep <<<"$out" -q "Lun:0" && grep <<<"$out" -q "Lun:1" || fail "A does not see LUNs 0 and 1: $out"
 
 # Another initiator is refused, and discovery does not show it the target.
 if iscsi-inq -i "$X" "$(url 0)" >/dev/null 2>&1; then
 	fail "an initiator without an ACL logged in"
 fi
 out=$(iscsi-ls -i "$X" "iscsi://$P" 2>&1) || true
-echo "$out" | grep -q "$IQN" && fail "SendTargets showed the target to a stranger: $out"
+grep <<<"$out" -q "$IQN" && fail "SendTargets showed the target to a stranger: $out"
 
 # LUN masking: B sees LUN 1 only; LUN 0 is unreachable for it.
 out=$(iscsi-ls -s -i "$B" "iscsi://$P") || fail "iscsi-ls -s as B failed: $out"
 echo "$out"
-echo "$out" | grep -q "Lun:1" || fail "B does not see LUN 1"
-echo "$out" | grep -q "Lun:0" && fail "B sees the masked LUN 0"
+grep <<<"$out" -q "Lun:1" || fail "B does not see LUN 1"
+grep <<<"$out" -q "Lun:0" && fail "B sees the masked LUN 0"
 if iscsi-readcapacity16 -i "$B" "$(url 0)" >/dev/null 2>&1; then
 	fail "B reached the masked LUN 0"
 fi

@@ -14,8 +14,8 @@ expect_refusal() {
 	grep -q -- "$expect" <<<"$out" || fail "tandemd $*: message lacks \"$expect\": $out"
 }
 
-"$TANDEMD" --version | grep -q "^tandemd " || fail "--version"
-"$TANDEMD" --help | grep -q -- "--data-dir" || fail "--help"
+grep -q "^tandemd " <<<"$("$TANDEMD" --version)" || fail "--version"
+grep -q -- "--data-dir" <<<"$("$TANDEMD" --help)" || fail "--help"
 
 expect_refusal "unrecognized option" 2 --bogus
 expect_refusal "--reactors" 2 --reactors 0
@@ -45,7 +45,7 @@ JSON
 start_tandemd --config "$cfg"
 out=$(iscsi-readcapacity16 "iscsi://127.0.0.1:$TND_PORT/iqn.2026-11.io.tandem:small/3") ||
 	fail "LUN 3 of the configured target did not answer: $out"
-echo "$out" | grep -q "LOGICAL BLOCK LENGTH IN BYTES:4096" || fail "block size 4096 not honoured: $out"
+grep <<<"$out" -q "LOGICAL BLOCK LENGTH IN BYTES:4096" || fail "block size 4096 not honoured: $out"
 [ -f "$TND_DATA/small.img" ] || fail "device image not created in the data dir"
 stop_tandemd
 
@@ -54,6 +54,6 @@ start_tandemd
 rc=0
 out=$("$TANDEMD" --data-dir "$TND_TMP/other" --portal "127.0.0.1:$TND_PORT" --mgmt off 2>&1) || rc=$?
 [ $rc != 0 ] || fail "a second daemon on a busy port started"
-echo "$out" | grep -qi "address already in use" || fail "busy port message: $out"
+grep <<<"$out" -qi "address already in use" || fail "busy port message: $out"
 stop_tandemd
 echo "config_errors: ok"

@@ -26,8 +26,8 @@ stats() {
 
 start_with_mgmt --config "$TND_TMP/config.json"
 s=$(stats) || fail "GET /v1/devices/dio"
-echo "$s" | grep -q '"direct_io": *true' || fail "config direct_io not shown: $s"
-if ! echo "$s" | grep -q '"direct_writes": *true'; then
+grep <<<"$s" -q '"direct_io": *true' || fail "config direct_io not shown: $s"
+if ! grep <<<"$s" -q '"direct_writes": *true'; then
 	grep -i "O_DIRECT" "$TND_LOG" || true
 	skip "O_DIRECT refused under $TND_TMP: the direct path is not tested here"
 fi
@@ -37,6 +37,6 @@ for round in $(seq 1 "$rounds"); do
 		start_with_mgmt --config "$TND_TMP/config.json"
 done
 s=$(stats) || fail "GET /v1/devices/dio at the end"
-echo "$s" | grep -q '"io_errors": *0' || fail "backing I/O errors: $s"
+grep <<<"$s" -q '"io_errors": *0' || fail "backing I/O errors: $s"
 stop_tandemd
 echo "direct_io: $rounds SIGKILL/restart rounds, no acknowledged flushed write lost"

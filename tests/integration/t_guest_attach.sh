@@ -68,18 +68,18 @@ qio() {
 
 # ---- parent-visible: the host logs in and sees its LUN, only that one.
 out=$(iscsi-ls -s -i "$HV" "iscsi://$P") || fail "iscsi-ls as the host failed: $out"
-echo "$out" | grep -q "Lun:0" || fail "the host does not see LUN 0: $out"
-echo "$out" | grep -q "Lun:1" && fail "the host sees the guest's LUN 1: $out"
+grep <<<"$out" -q "Lun:0" || fail "the host does not see LUN 0: $out"
+grep <<<"$out" -q "Lun:1" && fail "the host sees the guest's LUN 1: $out"
 "$PROGS/tnd-iotest" --initiator-name "$HV" --url "iscsi://$P/$T/0" --write-read 1048576 --seed 11 ||
 	fail "host: write/read-back on LUN 0 failed"
 
 # ---- parent-invisible: the guest's own initiator, with CHAP.
 out=$(qio "$WEB" 1 vm-web1 "$WEBSECRET" -c "write -P 0x5a 0 4M" -c "read -P 0x5a 0 4M" -c "read -P 0 4M 1M") ||
 	fail "guest web1: qemu-io write/read on LUN 1 failed: $out"
-echo "$out" | grep -q "Pattern verification failed" && fail "guest web1 read back wrong data: $out"
+grep <<<"$out" -q "Pattern verification failed" && fail "guest web1 read back wrong data: $out"
 # The host cannot open the guest's LUN: it is absent from its view...
 out=$(qio "$HV" 1 "" "" -c "read 0 4k") && fail "the host opened the guest's LUN: $out"
-echo "$out" | grep -q "LOGICAL_UNIT_NOT_SUPPORTED" || fail "host on LUN 1: unexpected error: $out"
+grep <<<"$out" -q "LOGICAL_UNIT_NOT_SUPPORTED" || fail "host on LUN 1: unexpected error: $out"
 # ...and the guest cannot reach the host's LUN, nor log in without CHAP.
 out=$(qio "$WEB" 0 vm-web1 "$WEBSECRET" -c "read 0 4k") && fail "the guest opened the host's LUN: $out"
 out=$(qio "$WEB" 1 "" "" -c "read 0 4k") && fail "the guest logged in without CHAP: $out"
@@ -95,12 +95,12 @@ ctl acl add "$T" "$DB" --luns 2 --chap-user vm-db1 --chap-secret-file "$TND_TMP/
 	fail "tandemctl acl add"
 out=$(qio "$DB" 2 vm-db1 "$DBSECRET" -c "write -P 0xdb 0 1M" -c "read -P 0xdb 0 1M") ||
 	fail "guest db1: qemu-io on LUN 2 failed: $out"
-echo "$out" | grep -q "Pattern verification failed" && fail "guest db1 read back wrong data: $out"
+grep <<<"$out" -q "Pattern verification failed" && fail "guest db1 read back wrong data: $out"
 out=$(iscsi-ls -s -i "$HV" "iscsi://$P") || fail "iscsi-ls as the host failed: $out"
-echo "$out" | grep -q "Lun:2" && fail "the host sees db1's LUN 2: $out"
+grep <<<"$out" -q "Lun:2" && fail "the host sees db1's LUN 2: $out"
 # The first guest's data is untouched.
 out=$(qio "$WEB" 1 vm-web1 "$WEBSECRET" -c "read -P 0x5a 0 4M") || fail "guest web1 re-read failed: $out"
-echo "$out" | grep -q "Pattern verification failed" && fail "guest web1's data changed: $out"
+grep <<<"$out" -q "Pattern verification failed" && fail "guest web1's data changed: $out"
 
 stop_tandemd
 echo "guest_attach: ok"

@@ -35,7 +35,7 @@ fi
 url="iscsi://alice%$SECRET@127.0.0.1:$TND_PORT/$T/0"
 check_login() {
 	out=$(iscsi-readcapacity16 -i "$INI" "$url") || fail "login as $INI failed: $out"
-	echo "$out" | grep -q "RETURNED LOGICAL BLOCK ADDRESS:131071" ||
+	grep <<<"$out" -q "RETURNED LOGICAL BLOCK ADDRESS:131071" ||
 		fail "LUN 0 is not 64 MiB: $out"
 	if iscsi-readcapacity16 -i "$OTHER" "$url" >/dev/null 2>&1; then
 		fail "an initiator without an ACL logged in"
@@ -60,7 +60,7 @@ ctl device list | grep -q "e2e" || fail "device e2e lost across a restart"
 ctl acl list "$T" | grep -q "$INI" || fail "ACL lost across a restart"
 url="iscsi://alice%$SECRET@127.0.0.1:$TND_PORT/$T/0"   # the portal port is new
 out=$(iscsi-readcapacity16 -i "$INI" "$url") || fail "login after restart failed: $out"
-echo "$out" | grep -q "RETURNED LOGICAL BLOCK ADDRESS:262143" ||
+grep <<<"$out" -q "RETURNED LOGICAL BLOCK ADDRESS:262143" ||
 	fail "LUN 0 is not 128 MiB after the restart: $out"
 
 ctl session list

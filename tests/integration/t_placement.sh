@@ -96,7 +96,7 @@ echo "placement: ta on [$ra], tb on [$rb], tab on [$rab]"
 [ "$rab" = "0 0" ] || fail "sessions to tab (LUNs on both homes) are on reactors [$rab], not [0 0]"
 out=$(ctl session list) || fail "tandemctl session list"
 echo "$out"
-echo "$out" | head -1 | grep -q "REACTOR" || fail "tandemctl session list shows no REACTOR column"
+head -1 <<<"$out" | grep -q "REACTOR" || fail "tandemctl session list shows no REACTOR column"
 echo "$out" | grep "$P-ta " | grep -qv " 1$" && fail "tandemctl shows a ta session off reactor 1"
 echo "$out" | grep "$P-tb " | grep -qv " 0$" && fail "tandemctl shows a tb session off reactor 0"
 

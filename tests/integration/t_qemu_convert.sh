@@ -19,7 +19,7 @@ cmp -i $((256 << 20)) -n $((64 << 20)) "$back" /dev/zero || fail "unwritten bloc
 
 out=$(qemu-img info "$TND_URL") || fail "qemu-img info failed"
 echo "$out"
-echo "$out" | grep -q "virtual size: 1 GiB" || fail "qemu-img sees the wrong size"
+grep <<<"$out" -q "virtual size: 1 GiB" || fail "qemu-img sees the wrong size"
 
 stop_tandemd
 echo "qemu_convert: ok"
