@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -41,6 +42,15 @@ struct tnd_reactor {
 	atomic_bool owner_set;
 
 	unsigned ring_flags;            /* IORING_SETUP_* the ring got */
+	unsigned entries;
+	/* A SINGLE_ISSUER ring is created disabled and enabled by the first
+	 * thread that submits to it, which it then belongs to (ring_claim). */
+	bool ring_enabled;
+	pthread_t ring_owner;
+	/* SQEs taken whose last completion (no IORING_CQE_F_MORE) is not
+	 * reaped yet: a ring can move to another thread only when nothing
+	 * but the eventfd read is in flight. */
+	unsigned inflight;
 	/* Busy-poll window (0: off) and whether the next wait spins first;
 	 * with spin_hinted, only while spin_wanted > 0. */
 	uint64_t spin_ns;
@@ -74,30 +84,108 @@ static void efd_read_done(struct tnd_uring_op *op, int res, unsigned flags)
 	r->efd_armed = false;
 }
 
+/*
+ * The ring's setup flags, best first; a kernel that does not know one
+ * answers EINVAL and we try the next.
+ *
+ * DEFER_TASKRUN (6.1): a completion's task work (a socket's recv, an io-wq
+ * worker's finished write) is queued on the ring and run only when the
+ * owning thread enters the kernel to wait for completions; the thread is
+ * woken only when there is enough of it to end that wait, never
+ * interrupted. The reactor enters the kernel every loop turn anyway.
+ * Measured against COOP_TASKRUN on the 2-CPU VM: 2-4 % less target CPU
+ * per 4 KiB read at QD32 and at QD1 (bench/results/2026-11-22-vm-reactwait.md).
+ * It needs SINGLE_ISSUER: one thread submits and waits, which is the
+ * reactor's contract anyway; R_DISABLED lets the thread that polls first
+ * (the reactor's own, or a test's) become that thread instead of the
+ * creating one (ring_claim).
+ *
+ * COOP_TASKRUN (5.19): the same without the deferral to waits: task work
+ * waits for our next kernel entry instead of interrupting the thread.
+ *
+ * TASKRUN_FLAG shows pending task work in the SQ flags, which liburing's
+ * submit and peek and our busy-poll check, so that completions queued as
+ * task work are run on those paths too.
+ */
+static const unsigned ring_setups[] = {
+	IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_R_DISABLED |
+		IORING_SETUP_TASKRUN_FLAG,
+	IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+	0,
+};
+
+static int ring_init(struct io_uring *ring, unsigned entries, unsigned *flags)
+{
+	int ret = -EINVAL;
+	for (size_t i = 0; i < sizeof(ring_setups) / sizeof(ring_setups[0]); i++) {
+		ret = io_uring_queue_init(entries, ring, ring_setups[i]);
+		if (ret != -EINVAL) {
+			*flags = ring_setups[i];
+			break;
+		}
+	}
+	return ret;
+}
+
+/*
+ * Make the calling thread the ring's submitter. A SINGLE_ISSUER ring
+ * accepts submissions and waits only from the thread that enabled it, so
+ * the first thread to submit enables it. A reactor handed to another
+ * thread (a test polls it, then gives it a thread of its own) gets a fresh
+ * ring enabled by the new thread, which is only possible while nothing but
+ * the eventfd read is in flight: an operation in flight on the old ring
+ * would be lost with it. Returns 0 or -errno (-EBUSY: in use elsewhere).
+ */
+static int ring_claim(struct tnd_reactor *r)
+{
+	if (!(r->ring_flags & IORING_SETUP_SINGLE_ISSUER))
+		return 0;
+	pthread_t self = pthread_self();
+	if (r->ring_enabled) {
+		if (pthread_equal(r->ring_owner, self))
+			return 0;
+		if (r->inflight > (r->efd_armed ? 1u : 0u)) {
+			tnd_err("reactor", "reactor %u: moved to another thread with %u operations in flight",
+				r->index, r->inflight);
+			return -EBUSY;
+		}
+		struct io_uring fresh;
+		unsigned fl;
+		int ret = ring_init(&fresh, r->entries, &fl);
+		if (ret < 0)
+			return ret;
+		/* Exiting the old ring cancels the eventfd read; a count it did
+		 * not consume stays in the eventfd for the new read, and the
+		 * inbox is drained every turn regardless. */
+		io_uring_queue_exit(&r->ring);
+		r->ring = fresh;
+		r->ring_flags = fl;
+		r->efd_armed = false;
+		r->inflight = 0;
+		r->ring_enabled = false;
+		if (!(fl & IORING_SETUP_SINGLE_ISSUER))
+			return 0;
+	}
+	/* liburing 2.3 declares io_uring_enable_rings() but does not export it. */
+	if (syscall(__NR_io_uring_register, r->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
+		    NULL, 0) < 0)
+		return -errno;
+	r->ring_enabled = true;
+	r->ring_owner = self;
+	return 0;
+}
+
 int tnd_reactor_create(unsigned index, unsigned entries, struct tnd_reactor **out)
 {
 	struct tnd_reactor *r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
 	r->index = index;
+	r->entries = entries;
 	r->efd_op.cb = efd_read_done;
 	r->defer_tail = &r->defer_head;
 
-	/*
-	 * COOP_TASKRUN: a completion's task work (a socket's recv, say) waits
-	 * for our next kernel entry instead of interrupting the thread; the
-	 * reactor enters the kernel every loop turn anyway, so this saves the
-	 * interrupts. TASKRUN_FLAG shows pending work in the SQ flags, which
-	 * liburing's peek and the busy-poll check. Kernels before 5.19 lack
-	 * both: run without.
-	 */
-	unsigned fl = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
-	int ret = io_uring_queue_init(entries, &r->ring, fl);
-	if (ret == -EINVAL) {
-		fl = 0;
-		ret = io_uring_queue_init(entries, &r->ring, fl);
-	}
-	r->ring_flags = fl;
+	int ret = ring_init(&r->ring, entries, &r->ring_flags);
 	if (ret < 0)
 		goto err_free;
 	r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -134,18 +222,22 @@ struct io_uring_sqe *tnd_reactor_sqe(struct tnd_reactor *r, struct tnd_uring_op 
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
 	if (!sqe) {
-		io_uring_submit(&r->ring);
+		if (ring_claim(r) == 0)
+			io_uring_submit(&r->ring);
 		sqe = io_uring_get_sqe(&r->ring);
 		if (!sqe)
 			return NULL;
 	}
 	io_uring_sqe_set_data(sqe, op);
+	r->inflight++;
 	return sqe;
 }
 
 int tnd_reactor_flush(struct tnd_reactor *r)
 {
-	int ret = io_uring_submit(&r->ring);
+	int ret = ring_claim(r);
+	if (ret == 0)
+		ret = io_uring_submit(&r->ring);
 	return ret < 0 ? ret : 0;
 }
 
@@ -394,6 +486,8 @@ static int reap(struct tnd_reactor *r)
 		int res = cqe->res;
 		unsigned flags = cqe->flags;
 		io_uring_cqe_seen(&r->ring, cqe);
+		if (!(flags & IORING_CQE_F_MORE) && r->inflight > 0)
+			r->inflight--;
 		if (op)
 			op->cb(op, res, flags);
 		n++;
@@ -409,6 +503,9 @@ int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms)
 		atomic_store_explicit(&r->owner, self, memory_order_relaxed);
 		atomic_store_explicit(&r->owner_set, true, memory_order_release);
 	}
+	int ret = ring_claim(r);
+	if (ret < 0)
+		return ret;
 
 	if (!r->efd_armed) {
 		struct io_uring_sqe *sqe = tnd_reactor_sqe(r, &r->efd_op);
@@ -433,7 +530,6 @@ int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms)
 			wait_ns = until;
 	}
 
-	int ret = 0;
 	bool ready = false;
 	bool hinted = r->spin_wanted > 0;
 	/* Disarmed, a wait still spins now and then: a wait without the spin
