@@ -46,6 +46,14 @@
  * Tests drive a reactor deterministically on their own thread with
  * tnd_reactor_poll(); the daemon gives each reactor a thread with
  * tnd_reactor_start().
+ *
+ * One thread at a time: the ring is single-issuer where the kernel has it
+ * (IORING_SETUP_SINGLE_ISSUER with DEFER_TASKRUN, Linux 6.1), so the
+ * thread that first polls or flushes a reactor owns its ring. Handing the
+ * reactor to another thread (a test polls it, then starts it) gives it a
+ * fresh ring, which needs it idle: with an operation of its users in
+ * flight, tnd_reactor_poll() on the new thread fails with -EBUSY and the
+ * old thread keeps it.
  */
 #ifndef TND_REACTOR_H
 #define TND_REACTOR_H
@@ -114,7 +122,8 @@ int tnd_reactor_flush(struct tnd_reactor *r);
  * Run one loop turn: submit, wait up to @timeout_ms for at least one
  * completion (0: don't wait, -1: wait until a completion, message or timer),
  * then run all completions, messages and expired timers. Returns the number
- * of events handled or -errno.
+ * of events handled or -errno (-EBUSY: another thread owns the ring and
+ * operations are in flight on it; see "One thread at a time").
  */
 int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms);
 

@@ -14,7 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -43,13 +42,10 @@ struct tnd_reactor {
 
 	unsigned ring_flags;            /* IORING_SETUP_* the ring got */
 	unsigned entries;
-	/* A SINGLE_ISSUER ring is created disabled and enabled by the first
-	 * thread that submits to it, which it then belongs to (ring_claim). */
-	bool ring_enabled;
-	pthread_t ring_owner;
+	pthread_t ring_owner;           /* with IORING_SETUP_SINGLE_ISSUER */
 	/* SQEs taken whose last completion (no IORING_CQE_F_MORE) is not
-	 * reaped yet: a ring can move to another thread only when nothing
-	 * but the eventfd read is in flight. */
+	 * reaped yet: a ring can be replaced only when nothing but the
+	 * eventfd read is in flight (ring_swap). */
 	unsigned inflight;
 	/* Busy-poll window (0: off) and whether the next wait spins first;
 	 * with spin_hinted, only while spin_wanted > 0. */
@@ -85,42 +81,50 @@ static void efd_read_done(struct tnd_uring_op *op, int res, unsigned flags)
 }
 
 /*
- * The ring's setup flags, best first; a kernel that does not know one
- * answers EINVAL and we try the next.
+ * Ring setups, best first; a kernel that does not know a flag answers
+ * EINVAL and we try the next.
  *
- * DEFER_TASKRUN (6.1): a completion's task work (a socket's recv, an io-wq
- * worker's finished write) is queued on the ring and run only when the
- * owning thread enters the kernel to wait for completions; the thread is
- * woken only when there is enough of it to end that wait, never
- * interrupted. The reactor enters the kernel every loop turn anyway.
- * Measured against COOP_TASKRUN on the 2-CPU VM: 2-4 % less target CPU
- * per 4 KiB read at QD32 and at QD1 (bench/results/2026-11-22-vm-reactwait.md).
- * It needs SINGLE_ISSUER: one thread submits and waits, which is the
- * reactor's contract anyway; R_DISABLED lets the thread that polls first
- * (the reactor's own, or a test's) become that thread instead of the
- * creating one (ring_claim).
+ * COOP_TASKRUN (5.19): a completion's task work (a socket's recv, an io-wq
+ * worker's finished write) waits for the thread's next kernel entry
+ * instead of interrupting it; the reactor enters the kernel every loop
+ * turn anyway.
  *
- * COOP_TASKRUN (5.19): the same without the deferral to waits: task work
- * waits for our next kernel entry instead of interrupting the thread.
+ * DEFER_TASKRUN (6.1) goes further: the task work is queued on the ring
+ * and run only when the owning thread waits for completions, and wakes it
+ * only when there is enough of it to end that wait. Measured against
+ * COOP_TASKRUN on the 2-CPU VM: 2-4 % less target CPU per 4 KiB read at
+ * QD32 and QD1 (bench/results/2026-11-22-vm-reactwait.md). It needs
+ * SINGLE_ISSUER: only the thread that created the ring may submit to it
+ * and wait on it. So a reactor gets such a ring only on its own thread
+ * (reactor_thread) and only while idle; a ring that any thread may poll,
+ * one at a time (tests drive reactors from their own threads, then start
+ * them), is the shared kind.
  *
  * TASKRUN_FLAG shows pending task work in the SQ flags, which liburing's
  * submit and peek and our busy-poll check, so that completions queued as
  * task work are run on those paths too.
  */
-static const unsigned ring_setups[] = {
-	IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_R_DISABLED |
-		IORING_SETUP_TASKRUN_FLAG,
+static const unsigned shared_setups[] = {
 	IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
 	0,
 };
 
-static int ring_init(struct io_uring *ring, unsigned entries, unsigned *flags)
+static const unsigned owned_setups[] = {
+	IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_TASKRUN_FLAG,
+	IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
+	0,
+};
+
+static int ring_init(struct io_uring *ring, unsigned entries, bool owned, unsigned *flags)
 {
+	const unsigned *setups = owned ? owned_setups : shared_setups;
+	size_t n = owned ? sizeof(owned_setups) / sizeof(owned_setups[0])
+			 : sizeof(shared_setups) / sizeof(shared_setups[0]);
 	int ret = -EINVAL;
-	for (size_t i = 0; i < sizeof(ring_setups) / sizeof(ring_setups[0]); i++) {
-		ret = io_uring_queue_init(entries, ring, ring_setups[i]);
+	for (size_t i = 0; i < n; i++) {
+		ret = io_uring_queue_init(entries, ring, setups[i]);
 		if (ret != -EINVAL) {
-			*flags = ring_setups[i];
+			*flags = setups[i];
 			break;
 		}
 	}
@@ -128,51 +132,72 @@ static int ring_init(struct io_uring *ring, unsigned entries, unsigned *flags)
 }
 
 /*
- * Make the calling thread the ring's submitter. A SINGLE_ISSUER ring
- * accepts submissions and waits only from the thread that enabled it, so
- * the first thread to submit enables it. A reactor handed to another
- * thread (a test polls it, then gives it a thread of its own) gets a fresh
- * ring enabled by the new thread, which is only possible while nothing but
- * the eventfd read is in flight: an operation in flight on the old ring
- * would be lost with it. Returns 0 or -errno (-EBUSY: in use elsewhere).
+ * Replace the ring by a fresh one, owned by the calling thread or shared.
+ * SQEs queued but not yet submitted move to the new ring (a test queues
+ * I/O on a reactor, then polls it from another thread); an operation
+ * already in flight on the old ring would be lost with it, so with one
+ * there (other than the eventfd read, which is re-armed) the swap fails
+ * with -EBUSY. On any error the old ring stays.
+ */
+static int ring_swap(struct tnd_reactor *r, bool owned)
+{
+	struct io_uring_sq *sq = &r->ring.sq;
+	unsigned queued = sq->sqe_tail - sq->sqe_head;
+	bool efd_queued = false;
+	for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++)
+		if (sq->sqes[i & sq->ring_mask].user_data == (uintptr_t)&r->efd_op)
+			efd_queued = true;
+	unsigned submitted = r->inflight - queued;
+	if (submitted > (r->efd_armed && !efd_queued ? 1u : 0u))
+		return -EBUSY;
+	struct io_uring fresh;
+	unsigned fl;
+	int ret = ring_init(&fresh, r->entries, owned, &fl);
+	if (ret < 0)
+		return ret;
+	unsigned moved = 0;
+	for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
+		struct io_uring_sqe *from = &sq->sqes[i & sq->ring_mask];
+		if (from->user_data == (uintptr_t)&r->efd_op)
+			continue;
+		*io_uring_get_sqe(&fresh) = *from;  /* same size ring: never NULL */
+		moved++;
+	}
+	/* Exiting the old ring cancels the eventfd read; a count it did not
+	 * consume stays in the eventfd for the next read, and the inbox is
+	 * drained every turn regardless. */
+	io_uring_queue_exit(&r->ring);
+	r->ring = fresh;
+	r->ring_flags = fl;
+	r->ring_owner = pthread_self();
+	r->efd_armed = false;
+	r->inflight = moved;
+	return 0;
+}
+
+static int reap(struct tnd_reactor *r);
+
+/*
+ * Before the calling thread submits or waits: a single-issuer ring of a
+ * thread that has let the reactor go (a started reactor was stopped and
+ * joined, and a test polls it again) is swapped for a shared one. When a
+ * thread exits, the kernel cancels or finishes what it submitted, so the
+ * completions of everything that was in flight are in the CQ: reap them
+ * here (peeking only: the kernel refuses to run this ring's work for us),
+ * then swap. Returns 0, or -EBUSY when operations are still in flight
+ * (the owner is still running it: a caller's bug).
  */
 static int ring_claim(struct tnd_reactor *r)
 {
-	if (!(r->ring_flags & IORING_SETUP_SINGLE_ISSUER))
+	if (!(r->ring_flags & IORING_SETUP_SINGLE_ISSUER) ||
+	    pthread_equal(r->ring_owner, pthread_self()))
 		return 0;
-	pthread_t self = pthread_self();
-	if (r->ring_enabled) {
-		if (pthread_equal(r->ring_owner, self))
-			return 0;
-		if (r->inflight > (r->efd_armed ? 1u : 0u)) {
-			tnd_err("reactor", "reactor %u: moved to another thread with %u operations in flight",
-				r->index, r->inflight);
-			return -EBUSY;
-		}
-		struct io_uring fresh;
-		unsigned fl;
-		int ret = ring_init(&fresh, r->entries, &fl);
-		if (ret < 0)
-			return ret;
-		/* Exiting the old ring cancels the eventfd read; a count it did
-		 * not consume stays in the eventfd for the new read, and the
-		 * inbox is drained every turn regardless. */
-		io_uring_queue_exit(&r->ring);
-		r->ring = fresh;
-		r->ring_flags = fl;
-		r->efd_armed = false;
-		r->inflight = 0;
-		r->ring_enabled = false;
-		if (!(fl & IORING_SETUP_SINGLE_ISSUER))
-			return 0;
-	}
-	/* liburing 2.3 declares io_uring_enable_rings() but does not export it. */
-	if (syscall(__NR_io_uring_register, r->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS,
-		    NULL, 0) < 0)
-		return -errno;
-	r->ring_enabled = true;
-	r->ring_owner = self;
-	return 0;
+	(void)reap(r);
+	int ret = ring_swap(r, false);
+	if (ret < 0)
+		tnd_err("reactor", "reactor %u: polled by another thread with %u operations in flight on its single-issuer ring",
+			r->index, r->inflight);
+	return ret;
 }
 
 int tnd_reactor_create(unsigned index, unsigned entries, struct tnd_reactor **out)
@@ -185,7 +210,7 @@ int tnd_reactor_create(unsigned index, unsigned entries, struct tnd_reactor **ou
 	r->efd_op.cb = efd_read_done;
 	r->defer_tail = &r->defer_head;
 
-	int ret = ring_init(&r->ring, entries, &r->ring_flags);
+	int ret = ring_init(&r->ring, entries, false, &r->ring_flags);
 	if (ret < 0)
 		goto err_free;
 	r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -581,6 +606,11 @@ int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms)
 static void *reactor_thread(void *arg)
 {
 	struct tnd_reactor *r = arg;
+	/* The reactor's own thread: a single-issuer ring of its own, unless
+	 * a thread that polled it before left operations in flight (keep the
+	 * shared ring then) or the kernel has none (ring_init falls back). */
+	if (!(r->ring_flags & IORING_SETUP_SINGLE_ISSUER))
+		(void)ring_swap(r, true);
 	while (!atomic_load(&r->stop)) {
 		int ret = tnd_reactor_poll(r, -1);
 		if (ret < 0) {
