@@ -92,8 +92,9 @@ static void efd_read_done(struct tnd_uring_op *op, int res, unsigned flags)
  * DEFER_TASKRUN (6.1) goes further: the task work is queued on the ring
  * and run only when the owning thread waits for completions, and wakes it
  * only when there is enough of it to end that wait. Measured against
- * COOP_TASKRUN on the 2-CPU VM: 2-4 % less target CPU per 4 KiB read at
- * QD32 and QD1 (bench/results/2026-11-22-vm-reactwait.md). It needs
+ * COOP_TASKRUN on the 2-CPU VM: 4 KiB reads at QD1 cost 17-49 % less
+ * target CPU each, with 10-39 % more IOPS; QD32 reads and writes did not
+ * move (bench/results/2026-11-22-vm-reactwait.md). It needs
  * SINGLE_ISSUER: only the thread that created the ring may submit to it
  * and wait on it. So a reactor gets such a ring only on its own thread
  * (reactor_thread) and only while idle; a ring that any thread may poll,
