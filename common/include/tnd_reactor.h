@@ -46,17 +46,6 @@
  * Tests drive a reactor deterministically on their own thread with
  * tnd_reactor_poll(); the daemon gives each reactor a thread with
  * tnd_reactor_start().
- *
- * One thread at a time. A reactor started with tnd_reactor_start() trades
- * its ring, while idle, for one its thread creates as the only submitter
- * (IORING_SETUP_SINGLE_ISSUER with DEFER_TASKRUN, Linux 6.1: completions'
- * kernel work runs when the reactor waits, never interrupting it). A
- * reactor polled by other threads one after another (a test's, then its
- * own) keeps a ring any thread may use when it is started with an
- * operation in flight, and gets one back when polled after its thread was
- * joined. SQEs queued and not yet submitted move with the ring; an
- * operation in flight cannot, so polling a joined reactor whose own ring
- * still has one fails with -EBUSY.
  */
 #ifndef TND_REACTOR_H
 #define TND_REACTOR_H
@@ -125,8 +114,7 @@ int tnd_reactor_flush(struct tnd_reactor *r);
  * Run one loop turn: submit, wait up to @timeout_ms for at least one
  * completion (0: don't wait, -1: wait until a completion, message or timer),
  * then run all completions, messages and expired timers. Returns the number
- * of events handled or -errno (-EBUSY: another thread's single-issuer ring
- * with operations in flight; see "One thread at a time").
+ * of events handled or -errno.
  */
 int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms);
 

@@ -41,12 +41,6 @@ struct tnd_reactor {
 	atomic_bool owner_set;
 
 	unsigned ring_flags;            /* IORING_SETUP_* the ring got */
-	unsigned entries;
-	pthread_t ring_owner;           /* with IORING_SETUP_SINGLE_ISSUER */
-	/* SQEs taken whose last completion (no IORING_CQE_F_MORE) is not
-	 * reaped yet: a ring can be replaced only when nothing but the
-	 * eventfd read is in flight (ring_swap). */
-	unsigned inflight;
 	/* Busy-poll window (0: off) and whether the next wait spins first;
 	 * with spin_hinted, only while spin_wanted > 0. */
 	uint64_t spin_ns;
@@ -80,138 +74,30 @@ static void efd_read_done(struct tnd_uring_op *op, int res, unsigned flags)
 	r->efd_armed = false;
 }
 
-/*
- * Ring setups, best first; a kernel that does not know a flag answers
- * EINVAL and we try the next.
- *
- * COOP_TASKRUN (5.19): a completion's task work (a socket's recv, an io-wq
- * worker's finished write) waits for the thread's next kernel entry
- * instead of interrupting it; the reactor enters the kernel every loop
- * turn anyway.
- *
- * DEFER_TASKRUN (6.1) goes further: the task work is queued on the ring
- * and run only when the owning thread waits for completions, and wakes it
- * only when there is enough of it to end that wait. Measured against
- * COOP_TASKRUN on the 2-CPU VM: 4 KiB reads at QD1 cost 17-49 % less
- * target CPU each, with 10-39 % more IOPS; QD32 reads and writes did not
- * move (bench/results/2026-11-22-vm-reactwait.md). It needs
- * SINGLE_ISSUER: only the thread that created the ring may submit to it
- * and wait on it. So a reactor gets such a ring only on its own thread
- * (reactor_thread) and only while idle; a ring that any thread may poll,
- * one at a time (tests drive reactors from their own threads, then start
- * them), is the shared kind.
- *
- * TASKRUN_FLAG shows pending task work in the SQ flags, which liburing's
- * submit and peek and our busy-poll check, so that completions queued as
- * task work are run on those paths too.
- */
-static const unsigned shared_setups[] = {
-	IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
-	0,
-};
-
-static const unsigned owned_setups[] = {
-	IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_TASKRUN_FLAG,
-	IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG,
-	0,
-};
-
-static int ring_init(struct io_uring *ring, unsigned entries, bool owned, unsigned *flags)
-{
-	const unsigned *setups = owned ? owned_setups : shared_setups;
-	size_t n = owned ? sizeof(owned_setups) / sizeof(owned_setups[0])
-			 : sizeof(shared_setups) / sizeof(shared_setups[0]);
-	int ret = -EINVAL;
-	for (size_t i = 0; i < n; i++) {
-		ret = io_uring_queue_init(entries, ring, setups[i]);
-		if (ret != -EINVAL) {
-			*flags = setups[i];
-			break;
-		}
-	}
-	return ret;
-}
-
-/*
- * Replace the ring by a fresh one, owned by the calling thread or shared.
- * SQEs queued but not yet submitted move to the new ring (a test queues
- * I/O on a reactor, then polls it from another thread); an operation
- * already in flight on the old ring would be lost with it, so with one
- * there (other than the eventfd read, which is re-armed) the swap fails
- * with -EBUSY. On any error the old ring stays.
- */
-static int ring_swap(struct tnd_reactor *r, bool owned)
-{
-	struct io_uring_sq *sq = &r->ring.sq;
-	unsigned queued = sq->sqe_tail - sq->sqe_head;
-	bool efd_queued = false;
-	for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++)
-		if (sq->sqes[i & sq->ring_mask].user_data == (uintptr_t)&r->efd_op)
-			efd_queued = true;
-	unsigned submitted = r->inflight - queued;
-	if (submitted > (r->efd_armed && !efd_queued ? 1u : 0u))
-		return -EBUSY;
-	struct io_uring fresh;
-	unsigned fl;
-	int ret = ring_init(&fresh, r->entries, owned, &fl);
-	if (ret < 0)
-		return ret;
-	unsigned moved = 0;
-	for (unsigned i = sq->sqe_head; i != sq->sqe_tail; i++) {
-		struct io_uring_sqe *from = &sq->sqes[i & sq->ring_mask];
-		if (from->user_data == (uintptr_t)&r->efd_op)
-			continue;
-		*io_uring_get_sqe(&fresh) = *from;  /* same size ring: never NULL */
-		moved++;
-	}
-	/* Exiting the old ring cancels the eventfd read; a count it did not
-	 * consume stays in the eventfd for the next read, and the inbox is
-	 * drained every turn regardless. */
-	io_uring_queue_exit(&r->ring);
-	r->ring = fresh;
-	r->ring_flags = fl;
-	r->ring_owner = pthread_self();
-	r->efd_armed = false;
-	r->inflight = moved;
-	return 0;
-}
-
-static int reap(struct tnd_reactor *r);
-
-/*
- * Before the calling thread submits or waits: a single-issuer ring of a
- * thread that has let the reactor go (a started reactor was stopped and
- * joined, and a test polls it again) is swapped for a shared one. When a
- * thread exits, the kernel cancels or finishes what it submitted, so the
- * completions of everything that was in flight are in the CQ: reap them
- * here (peeking only: the kernel refuses to run this ring's work for us),
- * then swap. Returns 0, or -EBUSY when operations are still in flight
- * (the owner is still running it: a caller's bug).
- */
-static int ring_claim(struct tnd_reactor *r)
-{
-	if (!(r->ring_flags & IORING_SETUP_SINGLE_ISSUER) ||
-	    pthread_equal(r->ring_owner, pthread_self()))
-		return 0;
-	(void)reap(r);
-	int ret = ring_swap(r, false);
-	if (ret < 0)
-		tnd_err("reactor", "reactor %u: polled by another thread with %u operations in flight on its single-issuer ring",
-			r->index, r->inflight);
-	return ret;
-}
-
 int tnd_reactor_create(unsigned index, unsigned entries, struct tnd_reactor **out)
 {
 	struct tnd_reactor *r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
 	r->index = index;
-	r->entries = entries;
 	r->efd_op.cb = efd_read_done;
 	r->defer_tail = &r->defer_head;
 
-	int ret = ring_init(&r->ring, entries, false, &r->ring_flags);
+	/*
+	 * COOP_TASKRUN: a completion's task work (a socket's recv, say) waits
+	 * for our next kernel entry instead of interrupting the thread; the
+	 * reactor enters the kernel every loop turn anyway, so this saves the
+	 * interrupts. TASKRUN_FLAG shows pending work in the SQ flags, which
+	 * liburing's peek and the busy-poll check. Kernels before 5.19 lack
+	 * both: run without.
+	 */
+	unsigned fl = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+	int ret = io_uring_queue_init(entries, &r->ring, fl);
+	if (ret == -EINVAL) {
+		fl = 0;
+		ret = io_uring_queue_init(entries, &r->ring, fl);
+	}
+	r->ring_flags = fl;
 	if (ret < 0)
 		goto err_free;
 	r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -248,22 +134,18 @@ struct io_uring_sqe *tnd_reactor_sqe(struct tnd_reactor *r, struct tnd_uring_op 
 {
 	struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
 	if (!sqe) {
-		if (ring_claim(r) == 0)
-			io_uring_submit(&r->ring);
+		io_uring_submit(&r->ring);
 		sqe = io_uring_get_sqe(&r->ring);
 		if (!sqe)
 			return NULL;
 	}
 	io_uring_sqe_set_data(sqe, op);
-	r->inflight++;
 	return sqe;
 }
 
 int tnd_reactor_flush(struct tnd_reactor *r)
 {
-	int ret = ring_claim(r);
-	if (ret == 0)
-		ret = io_uring_submit(&r->ring);
+	int ret = io_uring_submit(&r->ring);
 	return ret < 0 ? ret : 0;
 }
 
@@ -512,8 +394,6 @@ static int reap(struct tnd_reactor *r)
 		int res = cqe->res;
 		unsigned flags = cqe->flags;
 		io_uring_cqe_seen(&r->ring, cqe);
-		if (!(flags & IORING_CQE_F_MORE) && r->inflight > 0)
-			r->inflight--;
 		if (op)
 			op->cb(op, res, flags);
 		n++;
@@ -529,9 +409,6 @@ int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms)
 		atomic_store_explicit(&r->owner, self, memory_order_relaxed);
 		atomic_store_explicit(&r->owner_set, true, memory_order_release);
 	}
-	int ret = ring_claim(r);
-	if (ret < 0)
-		return ret;
 
 	if (!r->efd_armed) {
 		struct io_uring_sqe *sqe = tnd_reactor_sqe(r, &r->efd_op);
@@ -556,6 +433,7 @@ int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms)
 			wait_ns = until;
 	}
 
+	int ret = 0;
 	bool ready = false;
 	bool hinted = r->spin_wanted > 0;
 	/* Disarmed, a wait still spins now and then: a wait without the spin
@@ -607,11 +485,6 @@ int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms)
 static void *reactor_thread(void *arg)
 {
 	struct tnd_reactor *r = arg;
-	/* The reactor's own thread: a single-issuer ring of its own, unless
-	 * a thread that polled it before left operations in flight (keep the
-	 * shared ring then) or the kernel has none (ring_init falls back). */
-	if (!(r->ring_flags & IORING_SETUP_SINGLE_ISSUER))
-		(void)ring_swap(r, true);
 	while (!atomic_load(&r->stop)) {
 		int ret = tnd_reactor_poll(r, -1);
 		if (ret < 0) {
