@@ -274,7 +274,9 @@ static void reactor_changes_hands(void **state)
 	tnd_reactor_destroy(r);
 }
 
-/* ---- a reactor on its own thread (single-issuer ring where the kernel has it) ---- */
+/* ---- a reactor on its own thread, after a test thread had it ----
+ * Guards what a change of the ring's setup (single-issuer rings, deferred
+ * task work) must keep: hand-over between threads in both directions. */
 
 struct own_probe {
 	struct tnd_reactor *r;
@@ -425,8 +427,7 @@ static void reactor_own_thread_runs_io_messages_timers(void **state)
 }
 
 /* A reactor started while the thread that polled it has a read in flight
- * keeps that ring (it cannot trade it for one of its own), and the read
- * completes on the reactor's thread. */
+ * completes that read on the reactor's thread. */
 static void reactor_started_with_io_in_flight_keeps_it(void **state)
 {
 	(void)state;
