@@ -274,6 +274,186 @@ static void reactor_changes_hands(void **state)
 	tnd_reactor_destroy(r);
 }
 
+/* ---- a reactor on its own thread, after a test thread had it ----
+ * Guards what a change of the ring's setup (single-issuer rings, deferred
+ * task work) must keep: hand-over between threads in both directions. */
+
+struct own_probe {
+	struct tnd_reactor *r;
+	struct nop_ctx nop;             /* queued before start */
+	int nop_current;
+	struct tnd_uring_op read_op;
+	int pipe_rd;
+	char buf[16];
+	int read_res;                   /* 0: not yet */
+	int read_current;
+	struct tnd_timer timer;
+	uint64_t timer_armed_ns, timer_fired_ns;
+	int timer_current;
+	struct tnd_msg arm_msg;
+	int armed;
+	int msgs, last_seq, out_of_order;
+};
+
+static void own_nop_done(struct tnd_uring_op *op, int res, unsigned flags)
+{
+	struct nop_ctx *c = tnd_container_of(op, struct nop_ctx, op);
+	struct own_probe *p = tnd_container_of(c, struct own_probe, nop);
+	nop_done(op, res, flags);
+	__atomic_store_n(&p->nop_current, tnd_reactor_is_current(p->r) ? 1 : -1, __ATOMIC_RELEASE);
+}
+
+static void own_read_done(struct tnd_uring_op *op, int res, unsigned flags)
+{
+	(void)flags;
+	struct own_probe *p = tnd_container_of(op, struct own_probe, read_op);
+	p->read_current = tnd_reactor_is_current(p->r) ? 1 : -1;
+	__atomic_store_n(&p->read_res, res == 0 ? -1000 : res, __ATOMIC_RELEASE);
+}
+
+static void own_timer_fn(struct tnd_timer *t)
+{
+	struct own_probe *p = tnd_container_of(t, struct own_probe, timer);
+	p->timer_current = tnd_reactor_is_current(p->r) ? 1 : -1;
+	__atomic_store_n(&p->timer_fired_ns, tnd_now_ns(), __ATOMIC_RELEASE);
+}
+
+static void own_arm_read(struct own_probe *p)
+{
+	struct io_uring_sqe *sqe = tnd_reactor_sqe(p->r, &p->read_op);
+	assert_non_null(sqe);
+	io_uring_prep_read(sqe, p->pipe_rd, p->buf, sizeof(p->buf), 0);
+}
+
+static void own_arm_fn(struct tnd_msg *m)
+{
+	struct own_probe *p = tnd_container_of(m, struct own_probe, arm_msg);
+	own_arm_read(p);
+	p->timer_armed_ns = tnd_now_ns();
+	tnd_reactor_timer_arm(p->r, &p->timer, 20 * 1000000ull);
+	__atomic_store_n(&p->armed, 1, __ATOMIC_RELEASE);
+}
+
+struct seq_msg {
+	struct tnd_msg msg;
+	struct own_probe *p;
+	int seq;
+};
+
+static void seq_fn(struct tnd_msg *m)
+{
+	struct seq_msg *s = tnd_container_of(m, struct seq_msg, msg);
+	if (s->seq != s->p->last_seq + 1 || !tnd_reactor_is_current(s->p->r))
+		s->p->out_of_order++;
+	s->p->last_seq = s->seq;
+	__atomic_add_fetch(&s->p->msgs, 1, __ATOMIC_RELEASE);
+}
+
+/* Wait up to 2 s for *v to become nonzero. */
+static int wait_set(int *v)
+{
+	for (int i = 0; i < 2000 && __atomic_load_n(v, __ATOMIC_ACQUIRE) == 0; i++)
+		usleep(1000);
+	return __atomic_load_n(v, __ATOMIC_ACQUIRE);
+}
+
+/* A started reactor runs, on its thread: an SQE queued before the start,
+ * a pipe read completed by another thread's write, a timer no earlier than
+ * due, and one sender's messages in order. Stopped, it can be polled by
+ * the test thread again. */
+static void reactor_own_thread_runs_io_messages_timers(void **state)
+{
+	(void)state;
+	struct own_probe *p = calloc(1, sizeof(*p));
+	assert_int_equal(tnd_reactor_create(0, 64, &p->r), 0);
+	int fds[2];
+	assert_int_equal(pipe(fds), 0);
+	p->pipe_rd = fds[0];
+	p->read_op.cb = own_read_done;
+	p->timer.fn = own_timer_fn;
+	p->last_seq = -1;
+	p->nop.op.cb = own_nop_done;
+	struct io_uring_sqe *sqe = tnd_reactor_sqe(p->r, &p->nop.op);
+	assert_non_null(sqe);
+	io_uring_prep_nop(sqe);
+
+	assert_int_equal(tnd_reactor_start(p->r), 0);
+	p->arm_msg.fn = own_arm_fn;
+	tnd_reactor_send(p->r, &p->arm_msg);
+	enum { NMSG = 2000 };
+	struct seq_msg *m = calloc(NMSG, sizeof(*m));
+	for (int i = 0; i < NMSG; i++) {
+		m[i] = (struct seq_msg){ .msg.fn = seq_fn, .p = p, .seq = i };
+		tnd_reactor_send(p->r, &m[i].msg);
+	}
+	assert_int_equal(wait_set(&p->armed), 1);
+	usleep(2000);
+	assert_int_equal(write(fds[1], "tandem", 6), 6);
+
+	assert_int_equal(wait_set(&p->nop_current), 1);
+	assert_int_equal(p->nop.res, 0);
+	assert_int_equal(p->nop.calls, 1);
+	assert_int_equal(wait_set(&p->read_res), 6);
+	assert_memory_equal(p->buf, "tandem", 6);
+	assert_int_equal(p->read_current, 1);
+	for (int i = 0; i < 2000 && __atomic_load_n(&p->timer_fired_ns, __ATOMIC_ACQUIRE) == 0; i++)
+		usleep(1000);
+	uint64_t fired = __atomic_load_n(&p->timer_fired_ns, __ATOMIC_ACQUIRE);
+	assert_true(fired >= p->timer_armed_ns + 20 * 1000000ull);
+	assert_true(fired < p->timer_armed_ns + 1000 * 1000000ull);
+	assert_int_equal(p->timer_current, 1);
+	for (int i = 0; i < 2000 && __atomic_load_n(&p->msgs, __ATOMIC_ACQUIRE) < NMSG; i++)
+		usleep(1000);
+	assert_int_equal(__atomic_load_n(&p->msgs, __ATOMIC_ACQUIRE), NMSG);
+	assert_int_equal(p->out_of_order, 0);
+	tnd_reactor_stop(p->r);
+	tnd_reactor_join(p->r);
+
+	/* Back on this thread: I/O still runs. */
+	p->read_res = 0;
+	own_arm_read(p);
+	assert_int_equal(write(fds[1], "again", 5), 5);
+	for (int i = 0; i < 100 && p->read_res == 0; i++)
+		assert_true(tnd_reactor_poll(p->r, 100) >= 0);
+	assert_int_equal(p->read_res, 5);
+	assert_memory_equal(p->buf, "again", 5);
+	assert_int_equal(p->read_current, 1);
+
+	tnd_reactor_destroy(p->r);
+	close(fds[0]);
+	close(fds[1]);
+	free(m);
+	free(p);
+}
+
+/* A reactor started while the thread that polled it has a read in flight
+ * completes that read on the reactor's thread. */
+static void reactor_started_with_io_in_flight_keeps_it(void **state)
+{
+	(void)state;
+	struct own_probe *p = calloc(1, sizeof(*p));
+	assert_int_equal(tnd_reactor_create(0, 64, &p->r), 0);
+	int fds[2];
+	assert_int_equal(pipe(fds), 0);
+	p->pipe_rd = fds[0];
+	p->read_op.cb = own_read_done;
+	own_arm_read(p);
+	assert_true(tnd_reactor_poll(p->r, 0) >= 0);    /* submitted, in flight */
+	assert_int_equal(p->read_res, 0);
+	assert_int_equal(tnd_reactor_start(p->r), 0);
+	usleep(2000);
+	assert_int_equal(write(fds[1], "inflight", 8), 8);
+	assert_int_equal(wait_set(&p->read_res), 8);
+	assert_memory_equal(p->buf, "inflight", 8);
+	assert_int_equal(p->read_current, 1);
+	tnd_reactor_stop(p->r);
+	tnd_reactor_join(p->r);
+	tnd_reactor_destroy(p->r);
+	close(fds[0]);
+	close(fds[1]);
+	free(p);
+}
+
 /* ---- busy-poll ---- */
 
 struct ping {
@@ -419,6 +599,8 @@ int main(void)
 		cmocka_unit_test(reactor_timers_fire_in_order_and_cancel),
 		cmocka_unit_test(volume_ctx_slices_do_not_overlap),
 		cmocka_unit_test(reactor_changes_hands),
+		cmocka_unit_test(reactor_own_thread_runs_io_messages_timers),
+		cmocka_unit_test(reactor_started_with_io_in_flight_keeps_it),
 		cmocka_unit_test(reactor_busy_poll_delivers),
 		cmocka_unit_test(reactor_busy_poll_idle_sleeps),
 		cmocka_unit_test(reactor_busy_poll_spins_only_when_hinted),
