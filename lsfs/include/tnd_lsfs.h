@@ -307,6 +307,8 @@ struct tnd_lsfs_stats {
 	uint64_t map_capacity;        /* most chunks a checkpoint can map */
 	uint64_t dedup_hits;          /* chunks written as a share of a stored payload */
 	uint64_t dedup_saturated;     /* shares refused at the reference count limit */
+	uint64_t dup_fp_only;         /* chunks staged off home by fingerprint only, in a
+					 duplicate stream (LZ4 and CRC left to home if unshared) */
 	uint64_t verify_mismatches;   /* index candidates whose bytes differed */
 	uint64_t shared_payloads;     /* payloads mapped by more than one chunk */
 	uint64_t unique_blocks;       /* payloads mapped (mapped_blocks less the extra shares) */

@@ -488,6 +488,10 @@ struct lsfs {
 	struct lsfs_sb dm_sb;
 	pthread_mutex_t sb_mu;         /* one superblock writer at a time: this update on home,
 					* or tnd_lsfs_set_features on its caller's thread */
+	/* duplicate streams ("Duplicate streams" at dup_note) */
+	_Atomic bool dup_stream;       /* stages fingerprint only (any thread reads) */
+	uint32_t dw_chunks, dw_hits;   /* this window's full chunks looked up / shared */
+	_Atomic uint64_t dup_fp_only;  /* chunks staged off home by fingerprint only */
 	uint64_t idle_writes;          /* st.writes at the last tick */
 	uint32_t idle_ticks;           /* ticks in a row without a client write */
 
@@ -1393,6 +1397,38 @@ static const uint8_t *full_src(struct lsfs *ls, const struct tnd_io *io, uint64_
 }
 
 /*
+ * Duplicate streams. A chunk's stages off home (zero test, LZ4, CRC) run
+ * before home can look its fingerprint up, so a chunk that turns out to
+ * be a duplicate paid for an LZ4 pass and a CRC it never uses; writing a
+ * clone of a stored VM image is almost nothing but such chunks. Home
+ * counts, per window of DUP_WINDOW full chunks it looked up, how many it
+ * shared; at DUP_ON_PCT or more the stages switch to the zero test and
+ * the fingerprint only, and a chunk home then cannot share gets its
+ * stages on home at the append (store_chunk), as without helpers. Below
+ * DUP_OFF_PCT they switch back. Home goes on looking every chunk up
+ * either way, so the share it measures stays true. What a wrong guess
+ * costs: the unique chunks of a mostly duplicate stream are compressed
+ * on home instead of off it; nothing about what is stored changes.
+ */
+#define DUP_WINDOW 256u
+#define DUP_ON_PCT 75u
+#define DUP_OFF_PCT 50u
+
+static void dup_note(struct lsfs *ls, bool shared)
+{
+	ls->dw_hits += shared;
+	if (++ls->dw_chunks < DUP_WINDOW)
+		return;
+	bool on = atomic_load_explicit(&ls->dup_stream, memory_order_relaxed);
+	uint32_t pct = ls->dw_hits * 100u / ls->dw_chunks;
+	if (!on && pct >= DUP_ON_PCT)
+		atomic_store_explicit(&ls->dup_stream, true, memory_order_relaxed);
+	else if (on && pct < DUP_OFF_PCT)
+		atomic_store_explicit(&ls->dup_stream, false, memory_order_relaxed);
+	ls->dw_chunks = ls->dw_hits = 0;
+}
+
+/*
  * Append what is left of @x from its cursor. 0: all appended; 1: a
  * partial chunk's old content must be read (again) first; -EAGAIN: wait
  * for a segment buffer; -ENOSPC; other -errno.
@@ -1460,6 +1496,8 @@ static int append_io(struct lsfs *ls, struct lsfs_ioctx *x)
 			int r = try_share(ls, c, src, dd);
 			if (r < 0)
 				return r;
+			if (full)
+				dup_note(ls, r == 1);
 			if (r == 1) {
 				x->cursor++;
 				x->last_rec = ls->rec_seq;
@@ -1806,8 +1844,9 @@ static void dd_prep(struct lsfs *ls, struct lsfs_ioctx *x)
 		if (cs < x->b0 || cs + LSFS_BLK > x->b1)
 			continue;
 		const struct pre_chunk *pc = x->pre && x->pre[i].valid ? &x->pre[i] : NULL;
-		if (pc && pc->have_fp) {
-			dd->fp = pc->fp;
+		if (x->pre && x->pre[i].have_fp) {
+			/* Staged in full, or by fingerprint only (a duplicate stream). */
+			dd->fp = x->pre[i].fp;
 		} else {
 			if (pc && pc->len == 0)
 				continue;
@@ -4087,8 +4126,10 @@ static bool pre_alloc(struct lsfs_ioctx *x, uint64_t n)
 	struct pre_chunk *pre = malloc((size_t)n * (sizeof(*pre) + LSFS_BLK));
 	if (!pre)
 		return false;
-	for (uint64_t i = 0; i < n; i++)
+	for (uint64_t i = 0; i < n; i++) {
 		pre[i].valid = false;
+		pre[i].have_fp = false;
+	}
 	x->pre = pre;
 	return true;
 }
@@ -4119,6 +4160,10 @@ static void pre_range(struct lsfs_ioctx *x, struct lsfs_helper *h, uint64_t i0, 
 	}
 	bool may = atomic_load_explicit(&ls->defer_ok, memory_order_relaxed);
 	bool defer = want && may;
+	/* A duplicate stream (see dup_note): the zero test and the
+	 * fingerprint only; home stages what it cannot share. */
+	bool fp_only = (feat & PRE_FP) && atomic_load_explicit(&ls->dup_stream, memory_order_relaxed);
+	uint64_t nfp = 0;
 	uint8_t *slots = (uint8_t *)(x->pre + n);
 	uint8_t cbuf[LSFS_BLK];
 	for (uint64_t i = i0; i < i1; i++) {
@@ -4132,6 +4177,13 @@ static void pre_range(struct lsfs_ioctx *x, struct lsfs_helper *h, uint64_t i0, 
 			copy_from_iov(io->iov, io->iovcnt, cs - b0, slot, LSFS_BLK);
 			src = slot;
 		}
+		if (fp_only && !tnd_compress_is_zero(src, LSFS_BLK)) {
+			/* Not valid: the append runs the stages if it cannot share. */
+			tnd_dedup_fingerprint(src, LSFS_BLK, &pc->fp);
+			pc->have_fp = true;
+			nfp++;
+			continue;
+		}
 		chunk_stages(cctx, defer, want && !may, src, cbuf, feat & PRE_FP, pc);
 		if (pc->lz4) {
 			memcpy(slot, cbuf, pc->len);
@@ -4141,6 +4193,8 @@ static void pre_range(struct lsfs_ioctx *x, struct lsfs_helper *h, uint64_t i0, 
 	}
 	if (metered)
 		meter_add(&h->meter, t0, tnd_now_ns(), i1 - i0, defer);
+	if (nfp)
+		atomic_fetch_add_explicit(&ls->dup_fp_only, nfp, memory_order_relaxed);
 }
 
 static struct lsfs_helper *helper_of(struct lsfs *ls, const struct tnd_reactor *r)
@@ -4324,6 +4378,7 @@ void tnd_lsfs_get_stats(struct tnd_volume *vol, struct tnd_lsfs_stats *out)
 	out->stored_bytes = sec * LSFS_SECTOR;
 	out->map_capacity = ls->map_cap;
 	out->deferred_blocks = ls->ndeferred;
+	out->dup_fp_only = atomic_load_explicit(&ls->dup_fp_only, memory_order_relaxed);
 	out->deferred_marked = atomic_load_explicit(&ls->defer_ok, memory_order_relaxed);
 	out->unique_blocks = ls->map.mapped - ls->shared_extra;
 	if (ls->refs) {
@@ -4362,7 +4417,7 @@ static void lsfs_stats_json(struct tnd_volume *vol, json_t *out)
 	NUM(ckpt_bytes_written); NUM(gc_segments_written); NUM(gc_mixed_blocks);
 	NUM(segments); NUM(free_segments); NUM(segment_size); NUM(logical_bytes_written);
 	NUM(stored_bytes); NUM(zero_blocks); NUM(compressed_blocks); NUM(raw_blocks);
-	NUM(map_capacity); NUM(dedup_hits); NUM(dedup_saturated); NUM(verify_mismatches);
+	NUM(map_capacity); NUM(dedup_hits); NUM(dedup_saturated); NUM(dup_fp_only); NUM(verify_mismatches);
 	NUM(shared_payloads); NUM(unique_blocks); NUM(index_entries); NUM(index_bytes); NUM(refs_bytes);
 	NUM(deferred_writes); NUM(deferred_blocks); NUM(compacted_blocks); NUM(compacted_raw_blocks);
 	NUM(compacted_bytes_saved); NUM(compaction_passes);

@@ -1849,6 +1849,77 @@ static void staged_writes_keep_data_and_order(void **state)
 }
 
 /*
+ * A duplicate stream: once most chunks home looks up are shared, the
+ * stages off home only test for zeros and fingerprint (dup_fp_only
+ * counts them); a chunk home then cannot share is compressed there, at
+ * the append. What is stored and read back does not change: the unique
+ * text chunks written into the stream are stored compressed, every
+ * chunk reads back, and the check is clean.
+ */
+static void duplicate_stream_stages_fingerprint_only(void **state)
+{
+	(void)state;
+	struct env e;
+	env_format(&e, 16u << 20, 4096, 8u << 20, 256u << 10);
+	struct tnd_reactor *other;
+	assert_int_equal(tnd_reactor_create(1, 64, &other), 0);
+	struct tnd_reactor *helpers[2] = { other, e.r };
+	e.o.compress = true;
+	e.o.dedup = true;
+	e.o.compress_mode = TND_LSFS_COMPRESS_INLINE;
+	e.o.helpers = helpers;
+	e.o.nhelpers = 2;
+	assert_int_equal(env_open(&e), 0);
+
+	const size_t wl = 64u << 10;          /* 16 chunks a write */
+	const uint32_t ndup = 768;            /* three windows of lookups */
+	uint8_t *buf = malloc(wl), *r = malloc(wl);
+	assert_non_null(buf);
+	assert_non_null(r);
+	for (size_t k = 0; k < wl / 4096; k++)
+		kind_fill(buf + k * 4096, 4096, 1, 7);
+	for (uint32_t lba = 0; lba < ndup; lba += wl / 4096) {
+		struct async_io a;
+		async_submit(&a, e.vol, other, TND_IO_WRITE, lba, (uint32_t)(wl / 4096), buf, wl);
+		assert_int_equal(async_wait(&a, other, e.r), 0);
+	}
+	struct tnd_lsfs_stats st0;
+	tnd_lsfs_get_stats(e.vol, &st0);
+	assert_true(st0.dedup_hits >= ndup - 1);
+	assert_true(st0.dup_fp_only >= ndup - 2 * 256);
+	assert_int_equal(st0.compressed_blocks, 1);
+
+	/* Sixteen unique text chunks in the stream: staged by fingerprint
+	 * only, not shareable, so compressed on home. */
+	uint8_t *u = malloc(wl);
+	assert_non_null(u);
+	for (size_t k = 0; k < wl / 4096; k++)
+		kind_fill(u + k * 4096, 4096, 1, 1000 + k);
+	struct async_io a;
+	async_submit(&a, e.vol, other, TND_IO_WRITE, ndup, (uint32_t)(wl / 4096), u, wl);
+	assert_int_equal(async_wait(&a, other, e.r), 0);
+	struct tnd_lsfs_stats st1;
+	tnd_lsfs_get_stats(e.vol, &st1);
+	assert_true(st1.dup_fp_only >= st0.dup_fp_only + wl / 4096);
+	assert_int_equal(st1.compressed_blocks, st0.compressed_blocks + wl / 4096);
+	assert_int_equal(st1.dedup_hits, st0.dedup_hits);
+
+	for (uint32_t lba = 0; lba < ndup; lba += wl / 4096) {
+		assert_int_equal(io_sync(&e, TND_IO_READ, lba, (uint32_t)(wl / 4096), r, 0), 0);
+		assert_memory_equal(r, buf, wl);
+	}
+	assert_int_equal(io_sync(&e, TND_IO_READ, ndup, (uint32_t)(wl / 4096), r, 0), 0);
+	assert_memory_equal(r, u, wl);
+	env_close(&e);
+	assert_int_equal(env_check_errors(&e, true), 0);
+	free(buf);
+	free(u);
+	free(r);
+	tnd_reactor_destroy(other);
+	env_free(&e);
+}
+
+/*
  * Compression and dedup switched on and off on an open volume: new writes
  * follow the setting at once, older ones read back whatever they were
  * written as, shares made while dedup was on stay after it is turned off
@@ -2611,6 +2682,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(dedup_4k_roundtrip),
 		cmocka_unit_test(dedup_compress_512_roundtrip),
 		cmocka_unit_test(staged_writes_keep_data_and_order),
+		cmocka_unit_test(duplicate_stream_stages_fingerprint_only),
 		cmocka_unit_test(features_switched_live),
 		cmocka_unit_test(deferred_compress_compacts_on_gc),
 		cmocka_unit_test(deferred_compress_dedup_sharers_follow),
