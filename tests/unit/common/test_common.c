@@ -349,6 +349,18 @@ static void seq_fn(struct tnd_msg *m)
 	__atomic_add_fetch(&s->p->msgs, 1, __ATOMIC_RELEASE);
 }
 
+/* A probe with its own reactor; fds[0] (its read side) and fds[1] a new pipe. */
+static struct own_probe *own_probe_new(int fds[2])
+{
+	struct own_probe *p = calloc(1, sizeof(*p));
+	assert_non_null(p);
+	assert_int_equal(tnd_reactor_create(0, 64, &p->r), 0);
+	assert_int_equal(pipe(fds), 0);
+	p->pipe_rd = fds[0];
+	p->read_op.cb = own_read_done;
+	return p;
+}
+
 /* Wait up to 2 s for *v to become nonzero. */
 static int wait_set(int *v)
 {
@@ -364,12 +376,8 @@ static int wait_set(int *v)
 static void reactor_own_thread_runs_io_messages_timers(void **state)
 {
 	(void)state;
-	struct own_probe *p = calloc(1, sizeof(*p));
-	assert_int_equal(tnd_reactor_create(0, 64, &p->r), 0);
 	int fds[2];
-	assert_int_equal(pipe(fds), 0);
-	p->pipe_rd = fds[0];
-	p->read_op.cb = own_read_done;
+	struct own_probe *p = own_probe_new(fds);
 	p->timer.fn = own_timer_fn;
 	p->last_seq = -1;
 	p->nop.op.cb = own_nop_done;
@@ -431,12 +439,8 @@ static void reactor_own_thread_runs_io_messages_timers(void **state)
 static void reactor_started_with_io_in_flight_keeps_it(void **state)
 {
 	(void)state;
-	struct own_probe *p = calloc(1, sizeof(*p));
-	assert_int_equal(tnd_reactor_create(0, 64, &p->r), 0);
 	int fds[2];
-	assert_int_equal(pipe(fds), 0);
-	p->pipe_rd = fds[0];
-	p->read_op.cb = own_read_done;
+	struct own_probe *p = own_probe_new(fds);
 	own_arm_read(p);
 	assert_true(tnd_reactor_poll(p->r, 0) >= 0);    /* submitted, in flight */
 	assert_int_equal(p->read_res, 0);

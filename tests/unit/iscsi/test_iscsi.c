@@ -743,12 +743,12 @@ static void login_failures(void **state)
 
 static const char test_target[] = "iqn.2026-11.io.tandem.test:target-with-a-longish-name-000";
 
-/* A one-PDU login to full feature phase; returns the login status. */
-static unsigned login_normal(int fd, uint8_t isid_low, const char *initiator)
+/* A normal login of @initiator (ISID low byte @isid_low) to @target; the status. */
+static unsigned login_to(int fd, uint8_t isid_low, const char *initiator, const char *target)
 {
 	char text[512];
 	int n = snprintf(text, sizeof(text), "InitiatorName=%s%cTargetName=%s%cSessionType=Normal%c",
-			 initiator, 0, test_target, 0, 0);
+			 initiator, 0, target, 0, 0);
 	uint8_t bhs[48] = { 0 }, rsp[48];
 	static char data[1 << 16];
 	bhs[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
@@ -760,6 +760,12 @@ static unsigned login_normal(int fd, uint8_t isid_low, const char *initiator)
 	recv_pdu(fd, rsp, data, sizeof(data));
 	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_LOGIN_RSP);
 	return tnd_get_be16(rsp + 36);
+}
+
+/* A one-PDU login to full feature phase on the test target; the status. */
+static unsigned login_normal(int fd, uint8_t isid_low, const char *initiator)
+{
+	return login_to(fd, isid_low, initiator, test_target);
 }
 
 static void discover_address(int fd, char *out, size_t cap)
@@ -1895,25 +1901,6 @@ static void chap_login_live(void **state)
 }
 
 /* ---- session placement ---- */
-
-/* A normal login of @initiator (ISID low byte @isid_low) to @target; the status. */
-static unsigned login_to(int fd, uint8_t isid_low, const char *initiator, const char *target)
-{
-	char text[512];
-	int n = snprintf(text, sizeof(text), "InitiatorName=%s%cTargetName=%s%cSessionType=Normal%c",
-			 initiator, 0, target, 0, 0);
-	uint8_t bhs[48] = { 0 }, rsp[48];
-	static char data[1 << 16];
-	bhs[0] = ISCSI_OP_LOGIN_REQ | ISCSI_OP_IMMEDIATE;
-	bhs[1] = ISCSI_LOGIN_TRANSIT | (1 << 2) | 3;
-	bhs[8] = 0x80;
-	bhs[13] = isid_low;
-	tnd_put_be32(bhs + 16, 1);
-	send_pdu(fd, bhs, text, (uint32_t)n);
-	recv_pdu(fd, rsp, data, sizeof(data));
-	assert_int_equal(rsp[0] & 0x3f, ISCSI_OP_LOGIN_RSP);
-	return tnd_get_be16(rsp + 36);
-}
 
 static const char place_t0[] = "iqn.2026-11.test:place-home0";
 static const char place_t1[] = "iqn.2026-11.test:place-home1";

@@ -1764,6 +1764,24 @@ static int async_wait(struct async_io *a, struct tnd_reactor *r1, struct tnd_rea
 }
 
 /*
+ * A 16 MiB dedup + LZ4 store (inline compression) whose write stages run
+ * off home: @helpers[0] is a second reactor (the caller destroys it),
+ * @helpers[1] home. The array must live while e->o points at it.
+ */
+static void env_open_staged(struct env *e, struct tnd_reactor *helpers[2])
+{
+	env_format(e, 16u << 20, 4096, 8u << 20, 256u << 10);
+	assert_int_equal(tnd_reactor_create(1, 64, &helpers[0]), 0);
+	helpers[1] = e->r;
+	e->o.compress = true;
+	e->o.dedup = true;
+	e->o.compress_mode = TND_LSFS_COMPRESS_INLINE;
+	e->o.helpers = helpers;
+	e->o.nhelpers = 2;
+	assert_int_equal(env_open(e), 0);
+}
+
+/*
  * Writes whose stages (zero test, LZ4, fingerprint, CRC) run on the
  * submitter and, for half of a large write, on a partner reactor store
  * what a home-only volume stores, and the home reactor applies writes in
@@ -1776,15 +1794,9 @@ static void staged_writes_keep_data_and_order(void **state)
 {
 	(void)state;
 	struct env e;
-	env_format(&e, 16u << 20, 4096, 8u << 20, 256u << 10);
-	struct tnd_reactor *other;
-	assert_int_equal(tnd_reactor_create(1, 64, &other), 0);
-	struct tnd_reactor *helpers[2] = { other, e.r };
-	e.o.compress = true;
-	e.o.dedup = true;
-	e.o.helpers = helpers;
-	e.o.nhelpers = 2;
-	assert_int_equal(env_open(&e), 0);
+	struct tnd_reactor *helpers[2];
+	env_open_staged(&e, helpers);
+	struct tnd_reactor *other = helpers[0];
 
 	const size_t big = 256u << 10;
 	uint8_t *w1 = malloc(big), *w3 = malloc(big), *r = malloc(big);
@@ -1860,16 +1872,9 @@ static void duplicate_stream_stages_fingerprint_only(void **state)
 {
 	(void)state;
 	struct env e;
-	env_format(&e, 16u << 20, 4096, 8u << 20, 256u << 10);
-	struct tnd_reactor *other;
-	assert_int_equal(tnd_reactor_create(1, 64, &other), 0);
-	struct tnd_reactor *helpers[2] = { other, e.r };
-	e.o.compress = true;
-	e.o.dedup = true;
-	e.o.compress_mode = TND_LSFS_COMPRESS_INLINE;
-	e.o.helpers = helpers;
-	e.o.nhelpers = 2;
-	assert_int_equal(env_open(&e), 0);
+	struct tnd_reactor *helpers[2];
+	env_open_staged(&e, helpers);
+	struct tnd_reactor *other = helpers[0];
 
 	const size_t wl = 64u << 10;          /* 16 chunks a write */
 	const uint32_t ndup = 768;            /* three windows of lookups */
