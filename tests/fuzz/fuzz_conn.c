@@ -2,8 +2,11 @@
  * fuzz_conn.c — libFuzzer target for a whole iSCSI connection: login,
  * negotiation, full feature phase, task management, logout.
  *
- * A real server (one reactor thread, one target with a 1 MiB in-memory
- * LUN) is built once. Each input is the byte stream an initiator sends:
+ * A real server (two reactor threads, one target with a 1 MiB in-memory
+ * LUN whose home is reactor 0) is built once. Connections are handed to
+ * the reactors in turn, so every other one logs in on its LUN's home and
+ * moves to reactor 1 after login (session placement), with whatever the
+ * input sent after the login in its receive buffer. Each input is the byte stream an initiator sends:
  * it is written into one end of a socketpair whose other end the server
  * adopts as a connection, then our side shuts its write half and reads
  * everything the target answers until the target closes.
@@ -42,6 +45,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 struct ram_vol {
 	struct tnd_volume base;
 	uint8_t *mem;
+	struct tnd_reactor *home;      /* reported as the owner, for placement */
 };
 
 struct done_msg {
@@ -103,6 +107,7 @@ static int ram_submit(struct tnd_volume *v, struct tnd_io *io)
 static void ram_info(struct tnd_volume *v, struct tnd_volume_info *out)
 {
 	memset(out, 0, sizeof(*out));
+	out->home = tnd_container_of(v, struct ram_vol, base)->home;
 	out->block_size = 512;
 	out->num_blocks = RAM_BLOCKS;
 	out->thin = true;
@@ -127,7 +132,7 @@ static const struct tnd_volume_ops ram_ops = {
 static struct tnd_target_server *server(void)
 {
 	static struct tnd_target_server *srv;
-	static struct tnd_reactor *r;
+	static struct tnd_reactor *r[2];
 	static struct ram_vol vol;
 	if (srv)
 		return srv;
@@ -135,8 +140,10 @@ static struct tnd_target_server *server(void)
 	vol.mem = calloc(RAM_BLOCKS, 512);
 	CHECK(vol.mem);
 	tnd_volume_init(&vol.base, &ram_ops, NULL);
-	CHECK(tnd_reactor_create(0, 256, &r) == 0);
-	struct tnd_target_server_opts o = { .reactors = &r, .nr_reactors = 1 };
+	CHECK(tnd_reactor_create(0, 256, &r[0]) == 0);
+	CHECK(tnd_reactor_create(1, 256, &r[1]) == 0);
+	vol.home = r[0];
+	struct tnd_target_server_opts o = { .reactors = r, .nr_reactors = 2 };
 	CHECK(tnd_target_server_create(&o, &srv) == 0);
 	CHECK(tnd_target_server_add_portal(srv, "127.0.0.1:0") == 0);
 	CHECK(tnd_target_server_add_target(srv, "iqn.2026-11.io.tandem:fuzz", "fuzz", true,
@@ -153,7 +160,8 @@ static struct tnd_target_server *server(void)
 				      .mutual_chap = &mutual };
 	CHECK(tnd_target_server_set_acl(srv, "iqn.2026-11.io.tandem:fuzz", &acl) == 0);
 	CHECK(tnd_target_server_start(srv) == 0);
-	CHECK(tnd_reactor_start(r) == 0);
+	CHECK(tnd_reactor_start(r[0]) == 0);
+	CHECK(tnd_reactor_start(r[1]) == 0);
 	return srv;
 }
 
