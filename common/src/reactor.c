@@ -29,6 +29,9 @@ struct tnd_reactor {
 	struct tnd_uring_op efd_op;
 	bool efd_armed;
 	_Atomic(struct tnd_msg *) inbox;
+	/* Set while the polling thread blocks in the kernel (see "Wake-ups"
+	 * at tnd_reactor_send): only then does a sender write the eventfd. */
+	atomic_bool sleeping;
 
 	atomic_bool stop;
 	bool thread_started;
@@ -156,15 +159,28 @@ bool tnd_reactor_is_current(const struct tnd_reactor *r)
 			     pthread_self());
 }
 
+/*
+ * Wake-ups. A message needs the eventfd written only when the receiving
+ * thread is blocked in the kernel: a reactor that is running or spinning
+ * drains its inbox on its next loop turn anyway, and under load (writes
+ * forwarded to a volume's home reactor, completions sent back) that is
+ * most messages, each of which cost a write(2) before. The two sides form
+ * a Dekker pair: the sender pushes, then (full fence) reads `sleeping`;
+ * the poller sets `sleeping`, then (full fence) looks at the inbox before
+ * it blocks and does not block if anything is there. Whatever the
+ * interleaving, either the sender sees it sleeping and writes, or the
+ * poller sees the message and stays up.
+ */
 void tnd_reactor_send(struct tnd_reactor *r, struct tnd_msg *msg)
 {
 	struct tnd_msg *head = atomic_load_explicit(&r->inbox, memory_order_relaxed);
 	do {
 		msg->next = head;
 	} while (!atomic_compare_exchange_weak_explicit(&r->inbox, &head, msg,
-							memory_order_release,
+							memory_order_seq_cst,
 							memory_order_relaxed));
-	if (head == NULL) {
+	atomic_thread_fence(memory_order_seq_cst);
+	if (head == NULL && atomic_load_explicit(&r->sleeping, memory_order_relaxed)) {
 		uint64_t one = 1;
 		/* EAGAIN means the counter is saturated: already awake. */
 		(void)!write(r->efd, &one, sizeof(one));
@@ -457,13 +473,21 @@ int tnd_reactor_poll(struct tnd_reactor *r, int timeout_ms)
 	} else if (wait_ns == 0) {
 		ret = io_uring_submit(&r->ring);
 	} else {
-		struct io_uring_cqe *cqe;
-		struct __kernel_timespec ts = {
-			.tv_sec = wait_ns / 1000000000,
-			.tv_nsec = wait_ns % 1000000000,
-		};
-		ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1,
-						       wait_ns < 0 ? NULL : &ts, NULL);
+		/* See "Wake-ups": announce the sleep, then look once more. */
+		atomic_store_explicit(&r->sleeping, true, memory_order_relaxed);
+		atomic_thread_fence(memory_order_seq_cst);
+		if (atomic_load_explicit(&r->inbox, memory_order_relaxed)) {
+			ret = io_uring_submit(&r->ring);
+		} else {
+			struct io_uring_cqe *cqe;
+			struct __kernel_timespec ts = {
+				.tv_sec = wait_ns / 1000000000,
+				.tv_nsec = wait_ns % 1000000000,
+			};
+			ret = io_uring_submit_and_wait_timeout(&r->ring, &cqe, 1,
+							       wait_ns < 0 ? NULL : &ts, NULL);
+		}
+		atomic_store_explicit(&r->sleeping, false, memory_order_relaxed);
 	}
 	if (ret < 0 && ret != -ETIME && ret != -EINTR && ret != -EBUSY && ret != -EAGAIN)
 		return ret;
