@@ -201,6 +201,48 @@ static void reactor_messages_cross_threads(void **state)
 	tnd_reactor_destroy(r);
 }
 
+/* A message bounced between two started reactors, each blocking without a
+ * timeout between hops: a wake-up lost on either side stops the ball, and
+ * the test sees it stall. Every hop races the receiver's way into its
+ * sleep (the "Wake-ups" protocol of tnd_reactor_send). */
+struct pingpong {
+	struct tnd_msg msg;
+	struct tnd_reactor *r[2];
+	int hops;                       /* written by the reactor holding the ball */
+	int target;
+	_Atomic int done;
+};
+
+static void pingpong_fn(struct tnd_msg *m)
+{
+	struct pingpong *p = tnd_container_of(m, struct pingpong, msg);
+	if (++p->hops == p->target) {
+		atomic_store(&p->done, 1);
+		return;
+	}
+	tnd_reactor_send(p->r[p->hops & 1], &p->msg);
+}
+
+static void reactor_wakeups_are_not_lost(void **state)
+{
+	(void)state;
+	struct pingpong p = { .msg.fn = pingpong_fn, .target = 20000 };
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(tnd_reactor_create((unsigned)i, 64, &p.r[i]), 0);
+		assert_int_equal(tnd_reactor_start(p.r[i]), 0);
+	}
+	tnd_reactor_send(p.r[0], &p.msg);
+	/* 20,000 hops take well under a second; 20 s means a stall. */
+	for (int i = 0; i < 20000 && !atomic_load(&p.done); i++)
+		usleep(1000);
+	assert_true(atomic_load(&p.done));
+	for (int i = 0; i < 2; i++) {
+		tnd_reactor_stop(p.r[i]);
+		tnd_reactor_join(p.r[i]);
+		tnd_reactor_destroy(p.r[i]);
+	}
+}
+
 struct timer_probe {
 	struct tnd_timer t;
 	int order;
@@ -598,6 +640,7 @@ int main(void)
 		cmocka_unit_test(size_parsing),
 		cmocka_unit_test(reactor_runs_completions),
 		cmocka_unit_test(reactor_messages_cross_threads),
+		cmocka_unit_test(reactor_wakeups_are_not_lost),
 		cmocka_unit_test(reactor_defer_runs_once_per_turn),
 		cmocka_unit_test(reactor_defer_self_is_bounded),
 		cmocka_unit_test(reactor_timers_fire_in_order_and_cancel),
