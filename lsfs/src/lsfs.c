@@ -1496,8 +1496,7 @@ static int append_io(struct lsfs *ls, struct lsfs_ioctx *x)
 			int r = try_share(ls, c, src, dd);
 			if (r < 0)
 				return r;
-			if (full)
-				dup_note(ls, r == 1);
+			dup_note(ls, r == 1);
 			if (r == 1) {
 				x->cursor++;
 				x->last_rec = ls->rec_seq;
