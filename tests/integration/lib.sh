@@ -124,6 +124,21 @@ lun_put() {
 		"json:{\"driver\":\"raw\",\"offset\":$2,\"size\":$(stat -c %s "$1"),\"file\":{\"driver\":\"iscsi\",\"transport\":\"tcp\",\"portal\":\"127.0.0.1:$TND_PORT\",\"target\":\"$3\",\"lun\":${4:-0}}}"
 }
 
+# mirror_put FILE OFFSET IQN MIRROR: FILE into LUN 0 of IQN at byte OFFSET
+# (lun_put), and into the local MIRROR image at the same offset, so that
+# MIRROR holds what the LUN must read back.
+mirror_put() {
+	lun_put "$1" "$2" "$3" || fail "writing $1 at $2 failed"
+	dd if="$1" of="$4" bs=1M seek=$(($2 >> 20)) conv=notrunc status=none
+}
+
+# lun_equals WHAT URL FILE BYTES: the first BYTES of the LUN at URL equal
+# those of FILE; WHAT names the step in the failure message.
+lun_equals() {
+	qemu-img convert -f raw -O raw "$2" "$TND_TMP/back.raw" || fail "read ($1) failed"
+	cmp -n "$4" "$3" "$TND_TMP/back.raw" || fail "data read back differs ($1)"
+}
+
 kill_tandemd() {
 	local pid=${1:-$TND_PID}
 	kill -KILL "$pid" 2>/dev/null || true

@@ -20,15 +20,8 @@ MIB=$((1 << 20))
 
 start() { start_with_mgmt; URL="iscsi://127.0.0.1:$TND_PORT/$T/0"; }
 stats() { api GET /v1/devices/pz | sed '$d'; }
-# put FILE OFFSET: FILE into LUN 0 at byte OFFSET (qemu's raw driver over iscsi)
-put() {
-	lun_put "$1" "$2" "$T" || fail "writing $1 at $2 failed"
-	dd if="$1" of="$img" bs=1M seek=$(($2 / MIB)) conv=notrunc status=none
-}
-readback() {  # readback WHAT: the first 24 MiB of the LUN equal $img
-	qemu-img convert -f raw -O raw "$URL" "$TND_TMP/back.raw" || fail "read ($1) failed"
-	cmp -n $((24 * MIB)) "$img" "$TND_TMP/back.raw" || fail "data read back differs ($1)"
-}
+put() { mirror_put "$1" "$2" "$T" "$img"; }  # put FILE OFFSET: into LUN 0 and $img
+readback() { lun_equals "$1" "$URL" "$img" $((24 * MIB)); }  # readback WHAT: LUN's first 24 MiB = $img
 
 # Text, different in each MiB (so that it compresses but does not dedup),
 # and one random MiB.

@@ -24,14 +24,8 @@ MIB=$((1 << 20))
 
 start() { start_with_mgmt; URL="iscsi://127.0.0.1:$TND_PORT/$T/0"; }
 stats() { api GET /v1/devices/dz | sed '$d'; }
-put() {  # put FILE OFFSET: FILE into LUN 0 at byte OFFSET
-	lun_put "$1" "$2" "$T" || fail "writing $1 at $2 failed"
-	dd if="$1" of="$img" bs=1M seek=$(($2 / MIB)) conv=notrunc status=none
-}
-readback() {  # readback WHAT: the first 16 MiB of the LUN equal $img
-	qemu-img convert -f raw -O raw "$URL" "$TND_TMP/back.raw" || fail "read ($1) failed"
-	cmp -n $((16 * MIB)) "$img" "$TND_TMP/back.raw" || fail "data read back differs ($1)"
-}
+put() { mirror_put "$1" "$2" "$T" "$img"; }  # put FILE OFFSET: into LUN 0 and $img
+readback() { lun_equals "$1" "$URL" "$img" $((16 * MIB)); }  # readback WHAT: LUN's first 16 MiB = $img
 settle() {  # settle WHAT: wait (up to 30 s) for deferred_blocks to reach 0
 	local t0=$SECONDS s
 	while :; do
