@@ -14,6 +14,17 @@
  *                  finds room and a probe sequence is short (about 1.5
  *                  entries to find a pba, 2.5 to miss). Deletion shifts the
  *                  following entries back (no tombstones either).
+ *                  The slot number takes only as many low bits as nslots
+ *                  needs; the bits above it hold a tag of the pba (another
+ *                  hash of it than the one that picks the home). A probe
+ *                  reads the slot's pba, a cache miss at a random place in
+ *                  a large table, only when the tag agrees: every write of
+ *                  new data asks whether its pba is indexed (usually not),
+ *                  and every freed block asks again, so most probes are
+ *                  misses that the tag now answers from the rev line alone.
+ *                  An index of 2^24 slots (384 MiB) keeps 8 tag bits; one
+ *                  so large that the slot number needs all 32 keeps none
+ *                  and dereferences every probe, as before.
  *
  * Invariants: each pba is in at most one slot, and each occupied slot has
  * exactly one rev entry, found by probing from the pba's home.
@@ -42,6 +53,7 @@ struct tnd_dedup {
 	uint32_t *rev;
 	uint64_t nslots;
 	uint64_t nrev;
+	unsigned sbits;                 /* low bits of a rev entry: slot number + 1 */
 	uint64_t hand;                  /* rotates where CLOCK starts in a window */
 	struct tnd_dedup_stats st;
 };
@@ -83,11 +95,31 @@ static inline uint64_t rev_next(const struct tnd_dedup *d, uint64_t i)
 	return i + 1 == d->nrev ? 0 : i + 1;
 }
 
+/* The tag bits of a rev entry (none when the slot number needs all 32). */
+static inline uint32_t rev_tmask(const struct tnd_dedup *d)
+{
+	return d->sbits >= 32 ? 0 : ~((UINT32_C(1) << d->sbits) - 1);
+}
+
+/* @pba's tag, in place above the slot bits. */
+static inline uint32_t rev_tag(const struct tnd_dedup *d, uint64_t pba)
+{
+	/* rev_home uses the high bits of this mix; the tag takes the low ones. */
+	return (uint32_t)(dd_mix64(pba) << (d->sbits & 31)) & rev_tmask(d);
+}
+
+static inline uint64_t rev_slot(const struct tnd_dedup *d, uint32_t e)
+{
+	return (uint64_t)(e & ~rev_tmask(d)) - 1;
+}
+
 /* Position in rev of @pba's entry, or REV_NONE. */
 static uint64_t rev_find(const struct tnd_dedup *d, uint64_t pba)
 {
+	uint32_t tag = rev_tag(d, pba), tmask = rev_tmask(d);
+
 	for (uint64_t i = rev_home(d, pba); d->rev[i]; i = rev_next(d, i))
-		if (d->slots[d->rev[i] - 1].pba == pba)
+		if ((d->rev[i] & tmask) == tag && d->slots[rev_slot(d, d->rev[i])].pba == pba)
 			return i;
 	return REV_NONE;
 }
@@ -98,7 +130,7 @@ static void rev_insert(struct tnd_dedup *d, uint64_t pba, uint64_t slot)
 
 	while (d->rev[i])
 		i = rev_next(d, i);
-	d->rev[i] = (uint32_t)(slot + 1);
+	d->rev[i] = rev_tag(d, pba) | (uint32_t)(slot + 1);
 }
 
 /*
@@ -114,7 +146,7 @@ static void rev_delete_at(struct tnd_dedup *d, uint64_t i)
 		j = rev_next(d, j);
 		if (!d->rev[j])
 			break;
-		uint64_t k = rev_home(d, d->slots[d->rev[j] - 1].pba);
+		uint64_t k = rev_home(d, d->slots[rev_slot(d, d->rev[j])].pba);
 		/* Leave it when its home lies cyclically in (i, j]. */
 		bool stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
 		if (stays)
@@ -206,6 +238,7 @@ int tnd_dedup_create(uint64_t budget_bytes, struct tnd_dedup **out)
 	d->nslots = nslots;
 	d->rev = (uint32_t *)(d->slots + nslots);
 	d->nrev = 2 * nslots;
+	d->sbits = 64 - (unsigned)__builtin_clzll(nslots);   /* holds 1..nslots */
 	d->st.slots = nslots;
 	d->st.bytes = sizeof(*d) + nslots * TND_DEDUP_SLOT_BYTES;
 	*out = d;
@@ -282,7 +315,7 @@ void tnd_dedup_insert(struct tnd_dedup *d, const struct tnd_dedup_fp *fp, uint64
 	/* The pba held other data before: that entry is stale. */
 	uint64_t ri = rev_find(d, pba);
 	if (ri != REV_NONE)
-		slot_clear(d, d->rev[ri] - 1, ri);
+		slot_clear(d, rev_slot(d, d->rev[ri]), ri);
 
 	/*
 	 * The same fingerprint at another pba (its candidate was rejected, or
@@ -313,7 +346,7 @@ bool tnd_dedup_remove_pba(struct tnd_dedup *d, uint64_t pba)
 
 	if (ri == REV_NONE)
 		return false;
-	slot_clear(d, d->rev[ri] - 1, ri);
+	slot_clear(d, rev_slot(d, d->rev[ri]), ri);
 	d->st.removes++;
 	return true;
 }
@@ -326,12 +359,12 @@ bool tnd_dedup_move_pba(struct tnd_dedup *d, uint64_t old_pba, uint64_t new_pba)
 	/* Whatever the index thought was at new_pba is gone. */
 	uint64_t ri = rev_find(d, new_pba);
 	if (ri != REV_NONE)
-		slot_clear(d, d->rev[ri] - 1, ri);
+		slot_clear(d, rev_slot(d, d->rev[ri]), ri);
 
 	ri = rev_find(d, old_pba);
 	if (ri == REV_NONE)
 		return false;
-	uint64_t s = d->rev[ri] - 1;
+	uint64_t s = rev_slot(d, d->rev[ri]);
 	rev_delete_at(d, ri);
 	d->slots[s].pba = new_pba;
 	rev_insert(d, new_pba, s);
