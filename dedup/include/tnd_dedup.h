@@ -31,7 +31,9 @@
  * The index (struct tnd_dedup). An open-addressing table of 16-byte slots
  * (pba: 64 bits; a 56-bit tag of the fingerprint, an occupied bit and a
  * CLOCK reference bit: 64 bits) plus a reverse table of 4-byte slot
- * numbers keyed by pba, with twice as many entries as slots. A fingerprint
+ * numbers keyed by pba, with twice as many entries as slots (the bits a
+ * slot number does not need hold a tag of the pba, so a probe that misses
+ * rarely reads a slot). A fingerprint
  * hashes to a home slot and may live in any of the TND_DEDUP_WINDOW slots
  * from there on (an overlapping set-associative window, so one full window
  * spills into its neighbours' free slots rather than failing). Slots never
