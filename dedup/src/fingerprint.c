@@ -4,6 +4,17 @@
  * exercise the verify path.
  */
 #include <xxhash.h>
+#if defined(__x86_64__) || defined(__i386__)
+/*
+ * libxxhash's x86 dispatcher: XXH3_128bits becomes a call that picks the
+ * widest vector unit the CPU has (AVX2, AVX-512) at first use. The plain
+ * entry point is built for the baseline SSE2. Same hash, other speed: a
+ * 4 KiB block in cache hashes in about 77 ns instead of 218, one fetched
+ * from memory in about 406 ns instead of 679 (2-CPU EPYC VM), and every
+ * stored or looked-up chunk pays it.
+ */
+#include <xxh_x86dispatch.h>
+#endif
 
 #include "tnd_dedup.h"
 
