@@ -3,6 +3,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -74,6 +75,46 @@ static void reactor_runs_completions(void **state)
 	assert_int_equal(c.calls, 1);
 	assert_int_equal(c.res, 0);
 	tnd_reactor_destroy(r);
+}
+
+/* The kernel's unreclaimable slab, in KiB (/proc/meminfo), or -1. */
+static long slab_unreclaimable_kib(void)
+{
+	FILE *f = fopen("/proc/meminfo", "r");
+	char line[128];
+	long kib = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "SUnreclaim: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
+
+/*
+ * A destroyed reactor gives its ring back to the kernel at once. With its
+ * wake-up read still armed on the eventfd, a closed ring used to stay
+ * until the process exited (about 10 KiB of slab each): 30,000 reactors
+ * made and dropped held about 300 MiB, and the lsfs crash soak, which makes
+ * reactors by the hundred thousand, was OOM-killed. The bound leaves room
+ * for whatever else the machine does meanwhile.
+ */
+static void reactor_destroy_frees_the_ring(void **state)
+{
+	(void)state;
+	long before = slab_unreclaimable_kib();
+	if (before < 0)
+		skip();
+	for (int i = 0; i < 30000; i++) {
+		struct tnd_reactor *r;
+		assert_int_equal(tnd_reactor_create(0, 8, &r), 0);
+		assert_true(tnd_reactor_poll(r, 0) >= 0);   /* arms the wake-up read */
+		tnd_reactor_destroy(r);
+	}
+	long after = slab_unreclaimable_kib();
+	assert_true(after - before < 100 * 1024);
 }
 
 struct defer_ctx {
@@ -639,6 +680,7 @@ int main(void)
 		cmocka_unit_test(crc32c_known_vectors),
 		cmocka_unit_test(size_parsing),
 		cmocka_unit_test(reactor_runs_completions),
+		cmocka_unit_test(reactor_destroy_frees_the_ring),
 		cmocka_unit_test(reactor_messages_cross_threads),
 		cmocka_unit_test(reactor_wakeups_are_not_lost),
 		cmocka_unit_test(reactor_defer_runs_once_per_turn),
