@@ -14,10 +14,24 @@
  * number is that written_seq advances only over a prefix of them:
  * written_seq is the last record such that it and every record before it
  * are on the backing volume, durable_seq the last one covered by a
- * completed backing flush. A write waits in wait_written for its record;
- * a FUA write, any write without write cache, a FLUSH and a checkpoint
- * then wait in wait_durable for a backing flush, which all waiters share
- * (group commit). Both queues are FIFOs ordered by the sequence number they need.
+ * completed backing flush. A FUA write and any write without write cache
+ * wait in wait_written for their record, then with a FLUSH or a checkpoint
+ * in wait_durable for a backing flush, which all waiters share (group
+ * commit). Both queues are FIFOs ordered by the sequence number they need.
+ *
+ * Acknowledgement. With the write cache on (WCE=1), a write is
+ * acknowledged once it is in the segment buffer: in RAM, which is what
+ * WCE=1 tells the initiator (design.md's durability contract), as a disk
+ * acknowledges from its cache. acked_rec is the newest record holding such
+ * a write; a FLUSH waits for every record up to it to be written and
+ * flushed, and makes the open record go out at once if it is one of them.
+ * Waiting for the backing write instead (a buffered write, handed to the
+ * kernel's io-wq) made every write's latency include that hand-off and
+ * the lingering that lets records grow, for no durability: the page
+ * cache is not stable storage either. What it costs: a crash of tandemd
+ * alone (the host stays up) now loses the unflushed writes still in the
+ * segment buffers, as a power loss does, where before the page cache
+ * kept them. Writes are bounded by the buffers (-EAGAIN below).
  *
  * Segments. FREE -> NEXT (reserved as the successor, named in every record
  * of the segment before it) -> OPEN -> USED -> DEAD (no live block) ->
@@ -404,6 +418,7 @@ struct lsfs {
 	uint32_t rec_ndesc;
 	uint32_t rec_sec;              /* payload sectors in the open record */
 	uint64_t rec_seq;
+	uint64_t acked_rec;            /* newest record holding a write acknowledged from RAM */
 
 	/* pipeline: log writes in flight, a ring in issue (= log) order */
 	struct lsfs_wr {
@@ -1585,17 +1600,18 @@ static void io_durable(struct lsfs_waiter *w, int status)
 	complete_io(x, status);
 }
 
+/* A write-through or FUA write's record is on the backing volume: now a flush. */
 static void io_written(struct lsfs_waiter *w, int status)
 {
 	struct lsfs_ioctx *x = tnd_container_of(w, struct lsfs_ioctx, w);
 	if (status == 0 && x->io->type == TND_IO_WRITE)
 		x->ls->st.client_bytes_written += (uint64_t)x->io->nblocks * x->ls->sb.block_size;
-	if (status < 0 || !x->durable) {
+	if (status < 0) {
 		complete_io(x, status);
 		return;
 	}
 	w->fn = io_durable;
-	wq_push(&x->ls->wait_durable, w);
+	wq_push_ordered(&x->ls->wait_durable, w);
 }
 
 static void prep_io(struct lsfs *ls, struct lsfs_ioctx *x);
@@ -1687,14 +1703,24 @@ static void pump(struct lsfs *ls)
 			prep_io(ls, x);
 			continue;
 		}
+		if (!x->durable) {
+			/* Write cache on: acknowledged from the segment buffer
+			 * (see "Acknowledgement" at the top of this file). */
+			if (x->last_rec > ls->acked_rec)
+				ls->acked_rec = x->last_rec;
+			if (x->io->type == TND_IO_WRITE)
+				ls->st.client_bytes_written +=
+					(uint64_t)x->io->nblocks * ls->sb.block_size;
+			complete_io(x, 0);
+			schedule_kick(ls);
+			continue;
+		}
 		x->stage = IO_WAIT;
 		x->w.need = x->last_rec;
 		x->w.fn = io_written;
 		wq_push(&ls->wait_written, &x->w);
-		if (x->durable) {
-			ls->rec_urgent = true;   /* no lingering: someone waits for the disk */
-			linger_stop(ls);
-		}
+		ls->rec_urgent = true;   /* no lingering: someone waits for the disk */
+		linger_stop(ls);
 		schedule_kick(ls);
 	}
 	ls->pumping = false;
@@ -2190,15 +2216,27 @@ static void start_flush_io(struct lsfs *ls, struct lsfs_ioctx *x)
 		complete_io(x, -EROFS);
 		return;
 	}
-	/* Every write that has completed is at or below written_seq. */
-	if (ls->written_seq <= ls->durable_seq) {
+	/*
+	 * Every write that has completed is in a record up to acked_rec
+	 * (acknowledged from RAM) or written_seq (write-through and FUA
+	 * writes complete once written). A record not yet on the backing
+	 * volume goes out now: no lingering while a flush waits for it.
+	 */
+	uint64_t need = TND_MAX(ls->acked_rec, ls->written_seq);
+	if (need <= ls->durable_seq) {
 		complete_io(x, 0);
 		return;
 	}
 	x->stage = IO_WAIT;
-	x->w.need = ls->written_seq;
+	x->w.need = need;
 	x->w.fn = flush_io_done;
-	wq_push(&ls->wait_durable, &x->w);
+	wq_push_ordered(&ls->wait_durable, &x->w);
+	if (need > ls->written_seq) {
+		if (ls->rec_open && ls->rec_seq <= need)
+			ls->rec_urgent = true;
+		linger_stop(ls);
+		schedule_kick(ls);
+	}
 	maybe_flush(ls);
 }
 
