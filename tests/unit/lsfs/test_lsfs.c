@@ -504,16 +504,22 @@ static void io_from_another_reactor_is_forwarded(void **state)
 	env_free(&e);
 }
 
+/* Open @e's image through a fault-injecting layer; its handle, to aim faults. */
+static struct fault_vol *env_open_faulty(struct env *e)
+{
+	struct tnd_volume *ram, *fault;
+	assert_int_equal(ram_vol_wrap(e->img, e->size, 512, &ram), 0);
+	assert_int_equal(fault_vol_create(ram, &fault), 0);
+	assert_int_equal(tnd_lsfs_open(fault, e->r, &e->o, &e->vol), 0);
+	return fault_vol_of(fault);
+}
+
 static void backing_write_error_fail_stops(void **state)
 {
 	(void)state;
 	struct env e;
 	env_format(&e, 2u << 20, 4096, 1u << 20, 64u << 10);
-	struct tnd_volume *ram, *fault;
-	assert_int_equal(ram_vol_wrap(e.img, e.size, 512, &ram), 0);
-	assert_int_equal(fault_vol_create(ram, &fault), 0);
-	struct fault_vol *fv = fault_vol_of(fault);
-	assert_int_equal(tnd_lsfs_open(fault, e.r, &e.o, &e.vol), 0);
+	struct fault_vol *fv = env_open_faulty(&e);
 	uint8_t w[4096], r[4096];
 	fill(w, sizeof(w), 11);
 	assert_int_equal(io_sync(&e, TND_IO_WRITE, 1, 1, w, TND_IO_FUA), 0);
@@ -546,11 +552,7 @@ static void backing_write_error_fails_fua_write(void **state)
 	(void)state;
 	struct env e;
 	env_format(&e, 2u << 20, 4096, 1u << 20, 64u << 10);
-	struct tnd_volume *ram, *fault;
-	assert_int_equal(ram_vol_wrap(e.img, e.size, 512, &ram), 0);
-	assert_int_equal(fault_vol_create(ram, &fault), 0);
-	struct fault_vol *fv = fault_vol_of(fault);
-	assert_int_equal(tnd_lsfs_open(fault, e.r, &e.o, &e.vol), 0);
+	struct fault_vol *fv = env_open_faulty(&e);
 	uint8_t w[4096];
 	fill(w, sizeof(w), 13);
 	fault_fail_at(fv, fault_points(fv), -EIO);
@@ -2600,11 +2602,7 @@ static void dedup_warmup_close_and_fail_stop(void **state)
 	env_close(&e);
 	assert_int_equal(env_check_errors(&e, false), 0);
 
-	struct tnd_volume *ram, *fault;
-	assert_int_equal(ram_vol_wrap(e.img, e.size, 512, &ram), 0);
-	assert_int_equal(fault_vol_create(ram, &fault), 0);
-	struct fault_vol *fv = fault_vol_of(fault);
-	assert_int_equal(tnd_lsfs_open(fault, e.r, &e.o, &e.vol), 0);
+	struct fault_vol *fv = env_open_faulty(&e);
 	struct tnd_lsfs_stats st;
 	tnd_lsfs_get_stats(e.vol, &st);
 	assert_int_equal(st.index_warmup, TND_LSFS_WARMUP_RUNNING);
