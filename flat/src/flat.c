@@ -15,6 +15,16 @@
  * mode (lsfs's backing), where wfd is a second open of the file with
  * O_DIRECT; fdatasync on fd covers writes made through wfd, because both
  * name the same inode.
+ *
+ * Buffered writes on ext4 go straight to io-wq (IOSQE_ASYNC). io_uring
+ * first tries a buffered write without blocking and hands it to its
+ * io-wq workers when the file system says it would block; ext4 (kernel
+ * 6.18) says so for almost every one (1-7 % of 4 KiB writes into cached
+ * pages completed inline in a liburing probe), so the attempt is pure
+ * cost on the reactor. Skipping it gave 4 KiB random writes at QD32 with
+ * a flush every 32 about 4 % more IOPS and 5-8 % less target CPU per
+ * write (bench/ab.sh, 10 pairs, every pair ahead). File systems that do
+ * take buffered writes inline (XFS, btrfs) keep the attempt.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,8 +34,10 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "tnd_common.h"
@@ -44,6 +56,7 @@ struct flat_vol {
 	bool passthrough;
 	bool direct_read;       /* fd is O_DIRECT (passthrough) */
 	bool direct_write;      /* wfd is O_DIRECT (passthrough, or direct_writes mode) */
+	bool write_async;       /* buffered writes on ext4: straight to io-wq (see the top) */
 	bool read_only;
 	bool is_blockdev;
 	uint32_t block_size;
@@ -305,6 +318,8 @@ static int flat_queue(struct flat_io *fi)
 		io_uring_prep_writev(sqe, fi->fd, fi->iov, (unsigned)fi->iovcnt, fi->off);
 		if (io->flags & TND_IO_FUA)
 			sqe->rw_flags = RWF_DSYNC;
+		if (fv->write_async)
+			sqe->flags |= IOSQE_ASYNC;
 		break;
 	case TND_IO_UNMAP:
 	case TND_IO_WRITE_ZEROES:
@@ -452,6 +467,7 @@ static void flat_stats_json(struct tnd_volume *vol, json_t *out)
 	json_object_set_new(out, "path", json_string(fv->path));
 	json_object_set_new(out, "direct_io", json_boolean(fv->direct_read && fv->direct_write));
 	json_object_set_new(out, "direct_writes", json_boolean(fv->direct_write));
+	json_object_set_new(out, "async_writes", json_boolean(fv->write_async));
 
 	struct stat st;
 	if (fstat(fv->fd, &st) == 0 && S_ISREG(st.st_mode)) {
@@ -667,6 +683,9 @@ int tnd_flat_open(const struct tnd_flat_opts *opts, struct tnd_volume **out)
 		}
 	}
 	dio_align(fv, sector);
+	struct statfs sfs;
+	fv->write_async = !fv->direct_write && !fv->is_blockdev && fstatfs(fv->wfd, &sfs) == 0 &&
+			  sfs.f_type == EXT4_SUPER_MAGIC;
 	tnd_volume_init(&fv->vol, opts->passthrough ? &passthrough_ops : &flat_ops, NULL);
 	*out = &fv->vol;
 	return 0;

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 #include <cmocka.h>
 #include <jansson.h>
@@ -434,6 +436,50 @@ static void flat_direct_writes_coherent_with_buffered_reads(void **state)
 	rmdir(dir);
 }
 
+/*
+ * Buffered writes on ext4 skip io_uring's inline attempt (IOSQE_ASYNC):
+ * the stats say which way a volume writes, truthfully for the file system
+ * under /var/tmp, and on ext4 what goes that way reads back, FUA and flush
+ * included. Direct writes never take the flag.
+ */
+static void flat_async_writes_on_ext4(void **state)
+{
+	struct fixture *f = *state;
+	char dir[64] = "/var/tmp/tnd-flatasync.XXXXXX", path[128];
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/img", dir);
+	struct statfs sfs;
+	assert_int_equal(statfs(dir, &sfs), 0);
+
+	struct tnd_volume *v;
+	struct tnd_flat_opts o = { .path = path, .size = 4 << 20, .block_size = 512 };
+	assert_int_equal(tnd_flat_open(&o, &v), 0);
+	assert_int_equal(stat_bool(v, "async_writes"), sfs.f_type == EXT4_SUPER_MAGIC);
+	uint8_t w[4096], r[4096];
+	uint64_t x = 77;
+	for (int i = 0; i < 256; i++) {
+		for (size_t k = 0; k < sizeof(w); k++) {
+			x = x * 6364136223846793005ull + 1442695040888963407ull;
+			w[k] = (uint8_t)(x >> 56);
+		}
+		uint64_t lba = (uint64_t)(i * 37 % 1024) * 8;
+		assert_int_equal(do_io(f, v, TND_IO_WRITE, i % 8 ? 0 : TND_IO_FUA, lba, 8, w, sizeof(w)), 0);
+		assert_int_equal(do_io(f, v, TND_IO_READ, 0, lba, 8, r, sizeof(r)), 0);
+		assert_memory_equal(w, r, sizeof(r));
+	}
+	assert_int_equal(do_io(f, v, TND_IO_FLUSH, 0, 0, 0, NULL, 0), 0);
+	assert_int_equal(stat_int(v, "write_ops"), 256);
+	tnd_volume_destroy(v);
+
+	o.direct_writes = true;
+	assert_int_equal(tnd_flat_open(&o, &v), 0);
+	if (stat_bool(v, "direct_writes"))
+		assert_false(stat_bool(v, "async_writes"));
+	tnd_volume_destroy(v);
+	unlink(path);
+	rmdir(dir);
+}
+
 /* ---- FLUSH group commit ---------------------------------------------- */
 
 struct seq_waiter {
@@ -622,6 +668,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(flat_grows_online, setup, teardown),
 		cmocka_unit_test_setup_teardown(passthrough_uses_whole_file_and_unaligned_buffers, setup, teardown),
 		cmocka_unit_test_setup_teardown(flat_direct_writes_coherent_with_buffered_reads, setup, teardown),
+		cmocka_unit_test_setup_teardown(flat_async_writes_on_ext4, setup, teardown),
 		cmocka_unit_test_setup_teardown(flat_flushes_behind_a_running_one_share_the_next, setup, teardown),
 		cmocka_unit_test_setup_teardown(flat_concurrent_flushes_from_many_reactors, setup, teardown),
 	};
