@@ -848,13 +848,7 @@ void tnd_iscsi_conn_maybe_free(struct iscsi_conn *c)
 	close(c->fd);
 
 	struct iscsi_rctx *rc = c->rc;
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		rc->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	rc->nr_conns--;
+	tnd_iscsi_rctx_unlink(rc, c);
 
 	/* A reinstating login elsewhere may still be sending us a message:
 	 * then that message frees the memory. */

@@ -459,6 +459,8 @@ void tnd_iscsi_task_cache_drain(struct iscsi_conn *c);
 void tnd_iscsi_logout_progress(struct iscsi_conn *c);
 
 /* ---- server.c ---- */
+/* Take @c off @rc's list of connections (on @rc's reactor, or under sess_lock while moving). */
+void tnd_iscsi_rctx_unlink(struct iscsi_rctx *rc, struct iscsi_conn *c);
 void tnd_iscsi_rctx_conn_gone(struct iscsi_rctx *rc);
 /*
  * The reactor normal session @c should run on (the policy is in

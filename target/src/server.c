@@ -301,14 +301,7 @@ int tnd_iscsi_conn_move(struct iscsi_conn *c)
 		return -EBUSY;
 	}
 	tnd_reactor_timer_cancel(from->reactor, &c->nop_timer);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		from->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	c->prev = c->next = NULL;
-	from->nr_conns--;
+	tnd_iscsi_rctx_unlink(from, c);
 	c->moving = true;
 	/* In transit: the stop callback waits for the arrival. */
 	atomic_fetch_add(&srv->stop_pending, 1);
@@ -330,6 +323,18 @@ static void stop_put(struct tnd_target_server *srv)
 {
 	if (atomic_fetch_sub(&srv->stop_pending, 1) == 1)
 		srv->stop_cb(srv->stop_arg);
+}
+
+void tnd_iscsi_rctx_unlink(struct iscsi_rctx *rc, struct iscsi_conn *c)
+{
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		rc->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->prev = c->next = NULL;
+	rc->nr_conns--;
 }
 
 /* A new connection from reactor 0, or a logged-in one moving here. */
