@@ -1600,12 +1600,19 @@ static void io_durable(struct lsfs_waiter *w, int status)
 	complete_io(x, status);
 }
 
+/* A client WRITE completes: count its bytes (the WA denominator). */
+static void count_client_write(struct lsfs *ls, const struct lsfs_ioctx *x)
+{
+	if (x->io->type == TND_IO_WRITE)
+		ls->st.client_bytes_written += (uint64_t)x->io->nblocks * ls->sb.block_size;
+}
+
 /* A write-through or FUA write's record is on the backing volume: now a flush. */
 static void io_written(struct lsfs_waiter *w, int status)
 {
 	struct lsfs_ioctx *x = tnd_container_of(w, struct lsfs_ioctx, w);
-	if (status == 0 && x->io->type == TND_IO_WRITE)
-		x->ls->st.client_bytes_written += (uint64_t)x->io->nblocks * x->ls->sb.block_size;
+	if (status == 0)
+		count_client_write(x->ls, x);
 	if (status < 0) {
 		complete_io(x, status);
 		return;
@@ -1708,9 +1715,7 @@ static void pump(struct lsfs *ls)
 			 * (see "Acknowledgement" at the top of this file). */
 			if (x->last_rec > ls->acked_rec)
 				ls->acked_rec = x->last_rec;
-			if (x->io->type == TND_IO_WRITE)
-				ls->st.client_bytes_written +=
-					(uint64_t)x->io->nblocks * ls->sb.block_size;
+			count_client_write(ls, x);
 			complete_io(x, 0);
 			schedule_kick(ls);
 			continue;
