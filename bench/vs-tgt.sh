@@ -33,6 +33,7 @@ QUICK=0
 BENCH_THREADS=1
 TANDEM_ARGS=""
 PIN=0
+CORK_ARG=""
 
 usage() {
 	cat <<EOF
@@ -51,6 +52,10 @@ usage: bench/vs-tgt.sh [options]
   --pin              targets on CPU 1, generator on CPU 0 (taskset): the
                      placement a quiet 2-CPU box ends up with, reproducible
                      on a busy one (see results/2026-11-22-vm-perf-qd1.md)
+  --no-cork          tandem-bench sends as libiscsi does by itself, a TCP
+                     segment per PDU header and per data segment, instead
+                     of a round's commands corked together (what kernel
+                     initiators and NICs with GRO deliver)
   --bench-threads N  tandem-bench event-loop threads (default 1); on a box
                      with many CPUs, more keep the generator off the
                      critical path for multi-session workloads
@@ -72,6 +77,7 @@ while [ $# -gt 0 ]; do
 	--bench-threads) BENCH_THREADS=$2; shift ;;
 	--tandem-args) TANDEM_ARGS=$2; shift ;;
 	--pin) PIN=1 ;;
+	--no-cork) CORK_ARG=--no-cork ;;
 	-h|--help) usage; exit 0 ;;
 	*) echo "vs-tgt.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
 	esac
@@ -264,7 +270,7 @@ run_one() {
 	# shellcheck disable=SC2046
 	$GPIN "$BENCH" --url "$(system_url "$sys")" $(workload_args "$w") --time "$SECONDS_PER_RUN" \
 		--ramp "$RAMP" --target-pid "$(system_pid "$sys")" --json --seed "$r" \
-		--threads "$BENCH_THREADS" \
+		--threads "$BENCH_THREADS" $CORK_ARG \
 		>"$json" 2>"$WORK/run.err" || rc=$?
 	if [ $rc != 0 ] || ! grep -q '"iops"' "$json"; then
 		echo "  $sys $w run $r: tandem-bench exited $rc" >&2
@@ -371,7 +377,7 @@ row() {
 	echo "| libiscsi | $(pkg-config --modversion libiscsi 2>/dev/null || echo unknown) |"
 	echo "| image | $SIZE random data, one copy per target, page cache warm (read before every run) |"
 	echo "| runs | $RUNS per workload and system, ${RAMP} s ramp + ${SECONDS_PER_RUN} s measured, alternating order |"
-	echo "| generator | tandem-bench, $BENCH_THREADS thread(s), same host, over 127.0.0.1 |"
+	echo "| generator | tandem-bench, $BENCH_THREADS thread(s), same host, over 127.0.0.1, $([ -n "$CORK_ARG" ] && echo "libiscsi's own sends (--no-cork): a segment per PDU header and per data segment" || echo "each round's commands sent corked (TCP_CORK)") |"
 	[ $PIN = 0 ] || echo "| placement | targets pinned to CPU 1, generator to CPU 0 (--pin) |"
 	echo
 	echo "Medians of $RUNS runs. *tgt tuned*: MaxRecvDataSegmentLength and"
@@ -411,7 +417,7 @@ row() {
 		echo "| $w | $(median tgt-default "$w" $COL_BCPU) | $(median tgt-tuned "$w" $COL_BCPU) | $(median tandem "$w" $COL_BCPU) |"
 	done
 	echo
-	echo "Reproduce: \`bench/vs-tgt.sh --runs $RUNS --seconds $SECONDS_PER_RUN --ramp $RAMP --size $SIZE --bench-threads $BENCH_THREADS${TANDEM_ARGS:+ --tandem-args \"$TANDEM_ARGS\"}$([ $PIN = 0 ] || echo " --pin")\`" \
+	echo "Reproduce: \`bench/vs-tgt.sh --runs $RUNS --seconds $SECONDS_PER_RUN --ramp $RAMP --size $SIZE --bench-threads $BENCH_THREADS${TANDEM_ARGS:+ --tandem-args \"$TANDEM_ARGS\"}$([ $PIN = 0 ] || echo " --pin")${CORK_ARG:+ $CORK_ARG}\`" \
 		"(workloads: $WORKLOADS; systems: $SYSTEMS)"
 	echo
 	echo "<details><summary>all runs</summary>"

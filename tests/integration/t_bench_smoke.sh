@@ -15,6 +15,12 @@ start_tandemd
 "$BENCH" --url "$TND_URL" --verify --rw mixed --mix 50 --pattern rand --bs 4k \
 	--qd 16 --sessions 2 --size 32MiB --flush-every 64 --time 3 ||
 	fail "tandem-bench: 4 KiB mixed random I/O with --verify failed"
+# The same with libiscsi's own sends (a segment per PDU header and per data
+# segment) instead of the corked rounds above (many PDUs per segment): the
+# target must parse both shapes of byte stream alike.
+"$BENCH" --url "$TND_URL" --verify --rw mixed --mix 50 --pattern rand --bs 4k \
+	--qd 16 --sessions 2 --size 32MiB --flush-every 64 --time 2 --no-cork ||
+	fail "tandem-bench: 4 KiB mixed random I/O with --verify --no-cork failed"
 # 256 KiB sequential: commands larger than the first burst, so R2T and
 # multi-PDU Data-In/Data-Out are exercised too.
 "$BENCH" --url "$TND_URL" --verify --rw mixed --mix 50 --pattern seq --bs 256k \
@@ -25,6 +31,7 @@ start_tandemd
 	--target-pid "$TND_PID" >"$TND_TMP/bench.json" || fail "tandem-bench --json run failed"
 grep -q '"iops": [0-9]' "$TND_TMP/bench.json" || fail "tandem-bench --json: no iops"
 grep -q '"target_cpu_s": [0-9]' "$TND_TMP/bench.json" || fail "tandem-bench --json: no target CPU"
+grep -q '"cork": true' "$TND_TMP/bench.json" || fail "tandem-bench --json: corked sends are not the default"
 stop_tandemd
 # The same data path with reactors that busy-poll before every sleep, and
 # with busy-poll off (the runs above had the default: spin at QD1 only):

@@ -137,6 +137,7 @@ struct bench_opts {
 	bool json;
 	int max_errors;           /* stop after this many I/O errors */
 	int threads;              /* event loops; sessions are shared out */
+	bool cork;                /* push a round's commands corked (default) */
 };
 
 /* ---- the engine (engine.c) ------------------------------------------------ */
@@ -200,6 +201,8 @@ struct bench_session {
 	uint64_t writes_since_flush;
 	bool flush_inflight;
 	bool dead;
+	int queued;               /* commands queued since the last push */
+	bool queued_data;         /* one of them carries data */
 	uint64_t stamp;           /* makes unverified writes unique per 4 KiB */
 	struct bench_rng rng;
 };

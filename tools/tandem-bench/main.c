@@ -72,6 +72,12 @@ static void usage(FILE *f)
 "  --threads N           event-loop threads the sessions are shared out to\n"
 "                        (default 1); with --verify a URL's sessions stay\n"
 "                        on one thread, so use several URLs to spread them\n"
+"  --no-cork             send as libiscsi does by itself: every PDU header\n"
+"                        and every data segment a TCP segment of its own.\n"
+"                        By default the commands queued in one round go out\n"
+"                        corked (TCP_CORK), in as few segments as they fill,\n"
+"                        as kernel initiators (MSG_MORE) and NICs with GRO\n"
+"                        deliver them to a target\n"
 "\n"
 "Checking and reporting:\n"
 "  --verify              writes carry a tag (sector, seed, generation) in\n"
@@ -99,7 +105,7 @@ enum opt_id {
 	OPT_URL = 256, OPT_SESSIONS, OPT_BS, OPT_QD, OPT_RW, OPT_MIX, OPT_PATTERN, OPT_HOT,
 	OPT_FLUSH_EVERY, OPT_TIME, OPT_RAMP, OPT_COUNT, OPT_SIZE, OPT_SEED,
 	OPT_VERIFY, OPT_TARGET_PID, OPT_HDR_DIGEST, OPT_DATA_DIGEST, OPT_INITIATOR,
-	OPT_JSON, OPT_MAX_ERRORS, OPT_THREADS, OPT_DATA, OPT_HELP,
+	OPT_JSON, OPT_MAX_ERRORS, OPT_THREADS, OPT_DATA, OPT_NO_CORK, OPT_HELP,
 };
 
 static const struct option long_opts[] = {
@@ -126,6 +132,7 @@ static const struct option long_opts[] = {
 	{ "max-errors", required_argument, NULL, OPT_MAX_ERRORS },
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "data", required_argument, NULL, OPT_DATA },
+	{ "no-cork", no_argument, NULL, OPT_NO_CORK },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -187,6 +194,7 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 	*o = (struct bench_opts){
 		.sessions = 1, .bs = 4096, .qd = 1, .rw = BENCH_RW_READ, .mix = 70,
 		.pattern = BENCH_PAT_RAND, .seed = 1, .max_errors = 100, .threads = 1,
+		.cork = true,
 		.initiator = "iqn.2026-11.io.tandem:bench",
 	};
 	o->urls = calloc((size_t)argc, sizeof(*o->urls));
@@ -286,6 +294,9 @@ static int parse_args(int argc, char **argv, struct bench_opts *o)
 			break;
 		case OPT_THREADS:
 			ok = parse_int(a, 1, 256, &o->threads);
+			break;
+		case OPT_NO_CORK:
+			o->cork = false;
 			break;
 		case OPT_HELP:
 			usage(stdout);
@@ -391,10 +402,11 @@ static void print_json(const struct bench *b, const struct result *r)
 	}
 	printf("],\n");
 	printf("  \"sessions\": %d, \"threads\": %d, \"bs\": %u, \"qd\": %d, \"rw\": \"%s\","
-	       " \"mix\": %d, \"pattern\": \"%s\", \"hot\": %d, \"flush_every\": %" PRIu64 ", \"verify\": %s,\n",
+	       " \"mix\": %d, \"pattern\": \"%s\", \"hot\": %d, \"flush_every\": %" PRIu64 ", \"verify\": %s,"
+	       " \"cork\": %s,\n",
 	       o->sessions, o->threads, o->bs, o->qd, rw_names[o->rw], o->mix,
 	       o->pattern == BENCH_PAT_SEQ ? "seq" : "rand", o->hot, o->flush_every,
-	       o->verify ? "true" : "false");
+	       o->verify ? "true" : "false", o->cork ? "true" : "false");
 	printf("  \"elapsed_s\": %.3f,\n", r->elapsed);
 	printf("  \"iops\": %.1f, \"read_iops\": %.1f, \"write_iops\": %.1f,\n",
 	       r->iops, r->read_iops, r->write_iops);
@@ -461,6 +473,8 @@ static void print_text(const struct bench *b, const struct result *r)
 		printf(" (%d%% of I/Os to %d%% of the blocks)", o->hot, 100 - o->hot);
 	if (o->flush_every)
 		printf(", flush every %" PRIu64, o->flush_every);
+	if (!o->cork)
+		printf(", uncorked");
 	printf(", %.2f s\n", r->elapsed);
 	printf("  IOPS      %.0f (read %.0f, write %.0f)\n", r->iops, r->read_iops, r->write_iops);
 	printf("  MB/s      %.1f (read %.1f, write %.1f)\n", r->mbps, r->read_mbps, r->write_mbps);
