@@ -1,7 +1,9 @@
 # bench/lib.sh — what every bench script needs, sourced after it has set
 # its own options. Not a script of its own.
 #
-#   bench_workdir NAME   make WORK=/var/tmp/tnd-NAME.XXXXXX and arrange that on
+#   bench_workdir NAME   make WORK=$TND_BENCH_DIR/tnd-NAME.XXXXXX (TND_BENCH_DIR
+#                        defaults to /var/tmp; point it at another file system
+#                        to measure images there) and arrange that on
 #                        exit every pid in PIDS gets SIGTERM, then SIGKILL
 #                        half a second later, is reaped, and WORK is removed
 #   free_port            a TCP port nobody listens on (best effort)
@@ -12,7 +14,7 @@
 # Bench scripts run tandemd, tgtd and generators on loopback only.
 
 bench_workdir() {
-	WORK=$(mktemp -d "/var/tmp/tnd-$1.XXXXXX")
+	WORK=$(mktemp -d "${TND_BENCH_DIR:-/var/tmp}/tnd-$1.XXXXXX")
 	PIDS=()
 	trap bench_cleanup EXIT
 	trap 'exit 130' INT TERM
