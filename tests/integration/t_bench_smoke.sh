@@ -32,6 +32,23 @@ start_tandemd
 grep -q '"iops": [0-9]' "$TND_TMP/bench.json" || fail "tandem-bench --json: no iops"
 grep -q '"target_cpu_s": [0-9]' "$TND_TMP/bench.json" || fail "tandem-bench --json: no target CPU"
 grep -q '"cork": true' "$TND_TMP/bench.json" || fail "tandem-bench --json: corked sends are not the default"
+# What the cork does on the wire, from the kernel's count of data segments
+# the generator sent (TCP_INFO): libiscsi alone sends a WRITE's header and
+# its data as two segments; corked, a round's commands share segments, so
+# even a round of one WRITE is a single segment.
+segs_per_write() {  # segs_per_write [tandem-bench options]: prints segments/command x 100
+	"$BENCH" --url "$TND_URL" --rw write --bs 4k --qd 16 --count 4000 --json "$@" \
+		>"$TND_TMP/segs.json" || fail "tandem-bench $* failed"
+	python3 -c 'import json, sys
+j = json.load(open(sys.argv[1]))
+print(int(100 * j["data_segs_out"] / (j["write_iops"] * j["elapsed_s"])))' "$TND_TMP/segs.json"
+}
+corked=$(segs_per_write)
+uncorked=$(segs_per_write --no-cork)
+echo "bench_smoke: data segments per WRITE x100: corked $corked, --no-cork $uncorked"
+[ "$uncorked" -ge 150 ] || fail "--no-cork sent $uncorked/100 segments per WRITE, expected about 2"
+[ "$corked" -gt 0 ] && [ "$corked" -le 105 ] ||
+	fail "corked rounds sent $corked/100 segments per WRITE, expected at most 1"
 stop_tandemd
 # The same data path with reactors that busy-poll before every sleep, and
 # with busy-poll off (the runs above had the default: spin at QD1 only):

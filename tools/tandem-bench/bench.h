@@ -157,6 +157,8 @@ struct bench_stats {
 	uint64_t errors;
 	uint64_t mismatches;
 	uint64_t verified_units;                  /* reads whose data was checked */
+	uint64_t data_segs;                       /* TCP segments with payload sent in
+						     the window; 0 if the kernel does not say */
 };
 
 struct bench_lun {
@@ -201,6 +203,7 @@ struct bench_session {
 	uint64_t writes_since_flush;
 	bool flush_inflight;
 	bool dead;
+	uint64_t segs_start;      /* TCP data segments sent when the window opened */
 	int queued;               /* commands queued since the last push */
 	bool queued_data;         /* one of them carries data */
 	uint64_t stamp;           /* makes unverified writes unique per 4 KiB */

@@ -418,6 +418,7 @@ static void print_json(const struct bench *b, const struct result *r)
 	print_lat_json("flush_lat", &st->lat[BENCH_OP_FLUSH], true);
 	printf("  \"flushes\": %" PRIu64 ",\n", st->ops[BENCH_OP_FLUSH]);
 	printf("  \"errors\": %" PRIu64 ",\n", st->errors);
+	printf("  \"data_segs_out\": %" PRIu64 ",\n", st->data_segs);
 	printf("  \"verified\": %" PRIu64 ", \"mismatches\": %" PRIu64 ",\n",
 	       st->verified_units, st->mismatches);
 	if (r->target_cpu >= 0)
@@ -488,6 +489,10 @@ static void print_text(const struct bench *b, const struct result *r)
 		print_lat_text("flush", &st->lat[BENCH_OP_FLUSH]);
 	}
 	printf("  errors    %" PRIu64 "\n", st->errors);
+	uint64_t cmds = st->ops[BENCH_OP_READ] + st->ops[BENCH_OP_WRITE] + st->ops[BENCH_OP_FLUSH];
+	if (st->data_segs && cmds)
+		printf("  segments  %" PRIu64 " sent with data, %.2f per command\n", st->data_segs,
+		       (double)st->data_segs / (double)cmds);
 	if (o->verify)
 		printf("  verify    %" PRIu64 " reads checked, %" PRIu64 " mismatches\n",
 		       st->verified_units, st->mismatches);
