@@ -35,6 +35,7 @@ struct tnd_daemon_opts {
 	unsigned nr_reactors;
 	unsigned busy_poll_us;          /* reactor busy-poll window, 0: off */
 	bool busy_poll_always;          /* spin before every sleep, not only at QD1 */
+	bool pin_reactors;              /* reactor i on the i-th allowed CPU */
 	const char *mgmt_bind;          /* NULL: 127.0.0.1:9260; "off": no API */
 	const char *mgmt_cert;
 	const char *mgmt_key;

@@ -18,6 +18,7 @@
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
+#include <sched.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdio.h>
@@ -58,6 +59,9 @@ static void usage(FILE *f)
 		"                      its connections answer one command at a time (default\n"
 		"                      " TND_STR(TND_BUSY_POLL_US_DEFAULT) "; 0: off): lower QD1 latency for CPU time\n"
 		"  --busy-poll MODE    qd1 (default: as above) or always (before every sleep)\n"
+		"  --pin-reactors      reactor i (and its io_uring workers) on the i-th CPU\n"
+		"                      this process may use, not wherever the scheduler\n"
+		"                      likes: for cores given to tandem alone\n"
 		"  --log-level LEVEL   error, warn, info (default) or debug\n"
 		"  --help              this text\n"
 		"  --version           print the version\n\n"
@@ -73,6 +77,7 @@ static int parse_args(int argc, char **argv, struct tnd_daemon_opts *o)
 		{ "reactors", required_argument, NULL, 'r' },
 		{ "busy-poll-us", required_argument, NULL, 'b' },
 		{ "busy-poll", required_argument, NULL, 'B' },
+		{ "pin-reactors", no_argument, NULL, 'P' },
 		{ "log-level", required_argument, NULL, 'l' },
 		{ "mgmt", required_argument, NULL, 'm' },
 		{ "mgmt-cert", required_argument, NULL, 'C' },
@@ -129,6 +134,9 @@ static int parse_args(int argc, char **argv, struct tnd_daemon_opts *o)
 			o->busy_poll_us = (unsigned)n;
 			break;
 		}
+		case 'P':
+			o->pin_reactors = true;
+			break;
 		case 'B':
 			if (strcmp(optarg, "qd1") == 0) {
 				o->busy_poll_always = false;
@@ -282,9 +290,28 @@ static int start_reactors(struct tnd_daemon *d)
 	d->reactors = calloc(d->nr_reactors, sizeof(*d->reactors));
 	if (!d->reactors)
 		return -ENOMEM;
+	/* --pin-reactors: the CPUs this process may use (taskset, systemd's
+	 * CPUAffinity=), in order; more reactors than CPUs wrap around. */
+	int cpus[CPU_SETSIZE];
+	int nr_cpus = 0;
+	if (d->opts.pin_reactors) {
+		cpu_set_t allowed;
+		if (sched_getaffinity(0, sizeof(allowed), &allowed) < 0)
+			return -errno;
+		for (int c = 0; c < CPU_SETSIZE; c++)
+			if (CPU_ISSET(c, &allowed))
+				cpus[nr_cpus++] = c;
+		if (nr_cpus == 0)
+			return -EINVAL;
+	}
 	for (unsigned i = 0; i < d->nr_reactors; i++) {
 		int ret = tnd_reactor_create(i, RING_ENTRIES, &d->reactors[i]);
 		if (ret == 0) {
+			if (nr_cpus) {
+				int cpu = cpus[i % (unsigned)nr_cpus];
+				tnd_reactor_set_cpu(d->reactors[i], cpu);
+				tnd_info("tandemd", "reactor %u pinned to CPU %d", i, cpu);
+			}
 			if (d->opts.busy_poll_always)
 				tnd_reactor_set_busy_poll(d->reactors[i], d->opts.busy_poll_us);
 			else

@@ -149,7 +149,22 @@ void tnd_reactor_spin_want(struct tnd_reactor *r, bool on);
  */
 void tnd_reactor_spin_stats(const struct tnd_reactor *r, uint64_t *spins, uint64_t *spin_ns);
 
-/* Start a thread that runs tnd_reactor_poll(r, -1) until stopped. */
+/*
+ * Run the reactor's thread on CPU @cpu only (-1, the default: wherever the
+ * scheduler puts it). The thread is created with that mask, before it
+ * submits anything, so the io_uring workers the kernel starts for its
+ * blocking requests (every buffered write on ext4, fsync) inherit it and
+ * run on the same CPU. That is the point: a QD1 write then hands off to
+ * its worker and back without waking another CPU, which a VM pays for
+ * dearly (bench/results/2026-11-22-vm-session7.md: p50 80 → 48 us). The
+ * price is that a reactor can no longer dodge a CPU that something else
+ * keeps busy, and its workers no longer spread to idle CPUs: for hosts
+ * that give tandem its own cores. Call before tnd_reactor_start().
+ */
+void tnd_reactor_set_cpu(struct tnd_reactor *r, int cpu);
+
+/* Start a thread that runs tnd_reactor_poll(r, -1) until stopped;
+ * -EINVAL if the CPU set with tnd_reactor_set_cpu() is not allowed. */
 int tnd_reactor_start(struct tnd_reactor *r);
 
 /* Ask the reactor's loop to stop (any thread); tnd_reactor_join() waits. */

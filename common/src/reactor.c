@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,7 @@ struct tnd_reactor {
 	atomic_bool owner_set;
 
 	unsigned ring_flags;            /* IORING_SETUP_* the ring got */
+	int cpu;                        /* tnd_reactor_set_cpu(); -1: not pinned */
 	/* Busy-poll window (0: off) and whether the next wait spins first;
 	 * with spin_hinted, only while spin_wanted > 0. */
 	uint64_t spin_ns;
@@ -83,6 +85,7 @@ int tnd_reactor_create(unsigned index, unsigned entries, struct tnd_reactor **ou
 	if (!r)
 		return -ENOMEM;
 	r->index = index;
+	r->cpu = -1;
 	r->efd_op.cb = efd_read_done;
 	r->defer_tail = &r->defer_head;
 
@@ -543,13 +546,37 @@ static void stop_msg(struct tnd_msg *m)
 	free(m);
 }
 
+void tnd_reactor_set_cpu(struct tnd_reactor *r, int cpu)
+{
+	r->cpu = cpu;
+}
+
 int tnd_reactor_start(struct tnd_reactor *r)
 {
-	int ret = pthread_create(&r->thread, NULL, reactor_thread, r);
+	pthread_attr_t attr;
+	int ret = pthread_attr_init(&attr);
 	if (ret)
 		return -ret;
-	r->thread_started = true;
-	return 0;
+	if (r->cpu >= 0) {
+		if (r->cpu >= CPU_SETSIZE) {
+			ret = EINVAL;
+			goto out;
+		}
+		cpu_set_t set;
+		CPU_ZERO(&set);
+		CPU_SET(r->cpu, &set);
+		/* In the attributes, not set by the thread itself: nothing of
+		 * it (its io_uring workers above all) ever runs elsewhere. */
+		ret = pthread_attr_setaffinity_np(&attr, sizeof(set), &set);
+		if (ret)
+			goto out;
+	}
+	ret = pthread_create(&r->thread, &attr, reactor_thread, r);
+	if (ret == 0)
+		r->thread_started = true;
+out:
+	pthread_attr_destroy(&attr);
+	return -ret;
 }
 
 void tnd_reactor_stop(struct tnd_reactor *r)

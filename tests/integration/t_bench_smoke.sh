@@ -64,4 +64,28 @@ for bp in "--busy-poll always --busy-poll-us 50" "--busy-poll-us 0"; do
 		fail "tandem-bench: QD16 --verify with $bp failed"
 	stop_tandemd
 done
+# --pin-reactors: the same data path with every reactor on a CPU of its own
+# choosing, and the io_uring workers of the writes on their reactor's CPU
+# (each iou-wrk-TID allowed exactly the CPU its reactor TID is). The
+# flushes make workers on any file system: io_uring always hands fsync to one.
+start_tandemd --pin-reactors
+"$BENCH" --url "$TND_URL" --verify --rw mixed --mix 50 --pattern rand --bs 4k \
+	--qd 1 --size 8MiB --time 1 --flush-every 8 ||
+	fail "tandem-bench: QD1 --verify with --pin-reactors failed"
+grep -q "reactor 0 pinned to CPU" "$TND_LOG" || fail "--pin-reactors: no reactor reported pinned"
+workers=0
+for st in /proc/"$TND_PID"/task/*/status; do
+	name=$(awk '/^Name:/ { print $2 }' "$st" 2>/dev/null) || continue
+	case $name in iou-wrk-*) ;; *) continue ;; esac
+	owner=/proc/$TND_PID/task/${name#iou-wrk-}/status
+	[ -r "$owner" ] || continue
+	mine=$(awk '/^Cpus_allowed_list:/ { print $2 }' "$st")
+	theirs=$(awk '/^Cpus_allowed_list:/ { print $2 }' "$owner")
+	# Threads other than reactors (start-up, devices' own) are not pinned.
+	case $theirs in *[,-]*) continue ;; esac
+	[ "$mine" = "$theirs" ] || fail "--pin-reactors: $name may run on $mine, its reactor on $theirs"
+	workers=$((workers + 1))
+done
+[ $workers -gt 0 ] || fail "--pin-reactors: no io_uring worker of a reactor found after writes"
+stop_tandemd
 echo "bench_smoke: ok"

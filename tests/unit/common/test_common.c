@@ -1,7 +1,10 @@
 /* Unit tests for common/: CRC32C, size parsing, the reactor, volume layout. */
+#include <dirent.h>
 #include <errno.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -357,6 +360,123 @@ static void reactor_changes_hands(void **state)
 	tnd_reactor_destroy(r);
 }
 
+/* ---- a reactor pinned to a CPU ---- */
+
+struct pin_probe {
+	struct tnd_msg msg;
+	struct tnd_reactor *r;
+	struct tnd_uring_op nop_op;
+	int cpu_seen;           /* where the reactor's thread ran the message */
+	int mask_cpus;          /* CPUs in its affinity mask */
+	pid_t tid;
+	int nop_res;
+	int done;
+};
+
+static void pin_nop_done(struct tnd_uring_op *op, int res, unsigned flags)
+{
+	(void)flags;
+	struct pin_probe *p = tnd_container_of(op, struct pin_probe, nop_op);
+	p->nop_res = res;
+	__atomic_store_n(&p->done, 1, __ATOMIC_RELEASE);
+}
+
+static void pin_fn(struct tnd_msg *m)
+{
+	struct pin_probe *p = tnd_container_of(m, struct pin_probe, msg);
+	cpu_set_t set;
+	p->cpu_seen = sched_getcpu();
+	p->mask_cpus = pthread_getaffinity_np(pthread_self(), sizeof(set), &set) == 0 ?
+			       CPU_COUNT(&set) : -1;
+	p->tid = gettid();
+	/* A request io_uring must give to a worker thread: the reactor's
+	 * thread makes its first io-wq worker now. */
+	p->nop_op.cb = pin_nop_done;
+	struct io_uring_sqe *sqe = tnd_reactor_sqe(p->r, &p->nop_op);
+	io_uring_prep_nop(sqe);
+	io_uring_sqe_set_flags(sqe, IOSQE_ASYNC);
+}
+
+/* The CPUs one of our threads may run on, as /proc shows them ("" if gone). */
+static void task_cpus(const char *comm, char *out, size_t len)
+{
+	char path[64], buf[256];
+	out[0] = 0;
+	snprintf(path, sizeof(path), "/proc/self/task");
+	DIR *d = opendir(path);
+	assert_non_null(d);
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%.20s/comm", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		bool match = fgets(buf, sizeof(buf), f) && strncmp(buf, comm, strlen(comm)) == 0 &&
+			     (buf[strlen(comm)] == '\n' || buf[strlen(comm)] == 0);
+		fclose(f);
+		if (!match)
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%.20s/status", e->d_name);
+		f = fopen(path, "r");
+		assert_non_null(f);
+		while (fgets(buf, sizeof(buf), f))
+			if (sscanf(buf, "Cpus_allowed_list: %63s", out) == 1)
+				break;
+		fclose(f);
+		break;
+	}
+	closedir(d);
+}
+
+/* tnd_reactor_set_cpu: the reactor's thread runs on that CPU alone, and so
+ * do the io_uring workers it starts (inherited, not set after the fact);
+ * a CPU the process may not use is refused at start. */
+static void reactor_pinned_with_its_workers(void **state)
+{
+	(void)state;
+	cpu_set_t allowed;
+	assert_int_equal(sched_getaffinity(0, sizeof(allowed), &allowed), 0);
+	int cpu = -1;
+	for (int c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &allowed))
+			cpu = c;    /* the last: not where a new thread lands anyway */
+	assert_true(cpu >= 0);
+
+	struct tnd_reactor *r;
+	assert_int_equal(tnd_reactor_create(0, 64, &r), 0);
+	tnd_reactor_set_cpu(r, cpu);
+	assert_int_equal(tnd_reactor_start(r), 0);
+	struct pin_probe p = { .msg.fn = pin_fn, .r = r, .cpu_seen = -2 };
+	tnd_reactor_send(r, &p.msg);
+	for (int i = 0; i < 5000 && !__atomic_load_n(&p.done, __ATOMIC_ACQUIRE); i++)
+		usleep(1000);
+	assert_int_equal(__atomic_load_n(&p.done, __ATOMIC_ACQUIRE), 1);
+	assert_int_equal(p.nop_res, 0);
+	assert_int_equal(p.cpu_seen, cpu);
+	assert_int_equal(p.mask_cpus, 1);
+	char comm[32], cpus[64], want[16];
+	snprintf(comm, sizeof(comm), "iou-wrk-%d", (int)p.tid);
+	snprintf(want, sizeof(want), "%d", cpu);
+	task_cpus(comm, cpus, sizeof(cpus));
+	assert_string_equal(cpus, want);
+	tnd_reactor_stop(r);
+	tnd_reactor_join(r);
+	tnd_reactor_destroy(r);
+
+	int banned = -1;
+	for (int c = CPU_SETSIZE - 1; c >= 0 && banned < 0; c--)
+		if (!CPU_ISSET(c, &allowed))
+			banned = c;
+	if (banned < 0)
+		return;
+	assert_int_equal(tnd_reactor_create(0, 64, &r), 0);
+	tnd_reactor_set_cpu(r, banned);
+	assert_int_equal(tnd_reactor_start(r), -EINVAL);
+	tnd_reactor_destroy(r);
+}
+
 /* ---- a reactor on its own thread, after a test thread had it ----
  * Guards what a change of the ring's setup (single-issuer rings, deferred
  * task work) must keep: hand-over between threads in both directions. */
@@ -681,6 +801,7 @@ int main(void)
 		cmocka_unit_test(size_parsing),
 		cmocka_unit_test(reactor_runs_completions),
 		cmocka_unit_test(reactor_destroy_frees_the_ring),
+		cmocka_unit_test(reactor_pinned_with_its_workers),
 		cmocka_unit_test(reactor_messages_cross_threads),
 		cmocka_unit_test(reactor_wakeups_are_not_lost),
 		cmocka_unit_test(reactor_defer_runs_once_per_turn),
