@@ -156,7 +156,7 @@ void tnd_reactor_spin_stats(const struct tnd_reactor *r, uint64_t *spins, uint64
  * blocking requests (every buffered write on ext4, fsync) inherit it and
  * run on the same CPU. That is the point: a QD1 write then hands off to
  * its worker and back without waking another CPU, which a VM pays for
- * dearly (bench/results/2026-11-22-vm-session7.md: p50 80 → 48 us). The
+ * dearly (bench/results/2026-11-22-vm-session7.md: p50 56 → 46 us). The
  * price is that a reactor can no longer dodge a CPU that something else
  * keeps busy, and its workers no longer spread to idle CPUs: for hosts
  * that give tandem its own cores. Call before tnd_reactor_start().
