@@ -3441,34 +3441,31 @@ static void gc_read_done(struct lsfs_child *c, int status)
 	uint32_t n = 0;
 	seg_walk(ls, v, ls->segs[v].seq, ls->gc_buf, ls->sb.seg_size, gc_pick, &n);
 	/*
-	 * With dedup, live counts the map entries that point into the
-	 * segment, sharers included, and a sharer's descriptor lives in the
-	 * record that shared, elsewhere. When the victim's own records explain
-	 * every one of them (nothing in it is shared: the common case under
-	 * unique overwrites), they are the move list as without dedup, and
-	 * the pass over the whole map, which costs the map's size for every
-	 * segment cleaned, is not needed.
-	 */
-	if (ls->refs && n < ls->segs[v].live) {
-		gc_by_map(ls, v);
-		return;
-	}
-	/*
-	 * Mapped blocks the records do not account for: the log after the
-	 * checkpoint was damaged before the records that moved them out were
-	 * replayed, and the segment has been written again since (reuse after
-	 * a flush). Their bytes are gone; the map's CRC makes every read of
-	 * them a MEDIUM ERROR (or a failed decompression, for an LZ4 payload).
-	 * Move them by the map, stored bytes, length and CRC as they are, so
-	 * that they stay errors rather than pinning the segment (and its
-	 * space) forever: the same map pass dedup's GC makes for a segment
-	 * with shared payloads, so a packed or shared payload moves like any
-	 * other (once, its sharers following). Without dedup live counts
-	 * chunks and payloads alike.
+	 * The victim's own records name n of its live blocks. With dedup,
+	 * live counts the map entries that point into the segment, sharers
+	 * included, and a sharer's descriptor lives in the record that shared,
+	 * elsewhere. When the records explain every live block (nothing in it
+	 * is shared: the common case under unique overwrites), they are the
+	 * move list, and the pass over the whole map, which costs the map's
+	 * size for every segment cleaned, is not needed.
+	 *
+	 * Otherwise the map decides. Without dedup live counts chunks and
+	 * payloads alike, so a shortfall means mapped blocks the records do
+	 * not account for: the log after the checkpoint was damaged before
+	 * the records that moved them out were replayed, and the segment has
+	 * been written again since (reuse after a flush). Their bytes are
+	 * gone; the map's CRC makes every read of them a MEDIUM ERROR (or a
+	 * failed decompression, for an LZ4 payload). The map pass moves them
+	 * too, stored bytes, length and CRC as they are, so that they stay
+	 * errors rather than pinning the segment (and its space) forever; a
+	 * packed or shared payload moves like any other (once, its sharers
+	 * following).
 	 */
 	if (n < ls->segs[v].live) {
-		tnd_warn(LSFS_TAG, "gc: segment %u holds %u mapped blocks its records do not explain; "
-			 "moving them as they are (reads of them fail their CRC)", v, ls->segs[v].live - n);
+		if (!ls->refs)
+			tnd_warn(LSFS_TAG, "gc: segment %u holds %u mapped blocks its records do not "
+				 "explain; moving them as they are (reads of them fail their CRC)",
+				 v, ls->segs[v].live - n);
 		gc_by_map(ls, v);
 		return;
 	}
